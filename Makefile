@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make run    the project's main job (size table, executed notebooks, ...)
+#   make test   the test suite (what .ci/run calls)
+# Each creates .venv with the pinned versions of requirements.txt if it is missing.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test venv lock notebooks lab clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/usmlite-edu main
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+notebooks: $(STAMP)
+	$(BIN)/usmlite-edu notebooks
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | sed '1i # Exact pins for Python 3.11 (pip freeze of a working environment). environment.yml lists the same pins;\n# tests/test_setup.py fails if the two drift apart. Update both with: make lock' > requirements.txt
+	$(BIN)/python scripts/write_environment.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

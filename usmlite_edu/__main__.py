@@ -1,0 +1,3 @@
+from usmlite_edu.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,396 @@
+"""Per-channel weight quantization: USM-Lite section 3.2, Eqs. (1)-(2).
+
+Conventions (see ``GUIDE.md`` section 1). A dense weight ``W`` has shape ``(I, J)`` =
+(input, output) and the layer computes ``Y = X @ W``. A *channel* is an output column
+``W[:, j]``; every channel gets its own scale. With ``sub_channels=g`` the ``I`` inputs of
+each channel are split into ``g`` contiguous groups of ``I / g`` rows, each group with its
+own scale (and zero point): the sub-channel quantization of the 2-bit Conformer paper.
+
+Symmetric grid (the paper's int8 / int4)::
+
+    qmax = 2**(bits-1) - 1            # 127 for int8, 7 for int4, 1 for int2
+    s    = clip * max|w| / qmax       # Eq. (2): "max of W_j over max of the int range"
+    q    = clip(round(w / s), -qmax, qmax)
+    w^   = s * q                      # zero is exact; -2**(bits-1) is never used
+
+Asymmetric grid (the paper's int2, after the 2-bit Conformer paper)::
+
+    lo, hi = clip * min(w, 0), clip * max(w, 0)   # the range always contains 0
+    s      = (hi - lo) / (2**bits - 1)            # all 2**bits levels are used
+    z      = round(qmin - lo / s)                 # integer zero point in [qmin, qmax]
+    q      = clip(round(w / s) + z, qmin, qmax)   # qmin = -2**(bits-1), qmax = 2**(bits-1)-1
+    w^     = s * (q - z)
+
+The zero point is an integer inside the grid, so ``w = 0`` maps to ``q = z`` and
+dequantizes to exactly 0. That is what lets a pruned (N:M) zero survive quantization, and
+what lets the integer matmul be written as ``s * (X @ q - z * sum(X))``.
+
+Three ways to use the quantizer in a layer:
+
+* :func:`fake_quant` keeps ``w^`` in float ("fake" quantization, the usual QAT);
+* :func:`native_matmul` / :func:`qat_matmul` cast ``q`` to a real ``int8`` array in the
+  forward pass and compute ``Y_j = s_j * (X @ q_j)`` (Eq. 1, "native" QAT); the backward
+  pass of :func:`qat_matmul` is the straight-through estimator (STE);
+* :func:`int8_matmul` multiplies int8 activations by int8 weights with int32 accumulation,
+  the arithmetic an integer inference engine runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Literal, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "QuantizedArray",
+    "Clip",
+    "check_quant_args",
+    "int_range",
+    "quantize",
+    "dequantize",
+    "fake_quant",
+    "native_matmul",
+    "qat_matmul",
+    "quantize_activations",
+    "int8_matmul",
+    "search_clip",
+]
+
+Clip = Union[float, Literal["search"]]
+
+#: Clip ratios tried by ``clip="search"`` (2-bit Conformer paper: a grid in [min_clip, 1]).
+DEFAULT_CLIP_GRID = tuple(float(c) for c in np.linspace(0.5, 1.0, 11))
+
+
+# --------------------------------------------------------------------------- validation
+def check_quant_args(bits: int, symmetric: bool, sub_channels: int, clip: Clip,
+                     in_dim: int | None = None, name: str = "weight") -> None:
+    """Raise ``ValueError`` (saying what to change) for a setting that cannot work.
+
+    Called by every public entry point before any arithmetic, so a bad setting fails
+    at once instead of producing NaNs or an all-zero grid deep in a training run.
+    """
+    if not isinstance(bits, (int, np.integer)) or isinstance(bits, bool):
+        raise ValueError(f"bits must be an integer from 2 to 8, got {bits!r}")
+    if not 2 <= bits <= 8:
+        raise ValueError(
+            f"bits={bits} is outside 2..8: int8 is the widest integer this library "
+            "stores, and 1-bit has no symmetric level besides zero")
+    if not isinstance(sub_channels, (int, np.integer)) or sub_channels < 1:
+        raise ValueError(f"sub_channels must be a positive integer, got {sub_channels!r}")
+    if isinstance(clip, str):
+        if clip != "search":
+            raise ValueError(f"clip must be a ratio in (0, 1] or 'search', got {clip!r}")
+    elif not (0.0 < float(clip) <= 1.0):
+        raise ValueError(f"clip ratio must lie in (0, 1], got {clip!r}")
+    if in_dim is not None and in_dim % sub_channels:
+        raise ValueError(
+            f"{name}: sub_channels={sub_channels} does not divide the input dimension "
+            f"{in_dim}; choose a group count that divides {in_dim}")
+
+
+def int_range(bits: int, symmetric: bool) -> tuple[int, int]:
+    """The integer grid ``[qmin, qmax]``: ``[-127, 127]`` for symmetric int8, ``[-2, 1]``
+    for asymmetric int2 (4 levels), ``[-1, 1]`` for symmetric int2 (3 levels)."""
+    half = 2 ** (bits - 1)
+    return (-(half - 1), half - 1) if symmetric else (-half, half - 1)
+
+
+# --------------------------------------------------------------------------- container
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class QuantizedArray:
+    """A quantized ``(I, J)`` weight.
+
+    Attributes:
+      values: ``int8`` array of shape ``(I, J)``, inside :func:`int_range`.
+      scale: float32 array ``(g, J)``: one scale per sub-channel group and output channel.
+      zero_point: ``int8`` array ``(g, J)`` for the asymmetric grid, ``None`` if symmetric.
+      bits, symmetric: the grid (static metadata, not traced).
+    """
+
+    values: jax.Array
+    scale: jax.Array
+    zero_point: jax.Array | None
+    bits: int
+    symmetric: bool
+
+    @property
+    def sub_channels(self) -> int:
+        return int(self.scale.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape)
+
+    def tree_flatten(self):
+        return (self.values, self.scale, self.zero_point), (self.bits, self.symmetric)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, *aux)
+
+
+# --------------------------------------------------------------------------- core maths
+def _grouped(w: jax.Array, g: int) -> jax.Array:
+    """``(I, J) -> (g, I/g, J)``: contiguous groups of inputs."""
+    i, j = w.shape
+    return w.reshape(g, i // g, j)
+
+
+def _scale_and_zero(wg: jax.Array, bits: int, symmetric: bool, clip: jax.Array | float):
+    """Scale and zero point per ``(group, channel)`` for grouped weights ``(g, I/g, J)``.
+
+    ``clip`` broadcasts against ``(g, J)``.
+    """
+    qmin, qmax = int_range(bits, symmetric)
+    if symmetric:
+        amax = jnp.max(jnp.abs(wg), axis=1) * clip
+        scale = amax / qmax
+        zero = None
+    else:
+        lo = jnp.minimum(jnp.min(wg, axis=1), 0.0) * clip
+        hi = jnp.maximum(jnp.max(wg, axis=1), 0.0) * clip
+        scale = (hi - lo) / (qmax - qmin)
+    # An all-zero group has no range: any positive scale represents it exactly.
+    scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+    if not symmetric:
+        zero = jnp.clip(jnp.round(qmin - lo / scale), qmin, qmax)
+    return scale.astype(jnp.float32), zero
+
+
+def _quantize_grouped(wg, scale, zero, bits, symmetric):
+    qmin, qmax = int_range(bits, symmetric)
+    q = jnp.round(wg / scale[:, None, :])
+    if zero is not None:
+        q = q + zero[:, None, :]
+    return jnp.clip(q, qmin, qmax)
+
+
+def _dequantize_grouped(q, scale, zero):
+    if zero is not None:
+        q = q - zero[:, None, :]
+    return q * scale[:, None, :]
+
+
+def _reconstruction_error(wg, bits, symmetric, clip):
+    """Squared error per ``(group, channel)`` for a given clip ratio."""
+    scale, zero = _scale_and_zero(wg, bits, symmetric, clip)
+    w_hat = _dequantize_grouped(_quantize_grouped(wg, scale, zero, bits, symmetric), scale, zero)
+    return jnp.sum((wg - w_hat) ** 2, axis=1)
+
+
+def search_clip(w: jax.Array, bits: int, *, symmetric: bool = True, sub_channels: int = 1,
+                grid: tuple[float, ...] = DEFAULT_CLIP_GRID) -> jax.Array:
+    """Per-(group, channel) clip ratio from ``grid`` that minimises ``||w - w^||^2``.
+
+    The 2-bit Conformer paper's clipping: shrinking the range trades a larger error on a
+    few outliers for a finer step on everything else. ``grid`` always contains 1.0 (it is
+    appended if missing), so the result is never worse than no clipping.
+
+    Returns a float32 array of shape ``(g, J)``.
+    """
+    w = jnp.asarray(w, jnp.float32)
+    check_quant_args(bits, symmetric, sub_channels, 1.0, w.shape[0])
+    grid = tuple(sorted(set(float(c) for c in grid) | {1.0}))
+    wg = _grouped(w, sub_channels)
+    errs = jnp.stack([_reconstruction_error(wg, bits, symmetric, c) for c in grid])
+    # argmin returns the first minimum; grid is sorted ascending, so reverse it to prefer
+    # the widest range among ties (no clipping when clipping does not help).
+    best = len(grid) - 1 - jnp.argmin(errs[::-1], axis=0)
+    return jnp.asarray(grid, jnp.float32)[best]
+
+
+def quantize(w: jax.Array, bits: int, *, symmetric: bool = True, sub_channels: int = 1,
+             clip: Clip = 1.0) -> QuantizedArray:
+    """Quantize an ``(I, J)`` weight per output channel (Eq. 2).
+
+    Args:
+      w: float weight of shape ``(in, out)``.
+      bits: 2..8.
+      symmetric: symmetric grid ``[-qmax, qmax]`` (paper's int8/int4) or asymmetric grid
+        with an integer zero point (paper's int2).
+      sub_channels: number ``g`` of contiguous input groups per channel, each with its own
+        scale; must divide ``in``.
+      clip: ratio in ``(0, 1]`` applied to the range, or ``"search"`` for the per-channel
+        grid search of :func:`search_clip`.
+
+    Returns:
+      A :class:`QuantizedArray` whose ``values`` are a real ``int8`` array.
+    """
+    w = jnp.asarray(w)
+    if w.ndim != 2:
+        raise ValueError(f"quantize expects a 2-D (in, out) weight, got shape {w.shape}")
+    check_quant_args(bits, symmetric, sub_channels, clip, w.shape[0])
+    w = w.astype(jnp.float32)
+    return _quantize_with_clip(w, bits, symmetric, sub_channels,
+                               _resolve_clip(w, bits, symmetric, sub_channels, clip))
+
+
+def dequantize(q: QuantizedArray) -> jax.Array:
+    """``w^ = s * (q - z)``, back to float32, shape ``(I, J)``."""
+    g = q.sub_channels
+    vals = _grouped(q.values.astype(jnp.float32), g)
+    zero = None if q.zero_point is None else q.zero_point.astype(jnp.float32)
+    return _dequantize_grouped(vals, q.scale, zero).reshape(q.values.shape)
+
+
+def _clip_bounds(w, bits, symmetric, sub_channels, clip):
+    """Float interval ``[lo, hi]`` per element that the grid covers (for the STE)."""
+    wg = _grouped(w, sub_channels)
+    qmin, qmax = int_range(bits, symmetric)
+    scale, zero = _scale_and_zero(wg, bits, symmetric, clip)
+    z = 0.0 if zero is None else zero
+    lo = (qmin - z) * scale
+    hi = (qmax - z) * scale
+    # Half a step of slack: values that round onto the end levels are "inside".
+    lo = lo - 0.5 * scale
+    hi = hi + 0.5 * scale
+    shape = (sub_channels, 1, w.shape[1])
+    return (jnp.broadcast_to(lo.reshape(shape), wg.shape).reshape(w.shape),
+            jnp.broadcast_to(hi.reshape(shape), wg.shape).reshape(w.shape))
+
+
+def fake_quant(w: jax.Array, bits: int, *, symmetric: bool = True, sub_channels: int = 1,
+               clip: Clip = 1.0) -> jax.Array:
+    """Quantize-dequantize in float, with the straight-through estimator.
+
+    Forward: ``w^ = dequantize(quantize(w))``. Backward: ``d w^ / d w = 1`` where ``w``
+    lies inside the grid's range (``round`` is treated as the identity) and ``0`` where it
+    was clipped away. The scale is a function of ``w`` too, but, as in the paper and in
+    most QAT code, no gradient flows through it.
+    """
+    w = jnp.asarray(w, jnp.float32)
+    check_quant_args(bits, symmetric, sub_channels, clip, w.shape[0])
+    w_sg = jax.lax.stop_gradient(w)
+    clip = _resolve_clip(w_sg, bits, symmetric, sub_channels, clip)
+    w_hat = dequantize(_quantize_with_clip(w_sg, bits, symmetric, sub_channels, clip))
+    lo, hi = _clip_bounds(w_sg, bits, symmetric, sub_channels, clip)
+    w_in = jnp.clip(w, lo, hi)
+    return w_in + jax.lax.stop_gradient(w_hat - w_in)
+
+
+def _resolve_clip(w, bits, symmetric, sub_channels, clip):
+    """A clip ratio as an array broadcastable to ``(g, J)``; ``"search"`` runs the search."""
+    if isinstance(clip, str):
+        return search_clip(jax.lax.stop_gradient(w), bits, symmetric=symmetric,
+                           sub_channels=sub_channels)
+    return jnp.asarray(clip, jnp.float32)
+
+
+# --------------------------------------------------------------------------- matmuls
+def native_matmul(x: jax.Array, q: QuantizedArray, *, compute_dtype=None) -> jax.Array:
+    """Eq. (1): ``Y_j = s_j * (X @ q_j)`` with ``q`` a real ``int8`` array.
+
+    With sub-channels the sum over inputs splits into ``g`` partial products, each scaled
+    by its own ``s``; with a zero point, ``s * (X_g @ q_g - z * sum(X_g))``. The int8
+    values are converted to the activation dtype inside the dot (exact: every int8 is a
+    float32 and a bfloat16 number), so no float copy of the weight is ever materialised.
+
+    Args:
+      x: activations ``(..., I)``.
+      q: quantized weight ``(I, J)``.
+      compute_dtype: dtype of the dot (default: ``x.dtype``); ``jnp.bfloat16`` runs the
+        matmul at bfloat16 speed and accumulates in float32.
+    """
+    g = q.sub_channels
+    i, j = q.values.shape
+    if x.shape[-1] != i:
+        raise ValueError(f"native_matmul: x has {x.shape[-1]} features, weight expects {i}")
+    dt = compute_dtype or x.dtype
+    xg = x.reshape(*x.shape[:-1], g, i // g).astype(dt)
+    vg = q.values.reshape(g, i // g, j)
+    acc = jnp.einsum("...gi,gij->...gj", xg, vg.astype(dt),
+                     preferred_element_type=jnp.float32)
+    if q.zero_point is not None:
+        acc = acc - jnp.sum(xg.astype(jnp.float32), axis=-1)[..., None] * \
+            q.zero_point.astype(jnp.float32)
+    return jnp.sum(acc * q.scale, axis=-2).astype(x.dtype)
+
+
+def qat_matmul(x: jax.Array, w: jax.Array, bits: int, *, symmetric: bool = True,
+               sub_channels: int = 1, clip: Clip = 1.0, compute_dtype=None) -> jax.Array:
+    """Native QAT: the forward pass of :func:`native_matmul`, the STE in the backward pass.
+
+    Forward: quantize ``w`` to int8 and compute Eq. (1). Backward (STE): the gradients are
+    those of ``x @ w^`` with ``d w^ / d w = 1`` inside the grid's range, i.e.
+    ``dx = dy @ w^.T`` and ``dw = x.T @ dy`` (zeroed where ``w`` was clipped).
+    """
+    w = jnp.asarray(w, jnp.float32)
+    check_quant_args(bits, symmetric, sub_channels, clip, w.shape[0])
+    clip = _resolve_clip(w, bits, symmetric, sub_channels, clip)
+    return _qat_core(x, w, clip, (bits, symmetric, sub_channels, compute_dtype))
+
+
+def _quantize_with_clip(w, bits, symmetric, sub_channels, clip):
+    wg = _grouped(w, sub_channels)
+    scale, zero = _scale_and_zero(wg, bits, symmetric, clip)
+    q = _quantize_grouped(wg, scale, zero, bits, symmetric).reshape(w.shape)
+    zp = None if zero is None else zero.astype(jnp.int8)
+    return QuantizedArray(q.astype(jnp.int8), scale, zp, bits, symmetric)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _qat_core(x, w, clip, static):
+    bits, symmetric, g, dt = static
+    return native_matmul(x, _quantize_with_clip(w, bits, symmetric, g, clip), compute_dtype=dt)
+
+
+def _qat_fwd(x, w, clip, static):
+    bits, symmetric, g, dt = static
+    q = _quantize_with_clip(w, bits, symmetric, g, clip)
+    y = native_matmul(x, q, compute_dtype=dt)
+    return y, (x, w, q, clip)
+
+
+def _qat_bwd(static, res, dy):
+    bits, symmetric, g, dt = static
+    x, w, q, clip = res
+    w_hat = dequantize(q)
+    lo, hi = _clip_bounds(w, bits, symmetric, g, clip)
+    inside = (w >= lo) & (w <= hi)
+    cdt = dt or x.dtype
+    dx = jnp.einsum("...j,ij->...i", dy.astype(cdt), w_hat.astype(cdt),
+                    preferred_element_type=jnp.float32).astype(x.dtype)
+    x2 = x.reshape(-1, x.shape[-1]).astype(cdt)
+    dy2 = dy.reshape(-1, dy.shape[-1]).astype(cdt)
+    dw = jnp.einsum("ni,nj->ij", x2, dy2, preferred_element_type=jnp.float32)
+    dw = jnp.where(inside, dw, 0.0).astype(w.dtype)
+    return dx, dw, jnp.zeros_like(clip)
+
+
+_qat_core.defvjp(_qat_fwd, _qat_bwd)
+
+
+def quantize_activations(x: jax.Array, bits: int = 8) -> tuple[jax.Array, jax.Array]:
+    """Dynamic symmetric per-row (per token) quantization of activations ``(..., I)``.
+
+    Returns ``(int8 values, float32 scale of shape (..., 1))``.
+    """
+    check_quant_args(bits, True, 1, 1.0)
+    qmin, qmax = int_range(bits, True)
+    amax = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    scale = jnp.where(amax > 0, amax / qmax, 1.0).astype(jnp.float32)
+    return jnp.clip(jnp.round(x / scale), qmin, qmax).astype(jnp.int8), scale
+
+
+def int8_matmul(x: jax.Array, q: QuantizedArray, *, act_bits: int = 8) -> jax.Array:
+    """int8 activations x int8 weights -> int32 accumulation -> float output.
+
+    ``x`` is quantized per row with :func:`quantize_activations`; the integer product
+    ``xq @ q`` runs in ``jax.lax.dot_general`` with ``preferred_element_type=int32`` (the
+    path AMX / tensor cores execute), then both scales are applied. Equals
+    ``dequant(xq) @ dequantize(q)`` up to float32 rounding of the final multiply.
+    """
+    if q.sub_channels != 1 or q.zero_point is not None:
+        raise ValueError("int8_matmul supports symmetric per-channel weights (sub_channels=1)"
+                         "; use native_matmul for sub-channel or asymmetric weights")
+    xq, xs = quantize_activations(x, act_bits)
+    acc = jax.lax.dot_general(
+        xq, q.values, (((xq.ndim - 1,), (0,)), ((), ())),
+        preferred_element_type=jnp.int32)
+    return acc.astype(jnp.float32) * xs * q.scale[0]
