@@ -158,8 +158,10 @@ CI = ConformerConfig(
     num_layers=2, num_heads=4, ffn_multiplier=4, conv_kernel=5, left_context=None,
     right_context=None, vocab_size=32)
 
+#: The reduced-scale reproduction on 2 CPU cores: about 2M parameters, at FSDD's native
+#: 8 kHz (64 mel bins over 0-4 kHz, the paper's 32 ms / 10 ms framing).
 CPU = ConformerConfig(
-    name="cpu", sample_rate=16000, num_mels=80, subsample_channels=(32, 16), model_dim=144,
+    name="cpu", sample_rate=8000, num_mels=64, subsample_channels=(32, 16), model_dim=144,
     num_layers=4, num_heads=4, ffn_multiplier=4, conv_kernel=5, left_context=None,
     right_context=None, vocab_size=32)
 

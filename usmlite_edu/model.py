@@ -42,7 +42,7 @@ from usmlite_edu.compress import CompressionSpec
 from usmlite_edu.configs import ConformerConfig
 
 __all__ = ["ModelOptions", "ConformerCTC", "rel_shift", "relative_logits_reference",
-           "subsampled_lengths", "compressible_mask_tree", "apply_masks", "build_model",
+           "relative_logits", "subsampled_lengths", "compressible_mask_tree", "apply_masks", "build_model",
            "param_shapes"]
 
 
@@ -201,6 +201,19 @@ def relative_positions(t: int, dim: int) -> jax.Array:
     return jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], axis=-1)
 
 
+def relative_logits(q, k, p, u, v):
+    """Transformer-XL attention logits for a batch, via :func:`rel_shift`.
+
+    ``q, k``: (B, T, H, Dh); ``p``: (2T-1, H, Dh) projected relative embeddings, rows
+    ordered from distance -(T-1); ``u, v``: (H, Dh) the global content / position biases.
+    Returns (B, H, T, T) with ``logit[i, j] = (q_i + u).k_j + (q_i + v).p[i - j]``
+    (unscaled).
+    """
+    ac = jnp.einsum("bihd,bjhd->bhij", q + u, k)
+    bd = rel_shift(jnp.einsum("bihd,rhd->bhir", q + v, p))
+    return ac + bd
+
+
 def relative_logits_reference(q, k, p, u, v):
     """The direct definition, one (i, j) at a time: ``(q_i + u).k_j + (q_i + v).P[i - j]``.
 
@@ -242,9 +255,7 @@ class RelPositionAttention(nn.Module):
         p = dense("pos", bias=False)(relative_positions(t, cfg.model_dim)).reshape(2 * t - 1, h, dh)
         u_bias = self.param("u_bias", nn.initializers.zeros, (h, dh))
         v_bias = self.param("v_bias", nn.initializers.zeros, (h, dh))
-        ac = jnp.einsum("bihd,bjhd->bhij", q + u_bias, k)
-        bd = rel_shift(jnp.einsum("bihd,rhd->bhir", q + v_bias, p))
-        logits = (ac + bd) / np.sqrt(dh)
+        logits = relative_logits(q, k, p, u_bias, v_bias) / np.sqrt(dh)
         allowed = mask[:, None, None, :]
         if cfg.left_context is not None or cfg.right_context is not None:
             i = jnp.arange(t)[:, None]

@@ -1,0 +1,172 @@
+"""End-to-end tests of the speech pipeline: overfit, resume, bad input, CLI."""
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from usmlite_edu import batching, cli, configs, sparsity, train
+from usmlite_edu.compress import CompressionSpec
+from usmlite_edu.corpora import CorpusSplit, Utterance, load_corpus
+from usmlite_edu.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.xdist_group("train")  # share the compile cache on one worker
+
+TINY = dict(model_dim=32, num_heads=2, num_layers=1, subsample_channels=(4, 4))
+
+
+@pytest.fixture(scope="module")
+def small_train():
+    return load_corpus("data_small", None, "train", sample_rate=16000)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(small_train):
+    return Tokenizer.train([u.text for u in small_train], 48, None, seed=0)
+
+
+def test_transformer_schedule_peaks_at_warmup():
+    s = train.transformer_schedule(1.0, 10)
+    vals = [float(s(jnp.asarray(t))) for t in range(40)]
+    assert int(np.argmax(vals)) == 9 and vals[9] == pytest.approx(1.0)
+    assert vals[39] == pytest.approx(np.sqrt(10 / 40))
+
+
+def test_greedy_decode_merges_repeats_and_drops_blanks():
+    logits = np.eye(4)[[0, 2, 2, 0, 2, 3, 3, 1]][None]
+    assert train.greedy_decode(logits, np.ones((1, 8), bool)) == [[2, 2, 3, 1]]
+    assert train.greedy_decode(logits, np.arange(8)[None] < 3) == [[2]]
+
+
+@pytest.mark.parametrize("spec", ["float", "int4+2:4"])
+def test_overfit_one_batch(small_train, tokenizer, spec):
+    """The loss of one batch can be driven near zero: the model, CTC loss and optimizer
+    (dense and compressed) are wired correctly."""
+    cfg = configs.CI.replace(vocab_size=tokenizer.vocab_size)
+    split = CorpusSplit("one", small_train.utterances[:4], [], 16000)
+    ds = batching.prepare(split, tokenizer, cfg, (4.5,))
+    tcfg = train.TrainConfig(batch_size=4, peak_lr=3e-3, encoder_warmup=20, softmax_warmup=10,
+                             bucket_seconds=(4.5,))
+    tr = train.Trainer(cfg, CompressionSpec.parse(spec), tcfg)
+    params = tr.init_params(0)
+    state = tr.setup_optimizer(params)
+    batch, idx = next(batching.eval_batches(ds, 4))
+    key = jax.random.key(0)
+    losses = []
+    for step in range(300):
+        params, state, loss, finite = tr.step(params, state, batch, key, step)
+        losses.append(float(loss))
+    assert losses[-1] < 0.05 * losses[0] and losses[-1] < 0.2, losses[::30]
+    ids = tr.transcribe_batch(params, sparsity.masks_from_state(state), batch)
+    refs = [tokenizer.normalize(ds.examples[i].text) for i in idx]
+    assert [tokenizer.decode(i) for i in ids] == refs
+
+
+def test_bad_inputs_are_reported_and_skipped(tmp_path, small_train, tokenizer):
+    cfg = configs.CI.replace(vocab_size=tokenizer.vocab_size)
+    good = small_train.utterances[0]
+    bad_file = tmp_path / "corrupt.flac"
+    bad_file.write_bytes(b"not audio at all")
+    stereo = tmp_path / "stereo_8k.wav"
+    x = good.load(8000)
+    sf.write(stereo, np.stack([x, x], 1), 8000)
+    utts = [
+        good,
+        Utterance("corrupt", "one two", "s", path=str(bad_file)),
+        Utterance("empty_audio", "one", "s", audio=np.zeros(0, np.float32)),
+        Utterance("nan", "one", "s", audio=np.full(16000, np.nan, np.float32)),
+        Utterance("empty_text", "", "s", audio=good.load(16000)),
+        Utterance("unencodable", "one two ß", "s", audio=good.load(16000)),
+        Utterance("too_long", "one", "s", audio=np.zeros(16000 * 10, np.float32)),
+        Utterance("too_short", "one two three four five six seven", "s",
+                  audio=np.zeros(3000, np.float32)),
+        Utterance("stereo_8k", good.text, "s", path=str(stereo)),
+    ]
+    ds = batching.prepare(CorpusSplit("bad", utts, [], 16000), tokenizer, cfg, (4.5,))
+    kept = {e.uid for e in ds.examples}
+    assert kept == {good.uid, "stereo_8k"}
+    reasons = dict(ds.skipped)
+    assert "unreadable audio" in reasons[str(bad_file)]
+    assert "empty audio" in reasons["empty_audio"]
+    assert "NaN" in reasons["nan"]
+    assert "empty transcript" in reasons["empty_text"]
+    assert "cannot be encoded" in reasons["unencodable"]
+    assert "too long" in reasons["too_long"]
+    assert "too short for CTC" in reasons["too_short"]
+
+
+def test_ctc_min_frames_counts_repeats():
+    assert batching.ctc_min_frames([1, 2, 3]) == 3
+    assert batching.ctc_min_frames([1, 1, 2, 2, 2]) == 8
+
+
+def test_batch_stream_is_deterministic_and_resumable(small_train, tokenizer):
+    cfg = configs.CI.replace(vocab_size=tokenizer.vocab_size)
+    ds = batching.prepare(small_train, tokenizer, cfg, (2.5, 4.5))
+    a = batching.BatchStream(ds, 8, seed=3)
+    bpe = a.batches_per_epoch
+    first = [next(a) for _ in range(bpe + 20)]  # crosses an epoch boundary
+    b = batching.BatchStream(ds, 8, seed=3, position=(0, 0))
+    for x, y in zip(first, (next(b) for _ in range(bpe + 20))):
+        np.testing.assert_array_equal(x.waveforms, y.waveforms)
+    c = batching.BatchStream(ds, 8, seed=3, position=(1, 15))
+    np.testing.assert_array_equal(next(c).labels, first[bpe + 15].labels)
+    shapes = {x.waveforms.shape for x in first}
+    assert shapes <= {(8, 40000), (8, 72000)}  # fixed buckets: at most two compiles
+
+
+def _final_params(run):
+    return jax.tree.leaves(train.load_params(Path(run) / "params"))
+
+
+@pytest.mark.parametrize("spec", ["2:4/fs6"])
+def test_killed_run_resumes_to_identical_parameters(tmp_path, spec):
+    kw = dict(steps=12, spec=spec, model_overrides=TINY,
+              train_overrides=dict(checkpoint_every=4, log_every=2, batch_size=8,
+                                   bucket_seconds=(2.5, 4.5)), eval_splits=())
+    train.train("ci", "data_small", None, tmp_path / "full", **kw)
+    # "killed" after 7 steps: the last checkpoint is step 4; steps 5-7 are lost and redone
+    train.train("ci", "data_small", None, tmp_path / "cut", stop_after=7, **kw)
+    ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
+    assert "4" in ckpts and "8" not in ckpts
+    train.train("ci", "data_small", None, tmp_path / "cut", **kw)
+    for a, b in zip(_final_params(tmp_path / "full"), _final_params(tmp_path / "cut")):
+        np.testing.assert_array_equal(a, b)
+    masks_a = jax.tree.leaves(train.load_params(tmp_path / "full" / "masks"))
+    masks_b = jax.tree.leaves(train.load_params(tmp_path / "cut" / "masks"))
+    for a, b in zip(masks_a, masks_b):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    kw = dict(steps=2, model_overrides=TINY, eval_splits=(),
+              train_overrides=dict(checkpoint_every=2, batch_size=8))
+    train.train("ci", "data_small", None, tmp_path / "r", **kw)
+    with pytest.raises(ValueError, match="spec"):
+        train.train("ci", "data_small", None, tmp_path / "r", spec="int4", **kw)
+
+
+def test_cli_train_eval_transcribe(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--preset", "ci", "--corpus", "data_small", "--out", str(out),
+                     "--steps", "3", "--batch-size", "8"]) == 0
+    assert (out / "params").exists() and (out / "tokenizer" / "tokenizer.model").exists()
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["final"]["step"] == 3
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(out), "--corpus", "data_small",
+                     "--split", "test", "--spec", "int4"]) == 0
+    assert "test: WER" in capsys.readouterr().out
+    wav = sorted(Path("data_small/test").rglob("*.flac"))[0]
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....")
+    assert cli.main(["transcribe", "--checkpoint", str(out), str(wav), str(bad)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(f"{wav}\t") and lines[1].startswith(f"{bad}\t<error:")
+    assert cli.main(["train", "--preset", "ci", "--out", str(tmp_path / "x"),
+                     "--spec", "int2/g7"]) == 2
