@@ -83,12 +83,17 @@ def ctc_min_frames(tokens: Sequence[int]) -> int:
 
 
 def prepare(split: CorpusSplit, tokenizer: Tokenizer, cfg: ConformerConfig,
-            bucket_seconds: Sequence[float]) -> Dataset:
-    """Load, tokenize and bucket every utterance; report and skip what cannot train."""
+            bucket_seconds: Sequence[float], *, keep_long: bool = False) -> Dataset:
+    """Load, tokenize and bucket every utterance; report and skip what cannot train.
+
+    ``keep_long`` (for evaluation: a test set must not lose its long utterances) adds
+    buckets, in whole seconds, for utterances longer than the largest one instead of
+    skipping them.
+    """
     sr = cfg.sample_rate
-    buckets = tuple(sorted(int(round(s * sr)) for s in bucket_seconds))
-    if not buckets:
+    if not bucket_seconds:
         raise ValueError("bucket_seconds is empty")
+    buckets = tuple(sorted(set(int(round(s * sr)) for s in bucket_seconds)))
     mel = frontend.LogMelConfig.from_model(cfg)
     skipped = list(split.skipped)
     examples: list[Example] = []
@@ -114,6 +119,8 @@ def prepare(split: CorpusSplit, tokenizer: Tokenizer, cfg: ConformerConfig,
         if not ok:
             skip(f"transcript cannot be encoded: {why}")
             continue
+        if audio.size > buckets[-1] and keep_long:  # a new bucket, in whole seconds
+            buckets = buckets + (int(math.ceil(audio.size / sr)) * sr,)
         if audio.size > buckets[-1]:
             skip(f"too long: {audio.size / sr:.2f} s > largest bucket "
                  f"{buckets[-1] / sr:g} s (raise bucket_seconds to keep it)")

@@ -32,10 +32,18 @@ def _cmd_main(args) -> int:
     """The README's main job: everything a fresh machine can reproduce offline."""
     from usmlite_edu import notebook_runner, sizes
 
-    print("== Model-size table (guide section 2) ==")
-    print(sizes.format_size_table("usm_2b"))
-    print("\n== Toy notebooks (headless) ==")
-    return notebook_runner.run_all(None, fast=not args.full)
+    from usmlite_edu import train
+
+    print("== Model-size table (guide section 2) ==", flush=True)
+    print(sizes.format_size_table("usm_2b"), flush=True)
+    print("\n== Notebooks (headless) ==", flush=True)
+    notebook_runner.run_all(None, fast=not args.full)
+    print("\n== Train the ci preset on data_small (offline) ==", flush=True)
+    r = train.train("ci", "data_small", None, args.out, eval_splits=("dev", "test"))
+    print(f"ci preset on data_small: dev WER {r['dev']['wer']:.1f}%, "
+          f"test WER {r['test']['wer']:.1f}% after {r['step']} steps "
+          f"({r['train_time_s']:.0f} s of training)")
+    return 0
 
 
 def _data_dir(args) -> str | None:
@@ -138,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("main", help="the project's main job (what `make run` does)")
     m.add_argument("--full", action="store_true", help="notebooks at learner sizes")
+    m.add_argument("--out", default="runs/ci", help="run directory of the ci training")
     m.set_defaults(func=_cmd_main)
     return p
 

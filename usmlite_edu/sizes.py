@@ -203,5 +203,5 @@ def format_size_table(model: str = "usm_2b") -> str:
     ]
     for r in size_table(model):
         lines.append(f"| {r['exp']} | {r['description']} | `{r['spec']}` | {r['paper']:.1f}% "
-                     f"| {r['estimate']:.1f}% | {r['exact']:.1f}% | {r['megabytes']:,.0f} |")
+                     f"| {r['estimate']:.2f}% | {r['exact']:.2f}% | {r['megabytes']:,.0f} |")
     return "\n".join(lines)

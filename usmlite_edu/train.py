@@ -99,7 +99,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
                       softmax_warmup=20, bucket_seconds=(2.5, 4.5), vocab_size=48,
                       checkpoint_every=100, log_every=10),
     "cpu": TrainConfig(steps=600, batch_size=32, peak_lr=2e-3, encoder_warmup=100,
-                       softmax_warmup=30, bucket_seconds=(2.0, 3.5, 5.5), vocab_size=32,
+                       softmax_warmup=30, bucket_seconds=(2.0, 3.5, 5.0, 7.0), vocab_size=32,
                        checkpoint_every=100, log_every=10),
     "small": TrainConfig(steps=50_000, batch_size=64, peak_lr=1e-3, encoder_warmup=5000,
                          softmax_warmup=1500, bucket_seconds=(5.0, 10.0, 17.5), vocab_size=256,
@@ -398,7 +398,8 @@ def train(preset: str, corpus: str, data_dir: str | None, out_dir: str | os.Path
                                  "use a new --out directory or delete the old one")
     _write_json(cfg_path, meta)
 
-    datasets = {s: batching.prepare(sp, tok, cfg, tcfg.bucket_seconds) for s, sp in splits.items()}
+    datasets = {s: batching.prepare(sp, tok, cfg, tcfg.bucket_seconds, keep_long=s != "train")
+                for s, sp in splits.items()}
     for d in datasets.values():
         print(d.summary(), flush=True)
 
@@ -513,7 +514,7 @@ def evaluate_run(run_dir: str | os.PathLike, corpus: str, data_dir: str | None, 
             masks = one_shot_masks(params, spec, trainer.opts)
     split_data = load_corpus(corpus, data_dir, split, seed=seed, sample_rate=cfg.sample_rate,
                              heldout_speaker=heldout_speaker)
-    ds = batching.prepare(split_data, tok, cfg, tcfg.bucket_seconds)
+    ds = batching.prepare(split_data, tok, cfg, tcfg.bucket_seconds, keep_long=True)
     r = trainer.evaluate(params, masks, ds, tok)
     r["spec"] = str(spec)
     return r
