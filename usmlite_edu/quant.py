@@ -305,6 +305,12 @@ def native_matmul(x: jax.Array, q: QuantizedArray, *, compute_dtype=None) -> jax
     if x.shape[-1] != i:
         raise ValueError(f"native_matmul: x has {x.shape[-1]} features, weight expects {i}")
     dt = compute_dtype or x.dtype
+    if g == 1:  # the common per-channel case: one plain matmul, no grouped batch dim
+        acc = jnp.matmul(x.astype(dt), q.values.astype(dt), preferred_element_type=jnp.float32)
+        if q.zero_point is not None:
+            acc = acc - jnp.sum(x.astype(jnp.float32), axis=-1, keepdims=True) * \
+                q.zero_point[0].astype(jnp.float32)
+        return (acc * q.scale[0]).astype(x.dtype)
     xg = x.reshape(*x.shape[:-1], g, i // g).astype(dt)
     vg = q.values.reshape(g, i // g, j)
     acc = jnp.einsum("...gi,gij->...gj", xg, vg.astype(dt),
