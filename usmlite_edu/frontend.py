@@ -81,8 +81,9 @@ class LogMelConfig:
     @classmethod
     def from_model(cls, cfg: ConformerConfig, **overrides) -> "LogMelConfig":
         """The frontend of a :class:`ConformerConfig` (sample rate, mels, window, hop)."""
-        return cls(sample_rate=cfg.sample_rate, num_mels=cfg.num_mels,
-                   window_ms=cfg.window_ms, hop_ms=cfg.hop_ms, **overrides)
+        fields = dict(sample_rate=cfg.sample_rate, num_mels=cfg.num_mels,
+                      window_ms=cfg.window_ms, hop_ms=cfg.hop_ms)
+        return cls(**{**fields, **overrides})
 
     @property
     def win_length(self) -> int:

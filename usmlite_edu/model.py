@@ -268,6 +268,7 @@ class RelPositionAttention(nn.Module):
             allowed = allowed & ok[None, None]
         logits = jnp.where(allowed, logits, -1e9)
         attn = jax.nn.softmax(logits, axis=-1)
+        self.sow("intermediates", "attention", attn)  # for notebooks: capture without recomputing
         attn = nn.Dropout(cfg.dropout)(attn, deterministic=deterministic)
         out = jnp.einsum("bhij,bjhd->bihd", attn, v).reshape(b, t, cfg.model_dim)
         out = dense("out")(out)

@@ -260,6 +260,7 @@ class Trainer:
         self.tx: optax.GradientTransformation | None = None
         self._step = None
         self._forward = jax.jit(self._forward_impl)
+        self._init = jax.jit(self.model.init)
 
     # -- model pieces
     def features(self, waveforms, lengths):
@@ -270,7 +271,7 @@ class Trainer:
         n = self.tcfg.bucket_seconds[0] * self.cfg.sample_rate
         wav = jnp.zeros((1, int(n)), jnp.float32)
         feats, mask = self.features(wav, jnp.array([wav.shape[1]]))
-        return self.model.init(jax.random.key(seed), feats, mask)["params"]
+        return self._init(jax.random.key(seed), feats, mask)["params"]
 
     def _forward_impl(self, params, masks, waveforms, lengths):
         feats, mask = self.features(waveforms, lengths)
@@ -312,9 +313,13 @@ class Trainer:
         return self._step(params, opt_state, b, key, jnp.asarray(step, jnp.int32))
 
     # -- evaluation
+    def logits(self, params, masks, waveforms, lengths) -> tuple[jax.Array, jax.Array]:
+        """CTC logits ``(B, T', V)`` and output mask of a padded waveform batch (jitted);
+        ``masks`` are the N:M masks (``None`` for dense)."""
+        return self._forward(params, masks, jnp.asarray(waveforms), jnp.asarray(lengths))
+
     def transcribe_batch(self, params, masks, batch) -> list[list[int]]:
-        logits, omask = self._forward(params, masks, jnp.asarray(batch.waveforms),
-                                      jnp.asarray(batch.lengths))
+        logits, omask = self.logits(params, masks, batch.waveforms, batch.lengths)
         return greedy_decode(np.asarray(logits), np.asarray(omask))
 
     def evaluate(self, params, masks, ds: batching.Dataset, tok: Tokenizer) -> dict:
@@ -345,7 +350,7 @@ def train(preset: str, corpus: str, data_dir: str | None, out_dir: str | os.Path
           spec: str | CompressionSpec = "float", init: str | os.PathLike | None = None,
           steps: int | None = None, seed: int = 0, heldout_speaker: str | None = None,
           train_overrides: dict | None = None, model_overrides: dict | None = None,
-          eval_splits: Sequence[str] = ("dev",), stop_after: int | None = None) -> dict:
+          eval_splits: Sequence[str] = ("dev", "test"), stop_after: int | None = None) -> dict:
     """Train (or fine-tune from ``init``) one model; resumes if ``out_dir`` has a checkpoint.
 
     Args:
