@@ -14,7 +14,7 @@ PAPER_NAMES = ["float", "int8", "int4", "int2", "int2/g16", "int2/g32", "int2/g6
                "2:4/fs1000", "1:4", "1:4/fs1000", "int4+2:4", "int4+2:4/fs1000"]
 
 
-@pytest.mark.parametrize("name", PAPER_NAMES + ["int2/clipsearch", "int3/asym", "int2/sym",
+@pytest.mark.parametrize("name", PAPER_NAMES + ["int2/gs24", "int2/clipsearch", "int3/asym", "int2/sym",
                                                 "int4/clip0.9", "2:4/srste", "int8+1:4/fs20"])
 def test_parse_round_trip(name):
     spec = CompressionSpec.parse(name)
@@ -61,6 +61,18 @@ def test_parse_str_is_identity(spec):
 def test_invalid_specs_say_what_is_wrong(text, match):
     with pytest.raises(ValueError, match=match):
         CompressionSpec.parse(text)
+
+
+def test_group_size_resolves_per_layer():
+    spec = CompressionSpec.parse("int2/gs24")
+    assert spec.groups_for(144) == 6 and spec.groups_for(576) == 24
+    w = jax.random.normal(jax.random.key(0), (144, 8))
+    _, q = compress.prune_then_quantize(w, spec)
+    assert q.scale.shape == (6, 8)
+    with pytest.raises(ValueError, match="group size 24 does not divide its input dimension 100"):
+        spec.check_shape((100, 8), "proj")
+    with pytest.raises(ValueError, match="not both"):
+        CompressionSpec.parse("int2/g4/gs24")
 
 
 def test_groups_that_do_not_divide_are_refused_before_work():

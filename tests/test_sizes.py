@@ -53,3 +53,13 @@ def test_usm_2b_parameter_count_and_roles():
 def test_invalid_spec_for_model_is_refused():
     with pytest.raises(ValueError, match="frontend/proj/kernel: 7 sub-channels do not divide"):
         sizes.model_size("int2/g7", "usm_2b")
+
+
+def test_group_size_overhead():
+    # groups of 24 inputs: one float32 per 24 weights = 1/24 of the float size (paper: 4.1%)
+    assert sizes.size_ratio("int2/gs24") == pytest.approx(6.25 + 100 / 24)
+    exact = sizes.model_size("int2/gs24", "cpu")
+    cfg = configs.CPU
+    expected_scales = sum(32 * (w.shape[0] // 24) * w.shape[1]
+                          for w in configs.weight_shapes(cfg) if w.role == "dense")
+    assert exact.scales == expected_scales

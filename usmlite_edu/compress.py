@@ -9,11 +9,12 @@ the notebooks::
     int8, int4       symmetric per-channel grid [-127,127], [-7,7]   (E0-E3)
     int2             asymmetric 4-level grid                          (E4)
     int2/g64         ... with 64 sub-channel groups per channel       (E5-E7)
+    int2/gs24        ... groups of 24 inputs in every layer (g = in_dim / 24)
     2:4, 1:4         N:M magnitude pruning, one-shot mask             (E8, E10)
     2:4/fs100        ... few-shot: mask updated for the first 100 steps  (E9, E11)
     int4+2:4         prune, then quantize the kept weights            (E12, E13)
 
-Options after ``/``: ``g<G>`` sub-channels, ``sym`` / ``asym``, ``clip<r>`` (e.g.
+Options after ``/``: ``g<G>`` sub-channels (a count), ``gs<N>`` (a group size), ``sym`` / ``asym``, ``clip<r>`` (e.g.
 ``clip0.9``) or ``clipsearch`` on a quantizer; ``fs<T>`` (few-shot, ``T_p = T``),
 ``oneshot``, ``srste`` on a pattern. ``str(spec)`` is the canonical name and
 ``CompressionSpec.parse(str(spec)) == spec``.
@@ -49,6 +50,8 @@ class CompressionSpec:
       symmetric: symmetric grid (default for >= 3 bits) or asymmetric (default for int2,
         as in the paper).
       sub_channels: groups per output channel along the input dimension.
+      group_size: alternatively, inputs per group (``/gs<N>``): each layer gets
+        ``in_dim / N`` groups, so layers of different widths share one group size.
       clip: clip ratio in (0, 1] or ``"search"``.
       n, m: N:M pattern (both ``None`` = dense).
       mask_update_steps: ``T_p``; 1 = one-shot.
@@ -58,6 +61,7 @@ class CompressionSpec:
     bits: int | None = None
     symmetric: bool = True
     sub_channels: int = 1
+    group_size: int | None = None
     clip: Clip = 1.0
     n: int | None = None
     m: int | None = None
@@ -67,9 +71,15 @@ class CompressionSpec:
     def __post_init__(self):
         if self.bits is not None:
             quant.check_quant_args(self.bits, self.symmetric, self.sub_channels, self.clip)
-        elif self.sub_channels != 1 or self.clip != 1.0 or not self.symmetric:
+        elif (self.sub_channels != 1 or self.group_size is not None or self.clip != 1.0
+              or not self.symmetric):
             raise ValueError("sub_channels / clip / asym only make sense with a bit width "
                              "(e.g. 'int2/g64'); float weights take none of them")
+        if self.group_size is not None:
+            if not isinstance(self.group_size, int) or self.group_size < 1:
+                raise ValueError(f"group_size must be a positive integer, got {self.group_size!r}")
+            if self.sub_channels != 1:
+                raise ValueError("give sub-channels as a count (g<G>) or a size (gs<N>), not both")
         if (self.n is None) != (self.m is None):
             raise ValueError("give both n and m for N:M sparsity, or neither")
         if self.n is not None:
@@ -104,10 +114,24 @@ class CompressionSpec:
         return self.sparse and self.mask_update_steps > 1
 
     # ------------------------------------------------------------------ validation
+    def groups_for(self, in_dim: int) -> int:
+        """Sub-channel groups of a layer with ``in_dim`` inputs."""
+        return in_dim // self.group_size if self.group_size else self.sub_channels
+
+    def for_input_dim(self, in_dim: int) -> "CompressionSpec":
+        """This spec with a group size resolved to a group count for one layer."""
+        if self.group_size is None:
+            return self
+        return self.replace(sub_channels=max(in_dim // self.group_size, 1), group_size=None)
+
     def check_shape(self, shape: tuple[int, ...], name: str = "weight") -> None:
         """Refuse (``ValueError`` naming ``name``) a weight this spec cannot compress."""
         if len(shape) != 2:
             raise ValueError(f"{name}: compressible weights are 2-D (in, out), got {shape}")
+        if self.quantized and self.group_size and shape[0] % self.group_size:
+            raise ValueError(
+                f"{name}: group size {self.group_size} does not divide its input dimension "
+                f"{shape[0]} (spec '{self}'); choose a group size that divides every layer")
         if self.quantized and shape[0] % self.sub_channels:
             raise ValueError(
                 f"{name}: {self.sub_channels} sub-channels do not divide its input dimension "
@@ -126,6 +150,8 @@ class CompressionSpec:
                 q += "/sym" if self.symmetric else "/asym"
             if self.sub_channels != 1:
                 q += f"/g{self.sub_channels}"
+            if self.group_size is not None:
+                q += f"/gs{self.group_size}"
             if self.clip == "search":
                 q += "/clipsearch"
             elif float(self.clip) != 1.0:
@@ -166,13 +192,15 @@ class CompressionSpec:
                         kw["symmetric"] = False
                     elif re.fullmatch(r"g\d+", o):
                         kw["sub_channels"] = int(o[1:])
+                    elif re.fullmatch(r"gs\d+", o):
+                        kw["group_size"] = int(o[2:])
                     elif o == "clipsearch":
                         kw["clip"] = "search"
                     elif re.fullmatch(r"clip\d*\.?\d+", o):
                         kw["clip"] = float(o[4:])
                     else:
                         raise ValueError(f"unknown quantizer option '{o}' in spec {text!r} "
-                                         "(known: sym, asym, g<G>, clip<r>, clipsearch)")
+                                         "(known: sym, asym, g<G>, gs<N>, clip<r>, clipsearch)")
             elif mn:
                 if "n" in kw:
                     raise ValueError(f"spec {text!r} names two N:M patterns")
@@ -211,6 +239,7 @@ def prune_then_quantize(w: jax.Array, spec: CompressionSpec | str,
     spec = _as_spec(spec)
     w = jnp.asarray(w, jnp.float32)
     spec.check_shape(w.shape)
+    spec = spec.for_input_dim(w.shape[0])
     if spec.sparse:
         if mask is None:
             mask = sparsity.nm_mask(w, spec.n, spec.m, axis=0)
@@ -234,6 +263,7 @@ def compress_weight(w: jax.Array, spec: CompressionSpec | str,
     spec = _as_spec(spec)
     w = jnp.asarray(w, jnp.float32)
     spec.check_shape(w.shape)
+    spec = spec.for_input_dim(w.shape[0])
     if spec.sparse:
         if mask is None:
             mask = sparsity.nm_mask(jax.lax.stop_gradient(w), spec.n, spec.m, axis=0)
@@ -259,7 +289,7 @@ def compressed_matmul(x: jax.Array, w: jax.Array, spec: CompressionSpec | str,
     the backward pass (:func:`usmlite_edu.quant.qat_matmul`). A float spec is a plain
     matmul (in ``compute_dtype`` if given).
     """
-    spec = _as_spec(spec)
+    spec = _as_spec(spec).for_input_dim(w.shape[0])
     if spec.sparse:
         if mask is None:
             mask = sparsity.nm_mask(jax.lax.stop_gradient(w), spec.n, spec.m, axis=0)

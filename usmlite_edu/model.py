@@ -99,8 +99,9 @@ def _maybe_fake_quant_kernel(kernel, spec: CompressionSpec):
     if not spec.quantized:
         return kernel
     flat = kernel.reshape(-1, kernel.shape[-1])
-    if flat.shape[0] % spec.sub_channels:
+    if flat.shape[0] % (spec.group_size or spec.sub_channels):
         return kernel  # groups only defined for the dense layers; keep float
+    spec = spec.for_input_dim(flat.shape[0])
     return quant.fake_quant(flat, spec.bits, symmetric=spec.symmetric,
                             sub_channels=spec.sub_channels, clip=spec.clip).reshape(kernel.shape)
 

@@ -90,9 +90,10 @@ def model_size(spec: CompressionSpec | str, model: ModelLike = "usm_2b",
         kept = w.size * spec.density
         values += kept * (spec.bits if spec.quantized else 32)
         if spec.quantized:
-            scales += 32.0 * spec.sub_channels * j
+            g = spec.groups_for(i)
+            scales += 32.0 * g * j
             if not spec.symmetric:
-                zeros += float(spec.bits) * spec.sub_channels * j
+                zeros += float(spec.bits) * g * j
         if spec.sparse:
             index += (w.size / spec.m) * spec.n * math.ceil(math.log2(spec.m)) if spec.m > 1 else 0
     total_ref = 32.0 * sum(w.size for w in ref_weights)
@@ -103,7 +104,9 @@ def _paper_fraction(spec: CompressionSpec, ref_in_dim: int) -> float:
     frac = spec.density * ((spec.bits if spec.quantized else 32) / 32)
     if spec.sparse:
         frac += 1 / 32
-    if spec.quantized and spec.sub_channels > 1:
+    if spec.quantized and spec.group_size:
+        frac += 1 / spec.group_size
+    elif spec.quantized and spec.sub_channels > 1:
         frac += spec.sub_channels / ref_in_dim
     return frac
 
