@@ -1200,8 +1200,8 @@ def nb04_int2_subchannels_clipping() -> list:
 
         With a heavy tail, a few large weights set the range, and almost all the others fall
         into the middle levels. Shrinking the range by a ratio $\gamma<1$ clips those few
-        but makes the step finer for everyone else. `clip="search"` tries a grid of $\gamma$
-        in $[0.5, 1]$ for each (group, channel) and keeps the one with the lowest squared
+        but makes the step finer for everyone else. `clip="search"` tries the grid
+        `quant.DEFAULT_CLIP_GRID` of $\gamma$ values for each (group, channel) and keeps the one with the lowest squared
         error; $\gamma = 1$ is always on the grid, so the search never does worse than no
         clipping. Below: the error of one channel as a function of $\gamma$, and the search's
         pick.
@@ -1218,14 +1218,14 @@ def nb04_int2_subchannels_clipping() -> list:
         fig, ax = plt.subplots(figsize=(5.5, 3.2))
         ax.plot(gammas, curve, label="squared error of channel 0")
         ax.axvline(best, color="C3", ls="--", label=f"search: gamma={best:.2f}")
-        ax.axvspan(0.5, 1.0, color="gray", alpha=0.1, label="searched range")
+        ax.axvspan(min(quant.DEFAULT_CLIP_GRID), 1.0, color="gray", alpha=0.1, label="searched range")
         ax.set(xlabel="clip ratio gamma", ylabel=r"$\|w-\hat w\|^2$", title="int2 (asymmetric), one channel")
         ax.legend(fontsize=8); plt.show()
         """),
         code(r"""
         # Checks: the pick is on the search grid, and per (group, channel) the search is never
         # worse than no clipping.
-        assert 0.5 <= best <= 1.0 and err_best <= curve[-1] + 1e-9
+        assert min(quant.DEFAULT_CLIP_GRID) <= best <= 1.0 and err_best <= curve[-1] + 1e-9
         g = 16
         wg = W.reshape(g, I // g, J)
         e_none = jnp.sum((wg - quant.dequantize(quant.quantize(W, 2, symmetric=False, sub_channels=g)).reshape(wg.shape)) ** 2, axis=1)
@@ -1308,7 +1308,7 @@ def nb04_int2_subchannels_clipping() -> list:
         md(r"""
         **Exercise 3 (your own clip grid).** Give `search_clip` a grid of your own (any
         ratios in $(0, 1]$). If the default search picked the edge of its range
-        ($\gamma = 0.5$) in section 3, try ratios below it. The check verifies that every
+        (`min(quant.DEFAULT_CLIP_GRID)`) in section 3, try ratios below it. The check verifies that every
         chosen ratio comes from your grid or is $1.0$, that it is the best of those for its
         channel, and that the result is never worse than no clipping.
         """),

@@ -82,6 +82,24 @@ def _cmd_transcribe(args) -> int:
     return 0
 
 
+def _cmd_reproduce(args) -> int:
+    import dataclasses
+
+    from usmlite_edu import reproduce
+
+    if args.preset not in reproduce.REPRO_PRESETS:
+        raise ValueError(f"reproduce has presets {sorted(reproduce.REPRO_PRESETS)}, not {args.preset!r}")
+    rc = reproduce.REPRO_PRESETS[args.preset]
+    if args.corpus and args.corpus != rc.corpus:
+        rc = dataclasses.replace(rc, corpus=args.corpus)
+    if args.seeds is not None:
+        rc = dataclasses.replace(rc, seeds=tuple(range(args.seeds)))
+    reproduce.run(rc, _data_dir(args), args.out, only=args.only)
+    print((Path(args.out) / "table.md").read_text())
+    print((Path(args.out) / "claims.md").read_text())
+    return 0
+
+
 def _cmd_fetch(args) -> int:
     from usmlite_edu import fetch
 
@@ -136,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--spec", help="run through another spec (PTQ)")
     tr.add_argument("files", nargs="+")
     tr.set_defaults(func=_cmd_transcribe)
+
+    r = sub.add_parser("reproduce", help="the paper's Tables 1-3 at reduced scale")
+    r.add_argument("--preset", default="ci", help="ci (data_small, minutes) | cpu (FSDD, about 90 min)")
+    r.add_argument("--corpus", help="default: the preset's (ci: data_small, cpu: fsdd)")
+    r.add_argument("--data", help="corpus directory (default $USMLITE_DATA)")
+    r.add_argument("--out", required=True, help="results directory (resumes rows already done)")
+    r.add_argument("--seeds", type=int, help="seeds for B0/E3/E8/E12 (default 3)")
+    r.add_argument("--only", nargs="*", help="only these rows, e.g. B0 E3")
+    r.set_defaults(func=_cmd_reproduce)
 
     d = sub.add_parser("data", help="corpora")
     dsub = d.add_subparsers(dest="data_command", required=True)

@@ -293,8 +293,11 @@ class Trainer:
 
     # -- optimizer + step
     def setup_optimizer(self, params):
-        self.tx = make_optimizer(self.tcfg, self.spec, params, self.opts)
-        self._step = jax.jit(self._step_impl, donate_argnums=(0, 1))
+        """The optimizer state for ``params``; the optimizer and its compiled step are
+        built once per trainer (the parameter tree's structure is fixed by the config)."""
+        if self.tx is None:
+            self.tx = make_optimizer(self.tcfg, self.spec, params, self.opts)
+            self._step = jax.jit(self._step_impl, donate_argnums=(0, 1))
         return self.tx.init(params)
 
     def _step_impl(self, params, opt_state, batch, key, step):
@@ -335,6 +338,19 @@ class Trainer:
         return {"wer": wer, "cer": cer, "utterances": len(refs), "skipped": len(ds.skipped),
                 "examples": [{"uid": u, "ref": r, "hyp": h}
                              for u, r, h in list(zip(uids, refs, hyps))[:20]]}
+
+
+_TRAINERS: dict = {}
+
+
+def get_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConfig) -> Trainer:
+    """A cached :class:`Trainer`: runs that share the model, spec and optimizer settings
+    (seeds, step counts, resumed runs) reuse its compiled step instead of recompiling."""
+    key = (cfg, spec, tcfg.replace(steps=0, checkpoint_every=0, log_every=0, eval_every=0))
+    if key not in _TRAINERS:
+        _TRAINERS.clear() if len(_TRAINERS) > 16 else None
+        _TRAINERS[key] = Trainer(cfg, spec, tcfg)
+    return _TRAINERS[key]
 
 
 def _progress(total: int, initial: int):
@@ -408,7 +424,7 @@ def train(preset: str, corpus: str, data_dir: str | None, out_dir: str | os.Path
     for d in datasets.values():
         print(d.summary(), flush=True)
 
-    trainer = Trainer(cfg, spec, tcfg)
+    trainer = get_trainer(cfg, spec, tcfg)
     params = init_params if init_dir is not None else trainer.init_params(seed)
     opt_state = trainer.setup_optimizer(params)
     key = jax.random.key(seed)
@@ -509,7 +525,7 @@ def evaluate_run(run_dir: str | os.PathLike, corpus: str, data_dir: str | None, 
                              if k in {f.name for f in dataclasses.fields(TrainConfig)}},
                           "bucket_seconds": tuple(meta["train_config"]["bucket_seconds"]),
                           "eval_batch_size": batch_size})
-    trainer = Trainer(cfg, spec, tcfg)
+    trainer = get_trainer(cfg, spec, tcfg)
     masks = None
     if spec.sparse:
         mask_dir = Path(run_dir) / "masks"
