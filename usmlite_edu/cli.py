@@ -42,7 +42,14 @@ def _cmd_main(args) -> int:
     r = train.train("ci", "data_small", None, args.out, eval_splits=("dev", "test"))
     print(f"ci preset on data_small: dev WER {r['dev']['wer']:.1f}%, "
           f"test WER {r['test']['wer']:.1f}% after {r['step']} steps "
-          f"({r['train_time_s']:.0f} s of training)")
+          f"({r['train_time_s']:.0f} s of training)", flush=True)
+    from usmlite_edu import reproduce
+
+    print("\n== The paper's Tables 1-3, ci preset on data_small (a pipeline check) ==", flush=True)
+    out = Path(args.out).parent / "reproduce_ci"
+    reproduce.run(reproduce.REPRO_PRESETS["ci"], None, out)
+    print((out / "table.md").read_text())
+    print((out / "claims.md").read_text())
     return 0
 
 

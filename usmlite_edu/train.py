@@ -96,7 +96,7 @@ class TrainConfig:
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "ci": TrainConfig(steps=500, batch_size=16, peak_lr=5e-3, encoder_warmup=60,
-                      softmax_warmup=20, bucket_seconds=(2.5, 4.5), vocab_size=48,
+                      softmax_warmup=20, bucket_seconds=(3.0,), vocab_size=48,
                       checkpoint_every=100, log_every=10),
     "cpu": TrainConfig(steps=600, batch_size=32, peak_lr=2e-3, encoder_warmup=100,
                        softmax_warmup=30, bucket_seconds=(2.0, 3.5, 5.0, 7.0), vocab_size=32,
