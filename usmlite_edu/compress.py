@@ -228,6 +228,24 @@ def _as_spec(spec: CompressionSpec | str) -> CompressionSpec:
     return spec if isinstance(spec, CompressionSpec) else CompressionSpec.parse(spec)
 
 
+def _prune(w: jax.Array, spec: CompressionSpec | str, mask: jax.Array | None):
+    """Shared first half of Algorithm 1 for one weight: validate the spec against the
+    shape, resolve a group size to this layer's group count, and apply Eq. (4).
+
+    Returns ``(spec, pruned float32 weight, mask or None)``. The mask, if not given, is
+    Eq. (3) on the weight's current values (no gradient flows into the mask).
+    """
+    spec = _as_spec(spec)
+    w = jnp.asarray(w, jnp.float32)
+    spec.check_shape(w.shape)
+    spec = spec.for_input_dim(w.shape[0])
+    if not spec.sparse:
+        return spec, w, None
+    if mask is None:
+        mask = sparsity.nm_mask(jax.lax.stop_gradient(w), spec.n, spec.m, axis=0)
+    return spec, _masked(w, mask, spec.sr_ste), mask
+
+
 def prune_then_quantize(w: jax.Array, spec: CompressionSpec | str,
                         mask: jax.Array | None = None) -> tuple[jax.Array, quant.QuantizedArray | None]:
     """Algorithm 1, lines 5-8, for one ``(I, J)`` weight.
@@ -236,16 +254,7 @@ def prune_then_quantize(w: jax.Array, spec: CompressionSpec | str,
     given) and the quantized masked weight (``None`` if float). The scale is computed on
     ``W * mask``; pruned entries quantize to the zero point, i.e. exactly 0.
     """
-    spec = _as_spec(spec)
-    w = jnp.asarray(w, jnp.float32)
-    spec.check_shape(w.shape)
-    spec = spec.for_input_dim(w.shape[0])
-    if spec.sparse:
-        if mask is None:
-            mask = sparsity.nm_mask(w, spec.n, spec.m, axis=0)
-        w = sparsity.apply_mask(w, mask)
-    else:
-        mask = None
+    spec, w, mask = _prune(w, spec, mask)
     q = None
     if spec.quantized:
         q = quant.quantize(w, spec.bits, symmetric=spec.symmetric,
@@ -260,14 +269,7 @@ def compress_weight(w: jax.Array, spec: CompressionSpec | str,
     Differentiable with the STE (quantization) and through the mask (gradients of pruned
     entries are zero). This is the "fake" path; :func:`compressed_matmul` is the native one.
     """
-    spec = _as_spec(spec)
-    w = jnp.asarray(w, jnp.float32)
-    spec.check_shape(w.shape)
-    spec = spec.for_input_dim(w.shape[0])
-    if spec.sparse:
-        if mask is None:
-            mask = sparsity.nm_mask(jax.lax.stop_gradient(w), spec.n, spec.m, axis=0)
-        w = _masked(w, mask, spec.sr_ste)
+    spec, w, _ = _prune(w, spec, mask)
     if spec.quantized:
         w = quant.fake_quant(w, spec.bits, symmetric=spec.symmetric,
                              sub_channels=spec.sub_channels, clip=spec.clip)
@@ -289,11 +291,7 @@ def compressed_matmul(x: jax.Array, w: jax.Array, spec: CompressionSpec | str,
     the backward pass (:func:`usmlite_edu.quant.qat_matmul`). A float spec is a plain
     matmul (in ``compute_dtype`` if given).
     """
-    spec = _as_spec(spec).for_input_dim(w.shape[0])
-    if spec.sparse:
-        if mask is None:
-            mask = sparsity.nm_mask(jax.lax.stop_gradient(w), spec.n, spec.m, axis=0)
-        w = _masked(w, mask, spec.sr_ste)
+    spec, w, _ = _prune(w, spec, mask)
     if spec.quantized:
         return quant.qat_matmul(x, w, spec.bits, symmetric=spec.symmetric,
                                 sub_channels=spec.sub_channels, clip=spec.clip,
