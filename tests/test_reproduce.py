@@ -18,7 +18,7 @@ def test_plan_has_every_paper_row_and_the_seeded_ones():
         assert sorted(r.seed for r in rows if r.exp == exp) == [0, 1, 2]
     specs = {r.exp: r.spec for r in rows}
     assert specs["E7"] == "int2/gs24" and specs["E12"] == "int4+2:4"
-    assert specs["E11"] == f"1:4/fs{rc.t_p}" and rc.t_p == 10  # floor: 0.5% of 150 < 10
+    assert specs["E11"] == f"1:4/fs{rc.t_p}" and rc.t_p == 10  # floor: 0.5% of 100 < 10
     # every spec fits every layer of the preset (refused up front otherwise)
     for r in rows:
         from usmlite_edu.model import build_model

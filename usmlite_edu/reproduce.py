@@ -79,7 +79,7 @@ class ReproConfig:
 
 
 REPRO_PRESETS = {
-    "cpu": ReproConfig("cpu", "fsdd", b0_steps=None, finetune_steps=150,
+    "cpu": ReproConfig("cpu", "fsdd", b0_steps=None, finetune_steps=100,
                        group_sizes=(72, 48, 24), heldout_speaker="theo"),
     "ci": ReproConfig("ci", "data_small", b0_steps=200, finetune_steps=20,
                       group_sizes=(16, 8, 4), seeds=(0, 1, 2), few_shot_floor=4),
