@@ -15,29 +15,13 @@ model, relative shift, training loop and decoder are all ``usmlite_edu`` calls.
 from __future__ import annotations
 
 from pathlib import Path
-from textwrap import dedent
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbcells import code, md, solution, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "notebooks" / "06_conformer_ctc_anatomy.ipynb"
 
 
-def md(text: str):
-    return new_markdown_cell(dedent(text).strip("\n"))
-
-
-def code(text: str):
-    return new_code_cell(dedent(text).strip("\n"))
-
-
-def solution(text: str):
-    """A code cell whose source JupyterLab shows collapsed: the exercise's answer."""
-    cell = code(text)
-    cell.metadata["tags"] = ["solution"]
-    cell.metadata["jupyter"] = {"source_hidden": True}
-    return cell
 
 
 def cells() -> list:
@@ -814,18 +798,7 @@ def cells() -> list:
 
 
 def write(path: Path = OUT) -> Path:
-    nb_cells = cells()
-    for i, cell in enumerate(nb_cells):      # stable ids: rebuilding gives identical files
-        cell["id"] = f"cell-{i:02d}"
-    nb = new_notebook(cells=nb_cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                       "language": "python"},
-        "language_info": {"name": "python"},
-    })
-    nbformat.validate(nb)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(path, cells())
 
 
 if __name__ == "__main__":

@@ -22,30 +22,16 @@ Every number the prose relies on is printed by a code cell, never typed into the
 from __future__ import annotations
 
 from pathlib import Path
+
 from textwrap import dedent
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbcells import code, md, solution, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "notebooks"
 
 
 # --------------------------------------------------------------------------- helpers
-def md(text: str):
-    return new_markdown_cell(dedent(text).strip("\n"))
-
-
-def code(text: str):
-    return new_code_cell(dedent(text).strip("\n"))
-
-
-def solution(text: str):
-    """A code cell whose source JupyterLab shows collapsed: the exercise's answer."""
-    cell = code(text)
-    cell.metadata["tags"] = ["solution"]
-    cell.metadata["jupyter"] = {"source_hidden": True}
-    return cell
 
 
 def setup_cell(extra_imports: str = "", constants: str = "") -> "nbformat.NotebookNode":
@@ -71,17 +57,7 @@ def setup_cell(extra_imports: str = "", constants: str = "") -> "nbformat.Notebo
 
 
 def write(name: str, cells: list) -> Path:
-    for i, cell in enumerate(cells):      # stable ids: rebuilding gives byte-identical files
-        cell["id"] = f"cell-{i:02d}"
-    nb = new_notebook(cells=cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                       "language": "python"},
-        "language_info": {"name": "python"},
-    })
-    nbformat.validate(nb)
-    path = OUT_DIR / name
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(OUT_DIR / name, cells)
 
 
 # =========================================================================== 01
