@@ -86,6 +86,10 @@ def test_ci_reproduction_end_to_end_and_resume(tmp_path, capsys):
     # PTQ rows evaluate B0's own weights: E0 (int8) is close to B0 seed 0
     claims = (tmp_path / "claims.md").read_text()
     assert claims.count("- verdict:") == 7
+    # B0 is published for the notebooks: loadable, no optimizer checkpoints
+    from usmlite_edu import train
+    cfg, spec, tok, params, meta = train.load_run(tmp_path / "b0")
+    assert str(spec) == "float" and not (tmp_path / "b0" / "checkpoints").exists()
     # a second run skips every row
     capsys.readouterr()
     reproduce.run(rc, None, tmp_path)

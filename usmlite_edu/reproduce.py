@@ -249,7 +249,27 @@ def run(rc: ReproConfig, data_dir: str | None, out_dir: str | Path, *,
                                           if isinstance(v, dict) and "wer" in v)
               + f" ({rec['wall_time_s']:.0f} s)", flush=True)
     write_outputs(rc, records, out, total_time_s=time.time() - t_all)
+    publish_b0(out, rc.seeds[0])
     return records
+
+
+def publish_b0(out: str | Path, seed: int = 0) -> Path:
+    """Copy B0's final model (config, tokenizer, parameters; no optimizer checkpoints) to
+    ``out/b0``: small enough to commit, and what notebook 07 starts from."""
+    import shutil
+
+    out = Path(out)
+    src, dst = out / "runs" / f"B0_s{seed}", out / "b0"
+    if not (src / "params").exists():
+        raise FileNotFoundError(f"no finished B0 in {src}; run the reproduction first")
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for name in ("config.json", "metrics.jsonl"):
+        shutil.copy2(src / name, dst / name)
+    for name in ("tokenizer", "params"):
+        shutil.copytree(src / name, dst / name)
+    return dst
 
 
 # --------------------------------------------------------------------------- outputs
