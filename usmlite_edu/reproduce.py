@@ -46,9 +46,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import jax
 import numpy as np
 
-from usmlite_edu import batching, configs, sizes, sparsity, train
+from usmlite_edu import batching, configs, sizes, train
 from usmlite_edu.compress import CompressionSpec
 from usmlite_edu.corpora import CorpusSplit, load_corpus
 
@@ -195,7 +196,7 @@ def _evaluate(run_dir: Path | None, row: Row, b0_dir: Path, eval_sets, rc) -> di
     for name, ds in eval_sets.items():
         r = trainer.evaluate(params, masks, ds, tok)
         res[name] = {"wer": r["wer"], "cer": r["cer"], "utterances": r["utterances"]}
-    n_params = sum(int(np.prod(np.shape(x))) for x in __import__("jax").tree.leaves(params))
+    n_params = sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))
     res["params"] = n_params
     res["model_config"] = dataclasses.asdict(cfg)
     return res

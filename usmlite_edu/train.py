@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import platform
 import time
@@ -176,7 +175,7 @@ def machine_info() -> dict:
             "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
 
 
-def _checkpointer(run_dir: Path, every: int):
+def _checkpointer(run_dir: Path):
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
@@ -331,7 +330,7 @@ class Trainer:
             ids = self.transcribe_batch(params, masks, batch)
             for row, i in enumerate(idx):
                 e = ds.examples[i]
-                refs.append(tok.normalize(e.text) if hasattr(tok, "normalize") else e.text)
+                refs.append(tok.normalize(e.text))
                 hyps.append(tok.decode(ids[row]))
                 uids.append(e.uid)
         wer, cer = wer_cer(refs, hyps)
@@ -430,7 +429,7 @@ def train(preset: str, corpus: str, data_dir: str | None, out_dir: str | os.Path
     key = jax.random.key(seed)
     step, position = 0, (0, 0)
 
-    mngr = _checkpointer(out, tcfg.checkpoint_every)
+    mngr = _checkpointer(out)
     import orbax.checkpoint as ocp
     if mngr.latest_step() is not None:
         target = {"params": params, "opt_state": opt_state,

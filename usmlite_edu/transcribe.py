@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import jax.numpy as jnp
 import numpy as np
 
 from usmlite_edu import batching, train
