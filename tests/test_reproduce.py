@@ -83,7 +83,9 @@ def test_ci_reproduction_end_to_end_and_resume(tmp_path, capsys):
     assert {"git_commit", "preset", "spec", "seed", "steps", "wall_time_s", "machine"} <= set(run0)
     b0 = [l for l in meta["summary"] if l["exp"] == "B0"][0]
     assert b0["seeds"] == 3 and b0["wer_test_sd"] is not None
-    # PTQ rows evaluate B0's own weights: E0 (int8) is close to B0 seed 0
+    # QAT rows continue B0's learning-rate schedule instead of restarting its warm-up
+    e3 = json.loads((tmp_path / "runs" / "E3_s0" / "config.json").read_text())["train_config"]
+    assert e3["schedule_offset"] == rc.b0_steps and e3["rewarm_steps"] == rc.finetune_steps // 10
     claims = (tmp_path / "claims.md").read_text()
     assert claims.count("- verdict:") == 7
     # B0 is published for the notebooks: loadable, no optimizer checkpoints

@@ -37,6 +37,20 @@ def test_transformer_schedule_peaks_at_warmup():
     assert vals[39] == pytest.approx(np.sqrt(10 / 40))
 
 
+def test_transformer_schedule_continues_with_offset_and_rewarm():
+    base = train.transformer_schedule(1.0, 10)
+    cont = train.transformer_schedule(1.0, 10, offset=100)
+    ramp = train.transformer_schedule(1.0, 10, offset=100, rewarm=5)
+    for c in (0, 7, 30):
+        assert float(cont(jnp.asarray(c))) == pytest.approx(float(base(jnp.asarray(c + 100))))
+    # the ramp rises linearly to the continued rate, then follows it
+    assert float(ramp(jnp.asarray(0))) == pytest.approx(float(cont(jnp.asarray(0))) / 5)
+    assert float(ramp(jnp.asarray(4))) == pytest.approx(float(cont(jnp.asarray(4))))
+    assert float(ramp(jnp.asarray(20))) == pytest.approx(float(cont(jnp.asarray(20))))
+    # continuing never returns to the peak
+    assert max(float(cont(jnp.asarray(c))) for c in range(50)) < np.sqrt(10 / 100) + 1e-6
+
+
 def test_greedy_decode_merges_repeats_and_drops_blanks():
     logits = np.eye(4)[[0, 2, 2, 0, 2, 3, 3, 1]][None]
     assert train.greedy_decode(logits, np.ones((1, 8), bool)) == [[2, 2, 3, 1]]

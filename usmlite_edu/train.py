@@ -71,6 +71,11 @@ class TrainConfig:
       vocab_size: requested word-piece vocabulary (the tokenizer may give fewer).
       checkpoint_every / log_every / eval_every: in steps (0 = only at the end).
       compute_dtype: dense matmul dtype (None = float32, "bfloat16").
+      schedule_offset: steps the learning-rate schedule has already run. Fine-tuning from a
+        trained model sets it to the model's steps, so the schedule continues its decay
+        instead of restarting the warm-up at the peak (which knocks a converged model off).
+      rewarm_steps: with an offset, a short linear ramp to the continued rate, because the
+        fresh Adam moments make the first updates full-size.
     """
 
     steps: int = 1000
@@ -88,6 +93,8 @@ class TrainConfig:
     eval_every: int = 0
     eval_batch_size: int = 32
     compute_dtype: str | None = None
+    schedule_offset: int = 0
+    rewarm_steps: int = 0
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
@@ -111,14 +118,24 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 
 # --------------------------------------------------------------------------- optimizer
-def transformer_schedule(peak: float, warmup: int) -> Callable[[jax.Array], jax.Array]:
+def transformer_schedule(peak: float, warmup: int, offset: int = 0,
+                         rewarm: int = 0) -> Callable[[jax.Array], jax.Array]:
     """Vaswani et al.'s schedule, normalised to reach ``peak`` at ``warmup``:
-    ``peak * min(t / warmup, sqrt(warmup / t))`` (linear rise, inverse-sqrt decay)."""
-    warmup = max(int(warmup), 1)
+    ``peak * min(t / warmup, sqrt(warmup / t))`` (linear rise, inverse-sqrt decay).
+
+    ``offset`` shifts the step (``t = count + 1 + offset``): a fine-tuning run continues the
+    schedule where its initial model stopped. ``rewarm`` then ramps linearly from 0 to that
+    continued rate over its first ``rewarm`` steps.
+    """
+    warmup, offset, rewarm = max(int(warmup), 1), max(int(offset), 0), max(int(rewarm), 0)
 
     def schedule(count):
-        t = jnp.maximum(count.astype(jnp.float32) + 1.0, 1.0)
-        return peak * jnp.minimum(t / warmup, jnp.sqrt(warmup / t))
+        c = count.astype(jnp.float32)
+        t = jnp.maximum(c + 1.0 + offset, 1.0)
+        lr = peak * jnp.minimum(t / warmup, jnp.sqrt(warmup / t))
+        if rewarm:
+            lr = lr * jnp.minimum((c + 1.0) / rewarm, 1.0)
+        return lr
 
     return schedule
 
@@ -132,10 +149,12 @@ def make_optimizer(tcfg: TrainConfig, spec: CompressionSpec, params: Any,
                    opts: ModelOptions) -> optax.GradientTransformation:
     """Adam with two transformer schedules, gradient clipping, and N:M masks if sparse."""
     groups = optax.multi_transform(
-        {"encoder": optax.adam(transformer_schedule(tcfg.peak_lr * tcfg.encoder_lr_mult,
-                                                    tcfg.encoder_warmup)),
-         "softmax": optax.adam(transformer_schedule(tcfg.peak_lr * tcfg.softmax_lr_mult,
-                                                    tcfg.softmax_warmup))},
+        {"encoder": optax.adam(transformer_schedule(
+            tcfg.peak_lr * tcfg.encoder_lr_mult, tcfg.encoder_warmup,
+            tcfg.schedule_offset, tcfg.rewarm_steps)),
+         "softmax": optax.adam(transformer_schedule(
+             tcfg.peak_lr * tcfg.softmax_lr_mult, tcfg.softmax_warmup,
+             tcfg.schedule_offset, tcfg.rewarm_steps))},
         _param_group)
     tx = optax.chain(optax.clip_by_global_norm(tcfg.clip_norm), groups)
     if spec.sparse:
@@ -373,7 +392,10 @@ def train(preset: str, corpus: str, data_dir: str | None, out_dir: str | os.Path
       corpus, data_dir: where the speech is (see :func:`usmlite_edu.corpora.load_corpus`).
       out_dir: run directory.
       spec: compression applied during training (Algorithm 1).
-      init: run directory of a dense model to fine-tune from (its tokenizer is reused).
+      init: run directory of a dense model to fine-tune from (its tokenizer is reused). The
+        learning-rate schedule then continues from the init run's last step, ramping up over
+        the first 10% of steps (override with ``schedule_offset`` / ``rewarm_steps`` in
+        ``train_overrides``).
       steps: override the preset's number of steps.
       stop_after: stop (as if killed) after this many steps of *this* call; for tests.
 
@@ -399,6 +421,15 @@ def train(preset: str, corpus: str, data_dir: str | None, out_dir: str | os.Path
     if init_dir is not None:
         init_cfg, _, tok, init_params, init_meta = load_run(init_dir)
         cfg = init_cfg
+        # Fine-tuning continues the initial model's learning-rate schedule (after a short
+        # re-warm-up for the fresh Adam moments) unless the caller set its own.
+        given = train_overrides or {}
+        itc = init_meta.get("train_config", {})
+        if "schedule_offset" not in given:
+            tcfg = tcfg.replace(schedule_offset=int(itc.get("schedule_offset", 0))
+                                + int(itc.get("steps", 0)))
+        if "rewarm_steps" not in given:
+            tcfg = tcfg.replace(rewarm_steps=max(tcfg.steps // 10, 1))
     elif (out / "tokenizer" / "tokenizer.model").exists():
         tok = Tokenizer.load(out / "tokenizer")
     else:
