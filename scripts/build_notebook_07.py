@@ -344,7 +344,11 @@ def cells() -> list:
         2. every step prunes (`W * M`, Eq. 4), then quantizes the pruned weight to int4
            (the scale is computed on the pruned weight) and runs the native matmul
            (Eq. 1) with the straight-through estimator in the backward pass;
-        3. Adam updates only the kept weights: pruned weights never move.
+        3. Adam updates only the kept weights: pruned weights never move;
+        4. the learning rate **continues B0's schedule** from B0's last step (after a short
+           ramp, because Adam's moments start fresh) instead of restarting the warm-up: a
+           converged model hit with the peak learning rate forgets part of what it knew,
+           and 100 steps are not enough to get it back (the README gives the measurement).
 
         `train.train(..., spec="int4+2:4", init=B0_DIR)` does all of it; it trains without
         the held-out speaker, as B0 did, so "unseen" stays unseen. The table's E12 row ran
@@ -650,7 +654,8 @@ def cells() -> list:
         * **Training length.** B0 trained for a few hundred steps; each E row fine-tunes
           for `rc.finetune_steps` steps (the paper: 200k steps of fine-tuning, batch 2,048).
           Short fine-tuning favours rows that start close to B0 (int8, 2:4) and penalises
-          rows that need to re-learn (int2, 1:4).
+          rows that need to re-learn (int2, 1:4). Fine-tuning continues B0's decaying
+          learning rate, which suits the first kind more than the second.
         * **Task.** Ten digit words, no language model, one held-out speaker. Digits are
           easy to tell apart, so a small model reaches low WER, and one substituted digit in
           a test set of a few hundred words moves the WER by a fraction of a point; on the

@@ -64,6 +64,17 @@ def test_claims_say_when_they_do_not_hold():
     assert "not reproduced" in section("int4 + 2:4 beats the 1B")
 
 
+def test_claims_report_the_unseen_speaker_beside_the_verdict():
+    lines = _lines()
+    for l in lines:
+        l["wer_unseen"] = 10.0 + len(l["exp"])
+    text = reproduce.judge_claims(lines, reproduce.REPRO_PRESETS["cpu"])
+    assert text.count("unseen speaker (reported, not judged)") == 7
+    assert "E2 12.00, E3 12.00" in text
+    # without unseen WERs (ci preset) the line is left out
+    assert "unseen speaker" not in reproduce.judge_claims(_lines(), reproduce.REPRO_PRESETS["cpu"])
+
+
 def test_claims_are_inconclusive_when_b0_does_not_work():
     text = reproduce.judge_claims(_lines(B0=95.0), reproduce.REPRO_PRESETS["ci"])
     assert text.count("**inconclusive**") == 7 and "does not recognise speech" in text
