@@ -176,7 +176,7 @@ def cells() -> list:
             if DATA_DIR is None:
                 print("NOTE: FSDD not found ($USMLITE_DATA, ../shared/corpora/fsdd): falling back to "
                       "data_small. B0 was trained on FSDD, so the WERs below are NOT comparable with the "
-                      "table; fetch FSDD with `python -m usmlite_edu.fetch fsdd DIR` for the real thing.")
+                      "table; fetch FSDD with `usmlite-edu data fetch fsdd --to DIR` for the real thing.")
                 CORPUS, HELDOUT = "data_small", None
         if CORPUS == "data_small":
             DATA_DIR = REPO / "data_small"

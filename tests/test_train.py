@@ -1,6 +1,7 @@
 """End-to-end tests of the speech pipeline: overfit, resume, bad input, CLI."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,15 @@ def test_transformer_schedule_continues_with_offset_and_rewarm():
     assert float(ramp(jnp.asarray(20))) == pytest.approx(float(cont(jnp.asarray(20))))
     # continuing never returns to the peak
     assert max(float(cont(jnp.asarray(c))) for c in range(50)) < np.sqrt(10 / 100) + 1e-6
+
+
+def test_machine_info_names_the_cpu_and_its_matmul_flags():
+    info = train.machine_info()
+    assert info["cpus"] == os.cpu_count() and info["jax"] == jax.__version__
+    assert info["processor"], "the CPU model is recorded (platform.processor() is empty on Linux)"
+    assert isinstance(info["cpu_flags"], list)
+    assert all(f.startswith(("amx", "avx512")) for f in info["cpu_flags"])
+    json.dumps(info)  # goes into results.json as it is
 
 
 def test_greedy_decode_merges_repeats_and_drops_blanks():

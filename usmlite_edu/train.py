@@ -188,8 +188,27 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _cpu_model() -> tuple[str, list[str]]:
+    """CPU model name and the matmul-relevant ISA flags (AMX, AVX-512), from /proc/cpuinfo.
+
+    Recorded because XLA's CPU code generation depends on them: the same seed gives
+    bit-identical runs on one machine, but a host with other matmul kernels can round
+    differently (and then, say, decode one word differently)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), []
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = sorted(f for f in fields.get("flags", "").split()
+                   if f.startswith(("amx", "avx512f", "avx512_bf16", "avx512_vnni")))
+    ids = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields)
+    return fields.get("model name", platform.machine()) + (f" ({ids})" if ids else ""), flags
+
+
 def machine_info() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor(),
+    model_name, flags = _cpu_model()
+    return {"platform": platform.platform(), "processor": model_name, "cpu_flags": flags,
             "cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
 
