@@ -61,6 +61,32 @@ def test_machine_info_names_the_cpu_and_its_matmul_flags():
     json.dumps(info)  # goes into results.json as it is
 
 
+def test_release_compiled_frees_trainers_and_their_memory_maps():
+    # A sweep over many specs must not accumulate executables (each holds memory maps;
+    # the kernel's limit killed a full `reproduce --preset cpu` run before this existed).
+    def n_maps():
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+
+    cfg = configs.get_config("ci").replace(**TINY, vocab_size=8)
+    tcfg = train.TRAIN_PRESETS["ci"]
+    x = np.zeros((2, 8000), np.float32)
+    lengths = np.array([8000, 4000], np.int32)
+    t1 = train.get_trainer(cfg, CompressionSpec.parse("float"), tcfg)
+    params = t1.init_params(0)
+    train.release_compiled()
+    before = n_maps()
+    for spec in ("int8", "int4", "int2", "2:4", "int4+2:4", "int2/gs8"):
+        t = train.get_trainer(cfg, CompressionSpec.parse(spec), tcfg)
+        jax.block_until_ready(t.logits(params, None, x, lengths))
+    assert len(train._TRAINERS) <= 4, "the cache is bounded"
+    grown = n_maps() - before
+    train.release_compiled()
+    assert not train._TRAINERS
+    assert train.get_trainer(cfg, CompressionSpec.parse("float"), tcfg) is not t1
+    assert grown > 0 and n_maps() - before < grown, "releasing the executables unmaps their code"
+
+
 def test_greedy_decode_merges_repeats_and_drops_blanks():
     logits = np.eye(4)[[0, 2, 2, 0, 2, 3, 3, 1]][None]
     assert train.greedy_decode(logits, np.ones((1, 8), bool)) == [[2, 2, 3, 1]]

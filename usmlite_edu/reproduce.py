@@ -214,12 +214,18 @@ def run(rc: ReproConfig, data_dir: str | None, out_dir: str | Path, *,
     if only:
         rows = [r for r in rows if r.exp in set(only)]
     t_all = time.time()
+    compiled_for = None
     for row in rows:
         rec_path = out / "rows" / f"{row.key}.json"
         if rec_path.exists():
             records.append(json.loads(rec_path.read_text()))
             print(f"[{row.key}] done already, skipped", flush=True)
             continue
+        if compiled_for not in (None, (row.spec, row.model)):
+            # Seeds of one row share compiled steps; a new spec frees the old ones, or a
+            # full sweep runs out of memory mappings (see train.release_compiled).
+            train.release_compiled()
+        compiled_for = (row.spec, row.model)
         t0 = time.time()
         b0_dir = out / "runs" / f"B0_s{row.seed}"
         run_dir = out / "runs" / row.key

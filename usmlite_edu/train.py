@@ -30,6 +30,7 @@ arithmetic are all deterministic).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -385,9 +386,24 @@ def get_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConfig) 
     (seeds, step counts, resumed runs) reuse its compiled step instead of recompiling."""
     key = (cfg, spec, tcfg.replace(steps=0, checkpoint_every=0, log_every=0, eval_every=0))
     if key not in _TRAINERS:
-        _TRAINERS.clear() if len(_TRAINERS) > 16 else None
+        if len(_TRAINERS) >= 4:
+            release_compiled()
         _TRAINERS[key] = Trainer(cfg, spec, tcfg)
     return _TRAINERS[key]
+
+
+def release_compiled() -> None:
+    """Drop every cached :class:`Trainer` and JAX's compilation caches.
+
+    Every compiled XLA:CPU executable keeps its own memory mappings alive. A long sweep
+    that holds dozens of Conformer train and eval steps (one per spec and bucket length)
+    reaches the kernel's limit on mappings (``vm.max_map_count``, 65530 by default) and
+    the process dies in the middle of a compilation with "LLVM ERROR: Unable to allocate
+    section memory". ``reproduce`` calls this whenever the next row needs a new spec.
+    """
+    _TRAINERS.clear()
+    jax.clear_caches()
+    gc.collect()
 
 
 def _progress(total: int, initial: int):
