@@ -64,6 +64,25 @@ def test_claims_say_when_they_do_not_hold():
     assert "not reproduced" in section("int4 + 2:4 beats the 1B")
 
 
+def test_claims_name_what_moved_and_by_how_much():
+    # The shape of our cpu table: int8 QAT worse, int2 degraded but working with no gain
+    # from groups, E12 level with B1 within noise but not below it.
+    text = reproduce.judge_claims(_lines(E1=5.0, E4=6.0, E5=6.5, E6=7.0, E7=6.0, E12=4.9),
+                                  reproduce.REPRO_PRESETS["cpu"])
+    section = lambda title: text.split(f"## {title}")[1].split("##")[0]
+    assert "**partly**" in section("int8") and "QAT +2.00 points" in section("int8")
+    assert "PTQ" not in section("int8").split("verdict")[1], "E0 stayed within noise"
+    int2 = section("int2 fails")
+    assert "**not reproduced**" in int2 and "+3.00 points over B0 but still recognises" in int2
+    assert "do not help beyond noise" in int2
+    e12 = section("int4 + 2:4 beats the 1B")
+    assert "**partly**" in e12 and "matches B1 within noise" in e12 and "+0.40 points" in e12
+    # a collapsed E4 that groups do not rescue is half the claim
+    text = reproduce.judge_claims(_lines(E5=95.0, E6=95.0, E7=95.0),
+                                  reproduce.REPRO_PRESETS["cpu"])
+    assert "**partly**" in section("int2 fails") and "collapses" in section("int2 fails")
+
+
 def test_claims_report_the_unseen_speaker_beside_the_verdict():
     lines = _lines()
     for l in lines:

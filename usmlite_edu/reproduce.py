@@ -349,11 +349,17 @@ def write_outputs(rc: ReproConfig, records: list[dict], out: Path, total_time_s:
             *[_fmt(l.get(f"wer_{s}"), l.get(f"wer_{s}_sd")) for s in sets],
             f"{l['size_paper']:.1f}%", f"{l['size_exact']:.1f}%", str(l["seeds"]),
             str(l["steps"]), f"{l['paper_wer']:.1f}", f"{l['paper_size']:.1f}%"]) + " |")
-    commit = records[0]["git_commit"] if records else "unknown"
+    commits = list(dict.fromkeys(r["git_commit"] for r in records)) or ["unknown"]
+    commit = commits[0]
+    at = "commit " + ", ".join(f"`{c[:12]}`" for c in commits)
+    if len(commits) > 1:    # a resumed run: say which rows came from which commit
+        at += " (" + "; ".join(f"`{c[:12]}`: " + ", ".join(r["exp"] + f"_s{r['seed']}" for r in records
+                                                          if r["git_commit"] == c)
+                              for c in commits) + ")"
     wall = sum(r["wall_time_s"] for r in records)
     header = (f"# Reduced-scale reproduction: preset `{rc.preset}` on `{rc.corpus}`\n\n"
               f"Made by `usmlite-edu reproduce --preset {rc.preset} --corpus {rc.corpus} ...` at "
-              f"commit `{commit}`. Fine-tuning: {rc.finetune_steps} steps per E row from B0; "
+              f"{at}. Fine-tuning: {rc.finetune_steps} steps per E row from B0; "
               f"few-shot T_p = {rc.t_p}; sub-channel group sizes {rc.group_sizes}. "
               + (f"All models trained without speaker `{rc.heldout_speaker}`; 'test' = the "
                  f"official test split of the other speakers, 'unseen' = `{rc.heldout_speaker}`. "
@@ -362,7 +368,8 @@ def write_outputs(rc: ReproConfig, records: list[dict], out: Path, total_time_s:
               f"{wall / 60:.1f} min.\n\n")
     (out / "table.md").write_text(header + "\n".join(md) + "\n")
     (out / "results.json").write_text(json.dumps(
-        {"config": dataclasses.asdict(rc), "git_commit": commit, "runs": records,
+        {"config": dataclasses.asdict(rc), "git_commit": commit, "git_commits": commits,
+         "runs": records,
          "summary": lines}, indent=2))
     _plot(lines, out / "plot.png")
     (out / "claims.md").write_text(judge_claims(lines, rc))
@@ -443,10 +450,13 @@ def judge_claims(lines: list[dict], rc: ReproConfig) -> str:
     v = "reproduced" if close(e0, w("B0")) and close(e1, w("B0")) else (
         "partly" if close(e1, w("B0")) or close(e0, w("B0")) else "not reproduced")
 
+    moved = [f"{name} {w(e) - w('B0'):+.2f} points" for e, name in (("E0", "PTQ"), ("E1", "QAT"))
+             if not close(w(e), w("B0"))]
     claim("int8 PTQ and QAT keep the float WER", "B0 4.1, E0 4.2, E1 4.2",
           f"B0 {w('B0'):.2f}, E0 {e0:.2f}, E1 {e1:.2f}", v,
           "8-bit per-channel weights lose almost nothing." if v == "reproduced" else
-          "See the table for which of the two moved.", ["B0", "E0", "E1"])
+          f"Beyond the noise level, int8 moved the WER by: {', '.join(moved)} (rows with "
+          "one seed; compare the seed spread of the seeded rows).", ["B0", "E0", "E1"])
     e2, e3 = w("E2"), w("E3")
     if worse(e2, e3) and close(e3, w("B0")):
         v, why = "reproduced", "int4 PTQ degrades; QAT recovers the float WER."
@@ -460,14 +470,19 @@ def judge_claims(lines: list[dict], rc: ReproConfig) -> str:
         v, why = "not reproduced", "QAT does not beat PTQ here."
     claim("int4 needs QAT", "E2 int4 PTQ 86.7 vs E3 int4 QAT 4.3", f"E2 {e2:.2f} vs E3 {e3:.2f}", v, why, ["E2", "E3"])
     e4, e5, e6, e7 = (w(e) for e in ("E4", "E5", "E6", "E7"))
-    fails = worse(e4, w("B0"))
+    collapses = e4 > MAX_WORKING_WER          # the paper's E4 does not recognise speech
+    degrades = worse(e4, w("B0"))
     improves = e7 < e4 - tol and e5 >= e7
-    v = "reproduced" if fails and improves else ("partly" if fails or improves else "not reproduced")
+    v = ("reproduced" if collapses and improves else
+         "partly" if collapses or (degrades and improves) else "not reproduced")
+    state = ("collapses (above the working limit of " f"{MAX_WORKING_WER:g}%)" if collapses else
+             f"costs {e4 - w('B0'):+.2f} points over B0 but still recognises speech "
+             "(the paper's E4 collapses to 99.9%)" if degrades else "keeps B0's WER within noise")
     claim("int2 fails without sub-channels and improves with more",
           "E4 99.9, E5/E6/E7 45.2 / 32.0 / 12.3",
           f"E4 {e4:.2f}, E5/E6/E7 {e5:.2f} / {e6:.2f} / {e7:.2f} (groups {rc.group_sizes})", v,
-          ("int2 without groups is " + ("far worse than B0" if fails else "close to B0")
-           + "; smaller groups " + ("help" if improves else "do not clearly help") + "."),
+          f"int2 without groups {state}; smaller groups "
+          + ("help beyond noise." if improves else "do not help beyond noise."),
           ["B0", "E4", "E5", "E6", "E7"])
     e8, e10, e11 = w("E8"), w("E10"), w("E11")
     v = "reproduced" if close(e8, w("B0")) else "not reproduced"
@@ -491,5 +506,7 @@ def judge_claims(lines: list[dict], rc: ReproConfig) -> str:
           "E12 4.4 at 9.4% vs B1 4.5 at 50.2%",
           f"E12 {e12:.2f} at {s12:.1f}% vs B1 {b1:.2f} at {sb1:.1f}% (size ratio {s12 / sb1:.2f})",
           v, "Compressing a large model beats training a smaller dense one." if v == "reproduced"
-          else "Compare the two WERs with the noise level above.", ["E12", "B1"])
+          else (f"E12 matches B1 within noise at {s12 / sb1:.2f} of its size but does not beat "
+                f"it ({e12 - b1:+.2f} points); the paper's own margin is 0.1 point."
+                if v == "partly" else "E12 is worse than B1 beyond noise."), ["E12", "B1"])
     return "\n".join(out) + "\n"
