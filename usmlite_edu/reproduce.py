@@ -351,9 +351,10 @@ def write_outputs(rc: ReproConfig, records: list[dict], out: Path, total_time_s:
             str(l["steps"]), f"{l['paper_wer']:.1f}", f"{l['paper_size']:.1f}%"]) + " |")
     commits = list(dict.fromkeys(r["git_commit"] for r in records)) or ["unknown"]
     commit = commits[0]
-    at = "commit " + ", ".join(f"`{c[:12]}`" for c in commits)
+    short = lambda c: c[:12] + ("-dirty" if c.endswith("-dirty") else "")   # keep the flag
+    at = "commit " + ", ".join(f"`{short(c)}`" for c in commits)
     if len(commits) > 1:    # a resumed run: say which rows came from which commit
-        at += " (" + "; ".join(f"`{c[:12]}`: " + ", ".join(r["exp"] + f"_s{r['seed']}" for r in records
+        at += " (" + "; ".join(f"`{short(c)}`: " + ", ".join(r["exp"] + f"_s{r['seed']}" for r in records
                                                           if r["git_commit"] == c)
                               for c in commits) + ")"
     wall = sum(r["wall_time_s"] for r in records)
@@ -463,7 +464,7 @@ def judge_claims(lines: list[dict], rc: ReproConfig) -> str:
     elif worse(e2, e3):
         v, why = "partly", "QAT helps over PTQ, but does not reach the float WER."
     elif close(e2, w("B0")):
-        v, why = ("not reproduced", "at this scale int4 PTQ already keeps the float WER: a "
+        v, why = ("not reproduced", "At this scale int4 PTQ already keeps the float WER: a "
                   "2M-parameter model trained briefly has few outlier channels, so 7 levels "
                   "per channel suffice without training.")
     else:
