@@ -394,18 +394,25 @@ def _plot(lines: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     for ax, title, key_size, key_wer in (
-            (axes[0], "ours (official test split)", "size_paper", "wer_test"),
+            (axes[0], "ours (official test split; bars: ±1 s.d. over seeds)", "size_paper", "wer_test"),
             (axes[1], "paper (voice search, 2B USM)", "paper_size", "paper_wer")):
         pts = [(l[key_size], l[key_wer], l["exp"]) for l in lines]
-        for x, y, name in pts:
-            ax.scatter(x, y, color="C1" if name.startswith("B") else "C0", zorder=3)
+        for (x, y, name), l in zip(pts, lines):
+            sd = l.get("wer_test_sd") if key_wer == "wer_test" else None
+            ax.errorbar(x, y, yerr=sd, fmt="o", capsize=3, zorder=3,
+                        color="C1" if name.startswith("B") else "C0")   # bars: seed spread
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
         front = _pareto(pts)
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="C2",
                 label="Pareto frontier", zorder=2)
         ax.set(xscale="log", xlabel="model size ratio (% of float32 B0, paper convention)",
                ylabel="WER (%)", title=title)
-        ax.set_yscale("symlog", linthresh=10)
+        # Linear below 10% (our rows), logarithmic above (the paper's collapsed int2 rows).
+        top = max(p[1] + (l.get("wer_test_sd") or 0) for p, l in zip(pts, lines))
+        ax.set_yscale("symlog", linthresh=10, linscale=2)
+        ax.set_ylim(0, top * 1.15)
+        ticks = [t for t in (0, 1, 2, 3, 4, 5, 6, 8, 10, 20, 50, 100) if t <= top * 1.15]
+        ax.set_yticks(ticks, [str(t) for t in ticks])
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
