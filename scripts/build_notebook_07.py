@@ -220,14 +220,23 @@ def cells() -> list:
         """),
         md(r"""
         The check compares our live numbers with `results.json`, the record the reproduction
-        wrote for the same B0: on the full test set the WER must be *identical* (the
-        evaluation is deterministic: same weights, same utterances, greedy decoding).
+        wrote for the same B0. On the same kind of processor the WER must be *identical*
+        (same weights, same utterances, greedy decoding, same XLA kernels). On another
+        processor XLA may pick kernels that sum in another order; a last-bit difference in
+        a logit can flip one greedy decision, so there we allow one word per set and say so.
         """),
         code(r"""
         RESULTS_JSON = json.loads((RESULTS / "results.json").read_text())
         SUMMARY = {line["exp"]: line for line in RESULTS_JSON["summary"]}
         RECORDS = {(r["exp"], r["seed"]): r for r in RESULTS_JSON["runs"]}
         b0_record = RECORDS.get(("B0", meta["seed"]))
+        SAME_CPU = (b0_record is not None
+                    and b0_record["machine"]["processor"] == train.machine_info()["processor"])
+        WORDS = {name: sum(len(e.text.split()) for e in ds.examples) for name, ds in eval_sets.items()}
+
+        def wer_tolerance(n_words: int) -> float:
+            # exact on the recording machine's processor; one word of slack on another
+            return 1e-6 if SAME_CPU else 100.0 / n_words + 1e-6
 
         for name, r in b0_eval.items():
             assert r["utterances"] == len(eval_sets[name].examples) > 0
@@ -237,9 +246,11 @@ def cells() -> list:
             for name, r in b0_eval.items():
                 recorded = b0_record["results"][name]
                 assert r["utterances"] == recorded["utterances"]
-                assert abs(r["wer"] - recorded["wer"]) < 1e-6, (name, r["wer"], recorded["wer"])
+                assert abs(r["wer"] - recorded["wer"]) < wer_tolerance(WORDS[name]), (
+                    name, r["wer"], recorded["wer"])
             print(f"B0 (seed {meta['seed']}) reproduces the WER recorded in results.json on "
-                  + ", ".join(eval_sets))
+                  + ", ".join(eval_sets)
+                  + (" exactly" if SAME_CPU else " to within one word (another processor)"))
         else:
             print("WER in range (FAST / other data: not compared with results.json)")
         """),
@@ -317,8 +328,10 @@ def cells() -> list:
         if not FAST and SAME_DATA and meta["seed"] == 0:
             for exp, s in (("E0", "int8"), ("E2", "int4")):
                 recorded = RECORDS[(exp, 0)]["results"]["test"]["wer"]
-                assert abs(ptq[s]["wer"] - recorded) < 1e-6, (exp, ptq[s]["wer"], recorded)
-            print("PTQ int8 / int4 reproduce the table's E0 / E2 exactly")
+                assert abs(ptq[s]["wer"] - recorded) < wer_tolerance(WORDS["test"]), (
+                    exp, ptq[s]["wer"], recorded)
+            print("PTQ int8 / int4 reproduce the table's E0 / E2 "
+                  + ("exactly" if SAME_CPU else "to within one word (another processor)"))
         print(f"int8 PTQ: {ptq['int8']['wer']:.2f}% vs float {ptq['float']['wer']:.2f}%; "
               f"int4 {ptq['int4']['wer']:.2f}%, int2 {ptq['int2']['wer']:.2f}%")
         """),
