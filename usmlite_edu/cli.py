@@ -30,9 +30,7 @@ def _cmd_notebooks(args) -> int:
 
 def _cmd_main(args) -> int:
     """The README's main job: everything a fresh machine can reproduce offline."""
-    from usmlite_edu import notebook_runner, sizes
-
-    from usmlite_edu import train
+    from usmlite_edu import notebook_runner, reproduce, sizes, train
 
     print("== Model-size table (guide section 2) ==", flush=True)
     print(sizes.format_size_table("usm_2b"), flush=True)
@@ -43,8 +41,6 @@ def _cmd_main(args) -> int:
     print(f"ci preset on data_small: dev WER {r['dev']['wer']:.1f}%, "
           f"test WER {r['test']['wer']:.1f}% after {r['step']} steps "
           f"({r['train_time_s']:.0f} s of training)", flush=True)
-    from usmlite_edu import reproduce
-
     print("\n== The paper's Tables 1-3, ci preset on data_small (a pipeline check) ==", flush=True)
     out = Path(args.out).parent / "reproduce_ci"
     reproduce.run(reproduce.REPRO_PRESETS["ci"], None, out)

@@ -214,18 +214,12 @@ def run(rc: ReproConfig, data_dir: str | None, out_dir: str | Path, *,
     if only:
         rows = [r for r in rows if r.exp in set(only)]
     t_all = time.time()
-    compiled_for = None
     for row in rows:
         rec_path = out / "rows" / f"{row.key}.json"
         if rec_path.exists():
             records.append(json.loads(rec_path.read_text()))
             print(f"[{row.key}] done already, skipped", flush=True)
             continue
-        if compiled_for not in (None, (row.spec, row.model)):
-            # Seeds of one row share compiled steps; a new spec frees the old ones, or a
-            # full sweep runs out of memory mappings (see train.release_compiled).
-            train.release_compiled()
-        compiled_for = (row.spec, row.model)
         t0 = time.time()
         b0_dir = out / "runs" / f"B0_s{row.seed}"
         run_dir = out / "runs" / row.key
@@ -397,9 +391,9 @@ def _plot(lines: list[dict], path: Path) -> None:
             (axes[0], "ours (official test split; bars: ±1 s.d. over seeds)", "size_paper", "wer_test"),
             (axes[1], "paper (voice search, 2B USM)", "paper_size", "paper_wer")):
         pts = [(l[key_size], l[key_wer], l["exp"]) for l in lines]
-        for (x, y, name), l in zip(pts, lines):
-            sd = l.get("wer_test_sd") if key_wer == "wer_test" else None
-            ax.errorbar(x, y, yerr=sd, fmt="o", capsize=3, zorder=3,
+        sds = [(l.get("wer_test_sd") or 0.0) if key_wer == "wer_test" else 0.0 for l in lines]
+        for (x, y, name), sd in zip(pts, sds):
+            ax.errorbar(x, y, yerr=sd or None, fmt="o", capsize=3, zorder=3,
                         color="C1" if name.startswith("B") else "C0")   # bars: seed spread
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
         front = _pareto(pts)
@@ -408,7 +402,7 @@ def _plot(lines: list[dict], path: Path) -> None:
         ax.set(xscale="log", xlabel="model size ratio (% of float32 B0, paper convention)",
                ylabel="WER (%)", title=title)
         # Linear below 10% (our rows), logarithmic above (the paper's collapsed int2 rows).
-        top = max(p[1] + (l.get("wer_test_sd") or 0) for p, l in zip(pts, lines))
+        top = max(p[1] + sd for p, sd in zip(pts, sds))
         ax.set_yscale("symlog", linthresh=10, linscale=2)
         ax.set_ylim(0, top * 1.15)
         ticks = [t for t in (0, 1, 2, 3, 4, 5, 6, 8, 10, 20, 50, 100) if t <= top * 1.15]

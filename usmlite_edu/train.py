@@ -385,22 +385,27 @@ def get_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConfig) 
     """A cached :class:`Trainer`: runs that share the model, spec and optimizer settings
     (seeds, step counts, resumed runs) reuse its compiled step instead of recompiling."""
     key = (cfg, spec, tcfg.replace(steps=0, checkpoint_every=0, log_every=0, eval_every=0))
-    if key not in _TRAINERS:
-        if len(_TRAINERS) >= 4:
-            release_compiled()
+    if key in _TRAINERS:
+        _TRAINERS[key] = _TRAINERS.pop(key)         # most recently used goes last
+    else:
+        # Keep only a few: every compiled XLA:CPU executable holds its own memory
+        # mappings, and a sweep over all of Tables 1-3 that kept every spec's train and
+        # eval steps alive hit the kernel's limit (vm.max_map_count, 65530) and died
+        # mid-compilation with "LLVM ERROR: Unable to allocate section memory". Dropping
+        # a trainer frees its executables once it is collected.
+        while len(_TRAINERS) >= _MAX_TRAINERS:
+            _TRAINERS.pop(next(iter(_TRAINERS)))    # least recently used
+        gc.collect()
         _TRAINERS[key] = Trainer(cfg, spec, tcfg)
     return _TRAINERS[key]
 
 
-def release_compiled() -> None:
-    """Drop every cached :class:`Trainer` and JAX's compilation caches.
+_MAX_TRAINERS = 4
 
-    Every compiled XLA:CPU executable keeps its own memory mappings alive. A long sweep
-    that holds dozens of Conformer train and eval steps (one per spec and bucket length)
-    reaches the kernel's limit on mappings (``vm.max_map_count``, 65530 by default) and
-    the process dies in the middle of a compilation with "LLVM ERROR: Unable to allocate
-    section memory". ``reproduce`` calls this whenever the next row needs a new spec.
-    """
+
+def release_compiled() -> None:
+    """Drop every cached :class:`Trainer` and JAX's compilation caches (frees their memory
+    and memory mappings; the next use of a spec compiles it again)."""
     _TRAINERS.clear()
     jax.clear_caches()
     gc.collect()
