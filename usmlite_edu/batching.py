@@ -28,7 +28,6 @@ from usmlite_edu import frontend
 from usmlite_edu.audio import AudioError
 from usmlite_edu.configs import ConformerConfig
 from usmlite_edu.corpora import CorpusSplit
-from usmlite_edu.model import subsampled_lengths as output_frames
 from usmlite_edu.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -126,7 +125,7 @@ def prepare(split: CorpusSplit, tokenizer: Tokenizer, cfg: ConformerConfig,
                  f"{buckets[-1] / sr:g} s (raise bucket_seconds to keep it)")
             continue
         tokens = np.asarray(tokenizer.encode(u.text), np.int32)
-        frames = int(output_frames(frontend.num_frames(audio.size, mel)))
+        frames = int(frontend.subsampled_lengths(frontend.num_frames(audio.size, mel)))
         need = ctc_min_frames(tokens.tolist())
         if frames < need:
             skip(f"too short for CTC: {frames} output frames < {need} needed by "

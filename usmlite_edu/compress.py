@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from usmlite_edu import quant, sparsity
 
-__all__ = ["CompressionSpec", "prune_then_quantize", "compress_weight", "compressed_matmul"]
+__all__ = ["CompressionSpec", "as_spec", "prune_then_quantize", "compress_weight", "compressed_matmul"]
 
 Clip = Union[float, Literal["search"]]
 
@@ -224,8 +224,20 @@ class CompressionSpec:
         return dataclasses.replace(self, **changes)
 
 
-def _as_spec(spec: CompressionSpec | str) -> CompressionSpec:
-    return spec if isinstance(spec, CompressionSpec) else CompressionSpec.parse(spec)
+def as_spec(spec: CompressionSpec | str | None, default: CompressionSpec | None = None) -> CompressionSpec:
+    """Anything that names a compression, as a :class:`CompressionSpec`.
+
+    Accepts a spec (returned as is), its string name (``"int4+2:4"``), or ``None``, which
+    gives ``default`` (or ``float`` without one). The one place where names become specs.
+    """
+    if spec is None:
+        return default if default is not None else CompressionSpec()
+    if isinstance(spec, CompressionSpec):
+        return spec
+    if isinstance(spec, str):
+        return CompressionSpec.parse(spec)
+    raise TypeError(f"expected a CompressionSpec or a spec name such as 'int4+2:4', "
+                    f"got {type(spec).__name__} {spec!r}")
 
 
 def _prune(w: jax.Array, spec: CompressionSpec | str, mask: jax.Array | None):
@@ -235,7 +247,7 @@ def _prune(w: jax.Array, spec: CompressionSpec | str, mask: jax.Array | None):
     Returns ``(spec, pruned float32 weight, mask or None)``. The mask, if not given, is
     Eq. (3) on the weight's current values (no gradient flows into the mask).
     """
-    spec = _as_spec(spec)
+    spec = as_spec(spec)
     w = jnp.asarray(w, jnp.float32)
     spec.check_shape(w.shape)
     spec = spec.for_input_dim(w.shape[0])
@@ -243,7 +255,7 @@ def _prune(w: jax.Array, spec: CompressionSpec | str, mask: jax.Array | None):
         return spec, w, None
     if mask is None:
         mask = sparsity.nm_mask(jax.lax.stop_gradient(w), spec.n, spec.m, axis=0)
-    return spec, _masked(w, mask, spec.sr_ste), mask
+    return spec, sparsity.apply_mask(w, mask, straight_through=spec.sr_ste), mask
 
 
 def prune_then_quantize(w: jax.Array, spec: CompressionSpec | str,
@@ -275,12 +287,6 @@ def compress_weight(w: jax.Array, spec: CompressionSpec | str,
                              sub_channels=spec.sub_channels, clip=spec.clip)
     return w
 
-
-def _masked(w, mask, straight_through: bool):
-    pruned = sparsity.apply_mask(w, mask)
-    if straight_through:  # SR-STE: the dense gradient passes the mask
-        return w + jax.lax.stop_gradient(pruned - w)
-    return pruned
 
 
 def compressed_matmul(x: jax.Array, w: jax.Array, spec: CompressionSpec | str,

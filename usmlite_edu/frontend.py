@@ -249,3 +249,14 @@ def normalize(features: jax.Array, frame_mask: jax.Array,
     mean = (features * m).sum(axis=1, keepdims=True) / count
     var = (jnp.square(features - mean) * m).sum(axis=1, keepdims=True) / count
     return jnp.where(m > 0, (features - mean) * jax.lax.rsqrt(var + eps), 0.0)
+
+
+def subsampled_lengths(lengths):
+    """Frames left after the encoder's two stride-2 convolutions: ``ceil(ceil(T / 2) / 2)``.
+
+    Each convolution pads one frame on each side, so ``T -> ceil(T / 2)`` whatever T's
+    parity. Lives here, beside :func:`num_frames`, because both the data layer (which
+    refuses utterances too short for their CTC labels) and the model use it. Works on
+    Python ints, NumPy and JAX arrays alike.
+    """
+    return (((lengths + 1) // 2) + 1) // 2

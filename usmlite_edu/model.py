@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from usmlite_edu import compress, quant, sparsity
+from usmlite_edu.frontend import subsampled_lengths
 from usmlite_edu.compress import CompressionSpec
 from usmlite_edu.configs import ConformerConfig
 
@@ -68,11 +69,6 @@ class ModelOptions:
     def quant_spec(self) -> CompressionSpec:
         """The spec without its N:M part (masks are applied to the params outside)."""
         return self.spec.replace(n=None, m=None, mask_update_steps=1, sr_ste=False)
-
-
-def subsampled_lengths(lengths: jax.Array) -> jax.Array:
-    """Frames after the two stride-2 convolutions: ``ceil(ceil(T / 2) / 2)``."""
-    return (((lengths + 1) // 2) + 1) // 2
 
 
 # --------------------------------------------------------------------------- layers
@@ -393,8 +389,4 @@ def apply_masks(params: Any, masks: Any | None, straight_through: bool = False) 
     if masks is None:
         return params
 
-    def one(w, m):
-        pruned = sparsity.apply_mask(w, m)
-        return w + jax.lax.stop_gradient(pruned - w) if straight_through else pruned
-
-    return jax.tree.map(one, params, masks)
+    return jax.tree.map(lambda w, m: sparsity.apply_mask(w, m, straight_through), params, masks)

@@ -86,9 +86,17 @@ def nm_mask(w: jax.Array, n: int, m: int, axis: int = 0) -> jax.Array:
     return jnp.moveaxis(keep, -1, axis)
 
 
-def apply_mask(w: jax.Array, mask: jax.Array) -> jax.Array:
-    """Eq. (4): ``Prune(W) = W * M`` (pruned entries are exactly zero)."""
-    return jnp.where(mask, w, jnp.zeros_like(w))
+def apply_mask(w: jax.Array, mask: jax.Array, straight_through: bool = False) -> jax.Array:
+    """Eq. (4): ``Prune(W) = W * M`` (pruned entries are exactly zero).
+
+    With ``straight_through`` (SR-STE, Zhou et al. 2021) the forward value is the same, but
+    the gradient passes the mask unchanged, so pruned weights receive their dense gradient.
+    Without it, pruned weights get a zero gradient (the paper's gradient masking).
+    """
+    pruned = jnp.where(mask, w, jnp.zeros_like(w))
+    if straight_through:
+        return w + jax.lax.stop_gradient(pruned - w)
+    return pruned
 
 
 def sparsity_of(w: jax.Array) -> float:
