@@ -2,9 +2,11 @@
 
 Three sources, one result type (:class:`CorpusSplit`):
 
-* **LibriSpeech layout** (:func:`load_librispeech`): LibriSpeech, mini-LibriSpeech and the
-  repository's own ``data_small/`` all use ``<speaker>/<chapter>/<spk>-<chap>-<utt>.flac``
-  plus one ``<spk>-<chap>.trans.txt`` per chapter. Audio is read lazily (by path).
+* **LibriSpeech layout** (:func:`load_librispeech`): LibriSpeech, mini-LibriSpeech, the
+  repository's own ``data_small/`` and ``data_small/fsdd_sample/`` (corpus ``fsdd_sample``:
+  real FSDD connected-digit *test* utterances, its only split is ``test``) all use
+  ``<speaker>/<chapter>/<spk>-<chap>-<utt>.flac`` plus one ``<spk>-<chap>.trans.txt`` per
+  chapter. Audio is read lazily (by path).
 * **FSDD connected digits** (:func:`load_fsdd_connected`): real single-digit recordings
   (8 kHz) joined into 1-7 digit utterances with random silences, gain and light noise,
   built in memory and fully determined by the seed (guide section 6).
@@ -55,7 +57,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
-CORPORA = ("fsdd", "data_small", "librispeech", "mini-librispeech")
+CORPORA = ("fsdd", "data_small", "librispeech", "mini-librispeech", "fsdd_sample")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 FSDD_SAMPLE_RATE = 8000
 #: recording indices per split (without a held-out speaker); dev is carved out of FSDD's
@@ -68,6 +70,9 @@ LIBRISPEECH_SUBSETS: dict[str, dict[str, str]] = {
     # mini-LibriSpeech (openslr 31) has no test subset: test reuses dev-clean-2.
     "mini-librispeech": {"train": "train-clean-5", "dev": "dev-clean-2", "test": "dev-clean-2"},
     "data_small": {"train": "train", "dev": "dev", "test": "test"},
+    # A sample of FSDD's test split only (scripts/make_fsdd_sample.py): no train or dev,
+    # so that nothing can train on it; the speaker folders sit at its root.
+    "fsdd_sample": {"test": "."},
 }
 _FETCH_NAMES = {"fsdd": "fsdd", "librispeech": "librispeech-100",
                 "mini-librispeech": "mini-librispeech"}
@@ -79,6 +84,9 @@ def _fetch_hint(corpus: str, where: str | os.PathLike[str] = "DIR") -> str:
     if corpus == "data_small":
         return ("data_small/ ships in the repository; regenerate it with "
                 "`python scripts/make_data_small.py` (needs espeak-ng)")
+    if corpus == "fsdd_sample":
+        return ("data_small/fsdd_sample/ ships in the repository; regenerate it with "
+                "`python scripts/make_fsdd_sample.py --fsdd FSDD_DIR`")
     return f"fetch it with `python -m usmlite_edu.fetch {_FETCH_NAMES[corpus]} {where}`"
 
 
@@ -411,8 +419,9 @@ def load_corpus(name: str, data_dir: str | os.PathLike[str] | None, split: str, 
 
     ``data_dir`` is the corpus folder itself or a folder holding it under its usual name
     (``fsdd/``, ``data_small/``, ``LibriSpeech/``); ``None`` reads it from the environment
-    variable ``USMLITE_DATA`` (and, for ``data_small`` only, falls back to the copy in the
-    repository). ``sample_rate`` defaults to the corpus's own (8 kHz FSDD, 16 kHz others).
+    variable ``USMLITE_DATA`` (and, for ``data_small`` and ``fsdd_sample``, falls back to
+    the copy in the repository). ``sample_rate`` defaults to the corpus's own (8 kHz FSDD
+    and ``fsdd_sample``, 16 kHz others). ``fsdd_sample`` has only a ``test`` split.
     ``seed`` and ``heldout_speaker`` only apply to FSDD, whose utterances are synthesised.
     mini-LibriSpeech has no test subset: its ``test`` is ``dev-clean-2`` again (logged).
     """
@@ -420,6 +429,11 @@ def load_corpus(name: str, data_dir: str | os.PathLike[str] | None, split: str, 
         raise ValueError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in LIBRISPEECH_SUBSETS.get(name, {split: split}):
+        raise ValueError(f"{name} has only the split(s) "
+                         f"{', '.join(LIBRISPEECH_SUBSETS[name])}, not {split!r}"
+                         + (": it is a sample of FSDD's test recordings, never to be trained "
+                            "or tuned on" if name == "fsdd_sample" else ""))
     if heldout_speaker is not None and name != "fsdd":
         raise ValueError(f"heldout_speaker only applies to fsdd, not {name}")
     if data_dir is None:
@@ -429,6 +443,8 @@ def load_corpus(name: str, data_dir: str | os.PathLike[str] | None, split: str, 
             data_dir = env
         elif name == "data_small" and (repo_copy / "train").is_dir():
             data_dir = repo_copy
+        elif name == "fsdd_sample" and (repo_copy / "fsdd_sample").is_dir():
+            data_dir = repo_copy / "fsdd_sample"
         else:
             raise ValueError(f"no data directory for {name}: pass data_dir or set the "
                              f"environment variable USMLITE_DATA; {_fetch_hint(name)}")
@@ -442,6 +458,11 @@ def load_corpus(name: str, data_dir: str | os.PathLike[str] | None, split: str, 
                                    heldout_speaker=heldout_speaker)
 
     subset = LIBRISPEECH_SUBSETS[name][split]
+    if name == "fsdd_sample":  # its root holds the speakers: look for transcripts there
+        d = _resolve_dir(root, [root, root / "fsdd_sample", root / "data_small" / "fsdd_sample"],
+                         lambda c: any(c.glob("*/*/*.trans.txt")), name)
+        return load_librispeech(d, None, sample_rate or FSDD_SAMPLE_RATE,
+                                name=f"{name}/{split}", fetch_hint=_fetch_hint(name))
     cands = ([root, root / "data_small"] if name == "data_small"
              else [root, root / "LibriSpeech"])
     d = _resolve_dir(root, cands, lambda c: (c / subset).is_dir(), name)
