@@ -1,0 +1,349 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · The straight-through estimator and quantization-aware training (USM-Lite §3.2)
+#
+# Rounding is flat almost everywhere, so gradient descent cannot see it. USM-Lite
+# trains through it with the straight-through estimator (STE): pretend in the backward
+# pass that `round` is the identity.
+#
+# **After this notebook you will be able to**
+#
+# * show that `jax.grad` of `jnp.round` is zero, and why that stalls training;
+# * check that `usmlite_edu.quant.fake_quant` passes gradients straight through
+#   inside the grid's range and blocks them where weights are clipped;
+# * compare post-training quantization (PTQ) with quantization-aware training (QAT) on
+#   a small regression problem at int4 and int2;
+# * verify that the native forward pass (`quant.qat_matmul`, int8 weights inside the
+#   matmul) gives the same gradients as the fake-quantization path.
+
+# %%
+# %matplotlib inline
+from usmlite_edu.notebook_setup import setup
+
+# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
+# NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
+# compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
+# setting for this whole kernel, which keeps compiled XLA programs on disk so that running
+# a notebook again skips recompiling (USMLITE_JAX_CACHE=0 turns it off).
+env = setup(seed=0, compilation_cache=True)
+FAST, SEED, rng, key = env.fast, env.seed, env.rng, env.key
+print(env.summary())
+
+# %%
+# This notebook's imports and sizes.
+import time
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from usmlite_edu import compress, quant, sizes
+
+D_IN, D_TEACHER, D_HID, D_OUT = 16, 16, 128, 4
+N_TRAIN, N_TEST, BATCH = (1024, 512, 128) if FAST else (4096, 2048, 256)
+FLOAT_STEPS, QAT_STEPS = (400, 300) if FAST else (1500, 1500)
+
+# %% [markdown]
+# ## 1. `round` has no useful gradient
+#
+# $\operatorname{round}(x)$ is piecewise constant: its derivative is $0$ everywhere
+# except at the half-integers, where it does not exist. Automatic differentiation
+# returns $0$. A loss that depends on $W$ only through $\operatorname{round}(W/s)$
+# therefore has zero gradient with respect to $W$ (§3.2: "zero derivative almost
+# everywhere"), and training would never move the weights.
+
+# %%
+xs = jnp.linspace(-2.5, 2.5, 501)
+d_round = jax.vmap(jax.grad(jnp.round))(xs)
+d_ste = jax.vmap(jax.grad(lambda x: x + jax.lax.stop_gradient(jnp.round(x) - x)))(xs)
+
+fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+axes[0].plot(xs, jnp.round(xs), label="round(x)")
+axes[0].plot(xs, xs, ":", label="identity (what the STE pretends)")
+axes[0].set(xlabel="x", title="forward"); axes[0].legend(fontsize=8)
+axes[1].plot(xs, d_round, label="d round / dx (autodiff)")
+axes[1].plot(xs, d_ste, "--", label="STE gradient")
+axes[1].set(xlabel="x", title="backward", ylim=(-0.2, 1.2)); axes[1].legend(fontsize=8)
+plt.tight_layout(); plt.show()
+print("distinct autodiff gradients of round:", np.unique(np.asarray(d_round)))
+
+# %%
+assert bool(jnp.all(d_round == 0.0))
+assert bool(jnp.all(d_ste == 1.0))
+print("round's gradient is zero everywhere we sampled; the STE's is one")
+
+# %% [markdown]
+# ## 2. The STE inside `fake_quant`
+#
+# `quant.fake_quant(w, bits)` returns $\hat w = s\,\mathrm{clip}(\mathrm{round}(w/s))$
+# in float (forward), and in the backward pass uses $\partial \hat w/\partial w = 1$
+# where $w$ lies inside the grid's range (half a step beyond the end levels) and $0$
+# where it was clipped away. With the default `clip=1.0` the range covers every
+# weight, so the gradient is exactly the identity; with `clip<1` the largest weights
+# fall outside and receive no gradient. (No gradient flows through the scale, as in
+# the paper.)
+
+# %%
+w = jax.random.normal(jax.random.fold_in(key, 1), (64, 8))
+g_full = jax.grad(lambda w: jnp.sum(quant.fake_quant(w, 4)))(w)
+CLIP = 0.7
+g_clip = jax.grad(lambda w: jnp.sum(quant.fake_quant(w, 4, clip=CLIP)))(w)
+print("gradient values, clip=1.0:", np.unique(np.asarray(g_full)),
+      f"  clip={CLIP}:", np.unique(np.asarray(g_clip)),
+      f"({int((g_clip == 0).sum())} of {w.size} weights blocked)")
+
+# %%
+# Checks: forward = dequantize(quantize(w)); backward = identity inside the range.
+np.testing.assert_array_equal(np.asarray(quant.fake_quant(w, 4)),
+                              np.asarray(quant.dequantize(quant.quantize(w, 4))))
+assert bool(jnp.all(g_full == 1.0))
+# Reference for the clipped range: s = clip * max|w| / 7 per channel; the grid ends at
+# +-7 s and a weight still rounds onto it up to half a step further out.
+s = CLIP * jnp.abs(w).max(axis=0) / 7
+inside = jnp.abs(w) <= 7.5 * s
+np.testing.assert_array_equal(np.asarray(g_clip == 1.0), np.asarray(inside))
+assert set(np.unique(np.asarray(g_clip))) <= {0.0, 1.0}
+print("STE checks passed")
+
+# %% [markdown]
+# ## 3. PTQ versus QAT on a toy regression
+#
+# A teacher network $y = \tanh(x W_1^\star) W_2^\star$ generates the data; a wider
+# student of the same form learns it in float. Then we compress the student two ways:
+#
+# * **PTQ** (post-training quantization): quantize the trained float weights, no
+#   further training (the paper's E0, E2);
+# * **QAT**: continue training with the quantizer in the forward pass and the STE in
+#   the backward pass (E1, E3, E4). We use `compress.compress_weight(w, spec)`, the
+#   library's fake-quantization path, for both layers.
+#
+# For a fair comparison we also continue the *float* training for the same number of
+# steps. Quantization uses the paper's grids: symmetric per-channel int4, asymmetric
+# int2.
+
+# %%
+kt1, kt2, kx, kxt, ks1, ks2 = jax.random.split(jax.random.fold_in(key, 2), 6)
+teacher = {"w1": 2 * jax.random.normal(kt1, (D_IN, D_TEACHER)) / np.sqrt(D_IN),
+           "w2": jax.random.normal(kt2, (D_TEACHER, D_OUT)) / np.sqrt(D_TEACHER)}
+net = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]
+X_tr = jax.random.normal(kx, (N_TRAIN, D_IN)); Y_tr = net(teacher, X_tr)
+X_te = jax.random.normal(kxt, (N_TEST, D_IN)); Y_te = net(teacher, X_te)
+student0 = {"w1": jax.random.normal(ks1, (D_IN, D_HID)) / np.sqrt(D_IN),
+            "w2": jax.random.normal(ks2, (D_HID, D_OUT)) / np.sqrt(D_HID)}
+
+def forward(p, x, spec=None):
+    # spec=None: float. Otherwise every weight goes through the library's quantizer.
+    if spec is not None:
+        p = {k: compress.compress_weight(v, spec) for k, v in p.items()}
+    return net(p, x)
+
+def mse(p, x, y, spec=None):
+    return jnp.mean((forward(p, x, spec) - y) ** 2)
+
+def train(p, spec, steps, lr):
+    opt = optax.adam(optax.cosine_decay_schedule(lr, steps))
+    state = opt.init(p)
+
+    @jax.jit
+    def step(p, state, i):
+        idx = jax.random.randint(jax.random.fold_in(key, i), (BATCH,), 0, N_TRAIN)
+        loss, g = jax.value_and_grad(mse)(p, X_tr[idx], Y_tr[idx], spec)
+        updates, state = opt.update(g, state, p)
+        return optax.apply_updates(p, updates), state, loss
+
+    losses = []
+    for i in range(steps):
+        p, state, loss = step(p, state, i)
+        losses.append(float(loss))
+    return p, np.array(losses)
+
+t0 = time.time()
+p_float, curve_float = train(student0, None, FLOAT_STEPS, 1e-2)
+test_float = float(mse(p_float, X_te, Y_te))
+print(f"float student: test MSE {test_float:.2e}  (target variance {float(jnp.var(Y_te)):.3f}), "
+      f"{time.time() - t0:.1f} s")
+
+# %%
+t0 = time.time()
+results, curves = {}, {}
+p_cont, curves["float"] = train(p_float, None, QAT_STEPS, 1e-2)
+results["float (continued)"] = float(mse(p_cont, X_te, Y_te))
+for spec in ("int4", "int2"):
+    results[f"{spec} PTQ"] = float(mse(p_float, X_te, Y_te, spec))
+    p_qat, curves[spec] = train(p_float, spec, QAT_STEPS, 1e-2)
+    results[f"{spec} QAT"] = float(mse(p_qat, X_te, Y_te, spec))
+    if spec == "int2":
+        p_qat_int2 = p_qat
+for name, v in results.items():
+    print(f"{name:18s} test MSE {v:.2e}")
+print(f"({time.time() - t0:.1f} s)")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+smooth = lambda c: np.convolve(c, np.ones(20) / 20, mode="valid")
+for name, c in curves.items():
+    axes[0].semilogy(smooth(c), label=f"{name} training" + (" (QAT)" if name != "float" else ""))
+for spec, color in (("int4", "C1"), ("int2", "C2")):
+    axes[0].axhline(results[f"{spec} PTQ"], color=color, ls="--", lw=1, label=f"{spec} PTQ (test)")
+axes[0].set(xlabel="fine-tuning step", ylabel="MSE", title="QAT loss curves vs PTQ level")
+axes[0].legend(fontsize=7)
+names = list(results)
+axes[1].bar(range(len(names)), [results[n] for n in names], color=["C0", "C1", "C1", "C2", "C2"])
+axes[1].set_yscale("log"); axes[1].set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+axes[1].set(ylabel="test MSE", title="After fine-tuning")
+plt.tight_layout(); plt.show()
+var_te = float(jnp.var(Y_te))
+for spec in ("int4", "int2"):
+    print(f"{spec}: QAT lowers the PTQ test error by a factor "
+          f"{results[f'{spec} PTQ'] / results[f'{spec} QAT']:.1f}; error as a fraction of the "
+          f"target variance: PTQ {results[f'{spec} PTQ'] / var_te:.1%}, QAT {results[f'{spec} QAT'] / var_te:.1%}")
+
+# %%
+# Checks: QAT beats PTQ at both widths, by a wide margin at int2; the trained
+# weights really are on the int2 grid (at most 4 distinct values per channel).
+assert results["int4 QAT"] < results["int4 PTQ"]
+assert results["int2 QAT"] < 0.5 * results["int2 PTQ"]
+w1_q = np.asarray(compress.compress_weight(p_qat_int2["w1"], "int2"))
+assert max(len(np.unique(w1_q[:, j])) for j in range(D_HID)) <= 4
+print("QAT vs PTQ checks passed")
+
+# %% [markdown]
+# QAT lets the other weights compensate for each weight's rounding error; PTQ cannot.
+# The paper sees the same ordering at scale (Table 1, printed below from
+# `sizes.PAPER_ROWS`): int4 PTQ (E2) is far from the float WER while int4 QAT (E3) is
+# close to it; at int2, QAT alone was not enough for the 2B model (E4), which is why
+# notebook 04 adds sub-channels.
+
+# %%
+B0_WER = 4.1   # Table 1, float32 dense 2B model (not a row of PAPER_ROWS)
+print(f"B0 float32: WER {B0_WER}")
+for r in sizes.PAPER_ROWS:
+    if r.exp in ("E0", "E1", "E2", "E3", "E4"):
+        print(f"{r.exp:3s} {r.description:10s} WER {r.paper_wer:5.1f}   size {r.paper_ratio}%")
+
+# %% [markdown]
+# ## 4. Native QAT: integer forward, STE backward
+#
+# The paper casts the quantized weight to a real integer type in the forward pass
+# (Eq. 1) instead of keeping $\hat w$ in float. `quant.qat_matmul(x, w, bits)` does
+# this with a custom VJP whose backward pass is the STE. Its gradients should equal
+# those of the fake path `x @ fake_quant(w, bits)` (to float rounding), for any grid,
+# including asymmetric int2 with sub-channels and clipping.
+
+# %%
+x = jax.random.normal(jax.random.fold_in(key, 3), (32, 64))
+w = jax.random.normal(jax.random.fold_in(key, 4), (64, 16)) * 0.05
+y_target = jax.random.normal(jax.random.fold_in(key, 5), (32, 16))
+
+def loss_native(x, w, **kw):
+    return jnp.mean((quant.qat_matmul(x, w, **kw) - y_target) ** 2)
+
+def loss_fake(x, w, **kw):
+    return jnp.mean((x @ quant.fake_quant(w, **kw) - y_target) ** 2)
+
+SETTINGS = [dict(bits=8), dict(bits=4), dict(bits=2, symmetric=False, sub_channels=4, clip=0.8)]
+diffs = []
+for kw in SETTINGS:
+    gn = jax.grad(loss_native, argnums=(0, 1))(x, w, **kw)
+    gf = jax.grad(loss_fake, argnums=(0, 1))(x, w, **kw)
+    d = [float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) for a, b in zip(gn, gf)]
+    diffs.append(d)
+    print(f"{kw}: relative gradient difference dx {d[0]:.1e}, dw {d[1]:.1e}")
+jaxpr = jax.make_jaxpr(lambda x, w: quant.qat_matmul(x, w, 4))(x, w).pretty_print(use_color=False)
+print("int8 appears in the forward pass:", "i8[" in jaxpr)
+
+# %%
+for kw, (dx, dw) in zip(SETTINGS, diffs):
+    assert dx < 1e-5 and dw < 1e-5, kw
+np.testing.assert_allclose(np.asarray(quant.qat_matmul(x, w, 4)),
+                           np.asarray(x @ quant.fake_quant(w, 4)), rtol=1e-4, atol=1e-6)
+assert "i8[" in jaxpr
+print("native and fake QAT agree in value and gradient")
+
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 1 (what gets blocked).** Choose a clip ratio `clip_ex` in $(0, 1]$ and
+# predict how many of the $64\times 8$ weights of `w` above receive a zero gradient at
+# int4. The check verifies, for any ratio, that the blocked weights are exactly those
+# more than half a step beyond the clipped grid.
+
+# %%
+clip_ex = 0.5               # EXERCISE: try 0.3, 0.9, 1.0
+w_ex = jax.random.normal(jax.random.fold_in(key, 1), (64, 8))
+g_ex = jax.grad(lambda w: jnp.sum(quant.fake_quant(w, 4, clip=clip_ex)))(w_ex)
+
+# %%
+s_ex = clip_ex * jnp.abs(w_ex).max(axis=0) / 7
+np.testing.assert_array_equal(np.asarray(g_ex == 0), np.asarray(jnp.abs(w_ex) > 7.5 * s_ex))
+print(f"clip={clip_ex}: {int((g_ex == 0).sum())} of {w_ex.size} gradients blocked")
+
+# %% [markdown]
+# **Exercise 2 (QAT with sub-channels).** Pick any spec accepted by
+# `compress.CompressionSpec.parse` whose sub-channel count divides both 16 and 128
+# (e.g. `"int2/g4"`, `"int2/g8/clipsearch"`, `"int3"`) and compare PTQ with QAT. The
+# check verifies that QAT does not end worse than PTQ (10% slack for noise).
+
+# %%
+spec_ex = "int2/g4"         # EXERCISE
+ptq_ex = float(mse(p_float, X_te, Y_te, spec_ex))
+p_ex, _ = train(p_float, spec_ex, QAT_STEPS, 1e-2)
+qat_ex = float(mse(p_ex, X_te, Y_te, spec_ex))
+
+# %%
+assert qat_ex <= 1.1 * ptq_ex
+print(f"{spec_ex}: PTQ {ptq_ex:.2e} -> QAT {qat_ex:.2e}  "
+      f"(int2 without sub-channels: PTQ {results['int2 PTQ']:.2e}, QAT {results['int2 QAT']:.2e})")
+
+
+# %% [markdown]
+# **Exercise 3 (write your own STE).** Replace the body of `my_round_ste` with a
+# rounding function whose forward value is `round(x)` and whose gradient is 1. Two
+# common ways: the `stop_gradient` trick, or `jax.custom_vjp`. A reference is in the
+# hidden solution cell; delete the call to it when you write yours.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution (hidden): forward round(x), backward identity.
+def solution_round_ste(x):
+    return x + jax.lax.stop_gradient(jnp.round(x) - x)
+
+
+# %%
+def my_round_ste(x):
+    return solution_round_ste(x)   # EXERCISE: replace with your own implementation
+
+
+# %%
+xs_ex = jnp.linspace(-3, 3, 97)
+np.testing.assert_array_equal(np.asarray(my_round_ste(xs_ex)), np.asarray(jnp.round(xs_ex)))
+assert bool(jnp.all(jax.vmap(jax.grad(my_round_ste))(xs_ex) == 1.0))
+print("your STE rounds forward and passes gradients straight through")
+
+# %% [markdown]
+# ## Summary
+#
+# * `round` has a zero derivative almost everywhere; the STE (Bengio et al., ref. [27]
+#   of the paper) replaces it by the identity in the backward pass, and blocks the
+#   gradient only for clipped weights.
+# * On the toy regression, QAT ends well below PTQ at both widths (section 3 prints
+#   the factors); at int2 PTQ leaves an error that is a sizeable fraction of the
+#   target's variance, and QAT cuts it severalfold. The paper's Table 1 shows the same split: int8
+#   survives PTQ (E0), int4 needs QAT (E2 vs E3).
+# * Native QAT (§3.2) computes the forward pass with a real int8 weight (Eq. 1) and the
+#   same STE backward pass; its gradients equal the fake path's, so training and
+#   inference run the same arithmetic without changing what is learned.

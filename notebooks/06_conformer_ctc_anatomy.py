@@ -1,0 +1,770 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Anatomy of a Conformer-CTC (USM-Lite §3.1, §4.2, Algorithm 1)
+#
+# Notebooks 01-05 compressed single weight matrices. USM-Lite compresses the weights of
+# a whole speech recognizer: a 2B-parameter Conformer encoder with a CTC output layer
+# (the USM-CTC backbone of §3.1, fed as described in §4.2). Before compressing one
+# (notebook 07), this notebook takes a small one apart and trains it on real audio
+# files, following one batch from the waveform to the transcript.
+#
+# **After this notebook you will be able to**
+#
+# * load a corpus split with `usmlite_edu.corpora`, listen to utterances and read their
+#   transcripts;
+# * compute the paper's log-mel features (§4.2: 32 ms window, 10 ms hop) with
+#   `usmlite_edu.frontend`, predict their shape, and name the filterbank convention;
+# * follow tensor shapes through the Conformer: 4x subsampling, blocks, softmax; and
+#   tell the compressible (dense) weights from the float ones, for our toy and for the
+#   2B model;
+# * check the relative-position attention (Transformer-XL, §3.1) against its
+#   definition, including Lingvo's `rel_shift` golden case;
+# * train the `ci` model with `usmlite_edu.train` (Algorithm 1 without compression),
+#   read its loss curve, and explain the early all-blank CTC plateau;
+# * read a CTC posteriorgram, decode it greedily, and score it with WER and CER.
+
+# %%
+# %matplotlib inline
+from usmlite_edu.notebook_setup import setup
+
+# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
+# NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
+# compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
+# setting for this whole kernel, which keeps compiled XLA programs on disk so that running
+# a notebook again skips recompiling (USMLITE_JAX_CACHE=0 turns it off).
+env = setup(seed=0, compilation_cache=True)
+FAST, SEED, rng, key = env.fast, env.seed, env.rng, env.key
+print(env.summary())
+
+# %%
+# This notebook's imports and sizes.
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+from IPython.display import Audio, display
+
+from usmlite_edu import batching, configs, corpora, frontend, model, train
+
+REPO = env.repo or Path.cwd()    # the clone (outside one, runs/ goes under the working directory)
+SR = 16000                                   # data_small is 16 kHz, like the paper's input
+STEPS = 20 if FAST else 500                  # optimizer steps of the training run (section 5)
+# FAST: a single 4.5 s bucket (one compilation instead of two) and a log line every 5 steps.
+TRAIN_OVERRIDES = {"log_every": 5, "bucket_seconds": (4.5,)} if FAST else {"log_every": 10}
+# The full run keeps its directory (gitignored) so notebook 07 can fine-tune from it.
+RUN_DIR = Path(tempfile.mkdtemp(prefix="usmlite_nb06_")) if FAST else REPO / "runs" / "nb06"
+T_TOY, H_TOY, D_TOY = (5, 2, 4) if FAST else (12, 4, 8)   # relative-attention toy sizes
+print(f"FAST={FAST}  STEPS={STEPS}  run dir {RUN_DIR}  jax {jax.__version__} on {jax.default_backend()}")
+
+# %% [markdown]
+# ## 1. Listen to the data
+#
+# The paper fine-tunes on 1.2 million hours of voice search (§4.1); we use
+# `data_small/`, 800 short synthetic utterances in the LibriSpeech layout that ship with
+# the repository: connected digits ("seven three one", chapter `10`) and short sentences
+# from a small grammar (chapter `20`). `corpora.load_corpus` returns a `CorpusSplit`
+# of `Utterance`s whose audio is read on demand, at the sample rate we ask for.
+
+# %%
+train_split = corpora.load_corpus("data_small", None, "train", sample_rate=SR)
+dev_split = corpora.load_corpus("data_small", None, "dev", sample_rate=SR)
+print(train_split.summary())
+print(dev_split.summary())
+
+# one connected-digit utterance (chapter 10) and one sentence (chapter 20)
+picked = [next(u for u in train_split if u.uid.split("-")[1] == ch) for ch in ("10", "20")]
+waves = [u.load(SR) for u in picked]
+for u, w in zip(picked, waves):
+    print(f"{u.uid}  speaker {u.speaker}  {len(w) / SR:.2f} s  '{u.text}'")
+    display(Audio(w, rate=SR))
+
+# %%
+assert len(train_split) > 0 and len(dev_split) > 0 and not train_split.skipped
+for u, w in zip(picked, waves):
+    assert w.dtype == np.float32 and w.ndim == 1 and np.abs(w).max() <= 1.0
+    assert u.text == corpora.normalize_text(u.text)      # lower-case a-z, ' and spaces
+train_speakers = {u.speaker for u in train_split}
+assert not train_speakers & {u.speaker for u in dev_split}, "dev speakers are unseen in training"
+print("audio is float32 mono in [-1, 1]; transcripts are normalised; dev speakers are held out")
+
+# %% [markdown]
+# JAX compiles one program per input shape, so training pads utterances to a few fixed
+# *bucket* lengths (`usmlite_edu.batching`). The `ci` training preset uses the buckets
+# below; the histogram shows why two are enough here.
+
+# %%
+durations = np.array([len(u.load(SR)) / SR for u in train_split])
+buckets = train.TRAIN_PRESETS["ci"].bucket_seconds
+plt.figure(figsize=(6, 2.6))
+plt.hist(durations, bins=40, color="tab:blue")
+for b in buckets:
+    plt.axvline(b, color="k", ls="--")
+plt.xlabel("duration (s)"); plt.ylabel("utterances")
+plt.title(f"data_small/train: {len(durations)} utterances, {durations.sum() / 60:.1f} min; buckets {buckets} s")
+plt.show()
+print(f"shortest {durations.min():.2f} s, longest {durations.max():.2f} s; "
+      f"{np.mean(durations <= buckets[0]):.0%} fit the first bucket")
+
+# %%
+assert durations.max() <= max(buckets), "every training utterance fits a bucket"
+print("every training utterance fits the largest bucket")
+
+# %% [markdown]
+# **Optional: real recordings.** The reduced-scale reproduction trains on the Free
+# Spoken Digit Dataset (FSDD, real 8 kHz recordings) turned into connected digits. The
+# cell below plays two such utterances if FSDD is on this machine (in `$USMLITE_DATA`
+# or `../shared/corpora/fsdd`), and skips itself otherwise; fetch it with
+# `python -m usmlite_edu.fetch fsdd DIR`.
+
+# %%
+candidates = [os.environ.get("USMLITE_DATA"), REPO.parent / "shared" / "corpora"]
+fsdd_dir = None
+for c in filter(None, candidates):
+    for d in (Path(c), Path(c) / "fsdd"):
+        if (d / "recordings").is_dir():
+            fsdd_dir = fsdd_dir or d
+if fsdd_dir is None:
+    print("FSDD not found: skipping (optional)")
+else:
+    fsdd_dev = corpora.load_fsdd_connected(fsdd_dir, "dev", num_utterances=2, seed=SEED)
+    print(fsdd_dev.summary(), "from", fsdd_dir)
+    for u in fsdd_dev:
+        print(f"{u.uid}  {len(u.audio) / fsdd_dev.sample_rate:.2f} s  '{u.text}'")
+        display(Audio(u.audio, rate=fsdd_dev.sample_rate))
+        assert set(u.text.split()) <= set(corpora.DIGIT_WORDS)
+
+# %% [markdown]
+# ## 2. From waveform to log-mel features (§4.2)
+#
+# The paper feeds the encoder "128-dimensional log Mel-filterbank energies, extracted
+# from a 32ms window and 10ms shifts". At 16 kHz that is a 512-sample window, a
+# 160-sample hop and a 512-point FFT (257 frequency bins). Without centre padding a
+# signal of $L$ samples gives
+#
+# $$T(L) = 1 + \left\lfloor \frac{L - 512}{160} \right\rfloor \quad (L \ge 512)$$
+#
+# frames (`frontend.num_frames`). Our `ci` model keeps the framing but uses 40 mel
+# bins instead of 128. `frontend.log_mel` works on a zero-padded batch with
+# per-utterance lengths and returns the features and a frame mask;
+# `frontend.normalize` then standardises each mel bin over the valid frames of each
+# utterance (the trainer does both).
+
+# %%
+cfg = configs.CI
+mel_cfg = frontend.LogMelConfig.from_model(cfg)
+print(mel_cfg)
+print(f"window {mel_cfg.win_length} samples, hop {mel_cfg.hop_length}, FFT {mel_cfg.n_fft} "
+      f"({mel_cfg.num_bins} bins), {mel_cfg.num_mels} mels")
+
+lengths = np.array([len(w) for w in waves], np.int32)
+wave_batch = np.zeros((len(waves), lengths.max()), np.float32)      # zero-padded batch
+for i, w in enumerate(waves):
+    wave_batch[i, :len(w)] = w
+feats, frame_mask = frontend.log_mel(wave_batch, lengths, mel_cfg)
+feats_n = frontend.normalize(feats, frame_mask)
+print("waveforms", wave_batch.shape, "-> features", feats.shape, "mask", frame_mask.shape,
+      "valid frames", np.asarray(frame_mask.sum(1)))
+
+# %%
+T_max = frontend.num_frames(wave_batch.shape[1], mel_cfg)
+assert feats.shape == (2, T_max, cfg.num_mels) and frame_mask.shape == (2, T_max)
+np.testing.assert_array_equal(np.asarray(frame_mask.sum(1)), frontend.num_frames(lengths, mel_cfg))
+assert bool(jnp.all(jnp.where(frame_mask[..., None], 0.0, feats) == 0.0)), "padded frames are 0"
+# an utterance's features do not depend on what it was batched with
+short = int(np.argmin(lengths))
+alone, _ = frontend.log_mel(waves[short][None], lengths[short:short + 1], mel_cfg)
+np.testing.assert_allclose(np.asarray(alone[0]), np.asarray(feats[short, :alone.shape[1]]), atol=1e-4)
+# normalised: per utterance and mel bin, mean 0 and standard deviation 1 over valid frames
+for b in range(2):
+    x = np.asarray(feats_n[b][np.asarray(frame_mask[b])])
+    np.testing.assert_allclose(x.mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(x.std(0), 1.0, atol=1e-2)
+print("shapes, mask, padding invariance and normalisation checked")
+
+# %%
+b = 1
+n_valid = int(frame_mask[b].sum())
+fig, axes = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True)
+t_wave = np.arange(lengths[b]) / SR
+axes[0].plot(t_wave, waves[b], lw=0.4)
+axes[0].set_ylabel("amplitude"); axes[0].set_title(f"'{picked[b].text}'")
+t_frames = (np.arange(n_valid) * mel_cfg.hop_length + mel_cfg.win_length / 2) / SR  # frame centres
+im = axes[1].imshow(np.asarray(feats[b, :n_valid]).T, origin="lower", aspect="auto",
+                    extent=[t_frames[0], t_frames[-1], -0.5, cfg.num_mels - 0.5], cmap="magma")
+axes[1].set_ylabel("mel bin"); axes[1].set_xlabel("time (s)"); axes[1].grid(False)
+fig.colorbar(im, ax=axes, label="log mel energy", shrink=0.6)
+plt.show()
+
+# %% [markdown]
+# ### The mel filterbank and its convention
+#
+# Each mel bin is a triangle over the FFT bins, centred on points equally spaced on the
+# mel scale. Two conventions are common: librosa's default (Slaney scale, filters
+# normalised to unit area) and the **TF/Lingvo convention (HTK scale
+# $2595\log_{10}(1 + f/700)$, no normalisation: every triangle peaks at 1)**, which
+# `usmlite_edu` uses, as the paper's Lingvo/Praxis code base does. Mixing the two gives
+# features that differ by a per-bin scale and a warped frequency axis, so a checkpoint
+# trained with one must be served with the same one.
+
+# %%
+fb = frontend.mel_filterbank(mel_cfg)                    # (n_fft // 2 + 1, num_mels)
+freqs = np.arange(mel_cfg.num_bins) * SR / mel_cfg.n_fft
+plt.figure(figsize=(8, 2.8))
+plt.plot(freqs, fb, lw=0.8)
+plt.xlabel("frequency (Hz)"); plt.ylabel("weight")
+plt.title(f"{cfg.num_mels} HTK mel filters, no area normalisation (TF/Lingvo)")
+plt.show()
+fb_2b = frontend.mel_filterbank(configs.USM_2B)
+print(f"ci: {fb.shape}; usm_2b: {fb_2b.shape}, empty filters: {int((fb_2b.max(0) == 0).sum())}")
+
+# %%
+assert fb.shape == (mel_cfg.num_bins, cfg.num_mels) and fb.min() >= 0.0 and fb.max() <= 1.0
+assert (fb.max(0) > 0.5).all(), "every ci filter covers at least one FFT bin near its peak"
+centres = freqs[fb.argmax(0)]
+assert (np.diff(centres) >= 0).all(), "centres increase with the bin index"
+# The paper's 128 mels on a 512-point FFT: the lowest triangle is narrower than one
+# FFT bin and catches none, so its feature is the constant log(log_floor).
+assert fb_2b.shape == (257, 128) and (fb_2b.max(0) == 0).sum() == 1 and fb_2b[:, 0].max() == 0
+try:
+    import librosa
+except ImportError:
+    print("librosa not installed: comparison skipped")
+else:
+    ref = librosa.filters.mel(sr=SR, n_fft=mel_cfg.n_fft, n_mels=cfg.num_mels, htk=True, norm=None).T
+    np.testing.assert_allclose(fb, ref, atol=1e-6)
+    slaney = librosa.filters.mel(sr=SR, n_fft=mel_cfg.n_fft, n_mels=cfg.num_mels).T
+    print(f"equal to librosa(htk=True, norm=None); librosa's default differs by up to "
+          f"{np.abs(fb - slaney).max():.2f}")
+print("filterbank checked")
+
+# %% [markdown]
+# ## 3. Follow the shapes through the model (§3.1, §4.2)
+#
+# `model.build_model(cfg, spec)` builds the Conformer-CTC of §3.1 with every dense
+# weight routed through one compression spec (`"float"` here; notebook 07 changes it):
+#
+# * **frontend** (§4.2): two 3x3 convolutions with stride 2 (4x fewer frames and mel
+#   bins), ReLU, then a linear projection to the model dimension;
+# * **Conformer blocks**: ½ feed-forward, relative-position self-attention, convolution
+#   module (pointwise, GLU, depthwise kernel 5, pointwise), ½ feed-forward, LayerNorm;
+# * **softmax**: one dense layer to the word-piece vocabulary, trained with CTC.
+#
+# Each stride-2 convolution pads one frame on each side, so $T \mapsto \lceil T/2
+# \rceil$ and overall $T' = \lceil\lceil T/2\rceil/2\rceil$
+# (`model.subsampled_lengths`); the frame mask is subsampled the same way. With the
+# 10 ms hop one encoder frame covers 40 ms. `capture_intermediates=True` makes flax
+# return every submodule's output, so we can print the shapes.
+
+# %%
+m = model.build_model(cfg, "float")
+params = m.init(key, feats_n, frame_mask)["params"]
+(logits0, out_mask0), state = m.apply({"params": params}, feats_n, frame_mask,
+                                      capture_intermediates=True)
+inter = state["intermediates"]
+
+def first(*path):
+    # the output of the submodule at `path` (its first call)
+    tree = inter
+    for name in path:
+        tree = tree[name]
+    # a module's output is stored under "__call__"; a sown value (attention) is a tuple
+    return tree[0] if isinstance(tree, tuple) else tree["__call__"][0]
+
+stages = [
+    ("log-mel features (B, T, F)", feats_n.shape),
+    ("frontend/conv1 (B, T/2, F/2, C1)", first("frontend", "conv1").shape),
+    ("frontend/conv2 (B, T/4, F/4, C2)", first("frontend", "conv2").shape),
+    ("frontend/proj (B, T/4, D)", first("frontend", "proj").shape),
+    ("block_0/ffn1/dense1 (B, T/4, 4D)", first("encoder", "block_0", "ffn1", "dense1").shape),
+    ("block_0 attention weights (B, H, T/4, T/4)", first("encoder", "block_0", "mhsa", "attention").shape),
+    ("block_0 output (B, T/4, D)", first("encoder", "block_0").shape),
+    (f"block_{cfg.num_layers - 1} output (B, T/4, D)", first("encoder", f"block_{cfg.num_layers - 1}").shape),
+    ("softmax logits (B, T/4, V)", logits0.shape),
+]
+for name, shape in stages:
+    print(f"{name:45s} {tuple(shape)}")
+print("valid frames:", np.asarray(frame_mask.sum(1)), "->", np.asarray(out_mask0.sum(1)))
+
+# %%
+T_in = feats_n.shape[1]
+T_sub = int(model.subsampled_lengths(T_in))
+assert first("frontend", "conv1").shape == (2, -(-T_in // 2), -(-cfg.num_mels // 2), cfg.subsample_channels[0])
+assert first("frontend", "conv2").shape == (2, T_sub, cfg.subsampled_mels, cfg.subsample_channels[1])
+assert first("frontend", "proj").shape == (2, T_sub, cfg.model_dim)
+assert first("encoder", "block_0").shape == (2, T_sub, cfg.model_dim)
+assert first("encoder", "block_0", "mhsa", "attention").shape == (2, cfg.num_heads, T_sub, T_sub)
+assert logits0.shape == (2, T_sub, cfg.vocab_size)
+np.testing.assert_array_equal(np.asarray(out_mask0.sum(1)),
+                              np.asarray(model.subsampled_lengths(frame_mask.sum(1))))
+assert abs(T_in / T_sub - 4) < 0.1, "4x subsampling in time"
+print(f"{T_in} frames of 10 ms -> {T_sub} encoder frames of 40 ms")
+
+# %% [markdown]
+# ### Which weights does USM-Lite compress?
+#
+# `configs.weight_shapes(cfg)` lists every parameter with its role. The paper applies
+# quantization and N:M sparsity to the **dense** matrices (the frontend projection and
+# every matrix in the blocks) and keeps the convolutions and the softmax layer in
+# float "as their parameter counts are much lower" (§4.2); biases, norms and the
+# attention biases $u, v$ are float too (`other`). The same list is the single source
+# of the size accounting of notebook 05, and it must match the tree flax builds.
+
+# %%
+ws = configs.weight_shapes(cfg)
+print(f"{'parameter':42s} {'shape':>14s}  role")
+for w in ws:
+    if not w.name.startswith("encoder/") or w.name.startswith("encoder/block_0/"):
+        print(f"{w.name:42s} {str(w.shape):>14s}  {w.role}")
+print(f"... and {cfg.num_layers - 1} more block(s) like block_0")
+
+def by_role(c):
+    out = {}
+    for w in configs.weight_shapes(c):
+        out[w.role] = out.get(w.role, 0) + w.size
+    return out
+
+shapes_flax = model.param_shapes(m)
+roles_ci, roles_2b = by_role(cfg), by_role(configs.USM_2B)
+n_ci, n_2b = configs.num_params(cfg), configs.num_params(configs.USM_2B)
+print(f"\nci: {n_ci:,} parameters ({len(ws)} arrays);  usm_2b: {n_2b:,} parameters "
+      f"({n_2b / 1e9:.2f}B, {4 * n_2b / 1e9:.1f} GB in float32), counted without allocating it")
+for role in ("dense", "conv", "softmax", "other"):
+    print(f"  {role:8s} ci {100 * roles_ci[role] / n_ci:5.1f}%   usm_2b {100 * roles_2b[role] / n_2b:6.2f}%")
+
+# %%
+assert {w.name: w.shape for w in ws} == shapes_flax, "weight_shapes agrees with the flax tree"
+assert sum(x.size for x in jax.tree.leaves(params)) == n_ci == sum(w.size for w in ws)
+assert {w.role for w in ws if "kernel" in w.name and "/conv/pointwise" in w.name} == {"dense"}
+assert {w.role for w in ws if w.name.startswith("frontend/conv")} <= {"conv", "other"}
+assert n_2b > 1.8e9 and roles_2b["dense"] / n_2b > 0.98
+print(f"compressible share: {100 * roles_ci['dense'] / n_ci:.1f}% of ci, "
+      f"{100 * roles_2b['dense'] / n_2b:.2f}% of usm_2b")
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 1.8))
+colors = {"dense": "tab:blue", "conv": "tab:orange", "softmax": "tab:green", "other": "tab:gray"}
+for row, (name, roles, n) in enumerate([("usm_2b", roles_2b, n_2b), ("ci", roles_ci, n_ci)]):
+    left = 0.0
+    for role, c in colors.items():
+        share = 100 * roles[role] / n
+        ax.barh(row, share, left=left, color=c, label=role if row == 0 else None)
+        left += share
+ax.set_yticks([0, 1], ["usm_2b", "ci"]); ax.set_xlabel("% of parameters")
+ax.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.45), frameon=False)
+plt.show()
+
+# %% [markdown]
+# In the 2B model almost every parameter sits in a dense matrix, which is why
+# compressing only those gives the paper's size ratios. The float share grows as
+# models shrink: biases, norms and convolutions weigh more next to small matrices, and
+# the softmax grows with the vocabulary (16k word pieces in the 2B model). Keep that in
+# mind when reading model sizes of small models.
+
+# %% [markdown]
+# ## 4. Relative-position self-attention (§3.1, Transformer-XL)
+#
+# USM uses "relative attention" (§3.1, ref. [32], Transformer-XL). The score of query
+# $i$ for key $j$ depends on the content of both and on their *distance* $i - j$:
+#
+# $$\text{logit}_{ij} = (q_i + u)\cdot k_j + (q_i + v)\cdot P_{i-j},$$
+#
+# with learned global biases $u, v$ (one per head) and projected sinusoidal embeddings
+# $P$ of the distances $-(T-1)\dots T-1$. Computing the second term pair by pair costs
+# $T^2$ lookups; the efficient way multiplies every query with every distance, a
+# $(T, 2T-1)$ matrix, then **shifts** each row so that column $j$ holds distance
+# $i - j$: `model.rel_shift`, $\text{out}[i, j] = x[i, (T-1) + i - j]$.
+#
+# Lingvo's unit test pins the convention down: $T = 3$ and $x[i, r] = i + 3r$ must give
+# `[[6, 3, 0], [10, 7, 4], [14, 11, 8]]`.
+
+# %%
+x_golden = np.arange(15).reshape(5, 3).T          # x[i, r] = i + 3 r, shape (T, 2T - 1)
+shifted = model.rel_shift(jnp.asarray(x_golden))
+print("x =\n", x_golden, "\nrel_shift(x) =\n", np.asarray(shifted))
+
+# %%
+np.testing.assert_array_equal(np.asarray(shifted), [[6, 3, 0], [10, 7, 4], [14, 11, 8]])
+# the definition, for a random T: column j of row i holds distance i - j
+T_r = int(rng.integers(2, 9))
+xr = rng.normal(size=(T_r, 2 * T_r - 1)).astype(np.float32)
+sr = np.asarray(model.rel_shift(jnp.asarray(xr)))
+for i in range(T_r):
+    for j in range(T_r):
+        assert sr[i, j] == xr[i, (T_r - 1) + i - j]
+print(f"Lingvo's golden case and the definition (T = {T_r}) hold")
+
+# %% [markdown]
+# Now the full logits. `model.relative_logits` (batched einsums and `rel_shift`, what
+# the model runs) must equal `model.relative_logits_reference`, a slow double loop
+# over $(i, j)$ that is the formula above written out.
+
+# %%
+kq, kk, kp, ku, kv = jax.random.split(jax.random.fold_in(key, 4), 5)
+q = jax.random.normal(kq, (1, T_TOY, H_TOY, D_TOY))
+k = jax.random.normal(kk, (1, T_TOY, H_TOY, D_TOY))
+p = jax.random.normal(kp, (2 * T_TOY - 1, H_TOY, D_TOY))
+u = jax.random.normal(ku, (H_TOY, D_TOY))
+v = jax.random.normal(kv, (H_TOY, D_TOY))
+fast_logits = np.asarray(model.relative_logits(q, k, p, u, v))[0]                 # (H, T, T)
+ref_logits = model.relative_logits_reference(*(np.asarray(a, np.float64) for a in (q[0], k[0], p, u, v)))
+print("logits", fast_logits.shape, " max |difference|", np.abs(fast_logits - ref_logits).max())
+
+# %%
+assert fast_logits.shape == ref_logits.shape == (H_TOY, T_TOY, T_TOY)
+np.testing.assert_allclose(fast_logits, ref_logits, rtol=1e-4, atol=1e-4)
+# with q = k = 0 only the position term v . P[i - j] is left: constant along diagonals
+pos_only = np.asarray(model.relative_logits(0 * q, 0 * k, p, u, v))[0]
+for d in range(-(T_TOY - 1), T_TOY):
+    diag = np.diagonal(pos_only, offset=-d, axis1=1, axis2=2)   # entries with i - j = d
+    np.testing.assert_allclose(diag, diag[:, :1] * np.ones_like(diag), rtol=1e-5, atol=1e-5)
+print("relative_logits == the direct definition; the position term depends only on i - j")
+
+# %% [markdown]
+# The model masks padded keys (and, in the paper, keys more than 128 frames away on
+# either side: `left_context = right_context = 128`, i.e. ±5.12 s at 40 ms per frame;
+# our `ci` model, with utterances of a few seconds, uses full context). Here are the
+# attention weights of the first block of the *untrained* model on the shorter
+# utterance; section 6 shows them again after training.
+
+# %%
+attn0 = np.asarray(first("encoder", "block_0", "mhsa", "attention"))     # (B, H, T', T')
+n_out = np.asarray(out_mask0.sum(1))
+b = short
+fig, axes = plt.subplots(1, cfg.num_heads, figsize=(3 * cfg.num_heads, 3))
+for h, ax in enumerate(axes):
+    ax.imshow(attn0[b, h], cmap="viridis", origin="upper"); ax.grid(False)
+    ax.axvline(n_out[b] - 0.5, color="w", lw=0.8, ls="--")
+    ax.set_title(f"head {h}"); ax.set_xlabel("key j")
+axes[0].set_ylabel("query i")
+fig.suptitle(f"block_0 attention at initialisation (dashed: end of the {n_out[b]} valid frames)")
+plt.show()
+
+# %%
+np.testing.assert_allclose(attn0.sum(-1), 1.0, atol=1e-5)             # each row is a distribution
+assert attn0[b, :, :, n_out[b]:].max() < 1e-6, "padded keys get no attention"
+print(f"rows sum to 1; padded keys of utterance {b} get weight < 1e-6")
+
+# %% [markdown]
+# ## 5. Train the `ci` model (Algorithm 1 without compression)
+#
+# `train.train` runs Algorithm 1 of the paper: each step computes the CTC loss of a
+# batch, back-propagates and updates the weights with Adam and the transformer
+# learning-rate schedule, 0.5x on the frontend and encoder, 2x on the softmax (§4.2).
+# With `spec="float"` lines 4-8 (masks and quantization) do nothing: this is the
+# float baseline, the analogue of the paper's B0. The run writes a directory with the
+# configuration, the tokenizer, Orbax checkpoints, the final parameters and
+# `metrics.jsonl`, and returns the dev WER (greedy decoding, no language model).
+#
+# Expect a minute or two in the full mode (part of it is XLA compiling one step per
+# bucket and the evaluation), less in FAST mode.
+
+# %%
+if not FAST and RUN_DIR.exists():
+    shutil.rmtree(RUN_DIR)              # a fresh run, so the loss curve is this run's
+t0 = time.time()
+result = train.train("ci", "data_small", None, RUN_DIR, steps=STEPS, seed=SEED,
+                     eval_splits=("dev",), train_overrides=TRAIN_OVERRIDES)
+train_seconds = time.time() - t0
+print(f"{STEPS} steps in {train_seconds:.0f} s; dev WER {result['dev']['wer']:.2f}%, "
+      f"CER {result['dev']['cer']:.2f}%")
+
+# %%
+records = [json.loads(line) for line in (RUN_DIR / "metrics.jsonl").read_text().splitlines()]
+log_lines = [r for r in records if "step" in r]
+steps_logged = np.array([r["step"] for r in log_lines])
+losses = np.array([r["loss"] for r in log_lines])
+
+plt.figure(figsize=(7, 3))
+plt.plot(steps_logged, losses, marker=".")
+plt.yscale("log"); plt.xlabel("step"); plt.ylabel("CTC loss per label")
+plt.title(f"ci on data_small: dev WER {result['dev']['wer']:.1f}% after {STEPS} steps")
+plt.show()
+print("first log lines (step, loss):", [(int(s), round(float(l), 2)) for s, l in zip(steps_logged[:6], losses[:6])])
+
+# %%
+assert records[-1]["final"]["step"] == STEPS == steps_logged[-1]
+assert np.all(np.isfinite(losses)) and result["nonfinite_skipped"] == 0
+assert losses[-1] < losses[0], "the loss went down"
+assert 0.0 <= result["dev"]["wer"] and 0.0 <= result["dev"]["cer"]
+assert result["dev"]["utterances"] == len(dev_split)
+print(f"loss {losses[0]:.2f} -> {losses[-1]:.2f}; dev WER {result['dev']['wer']:.2f}% "
+      f"on {result['dev']['utterances']} utterances")
+
+# %% [markdown]
+# **The all-blank plateau.** The loss falls fast in the first few dozen steps, then
+# sits on a plateau: the network has learnt that the CTC blank is the right output for
+# most frames (there are far more frames than labels), and emits blanks everywhere, so
+# every transcript is empty and the WER is 100%. Only later does it learn *where*
+# the labels go, and the loss drops again. This plateau is normal for CTC; a run that
+# stops during it (the FAST mode does) decodes to empty strings.
+#
+# **Why is the dev WER still far from zero?** The training loss keeps falling, but the
+# model is tiny, the corpus holds a quarter of an hour of speech from a few
+# synthetic voices, and the dev speakers never occur in training: the gap between the
+# training loss and the dev WER is mostly over-fitting, not too few steps. The paper's
+# regime is the opposite (a pre-trained 2B encoder, 1.2M hours of fine-tuning data).
+#
+# `train.load_run` reads everything back from the run directory: the model
+# configuration (with the vocabulary size of the trained tokenizer), the compression
+# spec, the tokenizer, the final parameters and the `config.json` metadata.
+
+# %%
+cfg_run, spec, tok, params_run, meta = train.load_run(RUN_DIR)
+print(cfg_run.name, "vocab", cfg_run.vocab_size, "spec", spec, "|", tok)
+print("word pieces:", tok.pieces[:12], "...")
+
+# %%
+assert cfg_run.vocab_size == tok.vocab_size and tok.blank_id == 0 and tok.pieces[0] == "<blank>"
+assert str(spec) == "float" and meta["preset"] == "ci"
+run_shapes = model.param_shapes(model.build_model(cfg_run, spec))
+flat = {"/".join(k.key for k in path): x.shape
+        for path, x in jax.tree_util.tree_flatten_with_path(params_run)[0]}
+assert flat == run_shapes
+print(f"the loaded parameters match the model of {RUN_DIR.name}: {sum(np.prod(s) for s in flat.values()):,} parameters")
+
+# %% [markdown]
+# ## 6. The CTC posteriorgram and its greedy path
+#
+# CTC gives, for every encoder frame, a distribution over the word pieces plus a
+# **blank** (id 0). A path is one symbol per frame; it maps to a transcript by merging
+# repeated symbols and then dropping blanks (`a a _ b b _ _ b` reads `a b b`). The
+# paper decodes without a language model (§4.2); the simplest decoder, used here and
+# in all our WERs, takes the most likely symbol per frame (`train.greedy_decode`).
+#
+# `train.Trainer` holds the model with its jitted feature extraction and forward pass;
+# `trainer.logits(params, masks, waveforms, lengths)` returns the logits and the
+# output mask (`masks=None`: no N:M masks).
+
+# %%
+trainer = train.Trainer(cfg_run, spec, train.TRAIN_PRESETS["ci"])
+utt = next(u for u in dev_split if u.uid.split("-")[1] == "10")       # a digit string
+wave = jnp.asarray(utt.load(cfg_run.sample_rate))
+wave_len = jnp.array([wave.shape[0]])
+logits_u, omask_u = trainer.logits(params_run, None, wave[None], wave_len)
+logp = np.asarray(jax.nn.log_softmax(logits_u[0], axis=-1))          # (T', V)
+path = logp.argmax(-1)
+
+ids = train.greedy_decode(np.asarray(logits_u), np.asarray(omask_u))[0]
+hyp, ref = tok.decode(ids), tok.normalize(utt.text)
+wer_u, cer_u = train.wer_cer([ref], [hyp])
+print(f"{utt.uid}: {len(utt.load(cfg_run.sample_rate)) / cfg_run.sample_rate:.2f} s -> {logp.shape[0]} frames")
+print("greedy path:", " ".join(tok.id_to_piece(i) if i else "_" for i in path))
+print(f"REF: {ref}\nHYP: {hyp}\nWER {wer_u:.1f}%  CER {cer_u:.1f}%")
+
+# %%
+V = cfg_run.vocab_size
+n_frames = int(model.subsampled_lengths(frontend.num_frames(int(wave.shape[0]), trainer.mel)))
+assert logp.shape == (n_frames, V) and bool(omask_u.all())
+np.testing.assert_allclose(np.exp(logp).sum(-1), 1.0, atol=1e-4)
+assert all(0 < i < V for i in ids), "decoded ids are word pieces, never the blank"
+assert set(ids) <= set(path.tolist()) - {0}, "every decoded piece is on the argmax path"
+assert len(ids) <= int((path != 0).sum()), "merging repeats never adds symbols"
+n_ref, n_hyp = len(ref.split()), len(hyp.split())
+assert 0.0 <= wer_u <= 100.0 * max(n_ref, n_hyp) / n_ref
+assert 0.0 <= cer_u <= 100.0 * max(len(ref), len(hyp)) / len(ref)
+print(f"path consistent with the argmax; {len(ids)} pieces from {int((path != 0).sum())} non-blank frames")
+
+# %%
+fig, axes = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+im = axes[0].imshow(logp.T, origin="lower", aspect="auto", cmap="magma", vmin=max(logp.min(), -20))
+axes[0].plot(np.arange(len(path)), path, "c.", ms=4, label="greedy path")
+axes[0].set_yticks(range(V), [tok.id_to_piece(i) for i in range(V)], fontsize=5)
+axes[0].set_ylabel("token"); axes[0].grid(False); axes[0].legend(loc="upper right")
+axes[0].set_title(f"log posteriors, '{ref}' -> '{hyp}'")
+fig.colorbar(im, ax=axes[0], label="log p", pad=0.01)
+probs = np.exp(logp)
+axes[1].plot(probs[:, 0], label="blank")
+axes[1].plot(probs[:, 1:].max(-1), label="best word piece")
+axes[1].set_xlabel("encoder frame (40 ms)"); axes[1].set_ylabel("p"); axes[1].legend(loc="right")
+plt.show()
+
+# %% [markdown]
+# A trained CTC model is **peaky**: the blank takes almost every frame with probability
+# near 1, and each word piece fires on one or two frames. (In FAST mode the model is
+# still on the plateau and the whole picture is blank.)
+#
+# Next, the WER of the whole dev split, recomputed from the parameters on disk with
+# `Trainer.evaluate`: it must reproduce what `train.train` printed.
+
+# %%
+tcfg_run = train.TRAIN_PRESETS["ci"].replace(bucket_seconds=tuple(meta["train_config"]["bucket_seconds"]))
+eval_trainer = train.Trainer(cfg_run, spec, tcfg_run)
+dev_ds = batching.prepare(dev_split, tok, cfg_run, tcfg_run.bucket_seconds, keep_long=True)
+dev_eval = eval_trainer.evaluate(params_run, None, dev_ds, tok)
+print(f"dev WER {dev_eval['wer']:.2f}% CER {dev_eval['cer']:.2f}% (train printed {result['dev']['wer']:.2f}%)")
+for e in dev_eval["examples"][:5]:
+    print(f"  REF {e['ref']!r:45s} HYP {e['hyp']!r}")
+
+# %%
+assert dev_eval["utterances"] == result["dev"]["utterances"]
+assert abs(dev_eval["wer"] - result["dev"]["wer"]) < 1e-6 and abs(dev_eval["cer"] - result["dev"]["cer"]) < 1e-6
+print("the saved run reproduces its dev WER and CER")
+
+# %% [markdown]
+# ### What the trained attention looks at
+#
+# The same capture as in section 4, now with the trained parameters on the dev
+# utterance. The features come from `trainer.features` (log-mel + normalisation, as in
+# training). Heads typically specialise: some attend to a narrow band around the
+# diagonal (local context, like a convolution), others send every query to the same few
+# frames (vertical stripes). The mean attention distance per head, compared with that
+# of uniform attention, summarises it. (In FAST mode the weights are barely trained.)
+
+# %%
+feats_u, fmask_u = trainer.features(wave[None], wave_len)
+_, st = trainer.model.apply({"params": params_run}, feats_u, fmask_u, capture_intermediates=True)
+attn_t = np.asarray(st["intermediates"]["encoder"]["block_0"]["mhsa"]["attention"][0][0])
+dist = np.abs(np.arange(n_frames)[:, None] - np.arange(n_frames)[None, :])
+mean_dist = (attn_t * dist).sum(-1).mean(-1)                  # per head, in encoder frames
+fig, axes = plt.subplots(1, cfg_run.num_heads, figsize=(3 * cfg_run.num_heads, 3))
+for h, ax in enumerate(axes):
+    ax.imshow(attn_t[h], cmap="viridis"); ax.grid(False)
+    ax.set_title(f"head {h}: mean |i-j| {mean_dist[h]:.1f}"); ax.set_xlabel("key j")
+axes[0].set_ylabel("query i")
+fig.suptitle(f"block_0 attention after {STEPS} steps, '{ref}'")
+plt.show()
+print("mean attention distance per head (frames):", np.round(mean_dist, 1),
+      f"(uniform attention would give {dist.mean():.1f})")
+
+# %%
+assert attn_t.shape == (cfg_run.num_heads, n_frames, n_frames)
+np.testing.assert_allclose(attn_t.sum(-1), 1.0, atol=1e-5)
+assert np.all(mean_dist >= 0) and np.all(mean_dist <= n_frames - 1)
+print("trained attention rows are distributions")
+
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 1 (feature shapes).** Pick a number of mel bins and a duration, and
+# *predict* the shape of `frontend.log_mel` for a batch of one such waveform at 16 kHz
+# (32 ms window, 10 ms hop) before running the check. Try the paper's 128 bins and a
+# 2 s utterance.
+
+# %%
+my_num_mels = 80          # EXERCISE: any value from 1 to 257
+my_duration_s = 1.0       # EXERCISE: any duration of at least one window (0.032 s)
+my_shape = (1, 97, 80)    # EXERCISE: your prediction (batch, frames, mel bins)
+
+# %%
+mel_ex = frontend.LogMelConfig.from_model(cfg.replace(num_mels=my_num_mels))
+n_ex = int(round(my_duration_s * SR))
+feats_ex, _ = frontend.log_mel(np.zeros((1, n_ex), np.float32), np.array([n_ex]), mel_ex)
+assert tuple(feats_ex.shape) == tuple(my_shape), (
+    f"log_mel gives {tuple(feats_ex.shape)}, you predicted {tuple(my_shape)}: "
+    f"frames = 1 + (samples - {mel_ex.win_length}) // {mel_ex.hop_length}")
+print(f"correct: {my_duration_s} s with {my_num_mels} mels -> {tuple(feats_ex.shape)}")
+
+# %% [markdown]
+# **Exercise 2 (encoder frames and what CTC can fit).** How many encoder frames does the
+# model produce for a `my_duration_s` utterance? CTC needs at least one frame per label
+# plus one blank between two equal consecutive labels (`batching.ctc_min_frames`);
+# utterances with fewer frames get an infinite loss and `batching.prepare` skips them.
+# Predict the frames, then check how many repetitions of "one" fit in that duration.
+# The hidden solution cell computes both with the library.
+
+# %%
+my_duration_s = 3.0       # EXERCISE: any duration >= 0.032 s
+my_encoder_frames = 75    # EXERCISE: your prediction
+
+# %%
+n_ex = int(round(my_duration_s * SR))
+frames_ex = int(model.subsampled_lengths(frontend.num_frames(n_ex, configs.CI)))
+assert my_encoder_frames == frames_ex, (
+    f"{my_duration_s} s gives {frames_ex} encoder frames, not {my_encoder_frames}: "
+    f"T = 1 + (L - 512) // 160 log-mel frames, then ceil(ceil(T / 2) / 2)")
+one = tok.encode("one")
+fits = [k for k in range(1, 200) if batching.ctc_min_frames(one * k) <= frames_ex]
+print(f"correct: {frames_ex} encoder frames of 40 ms; '{' '.join(['one'] * 2)}' is "
+      f"{batching.ctc_min_frames(one * 2)} frames minimum; up to {max(fits) if fits else 0} x 'one' fit")
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution: encoder frames for a few durations (the paper's 10 s utterance included)
+for s in (0.5, 1.0, 3.0, 10.0):
+    n = int(round(s * SR))
+    print(f"{s:5.1f} s: {frontend.num_frames(n, configs.CI):4d} log-mel frames -> "
+          f"{int(model.subsampled_lengths(frontend.num_frames(n, configs.CI))):4d} encoder frames")
+
+# %% [markdown]
+# **Exercise 3 (decode a hand-made posteriorgram).** Write a frame-level path, one
+# symbol id per frame (0 = blank), whose CTC reading is `TARGET_TEXT`. The check turns
+# it into a posteriorgram (log-probabilities, the path's symbol most likely in each
+# frame), decodes it with `train.greedy_decode` and `tok.decode`, and compares. The
+# default path surrounds every piece with blanks; can you find the shortest path?
+# Why does the repeated word need a blank in between?
+
+# %%
+TARGET_TEXT = "one one two"
+target_ids = tok.encode(TARGET_TEXT)
+print("pieces:", [tok.id_to_piece(i) for i in target_ids], "ids:", target_ids)
+my_path = [0] + [s for t in target_ids for s in (t, t, 0)]    # EXERCISE: your path
+
+# %%
+V = tok.vocab_size
+post = np.full((len(my_path), V), np.log(0.1 / (V - 1)))           # 0.1 spread over the others
+post[np.arange(len(my_path)), my_path] = np.log(0.9)
+decoded = train.greedy_decode(post[None], np.ones((1, len(my_path)), bool))[0]
+assert tok.decode(decoded) == tok.normalize(TARGET_TEXT), f"your path reads {tok.decode(decoded)!r}"
+shortest = batching.ctc_min_frames(target_ids)
+print(f"your {len(my_path)}-frame path reads '{tok.decode(decoded)}'; the shortest possible has "
+      f"{shortest} frames" + (" -- yours is one of them!" if len(my_path) == shortest else ""))
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution: a blank only between equal consecutive pieces
+shortest_path = []
+for t in target_ids:
+    if shortest_path and shortest_path[-1] == t:
+        shortest_path.append(0)
+    shortest_path.append(t)
+print(shortest_path, "->", tok.decode(train.greedy_decode(np.eye(V)[shortest_path][None],
+                                                          np.ones((1, len(shortest_path)), bool))[0]))
+
+# %% [markdown]
+# ## Summary
+#
+# * **§4.2, the input.** 32 ms / 10 ms log-mel frames (HTK mel scale, no area
+#   normalisation, the TF/Lingvo convention), `1 + (L - win) // hop` of them; two
+#   stride-2 convolutions cut time (and frequency) by 4, so one encoder frame is
+#   40 ms. The paper uses 128 mel bins; with its 512-point FFT the lowest filter is
+#   empty.
+# * **§3.1, the encoder.** Conformer blocks (½ FFN, relative-position MHSA, convolution
+#   module, ½ FFN) with Transformer-XL attention $(q_i+u)\cdot k_j + (q_i+v)\cdot
+#   P_{i-j}$, computed with `rel_shift` (Lingvo's convention) and checked against the
+#   direct definition. USM-CTC: 32 blocks of width 1536, 16 heads, kernel 5, ±128
+#   frames of attention context, 1.84B parameters, more than 98% of them in dense
+#   matrices, the only ones USM-Lite compresses; convolutions and the softmax stay
+#   float.
+# * **Algorithm 1, the training loop.** CTC loss, Adam with the transformer schedule
+#   and the 0.5x / 2x learning-rate multipliers; here with `spec="float"`, so the
+#   mask (lines 4-7) and quantization (line 8) steps are identities. CTC first learns
+#   to emit only blanks (the plateau), then where the labels go; decoding is greedy,
+#   with no language model, as in the paper's evaluation.
+#
+# **Next: notebook 07 (compression-aware fine-tuning).** It starts from a dense
+# checkpoint like the one in `runs/nb06` (`train.train(..., init=RUN_DIR,
+# spec="int4+2:4")`) and runs Algorithm 1 with its masks and native quantization
+# switched on, to reproduce the shape of the paper's Tables 1-3 at reduced scale.
+
+# %%
+if FAST:                                  # the FAST run lives in a temporary directory
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
