@@ -1,12 +1,24 @@
-"""Golden and property tests for the Conformer-CTC (model.py)."""
+"""Golden and property tests for the Conformer-CTC (model.py, Flax NNX)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from flax import nnx
 
-from usmlite_edu import configs
+from usmlite_edu import configs, sparsity
+from usmlite_edu.compress import as_spec
 from usmlite_edu import model as M
+
+PRESETS = {"ci": configs.CI, "cpu": configs.CPU, "usm_2b": configs.USM_2B}
+
+
+def _batch(cfg, lengths=(41, 26), seed=0):
+    t = max(lengths)
+    feats = jax.random.normal(jax.random.key(seed), (len(lengths), t, cfg.num_mels))
+    mask = jnp.arange(t)[None] < jnp.asarray(lengths)[:, None]
+    return feats, mask
 
 
 def test_rel_shift_lingvo_golden():
@@ -31,8 +43,8 @@ def test_relative_logits_equal_the_direct_definition(t):
 
 @pytest.mark.parametrize("name", ["ci", "cpu", "usm_2b"])
 def test_param_tree_equals_the_size_accounting_weight_list(name):
-    cfg = configs.get_config(name)
-    shapes = M.param_shapes(M.build_model(cfg))
+    cfg = PRESETS[name]
+    shapes = M.param_shapes(cfg)  # nnx.eval_shape: the 2B model is never allocated
     assert shapes == {w.name: w.shape for w in configs.weight_shapes(cfg)}
     if name == "usm_2b":
         assert 1.6e9 <= sum(int(np.prod(s)) for s in shapes.values()) <= 2.1e9
@@ -42,18 +54,33 @@ def test_cpu_preset_is_about_two_million_parameters():
     assert 1.5e6 <= configs.num_params(configs.CPU) <= 3e6
 
 
+def test_weights_are_attributes_and_initialised_as_documented():
+    cfg = configs.CI
+    model = M.build_model(cfg, seed=3)
+    block = model.encoder.blocks[0]
+    assert block.mhsa.query.kernel.shape == (cfg.model_dim, cfg.model_dim)
+    assert block.mhsa.u_bias.shape == (cfg.num_heads, cfg.head_dim)
+    assert len(model.encoder.blocks) == cfg.num_layers
+    assert block.ffn1.norm.epsilon == 1e-6          # flax.linen.LayerNorm's default
+    np.testing.assert_array_equal(block.ffn1.norm.scale[...], 1.0)
+    np.testing.assert_array_equal(block.ffn1.dense1.bias[...], 0.0)
+    k = np.asarray(block.ffn1.dense1.kernel[...])
+    assert abs(k.std() * np.sqrt(cfg.model_dim) - 1.0) < 0.1  # LeCun normal: var 1 / fan_in
+    # the parameter dict and the module attributes are the same arrays
+    _, params = M.split_model(model)
+    assert params["encoder"]["blocks"][0]["mhsa"]["query"]["kernel"] is block.mhsa.query.kernel[...]
+
+
 @pytest.mark.parametrize("spec", ["float", "int4+2:4", "int2/g4"])
 def test_padding_invariance(spec):
     cfg = configs.CI
-    m = M.build_model(cfg, spec)
-    feats = jax.random.normal(jax.random.key(0), (2, 41, cfg.num_mels))
-    lengths = jnp.array([41, 26])
-    mask = jnp.arange(41)[None] < lengths[:, None]
-    params = m.init(jax.random.key(1), feats, mask)["params"]
-    out, omask = m.apply({"params": params}, feats, mask)
+    model = M.build_model(cfg, spec, seed=1)
+    feats, mask = _batch(cfg)
+    lengths = mask.sum(-1)
+    out, omask = model(feats, mask)
     assert out.shape == (2, 11, cfg.vocab_size)
     np.testing.assert_array_equal(omask.sum(-1), M.subsampled_lengths(lengths))
-    alone, _ = m.apply({"params": params}, feats[1:, :26], mask[1:, :26])
+    alone, _ = model(feats[1:, :26], mask[1:, :26])
     np.testing.assert_allclose(alone[0], out[1, :alone.shape[1]], atol=2e-5)
 
 
@@ -64,33 +91,157 @@ def test_subsampled_lengths_match_the_conv_stack():
 
 def test_compressed_forward_uses_int8_and_differs_from_float():
     cfg = configs.CI
-    feats = jax.random.normal(jax.random.key(0), (1, 16, cfg.num_mels))
-    mask = jnp.ones((1, 16), bool)
-    dense = M.build_model(cfg, "float")
-    params = dense.init(jax.random.key(1), feats, mask)["params"]
-    q = M.build_model(cfg, "int4")
-    jaxpr = str(jax.make_jaxpr(lambda p: q.apply({"params": p}, feats, mask))(params))
+    feats, mask = _batch(cfg, (16,))
+    params = M.init_params(cfg, "float", seed=1)
+    dense, q = M.model_graph(cfg, "float"), M.model_graph(cfg, "int4")
+    jaxpr = str(jax.make_jaxpr(lambda p: M.forward(q, p, feats, mask))(params))
     assert "i8[64,256]" in jaxpr  # the FFN kernel as a real int8 array
-    a, _ = dense.apply({"params": params}, feats, mask)
-    b, _ = q.apply({"params": params}, feats, mask)
+    a, _ = M.forward(dense, params, feats, mask)
+    b, _ = M.forward(q, params, feats, mask)
     assert 0 < float(jnp.max(jnp.abs(a - b))) < 1.0
 
 
-def test_masks_cover_exactly_the_compressible_kernels():
+@pytest.mark.parametrize("spec", ["float", "int4"])
+def test_jitted_forward_equals_the_eager_module_call(spec):
     cfg = configs.CI
-    m = M.build_model(cfg, "2:4")
-    params = M.param_shapes(m)
-    tree = jax.tree.map(lambda s: jnp.zeros(s), {"frontend": {"proj": {"kernel": (cfg.proj_in_dim, 64)},
-                                                              "conv1": {"kernel": (3, 3, 1, 16)}},
-                                                 "softmax": {"kernel": (64, 32)}},
-                        is_leaf=lambda x: isinstance(x, tuple))
-    where = M.compressible_mask_tree(tree, m.opts)
-    assert where == {"frontend": {"proj": {"kernel": True}, "conv1": {"kernel": False}},
-                     "softmax": {"kernel": False}}
-    n_dense = sum(1 for w in configs.weight_shapes(cfg) if w.role == "dense")
-    assert n_dense == 1 + 11 * cfg.num_layers and len(params) > n_dense
+    model = M.build_model(cfg, spec, seed=2)
+    feats, mask = _batch(cfg)
+    eager, emask = model(feats, mask)
+    graphdef, params = M.split_model(model)
+    jitted, jmask = jax.jit(M.forward)(graphdef, params, feats, mask)
+    np.testing.assert_array_equal(jmask, emask)
+    np.testing.assert_allclose(jitted, eager, atol=1e-4 * float(jnp.max(jnp.abs(eager))))
+    # the graphdef is hashable, so it may also be a static argument
+    static, _ = jax.jit(M.forward, static_argnums=0)(graphdef, params, feats, mask)
+    np.testing.assert_allclose(static, jitted, atol=1e-6)
+
+
+def test_functional_api_pieces_agree():
+    cfg = configs.CI
+    graphdef, params = M.split_model(M.build_model(cfg, "int4", seed=5))
+    fresh = M.init_params(cfg, "int4", seed=5)
+    assert jax.tree.structure(fresh) == jax.tree.structure(params)
+    assert all(np.array_equal(a, b)
+               for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(params)))
+    assert M.model_graph(cfg, "int4") == graphdef
+    assert isinstance(params, dict) and list(params["encoder"]["blocks"]) == [0, 1]
+    # a plain pytree: optax and jax.tree.map take it as it is
+    tx = optax.adam(1e-3)
+    feats, mask = _batch(cfg)
+    loss = lambda p: jnp.mean(M.forward(graphdef, p, feats, mask)[0] ** 2)
+    grads = jax.jit(jax.grad(loss))(params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert jax.tree.structure(optax.apply_updates(params, updates)) == jax.tree.structure(params)
+
+
+def test_sown_attention_rows_sum_to_one_and_ignore_padding():
+    cfg = configs.CI
+    model = M.build_model(cfg, seed=4)
+    feats, mask = _batch(cfg)
+    (logits, omask), inter = nnx.capture(model, nnx.Intermediate)(feats, mask)
+    attn = inter["encoder"]["blocks"][0]["mhsa"]["attention"].get_value()[0]
+    assert attn.shape == (2, cfg.num_heads, 11, 11)
+    np.testing.assert_allclose(attn.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(attn[1, :, :, int(omask[1].sum()):], 0.0)  # padded keys
+    # the helper gives the same maps, and a plain call stores nothing on the module
+    _, _, maps = M.attention_maps(model, feats, mask)
+    assert len(maps) == cfg.num_layers
+    np.testing.assert_array_equal(maps[0], attn)
+    model(feats, mask)
+    assert not jax.tree.leaves(nnx.state(model, nnx.Intermediate))
+
+
+def test_dropout_uses_the_call_rngs():
+    cfg = configs.CI.replace(dropout=0.2)
+    model = M.build_model(cfg, seed=0)
+    feats, mask = _batch(cfg)
+    det, _ = model(feats, mask)
+    det2, _ = model(feats, mask, deterministic=True, rngs=nnx.Rngs(dropout=1))
+    np.testing.assert_array_equal(det, det2)
+    with pytest.raises(ValueError, match="needs rngs"):
+        model(feats, mask, deterministic=False)
+    a, _ = model(feats, mask, deterministic=False, rngs=nnx.Rngs(dropout=1))
+    assert float(jnp.max(jnp.abs(a - det))) > 1e-3
+    graphdef, params = M.split_model(model)
+    f = jax.jit(lambda p, k: M.forward(graphdef, p, feats, mask, deterministic=False,
+                                       dropout_key=k)[0])
+    b1, b2 = f(params, jax.random.key(7)), f(params, jax.random.key(7))
+    np.testing.assert_array_equal(b1, b2)                     # same key, same masks
+    assert float(jnp.max(jnp.abs(b1 - f(params, jax.random.key(8))))) > 1e-3
+    # dropout 0 (the presets) needs no key even when training
+    plain = M.build_model(configs.CI, seed=0)
+    np.testing.assert_array_equal(plain(feats, mask, deterministic=False)[0], plain(feats, mask)[0])
+
+
+def test_masks_follow_the_role_table():
+    cfg = configs.CI
+    params = M.init_params(cfg, "2:4")
+    roles = {w.name: w.role for w in configs.weight_shapes(cfg)}
+    for compress_softmax in (False, True):
+        opts = M.ModelOptions(compress_softmax=compress_softmax)
+        where = M.compressible_mask_tree(params, cfg, opts)
+        picked = {"/".join(str(getattr(k, "key", k)) for k in p): v
+                  for p, v in jax.tree_util.tree_flatten_with_path(where)[0]}
+        assert set(picked) == set(roles)
+        for name, role in roles.items():
+            want = role == "dense" or (role == "softmax" and compress_softmax)
+            assert picked[name] == want, name
+    n_dense = sum(1 for r in roles.values() if r == "dense")
+    assert n_dense == 1 + 11 * cfg.num_layers
+    # a subtree, keys as Orbax restores them (digit strings), works too
+    conv = {"depthwise": {"kernel": 0}, "pointwise1": {"kernel": 0}}
+    sub = {"encoder": {"blocks": {"1": {"conv": conv}}},
+           "frontend": {"conv1": {"kernel": 0}, "proj": {"kernel": 0, "bias": 0}}}
+    assert M.compressible_mask_tree(sub, cfg) == {
+        "encoder": {"blocks": {"1": {"conv": {"depthwise": {"kernel": False},
+                                              "pointwise1": {"kernel": True}}}}},
+        "frontend": {"conv1": {"kernel": False}, "proj": {"kernel": True, "bias": False}}}
+    with pytest.raises(ValueError, match="'frontend/conv3/kernel' is not a parameter"):
+        M.compressible_mask_tree({"frontend": {"conv3": {"kernel": 0}}}, cfg)
+
+
+def test_apply_masks_with_the_optimizer_masks():
+    cfg = configs.CI
+    params = M.init_params(cfg, "2:4", seed=1)
+    where = M.compressible_mask_tree(params, cfg)
+    tx = sparsity.nm_masked(optax.sgd(0.1), 2, 4, where=where)
+    masks = sparsity.masks_from_state(tx.init(params))
+    pruned = M.apply_masks(params, masks)
+    k = pruned["encoder"]["blocks"][0]["ffn1"]["dense1"]["kernel"]
+    assert sparsity.sparsity_of(k) == 0.5
+    np.testing.assert_array_equal(pruned["softmax"]["kernel"], params["softmax"]["kernel"])
+    np.testing.assert_array_equal(pruned["frontend"]["conv1"]["kernel"],
+                                  params["frontend"]["conv1"]["kernel"])
+    assert M.apply_masks(params, None) is params
+    # SR-STE: same forward values, dense gradient through the mask
+    st = M.apply_masks(params, masks, straight_through=True)
+    np.testing.assert_array_equal(st["encoder"]["blocks"][0]["ffn1"]["dense1"]["kernel"], k)
+
+
+def test_normalize_param_keys_lets_a_targetless_orbax_restore_merge(tmp_path):
+    import orbax.checkpoint as ocp
+
+    cfg = configs.CI
+    graphdef, params = M.split_model(M.build_model(cfg, seed=6))
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save((tmp_path / "p").absolute(), params)
+    with ocp.StandardCheckpointer() as ckptr:
+        restored = ckptr.restore((tmp_path / "p").absolute())
+    assert set(restored["encoder"]["blocks"]) == {"0", "1"}   # what Orbax gives back
+    feats, mask = _batch(cfg)
+    with pytest.raises(ValueError, match="normalize_param_keys"):
+        M.forward(graphdef, restored, feats, mask)   # nnx.merge alone would not notice
+    fixed = M.normalize_param_keys(restored)
+    assert jax.tree.structure(fixed) == jax.tree.structure(params)
+    np.testing.assert_array_equal(M.forward(graphdef, fixed, feats, mask)[0],
+                                  M.forward(graphdef, params, feats, mask)[0])
+    assert M.normalize_param_keys({"a": {"10": 1, "x1": 2}}) == {"a": {10: 1, "x1": 2}}
 
 
 def test_invalid_spec_refused_before_work():
-    with pytest.raises(ValueError, match="sub-channels do not divide"):
+    with pytest.raises(ValueError, match="frontend/proj/kernel: 7 sub-channels do not divide"):
         M.build_model(configs.CI, "int2/g7")
+    with pytest.raises(ValueError, match="sub-channels do not divide"):
+        M.ConformerCTC(configs.CI, M.ModelOptions(spec=as_spec("int2/g7")), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="sub-channels do not divide"):
+        M.abstract_model(configs.USM_2B, "int2/g7")

@@ -117,7 +117,7 @@ def weight_shapes(cfg: ConformerConfig) -> list[WeightInfo]:
         *_dense("frontend/proj", cfg.proj_in_dim, d),
     ]
     for layer in range(cfg.num_layers):
-        b = f"encoder/block_{layer}"
+        b = f"encoder/blocks/{layer}"  # the NNX path: Encoder.blocks is an nnx.List
         out += [*_norm(f"{b}/ffn1/norm", d), *_dense(f"{b}/ffn1/dense1", d, f),
                 *_dense(f"{b}/ffn1/dense2", f, d)]
         out += [*_norm(f"{b}/mhsa/norm", d)]

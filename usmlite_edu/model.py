@@ -1,11 +1,11 @@
-"""Conformer-CTC with compressible dense layers: USM-Lite sections 3.1 and 4.2.
+"""Conformer-CTC with compressible dense layers, in Flax NNX: USM-Lite sections 3.1 and 4.2.
 
 Architecture (Gulati et al. 2020, as configured by :class:`~usmlite_edu.configs.ConformerConfig`)::
 
     log-mel (B, T, F)
       -> conv 3x3 stride 2 -> ReLU -> conv 3x3 stride 2 -> ReLU      ("frontend", float)
       -> linear projection to model_dim                              (compressible)
-      -> num_layers x Conformer block:
+      -> num_layers x Conformer block (model.encoder.blocks[i]):
            x + 1/2 FFN(x)          LN, dense 4d, swish, dense d
            x + MHSA(x)             LN, relative-position self-attention (Transformer-XL)
            x + Conv(x)             LN, pointwise 2d, GLU, depthwise k, LN, swish, pointwise d
@@ -25,26 +25,47 @@ depthwise convolution, attention) sees zeros, or is masked, at padded frames, so
 utterance gives the same outputs alone or in a padded batch. The strided convolutions
 pad one frame on each side explicitly (``T -> ceil(T / 2)`` whatever T's parity), which a
 'SAME' convolution would not do consistently.
+
+Two ways to run it:
+
+* as an object: ``model = build_model(cfg, "int4")``, ``logits, out_mask = model(feats,
+  mask)``; a weight is an attribute, e.g. ``model.encoder.blocks[0].mhsa.query.kernel``;
+* as a function of a parameter tree, for training: ``graphdef, params =
+  split_model(model)`` (or :func:`model_graph` and :func:`init_params`), then
+  ``forward(graphdef, params, feats, mask)``. ``params`` is a plain nested dict of arrays
+  (the keys of ``encoder/blocks`` are ints), so optax, Orbax and ``jax.tree.map`` take it
+  as it is; its paths are the names of :func:`usmlite_edu.configs.weight_shapes`.
+
+The attention weights of every block are sown as ``nnx.Intermediate`` named
+``"attention"`` when the call runs under ``nnx.capture`` (see :func:`attention_maps`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from usmlite_edu import compress, quant, sparsity
-from usmlite_edu.frontend import subsampled_lengths
 from usmlite_edu.compress import CompressionSpec
-from usmlite_edu.configs import ConformerConfig
+from usmlite_edu.configs import ConformerConfig, weight_shapes
+from usmlite_edu.frontend import subsampled_lengths
 
-__all__ = ["ModelOptions", "ConformerCTC", "rel_shift", "relative_logits_reference",
-           "relative_logits", "subsampled_lengths", "compressible_mask_tree", "apply_masks", "build_model",
-           "param_shapes"]
+__all__ = ["ModelOptions", "ConformerCTC", "rel_shift", "relative_positions",
+           "relative_logits_reference", "relative_logits", "subsampled_lengths",
+           "check_spec", "build_model", "abstract_model", "split_model", "model_graph",
+           "init_params", "forward", "attention_maps", "param_shapes", "normalize_param_keys",
+           "params_from_linen", "compressible_mask_tree", "apply_masks"]
+
+# The Linen model's initialisers and LayerNorm epsilon (nnx.LayerNorm's default is the
+# same 1e-6 today; passed explicitly so a change of default cannot move the maths).
+_KERNEL_INIT = jax.nn.initializers.lecun_normal()
+_LN_EPS = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,26 +92,33 @@ class ModelOptions:
         return self.spec.replace(n=None, m=None, mask_update_steps=1, sr_ste=False)
 
 
+def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
+
+
 # --------------------------------------------------------------------------- layers
-class QDense(nn.Module):
-    """A dense layer whose kernel goes through the quantizer (Eq. 1 forward, STE backward)."""
+class QDense(nnx.Module):
+    """A dense layer whose kernel goes through the quantizer (Eq. 1 forward, STE backward).
 
-    features: int
-    spec: CompressionSpec
-    use_bias: bool = True
-    compute_dtype: Any = None
+    ``kernel`` is ``(in, out)``, LeCun-normal; ``bias`` (if any) starts at zero.
+    """
 
-    @nn.compact
-    def __call__(self, x):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
-        self.spec.check_shape(kernel.shape, self.name or "dense")
-        y = compress.compressed_matmul(x, kernel, self.spec, compute_dtype=self.compute_dtype)
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+    def __init__(self, in_features: int, out_features: int, spec: CompressionSpec, *,
+                 use_bias: bool = True, compute_dtype: str | None = None, rngs: nnx.Rngs):
+        self.spec = spec
+        self.compute_dtype = compute_dtype
+        self.kernel = nnx.Param(_KERNEL_INIT(rngs.params(), (in_features, out_features)))
+        self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = compress.compressed_matmul(x, self.kernel[...], self.spec,
+                                       compute_dtype=self.compute_dtype)
+        if self.bias is not None:
+            y = y + self.bias[...]
         return y
 
 
-def _maybe_fake_quant_kernel(kernel, spec: CompressionSpec):
+def _maybe_fake_quant_kernel(kernel: jax.Array, spec: CompressionSpec) -> jax.Array:
     """Quantize a convolution kernel per output channel over its flattened taps x inputs."""
     if not spec.quantized:
         return kernel
@@ -102,29 +130,36 @@ def _maybe_fake_quant_kernel(kernel, spec: CompressionSpec):
                             sub_channels=spec.sub_channels, clip=spec.clip).reshape(kernel.shape)
 
 
-class QConv(nn.Module):
-    """``nn.Conv`` with explicit padding whose kernel may be fake-quantized."""
+# Channels-last layouts of 1-D and 2-D convolutions (input, kernel, output).
+_CONV_DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
-    features: int
-    kernel_size: tuple[int, ...]
-    strides: tuple[int, ...]
-    padding: Any
-    spec: CompressionSpec | None = None
-    feature_group_count: int = 1
 
-    @nn.compact
-    def __call__(self, x):
-        in_features = x.shape[-1] // self.feature_group_count
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (*self.kernel_size, in_features, self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+class QConv(nnx.Module):
+    """A convolution with explicit padding whose kernel may be fake-quantized.
+
+    ``kernel`` is ``(*kernel_size, in / groups, out)``, LeCun-normal; ``bias`` is zero.
+    """
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: tuple[int, ...],
+                 strides: tuple[int, ...], padding: Any, spec: CompressionSpec | None = None, *,
+                 feature_group_count: int = 1, rngs: nnx.Rngs):
+        self.strides = tuple(strides)
+        self.padding = tuple(tuple(p) for p in padding)
+        self.spec = spec
+        self.feature_group_count = feature_group_count
+        shape = (*kernel_size, in_features // feature_group_count, out_features)
+        self.kernel = nnx.Param(_KERNEL_INIT(rngs.params(), shape))
+        self.bias = nnx.Param(jnp.zeros((out_features,)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...]
         if self.spec is not None:
             kernel = _maybe_fake_quant_kernel(kernel, self.spec)
         y = jax.lax.conv_general_dilated(
             x, kernel, self.strides, self.padding,
-            dimension_numbers=nn.linear._conv_dimension_numbers(x.shape),
+            dimension_numbers=_CONV_DIMS[x.ndim - 2],
             feature_group_count=self.feature_group_count)
-        return y + bias
+        return y + self.bias[...]
 
 
 def _subsample_mask(mask: jax.Array) -> jax.Array:
@@ -134,44 +169,47 @@ def _subsample_mask(mask: jax.Array) -> jax.Array:
     return jnp.arange(t)[None, :] < ((lengths + 1) // 2)[:, None]
 
 
-class Subsampler(nn.Module):
+class Subsampler(nnx.Module):
     """Two 3x3 stride-2 convolutions (4x in time and frequency) and a linear projection."""
 
-    cfg: ConformerConfig
-    opts: ModelOptions
-
-    @nn.compact
-    def __call__(self, feats, mask):
-        c1, c2 = self.cfg.subsample_channels
-        conv_spec = self.opts.quant_spec if self.opts.compress_convs else None
-        x = (feats * mask[..., None])[..., None]               # (B, T, F, 1), pads = 0
+    def __init__(self, cfg: ConformerConfig, opts: ModelOptions, *, rngs: nnx.Rngs):
+        c1, c2 = cfg.subsample_channels
+        conv_spec = opts.quant_spec if opts.compress_convs else None
         pad = ((1, 1), (1, 1))
-        x = QConv(c1, (3, 3), (2, 2), pad, conv_spec, name="conv1")(x)
+        self.conv1 = QConv(1, c1, (3, 3), (2, 2), pad, conv_spec, rngs=rngs)
+        self.conv2 = QConv(c1, c2, (3, 3), (2, 2), pad, conv_spec, rngs=rngs)
+        self.proj = QDense(cfg.proj_in_dim, cfg.model_dim, opts.quant_spec,
+                           compute_dtype=opts.compute_dtype, rngs=rngs)
+
+    def __call__(self, feats: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = (feats * mask[..., None])[..., None]               # (B, T, F, 1), pads = 0
+        x = self.conv1(x)
         mask = _subsample_mask(mask)
-        x = nn.relu(x) * mask[:, :, None, None]
-        x = QConv(c2, (3, 3), (2, 2), pad, conv_spec, name="conv2")(x)
+        x = jax.nn.relu(x) * mask[:, :, None, None]
+        x = self.conv2(x)
         mask = _subsample_mask(mask)
-        x = nn.relu(x) * mask[:, :, None, None]
+        x = jax.nn.relu(x) * mask[:, :, None, None]
         b, t, f, c = x.shape
-        x = x.reshape(b, t, f * c)
-        x = QDense(self.cfg.model_dim, self.opts.quant_spec,
-                   compute_dtype=self.opts.compute_dtype, name="proj")(x)
+        x = self.proj(x.reshape(b, t, f * c))
         return x * mask[..., None], mask
 
 
-class FeedForward(nn.Module):
-    cfg: ConformerConfig
-    opts: ModelOptions
+class FeedForward(nnx.Module):
+    """LayerNorm, dense to ``ffn_dim``, swish, dropout, dense back to ``model_dim``, dropout."""
 
-    @nn.compact
-    def __call__(self, x, deterministic):
-        dt = self.opts.compute_dtype
-        y = nn.LayerNorm(name="norm")(x)
-        y = QDense(self.cfg.ffn_dim, self.opts.quant_spec, compute_dtype=dt, name="dense1")(y)
-        y = nn.swish(y)
-        y = nn.Dropout(self.cfg.dropout)(y, deterministic=deterministic)
-        y = QDense(self.cfg.model_dim, self.opts.quant_spec, compute_dtype=dt, name="dense2")(y)
-        return nn.Dropout(self.cfg.dropout)(y, deterministic=deterministic)
+    def __init__(self, cfg: ConformerConfig, opts: ModelOptions, *, rngs: nnx.Rngs):
+        dt = opts.compute_dtype
+        self.norm = _layer_norm(cfg.model_dim, rngs)
+        self.dense1 = QDense(cfg.model_dim, cfg.ffn_dim, opts.quant_spec, compute_dtype=dt,
+                             rngs=rngs)
+        self.dense2 = QDense(cfg.ffn_dim, cfg.model_dim, opts.quant_spec, compute_dtype=dt,
+                             rngs=rngs)
+        self.dropout = nnx.Dropout(cfg.dropout)
+
+    def __call__(self, x: jax.Array, deterministic: bool, rngs: nnx.Rngs | None) -> jax.Array:
+        y = jax.nn.swish(self.dense1(self.norm(x)))
+        y = self.dropout(y, deterministic=deterministic, rngs=rngs)
+        return self.dropout(self.dense2(y), deterministic=deterministic, rngs=rngs)
 
 
 # --------------------------------------------------------------------------- attention
@@ -227,32 +265,40 @@ def relative_logits_reference(q, k, p, u, v):
     return out
 
 
-class RelPositionAttention(nn.Module):
+class RelPositionAttention(nnx.Module):
     """Multi-head self-attention with Transformer-XL relative positions (Dai et al. 2019).
 
     ``logit[i, j] = (q_i + u).k_j + (q_i + v).W_p P[i - j]``, scaled by ``1/sqrt(Dh)``;
     padded keys are masked, and so are keys outside ``[i - left, i + right]`` when a
-    limited context is configured (the paper: 128 frames each side).
+    limited context is configured (the paper: 128 frames each side). Under
+    ``nnx.capture(..., nnx.Intermediate)`` the softmax weights ``(B, H, T, T)`` are sown
+    as ``"attention"``.
     """
 
-    cfg: ConformerConfig
-    opts: ModelOptions
+    def __init__(self, cfg: ConformerConfig, opts: ModelOptions, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        d, dt = cfg.model_dim, opts.compute_dtype
+        dense = lambda bias=True: QDense(d, d, opts.quant_spec, use_bias=bias,
+                                         compute_dtype=dt, rngs=rngs)
+        self.norm = _layer_norm(d, rngs)
+        self.query, self.key, self.value = dense(), dense(), dense()
+        self.pos = dense(bias=False)
+        self.u_bias = nnx.Param(jnp.zeros((cfg.num_heads, cfg.head_dim)))
+        self.v_bias = nnx.Param(jnp.zeros((cfg.num_heads, cfg.head_dim)))
+        self.out = dense()
+        self.dropout = nnx.Dropout(cfg.dropout)
 
-    @nn.compact
-    def __call__(self, x, mask, deterministic):
-        cfg, dt = self.cfg, self.opts.compute_dtype
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
+                 rngs: nnx.Rngs | None) -> jax.Array:
+        cfg = self.cfg
         h, dh = cfg.num_heads, cfg.head_dim
         b, t, _ = x.shape
-        y = nn.LayerNorm(name="norm")(x)
-        dense = lambda name, bias=True: QDense(cfg.model_dim, self.opts.quant_spec,
-                                              use_bias=bias, compute_dtype=dt, name=name)
-        q = dense("query")(y).reshape(b, t, h, dh)
-        k = dense("key")(y).reshape(b, t, h, dh)
-        v = dense("value")(y).reshape(b, t, h, dh)
-        p = dense("pos", bias=False)(relative_positions(t, cfg.model_dim)).reshape(2 * t - 1, h, dh)
-        u_bias = self.param("u_bias", nn.initializers.zeros, (h, dh))
-        v_bias = self.param("v_bias", nn.initializers.zeros, (h, dh))
-        logits = relative_logits(q, k, p, u_bias, v_bias) / np.sqrt(dh)
+        y = self.norm(x)
+        q = self.query(y).reshape(b, t, h, dh)
+        k = self.key(y).reshape(b, t, h, dh)
+        v = self.value(y).reshape(b, t, h, dh)
+        p = self.pos(relative_positions(t, cfg.model_dim)).reshape(2 * t - 1, h, dh)
+        logits = relative_logits(q, k, p, self.u_bias[...], self.v_bias[...]) / np.sqrt(dh)
         allowed = mask[:, None, None, :]
         if cfg.left_context is not None or cfg.right_context is not None:
             i = jnp.arange(t)[:, None]
@@ -265,128 +311,310 @@ class RelPositionAttention(nn.Module):
             allowed = allowed & ok[None, None]
         logits = jnp.where(allowed, logits, -1e9)
         attn = jax.nn.softmax(logits, axis=-1)
-        self.sow("intermediates", "attention", attn)  # for notebooks: capture without recomputing
-        attn = nn.Dropout(cfg.dropout)(attn, deterministic=deterministic)
+        # Sow only under nnx.capture: outside it flax 0.12 stores every call's maps on the
+        # module (deprecated), which would grow without bound in an eager loop.
+        if hasattr(self, "__captures__"):
+            self.sow(nnx.Intermediate, "attention", attn)
+        attn = self.dropout(attn, deterministic=deterministic, rngs=rngs)
         out = jnp.einsum("bhij,bjhd->bihd", attn, v).reshape(b, t, cfg.model_dim)
-        out = dense("out")(out)
-        return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
+        return self.dropout(self.out(out), deterministic=deterministic, rngs=rngs)
 
 
-class ConvModule(nn.Module):
+class ConvModule(nnx.Module):
     """Pointwise (2d) + GLU, depthwise conv (kernel k), LayerNorm, swish, pointwise (d).
 
     LayerNorm replaces the original BatchNorm: no batch statistics, so outputs do not
     depend on what else is in the batch (padding invariance) and eval equals train.
     """
 
-    cfg: ConformerConfig
-    opts: ModelOptions
+    def __init__(self, cfg: ConformerConfig, opts: ModelOptions, *, rngs: nnx.Rngs):
+        d, k, dt = cfg.model_dim, cfg.conv_kernel, opts.compute_dtype
+        conv_spec = opts.quant_spec if opts.compress_convs else None
+        self.norm = _layer_norm(d, rngs)
+        self.pointwise1 = QDense(d, 2 * d, opts.quant_spec, compute_dtype=dt, rngs=rngs)
+        self.depthwise = QConv(d, d, (k,), (1,), ((k // 2, k // 2),), conv_spec,
+                               feature_group_count=d, rngs=rngs)
+        self.conv_norm = _layer_norm(d, rngs)
+        self.pointwise2 = QDense(d, d, opts.quant_spec, compute_dtype=dt, rngs=rngs)
+        self.dropout = nnx.Dropout(cfg.dropout)
 
-    @nn.compact
-    def __call__(self, x, mask, deterministic):
-        cfg, dt = self.cfg, self.opts.compute_dtype
-        y = nn.LayerNorm(name="norm")(x)
-        y = QDense(2 * cfg.model_dim, self.opts.quant_spec, compute_dtype=dt, name="pointwise1")(y)
-        y = nn.glu(y, axis=-1) * mask[..., None]              # zeros at padded frames
-        k = cfg.conv_kernel
-        conv_spec = self.opts.quant_spec if self.opts.compress_convs else None
-        y = QConv(cfg.model_dim, (k,), (1,), ((k // 2, k // 2),), conv_spec,
-                  feature_group_count=cfg.model_dim, name="depthwise")(y)
-        y = nn.LayerNorm(name="conv_norm")(y)
-        y = nn.swish(y)
-        y = QDense(cfg.model_dim, self.opts.quant_spec, compute_dtype=dt, name="pointwise2")(y)
-        return nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
-
-
-class ConformerBlock(nn.Module):
-    cfg: ConformerConfig
-    opts: ModelOptions
-
-    @nn.compact
-    def __call__(self, x, mask, deterministic):
-        m = mask[..., None]
-        x = x + 0.5 * FeedForward(self.cfg, self.opts, name="ffn1")(x, deterministic)
-        x = x + RelPositionAttention(self.cfg, self.opts, name="mhsa")(x, mask, deterministic)
-        x = x + ConvModule(self.cfg, self.opts, name="conv")(x, mask, deterministic)
-        x = x + 0.5 * FeedForward(self.cfg, self.opts, name="ffn2")(x, deterministic)
-        return nn.LayerNorm(name="final_norm")(x) * m
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
+                 rngs: nnx.Rngs | None) -> jax.Array:
+        y = self.pointwise1(self.norm(x))
+        y = jax.nn.glu(y, axis=-1) * mask[..., None]           # zeros at padded frames
+        y = jax.nn.swish(self.conv_norm(self.depthwise(y)))
+        return self.dropout(self.pointwise2(y), deterministic=deterministic, rngs=rngs)
 
 
-class Encoder(nn.Module):
-    cfg: ConformerConfig
-    opts: ModelOptions
+class ConformerBlock(nnx.Module):
+    """Macaron block: ``x + FFN/2, + MHSA, + Conv, + FFN/2``, then LayerNorm; pads zeroed."""
 
-    @nn.compact
-    def __call__(self, x, mask, deterministic):
-        for i in range(self.cfg.num_layers):
-            x = ConformerBlock(self.cfg, self.opts, name=f"block_{i}")(x, mask, deterministic)
+    def __init__(self, cfg: ConformerConfig, opts: ModelOptions, *, rngs: nnx.Rngs):
+        self.ffn1 = FeedForward(cfg, opts, rngs=rngs)
+        self.mhsa = RelPositionAttention(cfg, opts, rngs=rngs)
+        self.conv = ConvModule(cfg, opts, rngs=rngs)
+        self.ffn2 = FeedForward(cfg, opts, rngs=rngs)
+        self.final_norm = _layer_norm(cfg.model_dim, rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
+                 rngs: nnx.Rngs | None) -> jax.Array:
+        x = x + 0.5 * self.ffn1(x, deterministic, rngs)
+        x = x + self.mhsa(x, mask, deterministic, rngs)
+        x = x + self.conv(x, mask, deterministic, rngs)
+        x = x + 0.5 * self.ffn2(x, deterministic, rngs)
+        return self.final_norm(x) * mask[..., None]
+
+
+class Encoder(nnx.Module):
+    """``num_layers`` Conformer blocks, ``blocks[0]`` first."""
+
+    def __init__(self, cfg: ConformerConfig, opts: ModelOptions, *, rngs: nnx.Rngs):
+        self.blocks = nnx.List([ConformerBlock(cfg, opts, rngs=rngs)
+                                for _ in range(cfg.num_layers)])
+
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
+                 rngs: nnx.Rngs | None) -> jax.Array:
+        for block in self.blocks:
+            x = block(x, mask, deterministic, rngs)
         return x
 
 
-class ConformerCTC(nn.Module):
-    """Log-mel features ``(B, T, F)`` and frame mask ``(B, T)`` -> CTC logits and mask."""
+def check_spec(cfg: ConformerConfig, opts: ModelOptions) -> None:
+    """Refuse (``ValueError`` naming the weight) a spec that some compressible weight of
+    ``cfg`` cannot take, e.g. a sub-channel count that does not divide its input dimension."""
+    for w in weight_shapes(cfg):
+        if w.role == "dense" or (w.role == "softmax" and opts.compress_softmax):
+            opts.spec.check_shape(w.shape, w.name)
 
-    cfg: ConformerConfig
-    opts: ModelOptions = ModelOptions()
 
-    @nn.compact
-    def __call__(self, feats, mask, deterministic: bool = True):
-        x, mask = Subsampler(self.cfg, self.opts, name="frontend")(feats, mask)
-        x = Encoder(self.cfg, self.opts, name="encoder")(x, mask, deterministic)
-        if self.opts.compress_softmax:
-            logits = QDense(self.cfg.vocab_size, self.opts.quant_spec, name="softmax")(x)
+class ConformerCTC(nnx.Module):
+    """Log-mel features ``(B, T, F)`` and frame mask ``(B, T)`` -> CTC logits and mask.
+
+    Builds its parameters from ``rngs`` (LeCun-normal kernels, zero biases, unit
+    LayerNorm scales) after checking every compressible weight against ``opts.spec``.
+    """
+
+    def __init__(self, cfg: ConformerConfig, opts: ModelOptions = ModelOptions(), *,
+                 rngs: nnx.Rngs):
+        check_spec(cfg, opts)
+        self.cfg, self.opts = cfg, opts
+        self.frontend = Subsampler(cfg, opts, rngs=rngs)
+        self.encoder = Encoder(cfg, opts, rngs=rngs)
+        if opts.compress_softmax:
+            # As in the Linen model: a compressed softmax computes in float32 whatever
+            # compute_dtype is.
+            self.softmax = QDense(cfg.model_dim, cfg.vocab_size, opts.quant_spec, rngs=rngs)
         else:
-            logits = nn.Dense(self.cfg.vocab_size, name="softmax")(x)
-        return logits, mask
+            self.softmax = nnx.Linear(cfg.model_dim, cfg.vocab_size, kernel_init=_KERNEL_INIT,
+                                      rngs=rngs)
+
+    def __call__(self, feats: jax.Array, mask: jax.Array, *, deterministic: bool = True,
+                 rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array]:
+        """``(logits (B, T', vocab), out_mask (B, T'))`` with ``T' = ceil(ceil(T/2)/2)``.
+
+        Dropout (rate ``cfg.dropout``) runs only when ``deterministic`` is False, with keys
+        drawn from ``rngs``'s ``dropout`` stream (e.g. ``nnx.Rngs(dropout=key)``).
+        """
+        if not deterministic and self.cfg.dropout > 0 and rngs is None:
+            raise ValueError("dropout with deterministic=False needs rngs, e.g. "
+                             "model(feats, mask, deterministic=False, "
+                             "rngs=nnx.Rngs(dropout=key))")
+        x, mask = self.frontend(feats, mask)
+        x = self.encoder(x, mask, deterministic, rngs)
+        return self.softmax(x), mask
 
 
-# --------------------------------------------------------------------------- helpers
-def build_model(cfg: ConformerConfig, spec: CompressionSpec | str = "float",
+# --------------------------------------------------------------------------- functional core
+def build_model(cfg: ConformerConfig, spec: CompressionSpec | str = "float", *, seed: int = 0,
                 **options) -> ConformerCTC:
     """A model whose every compressible weight is checked against ``spec`` up front.
 
-    Raises ``ValueError`` (naming the weight) before any work if, e.g., the sub-channel
-    count does not divide some layer's input dimension.
+    ``options`` are the other :class:`ModelOptions` fields. Raises ``ValueError``
+    (naming the weight) before any parameter is made if, e.g., the sub-channel count does
+    not divide some layer's input dimension.
     """
-    from usmlite_edu.configs import weight_shapes
-
-    spec = spec if isinstance(spec, CompressionSpec) else CompressionSpec.parse(spec)
-    opts = ModelOptions(spec=spec, **options)
-    for w in weight_shapes(cfg):
-        if w.role == "dense" or (w.role == "softmax" and opts.compress_softmax):
-            spec.check_shape(w.shape, w.name)
-    return ConformerCTC(cfg, opts)
+    opts = ModelOptions(spec=compress.as_spec(spec), **options)
+    return ConformerCTC(cfg, opts, rngs=nnx.Rngs(seed))  # checks the spec first
 
 
-def param_shapes(model: ConformerCTC) -> dict[str, tuple[int, ...]]:
-    """``{"frontend/conv1/kernel": shape, ...}`` from ``jax.eval_shape`` (no memory used)."""
-    cfg = model.cfg
-    feats = jax.ShapeDtypeStruct((1, 16, cfg.num_mels), jnp.float32)
-    mask = jax.ShapeDtypeStruct((1, 16), jnp.bool_)
-    shapes = jax.eval_shape(lambda f, m: model.init(jax.random.key(0), f, m), feats, mask)
-    flat = jax.tree_util.tree_flatten_with_path(shapes["params"])[0]
-    return {"/".join(k.key for k in path): tuple(v.shape) for path, v in flat}
+def abstract_model(cfg: ConformerConfig, spec: CompressionSpec | str = "float",
+                   **options) -> ConformerCTC:
+    """The model with ``jax.ShapeDtypeStruct`` for every parameter (``nnx.eval_shape``):
+    the tree and shapes of any preset, the 2B one included, without allocating it.
+
+    Tracing is quadratic in the number of parameters (flax 0.12 inspects every RNG count
+    update of the trace): about 10 s for ``usm_2b`` on two CPU cores, well under 1 s for
+    ``cpu``.
+    """
+    return nnx.eval_shape(lambda: build_model(cfg, spec, **options))
 
 
-def compressible_mask_tree(params: Any, opts: ModelOptions) -> Any:
-    """Pytree of bools: which leaves get N:M masks (the compressible dense kernels)."""
+def split_model(model: ConformerCTC) -> tuple[nnx.GraphDef, dict]:
+    """``(graphdef, params)``: the static structure and a plain nested dict of arrays.
 
-    def pick(path, leaf):
-        names = [getattr(k, "key", str(k)) for k in path]
-        if names[-1] != "kernel":
-            return False
-        if names[0] == "softmax":
-            return opts.compress_softmax
-        if names[-2] in ("conv1", "conv2", "depthwise"):
-            return False  # N:M on convolutions is not part of the paper's recipe
-        return True
+    ``nnx.merge(graphdef, params)`` (what :func:`forward` does) rebuilds the model.
+    """
+    graphdef, params = nnx.split(model, nnx.Param)
+    return graphdef, nnx.to_pure_dict(params)
+
+
+def model_graph(cfg: ConformerConfig, spec: CompressionSpec | str = "float",
+                **options) -> nnx.GraphDef:
+    """The graphdef of ``build_model(cfg, spec, **options)``, built abstractly (no memory)."""
+    return split_model(abstract_model(cfg, spec, **options))[0]
+
+
+def init_params(cfg: ConformerConfig, spec: CompressionSpec | str = "float", seed: int = 0,
+                **options) -> dict:
+    """Fresh parameters of ``build_model(cfg, spec, seed=seed, **options)``, as a dict."""
+    return split_model(build_model(cfg, spec, seed=seed, **options))[1]
+
+
+def forward(graphdef: nnx.GraphDef, params: Any, feats: jax.Array, mask: jax.Array, *,
+            deterministic: bool = True,
+            dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """The model as a pure function of its parameters: ``nnx.merge`` then call.
+
+    ``params`` is the dict of :func:`split_model` / :func:`init_params` (N:M masks
+    already applied, see :func:`apply_masks`). ``dropout_key`` seeds every dropout layer
+    of this call (a new key per layer, drawn in order); needed when ``deterministic`` is
+    False and ``cfg.dropout > 0``. Differentiable and jittable (``graphdef`` is hashable,
+    so it can also be a static argument). Raises ``ValueError`` if ``params`` is not the
+    graphdef's tree, e.g. string block keys (see :func:`normalize_param_keys`).
+    """
+    model = nnx.merge(graphdef, params)
+    # merge places a dict's leaves by flattening order, not by name: a tree with other
+    # keys (Orbax's "0", "1", ..., "10" sort differently from ints) would run silently
+    # with the blocks permuted. Refuse it (checked once per trace under jit).
+    want = jax.tree.structure(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    if jax.tree.structure(params) != want:
+        got_names = {_path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+        want_names = set(param_shapes(model))
+        diff = sorted(got_names ^ want_names)[:3]
+        raise ValueError(
+            "forward: params do not match the model's parameter tree"
+            + (f"; first differing paths: {diff}" if diff else
+               "; same names but other key types: a tree Orbax restored without a target "
+               "has string keys for encoder/blocks, fix it with normalize_param_keys"))
+    rngs = None if dropout_key is None else nnx.Rngs(dropout=dropout_key)
+    return model(feats, mask, deterministic=deterministic, rngs=rngs)
+
+
+def attention_maps(model: ConformerCTC, feats: jax.Array,
+                   mask: jax.Array) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
+    """``(logits, out_mask, [attention of block i, (B, H, T', T')])`` of one eval call,
+    captured with ``nnx.capture`` from the weights each block sows."""
+    (logits, out_mask), inter = nnx.capture(model, nnx.Intermediate)(feats, mask)
+    blocks = inter["encoder"]["blocks"]
+    maps = [blocks[i]["mhsa"]["attention"].get_value()[0]
+            for i in range(len(model.encoder.blocks))]
+    return logits, out_mask, maps
+
+
+def _path_name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def param_shapes(model: ConformerCTC | ConformerConfig) -> dict[str, tuple[int, ...]]:
+    """``{"frontend/conv1/kernel": shape, ...}``, "/"-joined NNX paths.
+
+    A config is built abstractly (:func:`abstract_model`), so no memory is used.
+    """
+    if isinstance(model, ConformerConfig):
+        model = abstract_model(model)
+    flat = jax.tree_util.tree_flatten_with_path(split_model(model)[1])[0]
+    return {_path_name(path): tuple(v.shape) for path, v in flat}
+
+
+def normalize_param_keys(tree: Any) -> Any:
+    """The tree with every all-digit string key turned into an int.
+
+    Orbax restores a checkpoint without a target with string keys, so ``encoder/blocks``
+    comes back as ``{"0": ..., "1": ...}``; ``nnx.merge`` needs the ints of ``nnx.List``.
+    """
+    if isinstance(tree, dict):
+        return {(int(k) if isinstance(k, str) and k.isdigit() else k): normalize_param_keys(v)
+                for k, v in tree.items()}
+    return tree
+
+
+def _name_templates() -> set[str]:
+    """Every parameter name, with the block index written ``*`` (names do not depend on
+    sizes, so a one-layer config gives them all)."""
+    names = {w.name for w in weight_shapes(ConformerConfig(num_layers=1))}
+    return {re.sub(r"^encoder/blocks/0/", "encoder/blocks/*/", n) for n in names}
+
+
+def params_from_linen(tree: Any, cfg: ConformerConfig | None = None) -> dict:
+    """Convert a Linen checkpoint's parameter tree to this model's ``params`` dict.
+
+    The Linen model named the blocks ``encoder/block_{i}``; here they are the int keys of
+    ``encoder/blocks``. Every other name is the same. A ``{"params": ...}`` wrapper (what
+    Linen's ``init`` returns) is removed. Raises ``ValueError`` naming the first path that
+    is not a parameter of the Conformer-CTC, and, with ``cfg``, if any name or shape differs
+    from :func:`usmlite_edu.configs.weight_shapes` (a missing weight included).
+    """
+    if isinstance(tree, dict) and set(tree) == {"params"}:
+        tree = tree["params"]
+    templates = _name_templates()
+    out: dict = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys: list = [str(getattr(k, "key", k)) for k in path]
+        linen_name = "/".join(keys)
+        if len(keys) > 1 and keys[0] == "encoder":
+            m = re.fullmatch(r"block_(\d+)", keys[1])
+            if m is None:
+                raise ValueError(f"params_from_linen: unexpected path {linen_name!r} "
+                                 "(encoder children are block_<i>)")
+            keys = ["encoder", "blocks", int(m.group(1)), *keys[2:]]
+        name = "/".join(str(k) for k in keys)
+        if re.sub(r"^encoder/blocks/\d+/", "encoder/blocks/*/", name) not in templates:
+            raise ValueError(f"params_from_linen: unexpected path {linen_name!r} "
+                             "(not a parameter of the Conformer-CTC)")
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = leaf
+    if cfg is not None:
+        want = {w.name: w.shape for w in weight_shapes(cfg)}
+        got = {_path_name(p): tuple(np.shape(v))
+               for p, v in jax.tree_util.tree_flatten_with_path(out)[0]}
+        if got != want:
+            diff = sorted(set(got) ^ set(want)) or sorted(k for k in want if got[k] != want[k])
+            raise ValueError(f"params_from_linen: the tree does not match config "
+                             f"{cfg.name!r}; first differences: {diff[:3]}")
+    return out
+
+
+def compressible_mask_tree(params: Any, cfg: ConformerConfig,
+                           opts: ModelOptions = ModelOptions()) -> Any:
+    """Pytree of bools like ``params``: which leaves get N:M masks (Eq. 4).
+
+    One rule, from the role table :func:`usmlite_edu.configs.weight_shapes`: ``dense``
+    weights are masked, the ``softmax`` kernel only with ``opts.compress_softmax``, nothing
+    else (N:M on convolutions is not part of the paper's recipe). Works on any subtree of
+    the parameters (keys as ints or digit strings); an unknown path is a ``ValueError``.
+    """
+    roles = {w.name: w.role for w in weight_shapes(cfg)}
+
+    def pick(path, _leaf) -> bool:
+        name = _path_name(path)
+        if name not in roles:
+            raise ValueError(f"compressible_mask_tree: {name!r} is not a parameter of "
+                             f"config {cfg.name!r}")
+        role = roles[name]
+        return role == "dense" or (role == "softmax" and opts.compress_softmax)
 
     return jax.tree_util.tree_map_with_path(pick, params)
 
 
 def apply_masks(params: Any, masks: Any | None, straight_through: bool = False) -> Any:
-    """Eq. (4) on every masked leaf: ``W * M`` (SR-STE: the gradient passes the mask)."""
+    """Eq. (4) on every masked leaf: ``W * M`` (SR-STE: the gradient passes the mask).
+
+    ``masks`` is a tree like ``params``: a bool mask on each pruned leaf, a scalar
+    ``True`` elsewhere (as :func:`usmlite_edu.sparsity.nm_masked` keeps them); ``None``
+    returns ``params`` unchanged.
+    """
     if masks is None:
         return params
-
     return jax.tree.map(lambda w, m: sparsity.apply_mask(w, m, straight_through), params, masks)
