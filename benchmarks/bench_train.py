@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from usmlite_edu import batching, configs, train
-from usmlite_edu.compress import CompressionSpec
+from usmlite_edu import batching, configs, presets, runs, train
 
 
 def matmul_peak(dtype, n=1024, reps=50) -> float:
@@ -53,7 +52,7 @@ def fake_batch(cfg, batch_size, seconds, label_len=16, seed=0) -> batching.Batch
 
 
 def time_steps(spec: str, cfg, tcfg, batch, steps: int):
-    tr = train.Trainer(cfg, CompressionSpec.parse(spec), tcfg)
+    tr = train.Trainer(cfg, spec, tcfg)
     params = tr.init_params(0)
     state = tr.setup_optimizer(params)
     key = jax.random.key(0)
@@ -82,11 +81,11 @@ def main() -> None:
     ap.add_argument("--specs", nargs="+", default=["float", "int4+2:4"])
     args = ap.parse_args()
 
-    cfg = configs.get_config(args.preset).replace(vocab_size=32)
-    tcfg = train.TRAIN_PRESETS.get(args.preset, train.TrainConfig()).replace(
-        batch_size=args.batch_size, compute_dtype=args.dtype)
+    preset = presets.get_preset(args.preset)
+    cfg = preset.model.replace(vocab_size=32)
+    tcfg = preset.train.replace(batch_size=args.batch_size, compute_dtype=args.dtype)
     batch = fake_batch(cfg, args.batch_size, args.seconds)
-    print(f"machine: {train.machine_info()}")
+    print(f"machine: {runs.machine_info()}")
     print(f"preset {args.preset}: {configs.num_params(cfg):,} parameters, batch "
           f"{args.batch_size} x {args.seconds} s, matmul dtype {args.dtype or 'float32'}")
 

@@ -30,7 +30,7 @@ def _fsdd_dir() -> Path | None:
 FSDD = _fsdd_dir()
 needs_fsdd = pytest.mark.skipif(
     FSDD is None, reason="FSDD not found: set USMLITE_FSDD or put it at ../shared/corpora/fsdd "
-                         "(python -m usmlite_edu.fetch fsdd DIR)")
+                         "(usmlite-edu data fetch fsdd --to DIR)")
 
 
 # ------------------------------------------------------------------------------- text

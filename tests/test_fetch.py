@@ -209,7 +209,11 @@ def test_unreachable_host_fails_fast_with_hand_placement(tmp_path, capsys):
     msg = str(info.value)
     assert url + FSDD_PATH in msg and "offline" in msg
     assert str(tmp_path.resolve() / "recordings" / "0_jackson_0.wav") in msg
-    assert F.main(["mini-librispeech", str(tmp_path), "--base-url", url]) == 1
+    # the one command line: `usmlite-edu data fetch` has fetch's options and exits 2
+    from usmlite_edu import cli
+
+    assert cli.main(["data", "fetch", "mini-librispeech", "--to", str(tmp_path),
+                     "--base-url", url, "--timeout", "5"]) == 2
     err = capsys.readouterr().err
     assert "train-clean-5.tar.gz" in err and "tar xzf" in err
 

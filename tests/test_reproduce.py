@@ -4,14 +4,15 @@ import json
 
 import pytest
 
-from usmlite_edu import configs, reproduce
+from usmlite_edu import configs, presets, reproduce, runs
 
 pytestmark = pytest.mark.xdist_group("train")
 
 
 def test_plan_has_every_paper_row_and_the_seeded_ones():
-    rc = reproduce.REPRO_PRESETS["cpu"]
-    rows = reproduce.plan(rc)
+    p = presets.get_preset("cpu")
+    rc = p.reproduce
+    rows = reproduce.plan(p)
     exps = {r.exp for r in rows}
     assert exps == {f"E{i}" for i in range(14)} | {"B0", "B1", "B2", "B3"}
     for exp in ("B0", "E3", "E8", "E12"):
@@ -22,7 +23,7 @@ def test_plan_has_every_paper_row_and_the_seeded_ones():
     # every spec fits every layer of the preset (refused up front otherwise)
     for r in rows:
         from usmlite_edu.model import build_model
-        build_model(configs.get_config(rc.preset), r.spec)
+        build_model(p.model, r.spec)
     # B0 of each seed comes before the rows fine-tuned from it
     order = [r.key for r in rows]
     assert order.index("B0_s2") < order.index("E3_s2")
@@ -50,13 +51,13 @@ def _lines(**wers):
 
 
 def test_claims_paper_like_table_is_reproduced():
-    text = reproduce.judge_claims(_lines(), reproduce.REPRO_PRESETS["cpu"])
+    text = reproduce.judge_claims(_lines(), "cpu")
     assert text.count("**reproduced**") == 7, text
 
 
 def test_claims_say_when_they_do_not_hold():
     text = reproduce.judge_claims(_lines(E2=3.2, E10=3.4, E11=3.3, E12=8.0),
-                                  reproduce.REPRO_PRESETS["cpu"])
+                                  "cpu")
     section = lambda title: text.split(f"## {title}")[1].split("##")[0]
     assert "not reproduced" in section("int4 needs QAT")
     assert "int4 PTQ already keeps" in section("int4 needs QAT")
@@ -68,7 +69,7 @@ def test_claims_name_what_moved_and_by_how_much():
     # The shape of our cpu table: int8 QAT worse, int2 degraded but working with no gain
     # from groups, E12 level with B1 within noise but not below it.
     text = reproduce.judge_claims(_lines(E1=5.0, E4=6.0, E5=6.5, E6=7.0, E7=6.0, E12=4.9),
-                                  reproduce.REPRO_PRESETS["cpu"])
+                                  "cpu")
     section = lambda title: text.split(f"## {title}")[1].split("##")[0]
     assert "**partly**" in section("int8") and "QAT +2.00 points" in section("int8")
     assert "PTQ" not in section("int8").split("verdict")[1], "E0 stayed within noise"
@@ -79,7 +80,7 @@ def test_claims_name_what_moved_and_by_how_much():
     assert "**partly**" in e12 and "matches B1 within noise" in e12 and "+0.40 points" in e12
     # a collapsed E4 that groups do not rescue is half the claim
     text = reproduce.judge_claims(_lines(E5=95.0, E6=95.0, E7=95.0),
-                                  reproduce.REPRO_PRESETS["cpu"])
+                                  "cpu")
     assert "**partly**" in section("int2 fails") and "collapses" in section("int2 fails")
 
 
@@ -87,23 +88,23 @@ def test_claims_report_the_unseen_speaker_beside_the_verdict():
     lines = _lines()
     for l in lines:
         l["wer_unseen"] = 10.0 + len(l["exp"])
-    text = reproduce.judge_claims(lines, reproduce.REPRO_PRESETS["cpu"])
+    text = reproduce.judge_claims(lines, "cpu")
     assert text.count("unseen speaker (reported, not judged)") == 7
     assert "E2 12.00, E3 12.00" in text
     # without unseen WERs (ci preset) the line is left out
-    assert "unseen speaker" not in reproduce.judge_claims(_lines(), reproduce.REPRO_PRESETS["cpu"])
+    assert "unseen speaker" not in reproduce.judge_claims(_lines(), "cpu")
 
 
 def test_claims_are_inconclusive_when_b0_does_not_work():
-    text = reproduce.judge_claims(_lines(B0=95.0), reproduce.REPRO_PRESETS["ci"])
+    text = reproduce.judge_claims(_lines(B0=95.0), "ci")
     assert text.count("**inconclusive**") == 7 and "does not recognise speech" in text
 
 
 @pytest.mark.slow
 def test_ci_reproduction_end_to_end_and_resume(tmp_path, capsys):
-    rc = reproduce.REPRO_PRESETS["ci"]
-    records = reproduce.run(rc, None, tmp_path)
-    assert len(records) == len(reproduce.plan(rc))
+    rc = presets.get_preset("ci").reproduce
+    records = reproduce.run("ci", None, tmp_path)
+    assert len(records) == len(reproduce.plan("ci"))
     for name in ("table.md", "table.csv", "results.json", "plot.png", "claims.md"):
         assert (tmp_path / name).stat().st_size > 0
     table = (tmp_path / "table.md").read_text()
@@ -119,10 +120,9 @@ def test_ci_reproduction_end_to_end_and_resume(tmp_path, capsys):
     claims = (tmp_path / "claims.md").read_text()
     assert claims.count("- verdict:") == 7
     # B0 is published for the notebooks: loadable, no optimizer checkpoints
-    from usmlite_edu import train
-    cfg, spec, tok, params, meta = train.load_run(tmp_path / "b0")
+    cfg, spec, tok, params, meta = runs.load_run(tmp_path / "b0")
     assert str(spec) == "float" and not (tmp_path / "b0" / "checkpoints").exists()
     # a second run skips every row
     capsys.readouterr()
-    reproduce.run(rc, None, tmp_path)
+    reproduce.run("ci", None, tmp_path)
     assert capsys.readouterr().out.count("done already, skipped") == len(records)

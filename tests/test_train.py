@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from usmlite_edu import batching, cli, configs, sparsity, train
+from usmlite_edu import batching, cli, configs, decoding, presets, runs, sparsity, train
 from usmlite_edu.compress import CompressionSpec
 from usmlite_edu.corpora import CorpusSplit, Utterance, load_corpus
 from usmlite_edu.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.xdist_group("train")  # share the compile cache on one worker
 
-TINY = dict(model_dim=32, num_heads=2, num_layers=1, subsample_channels=(4, 4))
+TINY = {"model.model_dim": 32, "model.num_heads": 2, "model.num_layers": 1,
+        "model.subsample_channels": (4, 4)}
+TINY_CFG = dict(model_dim=32, num_heads=2, num_layers=1, subsample_channels=(4, 4))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_transformer_schedule_continues_with_offset_and_rewarm():
 
 
 def test_machine_info_names_the_cpu_and_its_matmul_flags():
-    info = train.machine_info()
+    info = runs.machine_info()
     assert info["cpus"] == os.cpu_count() and info["jax"] == jax.__version__
     assert info["processor"], "the CPU model is recorded (platform.processor() is empty on Linux)"
     assert isinstance(info["cpu_flags"], list)
@@ -68,8 +70,8 @@ def test_release_compiled_frees_trainers_and_their_memory_maps():
         with open("/proc/self/maps") as f:
             return sum(1 for _ in f)
 
-    cfg = configs.get_config("ci").replace(**TINY, vocab_size=8)
-    tcfg = train.TRAIN_PRESETS["ci"]
+    cfg = configs.CI.replace(**TINY_CFG, vocab_size=8)
+    tcfg = presets.get_preset("ci").train
     x = np.zeros((2, 8000), np.float32)
     lengths = np.array([8000, 4000], np.int32)
     t1 = train.get_trainer(cfg, CompressionSpec.parse("float"), tcfg)
@@ -79,18 +81,18 @@ def test_release_compiled_frees_trainers_and_their_memory_maps():
     for spec in ("int8", "int4", "int2", "2:4", "int4+2:4", "int2/gs8"):
         t = train.get_trainer(cfg, CompressionSpec.parse(spec), tcfg)
         jax.block_until_ready(t.logits(params, None, x, lengths))
-    assert len(train._TRAINERS) <= 4, "the cache is bounded"
+    assert train.trainer_cache_info().currsize <= 4, "the cache is bounded"
     grown = n_maps() - before
     train.release_compiled()
-    assert not train._TRAINERS
+    assert train.trainer_cache_info().currsize == 0
     assert train.get_trainer(cfg, CompressionSpec.parse("float"), tcfg) is not t1
     assert grown > 0 and n_maps() - before < grown, "releasing the executables unmaps their code"
 
 
 def test_greedy_decode_merges_repeats_and_drops_blanks():
     logits = np.eye(4)[[0, 2, 2, 0, 2, 3, 3, 1]][None]
-    assert train.greedy_decode(logits, np.ones((1, 8), bool)) == [[2, 2, 3, 1]]
-    assert train.greedy_decode(logits, np.arange(8)[None] < 3) == [[2]]
+    assert decoding.greedy_decode(logits, np.ones((1, 8), bool)) == [[2, 2, 3, 1]]
+    assert decoding.greedy_decode(logits, np.arange(8)[None] < 3) == [[2]]
 
 
 @pytest.mark.parametrize("spec", ["float", "int4+2:4"])
@@ -100,7 +102,7 @@ def test_overfit_one_batch(small_train, tokenizer, spec):
     cfg = configs.CI.replace(vocab_size=tokenizer.vocab_size)
     split = CorpusSplit("one", small_train.utterances[:4], [], 16000)
     ds = batching.prepare(split, tokenizer, cfg, (4.5,))
-    tcfg = train.TrainConfig(batch_size=4, peak_lr=3e-3, encoder_warmup=20, softmax_warmup=10,
+    tcfg = configs.TrainConfig(batch_size=4, peak_lr=3e-3, encoder_warmup=20, softmax_warmup=10,
                              bucket_seconds=(4.5,))
     tr = train.Trainer(cfg, CompressionSpec.parse(spec), tcfg)
     params = tr.init_params(0)
@@ -171,14 +173,14 @@ def test_batch_stream_is_deterministic_and_resumable(small_train, tokenizer):
 
 
 def _final_params(run):
-    return jax.tree.leaves(train.load_params(Path(run) / "params"))
+    return jax.tree.leaves(runs.load_params(Path(run) / "params"))
 
 
 @pytest.mark.parametrize("spec", ["2:4/fs6"])
 def test_killed_run_resumes_to_identical_parameters(tmp_path, spec):
-    kw = dict(steps=12, spec=spec, model_overrides=TINY,
-              train_overrides=dict(checkpoint_every=4, log_every=2, batch_size=8,
-                                   bucket_seconds=(2.5, 4.5)), eval_splits=())
+    kw = dict(steps=12, spec=spec, eval_splits=(),
+              overrides={**TINY, "train.checkpoint_every": 4, "train.log_every": 2,
+                         "train.batch_size": 8, "train.bucket_seconds": (2.5, 4.5)})
     train.train("ci", "data_small", None, tmp_path / "full", **kw)
     # "killed" after 7 steps: the last checkpoint is step 4; steps 5-7 are lost and redone
     train.train("ci", "data_small", None, tmp_path / "cut", stop_after=7, **kw)
@@ -187,24 +189,67 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, spec):
     train.train("ci", "data_small", None, tmp_path / "cut", **kw)
     for a, b in zip(_final_params(tmp_path / "full"), _final_params(tmp_path / "cut")):
         np.testing.assert_array_equal(a, b)
-    masks_a = jax.tree.leaves(train.load_params(tmp_path / "full" / "masks"))
-    masks_b = jax.tree.leaves(train.load_params(tmp_path / "cut" / "masks"))
+    masks_a = jax.tree.leaves(runs.load_params(tmp_path / "full" / "masks"))
+    masks_b = jax.tree.leaves(runs.load_params(tmp_path / "cut" / "masks"))
     for a, b in zip(masks_a, masks_b):
         np.testing.assert_array_equal(a, b)
 
 
 def test_resume_refuses_a_different_run(tmp_path):
-    kw = dict(steps=2, model_overrides=TINY, eval_splits=(),
-              train_overrides=dict(checkpoint_every=2, batch_size=8))
+    kw = dict(steps=2, eval_splits=(),
+              overrides={**TINY, "train.checkpoint_every": 2, "train.batch_size": 8})
     train.train("ci", "data_small", None, tmp_path / "r", **kw)
     with pytest.raises(ValueError, match="spec"):
         train.train("ci", "data_small", None, tmp_path / "r", spec="int4", **kw)
+    with pytest.raises(ValueError, match="peak_lr"):
+        train.train("ci", "data_small", None, tmp_path / "r",
+                    **{**kw, "overrides": {**kw["overrides"], "train.peak_lr": 1e-4}})
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["model_config"]["model_dim"] == 32 and saved["train_config"]["batch_size"] == 8
+    assert "model.model_dim=32" in saved["overrides"], "the resolved config is recorded"
+
+
+def test_non_finite_updates_are_skipped_and_counted(small_train, tokenizer):
+    """optax.apply_if_finite leaves parameters and inner state untouched on a bad batch
+    and counts it in the optimizer state (which the checkpoint saves)."""
+    cfg = configs.CI.replace(**TINY_CFG, vocab_size=tokenizer.vocab_size)
+    split = CorpusSplit("one", small_train.utterances[:2], [], 16000)
+    ds = batching.prepare(split, tokenizer, cfg, (4.5,))
+    tcfg = configs.TrainConfig(batch_size=2, bucket_seconds=(4.5,), max_nonfinite=3)
+    tr = train.Trainer(cfg, "2:4", tcfg)
+    params = tr.init_params(0)
+    state = tr.setup_optimizer(params)
+    batch, _ = next(batching.eval_batches(ds, 2))
+    bad = batch._replace(waveforms=np.full_like(batch.waveforms, np.nan))
+    before = jax.tree.map(np.asarray, params)
+    params, state, loss, applied = tr.step(params, state, bad, jax.random.key(0), 0)
+    assert not bool(applied) and not np.isfinite(float(loss))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)
+    assert int(state.total_notfinite) == 1
+    params, state, loss, applied = tr.step(params, state, batch, jax.random.key(0), 1)
+    assert bool(applied) and int(state.notfinite_count) == 0 and int(state.total_notfinite) == 1
+
+
+def test_unknown_preset_is_refused_with_the_list(capsys):
+    assert cli.main(["train", "--preset", "no_such", "--out", "/nonexistent/x"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such" in err and all(n in err for n in ("ci", "cpu", "small", "usm_2b"))
+
+
+def test_cli_set_is_validated_before_any_work(tmp_path, capsys):
+    for bad, says in (("train.peak_lr=fast", "train.peak_lr"), ("train.nope=1", "nope"),
+                      ("model.num_heads=5", "num_heads"), ("steps=3", "train.FIELD")):
+        assert cli.main(["train", "--preset", "ci", "--out", str(tmp_path / "x"),
+                         "--set", bad]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "x").exists(), "nothing is written for a refused setting"
 
 
 def test_cli_train_eval_transcribe(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--preset", "ci", "--corpus", "data_small", "--out", str(out),
-                     "--steps", "3", "--batch-size", "8"]) == 0
+                     "--steps", "3", "--set", "train.batch_size=8"]) == 0
     assert (out / "params").exists() and (out / "tokenizer" / "tokenizer.model").exists()
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["final"]["step"] == 3

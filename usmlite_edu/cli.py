@@ -1,4 +1,10 @@
-"""The ``usmlite-edu`` command line."""
+"""The ``usmlite-edu`` command line: sizes, data, training, evaluation, the reproduction of
+USM-Lite's Tables 1-3, the notebooks, and the project's main job.
+
+Every training-related command takes ``--preset NAME`` and any number of
+``--set SECTION.FIELD=VALUE`` overrides (``train.peak_lr=1e-3``, ``model.dropout=0.1``,
+``reproduce.finetune_steps=50``); see ``usmlite_edu.presets``.
+"""
 
 from __future__ import annotations
 
@@ -25,28 +31,14 @@ def _cmd_sizes(args) -> int:
 def _cmd_notebooks(args) -> int:
     from usmlite_edu import notebook_runner
 
-    return notebook_runner.run_all(args.names, fast=not args.full)
+    return notebook_runner.run_all(args.names, fast=not args.full, directory=args.dir)
 
 
 def _cmd_main(args) -> int:
-    """The README's main job: everything a fresh machine can reproduce offline."""
-    from usmlite_edu import notebook_runner, reproduce, sizes, train
+    """The README's main job: everything a fresh, offline machine can show in minutes."""
+    from usmlite_edu import main_job
 
-    print("== Model-size table (guide section 2) ==", flush=True)
-    print(sizes.format_size_table("usm_2b"), flush=True)
-    print("\n== Notebooks (headless) ==", flush=True)
-    notebook_runner.run_all(None, fast=not args.full)
-    print("\n== Train the ci preset on data_small (offline) ==", flush=True)
-    r = train.train("ci", "data_small", None, args.out, eval_splits=("dev", "test"))
-    print(f"ci preset on data_small: dev WER {r['dev']['wer']:.1f}%, "
-          f"test WER {r['test']['wer']:.1f}% after {r['step']} steps "
-          f"({r['train_time_s']:.0f} s of training)", flush=True)
-    print("\n== The paper's Tables 1-3, ci preset on data_small (a pipeline check) ==", flush=True)
-    out = Path(args.out).parent / "reproduce_ci"
-    reproduce.run(reproduce.REPRO_PRESETS["ci"], None, out)
-    print((out / "table.md").read_text())
-    print((out / "claims.md").read_text())
-    return 0
+    return main_job.run(out_dir=args.out, full=args.full, notebooks=not args.no_notebooks)
 
 
 def _data_dir(args) -> str | None:
@@ -58,9 +50,7 @@ def _cmd_train(args) -> int:
 
     r = train.train(args.preset, args.corpus, _data_dir(args), args.out, spec=args.spec,
                     init=args.init, steps=args.steps, seed=args.seed,
-                    heldout_speaker=args.heldout_speaker,
-                    train_overrides={k: v for k, v in (("batch_size", args.batch_size),)
-                                     if v is not None})
+                    heldout_speaker=args.heldout_speaker, overrides=args.set)
     print(json.dumps(r, indent=2, default=str))
     return 0
 
@@ -69,7 +59,8 @@ def _cmd_eval(args) -> int:
     from usmlite_edu import train
 
     r = train.evaluate_run(args.checkpoint, args.corpus, _data_dir(args), args.split,
-                           spec=args.spec, seed=args.seed, heldout_speaker=args.heldout_speaker)
+                           spec=args.spec, seed=args.seed, heldout_speaker=args.heldout_speaker,
+                           overrides=args.set)
     print(f"{args.split}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  "
           f"({r['utterances']} utterances, {r['skipped']} skipped, spec {r['spec']})")
     if args.json:
@@ -86,103 +77,181 @@ def _cmd_transcribe(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
-    import dataclasses
+    from usmlite_edu import presets, reproduce
 
-    from usmlite_edu import reproduce
-
-    if args.preset not in reproduce.REPRO_PRESETS:
-        raise ValueError(f"reproduce has presets {sorted(reproduce.REPRO_PRESETS)}, not {args.preset!r}")
-    rc = reproduce.REPRO_PRESETS[args.preset]
-    if args.corpus and args.corpus != rc.corpus:
-        rc = dataclasses.replace(rc, corpus=args.corpus)
+    p = presets.get_preset(args.preset).override(args.set)
+    if p.reproduce is None:
+        raise ValueError(f"preset {p.name!r} has no reproduction plan; use one of "
+                         + ", ".join(n for n, q in presets.PRESETS.items() if q.reproduce))
+    if args.corpus:
+        p = p.override({"reproduce.corpus": args.corpus})
     if args.seeds is not None:
-        rc = dataclasses.replace(rc, seeds=tuple(range(args.seeds)))
-    reproduce.run(rc, _data_dir(args), args.out, only=args.only)
+        p = p.override({"reproduce.seeds": tuple(range(args.seeds))})
+    reproduce.run(p, _data_dir(args), args.out, only=args.only)
     print((Path(args.out) / "table.md").read_text())
     print((Path(args.out) / "claims.md").read_text())
     return 0
 
 
 def _cmd_fetch(args) -> int:
+    import logging
+
     from usmlite_edu import fetch
 
-    path = fetch.fetch(args.corpus, args.to)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path = fetch.fetch(args.corpus, args.to, base_url=args.base_url, timeout=args.timeout,
+                       keep_archives=args.keep_archives)
     print(f"{args.corpus} is ready in {path}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="usmlite-edu", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    from usmlite_edu.corpora import CORPORA
+    from usmlite_edu.fetch import CORPUS_ARCHIVES
+    from usmlite_edu.presets import PRESETS
 
-    s = sub.add_parser("sizes", help="print the model-size table (paper estimate and exact)")
-    s.add_argument("--model", default="usm_2b", help="preset (default usm_2b)")
-    s.add_argument("--spec", nargs="*", help="only these specs, e.g. int4+2:4 int2/g64")
+    names = ", ".join(PRESETS)
+    p = argparse.ArgumentParser(prog="usmlite-edu", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("sizes", help="print the model-size table (paper estimate and exact)",
+                       description="The 'Model Size Ratio' column of USM-Lite's Tables 1-3: "
+                       "the paper's estimate and the exact bytes stored, scales included.")
+    s.add_argument("--model", default="usm_2b", metavar="PRESET",
+                   help=f"the model whose weights are counted: {names} (default usm_2b)")
+    s.add_argument("--spec", nargs="*", metavar="SPEC",
+                   help="only these compression specs, e.g. int4+2:4 int2/g64")
     s.set_defaults(func=_cmd_sizes)
 
-    n = sub.add_parser("notebooks", help="execute the notebooks headless")
-    n.add_argument("names", nargs="*", help="substrings of notebook names (default: all)")
-    n.add_argument("--full", action="store_true", help="learner sizes instead of fast mode")
+    n = sub.add_parser("notebooks", help="execute the teaching notebooks headless",
+                       description="Run notebooks top to bottom (their check cells assert); "
+                       "executed copies go to DIR/executed/.")
+    n.add_argument("names", nargs="*", metavar="NAME",
+                   help="substrings of notebook file names, e.g. 03 06 (default: all)")
+    n.add_argument("--full", action="store_true",
+                   help="the sizes a learner runs in JupyterLab instead of the fast mode "
+                   "(USMLITE_FAST=1) the tests use")
+    n.add_argument("--dir", type=Path, metavar="DIR",
+                   help="folder holding NN_*.ipynb (default: ./notebooks, else the "
+                   "repository checkout this package runs from)")
     n.set_defaults(func=_cmd_notebooks)
 
-    corpora = ["fsdd", "data_small", "mini-librispeech", "librispeech"]
-
     def data_args(sp):
-        sp.add_argument("--corpus", default="data_small", choices=corpora)
-        sp.add_argument("--data", help="corpus directory (default: $USMLITE_DATA; data_small "
-                        "falls back to the repository copy)")
-        sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--heldout-speaker", help="fsdd: leave this speaker out (unseen-speaker split)")
+        sp.add_argument("--corpus", default="data_small", choices=CORPORA,
+                        help="which corpus (default data_small, the synthetic one in the "
+                        "repository)")
+        sp.add_argument("--data", metavar="DIR",
+                        help="corpus folder (default: $USMLITE_DATA; data_small and "
+                        "fsdd_sample fall back to the repository copy); get one with "
+                        "`usmlite-edu data fetch`")
+        sp.add_argument("--seed", type=int, default=0,
+                        help="seed of the data order, the FSDD connected-digit builder, the "
+                        "initialisation and dropout (default 0)")
+        sp.add_argument("--heldout-speaker", metavar="NAME",
+                        help="fsdd: leave this speaker out of train/dev; test becomes all "
+                        "of that speaker's recordings (unseen-speaker WER)")
 
-    t = sub.add_parser("train", help="train or fine-tune a Conformer-CTC (Algorithm 1)")
-    t.add_argument("--preset", default="ci", help="ci | cpu | small | usm_2b")
+    def set_arg(sp, sections: str):
+        sp.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help=f"override any {sections} field of the preset, repeatable, "
+                        "e.g. --set train.peak_lr=1e-3 --set model.dropout=0.1 (validated "
+                        "before any work; recorded in the run's config.json)")
+
+    t = sub.add_parser("train", help="train or fine-tune a Conformer-CTC (Algorithm 1)",
+                       description="Train a model (or fine-tune one with --init) with "
+                       "compression applied from the first step; resumes from OUT's last "
+                       "checkpoint when started again.")
+    t.add_argument("--preset", default="ci", metavar="PRESET",
+                   help=f"model + training recipe: {names} (default ci)")
     data_args(t)
-    t.add_argument("--out", required=True, help="run directory (resumes if it has a checkpoint)")
-    t.add_argument("--spec", default="float", help="compression, e.g. int4+2:4 (default float)")
-    t.add_argument("--init", help="run directory of a dense model to fine-tune from")
-    t.add_argument("--steps", type=int, help="override the preset's step count")
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--out", required=True, metavar="RUN",
+                   help="run directory (config, tokenizer, checkpoints, params, metrics); "
+                   "resumes if it holds a checkpoint")
+    t.add_argument("--spec", default="float", metavar="SPEC",
+                   help="compression during training, e.g. int8, int2/gs24, 2:4/fs10, "
+                   "int4+2:4 (default float)")
+    t.add_argument("--init", metavar="RUN",
+                   help="run directory of a trained model to fine-tune from (its model and "
+                   "tokenizer are kept; the learning-rate schedule continues)")
+    t.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
+    set_arg(t, "model.* or train.*")
     t.set_defaults(func=_cmd_train)
 
-    e = sub.add_parser("eval", help="WER/CER of a trained run on a split")
-    e.add_argument("--checkpoint", required=True, help="run directory")
+    e = sub.add_parser("eval", help="WER/CER of a trained run on a split",
+                       description="Word and character error rate of a run, through its "
+                       "own spec or another one (post-training quantization).")
+    e.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     data_args(e)
-    e.add_argument("--split", default="test", choices=["train", "dev", "test"])
-    e.add_argument("--spec", help="evaluate through another spec (PTQ), e.g. int4")
-    e.add_argument("--json", help="also write the result (with example transcripts) here")
+    e.add_argument("--split", default="test", choices=["train", "dev", "test"],
+                   help="which split (default test)")
+    e.add_argument("--spec", metavar="SPEC",
+                   help="evaluate through another spec (PTQ; N:M masks one-shot from the "
+                   "weights), e.g. int4 (default: the run's own)")
+    e.add_argument("--json", metavar="FILE",
+                   help="also write the result, with example transcripts, to FILE")
+    set_arg(e, "train.* (evaluation batch size, buckets)")
     e.set_defaults(func=_cmd_eval)
 
-    tr = sub.add_parser("transcribe", help="transcribe WAV/FLAC files (any rate, mono/stereo)")
-    tr.add_argument("--checkpoint", required=True, help="run directory")
-    tr.add_argument("--spec", help="run through another spec (PTQ)")
-    tr.add_argument("files", nargs="+")
+    tr = sub.add_parser("transcribe", help="transcribe WAV/FLAC files (any rate, mono/stereo)",
+                        description="Print PATH<TAB>TEXT for each file; an unreadable file "
+                        "prints <error: ...> and the others go on.")
+    tr.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
+    tr.add_argument("--spec", metavar="SPEC",
+                    help="run through another spec (PTQ), e.g. int4 (default: the run's own)")
+    tr.add_argument("files", nargs="+", metavar="FILE", help="audio files")
     tr.set_defaults(func=_cmd_transcribe)
 
-    r = sub.add_parser("reproduce", help="the paper's Tables 1-3 at reduced scale")
-    r.add_argument("--preset", default="ci", help="ci (data_small, minutes) | cpu (FSDD, about 90 min)")
-    r.add_argument("--corpus", help="default: the preset's (ci: data_small, cpu: fsdd)")
-    r.add_argument("--data", help="corpus directory (default $USMLITE_DATA)")
-    r.add_argument("--out", required=True, help="results directory (resumes rows already done)")
-    r.add_argument("--seeds", type=int, help="seeds for B0/E3/E8/E12 (default 3)")
-    r.add_argument("--only", nargs="*", help="only these rows, e.g. B0 E3")
+    r = sub.add_parser("reproduce", help="the paper's Tables 1-3 at reduced scale",
+                       description="Train B0-B3 and every E row of USM-Lite's Tables 1-3; "
+                       "writes table.md/csv, results.json, plot.png, claims.md. A second "
+                       "run skips finished rows.")
+    r.add_argument("--preset", default="ci", metavar="PRESET",
+                   help="ci (data_small, minutes) or cpu (FSDD, about 45 min on 2 cores)")
+    r.add_argument("--corpus", choices=CORPORA,
+                   help="shorthand for --set reproduce.corpus=NAME (default: the preset's)")
+    r.add_argument("--data", metavar="DIR", help="corpus folder (default $USMLITE_DATA)")
+    r.add_argument("--out", required=True, metavar="DIR",
+                   help="results directory (resumes rows already done)")
+    r.add_argument("--seeds", type=int, metavar="N",
+                   help="seeds of the seeded rows B0/E3/E8/E12 (default 3)")
+    r.add_argument("--only", nargs="*", metavar="EXP", help="only these rows, e.g. B0 E3")
+    set_arg(r, "model.*, train.* or reproduce.*")
     r.set_defaults(func=_cmd_reproduce)
 
-    d = sub.add_parser("data", help="corpora")
-    dsub = d.add_subparsers(dest="data_command", required=True)
-    f = dsub.add_parser("fetch", help="download and verify a corpus")
-    f.add_argument("corpus", choices=["fsdd", "mini-librispeech", "librispeech-100"])
-    f.add_argument("--to", required=True, help="target directory")
+    d = sub.add_parser("data", help="corpora: download and verify",
+                       description="Get the corpora the project trains and evaluates on.")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    f = dsub.add_parser("fetch", help="download, verify (md5) and unpack a corpus",
+                        description="Download, verify and unpack a corpus. Offline, the "
+                        "error message says which archive to place where by hand.")
+    f.add_argument("corpus", choices=sorted(CORPUS_ARCHIVES), help="which corpus")
+    f.add_argument("--to", required=True, metavar="DIR",
+                   help="folder to unpack into (created if missing); pass it as --data later")
+    f.add_argument("--base-url", metavar="URL", help="a mirror host replacing the default one")
+    f.add_argument("--timeout", type=float, default=30, metavar="SECONDS",
+                   help="seconds per network wait (default 30)")
+    f.add_argument("--keep-archives", action="store_true",
+                   help="keep the downloaded archives after unpacking")
     f.set_defaults(func=_cmd_fetch)
 
-    m = sub.add_parser("main", help="the project's main job (what `make run` does)")
+    m = sub.add_parser("main", help="the project's main job (what `make run` does)",
+                       description="Size table; the committed B0 transcribing real FSDD "
+                       "test speech as float and under int8/int4/int2/int4+2:4 PTQ; the "
+                       "notebooks executed headless.")
     m.add_argument("--full", action="store_true", help="notebooks at learner sizes")
-    m.add_argument("--out", default="runs/ci", help="run directory of the ci training")
+    m.add_argument("--no-notebooks", action="store_true", help="skip executing the notebooks")
+    m.add_argument("--out", default="runs/main", metavar="DIR",
+                   help="where the WER table and plot go (default runs/main)")
     m.set_defaults(func=_cmd_main)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from usmlite_edu import enable_compilation_cache
+
+    enable_compilation_cache()  # a global JAX setting: the CLI opts in, importing does not
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad input: one clear line

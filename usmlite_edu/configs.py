@@ -20,7 +20,7 @@ import dataclasses
 import math
 from typing import Iterator, Literal, NamedTuple
 
-__all__ = ["ConformerConfig", "WeightInfo", "PRESETS", "get_config", "weight_shapes",
+__all__ = ["ConformerConfig", "TrainConfig", "ReproConfig", "config_from_dict", "WeightInfo", "weight_shapes",
            "num_params"]
 
 Role = Literal["dense", "conv", "softmax", "other"]
@@ -172,12 +172,130 @@ SMALL = ConformerConfig(
     model_dim=256, num_layers=16, num_heads=4, ffn_multiplier=4, conv_kernel=5,
     left_context=None, right_context=None, vocab_size=256)
 
-PRESETS: dict[str, ConformerConfig] = {
-    c.name: c for c in (CI, CPU, SMALL, USM_2B, USM_1B, USM_600M, USM_300M)}
 
 
-def get_config(name: str) -> ConformerConfig:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset '{name}'; choose one of {sorted(PRESETS)}") from None
+# --------------------------------------------------------------------------- training
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained (USM-Lite section 4.2; presets scale the paper's numbers down).
+
+    Attributes:
+      steps: total optimizer steps (paper: 200k).
+      batch_size: utterances per step (paper: 2,048).
+      peak_lr: learning rate at the end of warm-up, before the multipliers.
+      encoder_lr_mult / softmax_lr_mult: 0.5 / 2.0 (paper).
+      encoder_warmup / softmax_warmup: warm-up steps, 5,000 / 1,500 (paper).
+      clip_norm: global gradient-norm clipping.
+      bucket_seconds: padded lengths of the batches (one compile each), increasing.
+      vocab_size: requested word-piece vocabulary (the tokenizer may give fewer).
+      checkpoint_every / log_every / eval_every: in steps (0 = only at the end).
+      eval_batch_size: utterances per evaluation batch.
+      compute_dtype: dense matmul dtype (None = float32, "bfloat16").
+      schedule_offset: steps the learning-rate schedule has already run. Fine-tuning from a
+        trained model sets it to the model's steps, so the schedule continues its decay
+        instead of restarting the warm-up at the peak (which knocks a converged model off).
+      rewarm_steps: with an offset, a short linear ramp to the continued rate, because the
+        fresh Adam moments make the first updates full-size.
+      max_nonfinite: consecutive skipped (non-finite) updates after which training stops
+        with an error instead of going on (``optax.apply_if_finite`` skips each one).
+    """
+
+    steps: int = 1000
+    batch_size: int = 16
+    peak_lr: float = 2e-3
+    encoder_lr_mult: float = 0.5
+    softmax_lr_mult: float = 2.0
+    encoder_warmup: int = 100
+    softmax_warmup: int = 30
+    clip_norm: float = 5.0
+    bucket_seconds: tuple[float, ...] = (2.0, 4.0, 8.0)
+    vocab_size: int = 64
+    checkpoint_every: int = 100
+    log_every: int = 10
+    eval_every: int = 0
+    eval_batch_size: int = 32
+    compute_dtype: str | None = None
+    schedule_offset: int = 0
+    rewarm_steps: int = 0
+    max_nonfinite: int = 100
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_batch_size", "vocab_size", "max_nonfinite"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("checkpoint_every", "log_every", "eval_every", "schedule_offset",
+                     "rewarm_steps", "encoder_warmup", "softmax_warmup"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("peak_lr", "encoder_lr_mult", "softmax_lr_mult", "clip_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)!r}")
+        b = tuple(self.bucket_seconds)
+        if not b or any(x <= 0 for x in b) or list(b) != sorted(set(b)):
+            raise ValueError(f"train.bucket_seconds must be increasing positive lengths, got {b}")
+        if self.compute_dtype not in (None, "float32", "bfloat16"):
+            raise ValueError(f"train.compute_dtype must be None, 'float32' or 'bfloat16', "
+                             f"got {self.compute_dtype!r}")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- reproduction
+@dataclasses.dataclass(frozen=True)
+class ReproConfig:
+    """How ``usmlite-edu reproduce`` scales Tables 1-3 down (see :mod:`usmlite_edu.reproduce`).
+
+    Attributes:
+      corpus: the corpus every row trains and evaluates on.
+      b0_steps: training steps of B0-B3 (``None``: the preset's ``train.steps``).
+      finetune_steps: Algorithm 1 steps of every fine-tuned E row.
+      group_sizes: the sub-channel group sizes of E5-E7 (inputs per group).
+      seeds: seeds of the seeded rows (each seed trains its own B0).
+      seeded_rows: the rows run with every seed; the others use the first.
+      heldout_speaker: FSDD speaker left out of training, evaluated as "unseen".
+      few_shot_fraction / few_shot_floor: ``T_p`` of the few-shot rows, as a fraction of
+        fine-tuning (paper: 1k of 200k steps) with a floor in updates.
+    """
+
+    corpus: str
+    b0_steps: int | None
+    finetune_steps: int
+    group_sizes: tuple[int, int, int]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    seeded_rows: tuple[str, ...] = ("B0", "E3", "E8", "E12")
+    heldout_speaker: str | None = None
+    few_shot_fraction: float = 1000 / 200_000
+    few_shot_floor: int = 10
+
+    def __post_init__(self):
+        if self.b0_steps is not None and self.b0_steps < 1:
+            raise ValueError(f"reproduce.b0_steps must be >= 1, got {self.b0_steps}")
+        if self.finetune_steps < 1:
+            raise ValueError(f"reproduce.finetune_steps must be >= 1, got {self.finetune_steps}")
+        if len(self.group_sizes) != 3 or any(g < 1 for g in self.group_sizes):
+            raise ValueError(f"reproduce.group_sizes needs three positive sizes (E5-E7), "
+                             f"got {self.group_sizes}")
+        if not self.seeds:
+            raise ValueError("reproduce.seeds needs at least one seed")
+        if not 0 < self.few_shot_fraction <= 1 or self.few_shot_floor < 1:
+            raise ValueError("reproduce.few_shot_fraction must be in (0, 1] and "
+                             "few_shot_floor >= 1")
+
+    @property
+    def t_p(self) -> int:
+        """``T_p`` of the few-shot rows E9, E11, E13 (mask updates)."""
+        return max(math.ceil(self.few_shot_fraction * self.finetune_steps), self.few_shot_floor)
+
+    def replace(self, **changes) -> "ReproConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def config_from_dict(cls, data: dict):
+    """Rebuild a config dataclass from its JSON form (lists back to tuples), refusing keys
+    the class does not have; the one reader of ``config.json``'s config sections."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known: {sorted(fields)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

@@ -87,7 +87,7 @@ def _fetch_hint(corpus: str, where: str | os.PathLike[str] = "DIR") -> str:
     if corpus == "fsdd_sample":
         return ("data_small/fsdd_sample/ ships in the repository; regenerate it with "
                 "`python scripts/make_fsdd_sample.py --fsdd FSDD_DIR`")
-    return f"fetch it with `python -m usmlite_edu.fetch {_FETCH_NAMES[corpus]} {where}`"
+    return f"fetch it with `usmlite-edu data fetch {_FETCH_NAMES[corpus]} --to {where}`"
 
 
 # --------------------------------------------------------------------------- data types
@@ -191,8 +191,8 @@ def load_librispeech(root: str | os.PathLike[str], subset_dirs: list[str] | None
     """
     root = Path(root)
     dirs = [root] if not subset_dirs else [root / s for s in subset_dirs]
-    hint = fetch_hint or ("fetch LibriSpeech with `python -m usmlite_edu.fetch "
-                          "mini-librispeech DIR` or `... librispeech-100 DIR`")
+    hint = fetch_hint or ("fetch LibriSpeech with `usmlite-edu data fetch "
+                          "mini-librispeech --to DIR` or `... librispeech-100 --to DIR`")
     utterances: list[Utterance] = []
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()

@@ -1,4 +1,4 @@
-"""Download, verify and unpack the corpora: ``python -m usmlite_edu.fetch CORPUS DIR``.
+"""Download, verify and unpack the corpora: ``usmlite-edu data fetch CORPUS --to DIR``.
 
 ========================  ===============================================  ===================
 corpus                    archives                                         verified by
@@ -28,14 +28,12 @@ test server).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import logging
 import os
 import re
 import shutil
-import sys
 import tarfile
 import tempfile
 import zipfile
@@ -46,7 +44,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import ProxyHandler, Request, build_opener
 
-__all__ = ["fetch", "FetchError", "Archive", "CORPUS_ARCHIVES", "FSDD_COMMIT", "main"]
+__all__ = ["fetch", "FetchError", "Archive", "CORPUS_ARCHIVES", "FSDD_COMMIT"]
 
 log = logging.getLogger(__name__)
 
@@ -343,28 +341,3 @@ def fetch(corpus: str, to_dir: str | os.PathLike[str], *, base_url: str | None =
         if not keep_archives:
             path.unlink()
     return to if corpus == "fsdd" else to / "LibriSpeech"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m usmlite_edu.fetch CORPUS DIR [--base-url URL]``."""
-    p = argparse.ArgumentParser(prog="python -m usmlite_edu.fetch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("corpus", choices=sorted(CORPUS_ARCHIVES))
-    p.add_argument("to_dir", help="folder to unpack into (created if missing)")
-    p.add_argument("--base-url", help="mirror host replacing the default one")
-    p.add_argument("--timeout", type=float, default=30, help="seconds per network wait")
-    p.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        where = fetch(args.corpus, args.to_dir, base_url=args.base_url, timeout=args.timeout,
-                      keep_archives=args.keep_archives)
-    except (FetchError, ValueError) as e:
-        print(f"fetch: error: {e}", file=sys.stderr)
-        return 1
-    print(f"{args.corpus} is ready in {where}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -618,3 +618,27 @@ def apply_masks(params: Any, masks: Any | None, straight_through: bool = False) 
     if masks is None:
         return params
     return jax.tree.map(lambda w, m: sparsity.apply_mask(w, m, straight_through), params, masks)
+
+
+def one_shot_masks(params: Any, spec: CompressionSpec | str, cfg: ConformerConfig,
+                   **options) -> Any | None:
+    """Eq. (3) once on the given weights, on every compressible kernel: post-training
+    N:M pruning (``None`` for a dense spec). Other leaves get a scalar ``True``, as in the
+    masks :func:`usmlite_edu.sparsity.nm_masked` keeps during training."""
+    spec = compress.as_spec(spec)
+    if not spec.sparse:
+        return None
+    where = compressible_mask_tree(params, cfg, ModelOptions(spec=spec, **options))
+    return jax.tree.map(lambda w, p: sparsity.nm_mask(w, spec.n, spec.m) if p
+                        else jnp.ones((), bool), params, where)
+
+
+def params_from_checkpoint(tree: Any, cfg: ConformerConfig | None = None) -> dict:
+    """A parameter (or mask) tree as Orbax restored it without a target, in this model's
+    layout: Linen-era trees (``encoder/block_0/...``, e.g. ``results/cpu/b0``) go through
+    :func:`params_from_linen`; NNX trees get their block indices back as ints."""
+    tree = normalize_param_keys(tree)
+    encoder = tree.get("encoder", {}) if isinstance(tree, dict) else {}
+    if any(isinstance(k, str) and k.startswith("block_") for k in encoder):
+        return params_from_linen(tree, cfg)
+    return tree

@@ -49,42 +49,17 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from usmlite_edu import batching, configs, sizes, train
-from usmlite_edu.compress import CompressionSpec
+from usmlite_edu import batching, configs, runs, sizes, train
+from usmlite_edu.compress import as_spec
+from usmlite_edu.presets import PRESETS, Preset, get_preset
 from usmlite_edu.corpora import CorpusSplit, load_corpus
 
-__all__ = ["ReproConfig", "REPRO_PRESETS", "Row", "plan", "dense_baseline_config", "run",
+__all__ = ["Row", "plan", "dense_baseline_config", "run",
            "write_outputs", "judge_claims"]
 
 PAPER_B0_WER = 4.1
 #: A B0 above this WER is not a working recognizer; claims about it are inconclusive.
 MAX_WORKING_WER = 30.0
-
-
-@dataclasses.dataclass(frozen=True)
-class ReproConfig:
-    preset: str
-    corpus: str
-    b0_steps: int | None            # None: the training preset's steps
-    finetune_steps: int
-    group_sizes: tuple[int, int, int]
-    seeds: tuple[int, ...] = (0, 1, 2)
-    seeded_rows: tuple[str, ...] = ("B0", "E3", "E8", "E12")
-    heldout_speaker: str | None = None
-    few_shot_fraction: float = 1000 / 200_000
-    few_shot_floor: int = 10
-
-    @property
-    def t_p(self) -> int:
-        return max(math.ceil(self.few_shot_fraction * self.finetune_steps), self.few_shot_floor)
-
-
-REPRO_PRESETS = {
-    "cpu": ReproConfig("cpu", "fsdd", b0_steps=None, finetune_steps=100,
-                       group_sizes=(72, 48, 24), heldout_speaker="theo"),
-    "ci": ReproConfig("ci", "data_small", b0_steps=200, finetune_steps=20,
-                      group_sizes=(16, 8, 4), seeds=(0, 1, 2), few_shot_floor=4),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +94,21 @@ def dense_baseline_config(cfg: configs.ConformerConfig, ratio: float) -> tuple[d
     return {"model_dim": d, "num_layers": layers}, r
 
 
-def plan(rc: ReproConfig, vocab_size: int | None = None) -> list[Row]:
+def _plan_of(p: Preset | str) -> tuple[Preset, configs.ReproConfig]:
+    p = get_preset(p)
+    if p.reproduce is None:
+        raise ValueError(f"preset {p.name!r} has no reproduction plan; presets with one: "
+                         + ", ".join(n for n, q in PRESETS.items() if q.reproduce))
+    return p, p.reproduce
+
+
+def plan(p: Preset | str, vocab_size: int | None = None) -> list[Row]:
     """Every run of the table, in an order where each row's inputs come first."""
+    p, rc = _plan_of(p)
     t = rc.t_p
     g5, g6, g7 = rc.group_sizes
     rows: list[Row] = []
-    cfg = configs.get_config(rc.preset)
+    cfg = p.model
     if vocab_size:
         cfg = cfg.replace(vocab_size=vocab_size)
     for seed in rc.seeds:
@@ -152,19 +136,7 @@ def plan(rc: ReproConfig, vocab_size: int | None = None) -> list[Row]:
 
 
 # --------------------------------------------------------------------------- running
-def git_commit() -> str:
-    try:
-        repo = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
-        return sha + ("-dirty" if dirty else "") if sha else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _eval_sets(rc: ReproConfig, data_dir, cfg, tok, tcfg) -> dict[str, batching.Dataset]:
+def _eval_sets(rc: configs.ReproConfig, data_dir, cfg, tok, tcfg) -> dict[str, batching.Dataset]:
     """The evaluation sets: official test split (minus the held-out speaker) and unseen."""
     out = {}
     test = load_corpus(rc.corpus, data_dir, "test", sample_rate=cfg.sample_rate)
@@ -179,19 +151,14 @@ def _eval_sets(rc: ReproConfig, data_dir, cfg, tok, tcfg) -> dict[str, batching.
     return out
 
 
-def _evaluate(run_dir: Path | None, row: Row, b0_dir: Path, eval_sets, rc) -> dict:
-    """WER/CER of one row on every evaluation set."""
-    if row.kind == "ptq":
-        cfg, _, tok, params, meta = train.load_run(b0_dir)
-        masks = None
-    else:
-        cfg, _, tok, params, meta = train.load_run(run_dir)
-        masks = train.load_params(run_dir / "masks") if (run_dir / "masks").exists() else None
-    spec = CompressionSpec.parse(row.spec)
-    tcfg = train.TRAIN_PRESETS[rc.preset]
-    trainer = train.get_trainer(cfg, spec, tcfg)
-    if spec.sparse and masks is None:
-        masks = train.one_shot_masks(params, spec, trainer.opts)
+def _evaluate(run_dir: Path | None, row: Row, b0_dir: Path, eval_sets, p: Preset) -> dict:
+    """WER/CER of one row on every evaluation set (PTQ rows: B0 through the row's spec)."""
+    src = b0_dir if row.kind == "ptq" else run_dir
+    run = runs.load_run(src)
+    cfg, tok, params = run.config, run.tokenizer, run.params
+    spec = as_spec(row.spec)
+    trainer = train.get_trainer(cfg, spec, p.train)
+    masks = runs.load_masks(src, run, spec)
     res = {}
     for name, ds in eval_sets.items():
         r = trainer.evaluate(params, masks, ds, tok)
@@ -202,15 +169,17 @@ def _evaluate(run_dir: Path | None, row: Row, b0_dir: Path, eval_sets, rc) -> di
     return res
 
 
-def run(rc: ReproConfig, data_dir: str | None, out_dir: str | Path, *,
+def run(p: Preset | str, data_dir: str | None, out_dir: str | Path, *,
         only: Sequence[str] | None = None) -> list[dict]:
-    """Run (or resume) every row; returns the per-run records (also ``results.json``)."""
+    """Run (or resume) every row of ``p``'s plan; returns the per-run records (also
+    ``results.json``)."""
+    p, rc = _plan_of(p)
     out = Path(out_dir)
     (out / "rows").mkdir(parents=True, exist_ok=True)
-    commit = git_commit()
+    commit = runs.git_commit()
     records: list[dict] = []
     eval_sets = None
-    rows = plan(rc)
+    rows = plan(p)
     if only:
         rows = [r for r in rows if r.exp in set(only)]
     t_all = time.time()
@@ -225,31 +194,31 @@ def run(rc: ReproConfig, data_dir: str | None, out_dir: str | Path, *,
         run_dir = out / "runs" / row.key
         print(f"[{row.key}] {row.description} ({row.kind}, spec {row.spec})", flush=True)
         if row.kind == "train":
-            train.train(rc.preset, rc.corpus, data_dir, run_dir, spec="float", seed=row.seed,
+            train.train(p, rc.corpus, data_dir, run_dir, spec="float", seed=row.seed,
                         steps=rc.b0_steps, heldout_speaker=rc.heldout_speaker,
-                        model_overrides=dict(row.model), eval_splits=())
-            steps = rc.b0_steps or train.TRAIN_PRESETS[rc.preset].steps
+                        overrides={f"model.{k}": v for k, v in row.model}, eval_splits=())
+            steps = rc.b0_steps or p.train.steps
         elif row.kind == "qat":
-            train.train(rc.preset, rc.corpus, data_dir, run_dir, spec=row.spec, seed=row.seed,
+            train.train(p, rc.corpus, data_dir, run_dir, spec=row.spec, seed=row.seed,
                         init=b0_dir, steps=rc.finetune_steps,
                         heldout_speaker=rc.heldout_speaker, eval_splits=())
             steps = rc.finetune_steps
         else:
             run_dir, steps = None, 0
         if eval_sets is None:
-            cfg, _, tok, _, _ = train.load_run(b0_dir)
-            eval_sets = _eval_sets(rc, data_dir, cfg, tok, train.TRAIN_PRESETS[rc.preset])
-        res = _evaluate(run_dir, row, b0_dir, eval_sets, rc)
+            b0 = runs.load_run(b0_dir)
+            eval_sets = _eval_sets(rc, data_dir, b0.config, b0.tokenizer, p.train)
+        res = _evaluate(run_dir, row, b0_dir, eval_sets, p)
         rec = {**dataclasses.asdict(row), "model": dict(row.model), "steps": steps,
-               "wall_time_s": time.time() - t0, "git_commit": commit, "preset": rc.preset,
+               "wall_time_s": time.time() - t0, "git_commit": commit, "preset": p.name,
                "corpus": rc.corpus, "heldout_speaker": rc.heldout_speaker,
-               "machine": train.machine_info(), "results": res}
+               "machine": runs.machine_info(), "results": res}
         rec_path.write_text(json.dumps(rec, indent=2))
         records.append(rec)
         print(f"[{row.key}] " + ", ".join(f"{k} WER {v['wer']:.2f}%" for k, v in res.items()
                                           if isinstance(v, dict) and "wer" in v)
               + f" ({rec['wall_time_s']:.0f} s)", flush=True)
-    write_outputs(rc, records, out, total_time_s=time.time() - t_all)
+    write_outputs(p, records, out, total_time_s=time.time() - t_all)
     publish_b0(out, rc.seeds[0])
     return records
 
@@ -276,16 +245,12 @@ def publish_b0(out: str | Path, seed: int = 0) -> Path:
 # --------------------------------------------------------------------------- outputs
 def _size_ratios(rec: dict, b0_params_cfg: dict) -> tuple[float, float]:
     """(paper-convention %, exact %) of a row relative to B0's float32 size."""
-    mc = dict(rec["results"]["model_config"])
-    mc["subsample_channels"] = tuple(mc["subsample_channels"])
-    cfg = configs.ConformerConfig(**mc)
-    b0c = dict(b0_params_cfg)
-    b0c["subsample_channels"] = tuple(b0c["subsample_channels"])
-    b0 = configs.ConformerConfig(**b0c)
+    cfg = configs.config_from_dict(configs.ConformerConfig, rec["results"]["model_config"])
+    b0 = configs.config_from_dict(configs.ConformerConfig, b0_params_cfg)
     if rec["exp"].startswith("B"):
         r = sizes.size_ratio("float", cfg, reference=b0)
         return r, r
-    spec = CompressionSpec.parse(rec["spec"])
+    spec = as_spec(rec["spec"])
     return (sizes.size_ratio(spec, cfg, "paper"), sizes.size_ratio(spec, cfg, "exact"))
 
 
@@ -324,7 +289,9 @@ def _fmt(v, sd=None):
     return f"{v:.2f} ± {sd:.2f}" if sd is not None else f"{v:.2f}"
 
 
-def write_outputs(rc: ReproConfig, records: list[dict], out: Path, total_time_s: float = 0.0) -> None:
+def write_outputs(p: Preset | str, records: list[dict], out: Path,
+                  total_time_s: float = 0.0) -> None:
+    p, rc = _plan_of(p)
     lines = summarize(records)
     sets = ["test"] + (["unseen"] if rc.heldout_speaker else [])
     # CSV
@@ -352,8 +319,8 @@ def write_outputs(rc: ReproConfig, records: list[dict], out: Path, total_time_s:
                                                           if r["git_commit"] == c)
                               for c in commits) + ")"
     wall = sum(r["wall_time_s"] for r in records)
-    header = (f"# Reduced-scale reproduction: preset `{rc.preset}` on `{rc.corpus}`\n\n"
-              f"Made by `usmlite-edu reproduce --preset {rc.preset} --corpus {rc.corpus} ...` at "
+    header = (f"# Reduced-scale reproduction: preset `{p.name}` on `{rc.corpus}`\n\n"
+              f"Made by `usmlite-edu reproduce --preset {p.name} --corpus {rc.corpus} ...` at "
               f"{at}. Fine-tuning: {rc.finetune_steps} steps per E row from B0; "
               f"few-shot T_p = {rc.t_p}; sub-channel group sizes {rc.group_sizes}. "
               + (f"All models trained without speaker `{rc.heldout_speaker}`; 'test' = the "
@@ -363,11 +330,11 @@ def write_outputs(rc: ReproConfig, records: list[dict], out: Path, total_time_s:
               f"{wall / 60:.1f} min.\n\n")
     (out / "table.md").write_text(header + "\n".join(md) + "\n")
     (out / "results.json").write_text(json.dumps(
-        {"config": dataclasses.asdict(rc), "git_commit": commit, "git_commits": commits,
+        {"preset": p.name, "config": dataclasses.asdict(rc), "git_commit": commit, "git_commits": commits,
          "runs": records,
          "summary": lines}, indent=2))
     _plot(lines, out / "plot.png")
-    (out / "claims.md").write_text(judge_claims(lines, rc))
+    (out / "claims.md").write_text(judge_claims(lines, p))
 
 
 def _pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
@@ -414,15 +381,17 @@ def _plot(lines: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def judge_claims(lines: list[dict], rc: ReproConfig) -> str:
-    """The paper's claims (guide section 3) against our table, with verdicts."""
+def judge_claims(lines: list[dict], p: Preset | str) -> str:
+    """The paper's claims (USM-Lite sections 4.3-4.5, Tables 1-3) against our table, with
+    verdicts."""
+    p, rc = _plan_of(p)
     L = {l["exp"]: l for l in lines}
     w = lambda e: L[e]["wer_test"] if e in L else float("nan")
     sd_b0 = L["B0"].get("wer_test_sd") or 0.0
     tol = max(1.0, 2 * sd_b0)   # a difference smaller than this is noise here
     close = lambda a, b: abs(a - b) <= tol
     worse = lambda a, b: a - b > tol
-    out = [f"# The paper's claims, checked at reduced scale (`{rc.preset}` on `{rc.corpus}`)",
+    out = [f"# The paper's claims, checked at reduced scale (`{p.name}` on `{rc.corpus}`)",
            "",
            f"Generated from `table.md`. B0 = {w('B0'):.2f}% WER (official test split; seed "
            f"standard deviation {sd_b0:.2f}). Two WERs are called *the same* when they differ "

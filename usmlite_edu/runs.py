@@ -155,7 +155,7 @@ def load_masks(run_dir: str | os.PathLike, run: Run,
         return None
     mask_dir = Path(run_dir) / "masks"
     if spec == run.spec and mask_dir.exists():
-        return model.params_from_checkpoint(load_params(mask_dir), run.config)
+        return model.params_from_checkpoint(load_params(mask_dir))  # scalars on dense leaves
     return model.one_shot_masks(run.params, spec, run.config, **model_options)
 
 

@@ -25,8 +25,9 @@ import math
 from collections import Counter
 from typing import Literal, Sequence, Union
 
-from usmlite_edu.compress import CompressionSpec
-from usmlite_edu.configs import ConformerConfig, WeightInfo, get_config, weight_shapes
+from usmlite_edu.compress import CompressionSpec, as_spec
+from usmlite_edu.configs import ConformerConfig, WeightInfo, weight_shapes
+from usmlite_edu.presets import model_config
 
 __all__ = ["SizeBreakdown", "model_size", "size_ratio", "PAPER_ROWS", "size_table",
            "format_size_table"]
@@ -61,14 +62,13 @@ class SizeBreakdown:
 
 def _weights(model: ModelLike) -> tuple[list[WeightInfo], int | None]:
     if isinstance(model, str):
-        model = get_config(model)
+        model = model_config(model)
     if isinstance(model, ConformerConfig):
         return weight_shapes(model), model.model_dim
     return list(model), None
 
 
-def _spec(spec: CompressionSpec | str) -> CompressionSpec:
-    return spec if isinstance(spec, CompressionSpec) else CompressionSpec.parse(spec)
+
 
 
 def model_size(spec: CompressionSpec | str, model: ModelLike = "usm_2b",
@@ -77,7 +77,7 @@ def model_size(spec: CompressionSpec | str, model: ModelLike = "usm_2b",
 
     ``reference`` is the float32 B0 model (default: ``model`` itself).
     """
-    spec = _spec(spec)
+    spec = as_spec(spec)
     weights, _ = _weights(model)
     ref_weights, _ = _weights(reference if reference is not None else model)
     values = scales = zeros = index = floats = 0.0
@@ -125,7 +125,7 @@ def size_ratio(spec: CompressionSpec | str, model: ModelLike = "usm_2b",
       paper_in_dim: the input width in the paper's ``g / width`` sub-channel overhead
         (default: the model dimension, 1536 for the 2B model).
     """
-    spec = _spec(spec)
+    spec = as_spec(spec)
     if convention == "exact":
         return model_size(spec, model, reference).ratio
     if convention != "paper":
@@ -194,7 +194,7 @@ def size_table(model: str = "usm_2b") -> list[dict]:
 
 def format_size_table(model: str = "usm_2b") -> str:
     """The size table as Markdown (what ``usmlite-edu sizes`` prints)."""
-    cfg = get_config(model)
+    cfg = model_config(model)
     b0 = model_size("float", model)
     lines = [
         f"Model size ratio relative to float32 B0 = {model} "

@@ -1,0 +1,145 @@
+"""The main job's first result (usmlite_edu.main_job) and the sample it runs on
+(data_small/fsdd_sample, scripts/make_fsdd_sample.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from usmlite_edu.corpora import FSDD_SPLIT_INDICES, fsdd_recordings, load_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data_small" / "fsdd_sample"
+B0 = REPO / "results" / "cpu" / "b0"
+# One worker runs them all: the module's B0 fixture (about 25 s of compiles) runs once.
+pytestmark = pytest.mark.xdist_group("main_job")
+
+
+def _fsdd_dir() -> Path | None:
+    env = os.environ.get("USMLITE_FSDD")
+    for d in ([Path(env)] if env else []) + [REPO.parent / "shared" / "corpora" / "fsdd"]:
+        if (d / "recordings").is_dir():
+            return d
+    return None
+
+
+FSDD = _fsdd_dir()
+needs_fsdd = pytest.mark.skipif(FSDD is None, reason="FSDD not found: set USMLITE_FSDD or "
+                                                     "put it at ../shared/corpora/fsdd")
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("make_fsdd_sample",
+                                                  REPO / "scripts" / "make_fsdd_sample.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _sources() -> list[dict]:
+    lines = (SAMPLE / "sources.tsv").read_text().splitlines()
+    head = lines[0].split("\t")
+    return [dict(zip(head, line.split("\t"))) for line in lines[1:]]
+
+
+# ---------------------------------------------------------------------------- the sample
+def test_sample_uses_only_test_recordings():
+    rows = _sources()
+    make = _script()
+    recs = [r for row in rows for r in row["recordings"].split(",")]
+    assert recs and all(make.recording_index(r) in FSDD_SPLIT_INDICES["test"] for r in recs)
+    # every transcript is the digits of its recordings, in order
+    split = load_corpus("fsdd_sample", None, "test")
+    text = {u.uid: u.text for u in split}
+    digits = "zero one two three four five six seven eight nine".split()
+    for row in rows:
+        assert text[row["uid"]] == " ".join(digits[int(r[0])] for r in row["recordings"].split(","))
+        assert all(f"_{row['speaker']}_" in r for r in row["recordings"].split(","))
+
+
+def test_sample_loads_and_is_small():
+    split = load_corpus("fsdd_sample", None, "test")
+    assert 40 <= len(split) <= 80 and not split.skipped and split.sample_rate == 8000
+    assert {u.speaker for u in split} >= {"jackson", "lucas", "nicolas", "yweweler", "theo"}
+    assert sum(p.stat().st_size for p in SAMPLE.rglob("*")) < 4e6
+    for split_name in ("train", "dev"):  # a test sample must never be trainable
+        with pytest.raises(ValueError, match="only the split"):
+            load_corpus("fsdd_sample", None, split_name)
+
+
+@needs_fsdd
+def test_sample_is_the_builders_test_split_and_deterministic(tmp_path):
+    """Rebuilding gives the committed bytes; the seen-speaker part is the whole B0 "test"
+    set of the reproduction (load_corpus("fsdd", ..., "test") minus the held-out speaker)."""
+    make = _script()
+    make.build(FSDD, tmp_path / "a")
+    committed = sorted(p.relative_to(SAMPLE) for p in SAMPLE.rglob("*") if p.is_file())
+    assert committed == sorted(p.relative_to(tmp_path / "a")
+                               for p in (tmp_path / "a").rglob("*") if p.is_file())
+    for rel in committed:
+        assert (SAMPLE / rel).read_bytes() == (tmp_path / "a" / rel).read_bytes(), rel
+    full = load_corpus("fsdd", FSDD, "test", seed=0)
+    rows = _sources()
+    text = {u.uid: u.text for u in load_corpus("fsdd_sample", SAMPLE, "test")}
+    assert (sorted(text[r["uid"]] for r in rows if r["b0"] == "seen")
+            == sorted(u.text for u in full if u.speaker != "theo"))
+    used = {r for row in rows for r in row["recordings"].split(",")}
+    for split in ("train", "dev"):
+        for heldout in (None, "theo"):
+            assert not used & {r.path.name for r in fsdd_recordings(FSDD, split,
+                                                                      heldout_speaker=heldout)}
+
+
+# ------------------------------------------------------------------------- the main job
+@pytest.fixture(scope="module")
+def ptq(tmp_path_factory):
+    from usmlite_edu.main_job import ptq_on_sample
+
+    out = tmp_path_factory.mktemp("main_job")
+    return out, ptq_on_sample(B0, SAMPLE, out, verbose=False)
+
+
+def test_ptq_on_sample_writes_table_json_plot(ptq):
+    out, res = ptq
+    specs = ["float", "int8", "int4", "int2", "int4+2:4"]
+    assert [r["spec"] for r in res["rows"]] == specs
+    md = (out / "ptq_sample.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| `")]
+    assert [line.split("`")[1] for line in table] == specs
+    assert json.loads((out / "ptq_sample.json").read_text())["specs"] == specs
+    assert (out / "ptq_sample.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "ptq_sample.png").stat().st_size > 10_000
+
+
+def test_ptq_on_sample_float_b0_recognises_speech(ptq):
+    _, res = ptq
+    rows = {r["spec"]: r for r in res["rows"]}
+    words = rows["float"]["all"]["words"]
+    assert words == sum(len(t.split()) for t in res["references"].values()) > 150
+    # A broken pipeline (features, tokenizer, decoding, checkpoint) gives 50-100%.
+    assert rows["float"]["all"]["wer"] < 20
+    # The seen-speaker part is B0's "test" set of results/cpu: same WER within one word
+    # (the sample is 16-bit FLAC of the same audio).
+    repro = json.loads((REPO / "results" / "cpu" / "results.json").read_text())
+    b0 = next(r for r in repro["runs"] if r["exp"] == "B0" and r["seed"] == 0)
+    seen = rows["float"]["seen"]
+    assert abs(seen["wer"] - b0["results"]["test"]["wer"]) <= 100 / seen["words"] + 1e-9
+    for r in res["rows"]:  # every number consistent with its counts
+        a = r["all"]
+        assert a["errors"] == round(a["wer"] * a["words"] / 100)
+        assert set(res["hypotheses"][r["spec"]]) == set(res["references"])
+
+
+def test_ptq_on_sample_sizes_in_order(ptq):
+    _, res = ptq
+    rows = {r["spec"]: r for r in res["rows"]}
+    order = ["float", "int8", "int4", "int4+2:4", "int2"]  # largest to smallest
+    for key in ("size_paper", "size_exact", "exact_bytes"):
+        vals = [rows[s][key] for s in order]
+        assert vals == sorted(vals, reverse=True) and len(set(vals)) == len(vals), key
+    assert rows["float"]["size_paper"] == pytest.approx(100.0)
+    assert rows["float"]["exact_bytes"] == 4 * res["params"]
