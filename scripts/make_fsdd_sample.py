@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import shutil
 import sys
 import tempfile
@@ -102,8 +103,9 @@ def build(fsdd_dir: str | Path, out: str | Path, *, seed: int = 0,
                 digest.update(str(p.relative_to(tmp)).encode() + b"\0" + p.read_bytes())
         stats = _stats(chosen, heldout_speaker, tmp)
         stats["sha256"] = digest.hexdigest()[:16]
-        (tmp / "README.md").write_text(_readme(stats, seed, heldout_speaker, unseen,
-                                               len(split.utterances)), encoding="utf-8")
+        n_held = sum(u.speaker == heldout_speaker for u in split.utterances)
+        (tmp / "README.md").write_text(_readme(stats, seed, heldout_speaker, unseen, n_held),
+                                       encoding="utf-8")
         tmp.chmod(0o755)  # mkdtemp makes it private
         if out.exists():
             shutil.rmtree(out)
@@ -129,8 +131,14 @@ def _stats(chosen, heldout: str, tmp: Path) -> dict:
     return s
 
 
-def _readme(s: dict, seed: int, heldout: str, unseen: int, n_split: int) -> str:
+def _range(r: tuple[float, float], scale: float = 1.0) -> str:
+    return f"{r[0] * scale:g}-{r[1] * scale:g}"
+
+
+def _readme(s: dict, seed: int, heldout: str, unseen: int, n_held: int) -> str:
     seen, un = s["seen"], s["unseen"]
+    # the builder's own defaults, so the description cannot drift from the audio
+    b = {k: p.default for k, p in inspect.signature(load_fsdd_connected).parameters.items()}
     tot_u = seen["utterances"] + un["utterances"]
     tot_w = seen["words"] + un["words"]
     spk = ", ".join(f"{k} {v}" for k, v in {**seen["speakers"], **un["speakers"]}.items())
@@ -155,18 +163,19 @@ FSDD copy gives the same bytes (content sha256 `{s['sha256']}`).
   table in `usmlite_edu/corpora.py`). Training (index 10-49) and tuning (index 5-9) never see
   them; `sources.tsv` names the recordings of every utterance and `tests/test_main_job.py`
   checks that they all lie in 0-4.
-* **Seen speakers** ({seen['utterances']} utterances, {seen['words']} words): every test utterance of the
-  speakers B0 was trained on, i.e. exactly B0's "test" set in `results/cpu/results.json`
-  (stored here as 16-bit FLAC, which rounds each sample to 1/32768).
-* **Unseen speaker** ({un['utterances']} utterances, {un['words']} words): the first {unseen} of the
-  {n_split}-utterance split's utterances by `{heldout}`, whom B0 never heard (the reproduction
-  trains with `heldout_speaker="{heldout}"`). Column `b0` of `sources.tsv` says `unseen`.
-  Too few for a precise WER: an indication only.
+* **Seen speakers** ({seen['utterances']} utterances, {seen['words']} words): every test
+  utterance of the speakers B0 was trained on, i.e. exactly B0's "test" set in
+  `results/cpu/results.json` (stored here as 16-bit FLAC, which rounds each sample to 1/32768).
+* **Unseen speaker** ({un['utterances']} utterances, {un['words']} words): the first
+  {un['utterances']} (in the builder's order) of the split's {n_held} utterances by `{heldout}`,
+  whom B0 never heard (the reproduction trains with `heldout_speaker="{heldout}"`).
+  Column `b0` of `sources.tsv` says `unseen`. Too few for a precise WER: an indication only.
 * Utterances per speaker: {spk}.
 
-Audio as the builder makes it: the real 8 kHz recordings of one speaker, 50-300 ms of
-silence between and around them, a random peak level (0.2-0.9) and white noise at
-30-40 dB SNR, stored as 8 kHz mono 16-bit FLAC.
+Audio as the builder makes it: the real 8 kHz recordings of one speaker,
+{_range(b['silence_s'], 1000)} ms of silence between and around them, a random peak level
+({_range(b['peak'])}) and white noise at {_range(b['snr_db'])} dB SNR; stored as 8 kHz mono
+16-bit FLAC.
 
 ## Layout
 

@@ -5,8 +5,8 @@ scale reproduction, trained on FSDD connected digits without speaker ``theo``) a
 transcribes ``data_small/fsdd_sample`` (real FSDD *test* speech, never trained on) as float
 and under post-training quantization: B0's float weights quantized per spec (USM-Lite
 Eqs. 1-2), and for N:M specs masks computed once from those weights (Eq. 3, one-shot; no
-fine-tuning, so this is Table 1's E0/E2 column, not Algorithm 1). Offline, and a minute
-or two on 2 CPU cores.
+fine-tuning: the PTQ setting of the paper's rows E0 and E2, not Algorithm 1). Offline, and
+under a minute on 2 CPU cores (one compile per spec).
 
 Outputs in ``out_dir``: ``ptq_sample.md`` (WER/CER and sizes per spec), ``ptq_sample.json``
 (the same numbers and every transcript) and ``ptq_sample.png`` (WER against size).
