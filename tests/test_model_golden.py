@@ -161,3 +161,51 @@ def test_random_init_matches_linen_on_every_compressed_path(spec, options):
     diff = float(jnp.max(jnp.abs(out - ref)))
     print(f"CI random init, spec {spec} {options}: max |NNX - Linen| = {diff:.3g}")
     assert diff <= REL_TOL * float(jnp.max(jnp.abs(ref)))
+
+
+def _linen_wer(b0, ds, batch_size: int = 16) -> float:
+    """WER of the frozen Linen model over a prepared dataset, batched as the trainer does."""
+    from usmlite_edu import batching, decoding
+
+    cfg, _, linen, _, tok = b0
+    mel = frontend.LogMelConfig.from_model(cfg)
+
+    @jax.jit
+    def logits(p, wav, lengths):
+        feats, mask = frontend.log_mel(wav, lengths, mel)
+        return L.ConformerCTC(cfg).apply({"params": p}, frontend.normalize(feats, mask), mask)
+
+    refs, hyps = [], []
+    for batch, idx in batching.eval_batches(ds, batch_size):
+        out, omask = logits(linen, jnp.asarray(batch.waveforms), jnp.asarray(batch.lengths))
+        for row, i in enumerate(idx):
+            refs.append(tok.normalize(ds.examples[i].text))
+            hyps.append(tok.decode(decoding.greedy_decode(np.asarray(out)[row:row + 1],
+                                                          np.asarray(omask)[row:row + 1])[0]))
+    return decoding.wer_cer(refs, hyps)[0]
+
+
+def test_b0_committed_wer_is_reproduced(b0):
+    """The NNX model, through the project's evaluation path (the one that wrote
+    ``results/cpu/results.json``), gives B0's committed WER: exactly on the processor that
+    recorded it; elsewhere exactly what the Linen model gives on this processor (XLA's CPU
+    code, hence the summation order, depends on the processor; README "Determinism")."""
+    from usmlite_edu import presets, reproduce, runs, train
+
+    where = _fsdd_dir()
+    if where is None:
+        pytest.skip("FSDD not found (set USMLITE_DATA or `usmlite-edu data fetch fsdd`)")
+    record = next(r for r in json.loads((RUN.parents[0] / "results.json").read_text())["runs"]
+                  if r["exp"] == "B0" and r["seed"] == 0)
+    p = presets.get_preset("cpu")
+    run = runs.load_run(RUN)
+    sets = reproduce._eval_sets(p.reproduce, str(where), run.config, run.tokenizer, p.train)
+    trainer = train.get_trainer(run.config, "float", p.train)
+    same_cpu = runs.machine_info()["processor"] == record["machine"]["processor"]
+    for name, ds in sets.items():
+        wer = trainer.evaluate(run.params, None, ds, run.tokenizer)["wer"]
+        committed = record["results"][name]["wer"]
+        expected = committed if same_cpu else _linen_wer(b0, ds)
+        print(f"B0 {name}: NNX {wer:.2f}%, committed {committed:.2f}% "
+              f"({'same processor' if same_cpu else 'Linen on this processor: %.2f%%' % expected})")
+        assert wer == pytest.approx(expected, abs=1e-9)
