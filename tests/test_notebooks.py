@@ -89,10 +89,9 @@ def test_setup(monkeypatch):
         assert notebook_setup.setup(compilation_cache=False, fast=True).fast
 
 
-def test_find_repo_outside_a_checkout(tmp_path, monkeypatch):
+def test_find_repo_outside_a_checkout(tmp_path):
     assert notebook_setup.find_repo(ROOT / "notebooks") == ROOT
-    # outside a clone, only the package's own checkout (editable install) is found
-    monkeypatch.setattr(notebook_setup, "__file__", str(tmp_path / "pkg" / "notebook_setup.py"))
+    # outside a clone nothing is found (the library never looks beside its own files)
     assert notebook_setup.find_repo(tmp_path) is None
     with matplotlib.rc_context():
         env = notebook_setup.setup(compilation_cache=False, start=tmp_path)
@@ -105,9 +104,11 @@ def test_runner_finds_nothing_loudly(tmp_path, monkeypatch):
     # the default: ./notebooks of the working directory first
     monkeypatch.chdir(ROOT)
     assert notebook_runner.default_directory() == ROOT / "notebooks"
-    # a wheel install run outside a clone: no ./notebooks, no checkout beside the package
+    # from notebooks/ itself, the clone's notebooks/ (found from the working directory)
+    monkeypatch.chdir(ROOT / "notebooks" if (ROOT / "notebooks").is_dir() else ROOT)
+    assert notebook_runner.default_directory() == ROOT / "notebooks"
+    # outside a clone (a wheel install): no ./notebooks, no clone above
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(notebook_runner, "CHECKOUT_NOTEBOOKS", tmp_path / "site-packages" / "notebooks")
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "notebooks")):
         notebook_runner.run_all(None)
     with pytest.raises(ValueError, match="available: 01_per_channel_quantization"):

@@ -15,16 +15,17 @@ import os
 import time
 from pathlib import Path
 
-# Where the notebooks are when the package is used from its checkout (editable install).
-CHECKOUT_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+from usmlite_edu.paths import find_checkout
 
 
 def default_directory() -> Path:
-    """``./notebooks`` of the working directory if present, else the checkout's, else ``./notebooks``."""
+    """``./notebooks`` of the working directory if present, else ``notebooks/`` of the clone
+    the working directory is in, else ``./notebooks`` (which then holds nothing to run)."""
     here = Path.cwd() / "notebooks"
     if here.is_dir():
         return here
-    return CHECKOUT_NOTEBOOKS if CHECKOUT_NOTEBOOKS.is_dir() else here
+    root = find_checkout()
+    return root / "notebooks" if root is not None else here
 
 
 def list_notebooks(directory: Path | str | None = None) -> list[Path]:

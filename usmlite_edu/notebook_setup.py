@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from usmlite_edu.paths import find_checkout
+
 if TYPE_CHECKING:
     import jax
 
@@ -61,23 +63,13 @@ def _existing_dir(root: Path | None, name: str) -> Path | None:
     return root / name if root is not None and (root / name).is_dir() else None
 
 
-def _is_checkout(d: Path) -> bool:
-    return (d / "pyproject.toml").is_file() and (d / "usmlite_edu" / "__init__.py").is_file()
-
-
 def find_repo(start: Path | None = None) -> Path | None:
     """The clone of this repository that ``start`` (default: the working directory) is in.
 
     A notebook's working directory is its folder, ``notebooks/`` of a clone, even when the
-    package itself was installed from a wheel; so the working directory and its parents are
-    searched first, then the directory above the imported package (an editable install).
+    package itself was installed from a wheel (:func:`usmlite_edu.paths.find_checkout`).
     """
-    start = (start or Path.cwd()).resolve()
-    for d in (start, *start.parents):
-        if _is_checkout(d):
-            return d
-    beside = Path(__file__).resolve().parents[1]
-    return beside if _is_checkout(beside) else None
+    return find_checkout(start)
 
 
 def setup(seed: int = 0, compilation_cache: bool = True, fast: bool | None = None,
