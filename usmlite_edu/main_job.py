@@ -36,7 +36,7 @@ from usmlite_edu.decoding import wer_cer
 from usmlite_edu.runs import load_masks, load_run, read_config
 from usmlite_edu.train import get_trainer
 
-__all__ = ["ptq_on_sample", "DEFAULT_SPECS", "REPO_B0", "REPO_SAMPLE"]
+__all__ = ["ptq_on_sample", "run", "DEFAULT_SPECS", "REPO_B0", "REPO_SAMPLE"]
 
 DEFAULT_SPECS = ("float", "int8", "int4", "int2", "int4+2:4")
 _REPO = Path(__file__).resolve().parents[1]
@@ -213,3 +213,28 @@ def ptq_on_sample(b0_dir: str | os.PathLike = REPO_B0,
                     print(f"    {s + ':':<6} {hyps[s][u]}")
         print(f"Wrote {out / 'ptq_sample.md'}, .json, .png", flush=True)
     return res
+
+
+def run(out_dir: str | os.PathLike = "runs/main", *, full: bool = False,
+        notebooks: bool = True) -> int:
+    """``make run``: the size table, B0 on real speech under PTQ, then the notebooks.
+
+    Everything is offline: B0 and the sample ship in the repository. Executed notebooks
+    go to ``out_dir/notebooks`` (tiny sizes unless ``full``). Returns 0; a failing step
+    raises.
+    """
+    from usmlite_edu import notebook_runner
+
+    t0 = time.time()
+    out = Path(out_dir)
+    print("== Model size ratio of USM-Lite's Tables 1-3 (section 5), 2B model ==", flush=True)
+    print(sizes.format_size_table("usm_2b"), flush=True)
+    print("\n== The committed B0 on real FSDD test speech, float and post-training "
+          "quantized ==", flush=True)
+    ptq_on_sample(REPO_B0, REPO_SAMPLE, out)
+    if notebooks:
+        print(f"\n== Notebooks, executed headless ({'learner' if full else 'tiny'} sizes) ==",
+              flush=True)
+        notebook_runner.run_all(None, fast=not full, out_dir=out / "notebooks")
+    print(f"\nMain job done in {time.time() - t0:.0f} s; outputs in {out}", flush=True)
+    return 0
