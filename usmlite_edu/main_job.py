@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from usmlite_edu import sizes
+from usmlite_edu.paths import in_checkout
 from usmlite_edu.compress import as_spec
 from usmlite_edu.corpora import load_corpus
 
@@ -36,12 +37,12 @@ from usmlite_edu.decoding import wer_cer
 from usmlite_edu.runs import load_masks, load_run, read_config
 from usmlite_edu.train import get_trainer
 
-__all__ = ["ptq_on_sample", "run", "DEFAULT_SPECS", "REPO_B0", "REPO_SAMPLE"]
+__all__ = ["ptq_on_sample", "run", "DEFAULT_SPECS", "B0_IN_CLONE", "SAMPLE_IN_CLONE"]
 
 DEFAULT_SPECS = ("float", "int8", "int4", "int2", "int4+2:4")
-_REPO = Path(__file__).resolve().parents[1]
-REPO_B0 = _REPO / "results" / "cpu" / "b0"
-REPO_SAMPLE = _REPO / "data_small" / "fsdd_sample"
+#: where a clone of the repository holds them (found from the working directory)
+B0_IN_CLONE = "results/cpu/b0"
+SAMPLE_IN_CLONE = "data_small/fsdd_sample"
 
 
 def _transcribe(trainer, params, masks, ds, tok) -> dict[str, str]:
@@ -138,8 +139,8 @@ def _plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def ptq_on_sample(b0_dir: str | os.PathLike = REPO_B0,
-                  sample_dir: str | os.PathLike = REPO_SAMPLE,
+def ptq_on_sample(b0_dir: str | os.PathLike | None = None,
+                  sample_dir: str | os.PathLike | None = None,
                   out_dir: str | os.PathLike = "runs/main",
                   specs: Sequence[str] = DEFAULT_SPECS, *, show: int = 4,
                   verbose: bool = True) -> dict[str, Any]:
@@ -150,8 +151,16 @@ def ptq_on_sample(b0_dir: str | os.PathLike = REPO_B0,
     ``hypotheses[spec]`` (uid -> text) and ``wall_time_s``. ``seen``/``unseen`` split the
     sample by B0's held-out speaker (from its ``config.json``). With ``verbose``, prints the
     table and ``show`` example transcripts for float and int2 (where both are run).
+    ``b0_dir`` and ``sample_dir`` default to the committed ones of the clone the working
+    directory is in.
     """
     t0 = time.time()
+    if b0_dir is None:
+        b0_dir = in_checkout(B0_IN_CLONE, "the committed B0",
+                             "pass b0_dir (a run directory of `usmlite-edu train`)")
+    if sample_dir is None:
+        sample_dir = in_checkout(SAMPLE_IN_CLONE, "the FSDD test sample",
+                                 "pass sample_dir (scripts/make_fsdd_sample.py writes one)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = load_run(b0_dir)
@@ -231,7 +240,7 @@ def run(out_dir: str | os.PathLike = "runs/main", *, full: bool = False,
     print(sizes.format_size_table("usm_2b"), flush=True)
     print("\n== The committed B0 on real FSDD test speech, float and post-training "
           "quantized ==", flush=True)
-    ptq_on_sample(REPO_B0, REPO_SAMPLE, out)
+    ptq_on_sample(None, None, out)
     if notebooks:
         print(f"\n== Notebooks, executed headless ({'learner' if full else 'tiny'} sizes) ==",
               flush=True)
