@@ -121,7 +121,7 @@ def test_librispeech_skips_and_reports_bad_files(tmp_path, caplog):
 def test_librispeech_without_transcripts_names_dir_and_command(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         load_librispeech(tmp_path)
-    assert str(tmp_path) in str(info.value) and "usmlite_edu.fetch" in str(info.value)
+    assert str(tmp_path) in str(info.value) and "usmlite-edu data fetch" in str(info.value)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_librispeech(tmp_path / "nope")
 
@@ -151,7 +151,7 @@ def test_load_corpus_errors(monkeypatch, tmp_path):
         load_corpus("data_small", DATA_SMALL, "train", heldout_speaker="x")
     with pytest.raises(FileNotFoundError, match="librispeech-100"):
         load_corpus("librispeech", tmp_path, "dev")
-    with pytest.raises(FileNotFoundError, match="usmlite_edu.fetch fsdd"):
+    with pytest.raises(FileNotFoundError, match="usmlite-edu data fetch fsdd"):
         load_corpus("fsdd", tmp_path, "dev")
 
 

@@ -46,6 +46,7 @@ import numpy as np
 import soundfile as sf
 
 from usmlite_edu.audio import AudioError, load_audio, resample
+from usmlite_edu.paths import find_checkout
 
 __all__ = [
     "Utterance", "CorpusSplit", "normalize_text", "load_librispeech",
@@ -438,7 +439,10 @@ def load_corpus(name: str, data_dir: str | os.PathLike[str] | None, split: str, 
         raise ValueError(f"heldout_speaker only applies to fsdd, not {name}")
     if data_dir is None:
         env = os.environ.get("USMLITE_DATA")
-        repo_copy = Path(__file__).resolve().parents[1] / "data_small"
+        # data_small/ ships with a clone, found from the working directory (never beside
+        # the package, which may be an installed wheel).
+        clone = find_checkout()
+        repo_copy = (clone or Path.cwd()) / "data_small"
         if env:
             data_dir = env
         elif name == "data_small" and (repo_copy / "train").is_dir():
@@ -446,8 +450,11 @@ def load_corpus(name: str, data_dir: str | os.PathLike[str] | None, split: str, 
         elif name == "fsdd_sample" and (repo_copy / "fsdd_sample").is_dir():
             data_dir = repo_copy / "fsdd_sample"
         else:
-            raise ValueError(f"no data directory for {name}: pass data_dir or set the "
-                             f"environment variable USMLITE_DATA; {_fetch_hint(name)}")
+            raise ValueError(f"no data directory for {name}: pass data_dir (--data) or set "
+                             f"the environment variable USMLITE_DATA"
+                             + (" (or run from a clone of the repository, which ships it)"
+                                if name in ("data_small", "fsdd_sample") else "")
+                             + f"; {_fetch_hint(name)}")
     root = Path(data_dir).expanduser()
 
     if name == "fsdd":
