@@ -1,4 +1,4 @@
-"""Model-size accounting against the paper's column (guide section 2)."""
+"""Model-size accounting against the paper's "Model Size Ratio" column (Tables 1-3)."""
 
 import math
 

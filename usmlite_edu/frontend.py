@@ -3,7 +3,7 @@
 The paper feeds the Conformer "128-dim log-mel features, 32 ms window, 10 ms shift"; at
 16 kHz that is a 512-sample window, a 160-sample hop and a 512-point FFT (257 bins).
 
-Convention (one of the two common ones, see ``GUIDE.md`` section 5): the TF/Lingvo style
+Convention (one of the two common ones; README "Conventions"): the TF/Lingvo style
 **HTK mel scale with no area normalisation** -- triangles of peak 1 on
 ``mel(f) = 2595 log10(1 + f/700)``, numerically equal to
 ``librosa.filters.mel(sr=, n_fft=, n_mels=, fmin=, fmax=, htk=True, norm=None).T``.

@@ -1,6 +1,6 @@
 """Per-channel weight quantization: USM-Lite section 3.2, Eqs. (1)-(2).
 
-Conventions (see ``GUIDE.md`` section 1). A dense weight ``W`` has shape ``(I, J)`` =
+Conventions (README "Conventions"). A dense weight ``W`` has shape ``(I, J)`` =
 (input, output) and the layer computes ``Y = X @ W``. A *channel* is an output column
 ``W[:, j]``; every channel gets its own scale. With ``sub_channels=g`` the ``I`` inputs of
 each channel are split into ``g`` contiguous groups of ``I / g`` rows, each group with its

@@ -382,7 +382,7 @@ def _plot(lines: list[dict], path: Path) -> None:
 
 
 def judge_claims(lines: list[dict], p: Preset | str) -> str:
-    """The paper's claims (USM-Lite sections 4.3-4.5, Tables 1-3) against our table, with
+    """The paper's claims (USM-Lite sections 5.1-5.3, Tables 1-3) against our table, with
     verdicts."""
     p, rc = _plan_of(p)
     L = {l["exp"]: l for l in lines}
