@@ -9,7 +9,7 @@ Three sources, one result type (:class:`CorpusSplit`):
   chapter. Audio is read lazily (by path).
 * **FSDD connected digits** (:func:`load_fsdd_connected`): real single-digit recordings
   (8 kHz) joined into 1-7 digit utterances with random silences, gain and light noise,
-  built in memory and fully determined by the seed (guide section 6).
+  built in memory and fully determined by the seed.
 * :func:`load_corpus` picks one of them by name, for the CLI and the notebooks.
 
 A bad file never stops a run: it goes into ``CorpusSplit.skipped`` with the reason and a
