@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
-from usmlite_edu import compress, configs, quant, sizes, sparsity
+from usmlite_edu import compress, configs, presets, quant, sizes, sparsity
 
 # Toy weight with the paper's input width, so sub-channel groups have the paper's
 # length (1536 / g rows); FAST only has fewer output channels.
@@ -191,7 +191,7 @@ print(f"all {len(table)} rows reproduce the paper's estimate; largest estimate-v
 #   stay float32 (§4.2) and which the estimate leaves out.
 
 # %%
-cfg = configs.get_config("usm_2b")
+cfg = presets.get_preset("usm_2b").model      # the paper's 2B Conformer (§4.2)
 dense_weights = sum(w.size for w in configs.weight_shapes(cfg) if w.role == "dense")
 parts = ["values", "scales", "zero_points", "index", "float_layers"]
 breakdown = {s: sizes.model_size(s, "usm_2b") for s in PAPER_SPECS}
@@ -373,16 +373,16 @@ print("frontier:", [p["spec"] for p in front_ex])
 # **Exercise 3 (other models).** The gap between the exact size and the paper's
 # estimate depends on the model: per-channel scales cost $32/I$ bits per weight (more
 # for narrow layers), and the float layers' share depends on the vocabulary (softmax)
-# and the width. Pick a preset from `configs.PRESETS` and a spec, predict the gap, and
+# and the width. Pick a preset from `presets.PRESETS` and a spec, predict the gap, and
 # compare with `usm_2b`. The check verifies that the breakdown adds up and that the
 # exact size is at least the values plus the float layers.
 
 # %%
-preset_ex, spec_ex = "cpu", "int4+2:4"    # EXERCISE: presets: see configs.PRESETS
+preset_ex, spec_ex = "cpu", "int4+2:4"    # EXERCISE: presets: see presets.PRESETS
 b_ex = sizes.model_size(spec_ex, preset_ex)
 
 # %%
-assert preset_ex in configs.PRESETS
+assert preset_ex in presets.PRESETS
 assert abs(b_ex.total - (b_ex.values + b_ex.scales + b_ex.zero_points + b_ex.index + b_ex.float_layers)) < 1e-6 * b_ex.total
 assert b_ex.total >= b_ex.values + b_ex.float_layers
 for name in (preset_ex, "usm_2b"):

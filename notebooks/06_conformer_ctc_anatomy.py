@@ -27,6 +27,11 @@
 #   transcripts;
 # * compute the paper's log-mel features (§4.2: 32 ms window, 10 ms hop) with
 #   `usmlite_edu.frontend`, predict their shape, and name the filterbank convention;
+# * build the Conformer as a Flax NNX module and inspect it by attribute access (a block's
+#   attention module, its query / key / value kernels, `nnx.state(m, nnx.Param)`);
+# * run the same model as the pure function of its parameters that training jits
+#   (`model.split_model`, `model.forward`), and find a weight's N:M mask by the weight's
+#   own path in the mask tree;
 # * follow tensor shapes through the Conformer: 4x subsampling, blocks, softmax; and
 #   tell the compressible (dense) weights from the float ones, for our toy and for the
 #   2B model;
@@ -63,15 +68,18 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+from flax import nnx
 from IPython.display import Audio, display
 
-from usmlite_edu import batching, configs, corpora, frontend, model, train
+from usmlite_edu import batching, configs, corpora, decoding, frontend, model, presets, runs, train
 
+CI = presets.get_preset("ci")    # the preset registry: CI.model (architecture), CI.train (recipe)
 REPO = env.repo or Path.cwd()    # the clone (outside one, runs/ goes under the working directory)
 SR = 16000                                   # data_small is 16 kHz, like the paper's input
 STEPS = 20 if FAST else 500                  # optimizer steps of the training run (section 5)
 # FAST: a single 4.5 s bucket (one compilation instead of two) and a log line every 5 steps.
-TRAIN_OVERRIDES = {"log_every": 5, "bucket_seconds": (4.5,)} if FAST else {"log_every": 10}
+TRAIN_OVERRIDES = ({"train.log_every": 5, "train.bucket_seconds": (4.5,)} if FAST
+                   else {"train.log_every": 10})
 # The full run keeps its directory (gitignored) so notebook 07 can fine-tune from it.
 RUN_DIR = Path(tempfile.mkdtemp(prefix="usmlite_nb06_")) if FAST else REPO / "runs" / "nb06"
 T_TOY, H_TOY, D_TOY = (5, 2, 4) if FAST else (12, 4, 8)   # relative-attention toy sizes
@@ -110,12 +118,13 @@ print("audio is float32 mono in [-1, 1]; transcripts are normalised; dev speaker
 
 # %% [markdown]
 # JAX compiles one program per input shape, so training pads utterances to a few fixed
-# *bucket* lengths (`usmlite_edu.batching`). The `ci` training preset uses the buckets
-# below; the histogram shows why two are enough here.
+# *bucket* lengths (`usmlite_edu.batching`). The `ci` preset's training recipe
+# (`CI.train`, from `presets.get_preset("ci")`) uses the buckets below; the histogram
+# shows why so few are enough here.
 
 # %%
 durations = np.array([len(u.load(SR)) / SR for u in train_split])
-buckets = train.TRAIN_PRESETS["ci"].bucket_seconds
+buckets = CI.train.bucket_seconds
 plt.figure(figsize=(6, 2.6))
 plt.hist(durations, bins=40, color="tab:blue")
 for b in buckets:
@@ -135,7 +144,7 @@ print("every training utterance fits the largest bucket")
 # Spoken Digit Dataset (FSDD, real 8 kHz recordings) turned into connected digits. The
 # cell below plays two such utterances if FSDD is on this machine (in `$USMLITE_DATA`
 # or `../shared/corpora/fsdd`), and skips itself otherwise; fetch it with
-# `python -m usmlite_edu.fetch fsdd DIR`.
+# `usmlite-edu data fetch fsdd --to DIR`.
 
 # %%
 candidates = [os.environ.get("USMLITE_DATA"), REPO.parent / "shared" / "corpora"]
@@ -171,7 +180,7 @@ else:
 # utterance (the trainer does both).
 
 # %%
-cfg = configs.CI
+cfg = CI.model                         # the `ci` Conformer's configuration
 mel_cfg = frontend.LogMelConfig.from_model(cfg)
 print(mel_cfg)
 print(f"window {mel_cfg.win_length} samples, hop {mel_cfg.hop_length}, FFT {mel_cfg.n_fft} "
@@ -235,7 +244,8 @@ plt.plot(freqs, fb, lw=0.8)
 plt.xlabel("frequency (Hz)"); plt.ylabel("weight")
 plt.title(f"{cfg.num_mels} HTK mel filters, no area normalisation (TF/Lingvo)")
 plt.show()
-fb_2b = frontend.mel_filterbank(configs.USM_2B)
+cfg_2b = presets.get_preset("usm_2b").model     # the paper's 2B model (§4.2)
+fb_2b = frontend.mel_filterbank(cfg_2b)
 print(f"ci: {fb.shape}; usm_2b: {fb_2b.shape}, empty filters: {int((fb_2b.max(0) == 0).sum())}")
 
 # %%
@@ -259,10 +269,11 @@ else:
 print("filterbank checked")
 
 # %% [markdown]
-# ## 3. Follow the shapes through the model (§3.1, §4.2)
+# ## 3. The model as an NNX module (§3.1, §4.2)
 #
-# `model.build_model(cfg, spec)` builds the Conformer-CTC of §3.1 with every dense
-# weight routed through one compression spec (`"float"` here; notebook 07 changes it):
+# `model.build_model(cfg, spec, seed=...)` builds the Conformer-CTC of §3.1 with every
+# dense weight routed through one compression spec (`"float"` here; notebook 07 changes
+# it):
 #
 # * **frontend** (§4.2): two 3x3 convolutions with stride 2 (4x fewer frames and mel
 #   bins), ReLU, then a linear projection to the model dimension;
@@ -270,36 +281,78 @@ print("filterbank checked")
 #   module (pointwise, GLU, depthwise kernel 5, pointwise), ½ feed-forward, LayerNorm;
 # * **softmax**: one dense layer to the word-piece vocabulary, trained with CTC.
 #
+# The model is a Flax NNX module: an ordinary Python object whose layers are its
+# attributes. Its weights are `nnx.Param` variables, created from the seed while the
+# object is built, so there is no separate initialisation step. `m.encoder.blocks[0]` is
+# the first Conformer block, `m.encoder.blocks[0].mhsa` its self-attention module, and
+# `m.encoder.blocks[0].mhsa.query.kernel` the weight matrix of its query projection
+# (`kernel[...]` reads the array out of the variable). `nnx.state(m, nnx.Param)` gathers
+# every parameter of the object.
+
+# %%
+m = model.build_model(cfg, "float", seed=SEED)
+block0 = m.encoder.blocks[0]                         # the first Conformer block
+mhsa = block0.mhsa                                   # ... and its self-attention module
+print(f"{type(m).__name__}: frontend {type(m.frontend).__name__}, "
+      f"encoder {len(m.encoder.blocks)} x {type(block0).__name__}, softmax {type(m.softmax).__name__}")
+print("m.encoder.blocks[0]:", ", ".join(f".{k} ({type(getattr(block0, k)).__name__})"
+                                        for k in ("ffn1", "mhsa", "conv", "ffn2", "final_norm")))
+print("m.encoder.blocks[0].mhsa.query =", mhsa.query)   # one projection: its spec and its Params
+for proj in ("query", "key", "value"):
+    kernel = getattr(mhsa, proj).kernel              # an nnx.Param; kernel[...] is the jax.Array
+    print(f"m.encoder.blocks[0].mhsa.{proj}.kernel: {type(kernel).__name__}, "
+          f"shape {kernel[...].shape} (inputs, outputs), {kernel[...].dtype}")
+param_state = nnx.state(m, nnx.Param)
+n_param_nnx = sum(x.size for x in jax.tree.leaves(param_state))
+print(f"nnx.state(m, nnx.Param): {len(jax.tree.leaves(param_state))} arrays, {n_param_nnx:,} parameters")
+
+# %%
+d = cfg.model_dim
+for proj in ("query", "key", "value", "out"):
+    layer = getattr(mhsa, proj)
+    assert layer.kernel[...].shape == (d, d) and layer.bias[...].shape == (d,), proj
+assert mhsa.pos.bias is None, "the position projection has no bias"
+assert mhsa.u_bias[...].shape == mhsa.v_bias[...].shape == (cfg.num_heads, cfg.head_dim)
+assert cfg.num_heads * cfg.head_dim == d, "the heads split the model dimension"
+assert block0.ffn1.dense1.kernel[...].shape == (d, cfg.ffn_dim) and len(m.encoder.blocks) == cfg.num_layers
+assert n_param_nnx == configs.num_params(cfg), "nnx.state holds every parameter of the config"
+print(f"query/key/value/out kernels are ({d}, {d}); {cfg.num_heads} heads of {cfg.head_dim}; "
+      f"{n_param_nnx:,} parameters")
+
+# %% [markdown]
+# ### Follow the shapes
+#
 # Each stride-2 convolution pads one frame on each side, so $T \mapsto \lceil T/2
 # \rceil$ and overall $T' = \lceil\lceil T/2\rceil/2\rceil$
 # (`model.subsampled_lengths`); the frame mask is subsampled the same way. With the
-# 10 ms hop one encoder frame covers 40 ms. `capture_intermediates=True` makes flax
-# return every submodule's output, so we can print the shapes.
+# 10 ms hop one encoder frame covers 40 ms. Calling `m(feats, mask)` returns the logits
+# and the output mask; wrapped in `nnx.capture(m, nnx.Intermediate,
+# method_outputs=nnx.Intermediate)`, the call also returns the output of every
+# submodule, filed under the submodule's path (the blocks under their integer index:
+# `["encoder"]["blocks"][0]`), so we can print the shapes.
 
 # %%
-m = model.build_model(cfg, "float")
-params = m.init(key, feats_n, frame_mask)["params"]
-(logits0, out_mask0), state = m.apply({"params": params}, feats_n, frame_mask,
-                                      capture_intermediates=True)
-inter = state["intermediates"]
+capture_all = nnx.capture(m, nnx.Intermediate, method_outputs=nnx.Intermediate)
+(logits0, out_mask0), captured = capture_all(feats_n, frame_mask)
+outputs = nnx.to_pure_dict(captured)                 # a nested dict, like the module's attributes
 
 def first(*path):
     # the output of the submodule at `path` (its first call)
-    tree = inter
+    tree = outputs
     for name in path:
         tree = tree[name]
-    # a module's output is stored under "__call__"; a sown value (attention) is a tuple
-    return tree[0] if isinstance(tree, tuple) else tree["__call__"][0]
+    return tree["__call__"][0]
 
+last = cfg.num_layers - 1
 stages = [
     ("log-mel features (B, T, F)", feats_n.shape),
-    ("frontend/conv1 (B, T/2, F/2, C1)", first("frontend", "conv1").shape),
-    ("frontend/conv2 (B, T/4, F/4, C2)", first("frontend", "conv2").shape),
-    ("frontend/proj (B, T/4, D)", first("frontend", "proj").shape),
-    ("block_0/ffn1/dense1 (B, T/4, 4D)", first("encoder", "block_0", "ffn1", "dense1").shape),
-    ("block_0 attention weights (B, H, T/4, T/4)", first("encoder", "block_0", "mhsa", "attention").shape),
-    ("block_0 output (B, T/4, D)", first("encoder", "block_0").shape),
-    (f"block_{cfg.num_layers - 1} output (B, T/4, D)", first("encoder", f"block_{cfg.num_layers - 1}").shape),
+    ("frontend.conv1 (B, T/2, F/2, C1)", first("frontend", "conv1").shape),
+    ("frontend.conv2 (B, T/4, F/4, C2)", first("frontend", "conv2").shape),
+    ("frontend.proj (B, T/4, D)", first("frontend", "proj").shape),
+    ("encoder.blocks[0].ffn1.dense1 (B, T/4, 4D)", first("encoder", "blocks", 0, "ffn1", "dense1").shape),
+    ("encoder.blocks[0].mhsa (B, T/4, D)", first("encoder", "blocks", 0, "mhsa").shape),
+    ("encoder.blocks[0] output (B, T/4, D)", first("encoder", "blocks", 0).shape),
+    (f"encoder.blocks[{last}] output (B, T/4, D)", first("encoder", "blocks", last).shape),
     ("softmax logits (B, T/4, V)", logits0.shape),
 ]
 for name, shape in stages:
@@ -312,13 +365,56 @@ T_sub = int(model.subsampled_lengths(T_in))
 assert first("frontend", "conv1").shape == (2, -(-T_in // 2), -(-cfg.num_mels // 2), cfg.subsample_channels[0])
 assert first("frontend", "conv2").shape == (2, T_sub, cfg.subsampled_mels, cfg.subsample_channels[1])
 assert first("frontend", "proj").shape == (2, T_sub, cfg.model_dim)
-assert first("encoder", "block_0").shape == (2, T_sub, cfg.model_dim)
-assert first("encoder", "block_0", "mhsa", "attention").shape == (2, cfg.num_heads, T_sub, T_sub)
+assert first("encoder", "blocks", 0).shape == (2, T_sub, cfg.model_dim)
+assert first("encoder", "blocks", 0, "ffn1", "dense1").shape == (2, T_sub, cfg.ffn_dim)
 assert logits0.shape == (2, T_sub, cfg.vocab_size)
 np.testing.assert_array_equal(np.asarray(out_mask0.sum(1)),
                               np.asarray(model.subsampled_lengths(frame_mask.sum(1))))
 assert abs(T_in / T_sub - 4) < 0.1, "4x subsampling in time"
 print(f"{T_in} frames of 10 ms -> {T_sub} encoder frames of 40 ms")
+
+# %% [markdown]
+# ### The same model as a pure function: what the trainer runs
+#
+# Training needs the model as a *function* of its weights: `jax.grad` differentiates
+# with respect to a function's arguments, and `jax.jit` compiles a function of arrays.
+# `model.split_model(m)` cuts the object in two: a `graphdef`, the structure (which
+# layers, their sizes and settings; static and hashable), and `params`, a plain nested
+# dict of arrays in which a weight has the path of its attribute:
+# `params["encoder"]["blocks"][0]["mhsa"]["query"]["kernel"]` is
+# `m.encoder.blocks[0].mhsa.query.kernel`. `model.forward(graphdef, params, feats,
+# mask)` joins them again (`nnx.merge`) and calls the module. `train.Trainer` runs
+# exactly this function under `jax.jit`, after applying the N:M masks to `params`
+# (Eq. 4, below). Being an ordinary pytree, `params` is what optax updates, Orbax
+# saves and `jax.tree.map` transforms, and a new tree is a new model: the cell zeroes
+# the softmax layer in a copy of the tree and the object `m` is untouched.
+
+# %%
+graphdef, params = model.split_model(m)
+print(f"graphdef: {type(graphdef).__name__}; params: {type(params).__name__} with keys {list(params)}, "
+      f"blocks {list(params['encoder']['blocks'])}")
+q_kernel = params["encoder"]["blocks"][0]["mhsa"]["query"]["kernel"]
+print("params['encoder']['blocks'][0]['mhsa']['query']['kernel']:", q_kernel.shape)
+
+forward_jit = jax.jit(model.forward, static_argnums=0)      # graphdef is static (hashable)
+logits_f, out_mask_f = forward_jit(graphdef, params, feats_n, frame_mask)
+max_diff = float(jnp.abs(logits_f - logits0).max())
+print(f"jit(model.forward)(graphdef, params, ...) vs the eager call m(feats, mask): "
+      f"max |logit difference| {max_diff:.1e} (largest |logit| {float(jnp.abs(logits0).max()):.2f})")
+
+params_zero = {**params, "softmax": jax.tree.map(jnp.zeros_like, params["softmax"])}
+logits_z, _ = forward_jit(graphdef, params_zero, feats_n, frame_mask)
+print(f"softmax zeroed in a copy of the tree: max |logit| {float(jnp.abs(logits_z).max())}; "
+      f"m.softmax.kernel still has max |w| {float(jnp.abs(m.softmax.kernel[...]).max()):.2f}")
+
+# %%
+np.testing.assert_allclose(np.asarray(logits_f), np.asarray(logits0), rtol=1e-4, atol=1e-4)
+np.testing.assert_array_equal(np.asarray(out_mask_f), np.asarray(out_mask0))
+np.testing.assert_array_equal(np.asarray(q_kernel), np.asarray(mhsa.query.kernel[...]))
+assert sum(x.size for x in jax.tree.leaves(params)) == n_param_nnx
+assert not np.any(np.asarray(logits_z)) and np.any(np.asarray(m.softmax.kernel[...]))
+print("the jitted functional forward equals the eager module call to float tolerance; "
+      "attribute path and dict path name the same array")
 
 # %% [markdown]
 # ### Which weights does USM-Lite compress?
@@ -328,15 +424,16 @@ print(f"{T_in} frames of 10 ms -> {T_sub} encoder frames of 40 ms")
 # every matrix in the blocks) and keeps the convolutions and the softmax layer in
 # float "as their parameter counts are much lower" (§4.2); biases, norms and the
 # attention biases $u, v$ are float too (`other`). The same list is the single source
-# of the size accounting of notebook 05, and it must match the tree flax builds.
+# of the size accounting of notebook 05, and its names are the paths of `params`
+# (`encoder/blocks/0/mhsa/query/kernel`): it must match the tree the NNX model builds.
 
 # %%
 ws = configs.weight_shapes(cfg)
 print(f"{'parameter':42s} {'shape':>14s}  role")
 for w in ws:
-    if not w.name.startswith("encoder/") or w.name.startswith("encoder/block_0/"):
+    if not w.name.startswith("encoder/") or w.name.startswith("encoder/blocks/0/"):
         print(f"{w.name:42s} {str(w.shape):>14s}  {w.role}")
-print(f"... and {cfg.num_layers - 1} more block(s) like block_0")
+print(f"... and {cfg.num_layers - 1} more block(s) like encoder/blocks/0")
 
 def by_role(c):
     out = {}
@@ -344,16 +441,16 @@ def by_role(c):
         out[w.role] = out.get(w.role, 0) + w.size
     return out
 
-shapes_flax = model.param_shapes(m)
-roles_ci, roles_2b = by_role(cfg), by_role(configs.USM_2B)
-n_ci, n_2b = configs.num_params(cfg), configs.num_params(configs.USM_2B)
+shapes_nnx = model.param_shapes(m)                  # {"/"-joined path of params: shape}
+roles_ci, roles_2b = by_role(cfg), by_role(cfg_2b)
+n_ci, n_2b = configs.num_params(cfg), configs.num_params(cfg_2b)
 print(f"\nci: {n_ci:,} parameters ({len(ws)} arrays);  usm_2b: {n_2b:,} parameters "
       f"({n_2b / 1e9:.2f}B, {4 * n_2b / 1e9:.1f} GB in float32), counted without allocating it")
 for role in ("dense", "conv", "softmax", "other"):
     print(f"  {role:8s} ci {100 * roles_ci[role] / n_ci:5.1f}%   usm_2b {100 * roles_2b[role] / n_2b:6.2f}%")
 
 # %%
-assert {w.name: w.shape for w in ws} == shapes_flax, "weight_shapes agrees with the flax tree"
+assert {w.name: w.shape for w in ws} == shapes_nnx, "weight_shapes agrees with the NNX model's tree"
 assert sum(x.size for x in jax.tree.leaves(params)) == n_ci == sum(w.size for w in ws)
 assert {w.role for w in ws if "kernel" in w.name and "/conv/pointwise" in w.name} == {"dense"}
 assert {w.role for w in ws if w.name.startswith("frontend/conv")} <= {"conv", "other"}
@@ -380,6 +477,51 @@ plt.show()
 # models shrink: biases, norms and convolutions weigh more next to small matrices, and
 # the softmax grows with the vocabulary (16k word pieces in the 2B model). Keep that in
 # mind when reading model sizes of small models.
+
+# %% [markdown]
+# ### Pruning: the masks are a tree with the parameters' paths
+#
+# Notebook 07 prunes every dense matrix to 2:4 (§3.3, Eq. 3: in every group of 4
+# consecutive inputs of an output channel, keep the 2 weights of largest magnitude).
+# The masks form a pytree shaped like `params`: `model.one_shot_masks(params, "2:4",
+# cfg)` puts a boolean mask on every compressible (`dense`) kernel and a scalar `True`
+# on every other leaf (`model.compressible_mask_tree` picks them, from the roles
+# above). A weight's mask is therefore found by the weight's own path, and
+# `model.apply_masks(params, masks)` is Eq. (4), `W * M`, leaf by leaf; the pruned
+# tree runs through the same jitted `forward`. Here on the untrained weights, to see
+# the structure; notebook 07 prunes a trained model.
+
+# %%
+masks = model.one_shot_masks(params, "2:4", cfg)              # Eq. (3) on every dense kernel
+mask_d1 = masks["encoder"]["blocks"][0]["ffn1"]["dense1"]["kernel"]
+print(f"masks['encoder']['blocks'][0]['ffn1']['dense1']['kernel']: {mask_d1.shape} {mask_d1.dtype}, "
+      f"{float(mask_d1.mean()):.0%} kept (m.encoder.blocks[0].ffn1.dense1.kernel is "
+      f"{block0.ffn1.dense1.kernel[...].shape})")
+print("its first 8 inputs x 6 outputs (1 = kept):\n", np.asarray(mask_d1[:8, :6]).astype(int))
+print("a float leaf, masks['encoder']['blocks'][0]['conv']['depthwise']['kernel'] =",
+      masks["encoder"]["blocks"][0]["conv"]["depthwise"]["kernel"])
+pruned = model.apply_masks(params, masks)                     # W * M (Eq. 4)
+logits_p, _ = forward_jit(graphdef, pruned, feats_n, frame_mask)
+print(f"the pruned model's logits move by up to {float(jnp.abs(logits_p - logits0).max()):.2f}")
+
+# %%
+where = model.compressible_mask_tree(params, cfg)              # True on the masked leaves
+BLOCK_KERNELS = [("ffn1", "dense1"), ("ffn1", "dense2"), ("mhsa", "query"), ("mhsa", "key"),
+                 ("mhsa", "value"), ("mhsa", "pos"), ("mhsa", "out"), ("conv", "pointwise1"),
+                 ("conv", "pointwise2"), ("ffn2", "dense1"), ("ffn2", "dense2")]
+for sub, layer in BLOCK_KERNELS:
+    mk = np.asarray(masks["encoder"]["blocks"][0][sub][layer]["kernel"])
+    w = getattr(getattr(block0, sub), layer).kernel[...]    # the same path, as attributes
+    assert mk.dtype == bool and mk.shape == w.shape, (sub, layer)
+    I, J = mk.shape
+    assert np.all(mk.reshape(I // 4, 4, J).sum(axis=1) == 2), f"blocks[0].{sub}.{layer}: not 2 of every 4 inputs"
+    assert np.all(np.asarray(pruned["encoder"]["blocks"][0][sub][layer]["kernel"])[~mk] == 0.0)
+for mk, masked in zip(jax.tree.leaves(masks), jax.tree.leaves(where)):
+    assert (np.ndim(mk) == 2) == masked and (masked or bool(mk)), "a mask where dense, True elsewhere"
+n_masked = sum(jax.tree.leaves(where))
+assert n_masked == sum(1 for w in ws if w.role == "dense")
+print(f"{len(BLOCK_KERNELS)} kernels of encoder.blocks[0]: 2 of every 4 inputs kept, pruned weights 0; "
+      f"{n_masked} masked kernels in the model, the dense ones")
 
 # %% [markdown]
 # ## 4. Relative-position self-attention (§3.1, Transformer-XL)
@@ -443,12 +585,17 @@ print("relative_logits == the direct definition; the position term depends only 
 # %% [markdown]
 # The model masks padded keys (and, in the paper, keys more than 128 frames away on
 # either side: `left_context = right_context = 128`, i.e. ±5.12 s at 40 ms per frame;
-# our `ci` model, with utterances of a few seconds, uses full context). Here are the
-# attention weights of the first block of the *untrained* model on the shorter
-# utterance; section 6 shows them again after training.
+# our `ci` model, with utterances of a few seconds, uses full context).
+# `model.attention_maps(m, feats, mask)` runs the model once under `nnx.capture` and
+# returns the logits, the output mask and, for every block, the attention weights
+# $(B, H, T', T')$ that its attention module records (`sow`) during the call. Here are
+# those of the first block of the *untrained* model on the shorter utterance; section 6
+# shows them again after training.
 
 # %%
-attn0 = np.asarray(first("encoder", "block_0", "mhsa", "attention"))     # (B, H, T', T')
+logits_a, out_mask_a, attn_maps = model.attention_maps(m, feats_n, frame_mask)
+attn0 = np.asarray(attn_maps[0])                      # encoder.blocks[0]: (B, H, T', T')
+print(f"{len(attn_maps)} attention maps of shape {attn0.shape}")
 n_out = np.asarray(out_mask0.sum(1))
 b = short
 fig, axes = plt.subplots(1, cfg.num_heads, figsize=(3 * cfg.num_heads, 3))
@@ -457,13 +604,15 @@ for h, ax in enumerate(axes):
     ax.axvline(n_out[b] - 0.5, color="w", lw=0.8, ls="--")
     ax.set_title(f"head {h}"); ax.set_xlabel("key j")
 axes[0].set_ylabel("query i")
-fig.suptitle(f"block_0 attention at initialisation (dashed: end of the {n_out[b]} valid frames)")
+fig.suptitle(f"encoder.blocks[0] attention at initialisation (dashed: end of the {n_out[b]} valid frames)")
 plt.show()
 
 # %%
+assert len(attn_maps) == cfg.num_layers and attn0.shape == (2, cfg.num_heads, T_sub, T_sub)
+np.testing.assert_allclose(np.asarray(logits_a), np.asarray(logits0), rtol=1e-5, atol=1e-5)
 np.testing.assert_allclose(attn0.sum(-1), 1.0, atol=1e-5)             # each row is a distribution
 assert attn0[b, :, :, n_out[b]:].max() < 1e-6, "padded keys get no attention"
-print(f"rows sum to 1; padded keys of utterance {b} get weight < 1e-6")
+print(f"one map per block; rows sum to 1; padded keys of utterance {b} get weight < 1e-6")
 
 # %% [markdown]
 # ## 5. Train the `ci` model (Algorithm 1 without compression)
@@ -472,9 +621,13 @@ print(f"rows sum to 1; padded keys of utterance {b} get weight < 1e-6")
 # batch, back-propagates and updates the weights with Adam and the transformer
 # learning-rate schedule, 0.5x on the frontend and encoder, 2x on the softmax (§4.2).
 # With `spec="float"` lines 4-8 (masks and quantization) do nothing: this is the
-# float baseline, the analogue of the paper's B0. The run writes a directory with the
-# configuration, the tokenizer, Orbax checkpoints, the final parameters and
-# `metrics.jsonl`, and returns the dev WER (greedy decoding, no language model).
+# float baseline, the analogue of the paper's B0. It starts from fresh weights
+# (`model.init_params(cfg, spec, seed)`: `build_model`'s NNX initialisation, as a
+# `params` dict) and jits the functional `forward` of section 3 inside the loss. The run
+# writes a directory with the configuration, the tokenizer, Orbax checkpoints, the
+# final parameters and `metrics.jsonl`, and returns the dev WER (greedy decoding, no
+# language model). Settings of the preset can be changed with `overrides`
+# (`"section.field": value`, here the log interval and, in FAST mode, the buckets).
 #
 # Expect a minute or two in the full mode (part of it is XLA compiling one step per
 # bucket and the evaluation), less in FAST mode.
@@ -484,7 +637,7 @@ if not FAST and RUN_DIR.exists():
     shutil.rmtree(RUN_DIR)              # a fresh run, so the loss curve is this run's
 t0 = time.time()
 result = train.train("ci", "data_small", None, RUN_DIR, steps=STEPS, seed=SEED,
-                     eval_splits=("dev",), train_overrides=TRAIN_OVERRIDES)
+                     eval_splits=("dev",), overrides=TRAIN_OVERRIDES)
 train_seconds = time.time() - t0
 print(f"{STEPS} steps in {train_seconds:.0f} s; dev WER {result['dev']['wer']:.2f}%, "
       f"CER {result['dev']['cer']:.2f}%")
@@ -525,20 +678,25 @@ print(f"loss {losses[0]:.2f} -> {losses[-1]:.2f}; dev WER {result['dev']['wer']:
 # training loss and the dev WER is mostly over-fitting, not too few steps. The paper's
 # regime is the opposite (a pre-trained 2B encoder, 1.2M hours of fine-tuning data).
 #
-# `train.load_run` reads everything back from the run directory: the model
-# configuration (with the vocabulary size of the trained tokenizer), the compression
-# spec, the tokenizer, the final parameters and the `config.json` metadata.
+# `runs.load_run` reads everything back from the run directory, as a `Run` (a named
+# tuple): the model configuration (with the vocabulary size of the trained tokenizer),
+# the compression spec, the tokenizer, the final parameters (the `params` dict of
+# section 3) and the `config.json` metadata. `runs.read_config` gives the training
+# settings the run used.
 
 # %%
-cfg_run, spec, tok, params_run, meta = train.load_run(RUN_DIR)
+run = runs.load_run(RUN_DIR)
+cfg_run, spec, tok, params_run, meta = run            # a Run unpacks like a 5-tuple
+_, tcfg_run, _ = runs.read_config(RUN_DIR)            # the run's training settings
 print(cfg_run.name, "vocab", cfg_run.vocab_size, "spec", spec, "|", tok)
+print("Run fields:", run._fields, "| buckets", tcfg_run.bucket_seconds)
 print("word pieces:", tok.pieces[:12], "...")
 
 # %%
 assert cfg_run.vocab_size == tok.vocab_size and tok.blank_id == 0 and tok.pieces[0] == "<blank>"
 assert str(spec) == "float" and meta["preset"] == "ci"
-run_shapes = model.param_shapes(model.build_model(cfg_run, spec))
-flat = {"/".join(k.key for k in path): x.shape
+run_shapes = model.param_shapes(cfg_run)             # built abstractly: no memory used
+flat = {"/".join(str(k.key) for k in path): x.shape
         for path, x in jax.tree_util.tree_flatten_with_path(params_run)[0]}
 assert flat == run_shapes
 print(f"the loaded parameters match the model of {RUN_DIR.name}: {sum(np.prod(s) for s in flat.values()):,} parameters")
@@ -550,14 +708,16 @@ print(f"the loaded parameters match the model of {RUN_DIR.name}: {sum(np.prod(s)
 # **blank** (id 0). A path is one symbol per frame; it maps to a transcript by merging
 # repeated symbols and then dropping blanks (`a a _ b b _ _ b` reads `a b b`). The
 # paper decodes without a language model (§4.2); the simplest decoder, used here and
-# in all our WERs, takes the most likely symbol per frame (`train.greedy_decode`).
+# in all our WERs, takes the most likely symbol per frame (`decoding.greedy_decode`).
 #
-# `train.Trainer` holds the model with its jitted feature extraction and forward pass;
+# `train.Trainer` holds the model's `graphdef` with its jitted feature extraction and
+# forward pass (`model.forward`, masks applied first); `train.get_trainer(cfg, spec,
+# tcfg)` returns a cached one, here the trainer `train.train` has already compiled.
 # `trainer.logits(params, masks, waveforms, lengths)` returns the logits and the
 # output mask (`masks=None`: no N:M masks).
 
 # %%
-trainer = train.Trainer(cfg_run, spec, train.TRAIN_PRESETS["ci"])
+trainer = train.get_trainer(cfg_run, spec, tcfg_run)
 utt = next(u for u in dev_split if u.uid.split("-")[1] == "10")       # a digit string
 wave = jnp.asarray(utt.load(cfg_run.sample_rate))
 wave_len = jnp.array([wave.shape[0]])
@@ -565,9 +725,9 @@ logits_u, omask_u = trainer.logits(params_run, None, wave[None], wave_len)
 logp = np.asarray(jax.nn.log_softmax(logits_u[0], axis=-1))          # (T', V)
 path = logp.argmax(-1)
 
-ids = train.greedy_decode(np.asarray(logits_u), np.asarray(omask_u))[0]
+ids = decoding.greedy_decode(np.asarray(logits_u), np.asarray(omask_u))[0]
 hyp, ref = tok.decode(ids), tok.normalize(utt.text)
-wer_u, cer_u = train.wer_cer([ref], [hyp])
+wer_u, cer_u = decoding.wer_cer([ref], [hyp])
 print(f"{utt.uid}: {len(utt.load(cfg_run.sample_rate)) / cfg_run.sample_rate:.2f} s -> {logp.shape[0]} frames")
 print("greedy path:", " ".join(tok.id_to_piece(i) if i else "_" for i in path))
 print(f"REF: {ref}\nHYP: {hyp}\nWER {wer_u:.1f}%  CER {cer_u:.1f}%")
@@ -608,10 +768,8 @@ plt.show()
 # `Trainer.evaluate`: it must reproduce what `train.train` printed.
 
 # %%
-tcfg_run = train.TRAIN_PRESETS["ci"].replace(bucket_seconds=tuple(meta["train_config"]["bucket_seconds"]))
-eval_trainer = train.Trainer(cfg_run, spec, tcfg_run)
 dev_ds = batching.prepare(dev_split, tok, cfg_run, tcfg_run.bucket_seconds, keep_long=True)
-dev_eval = eval_trainer.evaluate(params_run, None, dev_ds, tok)
+dev_eval = trainer.evaluate(params_run, None, dev_ds, tok)
 print(f"dev WER {dev_eval['wer']:.2f}% CER {dev_eval['cer']:.2f}% (train printed {result['dev']['wer']:.2f}%)")
 for e in dev_eval["examples"][:5]:
     print(f"  REF {e['ref']!r:45s} HYP {e['hyp']!r}")
@@ -624,8 +782,10 @@ print("the saved run reproduces its dev WER and CER")
 # %% [markdown]
 # ### What the trained attention looks at
 #
-# The same capture as in section 4, now with the trained parameters on the dev
-# utterance. The features come from `trainer.features` (log-mel + normalisation, as in
+# The same `model.attention_maps` as in section 4, now with the trained parameters on
+# the dev utterance. `nnx.merge(trainer.graphdef, params_run)` turns the trainer's
+# graphdef and the loaded `params` back into a module object (what `model.forward` does
+# inside). The features come from `trainer.features` (log-mel + normalisation, as in
 # training). Heads typically specialise: some attend to a narrow band around the
 # diagonal (local context, like a convolution), others send every query to the same few
 # frames (vertical stripes). The mean attention distance per head, compared with that
@@ -633,8 +793,9 @@ print("the saved run reproduces its dev WER and CER")
 
 # %%
 feats_u, fmask_u = trainer.features(wave[None], wave_len)
-_, st = trainer.model.apply({"params": params_run}, feats_u, fmask_u, capture_intermediates=True)
-attn_t = np.asarray(st["intermediates"]["encoder"]["block_0"]["mhsa"]["attention"][0][0])
+m_run = nnx.merge(trainer.graphdef, params_run)       # the trained model, as an object again
+_, _, maps_run = model.attention_maps(m_run, feats_u, fmask_u)
+attn_t = np.asarray(maps_run[0][0])                   # encoder.blocks[0], the one utterance
 dist = np.abs(np.arange(n_frames)[:, None] - np.arange(n_frames)[None, :])
 mean_dist = (attn_t * dist).sum(-1).mean(-1)                  # per head, in encoder frames
 fig, axes = plt.subplots(1, cfg_run.num_heads, figsize=(3 * cfg_run.num_heads, 3))
@@ -642,7 +803,7 @@ for h, ax in enumerate(axes):
     ax.imshow(attn_t[h], cmap="viridis"); ax.grid(False)
     ax.set_title(f"head {h}: mean |i-j| {mean_dist[h]:.1f}"); ax.set_xlabel("key j")
 axes[0].set_ylabel("query i")
-fig.suptitle(f"block_0 attention after {STEPS} steps, '{ref}'")
+fig.suptitle(f"encoder.blocks[0] attention after {STEPS} steps, '{ref}'")
 plt.show()
 print("mean attention distance per head (frames):", np.round(mean_dist, 1),
       f"(uniform attention would give {dist.mean():.1f})")
@@ -689,7 +850,7 @@ my_encoder_frames = 75    # EXERCISE: your prediction
 
 # %%
 n_ex = int(round(my_duration_s * SR))
-frames_ex = int(model.subsampled_lengths(frontend.num_frames(n_ex, configs.CI)))
+frames_ex = int(model.subsampled_lengths(frontend.num_frames(n_ex, cfg)))
 assert my_encoder_frames == frames_ex, (
     f"{my_duration_s} s gives {frames_ex} encoder frames, not {my_encoder_frames}: "
     f"T = 1 + (L - 512) // 160 log-mel frames, then ceil(ceil(T / 2) / 2)")
@@ -702,14 +863,14 @@ print(f"correct: {frames_ex} encoder frames of 40 ms; '{' '.join(['one'] * 2)}' 
 # Solution: encoder frames for a few durations (the paper's 10 s utterance included)
 for s in (0.5, 1.0, 3.0, 10.0):
     n = int(round(s * SR))
-    print(f"{s:5.1f} s: {frontend.num_frames(n, configs.CI):4d} log-mel frames -> "
-          f"{int(model.subsampled_lengths(frontend.num_frames(n, configs.CI))):4d} encoder frames")
+    print(f"{s:5.1f} s: {frontend.num_frames(n, cfg):4d} log-mel frames -> "
+          f"{int(model.subsampled_lengths(frontend.num_frames(n, cfg))):4d} encoder frames")
 
 # %% [markdown]
 # **Exercise 3 (decode a hand-made posteriorgram).** Write a frame-level path, one
 # symbol id per frame (0 = blank), whose CTC reading is `TARGET_TEXT`. The check turns
 # it into a posteriorgram (log-probabilities, the path's symbol most likely in each
-# frame), decodes it with `train.greedy_decode` and `tok.decode`, and compares. The
+# frame), decodes it with `decoding.greedy_decode` and `tok.decode`, and compares. The
 # default path surrounds every piece with blanks; can you find the shortest path?
 # Why does the repeated word need a blank in between?
 
@@ -723,7 +884,7 @@ my_path = [0] + [s for t in target_ids for s in (t, t, 0)]    # EXERCISE: your p
 V = tok.vocab_size
 post = np.full((len(my_path), V), np.log(0.1 / (V - 1)))           # 0.1 spread over the others
 post[np.arange(len(my_path)), my_path] = np.log(0.9)
-decoded = train.greedy_decode(post[None], np.ones((1, len(my_path)), bool))[0]
+decoded = decoding.greedy_decode(post[None], np.ones((1, len(my_path)), bool))[0]
 assert tok.decode(decoded) == tok.normalize(TARGET_TEXT), f"your path reads {tok.decode(decoded)!r}"
 shortest = batching.ctc_min_frames(target_ids)
 print(f"your {len(my_path)}-frame path reads '{tok.decode(decoded)}'; the shortest possible has "
@@ -736,8 +897,8 @@ for t in target_ids:
     if shortest_path and shortest_path[-1] == t:
         shortest_path.append(0)
     shortest_path.append(t)
-print(shortest_path, "->", tok.decode(train.greedy_decode(np.eye(V)[shortest_path][None],
-                                                          np.ones((1, len(shortest_path)), bool))[0]))
+print(shortest_path, "->", tok.decode(decoding.greedy_decode(np.eye(V)[shortest_path][None],
+                                                             np.ones((1, len(shortest_path)), bool))[0]))
 
 # %% [markdown]
 # ## Summary
@@ -754,6 +915,12 @@ print(shortest_path, "->", tok.decode(train.greedy_decode(np.eye(V)[shortest_pat
 #   frames of attention context, 1.84B parameters, more than 98% of them in dense
 #   matrices, the only ones USM-Lite compresses; convolutions and the softmax stay
 #   float.
+# * **The model in code.** A Flax NNX module: layers and weights are attributes
+#   (`m.encoder.blocks[0].mhsa.query.kernel`). `model.split_model` gives its static
+#   `graphdef` and a `params` dict with the same paths; `model.forward` is the pure
+#   function that training jits and differentiates; the N:M masks are a tree with
+#   those paths too, applied leaf by leaf (Eq. 4); `model.attention_maps` records
+#   every block's attention with `nnx.capture`.
 # * **Algorithm 1, the training loop.** CTC loss, Adam with the transformer schedule
 #   and the 0.5x / 2x learning-rate multipliers; here with `spec="float"`, so the
 #   mask (lines 4-7) and quantization (line 8) steps are identities. CTC first learns

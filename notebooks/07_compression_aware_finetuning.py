@@ -24,7 +24,7 @@
 #
 # **After this notebook you will be able to**
 #
-# * load a finished run with `train.load_run`, count what it stores, and evaluate it
+# * load a finished run with `runs.load_run`, count what it stores, and evaluate it
 #   (WER / CER, greedy CTC decoding, no language model, as in §4.2);
 # * apply post-training quantization (PTQ) to a trained model in seconds and see
 #   which bit widths survive without training (§3.2, Table 1: E0, E2);
@@ -68,7 +68,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image, Markdown, display
 
-from usmlite_edu import batching, compress, configs, corpora, model, reproduce, sizes, sparsity, train
+from usmlite_edu import (batching, compress, configs, corpora, model, presets, reproduce, runs,
+                         sizes, sparsity, train)
 from usmlite_edu.compress import CompressionSpec
 
 REPO = env.repo or Path.cwd()    # the clone (outside one, runs/ goes under the working directory)
@@ -102,15 +103,20 @@ print(f"run dirs {RUN_DIR}, {MY_RUN_DIR}; jax {jax.__version__} on {jax.default_
 # Conformer-CTC (preset `cpu`: about 2M parameters, 4 blocks of width 144) trained
 # from scratch on connected spoken digits (FSDD, 8 kHz).
 #
-# `train.load_run` returns the model configuration, the spec it was trained with
-# (`float`), the tokenizer, the final parameters, and the run's `config.json`
-# (preset, corpus, held-out speaker, training settings).
+# `runs.load_run` returns a `Run`, a named tuple of the model configuration, the spec
+# it was trained with (`float`), the tokenizer, the final parameters, and the run's
+# `config.json` (preset, corpus, held-out speaker, training settings). The preset's
+# name gives, from the preset registry (`presets.get_preset`), the reproduction plan
+# (`.reproduce`: group sizes, `T_p`, ...) and the training / evaluation settings
+# (`.train`).
 
 # %%
-cfg, b0_spec, tok, params, meta = train.load_run(B0_DIR)
+b0_run = runs.load_run(B0_DIR)
+cfg, b0_spec, tok, params, meta = b0_run        # a Run unpacks like a 5-tuple
 PRESET = meta["preset"]
-rc = reproduce.REPRO_PRESETS[PRESET]            # the reproduction's settings (group sizes, T_p, ...)
-TCFG = train.TRAIN_PRESETS[PRESET]              # training / evaluation settings of the preset
+b0_preset = presets.get_preset(PRESET)
+rc = b0_preset.reproduce                        # the reproduction's settings (group sizes, T_p, ...)
+TCFG = b0_preset.train                          # training / evaluation settings of the preset
 
 n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 weights = configs.weight_shapes(cfg)
@@ -130,6 +136,42 @@ assert abs(b0_bytes.megabytes - 4 * n_params / 1e6) < 1e-6, "float32: 4 bytes a 
 assert cfg.vocab_size == tok.vocab_size
 assert 0.5 < n_dense / n_params < 1.0, "most of the weights are in the compressible dense layers"
 print("B0 loaded: float spec, parameter count and size consistent")
+
+# %% [markdown]
+# `params` is the parameter dict of the Flax NNX model (notebook 06, section 3): a
+# weight's path is its attribute path in the model, e.g.
+# `params["encoder"]["blocks"][0]["mhsa"]["query"]["kernel"]`. The committed B0 was
+# saved by an earlier version of the library, whose Flax Linen model named the blocks
+# `block_0`, `block_1`, ...; `runs.load_run` renames them on the way in
+# (`model.params_from_linen`) and changes no number, so the converted model computes
+# the same logits (`tests/test_model_golden.py` checks it against the Linen model).
+# The cells compare the file as stored (`runs.load_params`) with what `load_run`
+# returned. (A checkpoint written by this version already has the NNX names.) A B0 trained *today* from the same seed would not have these weights:
+# training from scratch now starts from the NNX initialisation, which draws other
+# random numbers, and gives statistically equivalent but different WERs. Evaluating
+# *this* checkpoint reproduces `results.json`, which the next cells check.
+
+# %%
+def flat(tree):
+    # {"encoder/blocks/0/mhsa/query/kernel": array, ...}: every leaf under its "/"-joined path
+    return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+stored = flat(runs.load_params(B0_DIR / "params"))        # the tree as saved on disk
+loaded = flat(params)                                     # the NNX params dict of load_run
+nnx_name = lambda n: re.sub(r"^encoder/block_(\d+)/", r"encoder/blocks/\1/", n)
+q_name = "encoder/blocks/0/mhsa/query/kernel"
+q_stored = next(n for n in stored if nnx_name(n) == q_name)
+print(f"on disk {q_stored!r} -> params['encoder']['blocks'][0]['mhsa']['query']['kernel'], "
+      f"shape {params['encoder']['blocks'][0]['mhsa']['query']['kernel'].shape}")
+print(f"{len(stored)} arrays on disk, {len(loaded)} in params")
+
+# %%
+assert {nnx_name(n) for n in stored} == set(loaded), "the same weights, renamed"
+for n, a in stored.items():
+    assert np.array_equal(np.asarray(a), np.asarray(loaded[nnx_name(n)])), n
+assert sum(np.size(x) for x in stored.values()) == n_params
+print(f"every one of the {n_params:,} stored numbers is in the NNX params, unchanged, under its NNX path")
 
 # %% [markdown]
 # ### The evaluation set
@@ -213,7 +255,7 @@ SUMMARY = {line["exp"]: line for line in RESULTS_JSON["summary"]}
 RECORDS = {(r["exp"], r["seed"]): r for r in RESULTS_JSON["runs"]}
 b0_record = RECORDS.get(("B0", meta["seed"]))
 SAME_CPU = (b0_record is not None
-            and b0_record["machine"]["processor"] == train.machine_info()["processor"])
+            and b0_record["machine"]["processor"] == runs.machine_info()["processor"])
 WORDS = {name: sum(len(e.text.split()) for e in ds.examples) for name, ds in eval_sets.items()}
 
 def wer_tolerance(n_words: int) -> float:
@@ -245,7 +287,7 @@ else:
 # the model whose every dense layer runs the native integer matmul of Eq. (1) with
 # `spec`'s grid, and `trainer.evaluate(params, None, ...)` feeds it B0's float
 # weights, which it quantizes on the fly. The convolutions and the softmax stay float
-# (§3.2, GUIDE §1).
+# (§4.2).
 #
 # In the paper, int8 PTQ keeps the WER (E0: 4.2 vs 4.1) and int4 PTQ collapses (E2:
 # 86.7), which is why int4 needs QAT (E3, 4.3). The paper trains int2 only with QAT
@@ -352,12 +394,14 @@ FT_SPEC = "int4+2:4"
 if not FAST and RUN_DIR.exists():
     shutil.rmtree(RUN_DIR)              # a fresh run, so the loss curve is this run's
 # FAST: batches of 8 padded to one bucket (a single compilation of the training step).
-overrides = ({"log_every": 1, "batch_size": 8, "bucket_seconds": (max(TCFG.bucket_seconds),)}
-             if FAST else {"log_every": 5})
+# `overrides` changes settings of the preset, `"section.field": value`.
+overrides = ({"train.log_every": 1, "train.batch_size": 8,
+              "train.bucket_seconds": (max(TCFG.bucket_seconds),)}
+             if FAST else {"train.log_every": 5})
 t0 = time.time()
 ft_result = train.train(PRESET, CORPUS, DATA_DIR, RUN_DIR, spec=FT_SPEC, init=B0_DIR, steps=STEPS,
                         seed=meta["seed"], heldout_speaker=HELDOUT, eval_splits=(),
-                        train_overrides=overrides)
+                        overrides=overrides)
 ft_seconds = time.time() - t0
 print(f"{STEPS} steps of {FT_SPEC} fine-tuning in {ft_seconds:.0f} s"
       + (f" (the table's E12 ran {SUMMARY['E12']['steps']} steps)" if "E12" in SUMMARY else ""))
@@ -390,14 +434,16 @@ print(f"{len(losses)} logged losses, all finite; no update skipped")
 # Now the comparison the paper's Table 3 is about, on the same test set:
 #
 # * **PTQ int4+2:4**: B0's weights, one-shot 2:4 masks computed from them
-#   (`train.one_shot_masks`), int4 on the kept weights; no training;
-# * **fine-tuned int4+2:4**: the parameters and frozen masks of the run above.
+#   (`model.one_shot_masks`), int4 on the kept weights; no training;
+# * **fine-tuned int4+2:4**: the parameters and frozen masks of the run above
+#   (`runs.load_masks`: the masks a run trained with, for its own spec).
 
 # %%
-cfg_ft, spec_ft, tok_ft, params_ft, meta_ft = train.load_run(RUN_DIR)
-masks_ft = train.load_params(RUN_DIR / "masks")
+ft_run = runs.load_run(RUN_DIR)
+cfg_ft, spec_ft, tok_ft, params_ft, meta_ft = ft_run
+masks_ft = runs.load_masks(RUN_DIR, ft_run)                      # the run's frozen masks
 ft_trainer = train.get_trainer(cfg_ft, spec_ft, TCFG)
-masks_b0 = train.one_shot_masks(params, spec_ft, ft_trainer.opts)     # Eq. (3) on B0's weights
+masks_b0 = model.one_shot_masks(params, spec_ft, cfg)            # Eq. (3) on B0's weights
 
 ptq_joint = ft_trainer.evaluate(params, masks_b0, test_ds, tok)
 ft_joint = ft_trainer.evaluate(params_ft, masks_ft, test_ds, tok)
@@ -438,10 +484,8 @@ print("both evaluated on the same utterances")
 # pruned weights were never updated.
 
 # %%
-where = model.compressible_mask_tree(params_ft, ft_trainer.opts)
+where = model.compressible_mask_tree(params_ft, cfg_ft, ft_trainer.opts)
 effective = model.apply_masks(params_ft, masks_ft)
-flat = lambda tree: {"/".join(str(getattr(k, "key", k)) for k in path): leaf
-                     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 W_ft, W_b0, M_ft, M_b0, E_ft, P = (flat(t) for t in (params_ft, params, masks_ft, masks_b0, effective, where))
 
 checked, zeros, total, moved = 0, 0, 0, 0
@@ -468,15 +512,18 @@ print(f"{checked} compressible kernels: 2 of every 4 kept, pruned weights exactl
 
 # %% [markdown]
 # A picture of the pattern: the top-left corner of one fine-tuned matrix, as the
-# model uses it (after pruning and int4). Every column is an output channel; the
-# dashed lines separate groups of 4 inputs, each with exactly 2 coloured (kept)
-# entries. Grey cells are pruned.
+# model uses it (after pruning and int4): block 0's first feed-forward matrix, whose
+# mask sits at the weight's own path in the mask tree. Every column is an output
+# channel; the dashed lines separate groups of 4 inputs, each with exactly 2 coloured
+# (kept) entries. Grey cells are pruned.
 
 # %%
-name = next(n for n, p in P.items() if p and "ffn1/dense1" in n)
-block = np.asarray(compress.compress_weight(W_ft[name], spec_ft, np.asarray(M_ft[name], bool)))[:16, :24]
+name = "encoder/blocks/0/ffn1/dense1/kernel"
+w_d1 = params_ft["encoder"]["blocks"][0]["ffn1"]["dense1"]["kernel"]
+m_d1 = np.asarray(masks_ft["encoder"]["blocks"][0]["ffn1"]["dense1"]["kernel"], bool)
+block = np.asarray(compress.compress_weight(w_d1, spec_ft, m_d1))[:16, :24]
 fig, ax = plt.subplots(figsize=(7, 4.2))
-shown = np.ma.masked_where(~np.asarray(M_ft[name], bool)[:16, :24], block)
+shown = np.ma.masked_where(~m_d1[:16, :24], block)
 ax.imshow(np.zeros_like(block), cmap="Greys", vmin=-1, vmax=4)
 im = ax.imshow(shown, cmap="coolwarm", vmin=-np.abs(block).max(), vmax=np.abs(block).max())
 for y in np.arange(3.5, 15, 4):
@@ -486,6 +533,7 @@ ax.set_title(f"{name}: int4 + 2:4, first 16 x 24 entries")
 fig.colorbar(im, ax=ax, label="effective weight")
 plt.show()
 assert np.all((block != 0).reshape(4, 4, 24).sum(1) <= 2)
+assert np.all(m_d1[:16, :24].reshape(4, 4, 24).sum(1) == 2) and P[name]
 
 # %% [markdown]
 # ## 4. The full reduced-scale Tables 1-3
@@ -533,9 +581,9 @@ display(Image(filename=str(RESULTS / "plot.png")))
 # %% [markdown]
 # ### Checking the paper's claims
 #
-# `claims.md` states each claim of the paper (GUIDE §3), our numbers, and a verdict,
-# decided by a fixed rule (`reproduce.judge_claims`): two WERs count as *the same*
-# when they differ by at most a tolerance, the larger of 1 point and twice B0's
+# `claims.md` states each claim of the paper (§5.1-5.3, Tables 1-3), our numbers,
+# and a verdict, decided by a fixed rule (`reproduce.judge_claims`): two WERs count as
+# *the same* when they differ by at most a tolerance, the larger of 1 point and twice B0's
 # standard deviation across seeds; *worse* when the difference exceeds it. The
 # verdicts mean:
 #
@@ -616,10 +664,12 @@ if broken:
     assert all(c["verdict"] == "inconclusive" for c in CLAIMS.values())
 print("claims.md parsed; its numbers match results.json" + (" (all inconclusive: B0 broken)" if broken else ""))
 
-# The verdicts are a pure function of the summary: re-judge it with the library.
-rc_json = reproduce.ReproConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in RESULTS_JSON["config"].items()})
-if reproduce.judge_claims(RESULTS_JSON["summary"], rc_json) == claims_text:
+# The verdicts are a pure function of the summary: re-judge it with the library, using the
+# reproduction plan recorded in results.json (the preset with that plan).
+rc_json = configs.config_from_dict(configs.ReproConfig, {k: v for k, v in RESULTS_JSON["config"].items()
+                                                         if k != "preset"})
+P_json = presets.get_preset(RESULTS_JSON["config"]["preset"]).replace(reproduce=rc_json)
+if reproduce.judge_claims(RESULTS_JSON["summary"], P_json) == claims_text:
     print("reproduce.judge_claims(summary) gives claims.md exactly")
 else:
     print("NOTE: claims.md differs from what this version of reproduce.judge_claims gives for the same "
@@ -785,11 +835,12 @@ if not FAST and MY_RUN_DIR.exists():
 t0 = time.time()
 my_result = train.train(PRESET, CORPUS, DATA_DIR, MY_RUN_DIR, spec=MY_SPEC, init=B0_DIR, steps=MY_STEPS,
                         seed=meta["seed"], heldout_speaker=HELDOUT, eval_splits=(),
-                        train_overrides=overrides)
-_, my_spec_run, _, my_params, _ = train.load_run(MY_RUN_DIR)
+                        overrides=overrides)
+my_run = runs.load_run(MY_RUN_DIR)
+my_spec_run, my_params = my_run.spec, my_run.params
 my_trainer = train.get_trainer(cfg, my_spec_run, TCFG)
-my_masks = train.load_params(MY_RUN_DIR / "masks") if my_spec_run.sparse else None
-my_ptq = my_trainer.evaluate(params, train.one_shot_masks(params, my_spec_run, my_trainer.opts), test_ds, tok)
+my_masks = runs.load_masks(MY_RUN_DIR, my_run)                   # None for a dense spec
+my_ptq = my_trainer.evaluate(params, model.one_shot_masks(params, my_spec_run, cfg), test_ds, tok)
 my_eval = my_trainer.evaluate(my_params, my_masks, test_ds, tok)
 print(f"{MY_SPEC}: {MY_STEPS} steps in {time.time() - t0:.0f} s; test WER PTQ {my_ptq['wer']:.2f}% -> "
       f"fine-tuned {my_eval['wer']:.2f}% (B0 {b0_eval['test']['wer']:.2f}%) at "
@@ -799,7 +850,7 @@ print(f"{MY_SPEC}: {MY_STEPS} steps in {time.time() - t0:.0f} s; test WER PTQ {m
 assert str(my_spec_run) == str(my_spec) and my_result["step"] == MY_STEPS
 assert 0.0 <= my_eval["wer"] and np.isfinite(my_eval["wer"])
 if my_spec_run.sparse:
-    for name, p in flat(model.compressible_mask_tree(my_params, my_trainer.opts)).items():
+    for name, p in flat(model.compressible_mask_tree(my_params, cfg, my_trainer.opts)).items():
         if p:
             m = np.asarray(flat(my_masks)[name], bool)
             I, J = m.shape
