@@ -29,8 +29,11 @@ def matmul_peak(dtype, n=1024, reps=50) -> float:
     a = jnp.ones((n, n), dtype)
     b = jnp.ones((n, n), dtype)
     if dtype == jnp.int8:
-        f = jax.jit(lambda a, b: jax.lax.dot_general(a, b, (((1,), (0,)), ((), ())),
-                                                     preferred_element_type=jnp.int32))
+        f = jax.jit(
+            lambda a, b: jax.lax.dot_general(
+                a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.int32
+            )
+        )
     else:
         f = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
     f(a, b).block_until_ready()
@@ -47,8 +50,13 @@ def fake_batch(cfg, batch_size, seconds, label_len=16, seed=0) -> batching.Batch
     wav = (0.1 * rng.standard_normal((batch_size, n))).astype(np.float32)
     lengths = rng.integers(n // 2, n + 1, batch_size).astype(np.int32)
     labels = rng.integers(1, cfg.vocab_size, (batch_size, label_len)).astype(np.int32)
-    return batching.Batch(wav, lengths, labels, np.full(batch_size, label_len, np.int32),
-                          np.ones(batch_size, np.float32))
+    return batching.Batch(
+        wav,
+        lengths,
+        labels,
+        np.full(batch_size, label_len, np.int32),
+        np.ones(batch_size, np.float32),
+    )
 
 
 def time_steps(spec: str, cfg, tcfg, batch, steps: int):
@@ -61,7 +69,7 @@ def time_steps(spec: str, cfg, tcfg, batch, steps: int):
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     mem = compiled.memory_analysis()
-    params, state, loss, _ = tr.step(params, state, batch, key, 0)   # warm-up
+    params, state, loss, _ = tr.step(params, state, batch, key, 0)  # warm-up
     jax.block_until_ready(loss)
     t = time.perf_counter()
     for s in range(steps):
@@ -86,11 +94,19 @@ def main() -> None:
     tcfg = preset.train.replace(batch_size=args.batch_size, compute_dtype=args.dtype)
     batch = fake_batch(cfg, args.batch_size, args.seconds)
     print(f"machine: {runs.machine_info()}")
-    print(f"preset {args.preset}: {configs.num_params(cfg):,} parameters, batch "
-          f"{args.batch_size} x {args.seconds} s, matmul dtype {args.dtype or 'float32'}")
+    print(
+        f"preset {args.preset}: {configs.num_params(cfg):,} parameters, batch "
+        f"{args.batch_size} x {args.seconds} s, matmul dtype {args.dtype or 'float32'}"
+    )
 
-    peaks = {name: matmul_peak(dt) for name, dt in
-             (("float32", jnp.float32), ("bfloat16", jnp.bfloat16), ("int8->int32", jnp.int8))}
+    peaks = {
+        name: matmul_peak(dt)
+        for name, dt in (
+            ("float32", jnp.float32),
+            ("bfloat16", jnp.bfloat16),
+            ("int8->int32", jnp.int8),
+        )
+    }
     for name, p in peaks.items():
         print(f"matmul peak (1024^3) {name:12s}: {p / 1e9:8.1f} GFLOP/s")
 
@@ -98,15 +114,19 @@ def main() -> None:
     for spec in args.specs:
         dt, flops, temp = time_steps(spec, cfg, tcfg, batch, args.steps)
         results[spec] = dt
-        print(f"{spec:10s}: {1 / dt:6.2f} steps/s  ({dt * 1e3:7.1f} ms/step), "
-              f"{flops / 1e9:7.2f} GFLOP/step -> {flops / dt / 1e9:6.1f} GFLOP/s = "
-              f"{100 * flops / dt / peaks['float32']:5.1f}% of the float32 peak"
-              + (f", XLA temp memory {temp / 2**20:.0f} MiB" if temp else ""))
+        print(
+            f"{spec:10s}: {1 / dt:6.2f} steps/s  ({dt * 1e3:7.1f} ms/step), "
+            f"{flops / 1e9:7.2f} GFLOP/step -> {flops / dt / 1e9:6.1f} GFLOP/s = "
+            f"{100 * flops / dt / peaks['float32']:5.1f}% of the float32 peak"
+            + (f", XLA temp memory {temp / 2**20:.0f} MiB" if temp else "")
+        )
     base = results.get("float")
     for spec, dt in results.items():
         if base and spec != "float":
             print(f"step time {spec} / float: {dt / base:.2f}x")
-    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(
+        f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

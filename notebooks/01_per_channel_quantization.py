@@ -47,12 +47,12 @@ print(env.summary())
 
 # %%
 # This notebook's imports and sizes.
-import time
 
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+
 from usmlite_edu import quant
 
 # A weight the size of one USM projection (1536 inputs); tiny in FAST mode.
@@ -75,15 +75,19 @@ BATCH = 8 if FAST else 64
 # Let us quantize a tiny $6\times 3$ matrix to int4 and look inside.
 
 # %%
-w_small = jnp.array([[ 0.10, -0.50,  2.0],
-                     [-0.70,  0.25,  0.0],
-                     [ 0.35, -0.05, -1.0],
-                     [ 0.00,  1.00,  0.5],
-                     [-0.20,  0.75, -0.3],
-                     [ 0.60, -0.90,  1.2]])
-q_small = quant.quantize(w_small, bits=4)          # symmetric, per output channel
+w_small = jnp.array(
+    [
+        [0.10, -0.50, 2.0],
+        [-0.70, 0.25, 0.0],
+        [0.35, -0.05, -1.0],
+        [0.00, 1.00, 0.5],
+        [-0.20, 0.75, -0.3],
+        [0.60, -0.90, 1.2],
+    ]
+)
+q_small = quant.quantize(w_small, bits=4)  # symmetric, per output channel
 print("integer range for int8, int4:", quant.int_range(8, True), quant.int_range(4, True))
-print("values (dtype %s):\n%s" % (q_small.values.dtype, q_small.values))
+print(f"values (dtype {q_small.values.dtype}):\n{q_small.values}")
 print("scales, one per column:", q_small.scale)
 print("dequantized:\n", np.round(quant.dequantize(q_small), 3))
 
@@ -93,7 +97,7 @@ assert q_small.values.dtype == jnp.int8 and q_small.values.shape == w_small.shap
 assert q_small.scale.shape == (1, 3)
 np.testing.assert_allclose(q_small.scale[0], np.abs(w_small).max(axis=0) / 7, rtol=1e-6)
 assert int(jnp.abs(q_small.values).max()) <= 7
-assert float(quant.dequantize(q_small)[1, 2]) == 0.0     # w = 0 is exact
+assert float(quant.dequantize(q_small)[1, 2]) == 0.0  # w = 0 is exact
 print("grid checks passed")
 
 # %% [markdown]
@@ -110,26 +114,30 @@ print("grid checks passed")
 # outlier in one channel.
 
 # %%
-channel_std = 0.02 * np.exp(0.5 * rng.standard_normal(J))     # channels differ in spread
+channel_std = 0.02 * np.exp(0.5 * rng.standard_normal(J))  # channels differ in spread
 W_np = (rng.standard_normal((I, J)) * channel_std).astype(np.float32)
 OUTLIER_ROW, OUTLIER_COL = 5, 3
-W_np[OUTLIER_ROW, OUTLIER_COL] = 0.25                           # one large weight
+W_np[OUTLIER_ROW, OUTLIER_COL] = 0.25  # one large weight
 W = jnp.asarray(W_np)
-print(f"W: {W.shape}, typical |w| = {np.median(np.abs(W_np)):.4f}, "
-      f"outlier = {W_np[OUTLIER_ROW, OUTLIER_COL]:.2f}")
+print(
+    f"W: {W.shape}, typical |w| = {np.median(np.abs(W_np)):.4f}, "
+    f"outlier = {W_np[OUTLIER_ROW, OUTLIER_COL]:.2f}"
+)
 
 q8 = quant.quantize(W, 8)
 W8 = quant.dequantize(q8)
 err = jnp.abs(W - W8)
-print(f"int8 per-channel: max |error| = {float(err.max()):.2e}, "
-      f"largest s/2 = {float(q8.scale.max()) / 2:.2e}")
+print(
+    f"int8 per-channel: max |error| = {float(err.max()):.2e}, "
+    f"largest s/2 = {float(q8.scale.max()) / 2:.2e}"
+)
 
 # %%
 # Check: every element obeys |w - w_hat| <= s_j / 2 (a float32 hair of slack).
-half_step = q8.scale[0] / 2                       # shape (J,), broadcasts over rows
+half_step = q8.scale[0] / 2  # shape (J,), broadcasts over rows
 assert W8.shape == W.shape and q8.scale.shape == (1, J)
 assert bool(jnp.all(err <= half_step * (1 + 1e-5) + 1e-12))
-assert int(jnp.abs(q8.values).max()) == 127      # every channel's max lands on +-127
+assert int(jnp.abs(q8.values).max()) == 127  # every channel's max lands on +-127
 print("error bound s/2 holds for all", W.size, "weights")
 
 
@@ -141,24 +149,30 @@ print("error bound s/2 holds for all", W.size, "weights")
 # back: `quantize(W.reshape(-1, 1))`. That is the "per-tensor" baseline the per-channel
 # scheme improves on.
 
+
 # %%
 def per_tensor(w, bits):
     # One column holding every weight -> one scale for the whole matrix.
     q = quant.quantize(w.reshape(-1, 1), bits)
     return quant.dequantize(q).reshape(w.shape), q.scale
 
+
 def per_channel(w, bits):
     q = quant.quantize(w, bits)
     return quant.dequantize(q), q.scale
 
+
 def rel_err(w, w_hat):
     return float(jnp.linalg.norm(w - w_hat) / jnp.linalg.norm(w))
+
 
 Wt4, s_tensor = per_tensor(W, 4)
 Wc4, s_chan = per_channel(W, 4)
 print(f"int4 relative error: per-tensor {rel_err(W, Wt4):.3f}, per-channel {rel_err(W, Wc4):.3f}")
-print(f"per-tensor scale {float(s_tensor[0, 0]):.4f}; per-channel scales: "
-      f"median {float(jnp.median(s_chan)):.4f}, outlier channel {float(s_chan[0, OUTLIER_COL]):.4f}")
+print(
+    f"per-tensor scale {float(s_tensor[0, 0]):.4f}; per-channel scales: "
+    f"median {float(jnp.median(s_chan)):.4f}, outlier channel {float(s_chan[0, OUTLIER_COL]):.4f}"
+)
 
 rms_t = np.sqrt(np.mean(np.asarray(W - Wt4) ** 2, axis=0))
 rms_c = np.sqrt(np.mean(np.asarray(W - Wc4) ** 2, axis=0))
@@ -167,7 +181,8 @@ ax.semilogy(rms_t, "o", ms=3, label="per-tensor (one scale)")
 ax.semilogy(rms_c, "o", ms=3, label="per-channel (one scale per column)")
 ax.axvline(OUTLIER_COL, color="gray", ls=":", label="channel with the outlier")
 ax.set(xlabel="output channel j", ylabel="RMS error of column j", title="int4 error per channel")
-ax.legend(fontsize=8); plt.show()
+ax.legend(fontsize=8)
+plt.show()
 
 # %%
 # Checks: the per-tensor scale is the largest per-channel scale; per-channel wins
@@ -190,15 +205,21 @@ err_tensor = [rel_err(W, per_tensor(W, b)[0]) for b in BITS]
 err_chan = [rel_err(W, per_channel(W, b)[0]) for b in BITS]
 for b, et, ec in zip(BITS, err_tensor, err_chan):
     print(f"int{b}: per-tensor {et:7.4f}   per-channel {ec:7.4f}")
-print("per-channel error ratio between consecutive bit widths:",
-      np.round(np.array(err_chan[:-1]) / np.array(err_chan[1:]), 2))
+print(
+    "per-channel error ratio between consecutive bit widths:",
+    np.round(np.array(err_chan[:-1]) / np.array(err_chan[1:]), 2),
+)
 
 fig, ax = plt.subplots(figsize=(5, 3.5))
 ax.semilogy(BITS, err_tensor, "s-", label="per-tensor")
 ax.semilogy(BITS, err_chan, "o-", label="per-channel")
-ax.set(xlabel="bits", ylabel=r"relative error $\|W-\hat W\|_F / \|W\|_F$",
-       title="Quantization error vs bit width")
-ax.legend(); plt.show()
+ax.set(
+    xlabel="bits",
+    ylabel=r"relative error $\|W-\hat W\|_F / \|W\|_F$",
+    title="Quantization error vs bit width",
+)
+ax.legend()
+plt.show()
 
 # %%
 # Checks: more bits never hurt, and per-channel is better at every width.
@@ -214,7 +235,8 @@ print("monotone in bits; per-channel better at every bit width")
 # widget, so the notebook also runs headless.
 
 # %%
-COL = (OUTLIER_COL + 1) % J                 # an ordinary channel
+COL = (OUTLIER_COL + 1) % J  # an ordinary channel
+
 
 def show_bits(bits=4):
     Wt, _ = per_tensor(W, bits)
@@ -225,19 +247,24 @@ def show_bits(bits=4):
     ax.plot(np.asarray(W[order, COL]), np.asarray(Wt[order, COL]), label="per-tensor")
     ax.plot(np.asarray(W[order, COL]), np.asarray(Wc[order, COL]), label="per-channel")
     ax.set(xlabel="w", ylabel=r"$\hat w$", title=f"channel {COL}, int{bits}")
-    ax.legend(fontsize=8); plt.show()
-    print(f"int{bits}: relative error per-tensor {rel_err(W, Wt):.4f}, per-channel {rel_err(W, Wc):.4f}; "
-          f"distinct values in channel {COL}: per-tensor {len(np.unique(np.asarray(Wt[:, COL])))}, "
-          f"per-channel {len(np.unique(np.asarray(Wc[:, COL])))}")
+    ax.legend(fontsize=8)
+    plt.show()
+    print(
+        f"int{bits}: relative error per-tensor {rel_err(W, Wt):.4f}, per-channel {rel_err(W, Wc):.4f}; "
+        f"distinct values in channel {COL}: per-tensor {len(np.unique(np.asarray(Wt[:, COL])))}, "
+        f"per-channel {len(np.unique(np.asarray(Wc[:, COL])))}"
+    )
+
 
 try:
     from ipywidgets import IntSlider, interact
+
     interact(show_bits, bits=IntSlider(value=4, min=2, max=8, step=1, description="bits"))
-except ImportError:                 # no widgets installed: the static call below still runs
+except ImportError:  # no widgets installed: the static call below still runs
     print("ipywidgets not available; showing a static result only")
 
 # %%
-show_bits(4)     # static result (what the slider shows at 4 bits)
+show_bits(4)  # static result (what the slider shows at 4 bits)
 
 # %% [markdown]
 # ## 5. Eq. (1): the native integer matmul
@@ -254,11 +281,13 @@ show_bits(4)     # static result (what the slider shows at 4 bits)
 
 # %%
 x = jax.random.normal(jax.random.fold_in(key, 1), (BATCH, I))
-y_native = quant.native_matmul(x, q8)          # int8 weights in the dot, scale after
-y_fake = x @ quant.dequantize(q8)              # float copy of w_hat
+y_native = quant.native_matmul(x, q8)  # int8 weights in the dot, scale after
+y_fake = x @ quant.dequantize(q8)  # float copy of w_hat
 y_float = x @ W
 rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
-print(f"native vs fake: {rel(y_native, y_fake):.2e}   native vs float: {rel(y_native, y_float):.2e}")
+print(
+    f"native vs fake: {rel(y_native, y_fake):.2e}   native vs float: {rel(y_native, y_float):.2e}"
+)
 jaxpr = jax.make_jaxpr(quant.native_matmul)(x, q8).pretty_print(use_color=False)
 print("native_matmul's inputs (the weight is i8 = int8):", jaxpr.splitlines()[0])
 
@@ -283,10 +312,15 @@ print("native matmul checks passed")
 y_int = quant.int8_matmul(x, q8)
 xq, xs = quant.quantize_activations(x)
 y_ref = (xq.astype(jnp.float32) * xs) @ quant.dequantize(q8)
-dots = [ln.strip() for ln in jax.make_jaxpr(quant.int8_matmul)(x, q8).pretty_print(use_color=False).splitlines()
-        if "dot_general" in ln or "preferred_element_type" in ln]
+dots = [
+    ln.strip()
+    for ln in jax.make_jaxpr(quant.int8_matmul)(x, q8).pretty_print(use_color=False).splitlines()
+    if "dot_general" in ln or "preferred_element_type" in ln
+]
 print("\n".join(dots))
-print(f"int8 x int8 vs its reference: {rel(y_int, y_ref):.2e}   vs float x @ W: {rel(y_int, y_float):.2e}")
+print(
+    f"int8 x int8 vs its reference: {rel(y_int, y_ref):.2e}   vs float x @ W: {rel(y_int, y_float):.2e}"
+)
 
 # %%
 # Checks: integer operands, int32 accumulation, agreement with the reference.
@@ -306,7 +340,7 @@ print("int8 x int8 -> int32 checks passed")
 
 # %%
 TARGET = 0.05
-my_bits = 8        # EXERCISE: try smaller values
+my_bits = 8  # EXERCISE: try smaller values
 
 # %%
 e = rel_err(W, per_channel(W, my_bits)[0])
@@ -326,7 +360,7 @@ for name, fn in (("per-channel", per_channel), ("per-tensor", per_tensor)):
 # verifies the per-channel prediction for any value.
 
 # %%
-outlier_value = 1.0       # EXERCISE: change me
+outlier_value = 1.0  # EXERCISE: change me
 W_ex = W.at[OUTLIER_ROW, OUTLIER_COL].set(outlier_value)
 
 # %%
@@ -336,8 +370,10 @@ np.testing.assert_allclose(rms_ex[others], rms_c[others], rtol=1e-6)
 Wt_ex, _ = per_tensor(W_ex, 4)
 rms_t_ex = np.sqrt(np.mean(np.asarray(W_ex - Wt_ex) ** 2, axis=0))
 print("per-channel: RMS error of the other channels unchanged (checked)")
-print(f"per-tensor: mean RMS error of the other channels went from {rms_t[others].mean():.2e} "
-      f"to {rms_t_ex[others].mean():.2e}")
+print(
+    f"per-tensor: mean RMS error of the other channels went from {rms_t[others].mean():.2e} "
+    f"to {rms_t_ex[others].mean():.2e}"
+)
 
 # %% [markdown]
 # **Exercise 3 (int32 is wide enough).** Every product of an int8 activation and an int8
@@ -346,7 +382,7 @@ print(f"per-tensor: mean RMS error of the other channels went from {rms_t[others
 # and tells you whether it is the largest safe value. (Solution hidden below.)
 
 # %%
-max_I = 1536        # EXERCISE: the largest input width that cannot overflow int32
+max_I = 1536  # EXERCISE: the largest input width that cannot overflow int32
 
 # %%
 INT32_MAX = 2**31 - 1

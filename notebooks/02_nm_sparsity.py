@@ -52,10 +52,11 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+
 from usmlite_edu import sparsity
 
-I, J = (256, 64) if FAST else (1536, 256)       # weight for the statistics
-TOY_I, TOY_J, TOY_N = (32, 8, 256) if FAST else (64, 16, 1024)   # least squares
+I, J = (256, 64) if FAST else (1536, 256)  # weight for the statistics
+TOY_I, TOY_J, TOY_N = (32, 8, 256) if FAST else (64, 16, 1024)  # least squares
 STEPS, T_P = (120, 40) if FAST else (300, 100)  # training steps, few-shot T_p
 
 # %% [markdown]
@@ -71,13 +72,10 @@ STEPS, T_P = (120, 40) if FAST else (300, 100)  # training steps, few-shot T_p
 # library's `(in, out)` weights the default is `axis=0`; section 3 explains why.)
 
 # %%
-W_fig = jnp.array([[1, 2, 3, 4, -3, -4, 1, 2],
-                   [3, 1, -4, 2, -3, 1, 2, -4]], jnp.float32)
+W_fig = jnp.array([[1, 2, 3, 4, -3, -4, 1, 2], [3, 1, -4, 2, -3, 1, 2, -4]], jnp.float32)
 # Mask and sparse weight as printed in the paper's Fig. 1.
-FIG1_MASK = np.array([[0, 0, 1, 1, 1, 1, 0, 0],
-                      [1, 0, 1, 0, 1, 0, 0, 1]], bool)
-FIG1_SPARSE = np.array([[0, 0, 3, 4, -3, -4, 0, 0],
-                        [3, 0, -4, 0, -3, 0, 0, -4]], np.float32)
+FIG1_MASK = np.array([[0, 0, 1, 1, 1, 1, 0, 0], [1, 0, 1, 0, 1, 0, 0, 1]], bool)
+FIG1_SPARSE = np.array([[0, 0, 3, 4, -3, -4, 0, 0], [3, 0, -4, 0, -3, 0, 0, -4]], np.float32)
 
 mask_fig = sparsity.nm_mask(W_fig, 2, 4, axis=1)
 sparse_fig = sparsity.apply_mask(W_fig, mask_fig)
@@ -90,8 +88,9 @@ print("the figure's reshaped view V (K x M = 4 x 4):\n", W_fig.reshape(4, 4))
 assert mask_fig.dtype == jnp.bool_ and mask_fig.shape == (2, 8)
 np.testing.assert_array_equal(np.asarray(mask_fig), FIG1_MASK)
 np.testing.assert_array_equal(np.asarray(sparse_fig), FIG1_SPARSE)
-np.testing.assert_array_equal(np.asarray(sparsity.nm_mask(W_fig.reshape(4, 4), 2, 4, axis=1)),
-                              FIG1_MASK.reshape(4, 4))
+np.testing.assert_array_equal(
+    np.asarray(sparsity.nm_mask(W_fig.reshape(4, 4), 2, 4, axis=1)), FIG1_MASK.reshape(4, 4)
+)
 assert sparsity.sparsity_of(sparse_fig) == 0.5
 print("Fig. 1 reproduced")
 
@@ -120,29 +119,36 @@ assert int(tie_mask.sum()) == 2 and tie_mask[0, :2].all()
 W = jax.random.normal(jax.random.fold_in(key, 2), (I, J)) * 0.02
 absW = jnp.abs(W)
 
-def unstructured(w, density):           # reference: keep the top `density` of all |w|
+
+def unstructured(w, density):  # reference: keep the top `density` of all |w|
     return jnp.abs(w) >= jnp.quantile(jnp.abs(w), 1 - density)
 
+
 masks = {
-    "2:4": sparsity.nm_mask(W, 2, 4),           # axis=0: groups along the input
+    "2:4": sparsity.nm_mask(W, 2, 4),  # axis=0: groups along the input
     "1:4": sparsity.nm_mask(W, 1, 4),
     "unstructured 50%": unstructured(W, 0.50),
     "unstructured 25%": unstructured(W, 0.25),
 }
 kept = {}
 for name, m in masks.items():
-    kept[name] = dict(density=float(m.mean()),
-                      magnitude=float(jnp.sum(absW * m) / jnp.sum(absW)),
-                      energy=float(jnp.sum(W**2 * m) / jnp.sum(W**2)))
-    print(f"{name:17s} density {kept[name]['density']:.3f}   magnitude kept "
-          f"{kept[name]['magnitude']:.3f}   energy kept {kept[name]['energy']:.3f}")
+    kept[name] = dict(
+        density=float(m.mean()),
+        magnitude=float(jnp.sum(absW * m) / jnp.sum(absW)),
+        energy=float(jnp.sum(W**2 * m) / jnp.sum(W**2)),
+    )
+    print(
+        f"{name:17s} density {kept[name]['density']:.3f}   magnitude kept "
+        f"{kept[name]['magnitude']:.3f}   energy kept {kept[name]['energy']:.3f}"
+    )
 
 fig, ax = plt.subplots(figsize=(7, 3.5))
 bins = np.linspace(0, float(absW.max()), 60)
 for name, m in masks.items():
     ax.hist(np.asarray(absW[m]), bins=bins, histtype="step", lw=1.5, label=name)
 ax.set(xlabel="|w| of kept weights", ylabel="count", title="Which magnitudes survive")
-ax.legend(fontsize=8); plt.show()
+ax.legend(fontsize=8)
+plt.show()
 
 # %%
 # Checks: exact N:M densities; within every group the kept magnitudes are the
@@ -179,14 +185,17 @@ print(f"energy given up for the N:M structure: 2:4 {gap24:.3f}, 1:4 {gap14:.3f}"
 # dot products it leaves behind have no fixed pattern.
 
 # %%
-m_in = sparsity.nm_mask(W, 2, 4, axis=0)     # groups along inputs (the default)
-m_out = sparsity.nm_mask(W, 2, 4, axis=1)    # groups along outputs
-per_dot_in = m_in.reshape(I // 4, 4, J).sum(axis=1)     # kept per 4 inputs, per output j
+m_in = sparsity.nm_mask(W, 2, 4, axis=0)  # groups along inputs (the default)
+m_out = sparsity.nm_mask(W, 2, 4, axis=1)  # groups along outputs
+per_dot_in = m_in.reshape(I // 4, 4, J).sum(axis=1)  # kept per 4 inputs, per output j
 per_dot_out = m_out.reshape(I // 4, 4, J).sum(axis=1)
 print("kept among 4 consecutive inputs of a dot product:")
 for name, counts in (("axis=0", per_dot_in), ("axis=1", per_dot_out)):
     values, freq = np.unique(np.asarray(counts), return_counts=True)
-    print(f"  {name}: " + ", ".join(f"{int(v)} kept in {int(f)} dot-product groups" for v, f in zip(values, freq)))
+    print(
+        f"  {name}: "
+        + ", ".join(f"{int(v)} kept in {int(f)} dot-product groups" for v, f in zip(values, freq))
+    )
 
 # %%
 # Checks: axis=0 gives exactly 2 of every 4 inputs for each output; axis=1 does not.
@@ -220,13 +229,15 @@ k1, k2, k3 = jax.random.split(jax.random.fold_in(key, 3), 3)
 X_toy = jax.random.normal(k1, (TOY_N, TOY_I))
 W_dense = jax.random.normal(k2, (TOY_I, TOY_J))
 support = sparsity.nm_mask(W_dense, 2, 4)
-W_star = sparsity.apply_mask(W_dense, support)          # the 2:4 truth
+W_star = sparsity.apply_mask(W_dense, support)  # the 2:4 truth
 Y_toy = X_toy @ W_star
 params0 = {"w": W_star + 0.6 * jax.random.normal(k3, (TOY_I, TOY_J))}
 
+
 def toy_loss(params, masks):
-    pruned = jax.tree.map(sparsity.apply_mask, params, masks)   # forward: W * M (Eq. 4)
+    pruned = jax.tree.map(sparsity.apply_mask, params, masks)  # forward: W * M (Eq. 4)
     return jnp.mean((X_toy @ pruned["w"] - Y_toy) ** 2)
+
 
 def run_schedule(update_steps, steps=STEPS, lr=0.01):
     opt = sparsity.nm_masked(optax.adam(lr), 2, 4, update_steps=update_steps)
@@ -245,8 +256,14 @@ def run_schedule(update_steps, steps=STEPS, lr=0.01):
         snapshots[t] = params
         params, state, loss = step(params, state)
         losses.append(float(loss))
-    return dict(params=params, state=state, used=np.stack(used),
-                losses=np.array(losses), snapshots=snapshots)
+    return dict(
+        params=params,
+        state=state,
+        used=np.stack(used),
+        losses=np.array(losses),
+        snapshots=snapshots,
+    )
+
 
 t0 = time.time()
 one = run_schedule(1)
@@ -254,10 +271,14 @@ few = run_schedule(T_P)
 for name, r in (("one-shot", one), (f"few-shot T_p={T_P}", few)):
     changes = (r["used"][1:] != r["used"][:-1]).sum(axis=(1, 2))
     agree = float((r["used"][-1] == np.asarray(support)).mean())
-    print(f"{name:18s} final loss {r['losses'][-1]:.4f}   mask updates with a change: "
-          f"{int((changes > 0).sum())}   agreement with the true support {agree:.3f}")
-print(f"starting mask agrees with the true support on {float((one['used'][0] == np.asarray(support)).mean()):.3f}"
-      f" of entries   ({time.time() - t0:.1f} s)")
+    print(
+        f"{name:18s} final loss {r['losses'][-1]:.4f}   mask updates with a change: "
+        f"{int((changes > 0).sum())}   agreement with the true support {agree:.3f}"
+    )
+print(
+    f"starting mask agrees with the true support on {float((one['used'][0] == np.asarray(support)).mean()):.3f}"
+    f" of entries   ({time.time() - t0:.1f} s)"
+)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -267,25 +288,29 @@ axes[0].set(xlabel="step", ylabel="training loss", title="Least squares under a 
 axes[0].legend()
 changes_few = (few["used"][1:] != few["used"][:-1]).sum(axis=(1, 2))
 axes[1].plot(np.arange(1, STEPS), changes_few, label="few-shot")
-axes[1].plot(np.arange(1, STEPS), (one["used"][1:] != one["used"][:-1]).sum(axis=(1, 2)), label="one-shot")
+axes[1].plot(
+    np.arange(1, STEPS), (one["used"][1:] != one["used"][:-1]).sum(axis=(1, 2)), label="one-shot"
+)
 axes[1].axvline(T_P, color="gray", ls=":", label="T_p")
 axes[1].set(xlabel="step t", ylabel="mask entries changed", title="Mask changes between steps")
-axes[1].legend(); plt.tight_layout(); plt.show()
+axes[1].legend()
+plt.tight_layout()
+plt.show()
 
 # %%
 # Checks for both schedules.
 init_mask = np.asarray(sparsity.nm_mask(params0["w"], 2, 4))
-assert np.all(one["used"] == init_mask)                  # one-shot: never changes
+assert np.all(one["used"] == init_mask)  # one-shot: never changes
 assert np.all(few["used"][T_P:] == few["used"][T_P - 1])  # few-shot: frozen from step T_p on
-assert (few["used"][1:T_P] != few["used"][:T_P - 1]).any()  # ... and it did move before
+assert (few["used"][1:T_P] != few["used"][: T_P - 1]).any()  # ... and it did move before
 for r in (one, few):
     assert np.all(r["used"].reshape(STEPS, TOY_I // 4, 4, TOY_J).sum(axis=2) == 2)  # valid 2:4
     mask = sparsity.masks_from_state(r["state"])["w"]
     w_eff = sparsity.apply_mask(r["params"]["w"], mask)
-    assert bool(jnp.all(w_eff[~mask] == 0.0))                     # pruned: exactly zero
+    assert bool(jnp.all(w_eff[~mask] == 0.0))  # pruned: exactly zero
     frozen = r["snapshots"][T_P]["w"] if r is few else params0["w"]
     assert bool(jnp.all(r["params"]["w"][~mask] == frozen[~mask]))  # never updated
-    assert int(r["state"].count) == STEPS                          # counter in the state
+    assert int(r["state"].count) == STEPS  # counter in the state
 assert few["losses"][-1] < one["losses"][-1]
 support_np = np.asarray(support)
 assert (few["used"][-1] == support_np).mean() > (one["used"][-1] == support_np).mean()
@@ -306,15 +331,17 @@ print("schedule checks passed")
 # properties any correct N:M mask has.
 
 # %%
-n_ex, m_ex = 1, 4          # EXERCISE: try 1:2, 3:4, 2:8, ...
+n_ex, m_ex = 1, 4  # EXERCISE: try 1:2, 3:4, 2:8, ...
 mask_ex = sparsity.nm_mask(W_fig, n_ex, m_ex, axis=1)
 print(mask_ex.astype(int))
 
 # %%
 g_abs = jnp.abs(W_fig).reshape(2, 8 // m_ex, m_ex)
 g_m = mask_ex.reshape(2, 8 // m_ex, m_ex)
-assert bool(jnp.all(g_m.sum(-1) == n_ex))                       # exactly n per group
-assert bool(jnp.all(jnp.where(g_m, g_abs, jnp.inf).min(-1) >= jnp.where(g_m, -jnp.inf, g_abs).max(-1)))
+assert bool(jnp.all(g_m.sum(-1) == n_ex))  # exactly n per group
+assert bool(
+    jnp.all(jnp.where(g_m, g_abs, jnp.inf).min(-1) >= jnp.where(g_m, -jnp.inf, g_abs).max(-1))
+)
 assert sparsity.sparsity_of(sparsity.apply_mask(W_fig, mask_ex)) == 1 - n_ex / m_ex
 print(f"{n_ex}:{m_ex} mask is valid")
 
@@ -326,15 +353,17 @@ print(f"{n_ex}:{m_ex} mask is valid")
 # much energy at the same density.
 
 # %%
-df = 3.0                   # EXERCISE: try 2.5, 5, 30
+df = 3.0  # EXERCISE: try 2.5, 5, 30
 W_t = jax.random.t(jax.random.fold_in(key, 4), df, (I, J))
 e24 = float(jnp.sum(W_t**2 * sparsity.nm_mask(W_t, 2, 4)) / jnp.sum(W_t**2))
 e50 = float(jnp.sum(W_t**2 * unstructured(W_t, 0.5)) / jnp.sum(W_t**2))
 
 # %%
 assert e50 >= e24
-print(f"df={df}: energy kept by 2:4 {e24:.3f}, by unstructured 50% {e50:.3f} "
-      f"(Gaussian above: {kept['2:4']['energy']:.3f} vs {kept['unstructured 50%']['energy']:.3f})")
+print(
+    f"df={df}: energy kept by 2:4 {e24:.3f}, by unstructured 50% {e50:.3f} "
+    f"(Gaussian above: {kept['2:4']['energy']:.3f} vs {kept['unstructured 50%']['energy']:.3f})"
+)
 
 # %% [markdown]
 # **Exercise 3 (the length of the few-shot phase).** Change `tp_ex` and rerun. The
@@ -343,15 +372,17 @@ print(f"df={df}: energy kept by 2:4 {e24:.3f}, by unstructured 50% {e50:.3f} "
 # lower final loss?
 
 # %%
-tp_ex = 10                 # EXERCISE: try 1, 5, 50, STEPS
+tp_ex = 10  # EXERCISE: try 1, 5, 50, STEPS
 r_ex = run_schedule(tp_ex)
 
 # %%
 assert np.all(r_ex["used"][tp_ex:] == r_ex["used"][min(tp_ex, STEPS) - 1])
 m_final = sparsity.masks_from_state(r_ex["state"])["w"]
 assert bool(jnp.all(sparsity.apply_mask(r_ex["params"]["w"], m_final)[~m_final] == 0))
-print(f"T_p={tp_ex}: final loss {r_ex['losses'][-1]:.4f} "
-      f"(one-shot {one['losses'][-1]:.4f}, T_p={T_P} {few['losses'][-1]:.4f})")
+print(
+    f"T_p={tp_ex}: final loss {r_ex['losses'][-1]:.4f} "
+    f"(one-shot {one['losses'][-1]:.4f}, T_p={T_P} {few['losses'][-1]:.4f})"
+)
 
 # %% [markdown]
 # ## Summary

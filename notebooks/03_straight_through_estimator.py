@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+
 from usmlite_edu import compress, quant, sizes
 
 D_IN, D_TEACHER, D_HID, D_OUT = 16, 16, 128, 4
@@ -75,11 +76,14 @@ d_ste = jax.vmap(jax.grad(lambda x: x + jax.lax.stop_gradient(jnp.round(x) - x))
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))
 axes[0].plot(xs, jnp.round(xs), label="round(x)")
 axes[0].plot(xs, xs, ":", label="identity (what the STE pretends)")
-axes[0].set(xlabel="x", title="forward"); axes[0].legend(fontsize=8)
+axes[0].set(xlabel="x", title="forward")
+axes[0].legend(fontsize=8)
 axes[1].plot(xs, d_round, label="d round / dx (autodiff)")
 axes[1].plot(xs, d_ste, "--", label="STE gradient")
-axes[1].set(xlabel="x", title="backward", ylim=(-0.2, 1.2)); axes[1].legend(fontsize=8)
-plt.tight_layout(); plt.show()
+axes[1].set(xlabel="x", title="backward", ylim=(-0.2, 1.2))
+axes[1].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
 print("distinct autodiff gradients of round:", np.unique(np.asarray(d_round)))
 
 # %%
@@ -103,14 +107,19 @@ w = jax.random.normal(jax.random.fold_in(key, 1), (64, 8))
 g_full = jax.grad(lambda w: jnp.sum(quant.fake_quant(w, 4)))(w)
 CLIP = 0.7
 g_clip = jax.grad(lambda w: jnp.sum(quant.fake_quant(w, 4, clip=CLIP)))(w)
-print("gradient values, clip=1.0:", np.unique(np.asarray(g_full)),
-      f"  clip={CLIP}:", np.unique(np.asarray(g_clip)),
-      f"({int((g_clip == 0).sum())} of {w.size} weights blocked)")
+print(
+    "gradient values, clip=1.0:",
+    np.unique(np.asarray(g_full)),
+    f"  clip={CLIP}:",
+    np.unique(np.asarray(g_clip)),
+    f"({int((g_clip == 0).sum())} of {w.size} weights blocked)",
+)
 
 # %%
 # Checks: forward = dequantize(quantize(w)); backward = identity inside the range.
-np.testing.assert_array_equal(np.asarray(quant.fake_quant(w, 4)),
-                              np.asarray(quant.dequantize(quant.quantize(w, 4))))
+np.testing.assert_array_equal(
+    np.asarray(quant.fake_quant(w, 4)), np.asarray(quant.dequantize(quant.quantize(w, 4)))
+)
 assert bool(jnp.all(g_full == 1.0))
 # Reference for the clipped range: s = clip * max|w| / 7 per channel; the grid ends at
 # +-7 s and a weight still rounds onto it up to half a step further out.
@@ -138,13 +147,20 @@ print("STE checks passed")
 
 # %%
 kt1, kt2, kx, kxt, ks1, ks2 = jax.random.split(jax.random.fold_in(key, 2), 6)
-teacher = {"w1": 2 * jax.random.normal(kt1, (D_IN, D_TEACHER)) / np.sqrt(D_IN),
-           "w2": jax.random.normal(kt2, (D_TEACHER, D_OUT)) / np.sqrt(D_TEACHER)}
+teacher = {
+    "w1": 2 * jax.random.normal(kt1, (D_IN, D_TEACHER)) / np.sqrt(D_IN),
+    "w2": jax.random.normal(kt2, (D_TEACHER, D_OUT)) / np.sqrt(D_TEACHER),
+}
 net = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]
-X_tr = jax.random.normal(kx, (N_TRAIN, D_IN)); Y_tr = net(teacher, X_tr)
-X_te = jax.random.normal(kxt, (N_TEST, D_IN)); Y_te = net(teacher, X_te)
-student0 = {"w1": jax.random.normal(ks1, (D_IN, D_HID)) / np.sqrt(D_IN),
-            "w2": jax.random.normal(ks2, (D_HID, D_OUT)) / np.sqrt(D_HID)}
+X_tr = jax.random.normal(kx, (N_TRAIN, D_IN))
+Y_tr = net(teacher, X_tr)
+X_te = jax.random.normal(kxt, (N_TEST, D_IN))
+Y_te = net(teacher, X_te)
+student0 = {
+    "w1": jax.random.normal(ks1, (D_IN, D_HID)) / np.sqrt(D_IN),
+    "w2": jax.random.normal(ks2, (D_HID, D_OUT)) / np.sqrt(D_HID),
+}
+
 
 def forward(p, x, spec=None):
     # spec=None: float. Otherwise every weight goes through the library's quantizer.
@@ -152,8 +168,10 @@ def forward(p, x, spec=None):
         p = {k: compress.compress_weight(v, spec) for k, v in p.items()}
     return net(p, x)
 
+
 def mse(p, x, y, spec=None):
     return jnp.mean((forward(p, x, spec) - y) ** 2)
+
 
 def train(p, spec, steps, lr):
     opt = optax.adam(optax.cosine_decay_schedule(lr, steps))
@@ -172,11 +190,14 @@ def train(p, spec, steps, lr):
         losses.append(float(loss))
     return p, np.array(losses)
 
+
 t0 = time.time()
 p_float, curve_float = train(student0, None, FLOAT_STEPS, 1e-2)
 test_float = float(mse(p_float, X_te, Y_te))
-print(f"float student: test MSE {test_float:.2e}  (target variance {float(jnp.var(Y_te)):.3f}), "
-      f"{time.time() - t0:.1f} s")
+print(
+    f"float student: test MSE {test_float:.2e}  (target variance {float(jnp.var(Y_te)):.3f}), "
+    f"{time.time() - t0:.1f} s"
+)
 
 # %%
 t0 = time.time()
@@ -204,14 +225,18 @@ axes[0].set(xlabel="fine-tuning step", ylabel="MSE", title="QAT loss curves vs P
 axes[0].legend(fontsize=7)
 names = list(results)
 axes[1].bar(range(len(names)), [results[n] for n in names], color=["C0", "C1", "C1", "C2", "C2"])
-axes[1].set_yscale("log"); axes[1].set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+axes[1].set_yscale("log")
+axes[1].set_xticks(range(len(names)), names, rotation=30, fontsize=8)
 axes[1].set(ylabel="test MSE", title="After fine-tuning")
-plt.tight_layout(); plt.show()
+plt.tight_layout()
+plt.show()
 var_te = float(jnp.var(Y_te))
 for spec in ("int4", "int2"):
-    print(f"{spec}: QAT lowers the PTQ test error by a factor "
-          f"{results[f'{spec} PTQ'] / results[f'{spec} QAT']:.1f}; error as a fraction of the "
-          f"target variance: PTQ {results[f'{spec} PTQ'] / var_te:.1%}, QAT {results[f'{spec} QAT'] / var_te:.1%}")
+    print(
+        f"{spec}: QAT lowers the PTQ test error by a factor "
+        f"{results[f'{spec} PTQ'] / results[f'{spec} QAT']:.1f}; error as a fraction of the "
+        f"target variance: PTQ {results[f'{spec} PTQ'] / var_te:.1%}, QAT {results[f'{spec} QAT'] / var_te:.1%}"
+    )
 
 # %%
 # Checks: QAT beats PTQ at both widths, by a wide margin at int2; the trained
@@ -230,7 +255,7 @@ print("QAT vs PTQ checks passed")
 # notebook 04 adds sub-channels.
 
 # %%
-B0_WER = 4.1   # Table 1, float32 dense 2B model (not a row of PAPER_ROWS)
+B0_WER = 4.1  # Table 1, float32 dense 2B model (not a row of PAPER_ROWS)
 print(f"B0 float32: WER {B0_WER}")
 for r in sizes.PAPER_ROWS:
     if r.exp in ("E0", "E1", "E2", "E3", "E4"):
@@ -250,11 +275,14 @@ x = jax.random.normal(jax.random.fold_in(key, 3), (32, 64))
 w = jax.random.normal(jax.random.fold_in(key, 4), (64, 16)) * 0.05
 y_target = jax.random.normal(jax.random.fold_in(key, 5), (32, 16))
 
+
 def loss_native(x, w, **kw):
     return jnp.mean((quant.qat_matmul(x, w, **kw) - y_target) ** 2)
 
+
 def loss_fake(x, w, **kw):
     return jnp.mean((x @ quant.fake_quant(w, **kw) - y_target) ** 2)
+
 
 SETTINGS = [dict(bits=8), dict(bits=4), dict(bits=2, symmetric=False, sub_channels=4, clip=0.8)]
 diffs = []
@@ -270,8 +298,12 @@ print("int8 appears in the forward pass:", "i8[" in jaxpr)
 # %%
 for kw, (dx, dw) in zip(SETTINGS, diffs):
     assert dx < 1e-5 and dw < 1e-5, kw
-np.testing.assert_allclose(np.asarray(quant.qat_matmul(x, w, 4)),
-                           np.asarray(x @ quant.fake_quant(w, 4)), rtol=1e-4, atol=1e-6)
+np.testing.assert_allclose(
+    np.asarray(quant.qat_matmul(x, w, 4)),
+    np.asarray(x @ quant.fake_quant(w, 4)),
+    rtol=1e-4,
+    atol=1e-6,
+)
 assert "i8[" in jaxpr
 print("native and fake QAT agree in value and gradient")
 
@@ -284,7 +316,7 @@ print("native and fake QAT agree in value and gradient")
 # more than half a step beyond the clipped grid.
 
 # %%
-clip_ex = 0.5               # EXERCISE: try 0.3, 0.9, 1.0
+clip_ex = 0.5  # EXERCISE: try 0.3, 0.9, 1.0
 w_ex = jax.random.normal(jax.random.fold_in(key, 1), (64, 8))
 g_ex = jax.grad(lambda w: jnp.sum(quant.fake_quant(w, 4, clip=clip_ex)))(w_ex)
 
@@ -300,15 +332,17 @@ print(f"clip={clip_ex}: {int((g_ex == 0).sum())} of {w_ex.size} gradients blocke
 # check verifies that QAT does not end worse than PTQ (10% slack for noise).
 
 # %%
-spec_ex = "int2/g4"         # EXERCISE
+spec_ex = "int2/g4"  # EXERCISE
 ptq_ex = float(mse(p_float, X_te, Y_te, spec_ex))
 p_ex, _ = train(p_float, spec_ex, QAT_STEPS, 1e-2)
 qat_ex = float(mse(p_ex, X_te, Y_te, spec_ex))
 
 # %%
 assert qat_ex <= 1.1 * ptq_ex
-print(f"{spec_ex}: PTQ {ptq_ex:.2e} -> QAT {qat_ex:.2e}  "
-      f"(int2 without sub-channels: PTQ {results['int2 PTQ']:.2e}, QAT {results['int2 QAT']:.2e})")
+print(
+    f"{spec_ex}: PTQ {ptq_ex:.2e} -> QAT {qat_ex:.2e}  "
+    f"(int2 without sub-channels: PTQ {results['int2 PTQ']:.2e}, QAT {results['int2 QAT']:.2e})"
+)
 
 
 # %% [markdown]
@@ -316,6 +350,7 @@ print(f"{spec_ex}: PTQ {ptq_ex:.2e} -> QAT {qat_ex:.2e}  "
 # rounding function whose forward value is `round(x)` and whose gradient is 1. Two
 # common ways: the `stop_gradient` trick, or `jax.custom_vjp`. A reference is in the
 # hidden solution cell; delete the call to it when you write yours.
+
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution (hidden): forward round(x), backward identity.
@@ -325,7 +360,7 @@ def solution_round_ste(x):
 
 # %%
 def my_round_ste(x):
-    return solution_round_ste(x)   # EXERCISE: replace with your own implementation
+    return solution_round_ste(x)  # EXERCISE: replace with your own implementation
 
 
 # %%

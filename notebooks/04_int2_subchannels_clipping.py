@@ -43,12 +43,12 @@ print(env.summary())
 
 # %%
 # This notebook's imports and sizes.
-import time
 
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+
 from usmlite_edu import compress, quant, sizes
 
 # I = 1536 as in USM (g/I then equals the paper's g/1536); FAST has fewer channels.
@@ -76,14 +76,18 @@ q_sym = quant.quantize(W, 2, symmetric=True)
 q_asym = quant.quantize(W, 2, symmetric=False)
 codes_sym, counts_sym = np.unique(np.asarray(q_sym.values), return_counts=True)
 codes_asym, counts_asym = np.unique(np.asarray(q_asym.values), return_counts=True)
-print("integer ranges: symmetric", quant.int_range(2, True), " asymmetric", quant.int_range(2, False))
+print(
+    "integer ranges: symmetric", quant.int_range(2, True), " asymmetric", quant.int_range(2, False)
+)
 print("symmetric codes used: ", dict(zip(codes_sym.tolist(), counts_sym.tolist())))
 print("asymmetric codes used:", dict(zip(codes_asym.tolist(), counts_asym.tolist())))
 print("zero points used:", np.unique(np.asarray(q_asym.zero_point)).tolist())
 err_sym, err_asym = rel_err(W, quant.dequantize(q_sym)), rel_err(W, quant.dequantize(q_asym))
 print(f"relative error: symmetric {err_sym:.3f}, asymmetric {err_asym:.3f}")
-print("the library's default for 'int2' is asymmetric:",
-      compress.CompressionSpec.parse("int2").symmetric is False)
+print(
+    "the library's default for 'int2' is asymmetric:",
+    compress.CompressionSpec.parse("int2").symmetric is False,
+)
 
 # %%
 # Checks: 3 vs 4 codes, zero stays exact on the asymmetric grid, asym is more accurate.
@@ -112,23 +116,33 @@ rows = []
 for g in GROUPS:
     q_g = quant.quantize(W, 2, symmetric=False, sub_channels=g)
     q_gc = quant.quantize(W, 2, symmetric=False, sub_channels=g, clip="search")
-    rows.append(dict(g=g, group_rows=I // g, overhead=g / I,
-                     paper_overhead=sizes.size_ratio(f"int2/g{g}") - sizes.size_ratio("int2"),
-                     err=rel_err(W, quant.dequantize(q_g)),
-                     err_clip=rel_err(W, quant.dequantize(q_gc)),
-                     scale_shape=tuple(q_g.scale.shape)))
-print(f"{'g':>3} {'rows/group':>10} {'overhead g/I':>13} {'paper (g/1536)':>15} "
-      f"{'error':>7} {'error, clip search':>19}")
+    rows.append(
+        dict(
+            g=g,
+            group_rows=I // g,
+            overhead=g / I,
+            paper_overhead=sizes.size_ratio(f"int2/g{g}") - sizes.size_ratio("int2"),
+            err=rel_err(W, quant.dequantize(q_g)),
+            err_clip=rel_err(W, quant.dequantize(q_gc)),
+            scale_shape=tuple(q_g.scale.shape),
+        )
+    )
+print(
+    f"{'g':>3} {'rows/group':>10} {'overhead g/I':>13} {'paper (g/1536)':>15} "
+    f"{'error':>7} {'error, clip search':>19}"
+)
 for r in rows:
-    print(f"{r['g']:>3} {r['group_rows']:>10} {100 * r['overhead']:>12.2f}% "
-          f"{r['paper_overhead']:>14.2f}% {r['err']:>7.3f} {r['err_clip']:>19.3f}")
+    print(
+        f"{r['g']:>3} {r['group_rows']:>10} {100 * r['overhead']:>12.2f}% "
+        f"{r['paper_overhead']:>14.2f}% {r['err']:>7.3f} {r['err_clip']:>19.3f}"
+    )
 
 # %%
 # Checks: g scales per channel; error falls as g grows; the paper-convention overhead
 # is g/1536 (1%, 2%, 4.1% for 16, 32, 64).
 for r in rows:
     assert r["scale_shape"] == (r["g"], J)
-    expected = 100 * r["g"] / 1536 if r["g"] > 1 else 0.0   # per-channel scales are not counted
+    expected = 100 * r["g"] / 1536 if r["g"] > 1 else 0.0  # per-channel scales are not counted
     np.testing.assert_allclose(r["paper_overhead"], expected, rtol=1e-9, atol=1e-12)
 errs = [r["err"] for r in rows]
 assert all(a > b for a, b in zip(errs, errs[1:]))
@@ -146,20 +160,33 @@ print("sub-channel checks passed")
 # pick.
 
 # %%
-col = W[:, :1]                                    # one channel, shape (I, 1)
+col = W[:, :1]  # one channel, shape (I, 1)
 gammas = np.linspace(0.3, 1.0, 71)
-curve = [float(jnp.sum((col - quant.dequantize(quant.quantize(col, 2, symmetric=False, clip=float(c)))) ** 2))
-         for c in gammas]
+curve = [
+    float(
+        jnp.sum(
+            (col - quant.dequantize(quant.quantize(col, 2, symmetric=False, clip=float(c)))) ** 2
+        )
+    )
+    for c in gammas
+]
 best = float(quant.search_clip(col, 2, symmetric=False)[0, 0])
-err_best = float(jnp.sum((col - quant.dequantize(quant.quantize(col, 2, symmetric=False, clip="search"))) ** 2))
-print(f"search picked gamma = {best:.2f}; squared error {err_best:.4f} vs {curve[-1]:.4f} without clipping")
+err_best = float(
+    jnp.sum((col - quant.dequantize(quant.quantize(col, 2, symmetric=False, clip="search"))) ** 2)
+)
+print(
+    f"search picked gamma = {best:.2f}; squared error {err_best:.4f} vs {curve[-1]:.4f} without clipping"
+)
 
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 ax.plot(gammas, curve, label="squared error of channel 0")
 ax.axvline(best, color="C3", ls="--", label=f"search: gamma={best:.2f}")
 ax.axvspan(min(quant.DEFAULT_CLIP_GRID), 1.0, color="gray", alpha=0.1, label="searched range")
-ax.set(xlabel="clip ratio gamma", ylabel=r"$\|w-\hat w\|^2$", title="int2 (asymmetric), one channel")
-ax.legend(fontsize=8); plt.show()
+ax.set(
+    xlabel="clip ratio gamma", ylabel=r"$\|w-\hat w\|^2$", title="int2 (asymmetric), one channel"
+)
+ax.legend(fontsize=8)
+plt.show()
 
 # %%
 # Checks: the pick is on the search grid, and per (group, channel) the search is never
@@ -167,10 +194,25 @@ ax.legend(fontsize=8); plt.show()
 assert min(quant.DEFAULT_CLIP_GRID) <= best <= 1.0 and err_best <= curve[-1] + 1e-9
 g = 16
 wg = W.reshape(g, I // g, J)
-e_none = jnp.sum((wg - quant.dequantize(quant.quantize(W, 2, symmetric=False, sub_channels=g)).reshape(wg.shape)) ** 2, axis=1)
-e_srch = jnp.sum((wg - quant.dequantize(quant.quantize(W, 2, symmetric=False, sub_channels=g, clip="search")).reshape(wg.shape)) ** 2, axis=1)
+e_none = jnp.sum(
+    (wg - quant.dequantize(quant.quantize(W, 2, symmetric=False, sub_channels=g)).reshape(wg.shape))
+    ** 2,
+    axis=1,
+)
+e_srch = jnp.sum(
+    (
+        wg
+        - quant.dequantize(
+            quant.quantize(W, 2, symmetric=False, sub_channels=g, clip="search")
+        ).reshape(wg.shape)
+    )
+    ** 2,
+    axis=1,
+)
 assert e_none.shape == (g, J) and bool(jnp.all(e_srch <= e_none * (1 + 1e-5) + 1e-12))
-print(f"clip search never worse; it helps {int((e_srch < e_none * (1 - 1e-6)).sum())} of {e_none.size} groups at g={g}")
+print(
+    f"clip search never worse; it helps {int((e_srch < e_none * (1 - 1e-6)).sum())} of {e_none.size} groups at g={g}"
+)
 
 # %% [markdown]
 # ## 4. Error versus overhead
@@ -184,12 +226,16 @@ ax.axhline(err_sym, color="gray", ls=":", label="symmetric int2, g=1")
 for r, x in zip(rows, ov):
     ax.annotate(f"g={r['g']}", (x, r["err"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
 ax.set_xscale("log")
-ax.set(xlabel="scale overhead g/I (% of float32 size)", ylabel="relative error",
-       title=f"int2 on a {I}x{J} weight")
-ax.legend(fontsize=8); plt.show()
+ax.set(
+    xlabel="scale overhead g/I (% of float32 size)",
+    ylabel="relative error",
+    title=f"int2 on a {I}x{J} weight",
+)
+ax.legend(fontsize=8)
+plt.show()
 gains = {r["g"]: r["err"] - r["err_clip"] for r in rows}
 print("error removed by the clip search:", {g: round(v, 3) for g, v in gains.items()})
-assert gains[1] == max(gains.values())          # largest gain with the longest groups
+assert gains[1] == max(gains.values())  # largest gain with the longest groups
 
 # %% [markdown]
 # Two observations to check in the plot: sub-channels buy accuracy at a cost that
@@ -203,7 +249,9 @@ int2_values = sizes.size_ratio("int2")
 print(f"int2 values alone: {int2_values:.2f}% of float32")
 for g in GROUPS[1:]:
     extra = sizes.size_ratio(f"int2/g{g}") - int2_values
-    print(f"g={g}: +{extra:.2f}% for scales, i.e. {100 * extra / int2_values:.0f}% on top of the values")
+    print(
+        f"g={g}: +{extra:.2f}% for scales, i.e. {100 * extra / int2_values:.0f}% on top of the values"
+    )
 for r in sizes.PAPER_ROWS:
     if r.exp in ("E4", "E5", "E6", "E7"):
         print(f"{r.exp} {r.description:27s} size {r.paper_ratio:5.1f}%   WER {r.paper_wer}")
@@ -217,14 +265,14 @@ for r in sizes.PAPER_ROWS:
 # step of its quantized value.
 
 # %%
-g_ex = 8                    # EXERCISE: any divisor of I (1, 2, 4, ..., I)
+g_ex = 8  # EXERCISE: any divisor of I (1, 2, 4, ..., I)
 q_ex = quant.quantize(W, 2, symmetric=False, sub_channels=g_ex)
 q_ch = quant.quantize(W, 2, symmetric=False, sub_channels=1)
 
 # %%
 assert I % g_ex == 0 and q_ex.scale.shape == (g_ex, J)
 assert bool(jnp.all(q_ex.scale <= q_ch.scale * (1 + 1e-6)))
-step = jnp.repeat(q_ex.scale, I // g_ex, axis=0)           # the step of each weight's group
+step = jnp.repeat(q_ex.scale, I // g_ex, axis=0)  # the step of each weight's group
 assert bool(jnp.all(jnp.abs(W - quant.dequantize(q_ex)) <= step / 2 * (1 + 1e-5)))
 print(f"g={g_ex}: error {rel_err(W, quant.dequantize(q_ex)):.3f}, overhead {100 * g_ex / I:.2f}%")
 
@@ -235,13 +283,15 @@ print(f"g={g_ex}: error {rel_err(W, quant.dequantize(q_ex)):.3f}, overhead {100 
 # most three codes.
 
 # %%
-sym_groups = 64             # EXERCISE: a divisor of I
+sym_groups = 64  # EXERCISE: a divisor of I
 q_sym_g = quant.quantize(W, 2, symmetric=True, sub_channels=sym_groups)
 
 # %%
 assert set(np.unique(np.asarray(q_sym_g.values)).tolist()) <= {-1, 0, 1}
-print(f"symmetric g={sym_groups}: error {rel_err(W, quant.dequantize(q_sym_g)):.3f}   "
-      f"asymmetric g=16: {rows[1]['err']:.3f}")
+print(
+    f"symmetric g={sym_groups}: error {rel_err(W, quant.dequantize(q_sym_g)):.3f}   "
+    f"asymmetric g=16: {rows[1]['err']:.3f}"
+)
 
 # %% [markdown]
 # **Exercise 3 (your own clip grid).** Give `search_clip` a grid of your own (any
@@ -251,19 +301,25 @@ print(f"symmetric g={sym_groups}: error {rel_err(W, quant.dequantize(q_sym_g)):.
 # channel, and that the result is never worse than no clipping.
 
 # %%
-my_grid = (0.6, 0.8)        # EXERCISE: any ratios in (0, 1]
+my_grid = (0.6, 0.8)  # EXERCISE: any ratios in (0, 1]
 picked = quant.search_clip(W, 2, symmetric=False, grid=my_grid)
 
 # %%
 allowed = sorted(set(float(c) for c in my_grid) | {1.0})
 assert picked.shape == (1, J) and np.all(np.isin(np.asarray(picked), np.float32(allowed)))
 # Squared error of every channel under every allowed ratio: shape (len(allowed), J).
-per_ratio = jnp.stack([jnp.sum((W - quant.dequantize(quant.quantize(W, 2, symmetric=False, clip=c))) ** 2, axis=0)
-                       for c in allowed])
+per_ratio = jnp.stack(
+    [
+        jnp.sum((W - quant.dequantize(quant.quantize(W, 2, symmetric=False, clip=c))) ** 2, axis=0)
+        for c in allowed
+    ]
+)
 idx = np.searchsorted(np.float32(allowed), np.asarray(picked)[0])
 err_picked = per_ratio[idx, jnp.arange(J)]
-assert bool(jnp.all(err_picked <= per_ratio[-1] * (1 + 1e-5) + 1e-12))      # never worse than 1.0
-assert bool(jnp.all(err_picked <= per_ratio.min(axis=0) * (1 + 1e-5) + 1e-12))  # the best of your grid
+assert bool(jnp.all(err_picked <= per_ratio[-1] * (1 + 1e-5) + 1e-12))  # never worse than 1.0
+assert bool(
+    jnp.all(err_picked <= per_ratio.min(axis=0) * (1 + 1e-5) + 1e-12)
+)  # the best of your grid
 ratios, freq = np.unique(np.asarray(picked), return_counts=True)
 print("ratios chosen:", ", ".join(f"{r:.2f} for {int(f)} channels" for r, f in zip(ratios, freq)))
 

@@ -54,13 +54,13 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
+
 from usmlite_edu import compress, configs, presets, quant, sizes, sparsity
 
 # Toy weight with the paper's input width, so sub-channel groups have the paper's
 # length (1536 / g rows); FAST only has fewer output channels.
 I, J = (1536, 32) if FAST else (1536, 256)
-PAPER_SPECS = ["int8", "int4", "int2", "int2/g16", "int2/g32", "int2/g64",
-               "2:4", "1:4", "int4+2:4"]
+PAPER_SPECS = ["int8", "int4", "int2", "int2/g16", "int2/g32", "int2/g64", "2:4", "1:4", "int4+2:4"]
 
 # %% [markdown]
 # ## 1. Naming a compression
@@ -73,8 +73,10 @@ PAPER_SPECS = ["int8", "int4", "int2", "int2/g16", "int2/g32", "int2/g64",
 # %%
 for name in ["int4+2:4", "int2/g64", "1:4/fs1000", "int4+2:4/fs1000", "float"]:
     s = compress.CompressionSpec.parse(name)
-    print(f"{name:16s} bits={s.bits} symmetric={s.symmetric} g={s.sub_channels} "
-          f"n:m={s.n}:{s.m} T_p={s.mask_update_steps} density={s.density}")
+    print(
+        f"{name:16s} bits={s.bits} symmetric={s.symmetric} g={s.sub_channels} "
+        f"n:m={s.n}:{s.m} T_p={s.mask_update_steps} density={s.density}"
+    )
 
 # %%
 for name in PAPER_SPECS + ["1:4/fs1000", "int4+2:4/fs1000", "float"]:
@@ -95,11 +97,13 @@ print("spec names round-trip")
 W = jax.random.normal(jax.random.fold_in(key, 1), (I, J)) * 0.02
 mask, q = compress.prune_then_quantize(W, "int4+2:4")
 W_hat = quant.dequantize(q)
-print(f"mask {mask.shape} density {float(mask.mean()):.2f}; int4 values in "
-      f"[{int(q.values.min())}, {int(q.values.max())}]; scales {q.scale.shape}")
+print(
+    f"mask {mask.shape} density {float(mask.mean()):.2f}; int4 values in "
+    f"[{int(q.values.min())}, {int(q.values.max())}]; scales {q.scale.shape}"
+)
 print(f"sparsity after quantization: {sparsity.sparsity_of(W_hat):.3f}")
 
-mask2, q2 = compress.prune_then_quantize(W, "int2+2:4")    # asymmetric grid
+mask2, q2 = compress.prune_then_quantize(W, "int2+2:4")  # asymmetric grid
 z = jnp.broadcast_to(q2.zero_point, q2.values.shape)
 print("int2+2:4: pruned codes equal the zero point:", bool(jnp.all(q2.values[~mask2] == z[~mask2])))
 
@@ -109,7 +113,9 @@ print("int2+2:4: pruned codes equal the zero point:", bool(jnp.all(q2.values[~ma
 assert bool(jnp.all(W_hat[~mask] == 0.0)) and bool(jnp.all(q.values[~mask] == 0))
 assert bool(jnp.all(quant.dequantize(q2)[~mask2] == 0.0))
 assert bool(jnp.all(q2.values[~mask2] == z[~mask2]))
-np.testing.assert_array_equal(np.asarray(compress.compress_weight(W, "int4+2:4")), np.asarray(W_hat))
+np.testing.assert_array_equal(
+    np.asarray(compress.compress_weight(W, "int4+2:4")), np.asarray(W_hat)
+)
 assert bool(jnp.all((W_hat != 0).reshape(I // 4, 4, J).sum(axis=1) <= 2))
 print("prune-then-quantize checks passed")
 
@@ -134,17 +140,21 @@ w_tiny = jnp.array([[0.5], [-0.9], [-0.8], [0.1], [0.2], [-0.3], [0.05], [0.1]])
 m_tiny, q_tiny = compress.prune_then_quantize(w_tiny, "int2+2:4")
 q_tiny_dense = quant.quantize(w_tiny, 2, symmetric=False)
 print("mask:", m_tiny[:, 0].astype(int).tolist())
-print(f"int2 scale: dense {float(q_tiny_dense.scale[0, 0]):.4f} -> after pruning {float(q_tiny.scale[0, 0]):.4f}")
+print(
+    f"int2 scale: dense {float(q_tiny_dense.scale[0, 0]):.4f} -> after pruning {float(q_tiny.scale[0, 0]):.4f}"
+)
 # The other order, quantize-then-prune, keeps the wider dense range:
 w_qp = sparsity.apply_mask(quant.dequantize(q_tiny_dense), m_tiny)
 w_pq = quant.dequantize(q_tiny)
 kept_err = lambda w_hat: float(jnp.sum(((w_tiny - w_hat) * m_tiny) ** 2))
-print(f"error on kept weights: prune-then-quantize {kept_err(w_pq):.4f}, "
-      f"quantize-then-prune {kept_err(w_qp):.4f}")
+print(
+    f"error on kept weights: prune-then-quantize {kept_err(w_pq):.4f}, "
+    f"quantize-then-prune {kept_err(w_qp):.4f}"
+)
 
 # %%
-assert bool(jnp.array_equal(q.scale, scale_dense))            # symmetric: same scale
-assert float(q_tiny.scale[0, 0]) < float(q_tiny_dense.scale[0, 0])   # asymmetric: can shrink
+assert bool(jnp.array_equal(q.scale, scale_dense))  # symmetric: same scale
+assert float(q_tiny.scale[0, 0]) < float(q_tiny_dense.scale[0, 0])  # asymmetric: can shrink
 assert kept_err(w_pq) <= kept_err(w_qp)
 print("scale checks passed")
 
@@ -169,8 +179,10 @@ display(Markdown(sizes.format_size_table("usm_2b")))
 for r in table:
     assert abs(r["estimate"] - r["paper"]) <= 0.05 + 1e-9, r
 worst = max(table, key=lambda r: abs(r["exact"] - r["estimate"]))
-print(f"all {len(table)} rows reproduce the paper's estimate; largest estimate-vs-exact gap: "
-      f"{worst['exp']} ({worst['estimate']:.2f}% vs {worst['exact']:.2f}%)")
+print(
+    f"all {len(table)} rows reproduce the paper's estimate; largest estimate-vs-exact gap: "
+    f"{worst['exp']} ({worst['estimate']:.2f}% vs {worst['exact']:.2f}%)"
+)
 
 # %% [markdown]
 # ### Where the exact size differs from the estimate
@@ -191,23 +203,34 @@ print(f"all {len(table)} rows reproduce the paper's estimate; largest estimate-v
 #   stay float32 (§4.2) and which the estimate leaves out.
 
 # %%
-cfg = presets.get_preset("usm_2b").model      # the paper's 2B Conformer (§4.2)
+cfg = presets.get_preset("usm_2b").model  # the paper's 2B Conformer (§4.2)
 dense_weights = sum(w.size for w in configs.weight_shapes(cfg) if w.role == "dense")
 parts = ["values", "scales", "zero_points", "index", "float_layers"]
 breakdown = {s: sizes.model_size(s, "usm_2b") for s in PAPER_SPECS}
 B0_bits = breakdown["int8"].float_total
-print(f"dense (compressible) weights: {dense_weights / 1e9:.3f}B of "
-      f"{configs.num_params(cfg) / 1e9:.3f}B parameters")
+print(
+    f"dense (compressible) weights: {dense_weights / 1e9:.3f}B of "
+    f"{configs.num_params(cfg) / 1e9:.3f}B parameters"
+)
 print(f"{'spec':10s}" + "".join(f"{p:>13s}" for p in parts) + f"{'exact':>9s}{'paper est.':>11s}")
 for s, b in breakdown.items():
-    print(f"{s:10s}" + "".join(f"{100 * getattr(b, p) / B0_bits:12.2f}%" for p in parts)
-          + f"{b.ratio:8.2f}%{sizes.size_ratio(s):10.2f}%")
-print("index bits per weight: 2:4 ->", breakdown["2:4"].index / dense_weights,
-      " 1:4 ->", breakdown["1:4"].index / dense_weights)
+    print(
+        f"{s:10s}"
+        + "".join(f"{100 * getattr(b, p) / B0_bits:12.2f}%" for p in parts)
+        + f"{b.ratio:8.2f}%{sizes.size_ratio(s):10.2f}%"
+    )
+print(
+    "index bits per weight: 2:4 ->",
+    breakdown["2:4"].index / dense_weights,
+    " 1:4 ->",
+    breakdown["1:4"].index / dense_weights,
+)
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-for ax, shown, title in ((axes[0], parts, "Exact stored size by component (usm_2b)"),
-                         (axes[1], parts[1:], "... everything except the values")):
+for ax, shown, title in (
+    (axes[0], parts, "Exact stored size by component (usm_2b)"),
+    (axes[1], parts[1:], "... everything except the values"),
+):
     bottom = np.zeros(len(PAPER_SPECS))
     for i, p in enumerate(parts):
         vals = np.array([100 * getattr(breakdown[s], p) / B0_bits for s in PAPER_SPECS])
@@ -216,10 +239,18 @@ for ax, shown, title in ((axes[0], parts, "Exact stored size by component (usm_2
             bottom += vals
     ax.set(ylabel="% of float32 B0", title=title)
     ax.tick_params(axis="x", rotation=30)
-axes[0].plot(PAPER_SPECS, [sizes.size_ratio(s) for s in PAPER_SPECS], "k_", ms=18, mew=2,
-             label="paper's estimate")
-axes[0].legend(fontsize=8); axes[1].legend(fontsize=8)
-plt.tight_layout(); plt.show()
+axes[0].plot(
+    PAPER_SPECS,
+    [sizes.size_ratio(s) for s in PAPER_SPECS],
+    "k_",
+    ms=18,
+    mew=2,
+    label="paper's estimate",
+)
+axes[0].legend(fontsize=8)
+axes[1].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
 
 # %%
 # Checks: the parts add up; values alone are the estimate's main term; index costs
@@ -234,7 +265,9 @@ assert len({b.float_layers for b in breakdown.values()}) == 1
 assert breakdown["int2"].zero_points > 0 and breakdown["int4"].zero_points == 0
 # Real sub-channel scales cost less than the paper's g/1536 (some matrices have I = 6144).
 assert 100 * breakdown["int2/g64"].scales / B0_bits < 100 * 64 / 1536
-print(f"float layers alone: {100 * breakdown['int8'].float_layers / B0_bits:.2f}% of B0 in every compressed model")
+print(
+    f"float layers alone: {100 * breakdown['int8'].float_layers / B0_bits:.2f}% of B0 in every compressed model"
+)
 
 # %% [markdown]
 # ## 4. Error versus size, and the Pareto frontier
@@ -248,39 +281,66 @@ print(f"float layers alone: {100 * breakdown['int8'].float_layers / B0_bits:.2f}
 W_toy = jax.random.normal(jax.random.fold_in(key, 2), (I, J)) * 0.02
 rel_err = lambda w, w_hat: float(jnp.linalg.norm(w - w_hat) / jnp.linalg.norm(w))
 
+
 def pareto_points(w, specs, convention="paper"):
-    pts = [dict(spec=s, size=sizes.size_ratio(s, "usm_2b", convention),
-                err=rel_err(w, compress.compress_weight(w, s))) for s in specs]
+    pts = [
+        dict(
+            spec=s,
+            size=sizes.size_ratio(s, "usm_2b", convention),
+            err=rel_err(w, compress.compress_weight(w, s)),
+        )
+        for s in specs
+    ]
     pts.append(dict(spec="float", size=100.0, err=0.0))
     pts.sort(key=lambda p: (p["size"], p["err"]))
     best = np.inf
-    for p in pts:                        # frontier: lower error than every smaller spec
+    for p in pts:  # frontier: lower error than every smaller spec
         p["frontier"] = p["err"] < best
         best = min(best, p["err"])
     return pts
 
+
 t0 = time.time()
 points = pareto_points(W_toy, PAPER_SPECS)
 for p in points:
-    print(f"{p['spec']:10s} size {p['size']:6.2f}%   error {p['err']:.4f}"
-          + ("   <- frontier" if p["frontier"] else ""))
+    print(
+        f"{p['spec']:10s} size {p['size']:6.2f}%   error {p['err']:.4f}"
+        + ("   <- frontier" if p["frontier"] else "")
+    )
 print(f"({time.time() - t0:.1f} s)")
+
 
 def plot_pareto(points, title):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for p in points:
         ax.plot(p["size"], p["err"], "o", color="C3" if p["frontier"] else "C0")
-        left = p["spec"] == "int4+2:4"       # its neighbours sit to the right
-        ax.annotate(p["spec"], (p["size"], p["err"]), textcoords="offset points",
-                    xytext=(-6, -12) if left else (5, 4), ha="right" if left else "left",
-                    fontsize=8)
+        left = p["spec"] == "int4+2:4"  # its neighbours sit to the right
+        ax.annotate(
+            p["spec"],
+            (p["size"], p["err"]),
+            textcoords="offset points",
+            xytext=(-6, -12) if left else (5, 4),
+            ha="right" if left else "left",
+            fontsize=8,
+        )
     front = [p for p in points if p["frontier"]]
-    ax.step([p["size"] for p in front], [p["err"] for p in front], where="post",
-            color="C3", lw=1, label="Pareto frontier")
+    ax.step(
+        [p["size"] for p in front],
+        [p["err"] for p in front],
+        where="post",
+        color="C3",
+        lw=1,
+        label="Pareto frontier",
+    )
     ax.set_xscale("log")
-    ax.set(xlabel="model size ratio (% of float32 B0, log scale)",
-           ylabel="relative reconstruction error", title=title)
-    ax.legend(); plt.show()
+    ax.set(
+        xlabel="model size ratio (% of float32 B0, log scale)",
+        ylabel="relative reconstruction error",
+        title=title,
+    )
+    ax.legend()
+    plt.show()
+
 
 plot_pareto(points, f"PTQ on a Gaussian {I}x{J} weight")
 
@@ -322,7 +382,9 @@ paper = {r.exp: r for r in sizes.PAPER_ROWS}
 for e in ("E7", "E8", "E11", "E12", "B1"):
     r = paper[e]
     print(f"{e:4s} {r.description:27s} size {r.paper_ratio:5.1f}%   WER {r.paper_wer}")
-print(f"B1 (dense 1B) is {paper['B1'].paper_ratio / paper['E12'].paper_ratio:.1f} times the size of E12")
+print(
+    f"B1 (dense 1B) is {paper['B1'].paper_ratio / paper['E12'].paper_ratio:.1f} times the size of E12"
+)
 
 # %% [markdown]
 # ## Exercises
@@ -334,7 +396,7 @@ print(f"B1 (dense 1B) is {paper['B1'].paper_ratio / paper['E12'].paper_ratio:.1f
 # $\text{density}\cdot\text{bits}/32 + [\text{sparse}]/32 + [g>1]\,g/1536$.
 
 # %%
-my_spec = "int8+1:4"        # EXERCISE
+my_spec = "int8+1:4"  # EXERCISE
 sp = compress.CompressionSpec.parse(my_spec)
 w_my = compress.compress_weight(W_toy, sp)
 
@@ -343,12 +405,17 @@ assert compress.CompressionSpec.parse(str(sp)) == sp
 if sp.sparse:
     m_my = sparsity.nm_mask(W_toy, sp.n, sp.m)
     assert bool(jnp.all(w_my[~m_my] == 0.0))
-expected = 100 * (sp.density * (sp.bits or 32) / 32 + (1 / 32 if sp.sparse else 0)
-                  + (sp.sub_channels / 1536 if sp.quantized and sp.sub_channels > 1 else 0))
+expected = 100 * (
+    sp.density * (sp.bits or 32) / 32
+    + (1 / 32 if sp.sparse else 0)
+    + (sp.sub_channels / 1536 if sp.quantized and sp.sub_channels > 1 else 0)
+)
 if not sp.is_float:
     assert abs(sizes.size_ratio(sp) - expected) < 1e-9
-print(f"{sp}: paper estimate {sizes.size_ratio(sp):.2f}%, exact {sizes.size_ratio(sp, convention='exact'):.2f}%, "
-      f"toy error {rel_err(W_toy, w_my):.4f}")
+print(
+    f"{sp}: paper estimate {sizes.size_ratio(sp):.2f}%, exact {sizes.size_ratio(sp, convention='exact'):.2f}%, "
+    f"toy error {rel_err(W_toy, w_my):.4f}"
+)
 
 # %% [markdown]
 # **Exercise 2 (exact sizes and heavier tails).** Redraw the Pareto plot with the
@@ -358,8 +425,8 @@ print(f"{sp}: paper estimate {sizes.size_ratio(sp):.2f}%, exact {sizes.size_rati
 # choice.
 
 # %%
-convention = "exact"        # EXERCISE: "paper" or "exact"
-df = 4.0                    # EXERCISE: None for Gaussian, or e.g. 3.0, 10.0
+convention = "exact"  # EXERCISE: "paper" or "exact"
+df = 4.0  # EXERCISE: None for Gaussian, or e.g. 3.0, 10.0
 W_ex = W_toy if df is None else jax.random.t(jax.random.fold_in(key, 3), df, (I, J)) * 0.02
 points_ex = pareto_points(W_ex, PAPER_SPECS, convention)
 plot_pareto(points_ex, f"{convention} sizes, {'Gaussian' if df is None else f'Student-t df={df}'}")
@@ -378,18 +445,25 @@ print("frontier:", [p["spec"] for p in front_ex])
 # exact size is at least the values plus the float layers.
 
 # %%
-preset_ex, spec_ex = "cpu", "int4+2:4"    # EXERCISE: presets: see presets.PRESETS
+preset_ex, spec_ex = "cpu", "int4+2:4"  # EXERCISE: presets: see presets.PRESETS
 b_ex = sizes.model_size(spec_ex, preset_ex)
 
 # %%
 assert preset_ex in presets.PRESETS
-assert abs(b_ex.total - (b_ex.values + b_ex.scales + b_ex.zero_points + b_ex.index + b_ex.float_layers)) < 1e-6 * b_ex.total
+assert (
+    abs(
+        b_ex.total - (b_ex.values + b_ex.scales + b_ex.zero_points + b_ex.index + b_ex.float_layers)
+    )
+    < 1e-6 * b_ex.total
+)
 assert b_ex.total >= b_ex.values + b_ex.float_layers
 for name in (preset_ex, "usm_2b"):
     b = sizes.model_size(spec_ex, name)
-    print(f"{name:8s} {spec_ex}: exact {b.ratio:5.2f}% of float32, paper estimate "
-          f"{sizes.size_ratio(spec_ex, name):5.2f}%, float layers {100 * b.float_layers / b.float_total:4.2f}%, "
-          f"scales {100 * b.scales / b.float_total:4.2f}%")
+    print(
+        f"{name:8s} {spec_ex}: exact {b.ratio:5.2f}% of float32, paper estimate "
+        f"{sizes.size_ratio(spec_ex, name):5.2f}%, float layers {100 * b.float_layers / b.float_total:4.2f}%, "
+        f"scales {100 * b.scales / b.float_total:4.2f}%"
+    )
 
 # %% [markdown]
 # ## Summary

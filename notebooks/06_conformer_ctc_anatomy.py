@@ -73,17 +73,20 @@ from IPython.display import Audio, display
 
 from usmlite_edu import batching, configs, corpora, decoding, frontend, model, presets, runs, train
 
-CI = presets.get_preset("ci")    # the preset registry: CI.model (architecture), CI.train (recipe)
-REPO = env.repo or Path.cwd()    # the clone (outside one, runs/ goes under the working directory)
-SR = 16000                                   # data_small is 16 kHz, like the paper's input
-STEPS = 20 if FAST else 500                  # optimizer steps of the training run (section 5)
+CI = presets.get_preset("ci")  # the preset registry: CI.model (architecture), CI.train (recipe)
+REPO = env.repo or Path.cwd()  # the clone (outside one, runs/ goes under the working directory)
+SR = 16000  # data_small is 16 kHz, like the paper's input
+STEPS = 20 if FAST else 500  # optimizer steps of the training run (section 5)
 # FAST: a single 4.5 s bucket (one compilation instead of two) and a log line every 5 steps.
-TRAIN_OVERRIDES = ({"train.log_every": 5, "train.bucket_seconds": (4.5,)} if FAST
-                   else {"train.log_every": 10})
+TRAIN_OVERRIDES = (
+    {"train.log_every": 5, "train.bucket_seconds": (4.5,)} if FAST else {"train.log_every": 10}
+)
 # The full run keeps its directory (gitignored) so notebook 07 can fine-tune from it.
 RUN_DIR = Path(tempfile.mkdtemp(prefix="usmlite_nb06_")) if FAST else REPO / "runs" / "nb06"
-T_TOY, H_TOY, D_TOY = (5, 2, 4) if FAST else (12, 4, 8)   # relative-attention toy sizes
-print(f"FAST={FAST}  STEPS={STEPS}  run dir {RUN_DIR}  jax {jax.__version__} on {jax.default_backend()}")
+T_TOY, H_TOY, D_TOY = (5, 2, 4) if FAST else (12, 4, 8)  # relative-attention toy sizes
+print(
+    f"FAST={FAST}  STEPS={STEPS}  run dir {RUN_DIR}  jax {jax.__version__} on {jax.default_backend()}"
+)
 
 # %% [markdown]
 # ## 1. Listen to the data
@@ -111,7 +114,7 @@ for u, w in zip(picked, waves):
 assert len(train_split) > 0 and len(dev_split) > 0 and not train_split.skipped
 for u, w in zip(picked, waves):
     assert w.dtype == np.float32 and w.ndim == 1 and np.abs(w).max() <= 1.0
-    assert u.text == corpora.normalize_text(u.text)      # lower-case a-z, ' and spaces
+    assert u.text == corpora.normalize_text(u.text)  # lower-case a-z, ' and spaces
 train_speakers = {u.speaker for u in train_split}
 assert not train_speakers & {u.speaker for u in dev_split}, "dev speakers are unseen in training"
 print("audio is float32 mono in [-1, 1]; transcripts are normalised; dev speakers are held out")
@@ -129,11 +132,16 @@ plt.figure(figsize=(6, 2.6))
 plt.hist(durations, bins=40, color="tab:blue")
 for b in buckets:
     plt.axvline(b, color="k", ls="--")
-plt.xlabel("duration (s)"); plt.ylabel("utterances")
-plt.title(f"data_small/train: {len(durations)} utterances, {durations.sum() / 60:.1f} min; buckets {buckets} s")
+plt.xlabel("duration (s)")
+plt.ylabel("utterances")
+plt.title(
+    f"data_small/train: {len(durations)} utterances, {durations.sum() / 60:.1f} min; buckets {buckets} s"
+)
 plt.show()
-print(f"shortest {durations.min():.2f} s, longest {durations.max():.2f} s; "
-      f"{np.mean(durations <= buckets[0]):.0%} fit the first bucket")
+print(
+    f"shortest {durations.min():.2f} s, longest {durations.max():.2f} s; "
+    f"{np.mean(durations <= buckets[0]):.0%} fit the first bucket"
+)
 
 # %%
 assert durations.max() <= max(buckets), "every training utterance fits a bucket"
@@ -180,20 +188,30 @@ else:
 # utterance (the trainer does both).
 
 # %%
-cfg = CI.model                         # the `ci` Conformer's configuration
+cfg = CI.model  # the `ci` Conformer's configuration
 mel_cfg = frontend.LogMelConfig.from_model(cfg)
 print(mel_cfg)
-print(f"window {mel_cfg.win_length} samples, hop {mel_cfg.hop_length}, FFT {mel_cfg.n_fft} "
-      f"({mel_cfg.num_bins} bins), {mel_cfg.num_mels} mels")
+print(
+    f"window {mel_cfg.win_length} samples, hop {mel_cfg.hop_length}, FFT {mel_cfg.n_fft} "
+    f"({mel_cfg.num_bins} bins), {mel_cfg.num_mels} mels"
+)
 
 lengths = np.array([len(w) for w in waves], np.int32)
-wave_batch = np.zeros((len(waves), lengths.max()), np.float32)      # zero-padded batch
+wave_batch = np.zeros((len(waves), lengths.max()), np.float32)  # zero-padded batch
 for i, w in enumerate(waves):
-    wave_batch[i, :len(w)] = w
+    wave_batch[i, : len(w)] = w
 feats, frame_mask = frontend.log_mel(wave_batch, lengths, mel_cfg)
 feats_n = frontend.normalize(feats, frame_mask)
-print("waveforms", wave_batch.shape, "-> features", feats.shape, "mask", frame_mask.shape,
-      "valid frames", np.asarray(frame_mask.sum(1)))
+print(
+    "waveforms",
+    wave_batch.shape,
+    "-> features",
+    feats.shape,
+    "mask",
+    frame_mask.shape,
+    "valid frames",
+    np.asarray(frame_mask.sum(1)),
+)
 
 # %%
 T_max = frontend.num_frames(wave_batch.shape[1], mel_cfg)
@@ -202,8 +220,10 @@ np.testing.assert_array_equal(np.asarray(frame_mask.sum(1)), frontend.num_frames
 assert bool(jnp.all(jnp.where(frame_mask[..., None], 0.0, feats) == 0.0)), "padded frames are 0"
 # an utterance's features do not depend on what it was batched with
 short = int(np.argmin(lengths))
-alone, _ = frontend.log_mel(waves[short][None], lengths[short:short + 1], mel_cfg)
-np.testing.assert_allclose(np.asarray(alone[0]), np.asarray(feats[short, :alone.shape[1]]), atol=1e-4)
+alone, _ = frontend.log_mel(waves[short][None], lengths[short : short + 1], mel_cfg)
+np.testing.assert_allclose(
+    np.asarray(alone[0]), np.asarray(feats[short, : alone.shape[1]]), atol=1e-4
+)
 # normalised: per utterance and mel bin, mean 0 and standard deviation 1 over valid frames
 for b in range(2):
     x = np.asarray(feats_n[b][np.asarray(frame_mask[b])])
@@ -217,11 +237,19 @@ n_valid = int(frame_mask[b].sum())
 fig, axes = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True)
 t_wave = np.arange(lengths[b]) / SR
 axes[0].plot(t_wave, waves[b], lw=0.4)
-axes[0].set_ylabel("amplitude"); axes[0].set_title(f"'{picked[b].text}'")
+axes[0].set_ylabel("amplitude")
+axes[0].set_title(f"'{picked[b].text}'")
 t_frames = (np.arange(n_valid) * mel_cfg.hop_length + mel_cfg.win_length / 2) / SR  # frame centres
-im = axes[1].imshow(np.asarray(feats[b, :n_valid]).T, origin="lower", aspect="auto",
-                    extent=[t_frames[0], t_frames[-1], -0.5, cfg.num_mels - 0.5], cmap="magma")
-axes[1].set_ylabel("mel bin"); axes[1].set_xlabel("time (s)"); axes[1].grid(False)
+im = axes[1].imshow(
+    np.asarray(feats[b, :n_valid]).T,
+    origin="lower",
+    aspect="auto",
+    extent=[t_frames[0], t_frames[-1], -0.5, cfg.num_mels - 0.5],
+    cmap="magma",
+)
+axes[1].set_ylabel("mel bin")
+axes[1].set_xlabel("time (s)")
+axes[1].grid(False)
 fig.colorbar(im, ax=axes, label="log mel energy", shrink=0.6)
 plt.show()
 
@@ -237,14 +265,15 @@ plt.show()
 # trained with one must be served with the same one.
 
 # %%
-fb = frontend.mel_filterbank(mel_cfg)                    # (n_fft // 2 + 1, num_mels)
+fb = frontend.mel_filterbank(mel_cfg)  # (n_fft // 2 + 1, num_mels)
 freqs = np.arange(mel_cfg.num_bins) * SR / mel_cfg.n_fft
 plt.figure(figsize=(8, 2.8))
 plt.plot(freqs, fb, lw=0.8)
-plt.xlabel("frequency (Hz)"); plt.ylabel("weight")
+plt.xlabel("frequency (Hz)")
+plt.ylabel("weight")
 plt.title(f"{cfg.num_mels} HTK mel filters, no area normalisation (TF/Lingvo)")
 plt.show()
-cfg_2b = presets.get_preset("usm_2b").model     # the paper's 2B model (§4.2)
+cfg_2b = presets.get_preset("usm_2b").model  # the paper's 2B model (§4.2)
 fb_2b = frontend.mel_filterbank(cfg_2b)
 print(f"ci: {fb.shape}; usm_2b: {fb_2b.shape}, empty filters: {int((fb_2b.max(0) == 0).sum())}")
 
@@ -261,11 +290,15 @@ try:
 except ImportError:
     print("librosa not installed: comparison skipped")
 else:
-    ref = librosa.filters.mel(sr=SR, n_fft=mel_cfg.n_fft, n_mels=cfg.num_mels, htk=True, norm=None).T
+    ref = librosa.filters.mel(
+        sr=SR, n_fft=mel_cfg.n_fft, n_mels=cfg.num_mels, htk=True, norm=None
+    ).T
     np.testing.assert_allclose(fb, ref, atol=1e-6)
     slaney = librosa.filters.mel(sr=SR, n_fft=mel_cfg.n_fft, n_mels=cfg.num_mels).T
-    print(f"equal to librosa(htk=True, norm=None); librosa's default differs by up to "
-          f"{np.abs(fb - slaney).max():.2f}")
+    print(
+        f"equal to librosa(htk=True, norm=None); librosa's default differs by up to "
+        f"{np.abs(fb - slaney).max():.2f}"
+    )
 print("filterbank checked")
 
 # %% [markdown]
@@ -291,20 +324,31 @@ print("filterbank checked")
 
 # %%
 m = model.build_model(cfg, "float", seed=SEED)
-block0 = m.encoder.blocks[0]                         # the first Conformer block
-mhsa = block0.mhsa                                   # ... and its self-attention module
-print(f"{type(m).__name__}: frontend {type(m.frontend).__name__}, "
-      f"encoder {len(m.encoder.blocks)} x {type(block0).__name__}, softmax {type(m.softmax).__name__}")
-print("m.encoder.blocks[0]:", ", ".join(f".{k} ({type(getattr(block0, k)).__name__})"
-                                        for k in ("ffn1", "mhsa", "conv", "ffn2", "final_norm")))
-print("m.encoder.blocks[0].mhsa.query =", mhsa.query)   # one projection: its spec and its Params
+block0 = m.encoder.blocks[0]  # the first Conformer block
+mhsa = block0.mhsa  # ... and its self-attention module
+print(
+    f"{type(m).__name__}: frontend {type(m.frontend).__name__}, "
+    f"encoder {len(m.encoder.blocks)} x {type(block0).__name__}, softmax {type(m.softmax).__name__}"
+)
+print(
+    "m.encoder.blocks[0]:",
+    ", ".join(
+        f".{k} ({type(getattr(block0, k)).__name__})"
+        for k in ("ffn1", "mhsa", "conv", "ffn2", "final_norm")
+    ),
+)
+print("m.encoder.blocks[0].mhsa.query =", mhsa.query)  # one projection: its spec and its Params
 for proj in ("query", "key", "value"):
-    kernel = getattr(mhsa, proj).kernel              # an nnx.Param; kernel[...] is the jax.Array
-    print(f"m.encoder.blocks[0].mhsa.{proj}.kernel: {type(kernel).__name__}, "
-          f"shape {kernel[...].shape} (inputs, outputs), {kernel[...].dtype}")
+    kernel = getattr(mhsa, proj).kernel  # an nnx.Param; kernel[...] is the jax.Array
+    print(
+        f"m.encoder.blocks[0].mhsa.{proj}.kernel: {type(kernel).__name__}, "
+        f"shape {kernel[...].shape} (inputs, outputs), {kernel[...].dtype}"
+    )
 param_state = nnx.state(m, nnx.Param)
 n_param_nnx = sum(x.size for x in jax.tree.leaves(param_state))
-print(f"nnx.state(m, nnx.Param): {len(jax.tree.leaves(param_state))} arrays, {n_param_nnx:,} parameters")
+print(
+    f"nnx.state(m, nnx.Param): {len(jax.tree.leaves(param_state))} arrays, {n_param_nnx:,} parameters"
+)
 
 # %%
 d = cfg.model_dim
@@ -314,10 +358,15 @@ for proj in ("query", "key", "value", "out"):
 assert mhsa.pos.bias is None, "the position projection has no bias"
 assert mhsa.u_bias[...].shape == mhsa.v_bias[...].shape == (cfg.num_heads, cfg.head_dim)
 assert cfg.num_heads * cfg.head_dim == d, "the heads split the model dimension"
-assert block0.ffn1.dense1.kernel[...].shape == (d, cfg.ffn_dim) and len(m.encoder.blocks) == cfg.num_layers
+assert (
+    block0.ffn1.dense1.kernel[...].shape == (d, cfg.ffn_dim)
+    and len(m.encoder.blocks) == cfg.num_layers
+)
 assert n_param_nnx == configs.num_params(cfg), "nnx.state holds every parameter of the config"
-print(f"query/key/value/out kernels are ({d}, {d}); {cfg.num_heads} heads of {cfg.head_dim}; "
-      f"{n_param_nnx:,} parameters")
+print(
+    f"query/key/value/out kernels are ({d}, {d}); {cfg.num_heads} heads of {cfg.head_dim}; "
+    f"{n_param_nnx:,} parameters"
+)
 
 # %% [markdown]
 # ### Follow the shapes
@@ -334,7 +383,8 @@ print(f"query/key/value/out kernels are ({d}, {d}); {cfg.num_heads} heads of {cf
 # %%
 capture_all = nnx.capture(m, nnx.Intermediate, method_outputs=nnx.Intermediate)
 (logits0, out_mask0), captured = capture_all(feats_n, frame_mask)
-outputs = nnx.to_pure_dict(captured)                 # a nested dict, like the module's attributes
+outputs = nnx.to_pure_dict(captured)  # a nested dict, like the module's attributes
+
 
 def first(*path):
     # the output of the submodule at `path` (its first call)
@@ -343,13 +393,17 @@ def first(*path):
         tree = tree[name]
     return tree["__call__"][0]
 
+
 last = cfg.num_layers - 1
 stages = [
     ("log-mel features (B, T, F)", feats_n.shape),
     ("frontend.conv1 (B, T/2, F/2, C1)", first("frontend", "conv1").shape),
     ("frontend.conv2 (B, T/4, F/4, C2)", first("frontend", "conv2").shape),
     ("frontend.proj (B, T/4, D)", first("frontend", "proj").shape),
-    ("encoder.blocks[0].ffn1.dense1 (B, T/4, 4D)", first("encoder", "blocks", 0, "ffn1", "dense1").shape),
+    (
+        "encoder.blocks[0].ffn1.dense1 (B, T/4, 4D)",
+        first("encoder", "blocks", 0, "ffn1", "dense1").shape,
+    ),
     ("encoder.blocks[0].mhsa (B, T/4, D)", first("encoder", "blocks", 0, "mhsa").shape),
     ("encoder.blocks[0] output (B, T/4, D)", first("encoder", "blocks", 0).shape),
     (f"encoder.blocks[{last}] output (B, T/4, D)", first("encoder", "blocks", last).shape),
@@ -362,14 +416,25 @@ print("valid frames:", np.asarray(frame_mask.sum(1)), "->", np.asarray(out_mask0
 # %%
 T_in = feats_n.shape[1]
 T_sub = int(model.subsampled_lengths(T_in))
-assert first("frontend", "conv1").shape == (2, -(-T_in // 2), -(-cfg.num_mels // 2), cfg.subsample_channels[0])
-assert first("frontend", "conv2").shape == (2, T_sub, cfg.subsampled_mels, cfg.subsample_channels[1])
+assert first("frontend", "conv1").shape == (
+    2,
+    -(-T_in // 2),
+    -(-cfg.num_mels // 2),
+    cfg.subsample_channels[0],
+)
+assert first("frontend", "conv2").shape == (
+    2,
+    T_sub,
+    cfg.subsampled_mels,
+    cfg.subsample_channels[1],
+)
 assert first("frontend", "proj").shape == (2, T_sub, cfg.model_dim)
 assert first("encoder", "blocks", 0).shape == (2, T_sub, cfg.model_dim)
 assert first("encoder", "blocks", 0, "ffn1", "dense1").shape == (2, T_sub, cfg.ffn_dim)
 assert logits0.shape == (2, T_sub, cfg.vocab_size)
-np.testing.assert_array_equal(np.asarray(out_mask0.sum(1)),
-                              np.asarray(model.subsampled_lengths(frame_mask.sum(1))))
+np.testing.assert_array_equal(
+    np.asarray(out_mask0.sum(1)), np.asarray(model.subsampled_lengths(frame_mask.sum(1)))
+)
 assert abs(T_in / T_sub - 4) < 0.1, "4x subsampling in time"
 print(f"{T_in} frames of 10 ms -> {T_sub} encoder frames of 40 ms")
 
@@ -391,21 +456,27 @@ print(f"{T_in} frames of 10 ms -> {T_sub} encoder frames of 40 ms")
 
 # %%
 graphdef, params = model.split_model(m)
-print(f"graphdef: {type(graphdef).__name__}; params: {type(params).__name__} with keys {list(params)}, "
-      f"blocks {list(params['encoder']['blocks'])}")
+print(
+    f"graphdef: {type(graphdef).__name__}; params: {type(params).__name__} with keys {list(params)}, "
+    f"blocks {list(params['encoder']['blocks'])}"
+)
 q_kernel = params["encoder"]["blocks"][0]["mhsa"]["query"]["kernel"]
 print("params['encoder']['blocks'][0]['mhsa']['query']['kernel']:", q_kernel.shape)
 
-forward_jit = jax.jit(model.forward, static_argnums=0)      # graphdef is static (hashable)
+forward_jit = jax.jit(model.forward, static_argnums=0)  # graphdef is static (hashable)
 logits_f, out_mask_f = forward_jit(graphdef, params, feats_n, frame_mask)
 max_diff = float(jnp.abs(logits_f - logits0).max())
-print(f"jit(model.forward)(graphdef, params, ...) vs the eager call m(feats, mask): "
-      f"max |logit difference| {max_diff:.1e} (largest |logit| {float(jnp.abs(logits0).max()):.2f})")
+print(
+    f"jit(model.forward)(graphdef, params, ...) vs the eager call m(feats, mask): "
+    f"max |logit difference| {max_diff:.1e} (largest |logit| {float(jnp.abs(logits0).max()):.2f})"
+)
 
 params_zero = {**params, "softmax": jax.tree.map(jnp.zeros_like, params["softmax"])}
 logits_z, _ = forward_jit(graphdef, params_zero, feats_n, frame_mask)
-print(f"softmax zeroed in a copy of the tree: max |logit| {float(jnp.abs(logits_z).max())}; "
-      f"m.softmax.kernel still has max |w| {float(jnp.abs(m.softmax.kernel[...]).max()):.2f}")
+print(
+    f"softmax zeroed in a copy of the tree: max |logit| {float(jnp.abs(logits_z).max())}; "
+    f"m.softmax.kernel still has max |w| {float(jnp.abs(m.softmax.kernel[...]).max()):.2f}"
+)
 
 # %%
 np.testing.assert_allclose(np.asarray(logits_f), np.asarray(logits0), rtol=1e-4, atol=1e-4)
@@ -413,8 +484,10 @@ np.testing.assert_array_equal(np.asarray(out_mask_f), np.asarray(out_mask0))
 np.testing.assert_array_equal(np.asarray(q_kernel), np.asarray(mhsa.query.kernel[...]))
 assert sum(x.size for x in jax.tree.leaves(params)) == n_param_nnx
 assert not np.any(np.asarray(logits_z)) and np.any(np.asarray(m.softmax.kernel[...]))
-print("the jitted functional forward equals the eager module call to float tolerance; "
-      "attribute path and dict path name the same array")
+print(
+    "the jitted functional forward equals the eager module call to float tolerance; "
+    "attribute path and dict path name the same array"
+)
 
 # %% [markdown]
 # ### Which weights does USM-Lite compress?
@@ -435,19 +508,25 @@ for w in ws:
         print(f"{w.name:42s} {str(w.shape):>14s}  {w.role}")
 print(f"... and {cfg.num_layers - 1} more block(s) like encoder/blocks/0")
 
+
 def by_role(c):
     out = {}
     for w in configs.weight_shapes(c):
         out[w.role] = out.get(w.role, 0) + w.size
     return out
 
-shapes_nnx = model.param_shapes(m)                  # {"/"-joined path of params: shape}
+
+shapes_nnx = model.param_shapes(m)  # {"/"-joined path of params: shape}
 roles_ci, roles_2b = by_role(cfg), by_role(cfg_2b)
 n_ci, n_2b = configs.num_params(cfg), configs.num_params(cfg_2b)
-print(f"\nci: {n_ci:,} parameters ({len(ws)} arrays);  usm_2b: {n_2b:,} parameters "
-      f"({n_2b / 1e9:.2f}B, {4 * n_2b / 1e9:.1f} GB in float32), counted without allocating it")
+print(
+    f"\nci: {n_ci:,} parameters ({len(ws)} arrays);  usm_2b: {n_2b:,} parameters "
+    f"({n_2b / 1e9:.2f}B, {4 * n_2b / 1e9:.1f} GB in float32), counted without allocating it"
+)
 for role in ("dense", "conv", "softmax", "other"):
-    print(f"  {role:8s} ci {100 * roles_ci[role] / n_ci:5.1f}%   usm_2b {100 * roles_2b[role] / n_2b:6.2f}%")
+    print(
+        f"  {role:8s} ci {100 * roles_ci[role] / n_ci:5.1f}%   usm_2b {100 * roles_2b[role] / n_2b:6.2f}%"
+    )
 
 # %%
 assert {w.name: w.shape for w in ws} == shapes_nnx, "weight_shapes agrees with the NNX model's tree"
@@ -455,19 +534,22 @@ assert sum(x.size for x in jax.tree.leaves(params)) == n_ci == sum(w.size for w 
 assert {w.role for w in ws if "kernel" in w.name and "/conv/pointwise" in w.name} == {"dense"}
 assert {w.role for w in ws if w.name.startswith("frontend/conv")} <= {"conv", "other"}
 assert n_2b > 1.8e9 and roles_2b["dense"] / n_2b > 0.98
-print(f"compressible share: {100 * roles_ci['dense'] / n_ci:.1f}% of ci, "
-      f"{100 * roles_2b['dense'] / n_2b:.2f}% of usm_2b")
+print(
+    f"compressible share: {100 * roles_ci['dense'] / n_ci:.1f}% of ci, "
+    f"{100 * roles_2b['dense'] / n_2b:.2f}% of usm_2b"
+)
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 1.8))
 colors = {"dense": "tab:blue", "conv": "tab:orange", "softmax": "tab:green", "other": "tab:gray"}
-for row, (name, roles, n) in enumerate([("usm_2b", roles_2b, n_2b), ("ci", roles_ci, n_ci)]):
+for row, (_name, roles, n) in enumerate([("usm_2b", roles_2b, n_2b), ("ci", roles_ci, n_ci)]):
     left = 0.0
     for role, c in colors.items():
         share = 100 * roles[role] / n
         ax.barh(row, share, left=left, color=c, label=role if row == 0 else None)
         left += share
-ax.set_yticks([0, 1], ["usm_2b", "ci"]); ax.set_xlabel("% of parameters")
+ax.set_yticks([0, 1], ["usm_2b", "ci"])
+ax.set_xlabel("% of parameters")
 ax.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.45), frameon=False)
 plt.show()
 
@@ -492,36 +574,56 @@ plt.show()
 # the structure; notebook 07 prunes a trained model.
 
 # %%
-masks = model.one_shot_masks(params, "2:4", cfg)              # Eq. (3) on every dense kernel
+masks = model.one_shot_masks(params, "2:4", cfg)  # Eq. (3) on every dense kernel
 mask_d1 = masks["encoder"]["blocks"][0]["ffn1"]["dense1"]["kernel"]
-print(f"masks['encoder']['blocks'][0]['ffn1']['dense1']['kernel']: {mask_d1.shape} {mask_d1.dtype}, "
-      f"{float(mask_d1.mean()):.0%} kept (m.encoder.blocks[0].ffn1.dense1.kernel is "
-      f"{block0.ffn1.dense1.kernel[...].shape})")
+print(
+    f"masks['encoder']['blocks'][0]['ffn1']['dense1']['kernel']: {mask_d1.shape} {mask_d1.dtype}, "
+    f"{float(mask_d1.mean()):.0%} kept (m.encoder.blocks[0].ffn1.dense1.kernel is "
+    f"{block0.ffn1.dense1.kernel[...].shape})"
+)
 print("its first 8 inputs x 6 outputs (1 = kept):\n", np.asarray(mask_d1[:8, :6]).astype(int))
-print("a float leaf, masks['encoder']['blocks'][0]['conv']['depthwise']['kernel'] =",
-      masks["encoder"]["blocks"][0]["conv"]["depthwise"]["kernel"])
-pruned = model.apply_masks(params, masks)                     # W * M (Eq. 4)
+print(
+    "a float leaf, masks['encoder']['blocks'][0]['conv']['depthwise']['kernel'] =",
+    masks["encoder"]["blocks"][0]["conv"]["depthwise"]["kernel"],
+)
+pruned = model.apply_masks(params, masks)  # W * M (Eq. 4)
 logits_p, _ = forward_jit(graphdef, pruned, feats_n, frame_mask)
 print(f"the pruned model's logits move by up to {float(jnp.abs(logits_p - logits0).max()):.2f}")
 
 # %%
-where = model.compressible_mask_tree(params, cfg)              # True on the masked leaves
-BLOCK_KERNELS = [("ffn1", "dense1"), ("ffn1", "dense2"), ("mhsa", "query"), ("mhsa", "key"),
-                 ("mhsa", "value"), ("mhsa", "pos"), ("mhsa", "out"), ("conv", "pointwise1"),
-                 ("conv", "pointwise2"), ("ffn2", "dense1"), ("ffn2", "dense2")]
+where = model.compressible_mask_tree(params, cfg)  # True on the masked leaves
+BLOCK_KERNELS = [
+    ("ffn1", "dense1"),
+    ("ffn1", "dense2"),
+    ("mhsa", "query"),
+    ("mhsa", "key"),
+    ("mhsa", "value"),
+    ("mhsa", "pos"),
+    ("mhsa", "out"),
+    ("conv", "pointwise1"),
+    ("conv", "pointwise2"),
+    ("ffn2", "dense1"),
+    ("ffn2", "dense2"),
+]
 for sub, layer in BLOCK_KERNELS:
     mk = np.asarray(masks["encoder"]["blocks"][0][sub][layer]["kernel"])
-    w = getattr(getattr(block0, sub), layer).kernel[...]    # the same path, as attributes
+    w = getattr(getattr(block0, sub), layer).kernel[...]  # the same path, as attributes
     assert mk.dtype == bool and mk.shape == w.shape, (sub, layer)
     I, J = mk.shape
-    assert np.all(mk.reshape(I // 4, 4, J).sum(axis=1) == 2), f"blocks[0].{sub}.{layer}: not 2 of every 4 inputs"
+    assert np.all(mk.reshape(I // 4, 4, J).sum(axis=1) == 2), (
+        f"blocks[0].{sub}.{layer}: not 2 of every 4 inputs"
+    )
     assert np.all(np.asarray(pruned["encoder"]["blocks"][0][sub][layer]["kernel"])[~mk] == 0.0)
 for mk, masked in zip(jax.tree.leaves(masks), jax.tree.leaves(where)):
-    assert (np.ndim(mk) == 2) == masked and (masked or bool(mk)), "a mask where dense, True elsewhere"
+    assert (np.ndim(mk) == 2) == masked and (masked or bool(mk)), (
+        "a mask where dense, True elsewhere"
+    )
 n_masked = sum(jax.tree.leaves(where))
 assert n_masked == sum(1 for w in ws if w.role == "dense")
-print(f"{len(BLOCK_KERNELS)} kernels of encoder.blocks[0]: 2 of every 4 inputs kept, pruned weights 0; "
-      f"{n_masked} masked kernels in the model, the dense ones")
+print(
+    f"{len(BLOCK_KERNELS)} kernels of encoder.blocks[0]: 2 of every 4 inputs kept, pruned weights 0; "
+    f"{n_masked} masked kernels in the model, the dense ones"
+)
 
 # %% [markdown]
 # ## 4. Relative-position self-attention (§3.1, Transformer-XL)
@@ -541,7 +643,7 @@ print(f"{len(BLOCK_KERNELS)} kernels of encoder.blocks[0]: 2 of every 4 inputs k
 # `[[6, 3, 0], [10, 7, 4], [14, 11, 8]]`.
 
 # %%
-x_golden = np.arange(15).reshape(5, 3).T          # x[i, r] = i + 3 r, shape (T, 2T - 1)
+x_golden = np.arange(15).reshape(5, 3).T  # x[i, r] = i + 3 r, shape (T, 2T - 1)
 shifted = model.rel_shift(jnp.asarray(x_golden))
 print("x =\n", x_golden, "\nrel_shift(x) =\n", np.asarray(shifted))
 
@@ -568,8 +670,10 @@ k = jax.random.normal(kk, (1, T_TOY, H_TOY, D_TOY))
 p = jax.random.normal(kp, (2 * T_TOY - 1, H_TOY, D_TOY))
 u = jax.random.normal(ku, (H_TOY, D_TOY))
 v = jax.random.normal(kv, (H_TOY, D_TOY))
-fast_logits = np.asarray(model.relative_logits(q, k, p, u, v))[0]                 # (H, T, T)
-ref_logits = model.relative_logits_reference(*(np.asarray(a, np.float64) for a in (q[0], k[0], p, u, v)))
+fast_logits = np.asarray(model.relative_logits(q, k, p, u, v))[0]  # (H, T, T)
+ref_logits = model.relative_logits_reference(
+    *(np.asarray(a, np.float64) for a in (q[0], k[0], p, u, v))
+)
 print("logits", fast_logits.shape, " max |difference|", np.abs(fast_logits - ref_logits).max())
 
 # %%
@@ -578,7 +682,7 @@ np.testing.assert_allclose(fast_logits, ref_logits, rtol=1e-4, atol=1e-4)
 # with q = k = 0 only the position term v . P[i - j] is left: constant along diagonals
 pos_only = np.asarray(model.relative_logits(0 * q, 0 * k, p, u, v))[0]
 for d in range(-(T_TOY - 1), T_TOY):
-    diag = np.diagonal(pos_only, offset=-d, axis1=1, axis2=2)   # entries with i - j = d
+    diag = np.diagonal(pos_only, offset=-d, axis1=1, axis2=2)  # entries with i - j = d
     np.testing.assert_allclose(diag, diag[:, :1] * np.ones_like(diag), rtol=1e-5, atol=1e-5)
 print("relative_logits == the direct definition; the position term depends only on i - j")
 
@@ -594,24 +698,28 @@ print("relative_logits == the direct definition; the position term depends only 
 
 # %%
 logits_a, out_mask_a, attn_maps = model.attention_maps(m, feats_n, frame_mask)
-attn0 = np.asarray(attn_maps[0])                      # encoder.blocks[0]: (B, H, T', T')
+attn0 = np.asarray(attn_maps[0])  # encoder.blocks[0]: (B, H, T', T')
 print(f"{len(attn_maps)} attention maps of shape {attn0.shape}")
 n_out = np.asarray(out_mask0.sum(1))
 b = short
 fig, axes = plt.subplots(1, cfg.num_heads, figsize=(3 * cfg.num_heads, 3))
 for h, ax in enumerate(axes):
-    ax.imshow(attn0[b, h], cmap="viridis", origin="upper"); ax.grid(False)
+    ax.imshow(attn0[b, h], cmap="viridis", origin="upper")
+    ax.grid(False)
     ax.axvline(n_out[b] - 0.5, color="w", lw=0.8, ls="--")
-    ax.set_title(f"head {h}"); ax.set_xlabel("key j")
+    ax.set_title(f"head {h}")
+    ax.set_xlabel("key j")
 axes[0].set_ylabel("query i")
-fig.suptitle(f"encoder.blocks[0] attention at initialisation (dashed: end of the {n_out[b]} valid frames)")
+fig.suptitle(
+    f"encoder.blocks[0] attention at initialisation (dashed: end of the {n_out[b]} valid frames)"
+)
 plt.show()
 
 # %%
 assert len(attn_maps) == cfg.num_layers and attn0.shape == (2, cfg.num_heads, T_sub, T_sub)
 np.testing.assert_allclose(np.asarray(logits_a), np.asarray(logits0), rtol=1e-5, atol=1e-5)
-np.testing.assert_allclose(attn0.sum(-1), 1.0, atol=1e-5)             # each row is a distribution
-assert attn0[b, :, :, n_out[b]:].max() < 1e-6, "padded keys get no attention"
+np.testing.assert_allclose(attn0.sum(-1), 1.0, atol=1e-5)  # each row is a distribution
+assert attn0[b, :, :, n_out[b] :].max() < 1e-6, "padded keys get no attention"
 print(f"one map per block; rows sum to 1; padded keys of utterance {b} get weight < 1e-6")
 
 # %% [markdown]
@@ -634,13 +742,23 @@ print(f"one map per block; rows sum to 1; padded keys of utterance {b} get weigh
 
 # %%
 if not FAST and RUN_DIR.exists():
-    shutil.rmtree(RUN_DIR)              # a fresh run, so the loss curve is this run's
+    shutil.rmtree(RUN_DIR)  # a fresh run, so the loss curve is this run's
 t0 = time.time()
-result = train.train("ci", "data_small", None, RUN_DIR, steps=STEPS, seed=SEED,
-                     eval_splits=("dev",), overrides=TRAIN_OVERRIDES)
+result = train.train(
+    "ci",
+    "data_small",
+    None,
+    RUN_DIR,
+    steps=STEPS,
+    seed=SEED,
+    eval_splits=("dev",),
+    overrides=TRAIN_OVERRIDES,
+)
 train_seconds = time.time() - t0
-print(f"{STEPS} steps in {train_seconds:.0f} s; dev WER {result['dev']['wer']:.2f}%, "
-      f"CER {result['dev']['cer']:.2f}%")
+print(
+    f"{STEPS} steps in {train_seconds:.0f} s; dev WER {result['dev']['wer']:.2f}%, "
+    f"CER {result['dev']['cer']:.2f}%"
+)
 
 # %%
 records = [json.loads(line) for line in (RUN_DIR / "metrics.jsonl").read_text().splitlines()]
@@ -650,10 +768,15 @@ losses = np.array([r["loss"] for r in log_lines])
 
 plt.figure(figsize=(7, 3))
 plt.plot(steps_logged, losses, marker=".")
-plt.yscale("log"); plt.xlabel("step"); plt.ylabel("CTC loss per label")
+plt.yscale("log")
+plt.xlabel("step")
+plt.ylabel("CTC loss per label")
 plt.title(f"ci on data_small: dev WER {result['dev']['wer']:.1f}% after {STEPS} steps")
 plt.show()
-print("first log lines (step, loss):", [(int(s), round(float(l), 2)) for s, l in zip(steps_logged[:6], losses[:6])])
+print(
+    "first log lines (step, loss):",
+    [(int(s), round(float(l), 2)) for s, l in zip(steps_logged[:6], losses[:6])],
+)
 
 # %%
 assert records[-1]["final"]["step"] == STEPS == steps_logged[-1]
@@ -661,8 +784,10 @@ assert np.all(np.isfinite(losses)) and result["nonfinite_skipped"] == 0
 assert losses[-1] < losses[0], "the loss went down"
 assert 0.0 <= result["dev"]["wer"] and 0.0 <= result["dev"]["cer"]
 assert result["dev"]["utterances"] == len(dev_split)
-print(f"loss {losses[0]:.2f} -> {losses[-1]:.2f}; dev WER {result['dev']['wer']:.2f}% "
-      f"on {result['dev']['utterances']} utterances")
+print(
+    f"loss {losses[0]:.2f} -> {losses[-1]:.2f}; dev WER {result['dev']['wer']:.2f}% "
+    f"on {result['dev']['utterances']} utterances"
+)
 
 # %% [markdown]
 # **The all-blank plateau.** The loss falls fast in the first few dozen steps, then
@@ -686,8 +811,8 @@ print(f"loss {losses[0]:.2f} -> {losses[-1]:.2f}; dev WER {result['dev']['wer']:
 
 # %%
 run = runs.load_run(RUN_DIR)
-cfg_run, spec, tok, params_run, meta = run            # a Run unpacks like a 5-tuple
-_, tcfg_run, _ = runs.read_config(RUN_DIR)            # the run's training settings
+cfg_run, spec, tok, params_run, meta = run  # a Run unpacks like a 5-tuple
+_, tcfg_run, _ = runs.read_config(RUN_DIR)  # the run's training settings
 print(cfg_run.name, "vocab", cfg_run.vocab_size, "spec", spec, "|", tok)
 print("Run fields:", run._fields, "| buckets", tcfg_run.bucket_seconds)
 print("word pieces:", tok.pieces[:12], "...")
@@ -695,11 +820,15 @@ print("word pieces:", tok.pieces[:12], "...")
 # %%
 assert cfg_run.vocab_size == tok.vocab_size and tok.blank_id == 0 and tok.pieces[0] == "<blank>"
 assert str(spec) == "float" and meta["preset"] == "ci"
-run_shapes = model.param_shapes(cfg_run)             # built abstractly: no memory used
-flat = {"/".join(str(k.key) for k in path): x.shape
-        for path, x in jax.tree_util.tree_flatten_with_path(params_run)[0]}
+run_shapes = model.param_shapes(cfg_run)  # built abstractly: no memory used
+flat = {
+    "/".join(str(k.key) for k in path): x.shape
+    for path, x in jax.tree_util.tree_flatten_with_path(params_run)[0]
+}
 assert flat == run_shapes
-print(f"the loaded parameters match the model of {RUN_DIR.name}: {sum(np.prod(s) for s in flat.values()):,} parameters")
+print(
+    f"the loaded parameters match the model of {RUN_DIR.name}: {sum(np.prod(s) for s in flat.values()):,} parameters"
+)
 
 # %% [markdown]
 # ## 6. The CTC posteriorgram and its greedy path
@@ -718,17 +847,19 @@ print(f"the loaded parameters match the model of {RUN_DIR.name}: {sum(np.prod(s)
 
 # %%
 trainer = train.get_trainer(cfg_run, spec, tcfg_run)
-utt = next(u for u in dev_split if u.uid.split("-")[1] == "10")       # a digit string
+utt = next(u for u in dev_split if u.uid.split("-")[1] == "10")  # a digit string
 wave = jnp.asarray(utt.load(cfg_run.sample_rate))
 wave_len = jnp.array([wave.shape[0]])
 logits_u, omask_u = trainer.logits(params_run, None, wave[None], wave_len)
-logp = np.asarray(jax.nn.log_softmax(logits_u[0], axis=-1))          # (T', V)
+logp = np.asarray(jax.nn.log_softmax(logits_u[0], axis=-1))  # (T', V)
 path = logp.argmax(-1)
 
 ids = decoding.greedy_decode(np.asarray(logits_u), np.asarray(omask_u))[0]
 hyp, ref = tok.decode(ids), tok.normalize(utt.text)
 wer_u, cer_u = decoding.wer_cer([ref], [hyp])
-print(f"{utt.uid}: {len(utt.load(cfg_run.sample_rate)) / cfg_run.sample_rate:.2f} s -> {logp.shape[0]} frames")
+print(
+    f"{utt.uid}: {len(utt.load(cfg_run.sample_rate)) / cfg_run.sample_rate:.2f} s -> {logp.shape[0]} frames"
+)
 print("greedy path:", " ".join(tok.id_to_piece(i) if i else "_" for i in path))
 print(f"REF: {ref}\nHYP: {hyp}\nWER {wer_u:.1f}%  CER {cer_u:.1f}%")
 
@@ -743,20 +874,26 @@ assert len(ids) <= int((path != 0).sum()), "merging repeats never adds symbols"
 n_ref, n_hyp = len(ref.split()), len(hyp.split())
 assert 0.0 <= wer_u <= 100.0 * max(n_ref, n_hyp) / n_ref
 assert 0.0 <= cer_u <= 100.0 * max(len(ref), len(hyp)) / len(ref)
-print(f"path consistent with the argmax; {len(ids)} pieces from {int((path != 0).sum())} non-blank frames")
+print(
+    f"path consistent with the argmax; {len(ids)} pieces from {int((path != 0).sum())} non-blank frames"
+)
 
 # %%
 fig, axes = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
 im = axes[0].imshow(logp.T, origin="lower", aspect="auto", cmap="magma", vmin=max(logp.min(), -20))
 axes[0].plot(np.arange(len(path)), path, "c.", ms=4, label="greedy path")
 axes[0].set_yticks(range(V), [tok.id_to_piece(i) for i in range(V)], fontsize=5)
-axes[0].set_ylabel("token"); axes[0].grid(False); axes[0].legend(loc="upper right")
+axes[0].set_ylabel("token")
+axes[0].grid(False)
+axes[0].legend(loc="upper right")
 axes[0].set_title(f"log posteriors, '{ref}' -> '{hyp}'")
 fig.colorbar(im, ax=axes[0], label="log p", pad=0.01)
 probs = np.exp(logp)
 axes[1].plot(probs[:, 0], label="blank")
 axes[1].plot(probs[:, 1:].max(-1), label="best word piece")
-axes[1].set_xlabel("encoder frame (40 ms)"); axes[1].set_ylabel("p"); axes[1].legend(loc="right")
+axes[1].set_xlabel("encoder frame (40 ms)")
+axes[1].set_ylabel("p")
+axes[1].legend(loc="right")
 plt.show()
 
 # %% [markdown]
@@ -770,13 +907,18 @@ plt.show()
 # %%
 dev_ds = batching.prepare(dev_split, tok, cfg_run, tcfg_run.bucket_seconds, keep_long=True)
 dev_eval = trainer.evaluate(params_run, None, dev_ds, tok)
-print(f"dev WER {dev_eval['wer']:.2f}% CER {dev_eval['cer']:.2f}% (train printed {result['dev']['wer']:.2f}%)")
+print(
+    f"dev WER {dev_eval['wer']:.2f}% CER {dev_eval['cer']:.2f}% (train printed {result['dev']['wer']:.2f}%)"
+)
 for e in dev_eval["examples"][:5]:
     print(f"  REF {e['ref']!r:45s} HYP {e['hyp']!r}")
 
 # %%
 assert dev_eval["utterances"] == result["dev"]["utterances"]
-assert abs(dev_eval["wer"] - result["dev"]["wer"]) < 1e-6 and abs(dev_eval["cer"] - result["dev"]["cer"]) < 1e-6
+assert (
+    abs(dev_eval["wer"] - result["dev"]["wer"]) < 1e-6
+    and abs(dev_eval["cer"] - result["dev"]["cer"]) < 1e-6
+)
 print("the saved run reproduces its dev WER and CER")
 
 # %% [markdown]
@@ -793,20 +935,25 @@ print("the saved run reproduces its dev WER and CER")
 
 # %%
 feats_u, fmask_u = trainer.features(wave[None], wave_len)
-m_run = nnx.merge(trainer.graphdef, params_run)       # the trained model, as an object again
+m_run = nnx.merge(trainer.graphdef, params_run)  # the trained model, as an object again
 _, _, maps_run = model.attention_maps(m_run, feats_u, fmask_u)
-attn_t = np.asarray(maps_run[0][0])                   # encoder.blocks[0], the one utterance
+attn_t = np.asarray(maps_run[0][0])  # encoder.blocks[0], the one utterance
 dist = np.abs(np.arange(n_frames)[:, None] - np.arange(n_frames)[None, :])
-mean_dist = (attn_t * dist).sum(-1).mean(-1)                  # per head, in encoder frames
+mean_dist = (attn_t * dist).sum(-1).mean(-1)  # per head, in encoder frames
 fig, axes = plt.subplots(1, cfg_run.num_heads, figsize=(3 * cfg_run.num_heads, 3))
 for h, ax in enumerate(axes):
-    ax.imshow(attn_t[h], cmap="viridis"); ax.grid(False)
-    ax.set_title(f"head {h}: mean |i-j| {mean_dist[h]:.1f}"); ax.set_xlabel("key j")
+    ax.imshow(attn_t[h], cmap="viridis")
+    ax.grid(False)
+    ax.set_title(f"head {h}: mean |i-j| {mean_dist[h]:.1f}")
+    ax.set_xlabel("key j")
 axes[0].set_ylabel("query i")
 fig.suptitle(f"encoder.blocks[0] attention after {STEPS} steps, '{ref}'")
 plt.show()
-print("mean attention distance per head (frames):", np.round(mean_dist, 1),
-      f"(uniform attention would give {dist.mean():.1f})")
+print(
+    "mean attention distance per head (frames):",
+    np.round(mean_dist, 1),
+    f"(uniform attention would give {dist.mean():.1f})",
+)
 
 # %%
 assert attn_t.shape == (cfg_run.num_heads, n_frames, n_frames)
@@ -823,9 +970,9 @@ print("trained attention rows are distributions")
 # 2 s utterance.
 
 # %%
-my_num_mels = 80          # EXERCISE: any value from 1 to 257
-my_duration_s = 1.0       # EXERCISE: any duration of at least one window (0.032 s)
-my_shape = (1, 97, 80)    # EXERCISE: your prediction (batch, frames, mel bins)
+my_num_mels = 80  # EXERCISE: any value from 1 to 257
+my_duration_s = 1.0  # EXERCISE: any duration of at least one window (0.032 s)
+my_shape = (1, 97, 80)  # EXERCISE: your prediction (batch, frames, mel bins)
 
 # %%
 mel_ex = frontend.LogMelConfig.from_model(cfg.replace(num_mels=my_num_mels))
@@ -833,7 +980,8 @@ n_ex = int(round(my_duration_s * SR))
 feats_ex, _ = frontend.log_mel(np.zeros((1, n_ex), np.float32), np.array([n_ex]), mel_ex)
 assert tuple(feats_ex.shape) == tuple(my_shape), (
     f"log_mel gives {tuple(feats_ex.shape)}, you predicted {tuple(my_shape)}: "
-    f"frames = 1 + (samples - {mel_ex.win_length}) // {mel_ex.hop_length}")
+    f"frames = 1 + (samples - {mel_ex.win_length}) // {mel_ex.hop_length}"
+)
 print(f"correct: {my_duration_s} s with {my_num_mels} mels -> {tuple(feats_ex.shape)}")
 
 # %% [markdown]
@@ -845,26 +993,31 @@ print(f"correct: {my_duration_s} s with {my_num_mels} mels -> {tuple(feats_ex.sh
 # The hidden solution cell computes both with the library.
 
 # %%
-my_duration_s = 3.0       # EXERCISE: any duration >= 0.032 s
-my_encoder_frames = 75    # EXERCISE: your prediction
+my_duration_s = 3.0  # EXERCISE: any duration >= 0.032 s
+my_encoder_frames = 75  # EXERCISE: your prediction
 
 # %%
 n_ex = int(round(my_duration_s * SR))
 frames_ex = int(model.subsampled_lengths(frontend.num_frames(n_ex, cfg)))
 assert my_encoder_frames == frames_ex, (
     f"{my_duration_s} s gives {frames_ex} encoder frames, not {my_encoder_frames}: "
-    f"T = 1 + (L - 512) // 160 log-mel frames, then ceil(ceil(T / 2) / 2)")
+    f"T = 1 + (L - 512) // 160 log-mel frames, then ceil(ceil(T / 2) / 2)"
+)
 one = tok.encode("one")
 fits = [k for k in range(1, 200) if batching.ctc_min_frames(one * k) <= frames_ex]
-print(f"correct: {frames_ex} encoder frames of 40 ms; '{' '.join(['one'] * 2)}' is "
-      f"{batching.ctc_min_frames(one * 2)} frames minimum; up to {max(fits) if fits else 0} x 'one' fit")
+print(
+    f"correct: {frames_ex} encoder frames of 40 ms; '{' '.join(['one'] * 2)}' is "
+    f"{batching.ctc_min_frames(one * 2)} frames minimum; up to {max(fits) if fits else 0} x 'one' fit"
+)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: encoder frames for a few durations (the paper's 10 s utterance included)
 for s in (0.5, 1.0, 3.0, 10.0):
     n = int(round(s * SR))
-    print(f"{s:5.1f} s: {frontend.num_frames(n, cfg):4d} log-mel frames -> "
-          f"{int(model.subsampled_lengths(frontend.num_frames(n, cfg))):4d} encoder frames")
+    print(
+        f"{s:5.1f} s: {frontend.num_frames(n, cfg):4d} log-mel frames -> "
+        f"{int(model.subsampled_lengths(frontend.num_frames(n, cfg))):4d} encoder frames"
+    )
 
 # %% [markdown]
 # **Exercise 3 (decode a hand-made posteriorgram).** Write a frame-level path, one
@@ -878,17 +1031,19 @@ for s in (0.5, 1.0, 3.0, 10.0):
 TARGET_TEXT = "one one two"
 target_ids = tok.encode(TARGET_TEXT)
 print("pieces:", [tok.id_to_piece(i) for i in target_ids], "ids:", target_ids)
-my_path = [0] + [s for t in target_ids for s in (t, t, 0)]    # EXERCISE: your path
+my_path = [0] + [s for t in target_ids for s in (t, t, 0)]  # EXERCISE: your path
 
 # %%
 V = tok.vocab_size
-post = np.full((len(my_path), V), np.log(0.1 / (V - 1)))           # 0.1 spread over the others
+post = np.full((len(my_path), V), np.log(0.1 / (V - 1)))  # 0.1 spread over the others
 post[np.arange(len(my_path)), my_path] = np.log(0.9)
 decoded = decoding.greedy_decode(post[None], np.ones((1, len(my_path)), bool))[0]
 assert tok.decode(decoded) == tok.normalize(TARGET_TEXT), f"your path reads {tok.decode(decoded)!r}"
 shortest = batching.ctc_min_frames(target_ids)
-print(f"your {len(my_path)}-frame path reads '{tok.decode(decoded)}'; the shortest possible has "
-      f"{shortest} frames" + (" -- yours is one of them!" if len(my_path) == shortest else ""))
+print(
+    f"your {len(my_path)}-frame path reads '{tok.decode(decoded)}'; the shortest possible has "
+    f"{shortest} frames" + (" -- yours is one of them!" if len(my_path) == shortest else "")
+)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: a blank only between equal consecutive pieces
@@ -897,8 +1052,15 @@ for t in target_ids:
     if shortest_path and shortest_path[-1] == t:
         shortest_path.append(0)
     shortest_path.append(t)
-print(shortest_path, "->", tok.decode(decoding.greedy_decode(np.eye(V)[shortest_path][None],
-                                                             np.ones((1, len(shortest_path)), bool))[0]))
+print(
+    shortest_path,
+    "->",
+    tok.decode(
+        decoding.greedy_decode(
+            np.eye(V)[shortest_path][None], np.ones((1, len(shortest_path)), bool)
+        )[0]
+    ),
+)
 
 # %% [markdown]
 # ## Summary
@@ -933,5 +1095,5 @@ print(shortest_path, "->", tok.decode(decoding.greedy_decode(np.eye(V)[shortest_
 # switched on, to reproduce the shape of the paper's Tables 1-3 at reduced scale.
 
 # %%
-if FAST:                                  # the FAST run lives in a temporary directory
+if FAST:  # the FAST run lives in a temporary directory
     shutil.rmtree(RUN_DIR, ignore_errors=True)

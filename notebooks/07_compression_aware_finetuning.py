@@ -54,7 +54,6 @@ print(env.summary())
 # %%
 # This notebook's imports and sizes.
 import csv
-import dataclasses
 import json
 import os
 import re
@@ -68,28 +67,42 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image, Markdown, display
 
-from usmlite_edu import (batching, compress, configs, corpora, model, presets, reproduce, runs,
-                         sizes, sparsity, train)
+from usmlite_edu import (
+    batching,
+    compress,
+    configs,
+    corpora,
+    model,
+    presets,
+    reproduce,
+    runs,
+    sizes,
+    sparsity,
+    train,
+)
 from usmlite_edu.compress import CompressionSpec
 
-REPO = env.repo or Path.cwd()    # the clone (outside one, runs/ goes under the working directory)
+REPO = env.repo or Path.cwd()  # the clone (outside one, runs/ goes under the working directory)
 # The output of `usmlite-edu reproduce --preset cpu ... --out results/cpu` ($USMLITE_RESULTS: another).
 RESULTS = Path(os.environ.get("USMLITE_RESULTS") or REPO / "results" / "cpu").expanduser()
-B0_DIR = RESULTS / "b0"                                  # the dense baseline B0
+B0_DIR = RESULTS / "b0"  # the dense baseline B0
 if not (B0_DIR / "config.json").exists():
-    B0_DIR = RESULTS / "runs" / "B0_s0"                  # where `reproduce` itself keeps it
+    B0_DIR = RESULTS / "runs" / "B0_s0"  # where `reproduce` itself keeps it
 if not (B0_DIR / "config.json").exists() or not (RESULTS / "results.json").exists():
     raise FileNotFoundError(
         f"no reproduction in {RESULTS.resolve()} (need results.json and b0/ or runs/B0_s0/): "
         "run `usmlite-edu reproduce --preset cpu --corpus fsdd --data DIR --out results/cpu`, "
-        "or point USMLITE_RESULTS at another output directory of `usmlite-edu reproduce`")
+        "or point USMLITE_RESULTS at another output directory of `usmlite-edu reproduce`"
+    )
 
-STEPS = 5 if FAST else 100        # fine-tuning steps of section 3 (the table's E rows: more)
-MY_STEPS = 3 if FAST else 50      # fine-tuning steps of your own spec (section 5)
-N_EVAL = 16 if FAST else None     # FAST: the first 16 test utterances; else the whole test set
+STEPS = 5 if FAST else 100  # fine-tuning steps of section 3 (the table's E rows: more)
+MY_STEPS = 3 if FAST else 50  # fine-tuning steps of your own spec (section 5)
+N_EVAL = 16 if FAST else None  # FAST: the first 16 test utterances; else the whole test set
 # The full mode keeps its run directories (gitignored); FAST uses temporary ones.
 RUN_DIR = Path(tempfile.mkdtemp(prefix="usmlite_nb07_")) if FAST else REPO / "runs" / "nb07"
-MY_RUN_DIR = Path(tempfile.mkdtemp(prefix="usmlite_nb07_mine_")) if FAST else REPO / "runs" / "nb07_mine"
+MY_RUN_DIR = (
+    Path(tempfile.mkdtemp(prefix="usmlite_nb07_mine_")) if FAST else REPO / "runs" / "nb07_mine"
+)
 print(f"FAST={FAST}  STEPS={STEPS}  results {RESULTS}  B0 {B0_DIR}")
 print(f"run dirs {RUN_DIR}, {MY_RUN_DIR}; jax {jax.__version__} on {jax.default_backend()}")
 
@@ -112,22 +125,28 @@ print(f"run dirs {RUN_DIR}, {MY_RUN_DIR}; jax {jax.__version__} on {jax.default_
 
 # %%
 b0_run = runs.load_run(B0_DIR)
-cfg, b0_spec, tok, params, meta = b0_run        # a Run unpacks like a 5-tuple
+cfg, b0_spec, tok, params, meta = b0_run  # a Run unpacks like a 5-tuple
 PRESET = meta["preset"]
 b0_preset = presets.get_preset(PRESET)
-rc = b0_preset.reproduce                        # the reproduction's settings (group sizes, T_p, ...)
-TCFG = b0_preset.train                          # training / evaluation settings of the preset
+rc = b0_preset.reproduce  # the reproduction's settings (group sizes, T_p, ...)
+TCFG = b0_preset.train  # training / evaluation settings of the preset
 
 n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 weights = configs.weight_shapes(cfg)
 n_dense = sum(w.size for w in weights if w.role == "dense")
 b0_bytes = sizes.model_size("float", cfg)
-print(f"B0: preset {PRESET!r}, spec {b0_spec}, {cfg.num_layers} blocks x {cfg.model_dim}, "
-      f"{cfg.num_heads} heads, vocabulary {cfg.vocab_size} ({tok.vocab_size - 1} word pieces + blank)")
-print(f"{n_params:,} parameters = {b0_bytes.megabytes:.2f} MB in float32; "
-      f"{n_dense:,} ({100 * n_dense / n_params:.1f}%) sit in the dense matrices USM-Lite compresses")
-print(f"trained {meta['train_config']['steps']} steps on {meta['corpus']!r}, seed {meta['seed']}, "
-      f"held-out speaker {meta.get('heldout_speaker')!r}")
+print(
+    f"B0: preset {PRESET!r}, spec {b0_spec}, {cfg.num_layers} blocks x {cfg.model_dim}, "
+    f"{cfg.num_heads} heads, vocabulary {cfg.vocab_size} ({tok.vocab_size - 1} word pieces + blank)"
+)
+print(
+    f"{n_params:,} parameters = {b0_bytes.megabytes:.2f} MB in float32; "
+    f"{n_dense:,} ({100 * n_dense / n_params:.1f}%) sit in the dense matrices USM-Lite compresses"
+)
+print(
+    f"trained {meta['train_config']['steps']} steps on {meta['corpus']!r}, seed {meta['seed']}, "
+    f"held-out speaker {meta.get('heldout_speaker')!r}"
+)
 
 # %%
 assert str(b0_spec) == "float" and meta["spec"] == "float", "B0 is the dense float model"
@@ -146,24 +165,32 @@ print("B0 loaded: float spec, parameter count and size consistent")
 # (`model.params_from_linen`) and changes no number, so the converted model computes
 # the same logits (`tests/test_model_golden.py` checks it against the Linen model).
 # The cells compare the file as stored (`runs.load_params`) with what `load_run`
-# returned. (A checkpoint written by this version already has the NNX names.) A B0 trained *today* from the same seed would not have these weights:
-# training from scratch now starts from the NNX initialisation, which draws other
-# random numbers, and gives statistically equivalent but different WERs. Evaluating
-# *this* checkpoint reproduces `results.json`, which the next cells check.
+# returned. (A checkpoint written by this version already has the NNX names.)
+# A B0 trained *today* from the same seed would not have these weights: training from
+# scratch now starts from the NNX initialisation, which draws other random numbers, so
+# its WERs differ (by how much is a question of seed-to-seed spread, which the table's
+# three seeds estimate). Evaluating *this* checkpoint reproduces `results.json`, which
+# the next cells check.
+
 
 # %%
 def flat(tree):
     # {"encoder/blocks/0/mhsa/query/kernel": array, ...}: every leaf under its "/"-joined path
-    return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {
+        "/".join(str(getattr(k, "key", k)) for k in path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
 
-stored = flat(runs.load_params(B0_DIR / "params"))        # the tree as saved on disk
-loaded = flat(params)                                     # the NNX params dict of load_run
+
+stored = flat(runs.load_params(B0_DIR / "params"))  # the tree as saved on disk
+loaded = flat(params)  # the NNX params dict of load_run
 nnx_name = lambda n: re.sub(r"^encoder/block_(\d+)/", r"encoder/blocks/\1/", n)
 q_name = "encoder/blocks/0/mhsa/query/kernel"
 q_stored = next(n for n in stored if nnx_name(n) == q_name)
-print(f"on disk {q_stored!r} -> params['encoder']['blocks'][0]['mhsa']['query']['kernel'], "
-      f"shape {params['encoder']['blocks'][0]['mhsa']['query']['kernel'].shape}")
+print(
+    f"on disk {q_stored!r} -> params['encoder']['blocks'][0]['mhsa']['query']['kernel'], "
+    f"shape {params['encoder']['blocks'][0]['mhsa']['query']['kernel'].shape}"
+)
 print(f"{len(stored)} arrays on disk, {len(loaded)} in params")
 
 # %%
@@ -171,7 +198,9 @@ assert {nnx_name(n) for n in stored} == set(loaded), "the same weights, renamed"
 for n, a in stored.items():
     assert np.array_equal(np.asarray(a), np.asarray(loaded[nnx_name(n)])), n
 assert sum(np.size(x) for x in stored.values()) == n_params
-print(f"every one of the {n_params:,} stored numbers is in the NNX params, unchanged, under its NNX path")
+print(
+    f"every one of the {n_params:,} stored numbers is in the NNX params, unchanged, under its NNX path"
+)
 
 # %% [markdown]
 # ### The evaluation set
@@ -191,41 +220,57 @@ print(f"every one of the {n_params:,} stored numbers is in the NNX params, uncha
 CORPUS, HELDOUT = meta["corpus"], meta.get("heldout_speaker")
 DATA_DIR = None
 if CORPUS == "fsdd":
-    candidates = [os.environ.get("USMLITE_DATA"), REPO.parent / "shared" / "corpora" / "fsdd",
-                  Path("../../shared/corpora/fsdd"), meta.get("data_dir")]
+    candidates = [
+        os.environ.get("USMLITE_DATA"),
+        REPO.parent / "shared" / "corpora" / "fsdd",
+        Path("../../shared/corpora/fsdd"),
+        meta.get("data_dir"),
+    ]
     for c in candidates:
-        if c and str(c) != "None" and any((d / "recordings").is_dir() for d in (Path(c), Path(c) / "fsdd")):
+        if (
+            c
+            and str(c) != "None"
+            and any((d / "recordings").is_dir() for d in (Path(c), Path(c) / "fsdd"))
+        ):
             DATA_DIR = Path(c)
             break
     if DATA_DIR is None:
-        print("NOTE: FSDD not found ($USMLITE_DATA, ../shared/corpora/fsdd): falling back to "
-              "data_small. B0 was trained on FSDD, so the WERs below are NOT comparable with the "
-              "table; fetch FSDD with `usmlite-edu data fetch fsdd --to DIR` for the real thing.")
+        print(
+            "NOTE: FSDD not found ($USMLITE_DATA, ../shared/corpora/fsdd): falling back to "
+            "data_small. B0 was trained on FSDD, so the WERs below are NOT comparable with the "
+            "table; fetch FSDD with `usmlite-edu data fetch fsdd --to DIR` for the real thing."
+        )
         CORPUS, HELDOUT = "data_small", None
 if CORPUS == "data_small":
     DATA_DIR = REPO / "data_small"
 elif DATA_DIR is None:
     DATA_DIR = os.environ.get("USMLITE_DATA")
-SAME_DATA = CORPUS == rc.corpus            # False only after the fallback
+SAME_DATA = CORPUS == rc.corpus  # False only after the fallback
 # FAST: one bucket as long as the preset's longest (one compilation per spec instead of several).
 EVAL_BUCKETS = (max(TCFG.bucket_seconds),) if FAST else TCFG.bucket_seconds
+
 
 def first(split, n):
     # A CorpusSplit holding the first n utterances of `split` (all of them if n is None).
     keep = split.utterances[:n] if n else split.utterances
     return corpora.CorpusSplit(split.name + (f"[:{n}]" if n else ""), keep, [], split.sample_rate)
 
+
 if N_EVAL is None and SAME_DATA:
-    eval_sets = reproduce._eval_sets(rc, DATA_DIR, cfg, tok, TCFG)    # exactly the table's sets
+    eval_sets = reproduce._eval_sets(rc, DATA_DIR, cfg, tok, TCFG)  # exactly the table's sets
 else:
     test = corpora.load_corpus(CORPUS, DATA_DIR, "test", sample_rate=cfg.sample_rate)
     test.utterances = [u for u in test.utterances if u.speaker != HELDOUT]
-    eval_sets = {"test": batching.prepare(first(test, N_EVAL), tok, cfg, EVAL_BUCKETS, keep_long=True)}
+    eval_sets = {
+        "test": batching.prepare(first(test, N_EVAL), tok, cfg, EVAL_BUCKETS, keep_long=True)
+    }
     if HELDOUT:
-        unseen = corpora.load_corpus(CORPUS, DATA_DIR, "test", sample_rate=cfg.sample_rate,
-                                     heldout_speaker=HELDOUT)
-        eval_sets["unseen"] = batching.prepare(first(unseen, N_EVAL), tok, cfg, EVAL_BUCKETS,
-                                               keep_long=True)
+        unseen = corpora.load_corpus(
+            CORPUS, DATA_DIR, "test", sample_rate=cfg.sample_rate, heldout_speaker=HELDOUT
+        )
+        eval_sets["unseen"] = batching.prepare(
+            first(unseen, N_EVAL), tok, cfg, EVAL_BUCKETS, keep_long=True
+        )
 test_ds = eval_sets["test"]
 for name, ds in eval_sets.items():
     print(f"{name:7s}", ds.summary())
@@ -239,8 +284,10 @@ for e in b0_eval["test"]["examples"][:5]:
     print(f"  REF {e['ref']!r:40s} HYP {e['hyp']!r}")
 B0_WORKS = b0_eval["test"]["wer"] <= reproduce.MAX_WORKING_WER
 if not B0_WORKS:
-    print(f"\nNOTE: B0 is above {reproduce.MAX_WORKING_WER:g}% WER: it does not recognise speech yet "
-          f"(a `{PRESET}` budget). Every comparison below is then between broken models.")
+    print(
+        f"\nNOTE: B0 is above {reproduce.MAX_WORKING_WER:g}% WER: it does not recognise speech yet "
+        f"(a `{PRESET}` budget). Every comparison below is then between broken models."
+    )
 
 # %% [markdown]
 # The check compares our live numbers with `results.json`, the record the reproduction
@@ -254,13 +301,16 @@ RESULTS_JSON = json.loads((RESULTS / "results.json").read_text())
 SUMMARY = {line["exp"]: line for line in RESULTS_JSON["summary"]}
 RECORDS = {(r["exp"], r["seed"]): r for r in RESULTS_JSON["runs"]}
 b0_record = RECORDS.get(("B0", meta["seed"]))
-SAME_CPU = (b0_record is not None
-            and b0_record["machine"]["processor"] == runs.machine_info()["processor"])
+SAME_CPU = (
+    b0_record is not None and b0_record["machine"]["processor"] == runs.machine_info()["processor"]
+)
 WORDS = {name: sum(len(e.text.split()) for e in ds.examples) for name, ds in eval_sets.items()}
+
 
 def wer_tolerance(n_words: int) -> float:
     # exact on the recording machine's processor; one word of slack on another
     return 1e-6 if SAME_CPU else 100.0 / n_words + 1e-6
+
 
 for name, r in b0_eval.items():
     assert r["utterances"] == len(eval_sets[name].examples) > 0
@@ -271,10 +321,15 @@ if not FAST and SAME_DATA and b0_record is not None:
         recorded = b0_record["results"][name]
         assert r["utterances"] == recorded["utterances"]
         assert abs(r["wer"] - recorded["wer"]) < wer_tolerance(WORDS[name]), (
-            name, r["wer"], recorded["wer"])
-    print(f"B0 (seed {meta['seed']}) reproduces the WER recorded in results.json on "
-          + ", ".join(eval_sets)
-          + (" exactly" if SAME_CPU else " to within one word (another processor)"))
+            name,
+            r["wer"],
+            recorded["wer"],
+        )
+    print(
+        f"B0 (seed {meta['seed']}) reproduces the WER recorded in results.json on "
+        + ", ".join(eval_sets)
+        + (" exactly" if SAME_CPU else " to within one word (another processor)")
+    )
 else:
     print("WER in range (FAST / other data: not compared with results.json)")
 
@@ -305,22 +360,37 @@ t0 = time.time()
 for s in PTQ_SPECS:
     trainer = train.get_trainer(cfg, CompressionSpec.parse(s), TCFG)
     r = trainer.evaluate(params, None, test_ds, tok)
-    ptq[s] = {"wer": r["wer"], "cer": r["cer"], "size": sizes.size_ratio(s, cfg),
-              "exact": sizes.size_ratio(s, cfg, "exact"), "examples": r["examples"]}
-    print(f"{s:10s} size {ptq[s]['size']:6.2f}% (exact {ptq[s]['exact']:6.2f}%)  "
-          f"WER {r['wer']:6.2f}%  CER {r['cer']:6.2f}%")
-print(f"{len(PTQ_SPECS)} specs evaluated in {time.time() - t0:.0f} s; "
-      f"an example under int2: {ptq['int2']['examples'][0]['hyp']!r} "
-      f"for {ptq['int2']['examples'][0]['ref']!r}")
+    ptq[s] = {
+        "wer": r["wer"],
+        "cer": r["cer"],
+        "size": sizes.size_ratio(s, cfg),
+        "exact": sizes.size_ratio(s, cfg, "exact"),
+        "examples": r["examples"],
+    }
+    print(
+        f"{s:10s} size {ptq[s]['size']:6.2f}% (exact {ptq[s]['exact']:6.2f}%)  "
+        f"WER {r['wer']:6.2f}%  CER {r['cer']:6.2f}%"
+    )
+print(
+    f"{len(PTQ_SPECS)} specs evaluated in {time.time() - t0:.0f} s; "
+    f"an example under int2: {ptq['int2']['examples'][0]['hyp']!r} "
+    f"for {ptq['int2']['examples'][0]['ref']!r}"
+)
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 3.4))
 xs = np.arange(len(PTQ_SPECS))
-bars = ax.bar(xs, [ptq[s]["wer"] for s in PTQ_SPECS],
-              color=["tab:gray"] + ["tab:blue"] * (len(PTQ_SPECS) - 1))
+bars = ax.bar(
+    xs, [ptq[s]["wer"] for s in PTQ_SPECS], color=["tab:gray"] + ["tab:blue"] * (len(PTQ_SPECS) - 1)
+)
 for b, s in zip(bars, PTQ_SPECS):
-    ax.annotate(f"{ptq[s]['size']:.1f}%", (b.get_x() + b.get_width() / 2, b.get_height()),
-                ha="center", va="bottom", fontsize=8)
+    ax.annotate(
+        f"{ptq[s]['size']:.1f}%",
+        (b.get_x() + b.get_width() / 2, b.get_height()),
+        ha="center",
+        va="bottom",
+        fontsize=8,
+    )
 ax.axhline(ptq["float"]["wer"], color="k", ls="--", lw=1, label="B0 (float)")
 ax.set_xticks(xs, PTQ_SPECS)
 ax.set_ylabel("WER (%)")
@@ -343,19 +413,29 @@ for s in PTQ_SPECS:
     assert 0.0 <= ptq[s]["wer"] and np.isfinite(ptq[s]["wer"]) and 0.0 <= ptq[s]["cer"]
 assert ptq["float"]["wer"] == b0_eval["test"]["wer"], "PTQ with spec float is B0 itself"
 assert ptq["int8"]["wer"] <= ptq["float"]["wer"] + 10.0, "int8 PTQ keeps the WER"
-np.testing.assert_allclose([ptq[s]["size"] for s in ("float", "int8", "int4", "int2")],
-                           [100.0, 25.0, 12.5, 6.25])
+np.testing.assert_allclose(
+    [ptq[s]["size"] for s in ("float", "int8", "int4", "int2")], [100.0, 25.0, 12.5, 6.25]
+)
 for g in rc.group_sizes[-1:]:
-    assert abs(ptq[f"int2/gs{g}"]["size"] - (6.25 + 100.0 / g)) < 1e-9, "one float32 scale per group"
+    assert abs(ptq[f"int2/gs{g}"]["size"] - (6.25 + 100.0 / g)) < 1e-9, (
+        "one float32 scale per group"
+    )
 if not FAST and SAME_DATA and meta["seed"] == 0:
     for exp, s in (("E0", "int8"), ("E2", "int4")):
         recorded = RECORDS[(exp, 0)]["results"]["test"]["wer"]
         assert abs(ptq[s]["wer"] - recorded) < wer_tolerance(WORDS["test"]), (
-            exp, ptq[s]["wer"], recorded)
-    print("PTQ int8 / int4 reproduce the table's E0 / E2 "
-          + ("exactly" if SAME_CPU else "to within one word (another processor)"))
-print(f"int8 PTQ: {ptq['int8']['wer']:.2f}% vs float {ptq['float']['wer']:.2f}%; "
-      f"int4 {ptq['int4']['wer']:.2f}%, int2 {ptq['int2']['wer']:.2f}%")
+            exp,
+            ptq[s]["wer"],
+            recorded,
+        )
+    print(
+        "PTQ int8 / int4 reproduce the table's E0 / E2 "
+        + ("exactly" if SAME_CPU else "to within one word (another processor)")
+    )
+print(
+    f"int8 PTQ: {ptq['int8']['wer']:.2f}% vs float {ptq['float']['wer']:.2f}%; "
+    f"int4 {ptq['int4']['wer']:.2f}%, int2 {ptq['int2']['wer']:.2f}%"
+)
 
 # %% [markdown]
 # Where does int4 PTQ land for our model, compared with the paper's collapse (86.7)?
@@ -392,19 +472,37 @@ print(f"int8 PTQ: {ptq['int8']['wer']:.2f}% vs float {ptq['float']['wer']:.2f}%;
 # %%
 FT_SPEC = "int4+2:4"
 if not FAST and RUN_DIR.exists():
-    shutil.rmtree(RUN_DIR)              # a fresh run, so the loss curve is this run's
+    shutil.rmtree(RUN_DIR)  # a fresh run, so the loss curve is this run's
 # FAST: batches of 8 padded to one bucket (a single compilation of the training step).
 # `overrides` changes settings of the preset, `"section.field": value`.
-overrides = ({"train.log_every": 1, "train.batch_size": 8,
-              "train.bucket_seconds": (max(TCFG.bucket_seconds),)}
-             if FAST else {"train.log_every": 5})
+overrides = (
+    {
+        "train.log_every": 1,
+        "train.batch_size": 8,
+        "train.bucket_seconds": (max(TCFG.bucket_seconds),),
+    }
+    if FAST
+    else {"train.log_every": 5}
+)
 t0 = time.time()
-ft_result = train.train(PRESET, CORPUS, DATA_DIR, RUN_DIR, spec=FT_SPEC, init=B0_DIR, steps=STEPS,
-                        seed=meta["seed"], heldout_speaker=HELDOUT, eval_splits=(),
-                        overrides=overrides)
+ft_result = train.train(
+    PRESET,
+    CORPUS,
+    DATA_DIR,
+    RUN_DIR,
+    spec=FT_SPEC,
+    init=B0_DIR,
+    steps=STEPS,
+    seed=meta["seed"],
+    heldout_speaker=HELDOUT,
+    eval_splits=(),
+    overrides=overrides,
+)
 ft_seconds = time.time() - t0
-print(f"{STEPS} steps of {FT_SPEC} fine-tuning in {ft_seconds:.0f} s"
-      + (f" (the table's E12 ran {SUMMARY['E12']['steps']} steps)" if "E12" in SUMMARY else ""))
+print(
+    f"{STEPS} steps of {FT_SPEC} fine-tuning in {ft_seconds:.0f} s"
+    + (f" (the table's E12 ran {SUMMARY['E12']['steps']} steps)" if "E12" in SUMMARY else "")
+)
 
 # %%
 records = [json.loads(line) for line in (RUN_DIR / "metrics.jsonl").read_text().splitlines()]
@@ -414,10 +512,13 @@ losses = np.array([r["loss"] for r in log_lines])
 
 plt.figure(figsize=(7, 3))
 plt.plot(steps_logged, losses, marker=".")
-plt.xlabel("fine-tuning step"); plt.ylabel("CTC loss per label")
+plt.xlabel("fine-tuning step")
+plt.ylabel("CTC loss per label")
 plt.title(f"Algorithm 1, {FT_SPEC} from B0 ({PRESET} on {CORPUS})")
 plt.show()
-print("loss at the first / last logged step:", round(float(losses[0]), 3), round(float(losses[-1]), 3))
+print(
+    "loss at the first / last logged step:", round(float(losses[0]), 3), round(float(losses[-1]), 3)
+)
 
 # %%
 assert records[-1]["final"]["step"] == STEPS == steps_logged[-1]
@@ -441,19 +542,23 @@ print(f"{len(losses)} logged losses, all finite; no update skipped")
 # %%
 ft_run = runs.load_run(RUN_DIR)
 cfg_ft, spec_ft, tok_ft, params_ft, meta_ft = ft_run
-masks_ft = runs.load_masks(RUN_DIR, ft_run)                      # the run's frozen masks
+masks_ft = runs.load_masks(RUN_DIR, ft_run)  # the run's frozen masks
 ft_trainer = train.get_trainer(cfg_ft, spec_ft, TCFG)
-masks_b0 = model.one_shot_masks(params, spec_ft, cfg)            # Eq. (3) on B0's weights
+masks_b0 = model.one_shot_masks(params, spec_ft, cfg)  # Eq. (3) on B0's weights
 
 ptq_joint = ft_trainer.evaluate(params, masks_b0, test_ds, tok)
 ft_joint = ft_trainer.evaluate(params_ft, masks_ft, test_ds, tok)
 e12 = SUMMARY.get("E12")
 print(f"B0 float              WER {b0_eval['test']['wer']:6.2f}%  size 100.0%")
-print(f"PTQ {FT_SPEC:10s}        WER {ptq_joint['wer']:6.2f}%  size {sizes.size_ratio(spec_ft, cfg):.1f}%")
+print(
+    f"PTQ {FT_SPEC:10s}        WER {ptq_joint['wer']:6.2f}%  size {sizes.size_ratio(spec_ft, cfg):.1f}%"
+)
 print(f"fine-tuned {FT_SPEC:10s} WER {ft_joint['wer']:6.2f}%  ({STEPS} steps)")
 if e12:
     sd = f" ± {e12['wer_test_sd']:.2f}" if e12.get("wer_test_sd") is not None else ""
-    print(f"table's E12           WER {e12['wer_test']:6.2f}%{sd} ({e12['steps']} steps, {e12['seeds']} seeds)")
+    print(
+        f"table's E12           WER {e12['wer_test']:6.2f}%{sd} ({e12['steps']} steps, {e12['seeds']} seeds)"
+    )
 for e in ft_joint["examples"][:3]:
     print(f"  REF {e['ref']!r:40s} HYP {e['hyp']!r}")
 
@@ -462,7 +567,8 @@ fig, ax = plt.subplots(figsize=(6, 3))
 names = ["B0 float", f"PTQ {FT_SPEC}", f"fine-tuned {FT_SPEC}"]
 vals = [b0_eval["test"]["wer"], ptq_joint["wer"], ft_joint["wer"]]
 ax.bar(names, vals, color=["tab:gray", "tab:red", "tab:green"])
-ax.set_ylabel("WER (%)"); ax.set_title(f"test WER, {len(test_ds.examples)} utterances")
+ax.set_ylabel("WER (%)")
+ax.set_title(f"test WER, {len(test_ds.examples)} utterances")
 plt.show()
 assert cfg_ft == cfg and str(spec_ft) == FT_SPEC and meta_ft["init"] == str(B0_DIR)
 assert ptq_joint["utterances"] == ft_joint["utterances"] == len(test_ds.examples)
@@ -486,7 +592,9 @@ print("both evaluated on the same utterances")
 # %%
 where = model.compressible_mask_tree(params_ft, cfg_ft, ft_trainer.opts)
 effective = model.apply_masks(params_ft, masks_ft)
-W_ft, W_b0, M_ft, M_b0, E_ft, P = (flat(t) for t in (params_ft, params, masks_ft, masks_b0, effective, where))
+W_ft, W_b0, M_ft, M_b0, E_ft, P = (
+    flat(t) for t in (params_ft, params, masks_ft, masks_b0, effective, where)
+)
 
 checked, zeros, total, moved = 0, 0, 0, 0
 for name, compressible in P.items():
@@ -494,21 +602,27 @@ for name, compressible in P.items():
         continue
     m = np.asarray(M_ft[name], bool)
     I, J = m.shape
-    kept_per_group = m.reshape(I // 4, 4, J).sum(axis=1)           # groups along the input axis
+    kept_per_group = m.reshape(I // 4, 4, J).sum(axis=1)  # groups along the input axis
     assert np.all(kept_per_group == 2), f"{name}: not 2 of every 4"
     assert np.array_equal(m, np.asarray(M_b0[name])), f"{name}: one-shot mask is not B0's mask"
     eff = np.asarray(E_ft[name])
     assert np.all(eff[~m] == 0.0), f"{name}: a pruned weight is not zero"
     quantized = np.asarray(compress.compress_weight(W_ft[name], spec_ft, m))
     assert np.all(quantized[~m] == 0.0), f"{name}: quantization moved a pruned zero"
-    assert np.array_equal(np.asarray(W_ft[name])[~m], np.asarray(W_b0[name])[~m]), f"{name}: pruned weight moved"
+    assert np.array_equal(np.asarray(W_ft[name])[~m], np.asarray(W_b0[name])[~m]), (
+        f"{name}: pruned weight moved"
+    )
     moved += int(np.sum(np.asarray(W_ft[name])[m] != np.asarray(W_b0[name])[m]))
     assert sparsity.sparsity_of(quantized) >= 0.5
-    zeros += int(np.sum(quantized == 0)); total += quantized.size; checked += 1
+    zeros += int(np.sum(quantized == 0))
+    total += quantized.size
+    checked += 1
 assert checked == sum(1 for w in weights if w.role == "dense") and moved > 0
-print(f"{checked} compressible kernels: 2 of every 4 kept, pruned weights exactly 0 before and after "
-      f"int4, never updated; {moved:,} kept weights moved; {100 * zeros / total:.1f}% of the "
-      f"effective weights are zero (more than 50%: int4 also rounds some kept weights to 0)")
+print(
+    f"{checked} compressible kernels: 2 of every 4 kept, pruned weights exactly 0 before and after "
+    f"int4, never updated; {moved:,} kept weights moved; {100 * zeros / total:.1f}% of the "
+    f"effective weights are zero (more than 50%: int4 also rounds some kept weights to 0)"
+)
 
 # %% [markdown]
 # A picture of the pattern: the top-left corner of one fine-tuned matrix, as the
@@ -528,7 +642,9 @@ ax.imshow(np.zeros_like(block), cmap="Greys", vmin=-1, vmax=4)
 im = ax.imshow(shown, cmap="coolwarm", vmin=-np.abs(block).max(), vmax=np.abs(block).max())
 for y in np.arange(3.5, 15, 4):
     ax.axhline(y, color="k", ls="--", lw=0.8)
-ax.set_xlabel("output channel j"); ax.set_ylabel("input i (groups of 4)"); ax.grid(False)
+ax.set_xlabel("output channel j")
+ax.set_ylabel("input i (groups of 4)")
+ax.grid(False)
 ax.set_title(f"{name}: int4 + 2:4, first 16 x 24 entries")
 fig.colorbar(im, ax=ax, label="effective weight")
 plt.show()
@@ -566,8 +682,10 @@ for r in table_rows:
     assert f"| {r['exp']} |" in table_md and f"{line['wer_test']:.2f}" in table_md
 runs_per_exp = {e: sum(1 for (x, _) in RECORDS if x == e) for e in SUMMARY}
 assert all(runs_per_exp[e] == SUMMARY[e]["seeds"] for e in SUMMARY)
-print(f"table.md, table.csv and results.json agree on {len(table_rows)} rows "
-      f"({len(RECORDS)} runs, commit {RESULTS_JSON['git_commit'][:12]})")
+print(
+    f"table.md, table.csv and results.json agree on {len(table_rows)} rows "
+    f"({len(RECORDS)} runs, commit {RESULTS_JSON['git_commit'][:12]})"
+)
 
 # %% [markdown]
 # `plot.png` puts every row on the paper's axes: WER against the size ratio (log
@@ -611,42 +729,56 @@ for block in re.split(r"^## ", claims_text, flags=re.M)[1:]:
     CLAIMS[title.strip()] = {**fields, "verdict": verdict.group(1), "why": verdict.group(2)}
 tol_match = re.search(r"at most ([\d.]+) points", claims_text)
 TOL = float(tol_match.group(1)) if tol_match else None
-B0_BROKEN = SUMMARY["B0"]["wer_test"] > reproduce.MAX_WORKING_WER     # the table's B0 (mean over seeds)
-MEANING = {"reproduced": "the paper's effect is visible at our scale, beyond the noise.",
-           "partly": "only part of the claim holds, or the effect is within the noise.",
-           "not reproduced": "absent at this scale; see the reasons discussed above this cell.",
-           "inconclusive": "B0 does not work at this budget: nothing can be concluded."}
+B0_BROKEN = (
+    SUMMARY["B0"]["wer_test"] > reproduce.MAX_WORKING_WER
+)  # the table's B0 (mean over seeds)
+MEANING = {
+    "reproduced": "the paper's effect is visible at our scale, beyond the noise.",
+    "partly": "only part of the claim holds, or the effect is within the noise.",
+    "not reproduced": "absent at this scale; see the reasons discussed above this cell.",
+    "inconclusive": "B0 does not work at this budget: nothing can be concluded.",
+}
+
 
 def find_claim(words):
     hits = [t for t in CLAIMS if words.lower() in t.lower()]
     assert len(hits) == 1, f"{words!r} matches {hits} in claims.md"
     return hits[0]
 
+
 def fmt(line, s="test"):
     v, sd = line.get(f"wer_{s}"), line.get(f"wer_{s}_sd")
     return "-" if v is None else f"{v:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
+
 
 def show_claim(words, exps):
     title = find_claim(words)
     c = CLAIMS[title]
     print(f"CLAIM: {title}\n")
-    print(f"{'row':4s} {'spec':16s} {'ours: test WER':>16s} {'unseen':>8s} {'paper WER':>9s} "
-          f"{'ours size':>9s} {'paper size':>10s}")
+    print(
+        f"{'row':4s} {'spec':16s} {'ours: test WER':>16s} {'unseen':>8s} {'paper WER':>9s} "
+        f"{'ours size':>9s} {'paper size':>10s}"
+    )
     for e in exps:
         if e not in SUMMARY:
             print(f"{e:4s} (not in this table)")
             continue
         l = SUMMARY[e]
-        print(f"{e:4s} {l['spec']:16s} {fmt(l):>16s} {fmt(l, 'unseen'):>8s} {l['paper_wer']:9.1f} "
-              f"{l['size_paper']:8.1f}% {l['paper_size']:9.1f}%")
+        print(
+            f"{e:4s} {l['spec']:16s} {fmt(l):>16s} {fmt(l, 'unseen'):>8s} {l['paper_wer']:9.1f} "
+            f"{l['size_paper']:8.1f}% {l['paper_size']:9.1f}%"
+        )
     print(f"\npaper: {c['paper']}\nours:  {c['ours']}")
     print(f"VERDICT: {c['verdict']}. {c['why']}\n  -> {MEANING.get(c['verdict'], '')}")
     if B0_BROKEN and c["verdict"] != "inconclusive":
         print("  -> but this table's B0 does not recognise speech: read it as inconclusive.")
     return c["verdict"]
 
-print(f"{len(CLAIMS)} claims; tolerance {TOL} WER points; B0 seed standard deviation "
-      f"{SUMMARY['B0'].get('wer_test_sd')}")
+
+print(
+    f"{len(CLAIMS)} claims; tolerance {TOL} WER points; B0 seed standard deviation "
+    f"{SUMMARY['B0'].get('wer_test_sd')}"
+)
 for t, c in CLAIMS.items():
     print(f"  {c['verdict']:15s} {t}")
 
@@ -662,22 +794,30 @@ broken = "does not recognise speech" in claims_text
 if broken:
     assert SUMMARY["B0"]["wer_test"] > reproduce.MAX_WORKING_WER
     assert all(c["verdict"] == "inconclusive" for c in CLAIMS.values())
-print("claims.md parsed; its numbers match results.json" + (" (all inconclusive: B0 broken)" if broken else ""))
+print(
+    "claims.md parsed; its numbers match results.json"
+    + (" (all inconclusive: B0 broken)" if broken else "")
+)
 
 # The verdicts are a pure function of the summary: re-judge it with the library, using the
 # reproduction plan recorded in results.json (the preset with that plan).
-rc_json = configs.config_from_dict(configs.ReproConfig, {k: v for k, v in RESULTS_JSON["config"].items()
-                                                         if k != "preset"})
+rc_json = configs.config_from_dict(
+    configs.ReproConfig, {k: v for k, v in RESULTS_JSON["config"].items() if k != "preset"}
+)
 P_json = presets.get_preset(RESULTS_JSON["config"]["preset"]).replace(reproduce=rc_json)
 if reproduce.judge_claims(RESULTS_JSON["summary"], P_json) == claims_text:
     print("reproduce.judge_claims(summary) gives claims.md exactly")
 else:
-    print("NOTE: claims.md differs from what this version of reproduce.judge_claims gives for the same "
-          "summary: it was written by an older version. Re-run `usmlite-edu reproduce` (finished rows "
-          "are skipped) to refresh it; below, the verdicts are read from the file as it is.")
+    print(
+        "NOTE: claims.md differs from what this version of reproduce.judge_claims gives for the same "
+        "summary: it was written by an older version. Re-run `usmlite-edu reproduce` (finished rows "
+        "are skipped) to refresh it; below, the verdicts are read from the file as it is."
+    )
 if B0_BROKEN and not broken:
-    print(f"NOTE: this table's B0 is above {reproduce.MAX_WORKING_WER:g}% WER: read every verdict below "
-          "as inconclusive.")
+    print(
+        f"NOTE: this table's B0 is above {reproduce.MAX_WORKING_WER:g}% WER: read every verdict below "
+        "as inconclusive."
+    )
 
 # %% [markdown]
 # ### Why a reduced-scale result may differ
@@ -708,14 +848,20 @@ if B0_BROKEN and not broken:
 # %%
 seeded = [e for e in SUMMARY if SUMMARY[e]["seeds"] > 1]
 for e in seeded:
-    print(f"{e:4s} {SUMMARY[e]['spec']:10s} test WER {fmt(SUMMARY[e])} over {SUMMARY[e]['seeds']} seeds")
-print(f"\nB0 trained {SUMMARY['B0']['steps']} steps; E rows fine-tuned "
-      f"{SUMMARY['E3']['steps'] if 'E3' in SUMMARY else '?'} steps from it; few-shot T_p = {rc_json.t_p} "
-      f"(paper: 200k steps of fine-tuning, T_p = 1k)")
+    print(
+        f"{e:4s} {SUMMARY[e]['spec']:10s} test WER {fmt(SUMMARY[e])} over {SUMMARY[e]['seeds']} seeds"
+    )
+print(
+    f"\nB0 trained {SUMMARY['B0']['steps']} steps; E rows fine-tuned "
+    f"{SUMMARY['E3']['steps'] if 'E3' in SUMMARY else '?'} steps from it; few-shot T_p = {rc_json.t_p} "
+    f"(paper: 200k steps of fine-tuning, T_p = 1k)"
+)
 sds = [SUMMARY[e]["wer_test_sd"] for e in seeded]
 assert all(sd is not None and sd >= 0 for sd in sds)
-print(f"\ntolerance used by the verdicts: {TOL} points "
-      f"(= max(1, 2 x B0's {SUMMARY['B0'].get('wer_test_sd') or 0:.2f}))")
+print(
+    f"\ntolerance used by the verdicts: {TOL} points "
+    f"(= max(1, 2 x B0's {SUMMARY['B0'].get('wer_test_sd') or 0:.2f}))"
+)
 
 # %% [markdown]
 # #### Claim 1: int8 PTQ and QAT keep the float WER (Table 1, E0 / E1)
@@ -809,6 +955,7 @@ print("verdicts:", counts)
 # reuses section 3's spec: a new spec compiles a new training step, a minute or more
 # on 2 cores.)
 
+
 # %%
 def fits(spec_text):
     try:
@@ -817,34 +964,49 @@ def fits(spec_text):
     except ValueError:
         return False
 
+
 MY_SPEC = "int2/gs24+2:4" if fits("int2/gs24+2:4") else f"int2/gs{rc.group_sizes[-1]}+2:4"
 if FAST:
-    MY_SPEC = FT_SPEC             # FAST (the test command): section 3's spec, already compiled
+    MY_SPEC = FT_SPEC  # FAST (the test command): section 3's spec, already compiled
 # MY_SPEC = "1:4/fs10"          # EXERCISE: any spec string; try your own
 
 # %%
-my_spec = CompressionSpec.parse(MY_SPEC)              # raises ValueError on a typo
-model.build_model(cfg, my_spec)                       # raises ValueError if it does not fit a layer
+my_spec = CompressionSpec.parse(MY_SPEC)  # raises ValueError on a typo
+model.build_model(cfg, my_spec)  # raises ValueError if it does not fit a layer
 assert CompressionSpec.parse(str(my_spec)) == my_spec
-print(f"{MY_SPEC!r} -> {my_spec}: size {sizes.size_ratio(my_spec, cfg):.2f}% (paper convention), "
-      f"{sizes.size_ratio(my_spec, cfg, 'exact'):.2f}% exact; fits every layer of {PRESET}")
+print(
+    f"{MY_SPEC!r} -> {my_spec}: size {sizes.size_ratio(my_spec, cfg):.2f}% (paper convention), "
+    f"{sizes.size_ratio(my_spec, cfg, 'exact'):.2f}% exact; fits every layer of {PRESET}"
+)
 
 # %%
 if not FAST and MY_RUN_DIR.exists():
     shutil.rmtree(MY_RUN_DIR)
 t0 = time.time()
-my_result = train.train(PRESET, CORPUS, DATA_DIR, MY_RUN_DIR, spec=MY_SPEC, init=B0_DIR, steps=MY_STEPS,
-                        seed=meta["seed"], heldout_speaker=HELDOUT, eval_splits=(),
-                        overrides=overrides)
+my_result = train.train(
+    PRESET,
+    CORPUS,
+    DATA_DIR,
+    MY_RUN_DIR,
+    spec=MY_SPEC,
+    init=B0_DIR,
+    steps=MY_STEPS,
+    seed=meta["seed"],
+    heldout_speaker=HELDOUT,
+    eval_splits=(),
+    overrides=overrides,
+)
 my_run = runs.load_run(MY_RUN_DIR)
 my_spec_run, my_params = my_run.spec, my_run.params
 my_trainer = train.get_trainer(cfg, my_spec_run, TCFG)
-my_masks = runs.load_masks(MY_RUN_DIR, my_run)                   # None for a dense spec
+my_masks = runs.load_masks(MY_RUN_DIR, my_run)  # None for a dense spec
 my_ptq = my_trainer.evaluate(params, model.one_shot_masks(params, my_spec_run, cfg), test_ds, tok)
 my_eval = my_trainer.evaluate(my_params, my_masks, test_ds, tok)
-print(f"{MY_SPEC}: {MY_STEPS} steps in {time.time() - t0:.0f} s; test WER PTQ {my_ptq['wer']:.2f}% -> "
-      f"fine-tuned {my_eval['wer']:.2f}% (B0 {b0_eval['test']['wer']:.2f}%) at "
-      f"{sizes.size_ratio(my_spec_run, cfg):.1f}% of B0's size")
+print(
+    f"{MY_SPEC}: {MY_STEPS} steps in {time.time() - t0:.0f} s; test WER PTQ {my_ptq['wer']:.2f}% -> "
+    f"fine-tuned {my_eval['wer']:.2f}% (B0 {b0_eval['test']['wer']:.2f}%) at "
+    f"{sizes.size_ratio(my_spec_run, cfg):.1f}% of B0's size"
+)
 
 # %%
 assert str(my_spec_run) == str(my_spec) and my_result["step"] == MY_STEPS
@@ -855,8 +1017,11 @@ if my_spec_run.sparse:
             m = np.asarray(flat(my_masks)[name], bool)
             I, J = m.shape
             assert np.all(m.reshape(I // my_spec_run.m, my_spec_run.m, J).sum(1) == my_spec_run.n)
-print(f"your {my_spec} run finished, evaluated, and keeps its N:M pattern" if my_spec_run.sparse
-      else f"your {my_spec} run finished and was evaluated")
+print(
+    f"your {my_spec} run finished, evaluated, and keeps its N:M pattern"
+    if my_spec_run.sparse
+    else f"your {my_spec} run finished and was evaluated"
+)
 
 # %% [markdown]
 # Questions to try with it: does int2 + 2:4 land nearer to int4 + 2:4 or to int2
@@ -873,17 +1038,20 @@ print(f"your {my_spec} run finished, evaluated, and keeps its N:M pattern" if my
 # with the paper's E12, then try `int2/gs24` (E7 at our scale) or your own.
 
 # %%
-ex1_spec = "int4+2:4"      # EXERCISE: any spec that fits (e.g. "int2/gs24" for the cpu model)
-my_ratio = 9.375           # EXERCISE: your prediction, in percent of B0
+ex1_spec = "int4+2:4"  # EXERCISE: any spec that fits (e.g. "int2/gs24" for the cpu model)
+my_ratio = 9.375  # EXERCISE: your prediction, in percent of B0
 
 # %%
 true_ratio = sizes.size_ratio(ex1_spec, cfg)
 assert abs(my_ratio - true_ratio) < 0.01, (
     f"{ex1_spec} is {true_ratio:.3f}% in the paper's convention, not {my_ratio}: "
-    "100 * (n/m * bits/32 + 1/32 [mask] + 1/group_size [scales])")
-print(f"correct: {ex1_spec} = {true_ratio:.3f}% (paper convention); the exact stored size of our "
-      f"model is {sizes.size_ratio(ex1_spec, cfg, 'exact'):.2f}%, because small models pay more "
-      "for per-channel scales and float layers (notebook 05)")
+    "100 * (n/m * bits/32 + 1/32 [mask] + 1/group_size [scales])"
+)
+print(
+    f"correct: {ex1_spec} = {true_ratio:.3f}% (paper convention); the exact stored size of our "
+    f"model is {sizes.size_ratio(ex1_spec, cfg, 'exact'):.2f}%, because small models pay more "
+    "for per-channel scales and float layers (notebook 05)"
+)
 
 # %% [markdown]
 # **Exercise 2 (why 1:4 hurts more than 2:4).** On B0's weights, is every weight
@@ -894,8 +1062,8 @@ print(f"correct: {ex1_spec} = {true_ratio:.3f}% (paper convention); the exact st
 # pruned weights never move)?
 
 # %%
-my_nested = True           # EXERCISE: is the 1:4 mask contained in the 2:4 mask?
-my_fraction = 0.5          # EXERCISE: fraction of 2:4's kept weights that 1:4 keeps
+my_nested = True  # EXERCISE: is the 1:4 mask contained in the 2:4 mask?
+my_fraction = 0.5  # EXERCISE: fraction of 2:4's kept weights that 1:4 keeps
 
 # %%
 nested, kept24, kept14, lost_mass = True, 0, 0, []
@@ -905,12 +1073,17 @@ for name, p in P.items():
     w = np.asarray(W_b0[name])
     m24, m14 = np.asarray(sparsity.nm_mask(w, 2, 4)), np.asarray(sparsity.nm_mask(w, 1, 4))
     nested &= bool(np.all(m24 | ~m14))
-    kept24 += int(m24.sum()); kept14 += int((m14 & m24).sum())
-    lost_mass.append((np.sum(w[m24 & ~m14] ** 2) / np.sum(w[m24] ** 2)))
+    kept24 += int(m24.sum())
+    kept14 += int((m14 & m24).sum())
+    lost_mass.append(np.sum(w[m24 & ~m14] ** 2) / np.sum(w[m24] ** 2))
 assert my_nested == nested, f"1:4 kept weights {'are' if nested else 'are not'} all kept by 2:4"
-assert abs(my_fraction - kept14 / kept24) < 1e-9, f"1:4 keeps {kept14 / kept24:.3f} of 2:4's weights"
-print(f"correct: 1:4 keeps the largest of each group, also kept by 2:4; it drops half of 2:4's weights, "
-      f"{100 * np.mean(lost_mass):.0f}% of their squared magnitude on average (per layer)")
+assert abs(my_fraction - kept14 / kept24) < 1e-9, (
+    f"1:4 keeps {kept14 / kept24:.3f} of 2:4's weights"
+)
+print(
+    f"correct: 1:4 keeps the largest of each group, also kept by 2:4; it drops half of 2:4's weights, "
+    f"{100 * np.mean(lost_mass):.0f}% of their squared magnitude on average (per layer)"
+)
 
 # %% [markdown]
 # **Exercise 3 (the Pareto frontier).** Look at `plot.png` and the table: which rows
@@ -921,29 +1094,44 @@ print(f"correct: 1:4 keeps the largest of each group, also kept by 2:4; it drops
 # Is E12 on it? Is the paper's frontier the same shape?
 
 # %%
-my_frontier = None         # EXERCISE: e.g. {"B0", "E12", ...}
+my_frontier = None  # EXERCISE: e.g. {"B0", "E12", ...}
 
 # %%
 points = [(l["size_paper"], l["wer_test"], e) for e, l in SUMMARY.items()]
 frontier = {e for _, _, e in reproduce._pareto(points)}
-paper_frontier = {e for _, _, e in reproduce._pareto([(l["paper_size"], l["paper_wer"], e)
-                                                      for e, l in SUMMARY.items()])}
+paper_frontier = {
+    e
+    for _, _, e in reproduce._pareto(
+        [(l["paper_size"], l["paper_wer"], e) for e, l in SUMMARY.items()]
+    )
+}
 assert min(points)[2] in frontier, "the smallest row is always on the frontier"
 assert min(points, key=lambda p: (p[1], p[0]))[2] in frontier, "so is the most accurate one"
 if my_frontier is None:
     print(f"fill in my_frontier to check your answer ({len(frontier)} rows are on our frontier)")
 else:
     assert set(my_frontier) == frontier, (
-        f"missing {sorted(frontier - set(my_frontier))}, not on it {sorted(set(my_frontier) - frontier)}")
+        f"missing {sorted(frontier - set(my_frontier))}, not on it {sorted(set(my_frontier) - frontier)}"
+    )
     print("correct:", sorted(frontier, key=lambda e: SUMMARY[e]["size_paper"]))
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: our frontier and the paper's, from the smallest model to the largest
 by_size = lambda s, key: sorted(s, key=lambda e: SUMMARY[e][key])
-print("ours: ", " -> ".join(f"{e} ({SUMMARY[e]['size_paper']:.1f}%, {SUMMARY[e]['wer_test']:.2f}%)"
-                            for e in by_size(frontier, "size_paper")))
-print("paper:", " -> ".join(f"{e} ({SUMMARY[e]['paper_size']:.1f}%, {SUMMARY[e]['paper_wer']:.1f}%)"
-                            for e in by_size(paper_frontier, "paper_size")))
+print(
+    "ours: ",
+    " -> ".join(
+        f"{e} ({SUMMARY[e]['size_paper']:.1f}%, {SUMMARY[e]['wer_test']:.2f}%)"
+        for e in by_size(frontier, "size_paper")
+    ),
+)
+print(
+    "paper:",
+    " -> ".join(
+        f"{e} ({SUMMARY[e]['paper_size']:.1f}%, {SUMMARY[e]['paper_wer']:.1f}%)"
+        for e in by_size(paper_frontier, "paper_size")
+    ),
+)
 
 # %% [markdown]
 # ## Summary
@@ -969,6 +1157,6 @@ print("paper:", " -> ".join(f"{e} ({SUMMARY[e]['paper_size']:.1f}%, {SUMMARY[e][
 #   length, noise) are what to test next, e.g. with your own spec in section 5.
 
 # %%
-if FAST:                                  # the FAST runs live in temporary directories
+if FAST:  # the FAST runs live in temporary directories
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     shutil.rmtree(MY_RUN_DIR, ignore_errors=True)

@@ -47,8 +47,16 @@ sys.path.insert(0, str(ROOT))
 from usmlite_edu.audio import resample, write_audio  # noqa: E402
 
 SAMPLE_RATE = 16000
-VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan",
-          "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+VOICES = (
+    "en-us",
+    "en",
+    "en-gb-x-rp",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
 MALE = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
 FEMALE = ("f1", "f2", "f3", "f4", "f5")
 #: split -> (speaker id base, male speakers, female speakers, utterances)
@@ -56,12 +64,43 @@ SPLITS = {"train": (1001, 8, 8, 600), "dev": (2001, 2, 2, 100), "test": (3001, 2
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 DET = ("the", "a", "my", "your", "this", "that")
-ADJ = ("big", "small", "red", "blue", "green", "old", "new", "good", "hot", "cold",
-       "happy", "quiet", "dark", "long")
-NOUN = ("cat", "dog", "bird", "fish", "car", "book", "house", "tree", "ship", "train",
-        "phone", "door", "box", "cup", "shoe", "road", "hat", "lamp")
-VERB_S = ("sees", "likes", "finds", "takes", "opens", "moves", "holds", "wants", "brings",
-          "needs")
+ADJ = (
+    "big",
+    "small",
+    "red",
+    "blue",
+    "green",
+    "old",
+    "new",
+    "good",
+    "hot",
+    "cold",
+    "happy",
+    "quiet",
+    "dark",
+    "long",
+)
+NOUN = (
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "car",
+    "book",
+    "house",
+    "tree",
+    "ship",
+    "train",
+    "phone",
+    "door",
+    "box",
+    "cup",
+    "shoe",
+    "road",
+    "hat",
+    "lamp",
+)
+VERB_S = ("sees", "likes", "finds", "takes", "opens", "moves", "holds", "wants", "brings", "needs")
 VERB = ("see", "like", "find", "take", "open", "move", "hold", "want", "bring", "need")
 IVERB_S = ("runs", "sleeps", "waits", "stops", "sits", "falls")
 PREP = ("on", "in", "near", "under", "behind")
@@ -73,8 +112,8 @@ class Speaker:
     sid: int
     voice: str
     variant: str
-    pitch: int   # espeak-ng -p, 0-99
-    rate: int    # espeak-ng -s, words per minute
+    pitch: int  # espeak-ng -p, 0-99
+    rate: int  # espeak-ng -s, words per minute
 
     @property
     def name(self) -> str:
@@ -84,16 +123,19 @@ class Speaker:
 def assign_speakers(seed: int) -> dict[str, list[Speaker]]:
     """Disjoint voice+variant combinations per split, half male and half female variants."""
     rng = np.random.default_rng([seed, 1])
-    pools = {g: [(v, x) for v in VOICES for x in variants]
-             for g, variants in (("m", MALE), ("f", FEMALE))}
+    pools = {
+        g: [(v, x) for v in VOICES for x in variants]
+        for g, variants in (("m", MALE), ("f", FEMALE))
+    }
     for g in pools:
         pools[g] = [pools[g][i] for i in rng.permutation(len(pools[g]))]
     out: dict[str, list[Speaker]] = {}
     for split, (base, n_m, n_f, _) in SPLITS.items():
         combos = [pools["m"].pop() for _ in range(n_m)] + [pools["f"].pop() for _ in range(n_f)]
-        out[split] = [Speaker(base + i, v, x, int(rng.integers(30, 71)),
-                              int(rng.integers(150, 201)))
-                      for i, (v, x) in enumerate(combos)]
+        out[split] = [
+            Speaker(base + i, v, x, int(rng.integers(30, 71)), int(rng.integers(150, 201)))
+            for i, (v, x) in enumerate(combos)
+        ]
     return out
 
 
@@ -116,8 +158,9 @@ def digits(rng: np.random.Generator) -> str:
     return " ".join(DIGITS[int(d)] for d in rng.integers(0, 10, int(rng.integers(1, 8))))
 
 
-def synthesize(text: str, spk: Speaker, rng: np.random.Generator, tmp: Path,
-               bits: int) -> tuple[np.ndarray, float]:
+def synthesize(
+    text: str, spk: Speaker, rng: np.random.Generator, tmp: Path, bits: int
+) -> tuple[np.ndarray, float]:
     """espeak-ng -> 16 kHz, trimmed, padded, random gain, light white noise, quantised.
 
     Returns the audio and its measured SNR in dB: power of the speech span (pauses
@@ -126,21 +169,35 @@ def synthesize(text: str, spk: Speaker, rng: np.random.Generator, tmp: Path,
     rate = int(round(spk.rate * rng.uniform(0.9, 1.1)))
     pitch = int(np.clip(spk.pitch + rng.integers(-5, 6), 0, 99))
     wav = tmp / "u.wav"
-    subprocess.run(["espeak-ng", "-v", f"{spk.voice}+{spk.variant}", "-s", str(rate),
-                    "-p", str(pitch), "-w", str(wav), text], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        [
+            "espeak-ng",
+            "-v",
+            f"{spk.voice}+{spk.variant}",
+            "-s",
+            str(rate),
+            "-p",
+            str(pitch),
+            "-w",
+            str(wav),
+            text,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     x, sr = sf.read(str(wav), dtype="float64")
     x = resample(x, sr, SAMPLE_RATE).astype(np.float64)
     loud = np.flatnonzero(np.abs(x) > 0.02 * np.abs(x).max())
-    x = x[loud[0]: loud[-1] + 1]
+    x = x[loud[0] : loud[-1] + 1]
     pad = lambda: np.zeros(int(rng.uniform(0.05, 0.25) * SAMPLE_RATE))  # noqa: E731
-    speech_power = float(np.mean(x ** 2))
+    speech_power = float(np.mean(x**2))
     gain = rng.uniform(0.3, 0.9) / np.abs(x).max()
     lead, tail = pad(), pad()
     span = slice(len(lead), len(lead) + len(x))
     x = np.concatenate([lead, x * gain, tail])
     snr = rng.uniform(30.0, 40.0)
-    x += rng.normal(0.0, np.sqrt(speech_power * gain ** 2 / 10 ** (snr / 10)), x.shape)
+    x += rng.normal(0.0, np.sqrt(speech_power * gain**2 / 10 ** (snr / 10)), x.shape)
     step = 2.0 ** (1 - bits)  # `bits` significant bits over [-1, 1)
     # TPDF dither: without it the quiet noise rounds to digital zero in the pauses.
     x += (rng.uniform(-0.5, 0.5, x.shape) + rng.uniform(-0.5, 0.5, x.shape)) * step
@@ -173,22 +230,30 @@ def generate(out: Path, seed: int, bits: int) -> dict[str, dict]:
                 x, snr = synthesize(text, spk, rng, tmp, bits)
                 snrs.append(snr)
                 seconds += len(x) / SAMPLE_RATE
-                write_audio(split_dir / str(spk.sid) / str(chapter) / f"{uid}.flac", x,
-                            SAMPLE_RATE)
+                write_audio(split_dir / str(spk.sid) / str(chapter) / f"{uid}.flac", x, SAMPLE_RATE)
                 lines.append(f"{uid} {text.upper()}")
             for (sid, chapter), lines in trans.items():
                 (split_dir / str(sid) / str(chapter) / f"{sid}-{chapter}.trans.txt").write_text(
-                    "\n".join(lines) + "\n")
+                    "\n".join(lines) + "\n"
+                )
             size = sum(p.stat().st_size for p in split_dir.rglob("*") if p.is_file())
-            stats[split] = {"utterances": n_utts, "seconds": seconds, "bytes": size,
-                            "speakers": spks, "snr": snrs}
+            stats[split] = {
+                "utterances": n_utts,
+                "seconds": seconds,
+                "bytes": size,
+                "speakers": spks,
+                "snr": snrs,
+            }
             print(f"{split}: {n_utts} utterances, {seconds / 60:.1f} min, {size / 1e6:.2f} MB")
     return stats
 
 
 def write_readme(out: Path, seed: int, bits: int, stats: dict[str, dict]) -> None:
-    version = subprocess.run(["espeak-ng", "--version"], capture_output=True,
-                             text=True).stdout.split("Data at")[0].strip()
+    version = (
+        subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True)
+        .stdout.split("Data at")[0]
+        .strip()
+    )
     digest = hashlib.sha256()
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name != "README.md":
@@ -200,10 +265,14 @@ def write_readme(out: Path, seed: int, bits: int, stats: dict[str, dict]) -> Non
     snr = np.percentile([v for s in stats.values() for v in s["snr"]], [5, 50, 95])
     rows = "\n".join(
         f"| {split} | {s['utterances']} | {s['seconds'] / 60:.1f} | {s['bytes'] / 1e6:.2f} | "
-        f"{len(s['speakers'])} |" for split, s in stats.items())
+        f"{len(s['speakers'])} |"
+        for split, s in stats.items()
+    )
     spk_rows = "\n".join(
         f"| {split} | {sp.sid} | `{sp.voice}` | `+{sp.variant}` | {sp.pitch} | {sp.rate} |"
-        for split, s in stats.items() for sp in s["speakers"])
+        for split, s in stats.items()
+        for sp in s["speakers"]
+    )
     text = f"""# data_small: a tiny synthetic speech corpus (LibriSpeech layout)
 
 Generated by `scripts/make_data_small.py --seed {seed} --bits {bits}` with {version}.

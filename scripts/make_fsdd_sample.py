@@ -44,8 +44,12 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from usmlite_edu.audio import write_audio  # noqa: E402
-from usmlite_edu.corpora import (FSDD_SAMPLE_RATE, FSDD_SPLIT_INDICES,  # noqa: E402
-                                 _FSDD_NAME, load_fsdd_connected)
+from usmlite_edu.corpora import (  # noqa: E402
+    _FSDD_NAME,
+    FSDD_SAMPLE_RATE,
+    FSDD_SPLIT_INDICES,  # noqa: E402
+    load_fsdd_connected,
+)
 
 DEFAULT_OUT = ROOT / "data_small" / "fsdd_sample"
 
@@ -58,13 +62,20 @@ def recording_index(name: str) -> int:
     return int(m.group(3))
 
 
-def build(fsdd_dir: str | Path, out: str | Path, *, seed: int = 0,
-          heldout_speaker: str = "theo", unseen: int = 8) -> dict:
+def build(
+    fsdd_dir: str | Path,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    heldout_speaker: str = "theo",
+    unseen: int = 8,
+) -> dict:
     """Write the sample to ``out`` (replacing it); returns the counts written."""
     split = load_fsdd_connected(fsdd_dir, "test", seed=seed, sample_rate=FSDD_SAMPLE_RATE)
     if split.skipped:
-        raise RuntimeError(f"unreadable FSDD recordings, refusing a partial sample: "
-                           f"{split.skipped[:3]}")
+        raise RuntimeError(
+            f"unreadable FSDD recordings, refusing a partial sample: {split.skipped[:3]}"
+        )
     speakers = {u.speaker for u in split.utterances}
     if heldout_speaker not in speakers:
         raise ValueError(f"held-out speaker {heldout_speaker!r} not in {sorted(speakers)}")
@@ -78,8 +89,9 @@ def build(fsdd_dir: str | Path, out: str | Path, *, seed: int = 0,
             raise RuntimeError(f"{u.uid} uses recordings outside the test split: {bad}")
 
     out = Path(out)
-    tmp = Path(tempfile.mkdtemp(prefix=".fsdd_sample.", dir=out.parent if out.parent.is_dir()
-                                else None))
+    tmp = Path(
+        tempfile.mkdtemp(prefix=".fsdd_sample.", dir=out.parent if out.parent.is_dir() else None)
+    )
     try:
         trans: dict[Path, list[str]] = {}
         rows = ["uid\tspeaker\tb0\tseconds\twords\trecordings"]
@@ -90,10 +102,13 @@ def build(fsdd_dir: str | Path, out: str | Path, *, seed: int = 0,
             d = tmp / u.speaker / str(seed)
             write_audio(d / f"{uid}.flac", u.audio, FSDD_SAMPLE_RATE)
             trans.setdefault(d / f"{u.speaker}-{seed}.trans.txt", []).append(
-                f"{uid} {u.text.upper()}")
+                f"{uid} {u.text.upper()}"
+            )
             role = "unseen" if u.speaker == heldout_speaker else "seen"
-            rows.append(f"{uid}\t{u.speaker}\t{role}\t{u.audio.size / FSDD_SAMPLE_RATE:.2f}\t"
-                        f"{len(u.text.split())}\t{','.join(split.sources[u.uid])}")
+            rows.append(
+                f"{uid}\t{u.speaker}\t{role}\t{u.audio.size / FSDD_SAMPLE_RATE:.2f}\t"
+                f"{len(u.text.split())}\t{','.join(split.sources[u.uid])}"
+            )
         for path, lines in trans.items():
             lines.sort()
             path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -104,8 +119,9 @@ def build(fsdd_dir: str | Path, out: str | Path, *, seed: int = 0,
         stats = _stats(chosen, heldout_speaker, tmp)
         stats["sha256"] = digest.hexdigest()[:16]
         n_held = sum(u.speaker == heldout_speaker for u in split.utterances)
-        (tmp / "README.md").write_text(_readme(stats, seed, heldout_speaker, unseen, n_held),
-                                       encoding="utf-8")
+        (tmp / "README.md").write_text(
+            _readme(stats, seed, heldout_speaker, unseen, n_held), encoding="utf-8"
+        )
         tmp.chmod(0o755)  # mkdtemp makes it private
         if out.exists():
             shutil.rmtree(out)
@@ -117,13 +133,18 @@ def build(fsdd_dir: str | Path, out: str | Path, *, seed: int = 0,
 
 
 def _stats(chosen, heldout: str, tmp: Path) -> dict:
-    by = {"seen": [u for u in chosen if u.speaker != heldout],
-          "unseen": [u for u in chosen if u.speaker == heldout]}
+    by = {
+        "seen": [u for u in chosen if u.speaker != heldout],
+        "unseen": [u for u in chosen if u.speaker == heldout],
+    }
     s = {}
     for role, us in by.items():
-        s[role] = {"utterances": len(us), "words": sum(len(u.text.split()) for u in us),
-                   "seconds": sum(u.audio.size for u in us) / FSDD_SAMPLE_RATE,
-                   "speakers": dict(sorted(Counter(u.speaker for u in us).items()))}
+        s[role] = {
+            "utterances": len(us),
+            "words": sum(len(u.text.split()) for u in us),
+            "seconds": sum(u.audio.size for u in us) / FSDD_SAMPLE_RATE,
+            "speakers": dict(sorted(Counter(u.speaker for u in us).items())),
+        }
     s["bytes"] = sum(p.stat().st_size for p in tmp.rglob("*.flac"))
     s["flac_files"] = len(list(tmp.rglob("*.flac")))
     info = sf.info(str(next(tmp.rglob("*.flac"))))
@@ -144,8 +165,8 @@ def _readme(s: dict, seed: int, heldout: str, unseen: int, n_held: int) -> str:
     spk = ", ".join(f"{k} {v}" for k, v in {**seen["speakers"], **un["speakers"]}.items())
     return f"""# fsdd_sample: real connected-digit test speech (FSDD test split only)
 
-{tot_u} utterances ({tot_w} digit words, {(seen['seconds'] + un['seconds']) / 60:.1f} minutes,
-{s['bytes'] / 1e6:.2f} MB of FLAC: {s['format']}) of real human speech: spoken digits
+{tot_u} utterances ({tot_w} digit words, {(seen["seconds"] + un["seconds"]) / 60:.1f} minutes,
+{s["bytes"] / 1e6:.2f} MB of FLAC: {s["format"]}) of real human speech: spoken digits
 from the Free Spoken Digit Dataset joined into connected-digit utterances
 ("SEVEN THREE ONE").
 It is what `make run` transcribes with the committed B0 (`results/cpu/b0`), offline.
@@ -153,7 +174,7 @@ It is what `make run` transcribes with the committed B0 (`results/cpu/b0`), offl
 Generated by `python scripts/make_fsdd_sample.py --fsdd /work/shared/corpora/fsdd --seed {seed}
 --heldout-speaker {heldout} --unseen {unseen}` (the folder holding FSDD's `recordings/`,
 as the project's fetch command downloads it). Do not edit by hand: re-run the script; the same
-FSDD copy gives the same bytes (content sha256 `{s['sha256']}`).
+FSDD copy gives the same bytes (content sha256 `{s["sha256"]}`).
 
 ## What it is, and what it is not
 
@@ -163,18 +184,18 @@ FSDD copy gives the same bytes (content sha256 `{s['sha256']}`).
   table in `usmlite_edu/corpora.py`). Training (index 10-49) and tuning (index 5-9) never see
   them; `sources.tsv` names the recordings of every utterance and `tests/test_main_job.py`
   checks that they all lie in 0-4.
-* **Seen speakers** ({seen['utterances']} utterances, {seen['words']} words): every test
+* **Seen speakers** ({seen["utterances"]} utterances, {seen["words"]} words): every test
   utterance of the speakers B0 was trained on, i.e. exactly B0's "test" set in
   `results/cpu/results.json` (stored here as 16-bit FLAC, which rounds each sample to 1/32768).
-* **Unseen speaker** ({un['utterances']} utterances, {un['words']} words): the first
-  {un['utterances']} (in the builder's order) of the split's {n_held} utterances by `{heldout}`,
+* **Unseen speaker** ({un["utterances"]} utterances, {un["words"]} words): the first
+  {un["utterances"]} (in the builder's order) of the split's {n_held} utterances by `{heldout}`,
   whom B0 never heard (the reproduction trains with `heldout_speaker="{heldout}"`).
   Column `b0` of `sources.tsv` says `unseen`. Too few for a precise WER: an indication only.
 * Utterances per speaker: {spk}.
 
 Audio as the builder makes it: the real 8 kHz recordings of one speaker,
-{_range(b['silence_s'], 1000)} ms of silence between and around them, a random peak level
-({_range(b['peak'])}) and white noise at {_range(b['snr_db'])} dB SNR; stored as 8 kHz mono
+{_range(b["silence_s"], 1000)} ms of silence between and around them, a random peak level
+({_range(b["peak"])}) and white noise at {_range(b["snr_db"])} dB SNR; stored as 8 kHz mono
 16-bit FLAC.
 
 ## Layout
@@ -190,7 +211,7 @@ The recordings are from the **Free Spoken Digit Dataset** (FSDD), Zohar Jackson
 (GitHub: Jakobovski) and contributors, <https://github.com/Jakobovski/free-spoken-digit-dataset>
 (folder `recordings/`), licensed under **CC BY-SA 4.0**
 (<https://creativecommons.org/licenses/by-sa/4.0/>). The voices are FSDD's speakers
-{', '.join(sorted({**seen['speakers'], **un['speakers']}))}, recorded by FSDD's contributors (see
+{", ".join(sorted({**seen["speakers"], **un["speakers"]}))}, recorded by FSDD's contributors (see
 FSDD's README for who they are). This sample is an adaptation (recordings joined, level changed,
 noise added, re-encoded) and is distributed under the same **CC BY-SA 4.0** licence
 (ShareAlike). The rest of `data_small/` is synthetic speech made by this project and is
@@ -203,16 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fsdd", required=True, help="FSDD folder (holding recordings/)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--seed", type=int, default=0, help="the builder's seed (B0's: 0)")
-    ap.add_argument("--heldout-speaker", default="theo",
-                    help="the speaker B0 was trained without")
-    ap.add_argument("--unseen", type=int, default=8,
-                    help="utterances of the held-out speaker to include")
+    ap.add_argument("--heldout-speaker", default="theo", help="the speaker B0 was trained without")
+    ap.add_argument(
+        "--unseen", type=int, default=8, help="utterances of the held-out speaker to include"
+    )
     a = ap.parse_args(argv)
     s = build(a.fsdd, a.out, seed=a.seed, heldout_speaker=a.heldout_speaker, unseen=a.unseen)
-    print(f"{a.out}: {s['flac_files']} utterances "
-          f"({s['seen']['utterances']} seen, {s['unseen']['utterances']} unseen), "
-          f"{s['seen']['words'] + s['unseen']['words']} words, {s['bytes'] / 1e6:.2f} MB, "
-          f"sha256 {s['sha256']}")
+    print(
+        f"{a.out}: {s['flac_files']} utterances "
+        f"({s['seen']['utterances']} seen, {s['unseen']['utterances']} unseen), "
+        f"{s['seen']['words'] + s['unseen']['words']} words, {s['bytes'] / 1e6:.2f} MB, "
+        f"sha256 {s['sha256']}"
+    )
     return 0
 
 

@@ -50,13 +50,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from usmlite_edu import compress, quant, sparsity
-from usmlite_edu.frontend import subsampled_lengths
 from usmlite_edu.compress import CompressionSpec
 from usmlite_edu.configs import ConformerConfig
+from usmlite_edu.frontend import subsampled_lengths
 
-__all__ = ["ModelOptions", "ConformerCTC", "rel_shift", "relative_logits_reference",
-           "relative_logits", "subsampled_lengths", "compressible_mask_tree", "apply_masks", "build_model",
-           "param_shapes"]
+__all__ = [
+    "ModelOptions",
+    "ConformerCTC",
+    "rel_shift",
+    "relative_logits_reference",
+    "relative_logits",
+    "subsampled_lengths",
+    "compressible_mask_tree",
+    "apply_masks",
+    "build_model",
+    "param_shapes",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +119,9 @@ def _maybe_fake_quant_kernel(kernel, spec: CompressionSpec):
     if flat.shape[0] % (spec.group_size or spec.sub_channels):
         return kernel  # groups only defined for the dense layers; keep float
     spec = spec.for_input_dim(flat.shape[0])
-    return quant.fake_quant(flat, spec.bits, symmetric=spec.symmetric,
-                            sub_channels=spec.sub_channels, clip=spec.clip).reshape(kernel.shape)
+    return quant.fake_quant(
+        flat, spec.bits, symmetric=spec.symmetric, sub_channels=spec.sub_channels, clip=spec.clip
+    ).reshape(kernel.shape)
 
 
 class QConv(nn.Module):
@@ -127,15 +137,22 @@ class QConv(nn.Module):
     @nn.compact
     def __call__(self, x):
         in_features = x.shape[-1] // self.feature_group_count
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (*self.kernel_size, in_features, self.features))
+        kernel = self.param(
+            "kernel",
+            nn.initializers.lecun_normal(),
+            (*self.kernel_size, in_features, self.features),
+        )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if self.spec is not None:
             kernel = _maybe_fake_quant_kernel(kernel, self.spec)
         y = jax.lax.conv_general_dilated(
-            x, kernel, self.strides, self.padding,
+            x,
+            kernel,
+            self.strides,
+            self.padding,
             dimension_numbers=nn.linear._conv_dimension_numbers(x.shape),
-            feature_group_count=self.feature_group_count)
+            feature_group_count=self.feature_group_count,
+        )
         return y + bias
 
 
@@ -156,7 +173,7 @@ class Subsampler(nn.Module):
     def __call__(self, feats, mask):
         c1, c2 = self.cfg.subsample_channels
         conv_spec = self.opts.quant_spec if self.opts.compress_convs else None
-        x = (feats * mask[..., None])[..., None]               # (B, T, F, 1), pads = 0
+        x = (feats * mask[..., None])[..., None]  # (B, T, F, 1), pads = 0
         pad = ((1, 1), (1, 1))
         x = QConv(c1, (3, 3), (2, 2), pad, conv_spec, name="conv1")(x)
         mask = _subsample_mask(mask)
@@ -166,8 +183,12 @@ class Subsampler(nn.Module):
         x = nn.relu(x) * mask[:, :, None, None]
         b, t, f, c = x.shape
         x = x.reshape(b, t, f * c)
-        x = QDense(self.cfg.model_dim, self.opts.quant_spec,
-                   compute_dtype=self.opts.compute_dtype, name="proj")(x)
+        x = QDense(
+            self.cfg.model_dim,
+            self.opts.quant_spec,
+            compute_dtype=self.opts.compute_dtype,
+            name="proj",
+        )(x)
         return x * mask[..., None], mask
 
 
@@ -256,8 +277,9 @@ class RelPositionAttention(nn.Module):
         h, dh = cfg.num_heads, cfg.head_dim
         b, t, _ = x.shape
         y = nn.LayerNorm(name="norm")(x)
-        dense = lambda name, bias=True: QDense(cfg.model_dim, self.opts.quant_spec,
-                                              use_bias=bias, compute_dtype=dt, name=name)
+        dense = lambda name, bias=True: QDense(
+            cfg.model_dim, self.opts.quant_spec, use_bias=bias, compute_dtype=dt, name=name
+        )
         q = dense("query")(y).reshape(b, t, h, dh)
         k = dense("key")(y).reshape(b, t, h, dh)
         v = dense("value")(y).reshape(b, t, h, dh)
@@ -299,11 +321,18 @@ class ConvModule(nn.Module):
         cfg, dt = self.cfg, self.opts.compute_dtype
         y = nn.LayerNorm(name="norm")(x)
         y = QDense(2 * cfg.model_dim, self.opts.quant_spec, compute_dtype=dt, name="pointwise1")(y)
-        y = nn.glu(y, axis=-1) * mask[..., None]              # zeros at padded frames
+        y = nn.glu(y, axis=-1) * mask[..., None]  # zeros at padded frames
         k = cfg.conv_kernel
         conv_spec = self.opts.quant_spec if self.opts.compress_convs else None
-        y = QConv(cfg.model_dim, (k,), (1,), ((k // 2, k // 2),), conv_spec,
-                  feature_group_count=cfg.model_dim, name="depthwise")(y)
+        y = QConv(
+            cfg.model_dim,
+            (k,),
+            (1,),
+            ((k // 2, k // 2),),
+            conv_spec,
+            feature_group_count=cfg.model_dim,
+            name="depthwise",
+        )(y)
         y = nn.LayerNorm(name="conv_norm")(y)
         y = nn.swish(y)
         y = QDense(cfg.model_dim, self.opts.quant_spec, compute_dtype=dt, name="pointwise2")(y)
@@ -353,8 +382,9 @@ class ConformerCTC(nn.Module):
 
 
 # --------------------------------------------------------------------------- helpers
-def build_model(cfg: ConformerConfig, spec: CompressionSpec | str = "float",
-                **options) -> ConformerCTC:
+def build_model(
+    cfg: ConformerConfig, spec: CompressionSpec | str = "float", **options
+) -> ConformerCTC:
     """A model whose every compressible weight is checked against ``spec`` up front.
 
     Raises ``ValueError`` (naming the weight) before any work if, e.g., the sub-channel

@@ -28,13 +28,15 @@ def test_resampling_keeps_frequency_and_level(tmp_path, src, dst):
     assert y.dtype == np.float32 and y.ndim == 1
     assert len(y) == dst  # one second, exact rational factor
     assert abs(_peak_hz(y, dst) - 1000.0) <= 1.0
-    mid = y[dst // 10: -dst // 10]  # away from the filter's edge transients
-    assert np.sqrt(np.mean(mid ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
+    mid = y[dst // 10 : -dst // 10]  # away from the filter's edge transients
+    assert np.sqrt(np.mean(mid**2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 400), rates=st.sampled_from([(8000, 16000), (16000, 8000),
-                                                     (22050, 16000), (44100, 16000)]))
+@given(
+    n=st.integers(1, 400),
+    rates=st.sampled_from([(8000, 16000), (16000, 8000), (22050, 16000), (44100, 16000)]),
+)
 def test_resample_length_is_exact_ratio(n, rates):
     src, dst = rates
     y = resample(np.zeros(n, np.float32), src, dst)
@@ -91,8 +93,10 @@ def _nan(path):
     sf.write(path, np.full(100, np.nan, np.float32), 8000, subtype="FLOAT")
 
 
-@pytest.mark.parametrize("make,reason", [(_corrupt, "unreadable"), (_empty, "empty"),
-                                         (_no_frames, "no samples"), (_nan, "NaN")])
+@pytest.mark.parametrize(
+    "make,reason",
+    [(_corrupt, "unreadable"), (_empty, "empty"), (_no_frames, "no samples"), (_nan, "NaN")],
+)
 def test_broken_files_raise_audio_error_naming_the_file(tmp_path, make, reason):
     path = tmp_path / "broken_7.wav"
     make(path)
@@ -103,8 +107,11 @@ def test_broken_files_raise_audio_error_naming_the_file(tmp_path, make, reason):
 
 
 def test_truncated_flac_and_missing_file(tmp_path):
-    good = write_audio(tmp_path / "good.flac", _sine(500, 16000) + 0.01 *
-                       np.random.default_rng(0).normal(size=16000).astype(np.float32), 16000)
+    good = write_audio(
+        tmp_path / "good.flac",
+        _sine(500, 16000) + 0.01 * np.random.default_rng(0).normal(size=16000).astype(np.float32),
+        16000,
+    )
     data = good.read_bytes()
     (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
     with pytest.raises(AudioError, match="cut.flac"):

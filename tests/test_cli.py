@@ -21,6 +21,10 @@ def test_sizes_spec_and_error(capsys):
 
 
 def test_entry_point_runs_as_module():
-    r = subprocess.run([sys.executable, "-m", "usmlite_edu", "sizes", "--spec", "int8"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "usmlite_edu", "sizes", "--spec", "int8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and "paper 25.00%" in r.stdout

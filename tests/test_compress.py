@@ -10,12 +10,36 @@ from hypothesis import strategies as st
 from usmlite_edu import compress, quant, sparsity
 from usmlite_edu.compress import CompressionSpec
 
-PAPER_NAMES = ["float", "int8", "int4", "int2", "int2/g16", "int2/g32", "int2/g64", "2:4",
-               "2:4/fs1000", "1:4", "1:4/fs1000", "int4+2:4", "int4+2:4/fs1000"]
+PAPER_NAMES = [
+    "float",
+    "int8",
+    "int4",
+    "int2",
+    "int2/g16",
+    "int2/g32",
+    "int2/g64",
+    "2:4",
+    "2:4/fs1000",
+    "1:4",
+    "1:4/fs1000",
+    "int4+2:4",
+    "int4+2:4/fs1000",
+]
 
 
-@pytest.mark.parametrize("name", PAPER_NAMES + ["int2/gs24", "int2/clipsearch", "int3/asym", "int2/sym",
-                                                "int4/clip0.9", "2:4/srste", "int8+1:4/fs20"])
+@pytest.mark.parametrize(
+    "name",
+    PAPER_NAMES
+    + [
+        "int2/gs24",
+        "int2/clipsearch",
+        "int3/asym",
+        "int2/sym",
+        "int4/clip0.9",
+        "2:4/srste",
+        "int8+1:4/fs20",
+    ],
+)
 def test_parse_round_trip(name):
     spec = CompressionSpec.parse(name)
     assert str(spec) == name
@@ -36,13 +60,20 @@ def specs(draw):
     bits = draw(st.one_of(st.none(), st.integers(2, 8)))
     kw = {}
     if bits is not None:
-        kw = dict(bits=bits, symmetric=draw(st.booleans()),
-                  sub_channels=draw(st.sampled_from([1, 2, 16])),
-                  clip=draw(st.sampled_from([1.0, 0.8, "search"])))
+        kw = dict(
+            bits=bits,
+            symmetric=draw(st.booleans()),
+            sub_channels=draw(st.sampled_from([1, 2, 16])),
+            clip=draw(st.sampled_from([1.0, 0.8, "search"])),
+        )
     if draw(st.booleans()):
         m = draw(st.sampled_from([2, 4, 8]))
-        kw.update(n=draw(st.integers(1, m)), m=m, mask_update_steps=draw(st.sampled_from([1, 7])),
-                  sr_ste=draw(st.booleans()))
+        kw.update(
+            n=draw(st.integers(1, m)),
+            m=m,
+            mask_update_steps=draw(st.sampled_from([1, 7])),
+            sr_ste=draw(st.booleans()),
+        )
     return CompressionSpec(**kw)
 
 
@@ -52,12 +83,21 @@ def test_parse_str_is_identity(spec):
     assert CompressionSpec.parse(str(spec)) == spec
 
 
-@pytest.mark.parametrize("text, match", [
-    ("int9", "outside 2..8"), ("int1", "outside 2..8"), ("5:4", "n=5 > m=4"),
-    ("int4/g3x", "unknown quantizer option"), ("2:4/fast", "unknown sparsity option"),
-    ("int4+int8", "two bit widths"), ("fp16", "cannot read"), ("", "empty"),
-    ("float/g4", "takes no options"), ("2:4/fs0", ">= 1"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("int9", "outside 2..8"),
+        ("int1", "outside 2..8"),
+        ("5:4", "n=5 > m=4"),
+        ("int4/g3x", "unknown quantizer option"),
+        ("2:4/fast", "unknown sparsity option"),
+        ("int4+int8", "two bit widths"),
+        ("fp16", "cannot read"),
+        ("", "empty"),
+        ("float/g4", "takes no options"),
+        ("2:4/fs0", ">= 1"),
+    ],
+)
 def test_invalid_specs_say_what_is_wrong(text, match):
     with pytest.raises(ValueError, match=match):
         CompressionSpec.parse(text)
@@ -83,8 +123,10 @@ def test_groups_that_do_not_divide_are_refused_before_work():
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.sampled_from(["int4+2:4", "int8+1:4", "int2+2:4",
-                                                   "int2/g4+2:4", "int3/asym+2:4"]))
+@given(
+    st.integers(0, 2**31 - 1),
+    st.sampled_from(["int4+2:4", "int8+1:4", "int2+2:4", "int2/g4+2:4", "int3/asym+2:4"]),
+)
 def test_pruned_zeros_stay_exactly_zero(seed, name):
     w = jnp.asarray(np.random.default_rng(seed).standard_t(3, size=(32, 6)), jnp.float32)
     spec = CompressionSpec.parse(name)
@@ -92,15 +134,20 @@ def test_pruned_zeros_stay_exactly_zero(seed, name):
     w_hat = quant.dequantize(q)
     assert bool(jnp.all(w_hat[~mask] == 0.0))
     # mask first: the scale is that of the masked weight
-    q_ref = quant.quantize(sparsity.apply_mask(w, mask), spec.bits, symmetric=spec.symmetric,
-                           sub_channels=spec.sub_channels)
+    q_ref = quant.quantize(
+        sparsity.apply_mask(w, mask),
+        spec.bits,
+        symmetric=spec.symmetric,
+        sub_channels=spec.sub_channels,
+    )
     np.testing.assert_array_equal(q.values, q_ref.values)
     np.testing.assert_array_equal(q.scale, q_ref.scale)
     # the fake and native layer paths see the same weight
     np.testing.assert_allclose(compress.compress_weight(w, spec, mask), w_hat, atol=1e-6)
     x = jax.random.normal(jax.random.key(seed % 1000), (3, 32))
-    np.testing.assert_allclose(compress.compressed_matmul(x, w, spec, mask), x @ w_hat,
-                               atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        compress.compressed_matmul(x, w, spec, mask), x @ w_hat, atol=1e-4, rtol=1e-4
+    )
 
 
 def test_gradients_of_pruned_weights_are_zero_without_sr_ste():
@@ -110,8 +157,9 @@ def test_gradients_of_pruned_weights_are_zero_without_sr_ste():
     mask = sparsity.nm_mask(w, 2, 4)
     g = jax.grad(lambda w: jnp.sum(compress.compressed_matmul(x, w, spec, mask) ** 2))(w)
     assert bool(jnp.all(g[~mask] == 0))
-    g_st = jax.grad(lambda w: jnp.sum(compress.compressed_matmul(
-        x, w, spec.replace(sr_ste=True), mask) ** 2))(w)
+    g_st = jax.grad(
+        lambda w: jnp.sum(compress.compressed_matmul(x, w, spec.replace(sr_ste=True), mask) ** 2)
+    )(w)
     assert bool(jnp.any(g_st[~mask] != 0))
 
 

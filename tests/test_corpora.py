@@ -11,9 +11,17 @@ import numpy as np
 import pytest
 
 from usmlite_edu import corpora
-from usmlite_edu.corpora import (DIGIT_WORDS, CorpusSplit, Utterance, fsdd_recordings,
-                                 fsdd_speakers, load_corpus, load_fsdd_connected,
-                                 load_librispeech, normalize_text)
+from usmlite_edu.corpora import (
+    DIGIT_WORDS,
+    CorpusSplit,
+    Utterance,
+    fsdd_recordings,
+    fsdd_speakers,
+    load_corpus,
+    load_fsdd_connected,
+    load_librispeech,
+    normalize_text,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_SMALL = REPO / "data_small"
@@ -29,20 +37,26 @@ def _fsdd_dir() -> Path | None:
 
 FSDD = _fsdd_dir()
 needs_fsdd = pytest.mark.skipif(
-    FSDD is None, reason="FSDD not found: set USMLITE_FSDD or put it at ../shared/corpora/fsdd "
-                         "(usmlite-edu data fetch fsdd --to DIR)")
+    FSDD is None,
+    reason="FSDD not found: set USMLITE_FSDD or put it at ../shared/corpora/fsdd "
+    "(usmlite-edu data fetch fsdd --to DIR)",
+)
 
 
 # ------------------------------------------------------------------------------- text
 
-@pytest.mark.parametrize("raw,expected", [
-    ("HELLO, World!", "hello world"),
-    ("  don't   STOP  ", "don't stop"),
-    ("it\u2019s twenty-one", "it's twenty one"),
-    ("Café NAÏVE", "cafe naive"),
-    ("seven 3 one", "seven one"),
-    ("...", ""),
-])
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("HELLO, World!", "hello world"),
+        ("  don't   STOP  ", "don't stop"),
+        ("it\u2019s twenty-one", "it's twenty one"),
+        ("Café NAÏVE", "cafe naive"),
+        ("seven 3 one", "seven one"),
+        ("...", ""),
+    ],
+)
 def test_normalize_text(raw, expected):
     assert normalize_text(raw) == expected
 
@@ -57,6 +71,7 @@ def test_utterance_is_frozen_hashable_and_resamples():
 
 
 # ------------------------------------------------------------------- LibriSpeech layout
+
 
 def test_data_small_splits():
     splits = {s: load_corpus("data_small", DATA_SMALL, s) for s in ("train", "dev", "test")}
@@ -93,9 +108,20 @@ def _chapter(root: Path, spk: str, chap: str, lines: list[str]) -> Path:
 
 def test_librispeech_skips_and_reports_bad_files(tmp_path, caplog):
     src = sorted((DATA_SMALL / "dev").rglob("*.flac"))[:3]
-    d = _chapter(tmp_path, "19", "198", [
-        "19-198-0000 HELLO WORLD", "19-198-0001 CORRUPT AUDIO", "19-198-0002 NO AUDIO HERE",
-        "19-198-0003", "19-198-0004 ,,,", "19-198-0005 EMPTY FILE", "19-198-0000 AGAIN"])
+    d = _chapter(
+        tmp_path,
+        "19",
+        "198",
+        [
+            "19-198-0000 HELLO WORLD",
+            "19-198-0001 CORRUPT AUDIO",
+            "19-198-0002 NO AUDIO HERE",
+            "19-198-0003",
+            "19-198-0004 ,,,",
+            "19-198-0005 EMPTY FILE",
+            "19-198-0000 AGAIN",
+        ],
+    )
     shutil.copy(src[0], d / "19-198-0000.flac")
     (d / "19-198-0001.flac").write_bytes(b"fLaC" + b"\x00" * 100)
     shutil.copy(src[1], d / "19-198-0003.flac")
@@ -157,6 +183,7 @@ def test_load_corpus_errors(monkeypatch, tmp_path):
 
 # ------------------------------------------------------------------ FSDD connected digits
 
+
 def _digits_of(names: tuple[str, ...]) -> list[str]:
     return [DIGIT_WORDS[int(n.split("_")[0])] for n in names]
 
@@ -190,8 +217,10 @@ def test_fsdd_transcripts_match_recordings():
 
 @needs_fsdd
 def test_fsdd_splits_are_disjoint():
-    sets = {s: {(r.speaker, r.digit, r.index) for r in fsdd_recordings(FSDD, s)}
-            for s in ("train", "dev", "test")}
+    sets = {
+        s: {(r.speaker, r.digit, r.index) for r in fsdd_recordings(FSDD, s)}
+        for s in ("train", "dev", "test")
+    }
     assert not sets["train"] & sets["dev"] and not sets["train"] & sets["test"]
     assert not sets["dev"] & sets["test"]
     assert {i for _, _, i in sets["test"]} == set(range(5))

@@ -9,7 +9,7 @@ import tarfile
 import threading
 import time
 import zipfile
-from functools import lru_cache
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -48,7 +48,7 @@ class _Server:
                 self.end_headers()
                 if self.path in srv.cut:
                     srv.cut.discard(self.path)
-                    self.wfile.write(body[start: len(body) // 2])
+                    self.wfile.write(body[start : len(body) // 2])
                     self.close_connection = True
                     return
                 self.wfile.write(body[start:])
@@ -59,8 +59,9 @@ class _Server:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.timeout = 5
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def close(self) -> None:
@@ -82,9 +83,10 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@lru_cache(maxsize=None)
-def _fsdd_zip(speakers=("george", "jackson", "lucas", "nicolas", "theo", "yweweler"),
-              per_digit: int = 50) -> bytes:
+@cache
+def _fsdd_zip(
+    speakers=("george", "jackson", "lucas", "nicolas", "theo", "yweweler"), per_digit: int = 50
+) -> bytes:
     """A zip shaped like GitHub's archive of FSDD, with tiny placeholder 'recordings'."""
     top = f"free-spoken-digit-dataset-{F.FSDD_COMMIT}/"
     buf = io.BytesIO()
@@ -116,9 +118,13 @@ def _tar(members: dict[str, bytes], links: dict[str, str] | None = None) -> byte
 def _mini_libri_tar(subset: str) -> bytes:
     flac = next((REPO / "data_small" / "dev").rglob("*.flac")).read_bytes()
     base = f"LibriSpeech/{subset}/84/121123/"
-    return _tar({"LibriSpeech/README.TXT": b"fake",
-                 base + "84-121123.trans.txt": b"84-121123-0000 ONE TWO\n",
-                 base + "84-121123-0000.flac": flac})
+    return _tar(
+        {
+            "LibriSpeech/README.TXT": b"fake",
+            base + "84-121123.trans.txt": b"84-121123-0000 ONE TWO\n",
+            base + "84-121123-0000.flac": flac,
+        }
+    )
 
 
 def _use_fake_mini_librispeech(monkeypatch, server, archives: dict[str, bytes]) -> None:
@@ -127,8 +133,9 @@ def _use_fake_mini_librispeech(monkeypatch, server, archives: dict[str, bytes]) 
     for a in F.CORPUS_ARCHIVES["mini-librispeech"]:
         data = archives[a.subset]
         server.files["/" + a.path] = data
-        table.append(F.Archive(a.filename, a.path, a.host, hashlib.md5(data).hexdigest(),
-                               a.kind, a.subset))
+        table.append(
+            F.Archive(a.filename, a.path, a.host, hashlib.md5(data).hexdigest(), a.kind, a.subset)
+        )
     monkeypatch.setitem(F.CORPUS_ARCHIVES, "mini-librispeech", tuple(table))
 
 
@@ -155,9 +162,14 @@ def test_fsdd_wrong_file_count_is_refused(server, tmp_path):
 
 
 def test_librispeech_md5_verified_then_unpacked(server, tmp_path, monkeypatch):
-    _use_fake_mini_librispeech(monkeypatch, server, {
-        "train-clean-5": _mini_libri_tar("train-clean-5"),
-        "dev-clean-2": _mini_libri_tar("dev-clean-2")})
+    _use_fake_mini_librispeech(
+        monkeypatch,
+        server,
+        {
+            "train-clean-5": _mini_libri_tar("train-clean-5"),
+            "dev-clean-2": _mini_libri_tar("dev-clean-2"),
+        },
+    )
     out = F.fetch("mini-librispeech", tmp_path, base_url=server.url, timeout=5)
     assert out == tmp_path.resolve() / "LibriSpeech"
     assert (out / "train-clean-5" / "84" / "121123" / "84-121123-0000.flac").is_file()
@@ -180,10 +192,12 @@ def test_checksum_mismatch_is_refused(server, tmp_path):
 @pytest.mark.parametrize("evil", [{"../escape.txt": b"x"}, {"/tmp/abs.txt": b"x"}, "link"])
 def test_unsafe_archive_members_are_refused(server, tmp_path, monkeypatch, evil):
     good = {"LibriSpeech/train-clean-5/a.txt": b"ok"}
-    data = (_tar(good, links={"LibriSpeech/train-clean-5/l": "/etc/passwd"}) if evil == "link"
-            else _tar({**good, **evil}))
-    _use_fake_mini_librispeech(monkeypatch, server, {"train-clean-5": data,
-                                                     "dev-clean-2": data})
+    data = (
+        _tar(good, links={"LibriSpeech/train-clean-5/l": "/etc/passwd"})
+        if evil == "link"
+        else _tar({**good, **evil})
+    )
+    _use_fake_mini_librispeech(monkeypatch, server, {"train-clean-5": data, "dev-clean-2": data})
     with pytest.raises(F.FetchError, match="refusing"):
         F.fetch("mini-librispeech", tmp_path / "out", base_url=server.url, timeout=5)
     assert not (tmp_path / "escape.txt").exists()
@@ -191,8 +205,10 @@ def test_unsafe_archive_members_are_refused(server, tmp_path, monkeypatch, evil)
 
 
 def test_broken_transfer_resumes_with_range(server, tmp_path, monkeypatch):
-    archives = {"train-clean-5": _mini_libri_tar("train-clean-5"),
-                "dev-clean-2": _mini_libri_tar("dev-clean-2")}
+    archives = {
+        "train-clean-5": _mini_libri_tar("train-clean-5"),
+        "dev-clean-2": _mini_libri_tar("dev-clean-2"),
+    }
     _use_fake_mini_librispeech(monkeypatch, server, archives)
     server.cut.add("/" + F.CORPUS_ARCHIVES["mini-librispeech"][0].path)
     F.fetch("mini-librispeech", tmp_path, base_url=server.url, timeout=5)
@@ -212,8 +228,22 @@ def test_unreachable_host_fails_fast_with_hand_placement(tmp_path, capsys):
     # the one command line: `usmlite-edu data fetch` has fetch's options and exits 2
     from usmlite_edu import cli
 
-    assert cli.main(["data", "fetch", "mini-librispeech", "--to", str(tmp_path),
-                     "--base-url", url, "--timeout", "5"]) == 2
+    assert (
+        cli.main(
+            [
+                "data",
+                "fetch",
+                "mini-librispeech",
+                "--to",
+                str(tmp_path),
+                "--base-url",
+                url,
+                "--timeout",
+                "5",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "train-clean-5.tar.gz" in err and "tar xzf" in err
 

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jax
-import jax.numpy as jnp
-
 from usmlite_edu.configs import CI, USM_2B
-from usmlite_edu.frontend import (LogMelConfig, hann_window, hz_to_mel, log_mel,
-                                  mel_filterbank, mel_to_hz, normalize, num_frames)
+from usmlite_edu.frontend import (
+    LogMelConfig,
+    hann_window,
+    hz_to_mel,
+    log_mel,
+    mel_filterbank,
+    mel_to_hz,
+    normalize,
+    num_frames,
+)
 
 librosa = pytest.importorskip("librosa")
 
-PAPER = LogMelConfig.from_model(USM_2B)                      # 16 kHz, 128 mel, 32/10 ms
-MEL80 = LogMelConfig(16000, 80, 25.0, 10.0)                  # 400-sample window, n_fft 512
-NB8K = LogMelConfig(8000, 40, 32.0, 10.0)                    # 256-sample window
+PAPER = LogMelConfig.from_model(USM_2B)  # 16 kHz, 128 mel, 32/10 ms
+MEL80 = LogMelConfig(16000, 80, 25.0, 10.0)  # 400-sample window, n_fft 512
+NB8K = LogMelConfig(8000, 40, 32.0, 10.0)  # 256-sample window
 BAND = LogMelConfig(16000, 80, 25.0, 10.0, fmin=20.0, fmax=7600.0, fft_size=1024)
 CONFIGS = [PAPER, MEL80, NB8K, BAND]
 
@@ -36,24 +43,31 @@ def test_config_lengths():
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.sample_rate}Hz-{c.num_mels}mel")
 def test_filterbank_matches_librosa_htk(cfg: LogMelConfig):
     ours = mel_filterbank(cfg)
-    ref = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.num_mels,
-                              fmin=cfg.fmin, fmax=cfg.fmax, htk=True, norm=None).T
+    ref = librosa.filters.mel(
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        n_mels=cfg.num_mels,
+        fmin=cfg.fmin,
+        fmax=cfg.fmax,
+        htk=True,
+        norm=None,
+    ).T
     assert ours.shape == (cfg.n_fft // 2 + 1, cfg.num_mels)
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
-    assert ours.max() <= 1.0 + 1e-6                      # peak-1 triangles, no area norm
+    assert ours.max() <= 1.0 + 1e-6  # peak-1 triangles, no area norm
 
 
 def test_mel_scale_round_trip():
     f = np.array([0.0, 700.0, 1000.0, 8000.0])
     np.testing.assert_allclose(mel_to_hz(hz_to_mel(f)), f, atol=1e-9)
-    assert hz_to_mel(1000.0) == pytest.approx(999.99, abs=0.01)   # HTK, not Slaney
+    assert hz_to_mel(1000.0) == pytest.approx(999.99, abs=0.01)  # HTK, not Slaney
     np.testing.assert_allclose(hann_window(8), np.hanning(9)[:8], atol=1e-7)  # periodic
 
 
 def test_too_many_mels_refused():
     with pytest.raises(ValueError, match="num_mels=300.*257"):
         mel_filterbank(LogMelConfig(16000, 300, 32.0, 10.0))
-    mel_filterbank(LogMelConfig(16000, 300, 32.0, 10.0, fft_size=1024))    # the fix works
+    mel_filterbank(LogMelConfig(16000, 300, 32.0, 10.0, fft_size=1024))  # the fix works
     with pytest.raises(ValueError, match="fft_size"):
         LogMelConfig(16000, 80, 32.0, 10.0, fft_size=256)
     with pytest.raises(ValueError, match="fmax"):
@@ -71,9 +85,15 @@ def test_log_mel_matches_librosa_stft(cfg: LogMelConfig):
     # offset so its frame t windows the same samples x[t*hop : t*hop + win] as ours.
     off = (cfg.n_fft - cfg.win_length) // 2
     xp = np.concatenate([np.zeros(off, np.float32), x, np.zeros(cfg.n_fft, np.float32)])
-    spec = librosa.stft(xp.astype(np.float64), n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                        win_length=cfg.win_length, window="hann", center=False)
-    power = np.abs(spec.T[:feats.shape[0]]) ** 2
+    spec = librosa.stft(
+        xp.astype(np.float64),
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.win_length,
+        window="hann",
+        center=False,
+    )
+    power = np.abs(spec.T[: feats.shape[0]]) ** 2
     ref = np.log(np.maximum(power @ mel_filterbank(cfg).astype(np.float64), cfg.log_floor))
     assert bool(mask.all()) and feats.shape == ref.shape
     np.testing.assert_allclose(feats, ref, rtol=1e-4, atol=1e-4)
@@ -100,16 +120,17 @@ def test_num_frames_formula_and_shape():
         expect = 1 + (length - win) // hop if length >= win else 0
         assert num_frames(length, cfg) == expect
         assert isinstance(num_frames(length, cfg), int)
-        if length in (win - 1, win, win + hop - 1, 16001):   # few shapes: each compiles
+        if length in (win - 1, win, win + hop - 1, 16001):  # few shapes: each compiles
             feats, mask = log_mel(np.zeros((1, length), np.float32), np.array([length]), cfg)
             assert feats.shape == (1, expect, cfg.num_mels) and mask.shape == (1, expect)
     lengths = np.array([0, win - 1, win, 16000])
-    np.testing.assert_array_equal(num_frames(lengths, cfg),
-                                  [num_frames(int(v), cfg) for v in lengths])
+    np.testing.assert_array_equal(
+        num_frames(lengths, cfg), [num_frames(int(v), cfg) for v in lengths]
+    )
     out = num_frames(jnp.asarray(lengths), cfg)
     assert isinstance(out, jax.Array)
     np.testing.assert_array_equal(out, [num_frames(int(v), cfg) for v in lengths])
-    assert num_frames(16000, USM_2B) == 97                     # accepts a ConformerConfig
+    assert num_frames(16000, USM_2B) == 97  # accepts a ConformerConfig
 
 
 def test_padding_invariance_and_frame_mask():
@@ -130,7 +151,7 @@ def test_padding_invariance_and_frame_mask():
         # A valid frame never reads past the utterance: last sample index < length.
         if valid:
             assert (valid - 1) * cfg.hop_length + cfg.win_length <= length
-            alone, alone_mask = log_mel(batch[i:i + 1, :length], lengths[i:i + 1], cfg)
+            alone, alone_mask = log_mel(batch[i : i + 1, :length], lengths[i : i + 1], cfg)
             assert bool(alone_mask.all()) and alone.shape[1] == valid
             np.testing.assert_allclose(feats[i, :valid], np.asarray(alone[0]), atol=1e-5)
     # garbage in the padding must not leak into the features

@@ -16,15 +16,17 @@ def _ruff(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if exe is None:
         pytest.fail("ruff is not installed; it is pinned in requirements.txt (make venv)")
-    return subprocess.run([exe, *args, *PATHS], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [exe, *args, *PATHS], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_code_is_formatted():
     r = _ruff("format", "--check")
-    assert r.returncode == 0, ("run `.venv/bin/ruff format " + " ".join(PATHS) + "` (then "
-                               "`jupytext --sync notebooks/*.py` for notebook sources):\n"
-                               + r.stdout + r.stderr)
+    assert r.returncode == 0, (
+        "run `.venv/bin/ruff format " + " ".join(PATHS) + "` (then "
+        "`jupytext --sync notebooks/*.py` for notebook sources):\n" + r.stdout + r.stderr
+    )
 
 
 def test_lint_is_clean():

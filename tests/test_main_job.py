@@ -28,13 +28,15 @@ def _fsdd_dir() -> Path | None:
 
 
 FSDD = _fsdd_dir()
-needs_fsdd = pytest.mark.skipif(FSDD is None, reason="FSDD not found: set USMLITE_FSDD or "
-                                                     "put it at ../shared/corpora/fsdd")
+needs_fsdd = pytest.mark.skipif(
+    FSDD is None, reason="FSDD not found: set USMLITE_FSDD or put it at ../shared/corpora/fsdd"
+)
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("make_fsdd_sample",
-                                                  REPO / "scripts" / "make_fsdd_sample.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_fsdd_sample", REPO / "scripts" / "make_fsdd_sample.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -78,20 +80,23 @@ def test_sample_is_the_builders_test_split_and_deterministic(tmp_path):
     make = _script()
     make.build(FSDD, tmp_path / "a")
     committed = sorted(p.relative_to(SAMPLE) for p in SAMPLE.rglob("*") if p.is_file())
-    assert committed == sorted(p.relative_to(tmp_path / "a")
-                               for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert committed == sorted(
+        p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
+    )
     for rel in committed:
         assert (SAMPLE / rel).read_bytes() == (tmp_path / "a" / rel).read_bytes(), rel
     full = load_corpus("fsdd", FSDD, "test", seed=0)
     rows = _sources()
     text = {u.uid: u.text for u in load_corpus("fsdd_sample", SAMPLE, "test")}
-    assert (sorted(text[r["uid"]] for r in rows if r["b0"] == "seen")
-            == sorted(u.text for u in full if u.speaker != "theo"))
+    assert sorted(text[r["uid"]] for r in rows if r["b0"] == "seen") == sorted(
+        u.text for u in full if u.speaker != "theo"
+    )
     used = {r for row in rows for r in row["recordings"].split(",")}
     for split in ("train", "dev"):
         for heldout in (None, "theo"):
-            assert not used & {r.path.name for r in fsdd_recordings(FSDD, split,
-                                                                      heldout_speaker=heldout)}
+            assert not used & {
+                r.path.name for r in fsdd_recordings(FSDD, split, heldout_speaker=heldout)
+            }
 
 
 # ------------------------------------------------------------------------- the main job

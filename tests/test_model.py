@@ -1,5 +1,7 @@
 """Golden and property tests for the Conformer-CTC (model.py, Flax NNX)."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,8 +10,8 @@ import pytest
 from flax import nnx
 
 from usmlite_edu import configs, sparsity
-from usmlite_edu.compress import as_spec
 from usmlite_edu import model as M
+from usmlite_edu.compress import as_spec
 
 PRESETS = {"ci": configs.CI, "cpu": configs.CPU, "usm_2b": configs.USM_2B}
 
@@ -36,8 +38,9 @@ def test_relative_logits_equal_the_direct_definition(t):
     p = jax.random.normal(ks[2], (2 * t - 1, h, dh))
     u = jax.random.normal(ks[3], (h, dh))
     v = jax.random.normal(ks[4], (h, dh))
-    ref = M.relative_logits_reference(np.asarray(q[0]), np.asarray(k[0]), np.asarray(p),
-                                       np.asarray(u), np.asarray(v))
+    ref = M.relative_logits_reference(
+        np.asarray(q[0]), np.asarray(k[0]), np.asarray(p), np.asarray(u), np.asarray(v)
+    )
     np.testing.assert_allclose(M.relative_logits(q, k, p, u, v)[0], ref, rtol=1e-5, atol=1e-5)
 
 
@@ -61,7 +64,7 @@ def test_weights_are_attributes_and_initialised_as_documented():
     assert block.mhsa.query.kernel.shape == (cfg.model_dim, cfg.model_dim)
     assert block.mhsa.u_bias.shape == (cfg.num_heads, cfg.head_dim)
     assert len(model.encoder.blocks) == cfg.num_layers
-    assert block.ffn1.norm.epsilon == 1e-6          # flax.linen.LayerNorm's default
+    assert block.ffn1.norm.epsilon == 1e-6  # flax.linen.LayerNorm's default
     np.testing.assert_array_equal(block.ffn1.norm.scale[...], 1.0)
     np.testing.assert_array_equal(block.ffn1.dense1.bias[...], 0.0)
     k = np.asarray(block.ffn1.dense1.kernel[...])
@@ -81,12 +84,12 @@ def test_padding_invariance(spec):
     assert out.shape == (2, 11, cfg.vocab_size)
     np.testing.assert_array_equal(omask.sum(-1), M.subsampled_lengths(lengths))
     alone, _ = model(feats[1:, :26], mask[1:, :26])
-    np.testing.assert_allclose(alone[0], out[1, :alone.shape[1]], atol=2e-5)
+    np.testing.assert_allclose(alone[0], out[1, : alone.shape[1]], atol=2e-5)
 
 
 def test_subsampled_lengths_match_the_conv_stack():
     for t in range(1, 20):
-        assert int(M.subsampled_lengths(jnp.array(t))) == -(-(-(-t // 2)) // 2)
+        assert int(M.subsampled_lengths(jnp.array(t))) == math.ceil(math.ceil(t / 2) / 2)
 
 
 def test_compressed_forward_uses_int8_and_differs_from_float():
@@ -121,8 +124,9 @@ def test_functional_api_pieces_agree():
     graphdef, params = M.split_model(M.build_model(cfg, "int4", seed=5))
     fresh = M.init_params(cfg, "int4", seed=5)
     assert jax.tree.structure(fresh) == jax.tree.structure(params)
-    assert all(np.array_equal(a, b)
-               for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(params)))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(params))
+    )
     assert M.model_graph(cfg, "int4") == graphdef
     assert isinstance(params, dict) and list(params["encoder"]["blocks"]) == [0, 1]
     # a plain pytree: optax and jax.tree.map take it as it is
@@ -142,7 +146,7 @@ def test_sown_attention_rows_sum_to_one_and_ignore_padding():
     attn = inter["encoder"]["blocks"][0]["mhsa"]["attention"].get_value()[0]
     assert attn.shape == (2, cfg.num_heads, 11, 11)
     np.testing.assert_allclose(attn.sum(-1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(attn[1, :, :, int(omask[1].sum()):], 0.0)  # padded keys
+    np.testing.assert_array_equal(attn[1, :, :, int(omask[1].sum()) :], 0.0)  # padded keys
     # the helper gives the same maps, and a plain call stores nothing on the module
     _, _, maps = M.attention_maps(model, feats, mask)
     assert len(maps) == cfg.num_layers
@@ -163,10 +167,11 @@ def test_dropout_uses_the_call_rngs():
     a, _ = model(feats, mask, deterministic=False, rngs=nnx.Rngs(dropout=1))
     assert float(jnp.max(jnp.abs(a - det))) > 1e-3
     graphdef, params = M.split_model(model)
-    f = jax.jit(lambda p, k: M.forward(graphdef, p, feats, mask, deterministic=False,
-                                       dropout_key=k)[0])
+    f = jax.jit(
+        lambda p, k: M.forward(graphdef, p, feats, mask, deterministic=False, dropout_key=k)[0]
+    )
     b1, b2 = f(params, jax.random.key(7)), f(params, jax.random.key(7))
-    np.testing.assert_array_equal(b1, b2)                     # same key, same masks
+    np.testing.assert_array_equal(b1, b2)  # same key, same masks
     assert float(jnp.max(jnp.abs(b1 - f(params, jax.random.key(8))))) > 1e-3
     # dropout 0 (the presets) needs no key even when training
     plain = M.build_model(configs.CI, seed=0)
@@ -180,8 +185,10 @@ def test_masks_follow_the_role_table():
     for compress_softmax in (False, True):
         opts = M.ModelOptions(compress_softmax=compress_softmax)
         where = M.compressible_mask_tree(params, cfg, opts)
-        picked = {"/".join(str(getattr(k, "key", k)) for k in p): v
-                  for p, v in jax.tree_util.tree_flatten_with_path(where)[0]}
+        picked = {
+            "/".join(str(getattr(k, "key", k)) for k in p): v
+            for p, v in jax.tree_util.tree_flatten_with_path(where)[0]
+        }
         assert set(picked) == set(roles)
         for name, role in roles.items():
             want = role == "dense" or (role == "softmax" and compress_softmax)
@@ -190,12 +197,18 @@ def test_masks_follow_the_role_table():
     assert n_dense == 1 + 11 * cfg.num_layers
     # a subtree, keys as Orbax restores them (digit strings), works too
     conv = {"depthwise": {"kernel": 0}, "pointwise1": {"kernel": 0}}
-    sub = {"encoder": {"blocks": {"1": {"conv": conv}}},
-           "frontend": {"conv1": {"kernel": 0}, "proj": {"kernel": 0, "bias": 0}}}
+    sub = {
+        "encoder": {"blocks": {"1": {"conv": conv}}},
+        "frontend": {"conv1": {"kernel": 0}, "proj": {"kernel": 0, "bias": 0}},
+    }
     assert M.compressible_mask_tree(sub, cfg) == {
-        "encoder": {"blocks": {"1": {"conv": {"depthwise": {"kernel": False},
-                                              "pointwise1": {"kernel": True}}}}},
-        "frontend": {"conv1": {"kernel": False}, "proj": {"kernel": True, "bias": False}}}
+        "encoder": {
+            "blocks": {
+                "1": {"conv": {"depthwise": {"kernel": False}, "pointwise1": {"kernel": True}}}
+            }
+        },
+        "frontend": {"conv1": {"kernel": False}, "proj": {"kernel": True, "bias": False}},
+    }
     with pytest.raises(ValueError, match="'frontend/conv3/kernel' is not a parameter"):
         M.compressible_mask_tree({"frontend": {"conv3": {"kernel": 0}}}, cfg)
 
@@ -210,8 +223,9 @@ def test_apply_masks_with_the_optimizer_masks():
     k = pruned["encoder"]["blocks"][0]["ffn1"]["dense1"]["kernel"]
     assert sparsity.sparsity_of(k) == 0.5
     np.testing.assert_array_equal(pruned["softmax"]["kernel"], params["softmax"]["kernel"])
-    np.testing.assert_array_equal(pruned["frontend"]["conv1"]["kernel"],
-                                  params["frontend"]["conv1"]["kernel"])
+    np.testing.assert_array_equal(
+        pruned["frontend"]["conv1"]["kernel"], params["frontend"]["conv1"]["kernel"]
+    )
     assert M.apply_masks(params, None) is params
     # SR-STE: same forward values, dense gradient through the mask
     st = M.apply_masks(params, masks, straight_through=True)
@@ -227,14 +241,15 @@ def test_normalize_param_keys_lets_a_targetless_orbax_restore_merge(tmp_path):
         ckptr.save((tmp_path / "p").absolute(), params)
     with ocp.StandardCheckpointer() as ckptr:
         restored = ckptr.restore((tmp_path / "p").absolute())
-    assert set(restored["encoder"]["blocks"]) == {"0", "1"}   # what Orbax gives back
+    assert set(restored["encoder"]["blocks"]) == {"0", "1"}  # what Orbax gives back
     feats, mask = _batch(cfg)
     with pytest.raises(ValueError, match="normalize_param_keys"):
-        M.forward(graphdef, restored, feats, mask)   # nnx.merge alone would not notice
+        M.forward(graphdef, restored, feats, mask)  # nnx.merge alone would not notice
     fixed = M.normalize_param_keys(restored)
     assert jax.tree.structure(fixed) == jax.tree.structure(params)
-    np.testing.assert_array_equal(M.forward(graphdef, fixed, feats, mask)[0],
-                                  M.forward(graphdef, params, feats, mask)[0])
+    np.testing.assert_array_equal(
+        M.forward(graphdef, fixed, feats, mask)[0], M.forward(graphdef, params, feats, mask)[0]
+    )
     assert M.normalize_param_keys({"a": {"10": 1, "x1": 2}}) == {"a": {10: 1, "x1": 2}}
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import linen_reference as L
 import numpy as np
 import pytest
 
-import linen_reference as L
 from usmlite_edu import configs, frontend, sparsity
 from usmlite_edu import model as M
 from usmlite_edu.compress import as_spec
@@ -27,7 +27,7 @@ from usmlite_edu.corpora import load_corpus
 from usmlite_edu.tokenizer import Tokenizer
 
 RUN = Path(__file__).resolve().parents[1] / "results" / "cpu" / "b0"
-REL_TOL = 1e-4   # max |NNX - Linen| relative to the largest |logit|
+REL_TOL = 1e-4  # max |NNX - Linen| relative to the largest |logit|
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def _features(cfg: ConformerConfig, waves: list[np.ndarray]):
     """Padded batch -> normalised log-mel and frame mask, as ``Trainer.features`` does."""
     wav = np.zeros((len(waves), max(len(w) for w in waves)), np.float32)
     for i, w in enumerate(waves):
-        wav[i, :len(w)] = w
+        wav[i, : len(w)] = w
     lengths = jnp.asarray([len(w) for w in waves])
     feats, mask = frontend.log_mel(jnp.asarray(wav), lengths, frontend.LogMelConfig.from_model(cfg))
     return frontend.normalize(feats, mask), mask
@@ -72,11 +72,14 @@ def _check_against_linen(b0, waves, what: str) -> None:
     graphdef = M.model_graph(cfg)
     scale = float(jnp.max(jnp.abs(ref)))
     for how, (out, out_mask) in {
-            "eager": M.forward(graphdef, params, feats, mask),
-            "jit": jax.jit(M.forward)(graphdef, params, feats, mask)}.items():
+        "eager": M.forward(graphdef, params, feats, mask),
+        "jit": jax.jit(M.forward)(graphdef, params, feats, mask),
+    }.items():
         diff = float(jnp.max(jnp.abs(out - ref)))
-        print(f"{what} ({how}): {len(waves)} utterances, max |NNX - Linen| = {diff:.3g} "
-              f"(max |logit| {scale:.3g})")
+        print(
+            f"{what} ({how}): {len(waves)} utterances, max |NNX - Linen| = {diff:.3g} "
+            f"(max |logit| {scale:.3g})"
+        )
         np.testing.assert_array_equal(out_mask, ref_mask)
         assert diff <= REL_TOL * scale, (what, how, diff, scale)
         assert _greedy(out, out_mask, tok) == _greedy(ref, ref_mask, tok)
@@ -100,10 +103,18 @@ def test_b0_checkpoint_on_fsdd(b0):
     cfg, meta = b0[0], b0[1]
     where = _fsdd_dir()
     if where is None:
-        pytest.skip("FSDD not found (set USMLITE_DATA or fetch it with "
-                    "`usmlite-edu data fetch fsdd`); the data_small golden test still ran")
-    split = load_corpus("fsdd", where, "test", seed=int(meta["seed"]), sample_rate=cfg.sample_rate,
-                        heldout_speaker=meta.get("heldout_speaker"))
+        pytest.skip(
+            "FSDD not found (set USMLITE_DATA or fetch it with "
+            "`usmlite-edu data fetch fsdd`); the data_small golden test still ran"
+        )
+    split = load_corpus(
+        "fsdd",
+        where,
+        "test",
+        seed=int(meta["seed"]),
+        sample_rate=cfg.sample_rate,
+        heldout_speaker=meta.get("heldout_speaker"),
+    )
     waves = [u.load(cfg.sample_rate) for u in split.utterances[:6]]
     _check_against_linen(b0, waves, "FSDD test")
 
@@ -112,18 +123,23 @@ def test_params_from_linen_gives_the_nnx_tree():
     cfg = configs.CI
     feats = jnp.zeros((1, 16, cfg.num_mels))
     linen = L.ConformerCTC(cfg).init(jax.random.key(0), feats, jnp.ones((1, 16), bool))
-    converted = M.params_from_linen(linen, cfg)              # the {"params": ...} wrapper too
+    converted = M.params_from_linen(linen, cfg)  # the {"params": ...} wrapper too
     fresh = M.init_params(cfg)
     assert jax.tree.structure(converted) == jax.tree.structure(fresh)
     assert jax.tree.map(jnp.shape, converted) == jax.tree.map(jnp.shape, fresh)
-    assert converted["encoder"]["blocks"][1]["mhsa"]["query"]["kernel"] is \
-        linen["params"]["encoder"]["block_1"]["mhsa"]["query"]["kernel"]
+    assert (
+        converted["encoder"]["blocks"][1]["mhsa"]["query"]["kernel"]
+        is linen["params"]["encoder"]["block_1"]["mhsa"]["query"]["kernel"]
+    )
 
 
 def test_params_from_linen_refuses_unknown_paths():
     cfg = configs.CI
-    good = M.params_from_linen(L.ConformerCTC(cfg).init(
-        jax.random.key(0), jnp.zeros((1, 16, cfg.num_mels)), jnp.ones((1, 16), bool))["params"])
+    good = M.params_from_linen(
+        L.ConformerCTC(cfg).init(
+            jax.random.key(0), jnp.zeros((1, 16, cfg.num_mels)), jnp.ones((1, 16), bool)
+        )["params"]
+    )
     linen = {"encoder": {"block_0": {"ffn1": {"extra": {"kernel": np.zeros(2)}}}}}
     with pytest.raises(ValueError, match="'encoder/block_0/ffn1/extra/kernel'"):
         M.params_from_linen(linen)
@@ -132,15 +148,22 @@ def test_params_from_linen_refuses_unknown_paths():
     with pytest.raises(ValueError, match="'decoder/kernel'"):
         M.params_from_linen({"decoder": {"kernel": np.zeros(2)}})
     with pytest.raises(ValueError, match="does not match config 'cpu'"):
-        M.params_from_linen({"softmax": {"kernel": np.zeros((64, 32)), "bias": np.zeros(32)}},
-                            configs.CPU)
+        M.params_from_linen(
+            {"softmax": {"kernel": np.zeros((64, 32)), "bias": np.zeros(32)}}, configs.CPU
+        )
     assert jax.tree.structure(good) == jax.tree.structure(M.init_params(cfg))
 
 
-@pytest.mark.parametrize("spec, options", [
-    ("float", {}), ("int4", {}), ("int2/g4", {}), ("int4+2:4", {}),
-    ("int8", {"compress_softmax": True, "compress_convs": True}),
-])
+@pytest.mark.parametrize(
+    "spec, options",
+    [
+        ("float", {}),
+        ("int4", {}),
+        ("int2/g4", {}),
+        ("int4+2:4", {}),
+        ("int8", {"compress_softmax": True, "compress_convs": True}),
+    ],
+)
 def test_random_init_matches_linen_on_every_compressed_path(spec, options):
     cfg = configs.CI
     feats = jax.random.normal(jax.random.key(0), (2, 41, cfg.num_mels))
@@ -149,15 +172,17 @@ def test_random_init_matches_linen_on_every_compressed_path(spec, options):
     linen = linen_model.init(jax.random.key(1), feats, mask)["params"]
     params = M.params_from_linen(linen, cfg)
     masks = masks_linen = None
-    if as_spec(spec).sparse:   # one-shot N:M masks on the compressible kernels (Eq. 3)
+    if as_spec(spec).sparse:  # one-shot N:M masks on the compressible kernels (Eq. 3)
         where = M.compressible_mask_tree(params, cfg, M.ModelOptions(**options))
         one_shot = lambda w, p: sparsity.nm_mask(w, 2, 4) if p else jnp.ones((), bool)
         masks = jax.tree.map(one_shot, params, where)
-        masks_linen = jax.tree.map(one_shot, linen,
-                                   L.compressible_mask_tree(linen, linen_model.opts))
+        masks_linen = jax.tree.map(
+            one_shot, linen, L.compressible_mask_tree(linen, linen_model.opts)
+        )
     ref, _ = linen_model.apply({"params": L.apply_masks(linen, masks_linen)}, feats, mask)
-    out, _ = M.forward(M.model_graph(cfg, spec, **options), M.apply_masks(params, masks),
-                       feats, mask)
+    out, _ = M.forward(
+        M.model_graph(cfg, spec, **options), M.apply_masks(params, masks), feats, mask
+    )
     diff = float(jnp.max(jnp.abs(out - ref)))
     print(f"CI random init, spec {spec} {options}: max |NNX - Linen| = {diff:.3g}")
     assert diff <= REL_TOL * float(jnp.max(jnp.abs(ref)))
@@ -180,8 +205,13 @@ def _linen_wer(b0, ds, batch_size: int = 16) -> float:
         out, omask = logits(linen, jnp.asarray(batch.waveforms), jnp.asarray(batch.lengths))
         for row, i in enumerate(idx):
             refs.append(tok.normalize(ds.examples[i].text))
-            hyps.append(tok.decode(decoding.greedy_decode(np.asarray(out)[row:row + 1],
-                                                          np.asarray(omask)[row:row + 1])[0]))
+            hyps.append(
+                tok.decode(
+                    decoding.greedy_decode(
+                        np.asarray(out)[row : row + 1], np.asarray(omask)[row : row + 1]
+                    )[0]
+                )
+            )
     return decoding.wer_cer(refs, hyps)[0]
 
 
@@ -195,8 +225,11 @@ def test_b0_committed_wer_is_reproduced(b0):
     where = _fsdd_dir()
     if where is None:
         pytest.skip("FSDD not found (set USMLITE_DATA or `usmlite-edu data fetch fsdd`)")
-    record = next(r for r in json.loads((RUN.parents[0] / "results.json").read_text())["runs"]
-                  if r["exp"] == "B0" and r["seed"] == 0)
+    record = next(
+        r
+        for r in json.loads((RUN.parents[0] / "results.json").read_text())["runs"]
+        if r["exp"] == "B0" and r["seed"] == 0
+    )
     p = presets.get_preset("cpu")
     run = runs.load_run(RUN)
     sets = reproduce._eval_sets(p.reproduce, str(where), run.config, run.tokenizer, p.train)
@@ -206,6 +239,8 @@ def test_b0_committed_wer_is_reproduced(b0):
         wer = trainer.evaluate(run.params, None, ds, run.tokenizer)["wer"]
         committed = record["results"][name]["wer"]
         expected = committed if same_cpu else _linen_wer(b0, ds)
-        print(f"B0 {name}: NNX {wer:.2f}%, committed {committed:.2f}% "
-              f"({'same processor' if same_cpu else 'Linen on this processor: %.2f%%' % expected})")
+        print(
+            f"B0 {name}: NNX {wer:.2f}%, committed {committed:.2f}% "
+            f"({'same processor' if same_cpu else f'Linen on this processor: {expected:.2f}%'})"
+        )
         assert wer == pytest.approx(expected, abs=1e-9)

@@ -20,8 +20,15 @@ NOTEBOOKS = notebook_runner.list_notebooks(NB_DIR)
 
 def _cells(nb) -> list[tuple]:
     """What an instructor edits: cell type, source, tags and the hidden-source flag."""
-    return [(c.cell_type, c.source, c.metadata.get("tags", []),
-             c.metadata.get("jupyter", {}).get("source_hidden", False)) for c in nb.cells]
+    return [
+        (
+            c.cell_type,
+            c.source,
+            c.metadata.get("tags", []),
+            c.metadata.get("jupyter", {}).get("source_hidden", False),
+        )
+        for c in nb.cells
+    ]
 
 
 def _setup_cell(nb) -> str:
@@ -76,8 +83,9 @@ def test_setup(monkeypatch):
     assert env.results == ROOT / "results"
     # the same key and NumPy stream as seeding by hand
     assert jax.dtypes.issubdtype(env.key.dtype, jax.dtypes.prng_key)
-    np.testing.assert_array_equal(jax.random.key_data(env.key),
-                                  jax.random.key_data(jax.random.key(3)))
+    np.testing.assert_array_equal(
+        jax.random.key_data(env.key), jax.random.key_data(jax.random.key(3))
+    )
     assert env.rng.integers(1 << 30) == np.random.default_rng(3).integers(1 << 30)
     assert "FAST=True" in env.summary()
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -16,9 +16,22 @@ def installed(tmp_path_factory):
     """The wheel built from this checkout, unpacked into a bare folder (its dependencies
     come from the test environment)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                        str(tmp / "dist"), str(ROOT)], capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     wheel = next((tmp / "dist").glob("usmlite_edu-*.whl"))
     target = tmp / "site"
@@ -32,10 +45,18 @@ def _run(installed, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     target, _ = installed
     env = {**os.environ, "PYTHONPATH": str(target), "USMLITE_JAX_CACHE": "0"}
     env.pop("USMLITE_DATA", None)
-    code = ("import sys, usmlite_edu; assert usmlite_edu.__file__.startswith(sys.argv[1]), "
-            "usmlite_edu.__file__; from usmlite_edu.cli import main; sys.exit(main(sys.argv[2:]))")
-    return subprocess.run([sys.executable, "-c", code, str(target), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300, env=env)
+    code = (
+        "import sys, usmlite_edu; assert usmlite_edu.__file__.startswith(sys.argv[1]), "
+        "usmlite_edu.__file__; from usmlite_edu.cli import main; sys.exit(main(sys.argv[2:]))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(target), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 @pytest.mark.slow

@@ -25,10 +25,16 @@ def test_unknown_preset_is_refused_with_the_known_ones():
 
 
 def test_overrides_reach_every_section_with_their_types():
-    p = presets.get_preset("cpu").override([
-        "train.peak_lr=1e-3", "model.dropout=0.1", "train.bucket_seconds=2,4",
-        "train.compute_dtype=bfloat16", "reproduce.finetune_steps=50",
-        "reproduce.heldout_speaker=None"])
+    p = presets.get_preset("cpu").override(
+        [
+            "train.peak_lr=1e-3",
+            "model.dropout=0.1",
+            "train.bucket_seconds=2,4",
+            "train.compute_dtype=bfloat16",
+            "reproduce.finetune_steps=50",
+            "reproduce.heldout_speaker=None",
+        ]
+    )
     assert p.train.peak_lr == 1e-3 and p.model.dropout == 0.1
     assert p.train.bucket_seconds == (2.0, 4.0) and p.train.compute_dtype == "bfloat16"
     assert p.reproduce.finetune_steps == 50 and p.reproduce.heldout_speaker is None
@@ -38,19 +44,22 @@ def test_overrides_reach_every_section_with_their_types():
     assert q.train.steps == 7 and presets.get_preset("ci").train.steps == 500
 
 
-@pytest.mark.parametrize("bad,says", [
-    ("train.peak_lr=fast", "must be a number"),
-    ("train.steps=1.5", "must be an integer"),
-    ("train.nope=1", "known:"),
-    ("optim.lr=1", "model.FIELD"),
-    ("train.steps", "SECTION.FIELD=VALUE"),
-    ("train.steps=0", "train.steps must be >= 1"),
-    ("train.bucket_seconds=4,2", "increasing"),
-    ("train.compute_dtype=float16", "compute_dtype"),
-    ("model.num_heads=5", "not divisible by num_heads=5"),
-    ("model.conv_kernel=4", "odd"),
-    ("reproduce.group_sizes=8,4", "needs 3 values"),
-])
+@pytest.mark.parametrize(
+    "bad,says",
+    [
+        ("train.peak_lr=fast", "must be a number"),
+        ("train.steps=1.5", "must be an integer"),
+        ("train.nope=1", "known:"),
+        ("optim.lr=1", "model.FIELD"),
+        ("train.steps", "SECTION.FIELD=VALUE"),
+        ("train.steps=0", "train.steps must be >= 1"),
+        ("train.bucket_seconds=4,2", "increasing"),
+        ("train.compute_dtype=float16", "compute_dtype"),
+        ("model.num_heads=5", "not divisible by num_heads=5"),
+        ("model.conv_kernel=4", "odd"),
+        ("reproduce.group_sizes=8,4", "needs 3 values"),
+    ],
+)
 def test_bad_overrides_are_refused_naming_the_field(bad, says):
     with pytest.raises(ValueError) as e:
         presets.get_preset("ci").override([bad])
@@ -65,8 +74,7 @@ def test_a_preset_without_a_plan_refuses_reproduce_overrides():
 @given(st.integers(1, 10**6), st.floats(1e-6, 1.0, allow_nan=False))
 def test_override_round_trip(steps, lr):
     p = presets.get_preset("ci").override([f"train.steps={steps}", f"train.peak_lr={lr!r}"])
-    assert p.train == dataclasses.replace(presets.get_preset("ci").train, steps=steps,
-                                          peak_lr=lr)
+    assert p.train == dataclasses.replace(presets.get_preset("ci").train, steps=steps, peak_lr=lr)
 
 
 def test_config_from_dict_round_trips_and_refuses_unknown_keys():

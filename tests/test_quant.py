@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from usmlite_edu import quant
 
-SETTINGS = settings(max_examples=20, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -35,8 +34,9 @@ def weights(draw, max_groups=4):
     return jnp.asarray(w, jnp.float32), g
 
 
-GRIDS = st.sampled_from([(8, True), (4, True), (3, True), (2, True), (8, False),
-                         (4, False), (2, False)])
+GRIDS = st.sampled_from(
+    [(8, True), (4, True), (3, True), (2, True), (8, False), (4, False), (2, False)]
+)
 
 
 @SETTINGS
@@ -96,8 +96,9 @@ def test_int2_asymmetric_uses_four_levels_symmetric_three(seed, j):
     # A linear ramp over a channel's range hits every level of the grid.
     rng = np.random.default_rng(seed)
     lo, hi = -rng.uniform(0.1, 2), rng.uniform(0.1, 2)
-    w = jnp.asarray(np.linspace(lo, hi, 64)[:, None] * rng.uniform(0.5, 2, size=(1, j)),
-                    jnp.float32)
+    w = jnp.asarray(
+        np.linspace(lo, hi, 64)[:, None] * rng.uniform(0.5, 2, size=(1, j)), jnp.float32
+    )
     asym = quant.quantize(w, 2, symmetric=False)
     sym = quant.quantize(w, 2, symmetric=True)
     for c in range(j):
@@ -124,7 +125,7 @@ def test_more_sub_channels_never_raise_a_channels_error_bound(seed, grid):
     prev_step = None
     for g in (1, 2, 4, 8, 16):  # each grouping refines the previous one
         q = quant.quantize(w, bits, symmetric=sym, sub_channels=g)
-        step = jnp.repeat(q.scale, 64 // g, axis=0)          # (I, J) step per element
+        step = jnp.repeat(q.scale, 64 // g, axis=0)  # (I, J) step per element
         err = jnp.abs(w - quant.dequantize(q))
         if prev_step is not None:
             assert bool(jnp.all(step <= prev_step * (1 + 1e-6)))
@@ -135,8 +136,14 @@ def test_more_sub_channels_never_raise_a_channels_error_bound(seed, grid):
 @pytest.mark.parametrize("bits, sym", [(2, False), (4, True)])
 def test_more_sub_channels_lower_the_error_on_average(bits, sym):
     w = jnp.asarray(np.random.default_rng(1).standard_t(3, size=(1536, 64)), jnp.float32)
-    errs = [float(jnp.mean((w - quant.dequantize(
-        quant.quantize(w, bits, symmetric=sym, sub_channels=g))) ** 2)) for g in (1, 16, 32, 64)]
+    errs = [
+        float(
+            jnp.mean(
+                (w - quant.dequantize(quant.quantize(w, bits, symmetric=sym, sub_channels=g))) ** 2
+            )
+        )
+        for g in (1, 16, 32, 64)
+    ]
     assert errs == sorted(errs, reverse=True) and errs[-1] < 0.8 * errs[0], errs
 
 
@@ -157,8 +164,9 @@ def test_clip_search_helps_with_an_outlier():
     w[0, :] = 12.0
     w = jnp.asarray(w)
     err = lambda q: float(jnp.sum((w - quant.dequantize(q)) ** 2))
-    assert err(quant.quantize(w, 2, symmetric=False, clip="search")) < \
-        0.9 * err(quant.quantize(w, 2, symmetric=False))
+    assert err(quant.quantize(w, 2, symmetric=False, clip="search")) < 0.9 * err(
+        quant.quantize(w, 2, symmetric=False)
+    )
 
 
 @SETTINGS
@@ -167,8 +175,9 @@ def test_ste_gradient_is_identity_inside_the_range(wg, grid):
     w, g = wg
     bits, sym = grid
     ct = jax.random.normal(jax.random.key(0), w.shape)
-    grad = jax.grad(lambda v: jnp.sum(quant.fake_quant(v, bits, symmetric=sym,
-                                                       sub_channels=g) * ct))(w)
+    grad = jax.grad(
+        lambda v: jnp.sum(quant.fake_quant(v, bits, symmetric=sym, sub_channels=g) * ct)
+    )(w)
     np.testing.assert_allclose(grad, ct, rtol=1e-6, atol=1e-6)
 
 
@@ -196,15 +205,18 @@ def test_native_and_fake_paths_agree(wg, grid, batch):
     np.testing.assert_allclose(native, fake, atol=tol, rtol=1e-5)
     # ... and so do their gradients (the native path's custom VJP is the STE).
     ct = jax.random.normal(jax.random.key(7), fake.shape)
-    gn = jax.grad(lambda x_, w_: jnp.sum(quant.qat_matmul(x_, w_, bits, symmetric=sym,
-                                                          sub_channels=g) * ct),
-                  argnums=(0, 1))(x, w)
-    gf = jax.grad(lambda x_, w_: jnp.sum((x_ @ quant.fake_quant(w_, bits, symmetric=sym,
-                                                                sub_channels=g)) * ct),
-                  argnums=(0, 1))(x, w)
+    gn = jax.grad(
+        lambda x_, w_: jnp.sum(quant.qat_matmul(x_, w_, bits, symmetric=sym, sub_channels=g) * ct),
+        argnums=(0, 1),
+    )(x, w)
+    gf = jax.grad(
+        lambda x_, w_: jnp.sum(
+            (x_ @ quant.fake_quant(w_, bits, symmetric=sym, sub_channels=g)) * ct
+        ),
+        argnums=(0, 1),
+    )(x, w)
     for a, b in zip(gn, gf):
-        np.testing.assert_allclose(a, b, atol=1e-4 * (1 + float(jnp.max(jnp.abs(b)))),
-                                   rtol=1e-4)
+        np.testing.assert_allclose(a, b, atol=1e-4 * (1 + float(jnp.max(jnp.abs(b)))), rtol=1e-4)
 
 
 def test_native_forward_really_uses_int8():
@@ -215,7 +227,12 @@ def test_native_forward_really_uses_int8():
 
 
 @SETTINGS
-@given(st.integers(0, 10_000), st.sampled_from([1, 7]), st.sampled_from([4, 24]), st.sampled_from([1, 16]))
+@given(
+    st.integers(0, 10_000),
+    st.sampled_from([1, 7]),
+    st.sampled_from([4, 24]),
+    st.sampled_from([1, 16]),
+)
 def test_int32_path_equals_dequantized_product(seed, rows, i, j):
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.normal(size=(rows, i)), jnp.float32)
@@ -227,21 +244,26 @@ def test_int32_path_equals_dequantized_product(seed, rows, i, j):
     out = quant.int8_matmul(x, q)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(ref)) + 1))
     # the accumulation itself is exact integer arithmetic
-    acc = jax.lax.dot_general(xq, q.values, (((1,), (0,)), ((), ())),
-                              preferred_element_type=jnp.int32)
+    acc = jax.lax.dot_general(
+        xq, q.values, (((1,), (0,)), ((), ())), preferred_element_type=jnp.int32
+    )
     assert acc.dtype == jnp.int32
     np.testing.assert_array_equal(
-        np.asarray(acc), np.asarray(xq, np.int64) @ np.asarray(q.values, np.int64))
+        np.asarray(acc), np.asarray(xq, np.int64) @ np.asarray(q.values, np.int64)
+    )
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(bits=1), "outside 2..8"),
-    (dict(bits=9), "outside 2..8"),
-    (dict(bits=4, sub_channels=3), "does not divide"),
-    (dict(bits=4, clip=0.0), r"\(0, 1\]"),
-    (dict(bits=4, clip="auto"), "search"),
-    (dict(bits=4, sub_channels=0), "positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(bits=1), "outside 2..8"),
+        (dict(bits=9), "outside 2..8"),
+        (dict(bits=4, sub_channels=3), "does not divide"),
+        (dict(bits=4, clip=0.0), r"\(0, 1\]"),
+        (dict(bits=4, clip="auto"), "search"),
+        (dict(bits=4, sub_channels=0), "positive"),
+    ],
+)
 def test_invalid_settings_are_refused(kwargs, match):
     w = jnp.ones((8, 2))
     with pytest.raises(ValueError, match=match):
@@ -260,5 +282,6 @@ def test_quantized_array_is_a_pytree_and_jits():
     w = jax.random.normal(jax.random.key(0), (8, 3))
     q = jax.jit(lambda w: quant.quantize(w, 2, symmetric=False, sub_channels=2))(w)
     assert isinstance(q, quant.QuantizedArray) and q.bits == 2 and not q.symmetric
-    np.testing.assert_array_equal(q.values, quant.quantize(w, 2, symmetric=False,
-                                                           sub_channels=2).values)
+    np.testing.assert_array_equal(
+        q.values, quant.quantize(w, 2, symmetric=False, sub_channels=2).values
+    )

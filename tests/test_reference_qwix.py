@@ -86,8 +86,9 @@ KINDS = ("normal", "cauchy", "loguniform_cols", "ties")
 
 
 # --------------------------------------------------------------------------- inputs
-def make_weight(seed: int, n_in: int, n_out: int, kind: str, bits: int,
-                zero_col: int | None) -> np.ndarray:
+def make_weight(
+    seed: int, n_in: int, n_out: int, kind: str, bits: int, zero_col: int | None
+) -> np.ndarray:
     """A float32 ``(n_in, n_out)`` weight of the given kind."""
     rng = np.random.default_rng(seed)
     if kind == "normal":
@@ -132,8 +133,9 @@ def qwix_full_pipeline_paper_bound(w: np.ndarray, bits: int):
 
 
 def qwix_core_ops_fixed_scale(w: np.ndarray, bits: int):
-    how = qwix_qarray.HowToQuantize(qtype=QTYPE[bits], channelwise_axes=(1,),
-                                    calibration_method="absmax")
+    how = qwix_qarray.HowToQuantize(
+        qtype=QTYPE[bits], channelwise_axes=(1,), calibration_method="absmax"
+    )
     absmax = qwix_qarray.calibrate(jnp.asarray(w), how)["absmax"]  # (1, out)
     scale = absmax / QMAX[bits]
     scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))  # an all-zero column
@@ -143,8 +145,9 @@ def qwix_core_ops_fixed_scale(w: np.ndarray, bits: int):
 def qwix_documented_factor(w: np.ndarray, bits: int):
     qmax = QMAX[bits]
     factor = (qmax + 0.5) / qmax  # undo Qwix's "+ 0.5" bound: absmax*c/(qmax+.5) = absmax/qmax
-    return qwix.quantize(jnp.asarray(w), QTYPE[bits], channelwise_axes=(1,),
-                         calibration_method=f"absmax,{factor!r}")
+    return qwix.quantize(
+        jnp.asarray(w), QTYPE[bits], channelwise_axes=(1,), calibration_method=f"absmax,{factor!r}"
+    )
 
 
 def qwix_default(w: np.ndarray, bits: int):
@@ -183,22 +186,24 @@ def assert_bit_exact(w: np.ndarray, bits: int, qa) -> None:
     bad = np.argwhere(values != ref_values)
     assert bad.size == 0, (
         f"{len(bad)} integer values differ, first at {tuple(bad[0])}: "
-        f"w={w[tuple(bad[0])]!r} ours={values[tuple(bad[0])]} qwix={ref_values[tuple(bad[0])]}")
+        f"w={w[tuple(bad[0])]!r} ours={values[tuple(bad[0])]} qwix={ref_values[tuple(bad[0])]}"
+    )
     assert ref_values.min() >= -qmax and ref_values.max() <= qmax
 
 
 # A few fixed shapes (odd, prime, single-row, single-column): JAX compiles every op once per
 # shape, so drawing free shapes would spend the time budget on compilation, not on data.
 SHAPES = st.sampled_from([(1, 3), (17, 5), (33, 7), (40, 9), (64, 16), (5, 1)])
-CASE = st.fixed_dictionaries({
-    "seed": st.integers(0, 2**31 - 1),
-    "shape": SHAPES,
-    "kind": st.sampled_from(KINDS),
-    "bits": st.sampled_from((8, 4)),
-    "zero_col": st.one_of(st.none(), st.integers(0, 11)),
-})
-HYP = settings(max_examples=30, deadline=None,
-               suppress_health_check=[HealthCheck.too_slow])
+CASE = st.fixed_dictionaries(
+    {
+        "seed": st.integers(0, 2**31 - 1),
+        "shape": SHAPES,
+        "kind": st.sampled_from(KINDS),
+        "bits": st.sampled_from((8, 4)),
+        "zero_col": st.one_of(st.none(), st.integers(0, 11)),
+    }
+)
+HYP = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 FIXED = [  # (seed, n_in, n_out, kind, bits, zero_col)
     (0, 64, 16, "normal", 8, 3),
@@ -264,8 +269,9 @@ def test_qwix_default_grid_differs_from_ours(bits):
 
     nonzero = np.abs(w).max(axis=0) > 0
     assert np.all(ref_scale[0, nonzero] != scale[0, nonzero])
-    np.testing.assert_allclose(ref_scale[0, nonzero] * (qmax + 0.5) / qmax,
-                               scale[0, nonzero], rtol=1e-6)
+    np.testing.assert_allclose(
+        ref_scale[0, nonzero] * (qmax + 0.5) / qmax, scale[0, nonzero], rtol=1e-6
+    )
     assert np.any(values != ref_values)
     # -absmax / (absmax / (qmax + .5)) = -(qmax + .5) rounds half-to-even to -(qmax + 1).
     assert ref_values[5, 7] == -(qmax + 1) and values[5, 7] == -qmax

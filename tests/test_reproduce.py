@@ -23,6 +23,7 @@ def test_plan_has_every_paper_row_and_the_seeded_ones():
     # every spec fits every layer of the preset (refused up front otherwise)
     for r in rows:
         from usmlite_edu.model import build_model
+
         build_model(p.model, r.spec)
     # B0 of each seed comes before the rows fine-tuned from it
     order = [r.key for r in rows]
@@ -33,7 +34,9 @@ def test_plan_has_every_paper_row_and_the_seeded_ones():
 def test_dense_baselines_hit_the_paper_ratios(target):
     over, r = reproduce.dense_baseline_config(configs.CPU, target)
     assert abs(r - target) < 0.03
-    assert configs.num_params(configs.CPU.replace(**over)) / configs.num_params(configs.CPU) == pytest.approx(r)
+    assert configs.num_params(configs.CPU.replace(**over)) / configs.num_params(
+        configs.CPU
+    ) == pytest.approx(r)
 
 
 def test_pareto_front():
@@ -42,12 +45,37 @@ def test_pareto_front():
 
 
 def _lines(**wers):
-    base = dict(B0=3.0, E0=3.1, E1=3.0, E2=40.0, E3=3.4, E4=95.0, E5=60.0, E6=30.0, E7=9.0,
-                E8=3.3, E9=3.2, E10=12.0, E11=8.0, E12=3.5, E13=3.6, B1=4.5, B2=6.0, B3=9.0)
+    base = dict(
+        B0=3.0,
+        E0=3.1,
+        E1=3.0,
+        E2=40.0,
+        E3=3.4,
+        E4=95.0,
+        E5=60.0,
+        E6=30.0,
+        E7=9.0,
+        E8=3.3,
+        E9=3.2,
+        E10=12.0,
+        E11=8.0,
+        E12=3.5,
+        E13=3.6,
+        B1=4.5,
+        B2=6.0,
+        B3=9.0,
+    )
     base.update(wers)
     sizes_ = dict(E12=9.4, B1=50.2)
-    return [{"exp": k, "wer_test": v, "wer_test_sd": 0.2 if k == "B0" else None,
-             "size_paper": sizes_.get(k, 50.0)} for k, v in base.items()]
+    return [
+        {
+            "exp": k,
+            "wer_test": v,
+            "wer_test_sd": 0.2 if k == "B0" else None,
+            "size_paper": sizes_.get(k, 50.0),
+        }
+        for k, v in base.items()
+    ]
 
 
 def test_claims_paper_like_table_is_reproduced():
@@ -56,8 +84,7 @@ def test_claims_paper_like_table_is_reproduced():
 
 
 def test_claims_say_when_they_do_not_hold():
-    text = reproduce.judge_claims(_lines(E2=3.2, E10=3.4, E11=3.3, E12=8.0),
-                                  "cpu")
+    text = reproduce.judge_claims(_lines(E2=3.2, E10=3.4, E11=3.3, E12=8.0), "cpu")
     section = lambda title: text.split(f"## {title}")[1].split("##")[0]
     assert "not reproduced" in section("int4 needs QAT")
     assert "int4 PTQ already keeps" in section("int4 needs QAT")
@@ -68,8 +95,7 @@ def test_claims_say_when_they_do_not_hold():
 def test_claims_name_what_moved_and_by_how_much():
     # The shape of our cpu table: int8 QAT worse, int2 degraded but working with no gain
     # from groups, E12 level with B1 within noise but not below it.
-    text = reproduce.judge_claims(_lines(E1=5.0, E4=6.0, E5=6.5, E6=7.0, E7=6.0, E12=4.9),
-                                  "cpu")
+    text = reproduce.judge_claims(_lines(E1=5.0, E4=6.0, E5=6.5, E6=7.0, E7=6.0, E12=4.9), "cpu")
     section = lambda title: text.split(f"## {title}")[1].split("##")[0]
     assert "**partly**" in section("int8") and "QAT +2.00 points" in section("int8")
     assert "PTQ" not in section("int8").split("verdict")[1], "E0 stayed within noise"
@@ -79,8 +105,7 @@ def test_claims_name_what_moved_and_by_how_much():
     e12 = section("int4 + 2:4 beats the 1B")
     assert "**partly**" in e12 and "matches B1 within noise" in e12 and "+0.40 points" in e12
     # a collapsed E4 that groups do not rescue is half the claim
-    text = reproduce.judge_claims(_lines(E5=95.0, E6=95.0, E7=95.0),
-                                  "cpu")
+    text = reproduce.judge_claims(_lines(E5=95.0, E6=95.0, E7=95.0), "cpu")
     assert "**partly**" in section("int2 fails") and "collapses" in section("int2 fails")
 
 

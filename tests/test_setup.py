@@ -7,14 +7,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pins(lines):
-    return sorted(ln.strip() for ln in lines if re.match(r"^[A-Za-z0-9_.\-\[\]]+==\S+$", ln.strip()))
+    return sorted(
+        ln.strip() for ln in lines if re.match(r"^[A-Za-z0-9_.\-\[\]]+==\S+$", ln.strip())
+    )
 
 
 def test_environment_yml_pins_equal_requirements():
     req = _pins((ROOT / "requirements.txt").read_text().splitlines())
-    env = _pins(ln.strip().removeprefix("- ").strip()
-                for ln in (ROOT / "environment.yml").read_text().splitlines()
-                if ln.strip().startswith("- ") and "==" in ln)
+    env = _pins(
+        ln.strip().removeprefix("- ").strip()
+        for ln in (ROOT / "environment.yml").read_text().splitlines()
+        if ln.strip().startswith("- ") and "==" in ln
+    )
     assert req and req == env, set(req) ^ set(env)
 
 

@@ -29,12 +29,14 @@ def test_exact_is_larger_than_paper_for_quantized_and_explained():
 
 def test_exact_breakdown_by_hand():
     # a toy model: one 8x4 dense matrix and a 4-element float bias
-    weights = [configs.WeightInfo("d/kernel", (8, 4), "dense"),
-               configs.WeightInfo("d/bias", (4,), "other")]
+    weights = [
+        configs.WeightInfo("d/kernel", (8, 4), "dense"),
+        configs.WeightInfo("d/bias", (4,), "other"),
+    ]
     b = sizes.model_size("int2/g2+2:4", weights)
-    assert b.values == 32 * 0.5 * 2          # 16 kept weights, 2 bits each
-    assert b.scales == 32 * 2 * 4            # g=2 groups x 4 channels, float32
-    assert b.zero_points == 2 * 2 * 4        # int2 zero point per group
+    assert b.values == 32 * 0.5 * 2  # 16 kept weights, 2 bits each
+    assert b.scales == 32 * 2 * 4  # g=2 groups x 4 channels, float32
+    assert b.zero_points == 2 * 2 * 4  # int2 zero point per group
     assert b.index == (32 / 4) * 2 * math.ceil(math.log2(4))  # 2 indices of 2 bits per group
     assert b.float_layers == 32 * 4
     assert b.float_total == 32 * 36
@@ -60,6 +62,9 @@ def test_group_size_overhead():
     assert sizes.size_ratio("int2/gs24") == pytest.approx(6.25 + 100 / 24)
     exact = sizes.model_size("int2/gs24", "cpu")
     cfg = configs.CPU
-    expected_scales = sum(32 * (w.shape[0] // 24) * w.shape[1]
-                          for w in configs.weight_shapes(cfg) if w.role == "dense")
+    expected_scales = sum(
+        32 * (w.shape[0] // 24) * w.shape[1]
+        for w in configs.weight_shapes(cfg)
+        if w.role == "dense"
+    )
     assert exact.scales == expected_scales

@@ -12,10 +12,8 @@ from usmlite_edu import sparsity
 
 SETTINGS = settings(max_examples=20, deadline=None)
 
-FIG1_DENSE = np.array([[1, 2, 3, 4, -3, -4, 1, 2],
-                       [3, 1, -4, 2, -3, 1, 2, -4]], np.float32)
-FIG1_SPARSE = np.array([[0, 0, 3, 4, -3, -4, 0, 0],
-                        [3, 0, -4, 0, -3, 0, 0, -4]], np.float32)
+FIG1_DENSE = np.array([[1, 2, 3, 4, -3, -4, 1, 2], [3, 1, -4, 2, -3, 1, 2, -4]], np.float32)
+FIG1_SPARSE = np.array([[0, 0, 3, 4, -3, -4, 0, 0], [3, 0, -4, 0, -3, 0, 0, -4]], np.float32)
 
 
 def test_paper_figure_1():
@@ -24,8 +22,12 @@ def test_paper_figure_1():
 
 
 @SETTINGS
-@given(st.integers(0, 2**31 - 1), st.sampled_from([(1, 4), (2, 4), (3, 4), (4, 4), (2, 8), (1, 2)]),
-       st.sampled_from([0, 1]), st.booleans())
+@given(
+    st.integers(0, 2**31 - 1),
+    st.sampled_from([(1, 4), (2, 4), (3, 4), (4, 4), (2, 8), (1, 2)]),
+    st.sampled_from([0, 1]),
+    st.booleans(),
+)
 def test_every_group_keeps_exactly_n_of_the_largest(seed, nm, axis, ties):
     n, m = nm
     rng = np.random.default_rng(seed)
@@ -53,11 +55,14 @@ def test_every_group_keeps_exactly_n_of_the_largest(seed, nm, axis, ties):
                 assert max(kept_eq) < min(pruned_eq)
 
 
-@pytest.mark.parametrize("n, m, shape, match", [
-    (3, 2, (8, 4), "n=3 > m=2"),
-    (0, 4, (8, 4), "positive"),
-    (2, 4, (6, 4), "does not divide"),
-])
+@pytest.mark.parametrize(
+    "n, m, shape, match",
+    [
+        (3, 2, (8, 4), "n=3 > m=2"),
+        (0, 4, (8, 4), "positive"),
+        (2, 4, (6, 4), "does not divide"),
+    ],
+)
 def test_invalid_patterns_are_refused(n, m, shape, match):
     with pytest.raises(ValueError, match=match):
         sparsity.nm_mask(jnp.ones(shape), n, m)
@@ -125,7 +130,7 @@ def test_few_shot_mask_stops_changing_after_t_p_steps(t_p):
     masks = [m["w"] for _, m in history]
     changed = [not np.array_equal(masks[t], masks[t - 1]) for t in range(1, len(masks))]
     assert any(changed[: t_p - 1]) or t_p == 1
-    assert not any(changed[t_p - 1:])  # masks used at steps >= T_p equal the one at T_p-1
+    assert not any(changed[t_p - 1 :])  # masks used at steps >= T_p equal the one at T_p-1
     # the masks recomputed during the first T_p steps follow the weights
     for t in range(t_p):
         np.testing.assert_array_equal(masks[t], sparsity.nm_mask(history[t][0]["w"], 1, 4))

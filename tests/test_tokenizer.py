@@ -22,8 +22,7 @@ SENTENCES = [
 
 def _corpus(n: int = 400, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    texts = [" ".join(rng.choice(DIGITS) for _ in range(rng.randint(1, 9)))
-             for _ in range(n)]
+    texts = [" ".join(rng.choice(DIGITS) for _ in range(rng.randint(1, 9))) for _ in range(n)]
     return texts + SENTENCES * 5
 
 
@@ -44,11 +43,10 @@ def test_vocab_and_blank(tok: Tokenizer):
 
 
 def test_round_trip(tok: Tokenizer):
-    for text in ["  three   four\tnine ", "oh oh seven", *SENTENCES,
-                 "the lazy fox calls nine"]:
+    for text in ["  three   four\tnine ", "oh oh seven", *SENTENCES, "the lazy fox calls nine"]:
         ids = tok.encode(text)
         assert tok.decode(ids) == tok.normalize(text) == " ".join(text.split())
-    assert tok.decode([0, *tok.encode("two"), 0]) == "two"      # blanks are ignored
+    assert tok.decode([0, *tok.encode("two"), 0]) == "two"  # blanks are ignored
     with pytest.raises(ValueError, match="out of range"):
         tok.decode([tok.vocab_size])
 
@@ -81,8 +79,9 @@ def test_can_encode(tok: Tokenizer):
 
 
 def test_small_corpus_large_vocab_does_not_crash(tmp_path):
-    digits_only = ["".join(random.Random(i).choice("0123456789") for _ in range(6))
-                   for i in range(30)]
+    digits_only = [
+        "".join(random.Random(i).choice("0123456789") for _ in range(6)) for i in range(30)
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         small = Tokenizer.train(digits_only, 5000, tmp_path)
@@ -109,8 +108,9 @@ def test_other_model_types(model_type: str):
 @pytest.mark.filterwarnings("ignore:tokenizer:UserWarning")
 def test_training_speed():
     rng = random.Random(3)
-    corpus = [" ".join(rng.choice(DIGITS + SENTENCES[0].split()) for _ in range(12))
-              for _ in range(1000)]
+    corpus = [
+        " ".join(rng.choice(DIGITS + SENTENCES[0].split()) for _ in range(12)) for _ in range(1000)
+    ]
     start = time.perf_counter()
     Tokenizer.train(corpus, 256, None)
     assert time.perf_counter() - start < 5.0

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import jax
@@ -18,8 +17,12 @@ from usmlite_edu.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.xdist_group("train")  # share the compile cache on one worker
 
-TINY = {"model.model_dim": 32, "model.num_heads": 2, "model.num_layers": 1,
-        "model.subsample_channels": (4, 4)}
+TINY = {
+    "model.model_dim": 32,
+    "model.num_heads": 2,
+    "model.num_layers": 1,
+    "model.subsample_channels": (4, 4),
+}
 TINY_CFG = dict(model_dim=32, num_heads=2, num_layers=1, subsample_channels=(4, 4))
 
 
@@ -102,8 +105,9 @@ def test_overfit_one_batch(small_train, tokenizer, spec):
     cfg = configs.CI.replace(vocab_size=tokenizer.vocab_size)
     split = CorpusSplit("one", small_train.utterances[:4], [], 16000)
     ds = batching.prepare(split, tokenizer, cfg, (4.5,))
-    tcfg = configs.TrainConfig(batch_size=4, peak_lr=3e-3, encoder_warmup=20, softmax_warmup=10,
-                             bucket_seconds=(4.5,))
+    tcfg = configs.TrainConfig(
+        batch_size=4, peak_lr=3e-3, encoder_warmup=20, softmax_warmup=10, bucket_seconds=(4.5,)
+    )
     tr = train.Trainer(cfg, CompressionSpec.parse(spec), tcfg)
     params = tr.init_params(0)
     state = tr.setup_optimizer(params)
@@ -135,8 +139,9 @@ def test_bad_inputs_are_reported_and_skipped(tmp_path, small_train, tokenizer):
         Utterance("empty_text", "", "s", audio=good.load(16000)),
         Utterance("unencodable", "one two ß", "s", audio=good.load(16000)),
         Utterance("too_long", "one", "s", audio=np.zeros(16000 * 10, np.float32)),
-        Utterance("too_short", "one two three four five six seven", "s",
-                  audio=np.zeros(3000, np.float32)),
+        Utterance(
+            "too_short", "one two three four five six seven", "s", audio=np.zeros(3000, np.float32)
+        ),
         Utterance("stereo_8k", good.text, "s", path=str(stereo)),
     ]
     ds = batching.prepare(CorpusSplit("bad", utts, [], 16000), tokenizer, cfg, (4.5,))
@@ -178,9 +183,18 @@ def _final_params(run):
 
 @pytest.mark.parametrize("spec", ["2:4/fs6"])
 def test_killed_run_resumes_to_identical_parameters(tmp_path, spec):
-    kw = dict(steps=12, spec=spec, eval_splits=(),
-              overrides={**TINY, "train.checkpoint_every": 4, "train.log_every": 2,
-                         "train.batch_size": 8, "train.bucket_seconds": (2.5, 4.5)})
+    kw = dict(
+        steps=12,
+        spec=spec,
+        eval_splits=(),
+        overrides={
+            **TINY,
+            "train.checkpoint_every": 4,
+            "train.log_every": 2,
+            "train.batch_size": 8,
+            "train.bucket_seconds": (2.5, 4.5),
+        },
+    )
     train.train("ci", "data_small", None, tmp_path / "full", **kw)
     # "killed" after 7 steps: the last checkpoint is step 4; steps 5-7 are lost and redone
     train.train("ci", "data_small", None, tmp_path / "cut", stop_after=7, **kw)
@@ -196,14 +210,22 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, spec):
 
 
 def test_resume_refuses_a_different_run(tmp_path):
-    kw = dict(steps=2, eval_splits=(),
-              overrides={**TINY, "train.checkpoint_every": 2, "train.batch_size": 8})
+    kw = dict(
+        steps=2,
+        eval_splits=(),
+        overrides={**TINY, "train.checkpoint_every": 2, "train.batch_size": 8},
+    )
     train.train("ci", "data_small", None, tmp_path / "r", **kw)
     with pytest.raises(ValueError, match="spec"):
         train.train("ci", "data_small", None, tmp_path / "r", spec="int4", **kw)
     with pytest.raises(ValueError, match="peak_lr"):
-        train.train("ci", "data_small", None, tmp_path / "r",
-                    **{**kw, "overrides": {**kw["overrides"], "train.peak_lr": 1e-4}})
+        train.train(
+            "ci",
+            "data_small",
+            None,
+            tmp_path / "r",
+            **{**kw, "overrides": {**kw["overrides"], "train.peak_lr": 1e-4}},
+        )
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["model_config"]["model_dim"] == 32 and saved["train_config"]["batch_size"] == 8
     assert "model.model_dim=32" in saved["overrides"], "the resolved config is recorded"
@@ -238,24 +260,59 @@ def test_unknown_preset_is_refused_with_the_list(capsys):
 
 
 def test_cli_set_is_validated_before_any_work(tmp_path, capsys):
-    for bad, says in (("train.peak_lr=fast", "train.peak_lr"), ("train.nope=1", "nope"),
-                      ("model.num_heads=5", "num_heads"), ("steps=3", "train.FIELD")):
-        assert cli.main(["train", "--preset", "ci", "--out", str(tmp_path / "x"),
-                         "--set", bad]) == 2
+    for bad, says in (
+        ("train.peak_lr=fast", "train.peak_lr"),
+        ("train.nope=1", "nope"),
+        ("model.num_heads=5", "num_heads"),
+        ("steps=3", "train.FIELD"),
+    ):
+        assert (
+            cli.main(["train", "--preset", "ci", "--out", str(tmp_path / "x"), "--set", bad]) == 2
+        )
         assert says in capsys.readouterr().err
     assert not (tmp_path / "x").exists(), "nothing is written for a refused setting"
 
 
 def test_cli_train_eval_transcribe(tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli.main(["train", "--preset", "ci", "--corpus", "data_small", "--out", str(out),
-                     "--steps", "3", "--set", "train.batch_size=8"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--preset",
+                "ci",
+                "--corpus",
+                "data_small",
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--set",
+                "train.batch_size=8",
+            ]
+        )
+        == 0
+    )
     assert (out / "params").exists() and (out / "tokenizer" / "tokenizer.model").exists()
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["final"]["step"] == 3
     capsys.readouterr()
-    assert cli.main(["eval", "--checkpoint", str(out), "--corpus", "data_small",
-                     "--split", "test", "--spec", "int4"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--checkpoint",
+                str(out),
+                "--corpus",
+                "data_small",
+                "--split",
+                "test",
+                "--spec",
+                "int4",
+            ]
+        )
+        == 0
+    )
     assert "test: WER" in capsys.readouterr().out
     wav = sorted(Path("data_small/test").rglob("*.flac"))[0]
     bad = tmp_path / "bad.wav"
@@ -263,5 +320,7 @@ def test_cli_train_eval_transcribe(tmp_path, capsys):
     assert cli.main(["transcribe", "--checkpoint", str(out), str(wav), str(bad)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith(f"{wav}\t") and lines[1].startswith(f"{bad}\t<error:")
-    assert cli.main(["train", "--preset", "ci", "--out", str(tmp_path / "x"),
-                     "--spec", "int2/g7"]) == 2
+    assert (
+        cli.main(["train", "--preset", "ci", "--out", str(tmp_path / "x"), "--spec", "int2/g7"])
+        == 2
+    )

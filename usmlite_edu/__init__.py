@@ -13,7 +13,9 @@ Modules follow the paper:
 __version__ = "0.1.0"
 
 
-def enable_compilation_cache(path: str | None = None, min_compile_seconds: float = 0.5) -> str | None:
+def enable_compilation_cache(
+    path: str | None = None, min_compile_seconds: float = 0.5
+) -> str | None:
     """Keep XLA's compiled programs on disk so repeated runs skip recompiling.
 
     JAX compiles each new shape of a jitted function; a train step of the ``cpu`` preset

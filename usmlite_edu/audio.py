@@ -84,8 +84,9 @@ def load_audio(path: PathLike, sample_rate: int) -> np.ndarray:
     return np.clip(x, -1.0, 1.0).astype(np.float32, copy=False)
 
 
-def write_audio(path: PathLike, x: np.ndarray, sample_rate: int, *,
-                subtype: str | None = None) -> Path:
+def write_audio(
+    path: PathLike, x: np.ndarray, sample_rate: int, *, subtype: str | None = None
+) -> Path:
     """Write mono (or ``(frames, channels)``) float audio as FLAC or WAV, by suffix.
 
     Samples are clipped to ``[-1, 1]`` first: libsndfile wraps, not clips, floats that
@@ -97,11 +98,14 @@ def write_audio(path: PathLike, x: np.ndarray, sample_rate: int, *,
         raise ValueError(f"cannot write {p}: suffix must be one of {sorted(WRITE_FORMATS)}")
     a = np.asarray(x, dtype=np.float32)
     if a.ndim not in (1, 2) or a.shape[0] == 0:
-        raise ValueError(f"cannot write {p}: expected non-empty (frames,) or (frames, channels) "
-                         f"audio, got shape {a.shape}")
+        raise ValueError(
+            f"cannot write {p}: expected non-empty (frames,) or (frames, channels) "
+            f"audio, got shape {a.shape}"
+        )
     if not np.all(np.isfinite(a)):
         raise ValueError(f"cannot write {p}: audio contains NaN or infinite samples")
     p.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(p), np.clip(a, -1.0, 1.0), int(sample_rate), format=fmt[0],
-             subtype=subtype or fmt[1])
+    sf.write(
+        str(p), np.clip(a, -1.0, 1.0), int(sample_rate), format=fmt[0], subtype=subtype or fmt[1]
+    )
     return p

@@ -20,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Iterator, NamedTuple, Sequence
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,25 +33,32 @@ from usmlite_edu.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Example", "Batch", "Dataset", "prepare", "ctc_min_frames", "BatchStream",
-           "eval_batches"]
+__all__ = [
+    "Example",
+    "Batch",
+    "Dataset",
+    "prepare",
+    "ctc_min_frames",
+    "BatchStream",
+    "eval_batches",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class Example:
     uid: str
     text: str
-    audio: np.ndarray      # float32 mono at the model's sample rate
-    tokens: np.ndarray     # int32 label ids (no blank)
+    audio: np.ndarray  # float32 mono at the model's sample rate
+    tokens: np.ndarray  # int32 label ids (no blank)
     bucket: int
 
 
 class Batch(NamedTuple):
-    waveforms: np.ndarray      # (B, N_bucket) float32, zero-padded
-    lengths: np.ndarray        # (B,) int32 valid samples
-    labels: np.ndarray         # (B, L_bucket) int32, zero-padded
+    waveforms: np.ndarray  # (B, N_bucket) float32, zero-padded
+    lengths: np.ndarray  # (B,) int32 valid samples
+    labels: np.ndarray  # (B, L_bucket) int32, zero-padded
     label_lengths: np.ndarray  # (B,) int32
-    weights: np.ndarray        # (B,) float32; 0 for filler rows of a last eval batch
+    weights: np.ndarray  # (B,) float32; 0 for filler rows of a last eval batch
 
 
 @dataclasses.dataclass
@@ -69,11 +77,14 @@ class Dataset:
         for _, r in self.skipped:
             key = r.split(":")[0]
             reasons[key] = reasons.get(key, 0) + 1
-        per_bucket = [sum(e.bucket == b for e in self.examples)
-                      for b in range(len(self.bucket_samples))]
-        return (f"{self.name}: {len(self.examples)} utterances in buckets "
-                f"{[f'{n / self.sample_rate:g}s' for n in self.bucket_samples]} "
-                f"({per_bucket}); skipped {len(self.skipped)} {reasons or ''}")
+        per_bucket = [
+            sum(e.bucket == b for e in self.examples) for b in range(len(self.bucket_samples))
+        ]
+        return (
+            f"{self.name}: {len(self.examples)} utterances in buckets "
+            f"{[f'{n / self.sample_rate:g}s' for n in self.bucket_samples]} "
+            f"({per_bucket}); skipped {len(self.skipped)} {reasons or ''}"
+        )
 
 
 def ctc_min_frames(tokens: Sequence[int]) -> int:
@@ -81,8 +92,14 @@ def ctc_min_frames(tokens: Sequence[int]) -> int:
     return len(tokens) + sum(1 for a, b in zip(tokens, tokens[1:]) if a == b)
 
 
-def prepare(split: CorpusSplit, tokenizer: Tokenizer, cfg: ConformerConfig,
-            bucket_seconds: Sequence[float], *, keep_long: bool = False) -> Dataset:
+def prepare(
+    split: CorpusSplit,
+    tokenizer: Tokenizer,
+    cfg: ConformerConfig,
+    bucket_seconds: Sequence[float],
+    *,
+    keep_long: bool = False,
+) -> Dataset:
     """Load, tokenize and bucket every utterance; report and skip what cannot train.
 
     ``keep_long`` (for evaluation: a test set must not lose its long utterances) adds
@@ -97,9 +114,11 @@ def prepare(split: CorpusSplit, tokenizer: Tokenizer, cfg: ConformerConfig,
     skipped = list(split.skipped)
     examples: list[Example] = []
     for u in split.utterances:
-        def skip(reason):
+
+        def skip(reason, u=u):  # bound now: called within this iteration only
             log.warning("skipping %s: %s", u.path or u.uid, reason)
             skipped.append((u.path or u.uid, reason))
+
         try:
             audio = np.asarray(u.load(sr), np.float32)
         except AudioError as e:
@@ -121,21 +140,26 @@ def prepare(split: CorpusSplit, tokenizer: Tokenizer, cfg: ConformerConfig,
         if audio.size > buckets[-1] and keep_long:  # a new bucket, in whole seconds
             buckets = buckets + (int(math.ceil(audio.size / sr)) * sr,)
         if audio.size > buckets[-1]:
-            skip(f"too long: {audio.size / sr:.2f} s > largest bucket "
-                 f"{buckets[-1] / sr:g} s (raise bucket_seconds to keep it)")
+            skip(
+                f"too long: {audio.size / sr:.2f} s > largest bucket "
+                f"{buckets[-1] / sr:g} s (raise bucket_seconds to keep it)"
+            )
             continue
         tokens = np.asarray(tokenizer.encode(u.text), np.int32)
         frames = int(frontend.subsampled_lengths(frontend.num_frames(audio.size, mel)))
         need = ctc_min_frames(tokens.tolist())
         if frames < need:
-            skip(f"too short for CTC: {frames} output frames < {need} needed by "
-                 f"{len(tokens)} labels")
+            skip(
+                f"too short for CTC: {frames} output frames < {need} needed by {len(tokens)} labels"
+            )
             continue
         bucket = next(i for i, n in enumerate(buckets) if audio.size <= n)
         examples.append(Example(u.uid, u.text, audio, tokens, bucket))
     if not examples:
-        raise ValueError(f"{split.name}: no usable utterance out of {len(split.utterances)} "
-                         f"(first problems: {skipped[:3]})")
+        raise ValueError(
+            f"{split.name}: no usable utterance out of {len(split.utterances)} "
+            f"(first problems: {skipped[:3]})"
+        )
     # Labels pad to a fixed length per bucket (a multiple of 8), from the data itself.
     label_lengths = []
     for b in range(len(buckets)):
@@ -156,9 +180,9 @@ def _make_batch(ds: Dataset, idx: Sequence[int], bucket: int, batch_size: int) -
     rows = list(idx) + [idx[0]] * (batch_size - len(idx))  # filler rows copy a real one
     for r, i in enumerate(rows):
         e = ds.examples[i]
-        wav[r, :e.audio.size] = e.audio
+        wav[r, : e.audio.size] = e.audio
         lengths[r] = e.audio.size
-        labels[r, :len(e.tokens)] = e.tokens
+        labels[r, : len(e.tokens)] = e.tokens
         llen[r] = len(e.tokens)
         weights[r] = 1.0 if r < len(idx) else 0.0
     return Batch(wav, lengths, labels, llen, weights)
@@ -176,8 +200,10 @@ class BatchStream:
         self.epoch, self.index = position
         self._order = self._epoch_order(self.epoch)
         if not self._order:
-            raise ValueError(f"{ds.name}: fewer utterances per bucket than batch_size="
-                             f"{batch_size}; lower the batch size or merge buckets")
+            raise ValueError(
+                f"{ds.name}: fewer utterances per bucket than batch_size="
+                f"{batch_size}; lower the batch size or merge buckets"
+            )
 
     def _epoch_order(self, epoch: int) -> list[tuple[int, list[int]]]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -186,7 +212,9 @@ class BatchStream:
             members = np.array([i for i, e in enumerate(self.ds.examples) if e.bucket == b])
             rng.shuffle(members)
             for k in range(len(members) // self.batch_size):  # drop the remainder
-                batches.append((b, members[k * self.batch_size:(k + 1) * self.batch_size].tolist()))
+                batches.append(
+                    (b, members[k * self.batch_size : (k + 1) * self.batch_size].tolist())
+                )
         perm = rng.permutation(len(batches))
         return [batches[i] for i in perm]
 
@@ -216,5 +244,5 @@ def eval_batches(ds: Dataset, batch_size: int) -> Iterator[tuple[Batch, list[int
     for b in range(len(ds.bucket_samples)):
         members = [i for i, e in enumerate(ds.examples) if e.bucket == b]
         for k in range(0, len(members), batch_size):
-            idx = members[k:k + batch_size]
+            idx = members[k : k + batch_size]
             yield _make_batch(ds, idx, b, batch_size), idx

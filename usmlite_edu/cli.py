@@ -48,9 +48,18 @@ def _data_dir(args) -> str | None:
 def _cmd_train(args) -> int:
     from usmlite_edu import train
 
-    r = train.train(args.preset, args.corpus, _data_dir(args), args.out, spec=args.spec,
-                    init=args.init, steps=args.steps, seed=args.seed,
-                    heldout_speaker=args.heldout_speaker, overrides=args.set)
+    r = train.train(
+        args.preset,
+        args.corpus,
+        _data_dir(args),
+        args.out,
+        spec=args.spec,
+        init=args.init,
+        steps=args.steps,
+        seed=args.seed,
+        heldout_speaker=args.heldout_speaker,
+        overrides=args.set,
+    )
     print(json.dumps(r, indent=2, default=str))
     return 0
 
@@ -58,11 +67,20 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from usmlite_edu import train
 
-    r = train.evaluate_run(args.checkpoint, args.corpus, _data_dir(args), args.split,
-                           spec=args.spec, seed=args.seed, heldout_speaker=args.heldout_speaker,
-                           overrides=args.set)
-    print(f"{args.split}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  "
-          f"({r['utterances']} utterances, {r['skipped']} skipped, spec {r['spec']})")
+    r = train.evaluate_run(
+        args.checkpoint,
+        args.corpus,
+        _data_dir(args),
+        args.split,
+        spec=args.spec,
+        seed=args.seed,
+        heldout_speaker=args.heldout_speaker,
+        overrides=args.set,
+    )
+    print(
+        f"{args.split}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  "
+        f"({r['utterances']} utterances, {r['skipped']} skipped, spec {r['spec']})"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2))
     return 0
@@ -81,8 +99,10 @@ def _cmd_reproduce(args) -> int:
 
     p = presets.get_preset(args.preset).override(args.set)
     if p.reproduce is None:
-        raise ValueError(f"preset {p.name!r} has no reproduction plan; use one of "
-                         + ", ".join(n for n, q in presets.PRESETS.items() if q.reproduce))
+        raise ValueError(
+            f"preset {p.name!r} has no reproduction plan; use one of "
+            + ", ".join(n for n, q in presets.PRESETS.items() if q.reproduce)
+        )
     if args.corpus:
         p = p.override({"reproduce.corpus": args.corpus})
     if args.seeds is not None:
@@ -99,8 +119,13 @@ def _cmd_fetch(args) -> int:
     from usmlite_edu import fetch
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = fetch.fetch(args.corpus, args.to, base_url=args.base_url, timeout=args.timeout,
-                       keep_archives=args.keep_archives)
+    path = fetch.fetch(
+        args.corpus,
+        args.to,
+        base_url=args.base_url,
+        timeout=args.timeout,
+        keep_archives=args.keep_archives,
+    )
     print(f"{args.corpus} is ready in {path}")
     return 0
 
@@ -111,138 +136,254 @@ def build_parser() -> argparse.ArgumentParser:
     from usmlite_edu.presets import PRESETS
 
     names = ", ".join(PRESETS)
-    p = argparse.ArgumentParser(prog="usmlite-edu", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="usmlite-edu",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("sizes", help="print the model-size table (paper estimate and exact)",
-                       description="The 'Model Size Ratio' column of USM-Lite's Tables 1-3: "
-                       "the paper's estimate and the exact bytes stored, scales included.")
-    s.add_argument("--model", default="usm_2b", metavar="PRESET",
-                   help=f"the model whose weights are counted: {names} (default usm_2b)")
-    s.add_argument("--spec", nargs="*", metavar="SPEC",
-                   help="only these compression specs, e.g. int4+2:4 int2/g64")
+    s = sub.add_parser(
+        "sizes",
+        help="print the model-size table (paper estimate and exact)",
+        description="The 'Model Size Ratio' column of USM-Lite's Tables 1-3: "
+        "the paper's estimate and the exact bytes stored, scales included.",
+    )
+    s.add_argument(
+        "--model",
+        default="usm_2b",
+        metavar="PRESET",
+        help=f"the model whose weights are counted: {names} (default usm_2b)",
+    )
+    s.add_argument(
+        "--spec",
+        nargs="*",
+        metavar="SPEC",
+        help="only these compression specs, e.g. int4+2:4 int2/g64",
+    )
     s.set_defaults(func=_cmd_sizes)
 
-    n = sub.add_parser("notebooks", help="execute the teaching notebooks headless",
-                       description="Run notebooks top to bottom (their check cells assert); "
-                       "executed copies go to DIR/executed/.")
-    n.add_argument("names", nargs="*", metavar="NAME",
-                   help="substrings of notebook file names, e.g. 03 06 (default: all)")
-    n.add_argument("--full", action="store_true",
-                   help="the sizes a learner runs in JupyterLab instead of the fast mode "
-                   "(USMLITE_FAST=1) the tests use")
-    n.add_argument("--dir", type=Path, metavar="DIR",
-                   help="folder holding NN_*.ipynb (default: ./notebooks, else the "
-                   "repository checkout this package runs from)")
+    n = sub.add_parser(
+        "notebooks",
+        help="execute the teaching notebooks headless",
+        description="Run notebooks top to bottom (their check cells assert); "
+        "executed copies go to DIR/executed/.",
+    )
+    n.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="substrings of notebook file names, e.g. 03 06 (default: all)",
+    )
+    n.add_argument(
+        "--full",
+        action="store_true",
+        help="the sizes a learner runs in JupyterLab instead of the fast mode "
+        "(USMLITE_FAST=1) the tests use",
+    )
+    n.add_argument(
+        "--dir",
+        type=Path,
+        metavar="DIR",
+        help="folder holding NN_*.ipynb (default: ./notebooks, else the "
+        "repository checkout this package runs from)",
+    )
     n.set_defaults(func=_cmd_notebooks)
 
     def data_args(sp):
-        sp.add_argument("--corpus", default="data_small", choices=CORPORA,
-                        help="which corpus (default data_small, the synthetic one in the "
-                        "repository)")
-        sp.add_argument("--data", metavar="DIR",
-                        help="corpus folder (default: $USMLITE_DATA; data_small and "
-                        "fsdd_sample fall back to the repository copy); get one with "
-                        "`usmlite-edu data fetch`")
-        sp.add_argument("--seed", type=int, default=0,
-                        help="seed of the data order, the FSDD connected-digit builder, the "
-                        "initialisation and dropout (default 0)")
-        sp.add_argument("--heldout-speaker", metavar="NAME",
-                        help="fsdd: leave this speaker out of train/dev; test becomes all "
-                        "of that speaker's recordings (unseen-speaker WER)")
+        sp.add_argument(
+            "--corpus",
+            default="data_small",
+            choices=CORPORA,
+            help="which corpus (default data_small, the synthetic one in the repository)",
+        )
+        sp.add_argument(
+            "--data",
+            metavar="DIR",
+            help="corpus folder (default: $USMLITE_DATA; data_small and "
+            "fsdd_sample fall back to the repository copy); get one with "
+            "`usmlite-edu data fetch`",
+        )
+        sp.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            help="seed of the data order, the FSDD connected-digit builder, the "
+            "initialisation and dropout (default 0)",
+        )
+        sp.add_argument(
+            "--heldout-speaker",
+            metavar="NAME",
+            help="fsdd: leave this speaker out of train/dev; test becomes all "
+            "of that speaker's recordings (unseen-speaker WER)",
+        )
 
     def set_arg(sp, sections: str):
-        sp.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help=f"override any {sections} field of the preset, repeatable, "
-                        "e.g. --set train.peak_lr=1e-3 --set model.dropout=0.1 (validated "
-                        "before any work; recorded in the run's config.json)")
+        sp.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="SECTION.FIELD=VALUE",
+            help=f"override any {sections} field of the preset, repeatable, "
+            "e.g. --set train.peak_lr=1e-3 --set model.dropout=0.1 (validated "
+            "before any work; recorded in the run's config.json)",
+        )
 
-    t = sub.add_parser("train", help="train or fine-tune a Conformer-CTC (Algorithm 1)",
-                       description="Train a model (or fine-tune one with --init) with "
-                       "compression applied from the first step; resumes from OUT's last "
-                       "checkpoint when started again.")
-    t.add_argument("--preset", default="ci", metavar="PRESET",
-                   help=f"model + training recipe: {names} (default ci)")
+    t = sub.add_parser(
+        "train",
+        help="train or fine-tune a Conformer-CTC (Algorithm 1)",
+        description="Train a model (or fine-tune one with --init) with "
+        "compression applied from the first step; resumes from OUT's last "
+        "checkpoint when started again.",
+    )
+    t.add_argument(
+        "--preset",
+        default="ci",
+        metavar="PRESET",
+        help=f"model + training recipe: {names} (default ci)",
+    )
     data_args(t)
-    t.add_argument("--out", required=True, metavar="RUN",
-                   help="run directory (config, tokenizer, checkpoints, params, metrics); "
-                   "resumes if it holds a checkpoint")
-    t.add_argument("--spec", default="float", metavar="SPEC",
-                   help="compression during training, e.g. int8, int2/gs24, 2:4/fs10, "
-                   "int4+2:4 (default float)")
-    t.add_argument("--init", metavar="RUN",
-                   help="run directory of a trained model to fine-tune from (its model and "
-                   "tokenizer are kept; the learning-rate schedule continues)")
+    t.add_argument(
+        "--out",
+        required=True,
+        metavar="RUN",
+        help="run directory (config, tokenizer, checkpoints, params, metrics); "
+        "resumes if it holds a checkpoint",
+    )
+    t.add_argument(
+        "--spec",
+        default="float",
+        metavar="SPEC",
+        help="compression during training, e.g. int8, int2/gs24, 2:4/fs10, "
+        "int4+2:4 (default float)",
+    )
+    t.add_argument(
+        "--init",
+        metavar="RUN",
+        help="run directory of a trained model to fine-tune from (its model and "
+        "tokenizer are kept; the learning-rate schedule continues)",
+    )
     t.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
     set_arg(t, "model.* or train.*")
     t.set_defaults(func=_cmd_train)
 
-    e = sub.add_parser("eval", help="WER/CER of a trained run on a split",
-                       description="Word and character error rate of a run, through its "
-                       "own spec or another one (post-training quantization).")
+    e = sub.add_parser(
+        "eval",
+        help="WER/CER of a trained run on a split",
+        description="Word and character error rate of a run, through its "
+        "own spec or another one (post-training quantization).",
+    )
     e.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     data_args(e)
-    e.add_argument("--split", default="test", choices=["train", "dev", "test"],
-                   help="which split (default test)")
-    e.add_argument("--spec", metavar="SPEC",
-                   help="evaluate through another spec (PTQ; N:M masks one-shot from the "
-                   "weights), e.g. int4 (default: the run's own)")
-    e.add_argument("--json", metavar="FILE",
-                   help="also write the result, with example transcripts, to FILE")
+    e.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "dev", "test"],
+        help="which split (default test)",
+    )
+    e.add_argument(
+        "--spec",
+        metavar="SPEC",
+        help="evaluate through another spec (PTQ; N:M masks one-shot from the "
+        "weights), e.g. int4 (default: the run's own)",
+    )
+    e.add_argument(
+        "--json", metavar="FILE", help="also write the result, with example transcripts, to FILE"
+    )
     set_arg(e, "train.* (evaluation batch size, buckets)")
     e.set_defaults(func=_cmd_eval)
 
-    tr = sub.add_parser("transcribe", help="transcribe WAV/FLAC files (any rate, mono/stereo)",
-                        description="Print PATH<TAB>TEXT for each file; an unreadable file "
-                        "prints <error: ...> and the others go on.")
+    tr = sub.add_parser(
+        "transcribe",
+        help="transcribe WAV/FLAC files (any rate, mono/stereo)",
+        description="Print PATH<TAB>TEXT for each file; an unreadable file "
+        "prints <error: ...> and the others go on.",
+    )
     tr.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
-    tr.add_argument("--spec", metavar="SPEC",
-                    help="run through another spec (PTQ), e.g. int4 (default: the run's own)")
+    tr.add_argument(
+        "--spec",
+        metavar="SPEC",
+        help="run through another spec (PTQ), e.g. int4 (default: the run's own)",
+    )
     tr.add_argument("files", nargs="+", metavar="FILE", help="audio files")
     tr.set_defaults(func=_cmd_transcribe)
 
-    r = sub.add_parser("reproduce", help="the paper's Tables 1-3 at reduced scale",
-                       description="Train B0-B3 and every E row of USM-Lite's Tables 1-3; "
-                       "writes table.md/csv, results.json, plot.png, claims.md. A second "
-                       "run skips finished rows.")
-    r.add_argument("--preset", default="ci", metavar="PRESET",
-                   help="ci (data_small, minutes) or cpu (FSDD, about 45 min on 2 cores)")
-    r.add_argument("--corpus", choices=CORPORA,
-                   help="shorthand for --set reproduce.corpus=NAME (default: the preset's)")
+    r = sub.add_parser(
+        "reproduce",
+        help="the paper's Tables 1-3 at reduced scale",
+        description="Train B0-B3 and every E row of USM-Lite's Tables 1-3; "
+        "writes table.md/csv, results.json, plot.png, claims.md. A second "
+        "run skips finished rows.",
+    )
+    r.add_argument(
+        "--preset",
+        default="ci",
+        metavar="PRESET",
+        help="ci (data_small, minutes) or cpu (FSDD, about 45 min on 2 cores)",
+    )
+    r.add_argument(
+        "--corpus",
+        choices=CORPORA,
+        help="shorthand for --set reproduce.corpus=NAME (default: the preset's)",
+    )
     r.add_argument("--data", metavar="DIR", help="corpus folder (default $USMLITE_DATA)")
-    r.add_argument("--out", required=True, metavar="DIR",
-                   help="results directory (resumes rows already done)")
-    r.add_argument("--seeds", type=int, metavar="N",
-                   help="seeds of the seeded rows B0/E3/E8/E12 (default 3)")
+    r.add_argument(
+        "--out", required=True, metavar="DIR", help="results directory (resumes rows already done)"
+    )
+    r.add_argument(
+        "--seeds", type=int, metavar="N", help="seeds of the seeded rows B0/E3/E8/E12 (default 3)"
+    )
     r.add_argument("--only", nargs="*", metavar="EXP", help="only these rows, e.g. B0 E3")
     set_arg(r, "model.*, train.* or reproduce.*")
     r.set_defaults(func=_cmd_reproduce)
 
-    d = sub.add_parser("data", help="corpora: download and verify",
-                       description="Get the corpora the project trains and evaluates on.")
+    d = sub.add_parser(
+        "data",
+        help="corpora: download and verify",
+        description="Get the corpora the project trains and evaluates on.",
+    )
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    f = dsub.add_parser("fetch", help="download, verify (md5) and unpack a corpus",
-                        description="Download, verify and unpack a corpus. Offline, the "
-                        "error message says which archive to place where by hand.")
+    f = dsub.add_parser(
+        "fetch",
+        help="download, verify (md5) and unpack a corpus",
+        description="Download, verify and unpack a corpus. Offline, the "
+        "error message says which archive to place where by hand.",
+    )
     f.add_argument("corpus", choices=sorted(CORPUS_ARCHIVES), help="which corpus")
-    f.add_argument("--to", required=True, metavar="DIR",
-                   help="folder to unpack into (created if missing); pass it as --data later")
+    f.add_argument(
+        "--to",
+        required=True,
+        metavar="DIR",
+        help="folder to unpack into (created if missing); pass it as --data later",
+    )
     f.add_argument("--base-url", metavar="URL", help="a mirror host replacing the default one")
-    f.add_argument("--timeout", type=float, default=30, metavar="SECONDS",
-                   help="seconds per network wait (default 30)")
-    f.add_argument("--keep-archives", action="store_true",
-                   help="keep the downloaded archives after unpacking")
+    f.add_argument(
+        "--timeout",
+        type=float,
+        default=30,
+        metavar="SECONDS",
+        help="seconds per network wait (default 30)",
+    )
+    f.add_argument(
+        "--keep-archives", action="store_true", help="keep the downloaded archives after unpacking"
+    )
     f.set_defaults(func=_cmd_fetch)
 
-    m = sub.add_parser("main", help="the project's main job (what `make run` does)",
-                       description="Size table; the committed B0 transcribing real FSDD "
-                       "test speech as float and under int8/int4/int2/int4+2:4 PTQ; the "
-                       "notebooks executed headless.")
+    m = sub.add_parser(
+        "main",
+        help="the project's main job (what `make run` does)",
+        description="Size table; the committed B0 transcribing real FSDD "
+        "test speech as float and under int8/int4/int2/int4+2:4 PTQ; the "
+        "notebooks executed headless.",
+    )
     m.add_argument("--full", action="store_true", help="notebooks at learner sizes")
     m.add_argument("--no-notebooks", action="store_true", help="skip executing the notebooks")
-    m.add_argument("--out", default="runs/main", metavar="DIR",
-                   help="where the WER table and plot go (default runs/main)")
+    m.add_argument(
+        "--out",
+        default="runs/main",
+        metavar="DIR",
+        help="where the WER table and plot go (default runs/main)",
+    )
     m.set_defaults(func=_cmd_main)
     return p
 
@@ -258,8 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usmlite-edu: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("usmlite-edu: interrupted; a training run resumes from its last checkpoint "
-              "when started again with the same --out", file=sys.stderr)
+        print(
+            "usmlite-edu: interrupted; a training run resumes from its last checkpoint "
+            "when started again with the same --out",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -29,16 +29,22 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Literal, Union
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
 from usmlite_edu import quant, sparsity
 
-__all__ = ["CompressionSpec", "as_spec", "prune_then_quantize", "compress_weight", "compressed_matmul"]
+__all__ = [
+    "CompressionSpec",
+    "as_spec",
+    "prune_then_quantize",
+    "compress_weight",
+    "compressed_matmul",
+]
 
-Clip = Union[float, Literal["search"]]
+Clip = float | Literal["search"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +77,16 @@ class CompressionSpec:
     def __post_init__(self):
         if self.bits is not None:
             quant.check_quant_args(self.bits, self.symmetric, self.sub_channels, self.clip)
-        elif (self.sub_channels != 1 or self.group_size is not None or self.clip != 1.0
-              or not self.symmetric):
-            raise ValueError("sub_channels / clip / asym only make sense with a bit width "
-                             "(e.g. 'int2/g64'); float weights take none of them")
+        elif (
+            self.sub_channels != 1
+            or self.group_size is not None
+            or self.clip != 1.0
+            or not self.symmetric
+        ):
+            raise ValueError(
+                "sub_channels / clip / asym only make sense with a bit width "
+                "(e.g. 'int2/g64'); float weights take none of them"
+            )
         if self.group_size is not None:
             if not isinstance(self.group_size, int) or self.group_size < 1:
                 raise ValueError(f"group_size must be a positive integer, got {self.group_size!r}")
@@ -85,11 +97,13 @@ class CompressionSpec:
         if self.n is not None:
             sparsity.check_nm(self.n, self.m)
         elif self.mask_update_steps != 1 or self.sr_ste:
-            raise ValueError("mask schedule options (fs<T>, srste) need an N:M pattern, "
-                             "e.g. '2:4/fs100'")
+            raise ValueError(
+                "mask schedule options (fs<T>, srste) need an N:M pattern, e.g. '2:4/fs100'"
+            )
         if not isinstance(self.mask_update_steps, int) or self.mask_update_steps < 1:
-            raise ValueError(f"mask_update_steps (T_p) must be >= 1, got "
-                             f"{self.mask_update_steps!r}")
+            raise ValueError(
+                f"mask_update_steps (T_p) must be >= 1, got {self.mask_update_steps!r}"
+            )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -118,7 +132,7 @@ class CompressionSpec:
         """Sub-channel groups of a layer with ``in_dim`` inputs."""
         return in_dim // self.group_size if self.group_size else self.sub_channels
 
-    def for_input_dim(self, in_dim: int) -> "CompressionSpec":
+    def for_input_dim(self, in_dim: int) -> CompressionSpec:
         """This spec with a group size resolved to a group count for one layer."""
         if self.group_size is None:
             return self
@@ -131,14 +145,18 @@ class CompressionSpec:
         if self.quantized and self.group_size and shape[0] % self.group_size:
             raise ValueError(
                 f"{name}: group size {self.group_size} does not divide its input dimension "
-                f"{shape[0]} (spec '{self}'); choose a group size that divides every layer")
+                f"{shape[0]} (spec '{self}'); choose a group size that divides every layer"
+            )
         if self.quantized and shape[0] % self.sub_channels:
             raise ValueError(
                 f"{name}: {self.sub_channels} sub-channels do not divide its input dimension "
-                f"{shape[0]} (spec '{self}'); choose a group count that divides {shape[0]}")
+                f"{shape[0]} (spec '{self}'); choose a group count that divides {shape[0]}"
+            )
         if self.sparse and shape[0] % self.m:
-            raise ValueError(f"{name}: N:M group size m={self.m} does not divide its input "
-                             f"dimension {shape[0]} (spec '{self}')")
+            raise ValueError(
+                f"{name}: N:M group size m={self.m} does not divide its input "
+                f"dimension {shape[0]} (spec '{self}')"
+            )
 
     # ------------------------------------------------------------------ names
     def __str__(self) -> str:
@@ -167,7 +185,7 @@ class CompressionSpec:
         return "+".join(parts) if parts else "float"
 
     @classmethod
-    def parse(cls, text: str) -> "CompressionSpec":
+    def parse(cls, text: str) -> CompressionSpec:
         """Parse a spec name such as ``"int4+2:4/fs100"`` (grammar in the module doc)."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"empty compression spec {text!r}; try 'float', 'int4' or '2:4'")
@@ -199,8 +217,10 @@ class CompressionSpec:
                     elif re.fullmatch(r"clip\d*\.?\d+", o):
                         kw["clip"] = float(o[4:])
                     else:
-                        raise ValueError(f"unknown quantizer option '{o}' in spec {text!r} "
-                                         "(known: sym, asym, g<G>, gs<N>, clip<r>, clipsearch)")
+                        raise ValueError(
+                            f"unknown quantizer option '{o}' in spec {text!r} "
+                            "(known: sym, asym, g<G>, gs<N>, clip<r>, clipsearch)"
+                        )
             elif mn:
                 if "n" in kw:
                     raise ValueError(f"spec {text!r} names two N:M patterns")
@@ -213,18 +233,24 @@ class CompressionSpec:
                     elif o == "srste":
                         kw["sr_ste"] = True
                     else:
-                        raise ValueError(f"unknown sparsity option '{o}' in spec {text!r} "
-                                         "(known: fs<T>, oneshot, srste)")
+                        raise ValueError(
+                            f"unknown sparsity option '{o}' in spec {text!r} "
+                            "(known: fs<T>, oneshot, srste)"
+                        )
             else:
-                raise ValueError(f"cannot read '{part}' in spec {text!r}: expected 'float', "
-                                 "'int<bits>[/opts]' or '<n>:<m>[/opts]', joined by '+'")
+                raise ValueError(
+                    f"cannot read '{part}' in spec {text!r}: expected 'float', "
+                    "'int<bits>[/opts]' or '<n>:<m>[/opts]', joined by '+'"
+                )
         return cls(**kw)
 
-    def replace(self, **changes) -> "CompressionSpec":
+    def replace(self, **changes) -> CompressionSpec:
         return dataclasses.replace(self, **changes)
 
 
-def as_spec(spec: CompressionSpec | str | None, default: CompressionSpec | None = None) -> CompressionSpec:
+def as_spec(
+    spec: CompressionSpec | str | None, default: CompressionSpec | None = None
+) -> CompressionSpec:
     """Anything that names a compression, as a :class:`CompressionSpec`.
 
     Accepts a spec (returned as is), its string name (``"int4+2:4"``), or ``None``, which
@@ -236,8 +262,10 @@ def as_spec(spec: CompressionSpec | str | None, default: CompressionSpec | None 
         return spec
     if isinstance(spec, str):
         return CompressionSpec.parse(spec)
-    raise TypeError(f"expected a CompressionSpec or a spec name such as 'int4+2:4', "
-                    f"got {type(spec).__name__} {spec!r}")
+    raise TypeError(
+        f"expected a CompressionSpec or a spec name such as 'int4+2:4', "
+        f"got {type(spec).__name__} {spec!r}"
+    )
 
 
 def _prune(w: jax.Array, spec: CompressionSpec | str, mask: jax.Array | None):
@@ -258,8 +286,9 @@ def _prune(w: jax.Array, spec: CompressionSpec | str, mask: jax.Array | None):
     return spec, sparsity.apply_mask(w, mask, straight_through=spec.sr_ste), mask
 
 
-def prune_then_quantize(w: jax.Array, spec: CompressionSpec | str,
-                        mask: jax.Array | None = None) -> tuple[jax.Array, quant.QuantizedArray | None]:
+def prune_then_quantize(
+    w: jax.Array, spec: CompressionSpec | str, mask: jax.Array | None = None
+) -> tuple[jax.Array, quant.QuantizedArray | None]:
     """Algorithm 1, lines 5-8, for one ``(I, J)`` weight.
 
     Returns ``(mask, q)``: the N:M mask (``None`` if dense; computed with Eq. 3 if not
@@ -269,13 +298,15 @@ def prune_then_quantize(w: jax.Array, spec: CompressionSpec | str,
     spec, w, mask = _prune(w, spec, mask)
     q = None
     if spec.quantized:
-        q = quant.quantize(w, spec.bits, symmetric=spec.symmetric,
-                           sub_channels=spec.sub_channels, clip=spec.clip)
+        q = quant.quantize(
+            w, spec.bits, symmetric=spec.symmetric, sub_channels=spec.sub_channels, clip=spec.clip
+        )
     return mask, q
 
 
-def compress_weight(w: jax.Array, spec: CompressionSpec | str,
-                    mask: jax.Array | None = None) -> jax.Array:
+def compress_weight(
+    w: jax.Array, spec: CompressionSpec | str, mask: jax.Array | None = None
+) -> jax.Array:
     """The float weight the compressed layer effectively uses: ``dequant(Q(W * M))``.
 
     Differentiable with the STE (quantization) and through the mask (gradients of pruned
@@ -283,14 +314,20 @@ def compress_weight(w: jax.Array, spec: CompressionSpec | str,
     """
     spec, w, _ = _prune(w, spec, mask)
     if spec.quantized:
-        w = quant.fake_quant(w, spec.bits, symmetric=spec.symmetric,
-                             sub_channels=spec.sub_channels, clip=spec.clip)
+        w = quant.fake_quant(
+            w, spec.bits, symmetric=spec.symmetric, sub_channels=spec.sub_channels, clip=spec.clip
+        )
     return w
 
 
-
-def compressed_matmul(x: jax.Array, w: jax.Array, spec: CompressionSpec | str,
-                      mask: jax.Array | None = None, *, compute_dtype=None) -> jax.Array:
+def compressed_matmul(
+    x: jax.Array,
+    w: jax.Array,
+    spec: CompressionSpec | str,
+    mask: jax.Array | None = None,
+    *,
+    compute_dtype=None,
+) -> jax.Array:
     """``x @ W`` through the spec, as a QAT layer runs it (Algorithm 1, lines 7-8).
 
     Prune with ``mask`` (Eq. 4), then the native int8 forward of Eq. (1) with the STE in
@@ -299,9 +336,16 @@ def compressed_matmul(x: jax.Array, w: jax.Array, spec: CompressionSpec | str,
     """
     spec, w, _ = _prune(w, spec, mask)
     if spec.quantized:
-        return quant.qat_matmul(x, w, spec.bits, symmetric=spec.symmetric,
-                                sub_channels=spec.sub_channels, clip=spec.clip,
-                                compute_dtype=compute_dtype)
+        return quant.qat_matmul(
+            x,
+            w,
+            spec.bits,
+            symmetric=spec.symmetric,
+            sub_channels=spec.sub_channels,
+            clip=spec.clip,
+            compute_dtype=compute_dtype,
+        )
     dt = compute_dtype or x.dtype
-    return jnp.matmul(x.astype(dt), w.astype(dt),
-                      preferred_element_type=jnp.float32).astype(x.dtype)
+    return jnp.matmul(x.astype(dt), w.astype(dt), preferred_element_type=jnp.float32).astype(
+        x.dtype
+    )

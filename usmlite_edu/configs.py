@@ -18,10 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator, Literal, NamedTuple
+from collections.abc import Iterator
+from typing import Literal, NamedTuple
 
-__all__ = ["ConformerConfig", "TrainConfig", "ReproConfig", "config_from_dict", "WeightInfo", "weight_shapes",
-           "num_params"]
+__all__ = [
+    "ConformerConfig",
+    "TrainConfig",
+    "ReproConfig",
+    "config_from_dict",
+    "WeightInfo",
+    "weight_shapes",
+    "num_params",
+]
 
 Role = Literal["dense", "conv", "softmax", "other"]
 
@@ -56,8 +64,10 @@ class ConformerConfig:
 
     def __post_init__(self):
         if self.model_dim % self.num_heads:
-            raise ValueError(f"{self.name}: model_dim={self.model_dim} is not divisible by "
-                             f"num_heads={self.num_heads}")
+            raise ValueError(
+                f"{self.name}: model_dim={self.model_dim} is not divisible by "
+                f"num_heads={self.num_heads}"
+            )
         if self.conv_kernel % 2 == 0:
             raise ValueError(f"{self.name}: conv_kernel must be odd, got {self.conv_kernel}")
         for field in ("num_mels", "model_dim", "num_layers", "vocab_size"):
@@ -81,12 +91,12 @@ class ConformerConfig:
     def proj_in_dim(self) -> int:
         return self.subsampled_mels * self.subsample_channels[1]
 
-    def replace(self, **changes) -> "ConformerConfig":
+    def replace(self, **changes) -> ConformerConfig:
         return dataclasses.replace(self, **changes)
 
 
 class WeightInfo(NamedTuple):
-    name: str          # slash-separated path in the parameter tree
+    name: str  # slash-separated path in the parameter tree
     shape: tuple[int, ...]
     role: Role
 
@@ -118,23 +128,38 @@ def weight_shapes(cfg: ConformerConfig) -> list[WeightInfo]:
     ]
     for layer in range(cfg.num_layers):
         b = f"encoder/blocks/{layer}"  # the NNX path: Encoder.blocks is an nnx.List
-        out += [*_norm(f"{b}/ffn1/norm", d), *_dense(f"{b}/ffn1/dense1", d, f),
-                *_dense(f"{b}/ffn1/dense2", f, d)]
+        out += [
+            *_norm(f"{b}/ffn1/norm", d),
+            *_dense(f"{b}/ffn1/dense1", d, f),
+            *_dense(f"{b}/ffn1/dense2", f, d),
+        ]
         out += [*_norm(f"{b}/mhsa/norm", d)]
         for proj in ("query", "key", "value"):
             out += [*_dense(f"{b}/mhsa/{proj}", d, d)]
-        out += [*_dense(f"{b}/mhsa/pos", d, d, bias=False),
-                WeightInfo(f"{b}/mhsa/u_bias", (cfg.num_heads, cfg.head_dim), "other"),
-                WeightInfo(f"{b}/mhsa/v_bias", (cfg.num_heads, cfg.head_dim), "other"),
-                *_dense(f"{b}/mhsa/out", d, d)]
-        out += [*_norm(f"{b}/conv/norm", d), *_dense(f"{b}/conv/pointwise1", d, 2 * d),
-                WeightInfo(f"{b}/conv/depthwise/kernel", (cfg.conv_kernel, 1, d), "conv"),
-                WeightInfo(f"{b}/conv/depthwise/bias", (d,), "other"),
-                *_norm(f"{b}/conv/conv_norm", d), *_dense(f"{b}/conv/pointwise2", d, d)]
-        out += [*_norm(f"{b}/ffn2/norm", d), *_dense(f"{b}/ffn2/dense1", d, f),
-                *_dense(f"{b}/ffn2/dense2", f, d), *_norm(f"{b}/final_norm", d)]
-    out += [WeightInfo("softmax/kernel", (d, cfg.vocab_size), "softmax"),
-            WeightInfo("softmax/bias", (cfg.vocab_size,), "other")]
+        out += [
+            *_dense(f"{b}/mhsa/pos", d, d, bias=False),
+            WeightInfo(f"{b}/mhsa/u_bias", (cfg.num_heads, cfg.head_dim), "other"),
+            WeightInfo(f"{b}/mhsa/v_bias", (cfg.num_heads, cfg.head_dim), "other"),
+            *_dense(f"{b}/mhsa/out", d, d),
+        ]
+        out += [
+            *_norm(f"{b}/conv/norm", d),
+            *_dense(f"{b}/conv/pointwise1", d, 2 * d),
+            WeightInfo(f"{b}/conv/depthwise/kernel", (cfg.conv_kernel, 1, d), "conv"),
+            WeightInfo(f"{b}/conv/depthwise/bias", (d,), "other"),
+            *_norm(f"{b}/conv/conv_norm", d),
+            *_dense(f"{b}/conv/pointwise2", d, d),
+        ]
+        out += [
+            *_norm(f"{b}/ffn2/norm", d),
+            *_dense(f"{b}/ffn2/dense1", d, f),
+            *_dense(f"{b}/ffn2/dense2", f, d),
+            *_norm(f"{b}/final_norm", d),
+        ]
+    out += [
+        WeightInfo("softmax/kernel", (d, cfg.vocab_size), "softmax"),
+        WeightInfo("softmax/bias", (cfg.vocab_size,), "other"),
+    ]
     return out
 
 
@@ -154,24 +179,53 @@ USM_600M = USM_2B.replace(name="usm_600m", model_dim=1088, num_layers=21)
 USM_300M = USM_2B.replace(name="usm_300m", model_dim=832, num_layers=20)
 
 CI = ConformerConfig(
-    name="ci", sample_rate=16000, num_mels=40, subsample_channels=(16, 8), model_dim=64,
-    num_layers=2, num_heads=4, ffn_multiplier=4, conv_kernel=5, left_context=None,
-    right_context=None, vocab_size=32)
+    name="ci",
+    sample_rate=16000,
+    num_mels=40,
+    subsample_channels=(16, 8),
+    model_dim=64,
+    num_layers=2,
+    num_heads=4,
+    ffn_multiplier=4,
+    conv_kernel=5,
+    left_context=None,
+    right_context=None,
+    vocab_size=32,
+)
 
 #: The reduced-scale reproduction on 2 CPU cores: about 2M parameters, at FSDD's native
 #: 8 kHz (64 mel bins over 0-4 kHz, the paper's 32 ms / 10 ms framing). 18 channels in
 #: the second convolution make the projection 16 x 18 = 288 wide, so that sub-channel
 #: groups of 72, 48 and 24 inputs divide every compressible layer (144, 288, 576 inputs).
 CPU = ConformerConfig(
-    name="cpu", sample_rate=8000, num_mels=64, subsample_channels=(32, 18), model_dim=144,
-    num_layers=4, num_heads=4, ffn_multiplier=4, conv_kernel=5, left_context=None,
-    right_context=None, vocab_size=32)
+    name="cpu",
+    sample_rate=8000,
+    num_mels=64,
+    subsample_channels=(32, 18),
+    model_dim=144,
+    num_layers=4,
+    num_heads=4,
+    ffn_multiplier=4,
+    conv_kernel=5,
+    left_context=None,
+    right_context=None,
+    vocab_size=32,
+)
 
 SMALL = ConformerConfig(
-    name="small", sample_rate=16000, num_mels=80, subsample_channels=(128, 32),
-    model_dim=256, num_layers=16, num_heads=4, ffn_multiplier=4, conv_kernel=5,
-    left_context=None, right_context=None, vocab_size=256)
-
+    name="small",
+    sample_rate=16000,
+    num_mels=80,
+    subsample_channels=(128, 32),
+    model_dim=256,
+    num_layers=16,
+    num_heads=4,
+    ffn_multiplier=4,
+    conv_kernel=5,
+    left_context=None,
+    right_context=None,
+    vocab_size=256,
+)
 
 
 # --------------------------------------------------------------------------- training
@@ -223,8 +277,15 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_batch_size", "vocab_size", "max_nonfinite"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("checkpoint_every", "log_every", "eval_every", "schedule_offset",
-                     "rewarm_steps", "encoder_warmup", "softmax_warmup"):
+        for name in (
+            "checkpoint_every",
+            "log_every",
+            "eval_every",
+            "schedule_offset",
+            "rewarm_steps",
+            "encoder_warmup",
+            "softmax_warmup",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("peak_lr", "encoder_lr_mult", "softmax_lr_mult", "clip_norm"):
@@ -234,10 +295,12 @@ class TrainConfig:
         if not b or any(x <= 0 for x in b) or list(b) != sorted(set(b)):
             raise ValueError(f"train.bucket_seconds must be increasing positive lengths, got {b}")
         if self.compute_dtype not in (None, "float32", "bfloat16"):
-            raise ValueError(f"train.compute_dtype must be None, 'float32' or 'bfloat16', "
-                             f"got {self.compute_dtype!r}")
+            raise ValueError(
+                f"train.compute_dtype must be None, 'float32' or 'bfloat16', "
+                f"got {self.compute_dtype!r}"
+            )
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -274,20 +337,22 @@ class ReproConfig:
         if self.finetune_steps < 1:
             raise ValueError(f"reproduce.finetune_steps must be >= 1, got {self.finetune_steps}")
         if len(self.group_sizes) != 3 or any(g < 1 for g in self.group_sizes):
-            raise ValueError(f"reproduce.group_sizes needs three positive sizes (E5-E7), "
-                             f"got {self.group_sizes}")
+            raise ValueError(
+                f"reproduce.group_sizes needs three positive sizes (E5-E7), got {self.group_sizes}"
+            )
         if not self.seeds:
             raise ValueError("reproduce.seeds needs at least one seed")
         if not 0 < self.few_shot_fraction <= 1 or self.few_shot_floor < 1:
-            raise ValueError("reproduce.few_shot_fraction must be in (0, 1] and "
-                             "few_shot_floor >= 1")
+            raise ValueError(
+                "reproduce.few_shot_fraction must be in (0, 1] and few_shot_floor >= 1"
+            )
 
     @property
     def t_p(self) -> int:
         """``T_p`` of the few-shot rows E9, E11, E13 (mask updates)."""
         return max(math.ceil(self.few_shot_fraction * self.finetune_steps), self.few_shot_floor)
 
-    def replace(self, **changes) -> "ReproConfig":
+    def replace(self, **changes) -> ReproConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -49,10 +49,21 @@ from usmlite_edu.audio import AudioError, load_audio, resample
 from usmlite_edu.paths import find_checkout
 
 __all__ = [
-    "Utterance", "CorpusSplit", "normalize_text", "load_librispeech",
-    "FsddRecording", "fsdd_speakers", "fsdd_recordings", "load_fsdd_connected",
-    "load_corpus", "CORPORA", "SPLITS", "DIGIT_WORDS", "FSDD_SPLIT_INDICES",
-    "FSDD_SAMPLE_RATE", "LIBRISPEECH_SUBSETS",
+    "Utterance",
+    "CorpusSplit",
+    "normalize_text",
+    "load_librispeech",
+    "FsddRecording",
+    "fsdd_speakers",
+    "fsdd_recordings",
+    "load_fsdd_connected",
+    "load_corpus",
+    "CORPORA",
+    "SPLITS",
+    "DIGIT_WORDS",
+    "FSDD_SPLIT_INDICES",
+    "FSDD_SAMPLE_RATE",
+    "LIBRISPEECH_SUBSETS",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,7 +75,10 @@ FSDD_SAMPLE_RATE = 8000
 #: recording indices per split (without a held-out speaker); dev is carved out of FSDD's
 #: official train range 5-49 so that tuning never touches the official test range 0-4.
 FSDD_SPLIT_INDICES: dict[str, range] = {
-    "test": range(0, 5), "dev": range(5, 10), "train": range(10, 50)}
+    "test": range(0, 5),
+    "dev": range(5, 10),
+    "train": range(10, 50),
+}
 #: LibriSpeech-layout subset directories per corpus and split
 LIBRISPEECH_SUBSETS: dict[str, dict[str, str]] = {
     "librispeech": {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"},
@@ -75,23 +89,31 @@ LIBRISPEECH_SUBSETS: dict[str, dict[str, str]] = {
     # so that nothing can train on it; the speaker folders sit at its root.
     "fsdd_sample": {"test": "."},
 }
-_FETCH_NAMES = {"fsdd": "fsdd", "librispeech": "librispeech-100",
-                "mini-librispeech": "mini-librispeech"}
+_FETCH_NAMES = {
+    "fsdd": "fsdd",
+    "librispeech": "librispeech-100",
+    "mini-librispeech": "mini-librispeech",
+}
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
 
 def _fetch_hint(corpus: str, where: str | os.PathLike[str] = "DIR") -> str:
     """The command that gets ``corpus`` onto this machine, for error messages."""
     if corpus == "data_small":
-        return ("data_small/ ships in the repository; regenerate it with "
-                "`python scripts/make_data_small.py` (needs espeak-ng)")
+        return (
+            "data_small/ ships in the repository; regenerate it with "
+            "`python scripts/make_data_small.py` (needs espeak-ng)"
+        )
     if corpus == "fsdd_sample":
-        return ("data_small/fsdd_sample/ ships in the repository; regenerate it with "
-                "`python scripts/make_fsdd_sample.py --fsdd FSDD_DIR`")
+        return (
+            "data_small/fsdd_sample/ ships in the repository; regenerate it with "
+            "`python scripts/make_fsdd_sample.py --fsdd FSDD_DIR`"
+        )
     return f"fetch it with `usmlite-edu data fetch {_FETCH_NAMES[corpus]} --to {where}`"
 
 
 # --------------------------------------------------------------------------- data types
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -152,9 +174,11 @@ class CorpusSplit:
 
     def summary(self) -> str:
         """One line for logs and notebooks."""
-        return (f"{self.name}: {len(self.utterances)} utterances, "
-                f"{len({u.speaker for u in self.utterances})} speakers, "
-                f"{len(self.skipped)} skipped, {self.sample_rate} Hz")
+        return (
+            f"{self.name}: {len(self.utterances)} utterances, "
+            f"{len({u.speaker for u in self.utterances})} speakers, "
+            f"{len(self.skipped)} skipped, {self.sample_rate} Hz"
+        )
 
 
 def _skip(skipped: list[tuple[str, str]], what: str, reason: str) -> None:
@@ -178,9 +202,16 @@ def normalize_text(s: str) -> str:
 
 # ------------------------------------------------------------------- LibriSpeech layout
 
-def load_librispeech(root: str | os.PathLike[str], subset_dirs: list[str] | None = None,
-                     sample_rate: int = 16000, *, check_audio: bool = True,
-                     name: str | None = None, fetch_hint: str | None = None) -> CorpusSplit:
+
+def load_librispeech(
+    root: str | os.PathLike[str],
+    subset_dirs: list[str] | None = None,
+    sample_rate: int = 16000,
+    *,
+    check_audio: bool = True,
+    name: str | None = None,
+    fetch_hint: str | None = None,
+) -> CorpusSplit:
     """Read a LibriSpeech-layout tree (``root`` itself, or ``root/<subset>`` per subset).
 
     Each ``<spk>-<chap>.trans.txt`` line ``UTTID TEXT`` becomes an utterance whose audio is
@@ -192,8 +223,10 @@ def load_librispeech(root: str | os.PathLike[str], subset_dirs: list[str] | None
     """
     root = Path(root)
     dirs = [root] if not subset_dirs else [root / s for s in subset_dirs]
-    hint = fetch_hint or ("fetch LibriSpeech with `usmlite-edu data fetch "
-                          "mini-librispeech --to DIR` or `... librispeech-100 --to DIR`")
+    hint = fetch_hint or (
+        "fetch LibriSpeech with `usmlite-edu data fetch "
+        "mini-librispeech --to DIR` or `... librispeech-100 --to DIR`"
+    )
     utterances: list[Utterance] = []
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -204,7 +237,8 @@ def load_librispeech(root: str | os.PathLike[str], subset_dirs: list[str] | None
         if not transcripts:
             raise FileNotFoundError(
                 f"no LibriSpeech transcripts (*.trans.txt) under {d}; expected "
-                f"<speaker>/<chapter>/<speaker>-<chapter>.trans.txt; {hint}")
+                f"<speaker>/<chapter>/<speaker>-<chapter>.trans.txt; {hint}"
+            )
         for tr in transcripts:
             try:
                 lines = tr.read_text(encoding="utf-8").splitlines()
@@ -224,8 +258,14 @@ def load_librispeech(root: str | os.PathLike[str], subset_dirs: list[str] | None
                 if not text:
                     _skip(skipped, uid, f"empty transcript in {tr}")
                     continue
-                audio = next((tr.parent / (uid + ext) for ext in (".flac", ".wav")
-                              if (tr.parent / (uid + ext)).is_file()), None)
+                audio = next(
+                    (
+                        tr.parent / (uid + ext)
+                        for ext in (".flac", ".wav")
+                        if (tr.parent / (uid + ext)).is_file()
+                    ),
+                    None,
+                )
                 if audio is None:
                     _skip(skipped, uid, f"missing audio file {tr.parent / (uid + '.flac')}")
                     continue
@@ -240,8 +280,12 @@ def load_librispeech(root: str | os.PathLike[str], subset_dirs: list[str] | None
         name = "+".join(subset_dirs) if subset_dirs else root.name
     split = CorpusSplit(name, utterances, skipped, sample_rate)
     if skipped:
-        log.warning("%s: skipped %d of %d transcript lines (see CorpusSplit.skipped)",
-                    split.name, len(skipped), len(skipped) + len(utterances))
+        log.warning(
+            "%s: skipped %d of %d transcript lines (see CorpusSplit.skipped)",
+            split.name,
+            len(skipped),
+            len(skipped) + len(utterances),
+        )
     return split
 
 
@@ -260,6 +304,7 @@ def _header_problem(path: Path) -> str | None:
 
 # ------------------------------------------------------------------ FSDD connected digits
 
+
 @dataclass(frozen=True)
 class FsddRecording:
     """One FSDD file ``{digit}_{speaker}_{index}.wav``."""
@@ -275,7 +320,8 @@ def _fsdd_scan(fsdd_dir: str | os.PathLike[str]) -> tuple[list[FsddRecording], l
     if not rec_dir.is_dir():
         raise FileNotFoundError(
             f"FSDD recordings folder {rec_dir} does not exist; {_fetch_hint('fsdd', fsdd_dir)} "
-            f"(or unpack the FSDD archive so that {rec_dir / '0_jackson_0.wav'} exists)")
+            f"(or unpack the FSDD archive so that {rec_dir / '0_jackson_0.wav'} exists)"
+        )
     recs, odd = [], []
     for p in sorted(rec_dir.glob("*.wav")):
         m = _FSDD_NAME.match(p.name)
@@ -284,8 +330,10 @@ def _fsdd_scan(fsdd_dir: str | os.PathLike[str]) -> tuple[list[FsddRecording], l
             continue
         recs.append(FsddRecording(p, int(m.group(1)), m.group(2), int(m.group(3))))
     if not recs:
-        raise FileNotFoundError(f"no FSDD recordings ({{digit}}_{{speaker}}_{{index}}.wav) in "
-                                f"{rec_dir}; {_fetch_hint('fsdd', fsdd_dir)}")
+        raise FileNotFoundError(
+            f"no FSDD recordings ({{digit}}_{{speaker}}_{{index}}.wav) in "
+            f"{rec_dir}; {_fetch_hint('fsdd', fsdd_dir)}"
+        )
     return recs, odd
 
 
@@ -294,21 +342,28 @@ def fsdd_speakers(fsdd_dir: str | os.PathLike[str]) -> list[str]:
     return sorted({r.speaker for r in _fsdd_scan(fsdd_dir)[0]})
 
 
-def fsdd_recordings(fsdd_dir: str | os.PathLike[str], split: str, *,
-                    heldout_speaker: str | None = None) -> list[FsddRecording]:
+def fsdd_recordings(
+    fsdd_dir: str | os.PathLike[str], split: str, *, heldout_speaker: str | None = None
+) -> list[FsddRecording]:
     """The recordings a split may draw from (see the module docstring's table)."""
     return _fsdd_split(_fsdd_scan(fsdd_dir)[0], fsdd_dir, split, heldout_speaker)
 
 
-def _fsdd_split(recs: list[FsddRecording], fsdd_dir: str | os.PathLike[str], split: str,
-                heldout_speaker: str | None) -> list[FsddRecording]:
+def _fsdd_split(
+    recs: list[FsddRecording],
+    fsdd_dir: str | os.PathLike[str],
+    split: str,
+    heldout_speaker: str | None,
+) -> list[FsddRecording]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if heldout_speaker is not None:
         speakers = sorted({r.speaker for r in recs})
         if heldout_speaker not in speakers:
-            raise ValueError(f"heldout_speaker {heldout_speaker!r} is not in {fsdd_dir}; "
-                             f"speakers: {', '.join(speakers)}")
+            raise ValueError(
+                f"heldout_speaker {heldout_speaker!r} is not in {fsdd_dir}; "
+                f"speakers: {', '.join(speakers)}"
+            )
         if split == "test":
             return [r for r in recs if r.speaker == heldout_speaker]
         recs = [r for r in recs if r.speaker != heldout_speaker]
@@ -322,13 +377,20 @@ def _stable_int(s: str) -> int:
     return zlib.crc32(s.encode("utf-8"))
 
 
-def load_fsdd_connected(fsdd_dir: str | os.PathLike[str], split: str, *, seed: int = 0,
-                        num_utterances: int | None = None, min_digits: int = 1,
-                        max_digits: int = 7, sample_rate: int = FSDD_SAMPLE_RATE,
-                        heldout_speaker: str | None = None,
-                        silence_s: tuple[float, float] = (0.05, 0.3),
-                        snr_db: tuple[float, float] = (30.0, 40.0),
-                        peak: tuple[float, float] = (0.2, 0.9)) -> CorpusSplit:
+def load_fsdd_connected(
+    fsdd_dir: str | os.PathLike[str],
+    split: str,
+    *,
+    seed: int = 0,
+    num_utterances: int | None = None,
+    min_digits: int = 1,
+    max_digits: int = 7,
+    sample_rate: int = FSDD_SAMPLE_RATE,
+    heldout_speaker: str | None = None,
+    silence_s: tuple[float, float] = (0.05, 0.3),
+    snr_db: tuple[float, float] = (30.0, 40.0),
+    peak: tuple[float, float] = (0.2, 0.9),
+) -> CorpusSplit:
     """Connected-digit utterances built from FSDD recordings of one split, in memory.
 
     Each utterance: one speaker, ``min_digits..max_digits`` of that speaker's recordings
@@ -359,14 +421,15 @@ def load_fsdd_connected(fsdd_dir: str | os.PathLike[str], split: str, *, seed: i
     n_ok = sum(len(v) for v in pools.values())
     tag = f"fsdd/{split}" + (f"/heldout-{heldout_speaker}" if heldout_speaker else "")
     if n_ok == 0:
-        raise ValueError(f"{tag}: none of the {len(recs)} FSDD recordings in {fsdd_dir} "
-                         f"could be read; {_fetch_hint('fsdd', fsdd_dir)}")
+        raise ValueError(
+            f"{tag}: none of the {len(recs)} FSDD recordings in {fsdd_dir} "
+            f"could be read; {_fetch_hint('fsdd', fsdd_dir)}"
+        )
     if num_utterances is None:
         passes = 2 if split == "train" else 1
         num_utterances = math.ceil(passes * n_ok / ((min_digits + max_digits) / 2))
 
-    rng = np.random.default_rng(
-        [seed, _stable_int(split), _stable_int(heldout_speaker or "")])
+    rng = np.random.default_rng([seed, _stable_int(split), _stable_int(heldout_speaker or "")])
     speakers = sorted(pools)
     weights = np.array([len(pools[s]) for s in speakers], dtype=np.float64)
     weights /= weights.sum()
@@ -391,18 +454,22 @@ def load_fsdd_connected(fsdd_dir: str | os.PathLike[str], split: str, *, seed: i
         x = np.concatenate(pieces).astype(np.float64)
         gain = rng.uniform(*peak) / max(float(np.abs(x).max()), 1e-6)
         x *= gain
-        p_speech = float(np.mean(np.concatenate(speech).astype(np.float64) ** 2)) * gain ** 2
+        p_speech = float(np.mean(np.concatenate(speech).astype(np.float64) ** 2)) * gain**2
         noise_std = math.sqrt(p_speech / 10 ** (rng.uniform(*snr_db) / 10))
         x += rng.normal(0.0, noise_std, x.shape)
         uid = f"{tag.replace('/', '-')}-s{seed}-{i:05d}"
         text = " ".join(DIGIT_WORDS[r.digit] for r, _ in picked)
-        utterances.append(Utterance(uid, text, spk, audio=np.clip(x, -1, 1).astype(np.float32),
-                                    sample_rate=sample_rate))
+        utterances.append(
+            Utterance(
+                uid, text, spk, audio=np.clip(x, -1, 1).astype(np.float32), sample_rate=sample_rate
+            )
+        )
         sources[uid] = tuple(r.path.name for r, _ in picked)
     return CorpusSplit(tag, utterances, skipped, sample_rate, sources)
 
 
 # ------------------------------------------------------------------------- dispatching
+
 
 def _resolve_dir(data_dir: Path, candidates: list[Path], looks_right, corpus: str) -> Path:
     for c in candidates:
@@ -410,12 +477,19 @@ def _resolve_dir(data_dir: Path, candidates: list[Path], looks_right, corpus: st
             return c
     tried = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(
-        f"{corpus} not found (looked in {tried}); {_fetch_hint(corpus, data_dir)}")
+        f"{corpus} not found (looked in {tried}); {_fetch_hint(corpus, data_dir)}"
+    )
 
 
-def load_corpus(name: str, data_dir: str | os.PathLike[str] | None, split: str, *,
-                seed: int = 0, sample_rate: int | None = None,
-                heldout_speaker: str | None = None) -> CorpusSplit:
+def load_corpus(
+    name: str,
+    data_dir: str | os.PathLike[str] | None,
+    split: str,
+    *,
+    seed: int = 0,
+    sample_rate: int | None = None,
+    heldout_speaker: str | None = None,
+) -> CorpusSplit:
     """Load ``split`` ("train"/"dev"/"test") of corpus ``name`` (one of :data:`CORPORA`).
 
     ``data_dir`` is the corpus folder itself or a folder holding it under its usual name
@@ -431,10 +505,15 @@ def load_corpus(name: str, data_dir: str | os.PathLike[str] | None, split: str, 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if split not in LIBRISPEECH_SUBSETS.get(name, {split: split}):
-        raise ValueError(f"{name} has only the split(s) "
-                         f"{', '.join(LIBRISPEECH_SUBSETS[name])}, not {split!r}"
-                         + (": it is a sample of FSDD's test recordings, never to be trained "
-                            "or tuned on" if name == "fsdd_sample" else ""))
+        raise ValueError(
+            f"{name} has only the split(s) "
+            f"{', '.join(LIBRISPEECH_SUBSETS[name])}, not {split!r}"
+            + (
+                ": it is a sample of FSDD's test recordings, never to be trained or tuned on"
+                if name == "fsdd_sample"
+                else ""
+            )
+        )
     if heldout_speaker is not None and name != "fsdd":
         raise ValueError(f"heldout_speaker only applies to fsdd, not {name}")
     if data_dir is None:
@@ -450,31 +529,55 @@ def load_corpus(name: str, data_dir: str | os.PathLike[str] | None, split: str, 
         elif name == "fsdd_sample" and (repo_copy / "fsdd_sample").is_dir():
             data_dir = repo_copy / "fsdd_sample"
         else:
-            raise ValueError(f"no data directory for {name}: pass data_dir (--data) or set "
-                             f"the environment variable USMLITE_DATA"
-                             + (" (or run from a clone of the repository, which ships it)"
-                                if name in ("data_small", "fsdd_sample") else "")
-                             + f"; {_fetch_hint(name)}")
+            raise ValueError(
+                f"no data directory for {name}: pass data_dir (--data) or set "
+                f"the environment variable USMLITE_DATA"
+                + (
+                    " (or run from a clone of the repository, which ships it)"
+                    if name in ("data_small", "fsdd_sample")
+                    else ""
+                )
+                + f"; {_fetch_hint(name)}"
+            )
     root = Path(data_dir).expanduser()
 
     if name == "fsdd":
-        d = _resolve_dir(root, [root, root / "fsdd"],
-                         lambda c: (c / "recordings").is_dir(), "fsdd")
-        return load_fsdd_connected(d, split, seed=seed,
-                                   sample_rate=sample_rate or FSDD_SAMPLE_RATE,
-                                   heldout_speaker=heldout_speaker)
+        d = _resolve_dir(root, [root, root / "fsdd"], lambda c: (c / "recordings").is_dir(), "fsdd")
+        return load_fsdd_connected(
+            d,
+            split,
+            seed=seed,
+            sample_rate=sample_rate or FSDD_SAMPLE_RATE,
+            heldout_speaker=heldout_speaker,
+        )
 
     subset = LIBRISPEECH_SUBSETS[name][split]
     if name == "fsdd_sample":  # its root holds the speakers: look for transcripts there
-        d = _resolve_dir(root, [root, root / "fsdd_sample", root / "data_small" / "fsdd_sample"],
-                         lambda c: any(c.glob("*/*/*.trans.txt")), name)
-        return load_librispeech(d, None, sample_rate or FSDD_SAMPLE_RATE,
-                                name=f"{name}/{split}", fetch_hint=_fetch_hint(name))
-    cands = ([root, root / "data_small"] if name == "data_small"
-             else [root, root / "LibriSpeech"])
+        d = _resolve_dir(
+            root,
+            [root, root / "fsdd_sample", root / "data_small" / "fsdd_sample"],
+            lambda c: any(c.glob("*/*/*.trans.txt")),
+            name,
+        )
+        return load_librispeech(
+            d,
+            None,
+            sample_rate or FSDD_SAMPLE_RATE,
+            name=f"{name}/{split}",
+            fetch_hint=_fetch_hint(name),
+        )
+    cands = [root, root / "data_small"] if name == "data_small" else [root, root / "LibriSpeech"]
     d = _resolve_dir(root, cands, lambda c: (c / subset).is_dir(), name)
     if name == "mini-librispeech" and split == "test":
-        log.warning("mini-librispeech has no test subset: test = %s (the dev audio); "
-                    "report it as dev, and do not tune on it", subset)
-    return load_librispeech(d, [subset], sample_rate or 16000, name=f"{name}/{split}",
-                            fetch_hint=_fetch_hint(name, root))
+        log.warning(
+            "mini-librispeech has no test subset: test = %s (the dev audio); "
+            "report it as dev, and do not tune on it",
+            subset,
+        )
+    return load_librispeech(
+        d,
+        [subset],
+        sample_rate or 16000,
+        name=f"{name}/{split}",
+        fetch_hint=_fetch_hint(name, root),
+    )

@@ -6,7 +6,7 @@ error rate, which moves in smaller steps on a small test set.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -28,6 +28,7 @@ test server).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import logging
@@ -80,42 +81,61 @@ _OPENSLR = "https://www.openslr.org"
 
 
 def _slr(resource: int, subset: str, md5: str) -> Archive:
-    return Archive(f"{subset}.tar.gz", f"resources/{resource}/{subset}.tar.gz", _OPENSLR,
-                   md5, "tar.gz", subset)
+    return Archive(
+        f"{subset}.tar.gz", f"resources/{resource}/{subset}.tar.gz", _OPENSLR, md5, "tar.gz", subset
+    )
 
 
 CORPUS_ARCHIVES: dict[str, tuple[Archive, ...]] = {
-    "fsdd": (Archive(f"free-spoken-digit-dataset-{FSDD_COMMIT[:7]}.zip",
-                     f"Jakobovski/free-spoken-digit-dataset/zip/{FSDD_COMMIT}",
-                     "https://codeload.github.com", None, "zip"),),
-    "mini-librispeech": (_slr(31, "train-clean-5", "5df7d4e78065366204ca6845bb08f490"),
-                         _slr(31, "dev-clean-2", "6d7ab67ac6a1d2c993d050e16d61080d")),
-    "librispeech-100": (_slr(12, "train-clean-100", "2a93770f6d5c6c964bc36631d331a522"),
-                        _slr(12, "dev-clean", "42e2234ba48799c1f50f24a7926300a1"),
-                        _slr(12, "test-clean", "32fa31d27d2e1cad72775fee3f4849a9")),
+    "fsdd": (
+        Archive(
+            f"free-spoken-digit-dataset-{FSDD_COMMIT[:7]}.zip",
+            f"Jakobovski/free-spoken-digit-dataset/zip/{FSDD_COMMIT}",
+            "https://codeload.github.com",
+            None,
+            "zip",
+        ),
+    ),
+    "mini-librispeech": (
+        _slr(31, "train-clean-5", "5df7d4e78065366204ca6845bb08f490"),
+        _slr(31, "dev-clean-2", "6d7ab67ac6a1d2c993d050e16d61080d"),
+    ),
+    "librispeech-100": (
+        _slr(12, "train-clean-100", "2a93770f6d5c6c964bc36631d331a522"),
+        _slr(12, "dev-clean", "42e2234ba48799c1f50f24a7926300a1"),
+        _slr(12, "test-clean", "32fa31d27d2e1cad72775fee3f4849a9"),
+    ),
 }
 
 
 def _by_hand(archive: Archive, url: str, to_dir: Path, others: list[str]) -> str:
     """Where to put the files when this machine cannot download them."""
     if archive.kind == "zip":
-        return (f"download {url} (the FSDD repository at commit {FSDD_COMMIT[:7]}) and unpack "
-                f"it so that {to_dir / 'recordings' / '0_jackson_0.wav'} exists, or put the zip "
-                f"at {to_dir / archive.filename} and run this command again")
+        return (
+            f"download {url} (the FSDD repository at commit {FSDD_COMMIT[:7]}) and unpack "
+            f"it so that {to_dir / 'recordings' / '0_jackson_0.wav'} exists, or put the zip "
+            f"at {to_dir / archive.filename} and run this command again"
+        )
     also = f" The corpus also needs {' and '.join(others)}, the same way." if others else ""
-    return (f"download {url} (md5 {archive.md5}) and unpack it with "
-            f"`tar xzf {archive.filename} -C {to_dir}` so that "
-            f"{to_dir / 'LibriSpeech' / str(archive.subset)} exists, or put the archive at "
-            f"{to_dir / archive.filename} and run this command again.{also}")
+    return (
+        f"download {url} (md5 {archive.md5}) and unpack it with "
+        f"`tar xzf {archive.filename} -C {to_dir}` so that "
+        f"{to_dir / 'LibriSpeech' / str(archive.subset)} exists, or put the archive at "
+        f"{to_dir / archive.filename} and run this command again.{also}"
+    )
 
 
 # ------------------------------------------------------------------------------ download
 
+
 def _opener(url: str):
     """Loopback URLs (tests, local mirrors) never go through a configured proxy."""
     host = urlparse(url).hostname or ""
-    return build_opener(ProxyHandler({})) if host in ("127.0.0.1", "localhost", "::1") \
+    return (
+        build_opener(ProxyHandler({}))
+        if host in ("127.0.0.1", "localhost", "::1")
         else build_opener()
+    )
 
 
 def _md5(path: Path) -> str:
@@ -141,8 +161,9 @@ def _download(url: str, part: Path, *, timeout: float, hand: str) -> None:
             raise FetchError(f"{url} answered HTTP {e.code} {e.reason}; {hand}") from None
         except (URLError, OSError) as e:  # refused, DNS failure, timeout: offline, fail now
             reason = getattr(e, "reason", e)
-            raise FetchError(f"cannot reach {url} ({reason}); this machine may be offline. "
-                             f"By hand: {hand}") from None
+            raise FetchError(
+                f"cannot reach {url} ({reason}); this machine may be offline. By hand: {hand}"
+            ) from None
         with resp:
             resumed = have > 0 and resp.status == 206
             length = resp.headers.get("Content-Length")
@@ -150,38 +171,49 @@ def _download(url: str, part: Path, *, timeout: float, hand: str) -> None:
             if total is not None:
                 free = shutil.disk_usage(part.parent).free
                 if free < 2.1 * (total - (have if resumed else 0)):
-                    raise FetchError(f"{url} is {total / 1e6:,.0f} MB and needs about twice "
-                                     f"that free in {part.parent} (download + unpacked); only "
-                                     f"{free / 1e6:,.0f} MB are free")
+                    raise FetchError(
+                        f"{url} is {total / 1e6:,.0f} MB and needs about twice "
+                        f"that free in {part.parent} (download + unpacked); only "
+                        f"{free / 1e6:,.0f} MB are free"
+                    )
             if have and not resumed:
                 log.info("server ignored the resume request; downloading %s again", url)
             try:
                 with part.open("ab" if resumed else "wb") as out:
                     done, shown = out.tell(), out.tell()
-                    for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                    for chunk in iter(functools.partial(resp.read, _CHUNK), b""):
                         out.write(chunk)
                         done += len(chunk)
                         if done - shown >= _PROGRESS:
                             shown = done
-                            log.info("  %s: %s of %s MB", part.name, f"{done / 1e6:,.0f}",
-                                     f"{total / 1e6:,.0f}" if total else "?")
+                            log.info(
+                                "  %s: %s of %s MB",
+                                part.name,
+                                f"{done / 1e6:,.0f}",
+                                f"{total / 1e6:,.0f}" if total else "?",
+                            )
             except (OSError, http.client.HTTPException) as e:
                 if attempt == 2:
-                    raise FetchError(f"download of {url} broke off twice ({e}); run the same "
-                                     f"command again to resume from {part}") from None
+                    raise FetchError(
+                        f"download of {url} broke off twice ({e}); run the same "
+                        f"command again to resume from {part}"
+                    ) from None
                 log.warning("download of %s broke off (%s); resuming", url, e)
                 continue
         size = part.stat().st_size
         if total is None or size == total:
             return
         if attempt == 2:
-            raise FetchError(f"download of {url} stopped at {size:,} of {total:,} bytes twice; "
-                             f"run the same command again to resume from {part}")
+            raise FetchError(
+                f"download of {url} stopped at {size:,} of {total:,} bytes twice; "
+                f"run the same command again to resume from {part}"
+            )
         log.warning("download of %s stopped at %d of %d bytes; resuming", url, size, total)
 
 
-def _obtain(archive: Archive, to_dir: Path, *, base_url: str | None, timeout: float,
-            others: list[str]) -> Path:
+def _obtain(
+    archive: Archive, to_dir: Path, *, base_url: str | None, timeout: float, others: list[str]
+) -> Path:
     """The verified archive file in ``to_dir``: already there, or downloaded now."""
     url = archive.url(base_url)
     hand = _by_hand(archive, url, to_dir, others)
@@ -196,20 +228,27 @@ def _obtain(archive: Archive, to_dir: Path, *, base_url: str | None, timeout: fl
         if got != archive.md5:
             bad = dest.with_name(dest.name + ".bad")
             os.replace(dest, bad)
-            raise FetchError(f"checksum mismatch for {url}: md5 {got}, expected {archive.md5} "
-                             f"(openslr's published sum). The file was moved to {bad} and "
-                             f"will not be used; run the command again to re-download, or: "
-                             f"{hand}")
+            raise FetchError(
+                f"checksum mismatch for {url}: md5 {got}, expected {archive.md5} "
+                f"(openslr's published sum). The file was moved to {bad} and "
+                f"will not be used; run the command again to re-download, or: "
+                f"{hand}"
+            )
     return dest
 
 
 # ------------------------------------------------------------------------------ extract
 
+
 def _safe_name(name: str) -> PurePosixPath | None:
     """``name`` as a relative path that cannot leave the target folder, or None."""
     p = PurePosixPath(name.replace("\\", "/"))
-    if p.is_absolute() or any(part in ("..", "") for part in p.parts) or not p.parts \
-            or re.match(r"^[A-Za-z]:", p.parts[0]):
+    if (
+        p.is_absolute()
+        or any(part in ("..", "") for part in p.parts)
+        or not p.parts
+        or re.match(r"^[A-Za-z]:", p.parts[0])
+    ):
         return None
     return p
 
@@ -233,8 +272,10 @@ def _extract_tar(archive: Path, tmp: Path, url: str) -> None:
     try:
         _extract_tar_members(archive, tmp, url)
     except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise FetchError(f"{archive} from {url} is not a readable .tar.gz ({e}); delete it "
-                         f"and run the command again") from None
+        raise FetchError(
+            f"{archive} from {url} is not a readable .tar.gz ({e}); delete it "
+            f"and run the command again"
+        ) from None
 
 
 def _extract_tar_members(archive: Path, tmp: Path, url: str) -> None:
@@ -249,8 +290,10 @@ def _extract_tar_members(archive: Path, tmp: Path, url: str) -> None:
             else:
                 tf.extract(m, tmp, set_attrs=False, filter="data")
                 continue
-            raise FetchError(f"refusing {archive.name} from {url}: member {m.name!r} is "
-                             f"{problem}; nothing was unpacked")
+            raise FetchError(
+                f"refusing {archive.name} from {url}: member {m.name!r} is "
+                f"{problem}; nothing was unpacked"
+            )
 
 
 def _extract_fsdd(archive: Path, tmp: Path, url: str) -> None:
@@ -259,18 +302,27 @@ def _extract_fsdd(archive: Path, tmp: Path, url: str) -> None:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as e:
         os.replace(archive, archive.with_name(archive.name + ".bad"))
-        raise FetchError(f"{archive.name} from {url} is not a zip archive ({e}); it was moved "
-                         f"aside; run the command again to re-download") from None
+        raise FetchError(
+            f"{archive.name} from {url} is not a zip archive ({e}); it was moved "
+            f"aside; run the command again to re-download"
+        ) from None
     with zf:
         picked: dict[str, zipfile.ZipInfo] = {}
         for info in zf.infolist():
             parts = PurePosixPath(info.filename).parts
-            if info.is_dir() or len(parts) < 2 or parts[-2] != "recordings" \
-                    or len(parts) > 3 or not _FSDD_NAME.match(parts[-1]):
+            if (
+                info.is_dir()
+                or len(parts) < 2
+                or parts[-2] != "recordings"
+                or len(parts) > 3
+                or not _FSDD_NAME.match(parts[-1])
+            ):
                 continue
             if info.file_size > _MAX_RECORDING:
-                raise FetchError(f"refusing {archive.name} from {url}: member "
-                                 f"{info.filename!r} claims {info.file_size:,} bytes")
+                raise FetchError(
+                    f"refusing {archive.name} from {url}: member "
+                    f"{info.filename!r} claims {info.file_size:,} bytes"
+                )
             picked[parts[-1]] = info
         speakers = {n.split("_")[1] for n in picked}
         ok = len(picked) == FSDD_RECORDINGS and len(speakers) == FSDD_SPEAKERS
@@ -287,16 +339,20 @@ def _extract_fsdd(archive: Path, tmp: Path, url: str) -> None:
             f"{archive.name} from {url} holds {len(picked)} recordings of {len(speakers)} "
             f"speakers; the pinned FSDD commit {FSDD_COMMIT[:7]} has {FSDD_RECORDINGS:,} "
             f"of {FSDD_SPEAKERS}. It was moved to {bad} and will not be used; run the "
-            f"command again to re-download, or fetch the right archive by hand: {url}")
+            f"command again to re-download, or fetch the right archive by hand: {url}"
+        )
 
 
 # ------------------------------------------------------------------------------- public
 
+
 def _complete(corpus: str, archive: Archive, to_dir: Path) -> bool:
     if archive.kind == "zip":
         rec = to_dir / "recordings"
-        return rec.is_dir() and sum(1 for p in rec.glob("*.wav")
-                                    if _FSDD_NAME.match(p.name)) >= FSDD_RECORDINGS
+        return (
+            rec.is_dir()
+            and sum(1 for p in rec.glob("*.wav") if _FSDD_NAME.match(p.name)) >= FSDD_RECORDINGS
+        )
     if (to_dir / ".usmlite-fetch" / f"{archive.filename}.done").is_file():
         return True
     # unpacked by hand (see the offline message): the subset folder with its transcripts
@@ -304,8 +360,14 @@ def _complete(corpus: str, archive: Archive, to_dir: Path) -> bool:
     return subset.is_dir() and next(subset.rglob("*.trans.txt"), None) is not None
 
 
-def fetch(corpus: str, to_dir: str | os.PathLike[str], *, base_url: str | None = None,
-          timeout: float = 30, keep_archives: bool = False) -> Path:
+def fetch(
+    corpus: str,
+    to_dir: str | os.PathLike[str],
+    *,
+    base_url: str | None = None,
+    timeout: float = 30,
+    keep_archives: bool = False,
+) -> Path:
     """Download, verify and unpack ``corpus`` into ``to_dir``; return the corpus folder.
 
     Returns ``to_dir`` for FSDD (holding ``recordings/``) and ``to_dir/LibriSpeech`` for
@@ -314,8 +376,7 @@ def fetch(corpus: str, to_dir: str | os.PathLike[str], *, base_url: str | None =
     Archives are deleted after unpacking unless ``keep_archives``.
     """
     if corpus not in CORPUS_ARCHIVES:
-        raise ValueError(f"unknown corpus {corpus!r}; choose one of "
-                         f"{', '.join(CORPUS_ARCHIVES)}")
+        raise ValueError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPUS_ARCHIVES)}")
     to = Path(to_dir).expanduser().resolve()
     to.mkdir(parents=True, exist_ok=True)
     for archive in CORPUS_ARCHIVES[corpus]:
@@ -323,8 +384,11 @@ def fetch(corpus: str, to_dir: str | os.PathLike[str], *, base_url: str | None =
             log.info("%s: %s already unpacked in %s", corpus, archive.filename, to)
             continue
         url = archive.url(base_url)
-        others = [a.url(base_url) for a in CORPUS_ARCHIVES[corpus]
-                  if a is not archive and not _complete(corpus, a, to)]
+        others = [
+            a.url(base_url)
+            for a in CORPUS_ARCHIVES[corpus]
+            if a is not archive and not _complete(corpus, a, to)
+        ]
         path = _obtain(archive, to, base_url=base_url, timeout=timeout, others=others)
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=to) as tmp:
             log.info("unpacking %s", path)

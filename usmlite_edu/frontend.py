@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +33,16 @@ import numpy as np
 
 from usmlite_edu.configs import ConformerConfig
 
-__all__ = ["LogMelConfig", "hz_to_mel", "mel_to_hz", "mel_filterbank", "hann_window",
-           "num_frames", "log_mel", "normalize"]
+__all__ = [
+    "LogMelConfig",
+    "hz_to_mel",
+    "mel_to_hz",
+    "mel_filterbank",
+    "hann_window",
+    "num_frames",
+    "log_mel",
+    "normalize",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,24 +71,31 @@ class LogMelConfig:
             raise ValueError(
                 f"window_ms={self.window_ms} / hop_ms={self.hop_ms} give win_length="
                 f"{self.win_length}, hop_length={self.hop_length} samples at "
-                f"{self.sample_rate} Hz; both must be >= 1")
+                f"{self.sample_rate} Hz; both must be >= 1"
+            )
         if self.fft_size is not None and self.fft_size < self.win_length:
             raise ValueError(
                 f"fft_size={self.fft_size} is shorter than the window ({self.win_length} "
                 f"samples = {self.window_ms} ms at {self.sample_rate} Hz); use fft_size >= "
-                f"{self.win_length} or leave it None (next power of two)")
+                f"{self.win_length} or leave it None (next power of two)"
+            )
         if not 0.0 <= self.fmin < self.mel_fmax <= self.sample_rate / 2:
             raise ValueError(
                 f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, "
-                f"fmax={self.mel_fmax}, sample_rate/2={self.sample_rate / 2}")
+                f"fmax={self.mel_fmax}, sample_rate/2={self.sample_rate / 2}"
+            )
         if self.log_floor <= 0:
             raise ValueError(f"log_floor must be positive, got {self.log_floor}")
 
     @classmethod
-    def from_model(cls, cfg: ConformerConfig, **overrides) -> "LogMelConfig":
+    def from_model(cls, cfg: ConformerConfig, **overrides) -> LogMelConfig:
         """The frontend of a :class:`ConformerConfig` (sample rate, mels, window, hop)."""
-        fields = dict(sample_rate=cfg.sample_rate, num_mels=cfg.num_mels,
-                      window_ms=cfg.window_ms, hop_ms=cfg.hop_ms)
+        fields = dict(
+            sample_rate=cfg.sample_rate,
+            num_mels=cfg.num_mels,
+            window_ms=cfg.window_ms,
+            hop_ms=cfg.hop_ms,
+        )
         return cls(**{**fields, **overrides})
 
     @property
@@ -112,7 +126,7 @@ class LogMelConfig:
         return float(self.sample_rate) / 2 if self.fmax is None else float(self.fmax)
 
 
-AnyConfig = Union[LogMelConfig, ConformerConfig]
+AnyConfig = LogMelConfig | ConformerConfig
 
 
 def _as_config(cfg: AnyConfig) -> LogMelConfig:
@@ -142,16 +156,16 @@ def _filterbank(cfg: LogMelConfig) -> np.ndarray:
             f"num_mels={cfg.num_mels} exceeds the {n_bins} FFT bins of n_fft={cfg.n_fft} "
             f"({cfg.window_ms} ms window at {cfg.sample_rate} Hz): most filters would be "
             f"empty. Use num_mels <= {n_bins}, or a larger fft_size (e.g. "
-            f"fft_size={1 << (2 * (cfg.num_mels - 1) - 1).bit_length()}) / longer window")
+            f"fft_size={1 << (2 * (cfg.num_mels - 1) - 1).bit_length()}) / longer window"
+        )
     # num_mels + 2 band edges equally spaced in mel, converted back to Hz.
-    edges = mel_to_hz(np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(cfg.mel_fmax),
-                                  cfg.num_mels + 2))
+    edges = mel_to_hz(np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(cfg.mel_fmax), cfg.num_mels + 2))
     freqs = np.arange(n_bins, dtype=np.float64) * cfg.sample_rate / cfg.n_fft
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (freqs[None, :] - lower) / (centre - lower)
     falling = (upper - freqs[None, :]) / (upper - centre)
-    weights = np.maximum(0.0, np.minimum(rising, falling))        # (num_mels, n_bins)
-    return np.ascontiguousarray(weights.T.astype(np.float32))      # (n_bins, num_mels)
+    weights = np.maximum(0.0, np.minimum(rising, falling))  # (num_mels, n_bins)
+    return np.ascontiguousarray(weights.T.astype(np.float32))  # (n_bins, num_mels)
 
 
 def mel_filterbank(cfg: AnyConfig) -> np.ndarray:
@@ -194,18 +208,19 @@ def num_frames(length, cfg: AnyConfig):
 
 def _frame(x: jax.Array, win: int, hop: int, t: int) -> jax.Array:
     """``(B, N) -> (B, t, win)`` frames ``x[:, i*hop : i*hop+win]`` via reshape + slices."""
-    k = -(-win // hop)                       # hop-sized chunks spanned by one window
+    k = -(-win // hop)  # hop-sized chunks spanned by one window
     need = (t + k - 1) * hop
     n = x.shape[1]
     x = jnp.pad(x, ((0, 0), (0, need - n))) if need > n else x[:, :need]
     chunks = x.reshape(x.shape[0], t + k - 1, hop)
-    frames = jnp.concatenate([chunks[:, j:j + t] for j in range(k)], axis=-1)
+    frames = jnp.concatenate([chunks[:, j : j + t] for j in range(k)], axis=-1)
     return frames[..., :win]
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def log_mel(waveforms: jax.Array, lengths: jax.Array,
-            cfg: AnyConfig) -> tuple[jax.Array, jax.Array]:
+def log_mel(
+    waveforms: jax.Array, lengths: jax.Array, cfg: AnyConfig
+) -> tuple[jax.Array, jax.Array]:
     """Log-mel features of a zero-padded batch (paper section 4.2 frontend).
 
     Args:
@@ -236,8 +251,7 @@ def log_mel(waveforms: jax.Array, lengths: jax.Array,
 
 
 @jax.jit
-def normalize(features: jax.Array, frame_mask: jax.Array,
-              eps: float = 1e-5) -> jax.Array:
+def normalize(features: jax.Array, frame_mask: jax.Array, eps: float = 1e-5) -> jax.Array:
     """Per-utterance mean / variance normalisation of each mel bin over valid frames.
 
     ``(x - mean) / sqrt(var + eps)`` with mean and (biased) variance taken over the

@@ -20,20 +20,21 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
 from usmlite_edu import sizes
-from usmlite_edu.paths import in_checkout
-from usmlite_edu.compress import as_spec
-from usmlite_edu.corpora import load_corpus
 
 # Every library call this module makes, in one block, so that moving one is one edit.
 from usmlite_edu.batching import eval_batches, prepare
+from usmlite_edu.compress import as_spec
+from usmlite_edu.corpora import load_corpus
 from usmlite_edu.decoding import wer_cer
+from usmlite_edu.paths import in_checkout
 from usmlite_edu.runs import load_masks, load_run, read_config
 from usmlite_edu.train import get_trainer
 
@@ -58,15 +59,19 @@ def _transcribe(trainer, params, masks, ds, tok) -> dict[str, str]:
 def _score(refs: Sequence[str], hyps: Sequence[str]) -> dict:
     words = sum(len(r.split()) for r in refs)
     wer, cer = wer_cer(refs, hyps)
-    return {"wer": wer, "cer": cer, "words": words, "errors": int(round(wer * words / 100)),
-            "utterances": len(refs)}
+    return {
+        "wer": wer,
+        "cer": cer,
+        "words": words,
+        "errors": int(round(wer * words / 100)),
+        "utterances": len(refs),
+    }
 
 
 def _examples(res: dict, specs: Sequence[str], k: int = 4) -> list[str]:
     """Utterances worth showing: first those some of ``specs`` get wrong, then correct ones."""
     uids = list(res["references"])
-    wrong = [u for u in uids if any(res["hypotheses"][s][u] != res["references"][u]
-                                    for s in specs)]
+    wrong = [u for u in uids if any(res["hypotheses"][s][u] != res["references"][u] for s in specs)]
     return (wrong + [u for u in uids if u not in wrong])[:k]
 
 
@@ -99,39 +104,64 @@ def _write_md(res: dict, path: Path) -> None:
             f"| `{r['spec']}` | {a['wer']:.2f} | {a['cer']:.2f} | {a['words']} | {a['errors']} "
             f"| {r['seen']['wer']:.2f} "
             + (f"| {r['unseen']['wer']:.2f} " if unseen else "")
-            + f"| {r['size_paper']:.1f}% | {r['size_exact']:.1f}% | {r['exact_bytes']:,} |")
-    lines += ["", f"Wall time {res['wall_time_s']:.0f} s (loading, compiling and decoding "
-              f"{len(rows)} specs)."]
+            + f"| {r['size_paper']:.1f}% | {r['size_exact']:.1f}% | {r['exact_bytes']:,} |"
+        )
+    lines += [
+        "",
+        f"Wall time {res['wall_time_s']:.0f} s (loading, compiling and decoding "
+        f"{len(rows)} specs).",
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
 def _plot(res: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = res["rows"]
     x = [r["size_paper"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    ax.plot(x, [r["all"]["wer"] for r in rows], "o", ms=8, color="C0",
-            label=f"whole sample ({rows[0]['all']['words']} words)")
+    ax.plot(
+        x,
+        [r["all"]["wer"] for r in rows],
+        "o",
+        ms=8,
+        color="C0",
+        label=f"whole sample ({rows[0]['all']['words']} words)",
+    )
     if "unseen" in rows[0]:
-        ax.plot(x, [r["unseen"]["wer"] for r in rows], "x", ms=7, color="C3",
-                label=f"unseen speaker {res['heldout_speaker']} "
-                      f"({rows[0]['unseen']['words']} words)")
+        ax.plot(
+            x,
+            [r["unseen"]["wer"] for r in rows],
+            "x",
+            ms=7,
+            color="C3",
+            label=f"unseen speaker {res['heldout_speaker']} ({rows[0]['unseen']['words']} words)",
+        )
     for r in rows:
-        ax.annotate(f"{r['spec']}\n{r['all']['wer']:.1f}%", (r["size_paper"], r["all"]["wer"]),
-                    textcoords="offset points", xytext=(7, -3), va="top", fontsize=9)
+        ax.annotate(
+            f"{r['spec']}\n{r['all']['wer']:.1f}%",
+            (r["size_paper"], r["all"]["wer"]),
+            textcoords="offset points",
+            xytext=(7, -3),
+            va="top",
+            fontsize=9,
+        )
     ax.set_xscale("log")
     ax.set_xticks([5, 10, 25, 50, 100], ["5%", "10%", "25%", "50%", "100%"])
     ax.set_xlim(min(x) / 1.6, max(x) * 1.6)
-    top = max(max(r["all"]["wer"] for r in rows),
-              max((r["unseen"]["wer"] for r in rows if "unseen" in r), default=0))
+    top = max(
+        max(r["all"]["wer"] for r in rows),
+        max((r["unseen"]["wer"] for r in rows if "unseen" in r), default=0),
+    )
     ax.set_ylim(0, max(10.0, top * 1.2))
     ax.set_xlabel("model size, % of float32 B0 (paper convention, log scale)")
     ax.set_ylabel("WER (%)")
-    ax.set_title(f"B0 post-training quantization on {res['sample_name']} (real speech)",
-                 fontsize=10)
+    ax.set_title(
+        f"B0 post-training quantization on {res['sample_name']} (real speech)", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
@@ -139,11 +169,15 @@ def _plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def ptq_on_sample(b0_dir: str | os.PathLike | None = None,
-                  sample_dir: str | os.PathLike | None = None,
-                  out_dir: str | os.PathLike = "runs/main",
-                  specs: Sequence[str] = DEFAULT_SPECS, *, show: int = 4,
-                  verbose: bool = True) -> dict[str, Any]:
+def ptq_on_sample(
+    b0_dir: str | os.PathLike | None = None,
+    sample_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike = "runs/main",
+    specs: Sequence[str] = DEFAULT_SPECS,
+    *,
+    show: int = 4,
+    verbose: bool = True,
+) -> dict[str, Any]:
     """Transcribe the sample with B0 under each spec; write the table, JSON and plot.
 
     Returns the results: ``rows`` (one per spec, in order: ``all``/``seen``/``unseen``
@@ -156,11 +190,15 @@ def ptq_on_sample(b0_dir: str | os.PathLike | None = None,
     """
     t0 = time.time()
     if b0_dir is None:
-        b0_dir = in_checkout(B0_IN_CLONE, "the committed B0",
-                             "pass b0_dir (a run directory of `usmlite-edu train`)")
+        b0_dir = in_checkout(
+            B0_IN_CLONE, "the committed B0", "pass b0_dir (a run directory of `usmlite-edu train`)"
+        )
     if sample_dir is None:
-        sample_dir = in_checkout(SAMPLE_IN_CLONE, "the FSDD test sample",
-                                 "pass sample_dir (scripts/make_fsdd_sample.py writes one)")
+        sample_dir = in_checkout(
+            SAMPLE_IN_CLONE,
+            "the FSDD test sample",
+            "pass sample_dir (scripts/make_fsdd_sample.py writes one)",
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = load_run(b0_dir)
@@ -171,10 +209,10 @@ def ptq_on_sample(b0_dir: str | os.PathLike | None = None,
     # of one per bucket (about 3x faster). Padding is masked out, so the transcripts are
     # those of B0's own buckets (checked: identical for all five default specs).
     longest = max(u.load(cfg.sample_rate).size for u in split.utterances) / cfg.sample_rate
-    tcfg = read_config(b0_dir)[1].replace(bucket_seconds=(float(math.ceil(longest)),),
-                                          eval_batch_size=len(split))
-    parts = {"all": split.utterances,
-             "seen": [u for u in split.utterances if u.speaker != heldout]}
+    tcfg = read_config(b0_dir)[1].replace(
+        bucket_seconds=(float(math.ceil(longest)),), eval_batch_size=len(split)
+    )
+    parts = {"all": split.utterances, "seen": [u for u in split.utterances if u.speaker != heldout]}
     if heldout and len(parts["seen"]) < len(split):
         parts["unseen"] = [u for u in split.utterances if u.speaker == heldout]
     ds = prepare(split, tok, cfg, tcfg.bucket_seconds, keep_long=True)
@@ -194,19 +232,33 @@ def ptq_on_sample(b0_dir: str | os.PathLike | None = None,
             uids = [u.uid for u in us]
             row[name] = _score([refs[u] for u in uids], [hyps[s][u] for u in uids])
         size = sizes.model_size(spec, cfg)
-        row.update(size_paper=sizes.size_ratio(spec, cfg, "paper"), size_exact=size.ratio,
-                   exact_bytes=int(round(size.total / 8)), seconds=time.time() - t_spec)
+        row.update(
+            size_paper=sizes.size_ratio(spec, cfg, "paper"),
+            size_exact=size.ratio,
+            exact_bytes=int(round(size.total / 8)),
+            seconds=time.time() - t_spec,
+        )
         rows.append(row)
         if verbose:
-            print(f"  {s:>9}: WER {row['all']['wer']:5.2f}% ({row['all']['errors']} of "
-                  f"{row['all']['words']} words wrong), size {row['size_paper']:.1f}% "
-                  f"({row['seconds']:.0f} s)", flush=True)
+            print(
+                f"  {s:>9}: WER {row['all']['wer']:5.2f}% ({row['all']['errors']} of "
+                f"{row['all']['words']} words wrong), size {row['size_paper']:.1f}% "
+                f"({row['seconds']:.0f} s)",
+                flush=True,
+            )
 
-    res = {"b0_dir": str(b0_dir), "sample_dir": str(sample_dir), "sample_name": split.name,
-           "heldout_speaker": heldout,
-           "params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
-           "specs": list(specs), "rows": rows, "references": refs, "hypotheses": hyps,
-           "wall_time_s": time.time() - t0}
+    res = {
+        "b0_dir": str(b0_dir),
+        "sample_dir": str(sample_dir),
+        "sample_name": split.name,
+        "heldout_speaker": heldout,
+        "params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+        "specs": list(specs),
+        "rows": rows,
+        "references": refs,
+        "hypotheses": hyps,
+        "wall_time_s": time.time() - t0,
+    }
     _write_md(res, out / "ptq_sample.md")
     (out / "ptq_sample.json").write_text(json.dumps(res, indent=2))
     _plot(res, out / "ptq_sample.png")
@@ -224,8 +276,9 @@ def ptq_on_sample(b0_dir: str | os.PathLike | None = None,
     return res
 
 
-def run(out_dir: str | os.PathLike = "runs/main", *, full: bool = False,
-        notebooks: bool = True) -> int:
+def run(
+    out_dir: str | os.PathLike = "runs/main", *, full: bool = False, notebooks: bool = True
+) -> int:
     """``make run``: the size table, B0 on real speech under PTQ, then the notebooks.
 
     Everything is offline: B0 and the sample ship in the repository. Executed notebooks
@@ -238,12 +291,16 @@ def run(out_dir: str | os.PathLike = "runs/main", *, full: bool = False,
     out = Path(out_dir)
     print("== Model size ratio of USM-Lite's Tables 1-3 (section 5), 2B model ==", flush=True)
     print(sizes.format_size_table("usm_2b"), flush=True)
-    print("\n== The committed B0 on real FSDD test speech, float and post-training "
-          "quantized ==", flush=True)
+    print(
+        "\n== The committed B0 on real FSDD test speech, float and post-training quantized ==",
+        flush=True,
+    )
     ptq_on_sample(None, None, out)
     if notebooks:
-        print(f"\n== Notebooks, executed headless ({'learner' if full else 'tiny'} sizes) ==",
-              flush=True)
+        print(
+            f"\n== Notebooks, executed headless ({'learner' if full else 'tiny'} sizes) ==",
+            flush=True,
+        )
         notebook_runner.run_all(None, fast=not full, out_dir=out / "notebooks")
     print(f"\nMain job done in {time.time() - t0:.0f} s; outputs in {out}", flush=True)
     return 0

@@ -56,11 +56,28 @@ from usmlite_edu.compress import CompressionSpec
 from usmlite_edu.configs import ConformerConfig, weight_shapes
 from usmlite_edu.frontend import subsampled_lengths
 
-__all__ = ["ModelOptions", "ConformerCTC", "rel_shift", "relative_positions",
-           "relative_logits_reference", "relative_logits", "subsampled_lengths",
-           "check_spec", "build_model", "abstract_model", "split_model", "model_graph",
-           "init_params", "forward", "attention_maps", "param_shapes", "normalize_param_keys",
-           "params_from_linen", "compressible_mask_tree", "apply_masks"]
+__all__ = [
+    "ModelOptions",
+    "ConformerCTC",
+    "rel_shift",
+    "relative_positions",
+    "relative_logits_reference",
+    "relative_logits",
+    "subsampled_lengths",
+    "check_spec",
+    "build_model",
+    "abstract_model",
+    "split_model",
+    "model_graph",
+    "init_params",
+    "forward",
+    "attention_maps",
+    "param_shapes",
+    "normalize_param_keys",
+    "params_from_linen",
+    "compressible_mask_tree",
+    "apply_masks",
+]
 
 # The Linen model's initialisers and LayerNorm epsilon (nnx.LayerNorm's default is the
 # same 1e-6 today; passed explicitly so a change of default cannot move the maths).
@@ -103,16 +120,25 @@ class QDense(nnx.Module):
     ``kernel`` is ``(in, out)``, LeCun-normal; ``bias`` (if any) starts at zero.
     """
 
-    def __init__(self, in_features: int, out_features: int, spec: CompressionSpec, *,
-                 use_bias: bool = True, compute_dtype: str | None = None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        spec: CompressionSpec,
+        *,
+        use_bias: bool = True,
+        compute_dtype: str | None = None,
+        rngs: nnx.Rngs,
+    ):
         self.spec = spec
         self.compute_dtype = compute_dtype
         self.kernel = nnx.Param(_KERNEL_INIT(rngs.params(), (in_features, out_features)))
         self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = compress.compressed_matmul(x, self.kernel[...], self.spec,
-                                       compute_dtype=self.compute_dtype)
+        y = compress.compressed_matmul(
+            x, self.kernel[...], self.spec, compute_dtype=self.compute_dtype
+        )
         if self.bias is not None:
             y = y + self.bias[...]
         return y
@@ -126,8 +152,9 @@ def _maybe_fake_quant_kernel(kernel: jax.Array, spec: CompressionSpec) -> jax.Ar
     if flat.shape[0] % (spec.group_size or spec.sub_channels):
         return kernel  # groups only defined for the dense layers; keep float
     spec = spec.for_input_dim(flat.shape[0])
-    return quant.fake_quant(flat, spec.bits, symmetric=spec.symmetric,
-                            sub_channels=spec.sub_channels, clip=spec.clip).reshape(kernel.shape)
+    return quant.fake_quant(
+        flat, spec.bits, symmetric=spec.symmetric, sub_channels=spec.sub_channels, clip=spec.clip
+    ).reshape(kernel.shape)
 
 
 # Channels-last layouts of 1-D and 2-D convolutions (input, kernel, output).
@@ -140,9 +167,18 @@ class QConv(nnx.Module):
     ``kernel`` is ``(*kernel_size, in / groups, out)``, LeCun-normal; ``bias`` is zero.
     """
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: tuple[int, ...],
-                 strides: tuple[int, ...], padding: Any, spec: CompressionSpec | None = None, *,
-                 feature_group_count: int = 1, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: Any,
+        spec: CompressionSpec | None = None,
+        *,
+        feature_group_count: int = 1,
+        rngs: nnx.Rngs,
+    ):
         self.strides = tuple(strides)
         self.padding = tuple(tuple(p) for p in padding)
         self.spec = spec
@@ -156,9 +192,13 @@ class QConv(nnx.Module):
         if self.spec is not None:
             kernel = _maybe_fake_quant_kernel(kernel, self.spec)
         y = jax.lax.conv_general_dilated(
-            x, kernel, self.strides, self.padding,
+            x,
+            kernel,
+            self.strides,
+            self.padding,
             dimension_numbers=_CONV_DIMS[x.ndim - 2],
-            feature_group_count=self.feature_group_count)
+            feature_group_count=self.feature_group_count,
+        )
         return y + self.bias[...]
 
 
@@ -178,11 +218,16 @@ class Subsampler(nnx.Module):
         pad = ((1, 1), (1, 1))
         self.conv1 = QConv(1, c1, (3, 3), (2, 2), pad, conv_spec, rngs=rngs)
         self.conv2 = QConv(c1, c2, (3, 3), (2, 2), pad, conv_spec, rngs=rngs)
-        self.proj = QDense(cfg.proj_in_dim, cfg.model_dim, opts.quant_spec,
-                           compute_dtype=opts.compute_dtype, rngs=rngs)
+        self.proj = QDense(
+            cfg.proj_in_dim,
+            cfg.model_dim,
+            opts.quant_spec,
+            compute_dtype=opts.compute_dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, feats: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x = (feats * mask[..., None])[..., None]               # (B, T, F, 1), pads = 0
+        x = (feats * mask[..., None])[..., None]  # (B, T, F, 1), pads = 0
         x = self.conv1(x)
         mask = _subsample_mask(mask)
         x = jax.nn.relu(x) * mask[:, :, None, None]
@@ -200,10 +245,12 @@ class FeedForward(nnx.Module):
     def __init__(self, cfg: ConformerConfig, opts: ModelOptions, *, rngs: nnx.Rngs):
         dt = opts.compute_dtype
         self.norm = _layer_norm(cfg.model_dim, rngs)
-        self.dense1 = QDense(cfg.model_dim, cfg.ffn_dim, opts.quant_spec, compute_dtype=dt,
-                             rngs=rngs)
-        self.dense2 = QDense(cfg.ffn_dim, cfg.model_dim, opts.quant_spec, compute_dtype=dt,
-                             rngs=rngs)
+        self.dense1 = QDense(
+            cfg.model_dim, cfg.ffn_dim, opts.quant_spec, compute_dtype=dt, rngs=rngs
+        )
+        self.dense2 = QDense(
+            cfg.ffn_dim, cfg.model_dim, opts.quant_spec, compute_dtype=dt, rngs=rngs
+        )
         self.dropout = nnx.Dropout(cfg.dropout)
 
     def __call__(self, x: jax.Array, deterministic: bool, rngs: nnx.Rngs | None) -> jax.Array:
@@ -278,8 +325,9 @@ class RelPositionAttention(nnx.Module):
     def __init__(self, cfg: ConformerConfig, opts: ModelOptions, *, rngs: nnx.Rngs):
         self.cfg = cfg
         d, dt = cfg.model_dim, opts.compute_dtype
-        dense = lambda bias=True: QDense(d, d, opts.quant_spec, use_bias=bias,
-                                         compute_dtype=dt, rngs=rngs)
+        dense = lambda bias=True: QDense(
+            d, d, opts.quant_spec, use_bias=bias, compute_dtype=dt, rngs=rngs
+        )
         self.norm = _layer_norm(d, rngs)
         self.query, self.key, self.value = dense(), dense(), dense()
         self.pos = dense(bias=False)
@@ -288,8 +336,9 @@ class RelPositionAttention(nnx.Module):
         self.out = dense()
         self.dropout = nnx.Dropout(cfg.dropout)
 
-    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
-                 rngs: nnx.Rngs | None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, deterministic: bool, rngs: nnx.Rngs | None
+    ) -> jax.Array:
         cfg = self.cfg
         h, dh = cfg.num_heads, cfg.head_dim
         b, t, _ = x.shape
@@ -332,16 +381,18 @@ class ConvModule(nnx.Module):
         conv_spec = opts.quant_spec if opts.compress_convs else None
         self.norm = _layer_norm(d, rngs)
         self.pointwise1 = QDense(d, 2 * d, opts.quant_spec, compute_dtype=dt, rngs=rngs)
-        self.depthwise = QConv(d, d, (k,), (1,), ((k // 2, k // 2),), conv_spec,
-                               feature_group_count=d, rngs=rngs)
+        self.depthwise = QConv(
+            d, d, (k,), (1,), ((k // 2, k // 2),), conv_spec, feature_group_count=d, rngs=rngs
+        )
         self.conv_norm = _layer_norm(d, rngs)
         self.pointwise2 = QDense(d, d, opts.quant_spec, compute_dtype=dt, rngs=rngs)
         self.dropout = nnx.Dropout(cfg.dropout)
 
-    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
-                 rngs: nnx.Rngs | None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, deterministic: bool, rngs: nnx.Rngs | None
+    ) -> jax.Array:
         y = self.pointwise1(self.norm(x))
-        y = jax.nn.glu(y, axis=-1) * mask[..., None]           # zeros at padded frames
+        y = jax.nn.glu(y, axis=-1) * mask[..., None]  # zeros at padded frames
         y = jax.nn.swish(self.conv_norm(self.depthwise(y)))
         return self.dropout(self.pointwise2(y), deterministic=deterministic, rngs=rngs)
 
@@ -356,8 +407,9 @@ class ConformerBlock(nnx.Module):
         self.ffn2 = FeedForward(cfg, opts, rngs=rngs)
         self.final_norm = _layer_norm(cfg.model_dim, rngs)
 
-    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
-                 rngs: nnx.Rngs | None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, deterministic: bool, rngs: nnx.Rngs | None
+    ) -> jax.Array:
         x = x + 0.5 * self.ffn1(x, deterministic, rngs)
         x = x + self.mhsa(x, mask, deterministic, rngs)
         x = x + self.conv(x, mask, deterministic, rngs)
@@ -369,11 +421,13 @@ class Encoder(nnx.Module):
     """``num_layers`` Conformer blocks, ``blocks[0]`` first."""
 
     def __init__(self, cfg: ConformerConfig, opts: ModelOptions, *, rngs: nnx.Rngs):
-        self.blocks = nnx.List([ConformerBlock(cfg, opts, rngs=rngs)
-                                for _ in range(cfg.num_layers)])
+        self.blocks = nnx.List(
+            [ConformerBlock(cfg, opts, rngs=rngs) for _ in range(cfg.num_layers)]
+        )
 
-    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
-                 rngs: nnx.Rngs | None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, deterministic: bool, rngs: nnx.Rngs | None
+    ) -> jax.Array:
         for block in self.blocks:
             x = block(x, mask, deterministic, rngs)
         return x
@@ -394,8 +448,9 @@ class ConformerCTC(nnx.Module):
     LayerNorm scales) after checking every compressible weight against ``opts.spec``.
     """
 
-    def __init__(self, cfg: ConformerConfig, opts: ModelOptions = ModelOptions(), *,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, cfg: ConformerConfig, opts: ModelOptions = ModelOptions(), *, rngs: nnx.Rngs
+    ):
         check_spec(cfg, opts)
         self.cfg, self.opts = cfg, opts
         self.frontend = Subsampler(cfg, opts, rngs=rngs)
@@ -405,28 +460,38 @@ class ConformerCTC(nnx.Module):
             # compute_dtype is.
             self.softmax = QDense(cfg.model_dim, cfg.vocab_size, opts.quant_spec, rngs=rngs)
         else:
-            self.softmax = nnx.Linear(cfg.model_dim, cfg.vocab_size, kernel_init=_KERNEL_INIT,
-                                      rngs=rngs)
+            self.softmax = nnx.Linear(
+                cfg.model_dim, cfg.vocab_size, kernel_init=_KERNEL_INIT, rngs=rngs
+            )
 
-    def __call__(self, feats: jax.Array, mask: jax.Array, *, deterministic: bool = True,
-                 rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self,
+        feats: jax.Array,
+        mask: jax.Array,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
         """``(logits (B, T', vocab), out_mask (B, T'))`` with ``T' = ceil(ceil(T/2)/2)``.
 
         Dropout (rate ``cfg.dropout``) runs only when ``deterministic`` is False, with keys
         drawn from ``rngs``'s ``dropout`` stream (e.g. ``nnx.Rngs(dropout=key)``).
         """
         if not deterministic and self.cfg.dropout > 0 and rngs is None:
-            raise ValueError("dropout with deterministic=False needs rngs, e.g. "
-                             "model(feats, mask, deterministic=False, "
-                             "rngs=nnx.Rngs(dropout=key))")
+            raise ValueError(
+                "dropout with deterministic=False needs rngs, e.g. "
+                "model(feats, mask, deterministic=False, "
+                "rngs=nnx.Rngs(dropout=key))"
+            )
         x, mask = self.frontend(feats, mask)
         x = self.encoder(x, mask, deterministic, rngs)
         return self.softmax(x), mask
 
 
 # --------------------------------------------------------------------------- functional core
-def build_model(cfg: ConformerConfig, spec: CompressionSpec | str = "float", *, seed: int = 0,
-                **options) -> ConformerCTC:
+def build_model(
+    cfg: ConformerConfig, spec: CompressionSpec | str = "float", *, seed: int = 0, **options
+) -> ConformerCTC:
     """A model whose every compressible weight is checked against ``spec`` up front.
 
     ``options`` are the other :class:`ModelOptions` fields. Raises ``ValueError``
@@ -437,8 +502,9 @@ def build_model(cfg: ConformerConfig, spec: CompressionSpec | str = "float", *, 
     return ConformerCTC(cfg, opts, rngs=nnx.Rngs(seed))  # checks the spec first
 
 
-def abstract_model(cfg: ConformerConfig, spec: CompressionSpec | str = "float",
-                   **options) -> ConformerCTC:
+def abstract_model(
+    cfg: ConformerConfig, spec: CompressionSpec | str = "float", **options
+) -> ConformerCTC:
     """The model with ``jax.ShapeDtypeStruct`` for every parameter (``nnx.eval_shape``):
     the tree and shapes of any preset, the 2B one included, without allocating it.
 
@@ -458,21 +524,29 @@ def split_model(model: ConformerCTC) -> tuple[nnx.GraphDef, dict]:
     return graphdef, nnx.to_pure_dict(params)
 
 
-def model_graph(cfg: ConformerConfig, spec: CompressionSpec | str = "float",
-                **options) -> nnx.GraphDef:
+def model_graph(
+    cfg: ConformerConfig, spec: CompressionSpec | str = "float", **options
+) -> nnx.GraphDef:
     """The graphdef of ``build_model(cfg, spec, **options)``, built abstractly (no memory)."""
     return split_model(abstract_model(cfg, spec, **options))[0]
 
 
-def init_params(cfg: ConformerConfig, spec: CompressionSpec | str = "float", seed: int = 0,
-                **options) -> dict:
+def init_params(
+    cfg: ConformerConfig, spec: CompressionSpec | str = "float", seed: int = 0, **options
+) -> dict:
     """Fresh parameters of ``build_model(cfg, spec, seed=seed, **options)``, as a dict."""
     return split_model(build_model(cfg, spec, seed=seed, **options))[1]
 
 
-def forward(graphdef: nnx.GraphDef, params: Any, feats: jax.Array, mask: jax.Array, *,
-            deterministic: bool = True,
-            dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def forward(
+    graphdef: nnx.GraphDef,
+    params: Any,
+    feats: jax.Array,
+    mask: jax.Array,
+    *,
+    deterministic: bool = True,
+    dropout_key: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """The model as a pure function of its parameters: ``nnx.merge`` then call.
 
     ``params`` is the dict of :func:`split_model` / :func:`init_params` (N:M masks
@@ -493,21 +567,25 @@ def forward(graphdef: nnx.GraphDef, params: Any, feats: jax.Array, mask: jax.Arr
         diff = sorted(got_names ^ want_names)[:3]
         raise ValueError(
             "forward: params do not match the model's parameter tree"
-            + (f"; first differing paths: {diff}" if diff else
-               "; same names but other key types: a tree Orbax restored without a target "
-               "has string keys for encoder/blocks, fix it with normalize_param_keys"))
+            + (
+                f"; first differing paths: {diff}"
+                if diff
+                else "; same names but other key types: a tree Orbax restored without a target "
+                "has string keys for encoder/blocks, fix it with normalize_param_keys"
+            )
+        )
     rngs = None if dropout_key is None else nnx.Rngs(dropout=dropout_key)
     return model(feats, mask, deterministic=deterministic, rngs=rngs)
 
 
-def attention_maps(model: ConformerCTC, feats: jax.Array,
-                   mask: jax.Array) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
+def attention_maps(
+    model: ConformerCTC, feats: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
     """``(logits, out_mask, [attention of block i, (B, H, T', T')])`` of one eval call,
     captured with ``nnx.capture`` from the weights each block sows."""
     (logits, out_mask), inter = nnx.capture(model, nnx.Intermediate)(feats, mask)
     blocks = inter["encoder"]["blocks"]
-    maps = [blocks[i]["mhsa"]["attention"].get_value()[0]
-            for i in range(len(model.encoder.blocks))]
+    maps = [blocks[i]["mhsa"]["attention"].get_value()[0] for i in range(len(model.encoder.blocks))]
     return logits, out_mask, maps
 
 
@@ -533,8 +611,10 @@ def normalize_param_keys(tree: Any) -> Any:
     comes back as ``{"0": ..., "1": ...}``; ``nnx.merge`` needs the ints of ``nnx.List``.
     """
     if isinstance(tree, dict):
-        return {(int(k) if isinstance(k, str) and k.isdigit() else k): normalize_param_keys(v)
-                for k, v in tree.items()}
+        return {
+            (int(k) if isinstance(k, str) and k.isdigit() else k): normalize_param_keys(v)
+            for k, v in tree.items()
+        }
     return tree
 
 
@@ -564,30 +644,39 @@ def params_from_linen(tree: Any, cfg: ConformerConfig | None = None) -> dict:
         if len(keys) > 1 and keys[0] == "encoder":
             m = re.fullmatch(r"block_(\d+)", keys[1])
             if m is None:
-                raise ValueError(f"params_from_linen: unexpected path {linen_name!r} "
-                                 "(encoder children are block_<i>)")
+                raise ValueError(
+                    f"params_from_linen: unexpected path {linen_name!r} "
+                    "(encoder children are block_<i>)"
+                )
             keys = ["encoder", "blocks", int(m.group(1)), *keys[2:]]
         name = "/".join(str(k) for k in keys)
         if re.sub(r"^encoder/blocks/\d+/", "encoder/blocks/*/", name) not in templates:
-            raise ValueError(f"params_from_linen: unexpected path {linen_name!r} "
-                             "(not a parameter of the Conformer-CTC)")
+            raise ValueError(
+                f"params_from_linen: unexpected path {linen_name!r} "
+                "(not a parameter of the Conformer-CTC)"
+            )
         node = out
         for k in keys[:-1]:
             node = node.setdefault(k, {})
         node[keys[-1]] = leaf
     if cfg is not None:
         want = {w.name: w.shape for w in weight_shapes(cfg)}
-        got = {_path_name(p): tuple(np.shape(v))
-               for p, v in jax.tree_util.tree_flatten_with_path(out)[0]}
+        got = {
+            _path_name(p): tuple(np.shape(v))
+            for p, v in jax.tree_util.tree_flatten_with_path(out)[0]
+        }
         if got != want:
             diff = sorted(set(got) ^ set(want)) or sorted(k for k in want if got[k] != want[k])
-            raise ValueError(f"params_from_linen: the tree does not match config "
-                             f"{cfg.name!r}; first differences: {diff[:3]}")
+            raise ValueError(
+                f"params_from_linen: the tree does not match config "
+                f"{cfg.name!r}; first differences: {diff[:3]}"
+            )
     return out
 
 
-def compressible_mask_tree(params: Any, cfg: ConformerConfig,
-                           opts: ModelOptions = ModelOptions()) -> Any:
+def compressible_mask_tree(
+    params: Any, cfg: ConformerConfig, opts: ModelOptions = ModelOptions()
+) -> Any:
     """Pytree of bools like ``params``: which leaves get N:M masks (Eq. 4).
 
     One rule, from the role table :func:`usmlite_edu.configs.weight_shapes`: ``dense``
@@ -600,8 +689,9 @@ def compressible_mask_tree(params: Any, cfg: ConformerConfig,
     def pick(path, _leaf) -> bool:
         name = _path_name(path)
         if name not in roles:
-            raise ValueError(f"compressible_mask_tree: {name!r} is not a parameter of "
-                             f"config {cfg.name!r}")
+            raise ValueError(
+                f"compressible_mask_tree: {name!r} is not a parameter of config {cfg.name!r}"
+            )
         role = roles[name]
         return role == "dense" or (role == "softmax" and opts.compress_softmax)
 
@@ -620,8 +710,9 @@ def apply_masks(params: Any, masks: Any | None, straight_through: bool = False) 
     return jax.tree.map(lambda w, m: sparsity.apply_mask(w, m, straight_through), params, masks)
 
 
-def one_shot_masks(params: Any, spec: CompressionSpec | str, cfg: ConformerConfig,
-                   **options) -> Any | None:
+def one_shot_masks(
+    params: Any, spec: CompressionSpec | str, cfg: ConformerConfig, **options
+) -> Any | None:
     """Eq. (3) once on the given weights, on every compressible kernel: post-training
     N:M pruning (``None`` for a dense spec). Other leaves get a scalar ``True``, as in the
     masks :func:`usmlite_edu.sparsity.nm_masked` keeps during training."""
@@ -629,8 +720,9 @@ def one_shot_masks(params: Any, spec: CompressionSpec | str, cfg: ConformerConfi
     if not spec.sparse:
         return None
     where = compressible_mask_tree(params, cfg, ModelOptions(spec=spec, **options))
-    return jax.tree.map(lambda w, p: sparsity.nm_mask(w, spec.n, spec.m) if p
-                        else jnp.ones((), bool), params, where)
+    return jax.tree.map(
+        lambda w, p: sparsity.nm_mask(w, spec.n, spec.m) if p else jnp.ones((), bool), params, where
+    )
 
 
 def params_from_checkpoint(tree: Any, cfg: ConformerConfig | None = None) -> dict:

@@ -34,8 +34,7 @@ def list_notebooks(directory: Path | str | None = None) -> list[Path]:
     return sorted(directory.glob("[0-9][0-9]_*.ipynb"))
 
 
-def execute(path: Path, out_dir: Path | None = None, fast: bool = True,
-            timeout: int = 900) -> Path:
+def execute(path: Path, out_dir: Path | None = None, fast: bool = True, timeout: int = 900) -> Path:
     """Run every cell of ``path`` top to bottom; write the executed copy to ``out_dir``.
 
     Raises ``nbclient.exceptions.CellExecutionError`` (with the failing cell's traceback)
@@ -49,8 +48,12 @@ def execute(path: Path, out_dir: Path | None = None, fast: bool = True,
     os.environ["USMLITE_FAST"] = "1" if fast else "0"
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
     finally:
         if old is None:
             os.environ.pop("USMLITE_FAST", None)
@@ -76,18 +79,25 @@ def select(names: list[str] | None, directory: Path | str | None = None) -> list
         raise FileNotFoundError(
             f"no notebook (NN_name.ipynb) in {directory.resolve()}: the notebooks are not "
             "installed with the package; pass --dir DIR (the notebooks/ folder of a clone of "
-            "the repository) or run from a clone of the repository")
+            "the repository) or run from a clone of the repository"
+        )
     if names:
         chosen = [p for p in paths if any(n in p.name for n in names)]
         if not chosen:
-            raise ValueError(f"no notebook in {directory.resolve()} matches {names}; "
-                             f"available: {', '.join(p.stem for p in paths)}")
+            raise ValueError(
+                f"no notebook in {directory.resolve()} matches {names}; "
+                f"available: {', '.join(p.stem for p in paths)}"
+            )
         paths = chosen
     return paths
 
 
-def run_all(names: list[str] | None = None, fast: bool = True,
-            directory: Path | str | None = None, out_dir: Path | None = None) -> int:
+def run_all(
+    names: list[str] | None = None,
+    fast: bool = True,
+    directory: Path | str | None = None,
+    out_dir: Path | None = None,
+) -> int:
     """Execute the selected notebooks in order (see :func:`select`); returns 0."""
     for p in select(names, directory):
         t0 = time.time()

@@ -33,11 +33,11 @@ MPL_DEFAULTS = {"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3}
 class NotebookEnv:
     """What a notebook's later cells use from its set-up cell."""
 
-    fast: bool                     # USMLITE_FAST=1: tiny sizes and few steps (the test command)
+    fast: bool  # USMLITE_FAST=1: tiny sizes and few steps (the test command)
     seed: int
-    rng: np.random.Generator       # NumPy randomness, seeded with ``seed``
-    key: jax.Array                 # ``jax.random.key(seed)``: a typed JAX key
-    repo: Path | None              # the checkout's root; None outside a clone (e.g. a wheel install)
+    rng: np.random.Generator  # NumPy randomness, seeded with ``seed``
+    key: jax.Array  # ``jax.random.key(seed)``: a typed JAX key
+    repo: Path | None  # the checkout's root; None outside a clone (e.g. a wheel install)
     compilation_cache: str | None  # the persistent XLA cache directory in use, or None
 
     @property
@@ -54,9 +54,11 @@ class NotebookEnv:
         import jax
 
         cache = self.compilation_cache or "off"
-        return (f"FAST={self.fast}  seed {self.seed}  jax {jax.__version__} on "
-                f"{jax.default_backend()}  repo {self.repo}\n"
-                f"JAX compilation cache (global, for this whole kernel): {cache}")
+        return (
+            f"FAST={self.fast}  seed {self.seed}  jax {jax.__version__} on "
+            f"{jax.default_backend()}  repo {self.repo}\n"
+            f"JAX compilation cache (global, for this whole kernel): {cache}"
+        )
 
 
 def _existing_dir(root: Path | None, name: str) -> Path | None:
@@ -72,8 +74,12 @@ def find_repo(start: Path | None = None) -> Path | None:
     return find_checkout(start)
 
 
-def setup(seed: int = 0, compilation_cache: bool = True, fast: bool | None = None,
-          start: Path | None = None) -> NotebookEnv:
+def setup(
+    seed: int = 0,
+    compilation_cache: bool = True,
+    fast: bool | None = None,
+    start: Path | None = None,
+) -> NotebookEnv:
     """Read ``USMLITE_FAST``, seed NumPy and JAX, set matplotlib defaults, find the checkout.
 
     Args:
@@ -94,6 +100,11 @@ def setup(seed: int = 0, compilation_cache: bool = True, fast: bool | None = Non
         fast = os.environ.get("USMLITE_FAST", "0") == "1"
     matplotlib.rcParams.update(MPL_DEFAULTS)
     cache = usmlite_edu.enable_compilation_cache() if compilation_cache else None
-    return NotebookEnv(fast=fast, seed=seed, rng=np.random.default_rng(seed),
-                       key=jax.random.key(seed), repo=find_repo(start),
-                       compilation_cache=cache)
+    return NotebookEnv(
+        fast=fast,
+        seed=seed,
+        rng=np.random.default_rng(seed),
+        key=jax.random.key(seed),
+        repo=find_repo(start),
+        compilation_cache=cache,
+    )

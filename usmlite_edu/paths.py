@@ -36,7 +36,10 @@ def in_checkout(relative: str, what: str, instead: str, start: str | Path | None
     root = find_checkout(start)
     if root is not None and (root / relative).exists():
         return root / relative
-    where = (f"{root / relative} does not exist" if root is not None else
-             f"{Path(start or Path.cwd()).resolve()} is not inside a clone of the usmlite_edu "
-             "repository")
+    where = (
+        f"{root / relative} does not exist"
+        if root is not None
+        else f"{Path(start or Path.cwd()).resolve()} is not inside a clone of the usmlite_edu "
+        "repository"
+    )
     raise FileNotFoundError(f"{what} not found: {where}; {instead}")

@@ -23,13 +23,12 @@ import ast
 import dataclasses
 import types
 import typing
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from usmlite_edu import configs
 from usmlite_edu.configs import ConformerConfig, ReproConfig, TrainConfig
 
-__all__ = ["Preset", "PRESETS", "get_preset", "model_config", "apply_overrides",
-           "parse_override"]
+__all__ = ["Preset", "PRESETS", "get_preset", "model_config", "apply_overrides", "parse_override"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,41 +40,96 @@ class Preset:
     train: TrainConfig
     reproduce: ReproConfig | None = None
 
-    def replace(self, **changes) -> "Preset":
+    def replace(self, **changes) -> Preset:
         return dataclasses.replace(self, **changes)
 
-    def override(self, settings: Iterable[str] | Mapping[str, object] = ()) -> "Preset":
+    def override(self, settings: Iterable[str] | Mapping[str, object] = ()) -> Preset:
         """This preset with ``section.field`` overrides applied (see :func:`apply_overrides`)."""
         return apply_overrides(self, settings)
 
 
 _PAPER_TRAIN = TrainConfig(
-    steps=200_000, batch_size=2048, peak_lr=1e-3, encoder_warmup=5000, softmax_warmup=1500,
-    bucket_seconds=(5.0, 10.0, 20.0), vocab_size=16384, checkpoint_every=1000, log_every=100,
-    compute_dtype="bfloat16")
+    steps=200_000,
+    batch_size=2048,
+    peak_lr=1e-3,
+    encoder_warmup=5000,
+    softmax_warmup=1500,
+    bucket_seconds=(5.0, 10.0, 20.0),
+    vocab_size=16384,
+    checkpoint_every=1000,
+    log_every=100,
+    compute_dtype="bfloat16",
+)
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("ci", configs.CI,
-           TrainConfig(steps=500, batch_size=16, peak_lr=5e-3, encoder_warmup=60,
-                       softmax_warmup=20, bucket_seconds=(3.0,), vocab_size=48,
-                       checkpoint_every=100, log_every=10),
-           ReproConfig("data_small", b0_steps=200, finetune_steps=20, group_sizes=(16, 8, 4),
-                       few_shot_floor=4)),
-    Preset("cpu", configs.CPU,
-           TrainConfig(steps=600, batch_size=32, peak_lr=2e-3, encoder_warmup=100,
-                       softmax_warmup=30, bucket_seconds=(2.0, 3.5, 5.0, 7.0), vocab_size=32,
-                       checkpoint_every=100, log_every=10),
-           ReproConfig("fsdd", b0_steps=None, finetune_steps=100, group_sizes=(72, 48, 24),
-                       heldout_speaker="theo")),
-    Preset("small", configs.SMALL,
-           TrainConfig(steps=50_000, batch_size=64, peak_lr=1e-3, encoder_warmup=5000,
-                       softmax_warmup=1500, bucket_seconds=(5.0, 10.0, 17.5), vocab_size=256,
-                       checkpoint_every=1000, log_every=50, compute_dtype="bfloat16")),
-    Preset("usm_2b", configs.USM_2B, _PAPER_TRAIN),
-    Preset("usm_1b", configs.USM_1B, _PAPER_TRAIN),
-    Preset("usm_600m", configs.USM_600M, _PAPER_TRAIN),
-    Preset("usm_300m", configs.USM_300M, _PAPER_TRAIN),
-)}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "ci",
+            configs.CI,
+            TrainConfig(
+                steps=500,
+                batch_size=16,
+                peak_lr=5e-3,
+                encoder_warmup=60,
+                softmax_warmup=20,
+                bucket_seconds=(3.0,),
+                vocab_size=48,
+                checkpoint_every=100,
+                log_every=10,
+            ),
+            ReproConfig(
+                "data_small",
+                b0_steps=200,
+                finetune_steps=20,
+                group_sizes=(16, 8, 4),
+                few_shot_floor=4,
+            ),
+        ),
+        Preset(
+            "cpu",
+            configs.CPU,
+            TrainConfig(
+                steps=600,
+                batch_size=32,
+                peak_lr=2e-3,
+                encoder_warmup=100,
+                softmax_warmup=30,
+                bucket_seconds=(2.0, 3.5, 5.0, 7.0),
+                vocab_size=32,
+                checkpoint_every=100,
+                log_every=10,
+            ),
+            ReproConfig(
+                "fsdd",
+                b0_steps=None,
+                finetune_steps=100,
+                group_sizes=(72, 48, 24),
+                heldout_speaker="theo",
+            ),
+        ),
+        Preset(
+            "small",
+            configs.SMALL,
+            TrainConfig(
+                steps=50_000,
+                batch_size=64,
+                peak_lr=1e-3,
+                encoder_warmup=5000,
+                softmax_warmup=1500,
+                bucket_seconds=(5.0, 10.0, 17.5),
+                vocab_size=256,
+                checkpoint_every=1000,
+                log_every=50,
+                compute_dtype="bfloat16",
+            ),
+        ),
+        Preset("usm_2b", configs.USM_2B, _PAPER_TRAIN),
+        Preset("usm_1b", configs.USM_1B, _PAPER_TRAIN),
+        Preset("usm_600m", configs.USM_600M, _PAPER_TRAIN),
+        Preset("usm_300m", configs.USM_300M, _PAPER_TRAIN),
+    )
+}
 
 
 def get_preset(name: str | Preset) -> Preset:
@@ -85,8 +139,7 @@ def get_preset(name: str | Preset) -> Preset:
     try:
         return PRESETS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown preset {name!r}; known presets: "
-                         f"{', '.join(PRESETS)}") from None
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
 
 
 def model_config(name: str | ConformerConfig) -> ConformerConfig:
@@ -154,8 +207,10 @@ def parse_override(text: str) -> tuple[str, str, object]:
     key, raw = text.split("=", 1)
     section, _, field = key.strip().partition(".")
     if section not in _SECTIONS or not field:
-        raise ValueError(f"override {text!r}: the key must be one of "
-                         f"{', '.join(s + '.FIELD' for s in _SECTIONS)}")
+        raise ValueError(
+            f"override {text!r}: the key must be one of "
+            f"{', '.join(s + '.FIELD' for s in _SECTIONS)}"
+        )
     raw = raw.strip()
     try:
         value = ast.literal_eval(raw)
@@ -181,20 +236,25 @@ def apply_overrides(preset: Preset, settings: Iterable[str] | Mapping[str, objec
     mapping ``{"section.field": value}``. An unknown section or field, a value of the
     wrong type, or one the config's own checks refuse raises ``ValueError`` naming it.
     """
-    items = (list(settings.items()) if isinstance(settings, Mapping)
-             else [(f"{s}.{f}", v) for s, f, v in map(parse_override, settings)])
+    items = (
+        list(settings.items())
+        if isinstance(settings, Mapping)
+        else [(f"{s}.{f}", v) for s, f, v in map(parse_override, settings)]
+    )
     changes: dict[str, dict[str, object]] = {}
     for key, value in items:
         section, _, field = key.partition(".")
         if section not in _SECTIONS:
-            raise ValueError(f"override {key!r}: unknown section {section!r}; "
-                             f"use one of {', '.join(_SECTIONS)}")
+            raise ValueError(
+                f"override {key!r}: unknown section {section!r}; use one of {', '.join(_SECTIONS)}"
+            )
         cls = _SECTIONS[section]
         hints = typing.get_type_hints(cls)
         fields = [f.name for f in dataclasses.fields(cls) if f.name != "name"]
         if field not in fields:
-            raise ValueError(f"override {key!r}: {section} has no field {field!r}; "
-                             f"known: {', '.join(fields)}")
+            raise ValueError(
+                f"override {key!r}: {section} has no field {field!r}; known: {', '.join(fields)}"
+            )
         changes.setdefault(section, {})[field] = _coerce(value, hints[field], key)
     out = preset
     for section, kw in changes.items():

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Literal, Union
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +60,7 @@ __all__ = [
     "search_clip",
 ]
 
-Clip = Union[float, Literal["search"]]
+Clip = float | Literal["search"]
 
 #: Clip ratios tried by ``clip="search"`` (2-bit Conformer paper: a grid in [min_clip, 1]).
 #: Heavy-tailed weights at int2 keep improving down to about 0.3, so the grid goes there.
@@ -68,8 +68,14 @@ DEFAULT_CLIP_GRID = tuple(float(c) for c in np.linspace(0.3, 1.0, 15))
 
 
 # --------------------------------------------------------------------------- validation
-def check_quant_args(bits: int, symmetric: bool, sub_channels: int, clip: Clip,
-                     in_dim: int | None = None, name: str = "weight") -> None:
+def check_quant_args(
+    bits: int,
+    symmetric: bool,
+    sub_channels: int,
+    clip: Clip,
+    in_dim: int | None = None,
+    name: str = "weight",
+) -> None:
     """Raise ``ValueError`` (saying what to change) for a setting that cannot work.
 
     Called by every public entry point before any arithmetic, so a bad setting fails
@@ -80,7 +86,8 @@ def check_quant_args(bits: int, symmetric: bool, sub_channels: int, clip: Clip,
     if not 2 <= bits <= 8:
         raise ValueError(
             f"bits={bits} is outside 2..8: int8 is the widest integer this library "
-            "stores, and 1-bit has no symmetric level besides zero")
+            "stores, and 1-bit has no symmetric level besides zero"
+        )
     if not isinstance(sub_channels, (int, np.integer)) or sub_channels < 1:
         raise ValueError(f"sub_channels must be a positive integer, got {sub_channels!r}")
     if isinstance(clip, str):
@@ -93,7 +100,8 @@ def check_quant_args(bits: int, symmetric: bool, sub_channels: int, clip: Clip,
     if in_dim is not None and in_dim % sub_channels:
         raise ValueError(
             f"{name}: sub_channels={sub_channels} does not divide the input dimension "
-            f"{in_dim}; choose a group count that divides {in_dim}")
+            f"{in_dim}; choose a group count that divides {in_dim}"
+        )
 
 
 def int_range(bits: int, symmetric: bool) -> tuple[int, int]:
@@ -187,8 +195,14 @@ def _reconstruction_error(wg, bits, symmetric, clip):
     return jnp.sum((wg - w_hat) ** 2, axis=1)
 
 
-def search_clip(w: jax.Array, bits: int, *, symmetric: bool = True, sub_channels: int = 1,
-                grid: tuple[float, ...] = DEFAULT_CLIP_GRID) -> jax.Array:
+def search_clip(
+    w: jax.Array,
+    bits: int,
+    *,
+    symmetric: bool = True,
+    sub_channels: int = 1,
+    grid: tuple[float, ...] = DEFAULT_CLIP_GRID,
+) -> jax.Array:
     """Per-(group, channel) clip ratio from ``grid`` that minimises ``||w - w^||^2``.
 
     The 2-bit Conformer paper's clipping: shrinking the range trades a larger error on a
@@ -208,8 +222,9 @@ def search_clip(w: jax.Array, bits: int, *, symmetric: bool = True, sub_channels
     return jnp.asarray(grid, jnp.float32)[best]
 
 
-def quantize(w: jax.Array, bits: int, *, symmetric: bool = True, sub_channels: int = 1,
-             clip: Clip = 1.0) -> QuantizedArray:
+def quantize(
+    w: jax.Array, bits: int, *, symmetric: bool = True, sub_channels: int = 1, clip: Clip = 1.0
+) -> QuantizedArray:
     """Quantize an ``(I, J)`` weight per output channel (Eq. 2).
 
     Args:
@@ -230,8 +245,9 @@ def quantize(w: jax.Array, bits: int, *, symmetric: bool = True, sub_channels: i
         raise ValueError(f"quantize expects a 2-D (in, out) weight, got shape {w.shape}")
     check_quant_args(bits, symmetric, sub_channels, clip, w.shape[0])
     w = w.astype(jnp.float32)
-    return _quantize_with_clip(w, bits, symmetric, sub_channels,
-                               _resolve_clip(w, bits, symmetric, sub_channels, clip))
+    return _quantize_with_clip(
+        w, bits, symmetric, sub_channels, _resolve_clip(w, bits, symmetric, sub_channels, clip)
+    )
 
 
 def dequantize(q: QuantizedArray) -> jax.Array:
@@ -254,12 +270,15 @@ def _clip_bounds(w, bits, symmetric, sub_channels, clip):
     lo = lo - 0.5 * scale
     hi = hi + 0.5 * scale
     shape = (sub_channels, 1, w.shape[1])
-    return (jnp.broadcast_to(lo.reshape(shape), wg.shape).reshape(w.shape),
-            jnp.broadcast_to(hi.reshape(shape), wg.shape).reshape(w.shape))
+    return (
+        jnp.broadcast_to(lo.reshape(shape), wg.shape).reshape(w.shape),
+        jnp.broadcast_to(hi.reshape(shape), wg.shape).reshape(w.shape),
+    )
 
 
-def fake_quant(w: jax.Array, bits: int, *, symmetric: bool = True, sub_channels: int = 1,
-               clip: Clip = 1.0) -> jax.Array:
+def fake_quant(
+    w: jax.Array, bits: int, *, symmetric: bool = True, sub_channels: int = 1, clip: Clip = 1.0
+) -> jax.Array:
     """Quantize-dequantize in float, with the straight-through estimator.
 
     Forward: ``w^ = dequantize(quantize(w))``. Backward: ``d w^ / d w = 1`` where ``w``
@@ -280,8 +299,9 @@ def fake_quant(w: jax.Array, bits: int, *, symmetric: bool = True, sub_channels:
 def _resolve_clip(w, bits, symmetric, sub_channels, clip):
     """A clip ratio as an array broadcastable to ``(g, J)``; ``"search"`` runs the search."""
     if isinstance(clip, str):
-        return search_clip(jax.lax.stop_gradient(w), bits, symmetric=symmetric,
-                           sub_channels=sub_channels)
+        return search_clip(
+            jax.lax.stop_gradient(w), bits, symmetric=symmetric, sub_channels=sub_channels
+        )
     return jnp.asarray(clip, jnp.float32)
 
 
@@ -308,21 +328,30 @@ def native_matmul(x: jax.Array, q: QuantizedArray, *, compute_dtype=None) -> jax
     if g == 1:  # the common per-channel case: one plain matmul, no grouped batch dim
         acc = jnp.matmul(x.astype(dt), q.values.astype(dt), preferred_element_type=jnp.float32)
         if q.zero_point is not None:
-            acc = acc - jnp.sum(x.astype(jnp.float32), axis=-1, keepdims=True) * \
-                q.zero_point[0].astype(jnp.float32)
+            acc = acc - jnp.sum(x.astype(jnp.float32), axis=-1, keepdims=True) * q.zero_point[
+                0
+            ].astype(jnp.float32)
         return (acc * q.scale[0]).astype(x.dtype)
     xg = x.reshape(*x.shape[:-1], g, i // g).astype(dt)
     vg = q.values.reshape(g, i // g, j)
-    acc = jnp.einsum("...gi,gij->...gj", xg, vg.astype(dt),
-                     preferred_element_type=jnp.float32)
+    acc = jnp.einsum("...gi,gij->...gj", xg, vg.astype(dt), preferred_element_type=jnp.float32)
     if q.zero_point is not None:
-        acc = acc - jnp.sum(xg.astype(jnp.float32), axis=-1)[..., None] * \
-            q.zero_point.astype(jnp.float32)
+        acc = acc - jnp.sum(xg.astype(jnp.float32), axis=-1)[..., None] * q.zero_point.astype(
+            jnp.float32
+        )
     return jnp.sum(acc * q.scale, axis=-2).astype(x.dtype)
 
 
-def qat_matmul(x: jax.Array, w: jax.Array, bits: int, *, symmetric: bool = True,
-               sub_channels: int = 1, clip: Clip = 1.0, compute_dtype=None) -> jax.Array:
+def qat_matmul(
+    x: jax.Array,
+    w: jax.Array,
+    bits: int,
+    *,
+    symmetric: bool = True,
+    sub_channels: int = 1,
+    clip: Clip = 1.0,
+    compute_dtype=None,
+) -> jax.Array:
     """Native QAT: the forward pass of :func:`native_matmul`, the STE in the backward pass.
 
     Forward: quantize ``w`` to int8 and compute Eq. (1). Backward (STE): the gradients are
@@ -363,8 +392,9 @@ def _qat_bwd(static, res, dy):
     lo, hi = _clip_bounds(w, bits, symmetric, g, clip)
     inside = (w >= lo) & (w <= hi)
     cdt = dt or x.dtype
-    dx = jnp.einsum("...j,ij->...i", dy.astype(cdt), w_hat.astype(cdt),
-                    preferred_element_type=jnp.float32).astype(x.dtype)
+    dx = jnp.einsum(
+        "...j,ij->...i", dy.astype(cdt), w_hat.astype(cdt), preferred_element_type=jnp.float32
+    ).astype(x.dtype)
     x2 = x.reshape(-1, x.shape[-1]).astype(cdt)
     dy2 = dy.reshape(-1, dy.shape[-1]).astype(cdt)
     dw = jnp.einsum("ni,nj->ij", x2, dy2, preferred_element_type=jnp.float32)
@@ -396,10 +426,12 @@ def int8_matmul(x: jax.Array, q: QuantizedArray, *, act_bits: int = 8) -> jax.Ar
     ``dequant(xq) @ dequantize(q)`` up to float32 rounding of the final multiply.
     """
     if q.sub_channels != 1 or q.zero_point is not None:
-        raise ValueError("int8_matmul supports symmetric per-channel weights (sub_channels=1)"
-                         "; use native_matmul for sub-channel or asymmetric weights")
+        raise ValueError(
+            "int8_matmul supports symmetric per-channel weights (sub_channels=1)"
+            "; use native_matmul for sub-channel or asymmetric weights"
+        )
     xq, xs = quantize_activations(x, act_bits)
     acc = jax.lax.dot_general(
-        xq, q.values, (((xq.ndim - 1,), (0,)), ((), ())),
-        preferred_element_type=jnp.int32)
+        xq, q.values, (((xq.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.int32
+    )
     return acc.astype(jnp.float32) * xs * q.scale[0]

@@ -32,8 +32,19 @@ from usmlite_edu.compress import CompressionSpec, as_spec
 from usmlite_edu.configs import ConformerConfig, TrainConfig, config_from_dict
 from usmlite_edu.tokenizer import Tokenizer
 
-__all__ = ["Run", "load_run", "read_config", "load_params", "save_params", "load_masks",
-           "write_json", "json_default", "checkpoint_manager", "machine_info", "git_commit"]
+__all__ = [
+    "Run",
+    "load_run",
+    "read_config",
+    "load_params",
+    "save_params",
+    "load_masks",
+    "write_json",
+    "json_default",
+    "checkpoint_manager",
+    "machine_info",
+    "git_commit",
+]
 
 
 # --------------------------------------------------------------------------- JSON
@@ -78,8 +89,10 @@ def load_params(path: Path, target: Any | None = None) -> Any:
 
     path = Path(path).absolute()
     if not path.exists():
-        raise FileNotFoundError(f"no parameters at {path}: train a model first "
-                                "(usmlite-edu train ...) or point to its run directory")
+        raise FileNotFoundError(
+            f"no parameters at {path}: train a model first "
+            "(usmlite-edu train ...) or point to its run directory"
+        )
     with ocp.StandardCheckpointer() as ckptr:
         if target is None:
             return ckptr.restore(path)
@@ -92,8 +105,9 @@ def checkpoint_manager(run_dir: Path):
     killed run never leaves a half-written checkpoint as its latest)."""
     import orbax.checkpoint as ocp
 
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
-                                           enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=2, create=True, enable_async_checkpointing=False
+    )
     return ocp.CheckpointManager((Path(run_dir) / "checkpoints").absolute(), options=options)
 
 
@@ -113,15 +127,19 @@ def read_config(run_dir: str | os.PathLike) -> tuple[ConformerConfig, TrainConfi
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json); pass "
-                                "the --out directory of `usmlite-edu train`")
+        raise FileNotFoundError(
+            f"{run_dir} is not a run directory (no config.json); pass "
+            "the --out directory of `usmlite-edu train`"
+        )
     meta = json.loads(path.read_text())
     try:
         cfg = config_from_dict(ConformerConfig, meta["model_config"])
         tcfg = config_from_dict(TrainConfig, meta["train_config"])
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path} does not describe a model this version can build ({e}); "
-                         "it may come from another version of usmlite_edu") from None
+        raise ValueError(
+            f"{path} does not describe a model this version can build ({e}); "
+            "it may come from another version of usmlite_edu"
+        ) from None
     return cfg, tcfg, meta
 
 
@@ -140,8 +158,9 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     return Run(cfg, as_spec(meta["spec"]), tok, params, meta)
 
 
-def load_masks(run_dir: str | os.PathLike, run: Run,
-               spec: CompressionSpec | str | None = None, **model_options) -> Any | None:
+def load_masks(
+    run_dir: str | os.PathLike, run: Run, spec: CompressionSpec | str | None = None, **model_options
+) -> Any | None:
     """The N:M masks to evaluate ``run`` under ``spec`` (default: the run's own spec).
 
     ``None`` for a dense spec; the masks the run trained with when ``spec`` is its own and
@@ -172,8 +191,11 @@ def _cpu_model() -> tuple[str, list[str]]:
         return platform.processor() or platform.machine(), []
     fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = sorted(f for f in fields.get("flags", "").split()
-                   if f.startswith(("amx", "avx512f", "avx512_bf16", "avx512_vnni")))
+    flags = sorted(
+        f
+        for f in fields.get("flags", "").split()
+        if f.startswith(("amx", "avx512f", "avx512_bf16", "avx512_vnni"))
+    )
     ids = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields)
     return fields.get("model name", platform.machine()) + (f" ({ids})" if ids else ""), flags
 
@@ -181,9 +203,15 @@ def _cpu_model() -> tuple[str, list[str]]:
 def machine_info() -> dict:
     """Where a result was measured: platform, CPU model and flags, JAX backend and devices."""
     model_name, flags = _cpu_model()
-    return {"platform": platform.platform(), "processor": model_name, "cpu_flags": flags,
-            "cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
+    return {
+        "platform": platform.platform(),
+        "processor": model_name,
+        "cpu_flags": flags,
+        "cpus": os.cpu_count(),
+        "jax_backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "jax": jax.__version__,
+    }
 
 
 def git_commit(where: str | os.PathLike | None = None) -> str:
@@ -191,10 +219,16 @@ def git_commit(where: str | os.PathLike | None = None) -> str:
     ``"unknown"`` outside a git checkout (an installed wheel)."""
     repo = Path(where) if where else Path(__file__).resolve().parents[1]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "") if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

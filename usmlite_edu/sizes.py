@@ -23,29 +23,36 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from typing import Literal, Sequence, Union
+from collections.abc import Sequence
+from typing import Literal
 
 from usmlite_edu.compress import CompressionSpec, as_spec
 from usmlite_edu.configs import ConformerConfig, WeightInfo, weight_shapes
 from usmlite_edu.presets import model_config
 
-__all__ = ["SizeBreakdown", "model_size", "size_ratio", "PAPER_ROWS", "size_table",
-           "format_size_table"]
+__all__ = [
+    "SizeBreakdown",
+    "model_size",
+    "size_ratio",
+    "PAPER_ROWS",
+    "size_table",
+    "format_size_table",
+]
 
 Convention = Literal["paper", "exact"]
-ModelLike = Union[str, ConformerConfig, Sequence[WeightInfo]]
+ModelLike = str | ConformerConfig | Sequence[WeightInfo]
 
 
 @dataclasses.dataclass(frozen=True)
 class SizeBreakdown:
     """Stored bits of a compressed model, by component (``exact`` convention)."""
 
-    values: float          # compressible weights' kept values
-    scales: float          # float32 scales (per channel x sub-channel group)
-    zero_points: float     # integer zero points (asymmetric grids)
-    index: float           # N:M index metadata
-    float_layers: float    # everything not compressed, float32
-    float_total: float     # the whole model in float32 (B0's size)
+    values: float  # compressible weights' kept values
+    scales: float  # float32 scales (per channel x sub-channel group)
+    zero_points: float  # integer zero points (asymmetric grids)
+    index: float  # N:M index metadata
+    float_layers: float  # everything not compressed, float32
+    float_total: float  # the whole model in float32 (B0's size)
 
     @property
     def total(self) -> float:
@@ -68,11 +75,9 @@ def _weights(model: ModelLike) -> tuple[list[WeightInfo], int | None]:
     return list(model), None
 
 
-
-
-
-def model_size(spec: CompressionSpec | str, model: ModelLike = "usm_2b",
-               reference: ModelLike | None = None) -> SizeBreakdown:
+def model_size(
+    spec: CompressionSpec | str, model: ModelLike = "usm_2b", reference: ModelLike | None = None
+) -> SizeBreakdown:
     """Exact stored bits of ``model`` compressed with ``spec``, relative to ``reference``.
 
     ``reference`` is the float32 B0 model (default: ``model`` itself).
@@ -111,9 +116,14 @@ def _paper_fraction(spec: CompressionSpec, ref_in_dim: int) -> float:
     return frac
 
 
-def size_ratio(spec: CompressionSpec | str, model: ModelLike = "usm_2b",
-               convention: Convention = "paper", *, reference: ModelLike | None = None,
-               paper_in_dim: int | None = None) -> float:
+def size_ratio(
+    spec: CompressionSpec | str,
+    model: ModelLike = "usm_2b",
+    convention: Convention = "paper",
+    *,
+    reference: ModelLike | None = None,
+    paper_in_dim: int | None = None,
+) -> float:
     """Model size as a percentage of the float32 reference (B0).
 
     Args:
@@ -135,8 +145,10 @@ def size_ratio(spec: CompressionSpec | str, model: ModelLike = "usm_2b",
     if spec.is_float:
         return 100.0 * sum(w.size for w in weights) / sum(w.size for w in ref_weights)
     if reference is not None and sum(w.size for w in weights) != sum(w.size for w in ref_weights):
-        raise ValueError("the paper's estimate compares a compressed model with its own "
-                         "float32 version; pass reference only for float specs")
+        raise ValueError(
+            "the paper's estimate compares a compressed model with its own "
+            "float32 version; pass reference only for float specs"
+        )
     if paper_in_dim is None:
         if d is None:  # a bare weight list: use its most common input width
             d = Counter(w.shape[0] for w in weights if w.role == "dense").most_common(1)[0][0]
@@ -150,7 +162,7 @@ class PaperRow:
     exp: str
     description: str
     spec: str
-    model: str          # preset compressed (B rows: a smaller dense model)
+    model: str  # preset compressed (B rows: a smaller dense model)
     paper_ratio: float  # the paper's printed figure (%)
     paper_wer: float
 
@@ -184,11 +196,17 @@ def size_table(model: str = "usm_2b") -> list[dict]:
         compressed = r.model if r.exp.startswith("B") else model
         ref = model if r.exp.startswith("B") else None
         size = model_size(r.spec, compressed, reference=ref or compressed)
-        rows.append(dict(
-            exp=r.exp, description=r.description, spec=r.spec,
-            paper=r.paper_ratio,
-            estimate=size_ratio(r.spec, compressed, "paper", reference=ref),
-            exact=size.ratio, megabytes=size.megabytes))
+        rows.append(
+            dict(
+                exp=r.exp,
+                description=r.description,
+                spec=r.spec,
+                paper=r.paper_ratio,
+                estimate=size_ratio(r.spec, compressed, "paper", reference=ref),
+                exact=size.ratio,
+                megabytes=size.megabytes,
+            )
+        )
     return rows
 
 
@@ -205,6 +223,8 @@ def format_size_table(model: str = "usm_2b") -> str:
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for r in size_table(model):
-        lines.append(f"| {r['exp']} | {r['description']} | `{r['spec']}` | {r['paper']:.1f}% "
-                     f"| {r['estimate']:.2f}% | {r['exact']:.2f}% | {r['megabytes']:,.0f} |")
+        lines.append(
+            f"| {r['exp']} | {r['description']} | `{r['spec']}` | {r['paper']:.1f}% "
+            f"| {r['estimate']:.2f}% | {r['exact']:.2f}% | {r['megabytes']:,.0f} |"
+        )
     return "\n".join(lines)

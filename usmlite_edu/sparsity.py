@@ -31,7 +31,8 @@ The forward pass reads the current masks with :func:`masks_from_state` and appli
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,11 +55,15 @@ def check_nm(n: int, m: int, size: int | None = None, name: str = "weight") -> N
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"N:M sparsity needs positive integers, got {label}={v!r}")
     if n > m:
-        raise ValueError(f"N:M sparsity with n={n} > m={m} keeps more weights than a group "
-                         "has; use n <= m (e.g. 2:4)")
+        raise ValueError(
+            f"N:M sparsity with n={n} > m={m} keeps more weights than a group "
+            "has; use n <= m (e.g. 2:4)"
+        )
     if size is not None and size % m:
-        raise ValueError(f"{name}: group size m={m} does not divide the pruned dimension "
-                         f"({size}); pick m that divides {size} or another axis")
+        raise ValueError(
+            f"{name}: group size m={m} does not divide the pruned dimension "
+            f"({size}); pick m that divides {size} or another axis"
+        )
 
 
 def nm_mask(w: jax.Array, n: int, m: int, axis: int = 0) -> jax.Array:
@@ -124,11 +129,16 @@ def _leaf_mask(w, prune: bool, n: int, m: int, axis: int):
     return nm_mask(w, n, m, axis) if prune else jnp.ones((), bool)
 
 
-def nm_masked(inner: optax.GradientTransformation, n: int, m: int, *,
-              update_steps: int = 1,
-              where: Callable[[Any], Any] | Any = None,
-              axis: int = 0,
-              sr_ste_decay: float | None = None) -> optax.GradientTransformation:
+def nm_masked(
+    inner: optax.GradientTransformation,
+    n: int,
+    m: int,
+    *,
+    update_steps: int = 1,
+    where: Callable[[Any], Any] | Any = None,
+    axis: int = 0,
+    sr_ste_decay: float | None = None,
+) -> optax.GradientTransformation:
     """Wrap ``inner`` with N:M masks that live in the optimizer state.
 
     Args:
@@ -150,8 +160,9 @@ def nm_masked(inner: optax.GradientTransformation, n: int, m: int, *,
     ``update`` must receive ``params``.
     """
     if not isinstance(update_steps, int) or update_steps < 1:
-        raise ValueError(f"update_steps (T_p) must be an integer >= 1, got {update_steps!r}; "
-                         "1 means one-shot")
+        raise ValueError(
+            f"update_steps (T_p) must be an integer >= 1, got {update_steps!r}; 1 means one-shot"
+        )
     check_nm(n, m)
 
     def prune_tree(params):
@@ -160,8 +171,9 @@ def nm_masked(inner: optax.GradientTransformation, n: int, m: int, *,
         return where(params) if callable(where) else where
 
     def compute_masks(params):
-        return jax.tree.map(lambda w, p: _leaf_mask(w, bool(p), n, m, axis),
-                            params, prune_tree(params))
+        return jax.tree.map(
+            lambda w, p: _leaf_mask(w, bool(p), n, m, axis), params, prune_tree(params)
+        )
 
     def init_fn(params):
         return NMMaskState(jnp.zeros((), jnp.int32), compute_masks(params), inner.init(params))
@@ -170,23 +182,28 @@ def nm_masked(inner: optax.GradientTransformation, n: int, m: int, *,
         if params is None:
             raise ValueError("nm_masked needs params in update(grads, state, params)")
         if sr_ste_decay is None:
-            grads = jax.tree.map(lambda g, k: jnp.where(k, g, 0.0).astype(g.dtype),
-                                 updates, state.masks)
+            grads = jax.tree.map(
+                lambda g, k: jnp.where(k, g, 0.0).astype(g.dtype), updates, state.masks
+            )
         else:
             grads = jax.tree.map(
                 lambda g, k, w: g + sr_ste_decay * jnp.where(k, 0.0, w).astype(g.dtype),
-                updates, state.masks, params)
+                updates,
+                state.masks,
+                params,
+            )
         new_updates, inner_state = inner.update(grads, state.inner_state, params)
         if sr_ste_decay is None:
             # Gradient masking: a pruned weight never moves (Adam's momentum would move it).
-            new_updates = jax.tree.map(lambda u, k: jnp.where(k, u, 0.0).astype(u.dtype),
-                                       new_updates, state.masks)
+            new_updates = jax.tree.map(
+                lambda u, k: jnp.where(k, u, 0.0).astype(u.dtype), new_updates, state.masks
+            )
         count = state.count + 1
         # Refresh the masks for the *next* forward pass while count < T_p.
         new_params = optax.apply_updates(params, new_updates)
-        masks = jax.lax.cond(count < update_steps,
-                             lambda: compute_masks(new_params),
-                             lambda: state.masks)
+        masks = jax.lax.cond(
+            count < update_steps, lambda: compute_masks(new_params), lambda: state.masks
+        )
         return new_updates, NMMaskState(count, masks, inner_state)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -197,8 +214,11 @@ def masks_from_state(opt_state: Any) -> Any:
 
     Returns ``None`` if the optimizer has no N:M masks (a dense or quantize-only run).
     """
-    found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, NMMaskState))
-             if isinstance(s, NMMaskState)]
+    found = [
+        s
+        for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, NMMaskState))
+        if isinstance(s, NMMaskState)
+    ]
     if not found:
         return None
     if len(found) > 1:

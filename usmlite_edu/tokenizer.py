@@ -22,15 +22,15 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
 __all__ = ["Tokenizer", "BLANK_ID"]
 
 BLANK_ID = 0
-_OFFSET = 1            # sentencepiece id i  <->  our id i + 1
+_OFFSET = 1  # sentencepiece id i  <->  our id i + 1
 _MODEL_FILE = "tokenizer.model"
 _JSON_FILE = "tokenizer.json"
 _FORMAT = 1
@@ -44,16 +44,25 @@ class Tokenizer:
         self._proto = bytes(model_proto)
         self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
         if self._sp.bos_id() >= 0 or self._sp.eos_id() >= 0 or self._sp.pad_id() >= 0:
-            raise ValueError("sentencepiece model must have no BOS/EOS/PAD pieces "
-                             "(train it with bos_id=eos_id=pad_id=-1)")
+            raise ValueError(
+                "sentencepiece model must have no BOS/EOS/PAD pieces "
+                "(train it with bos_id=eos_id=pad_id=-1)"
+            )
         self.settings: dict = dict(settings or {})
         self.settings["vocab_size"] = self.vocab_size
 
     # ------------------------------------------------------------------ training / IO
     @classmethod
-    def train(cls, texts: Sequence[str], vocab_size: int, out_dir: str | os.PathLike | None,
-              *, model_type: str = "unigram", seed: int = 0,
-              normalization: str = "nmt_nfkc") -> "Tokenizer":
+    def train(
+        cls,
+        texts: Sequence[str],
+        vocab_size: int,
+        out_dir: str | os.PathLike | None,
+        *,
+        model_type: str = "unigram",
+        seed: int = 0,
+        normalization: str = "nmt_nfkc",
+    ) -> Tokenizer:
         """Train deterministically on ``texts`` and save to ``out_dir`` (if not None).
 
         ``vocab_size`` counts the CTC blank, like :attr:`vocab_size`. It is a soft limit:
@@ -65,11 +74,15 @@ class Tokenizer:
         ``model_type`` is ``unigram`` (default), ``bpe`` or ``char``.
         """
         if model_type not in _MODEL_TYPES:
-            raise ValueError(f"model_type={model_type!r}: use one of {_MODEL_TYPES} "
-                             f"(word pieces or characters; whole words cannot cover OOVs)")
+            raise ValueError(
+                f"model_type={model_type!r}: use one of {_MODEL_TYPES} "
+                f"(word pieces or characters; whole words cannot cover OOVs)"
+            )
         if vocab_size < 3:
-            raise ValueError(f"vocab_size={vocab_size} is too small: the CTC blank, <unk> "
-                             f"and at least one piece need 3")
+            raise ValueError(
+                f"vocab_size={vocab_size} is too small: the CTC blank, <unk> "
+                f"and at least one piece need 3"
+            )
         clean = [" ".join(t.split()) for t in texts]
         clean = [t for t in clean if t]
         if not clean:
@@ -78,13 +91,22 @@ class Tokenizer:
         spm.set_random_generator_seed(seed)
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(clean), model_writer=model,
-                vocab_size=vocab_size - _OFFSET, model_type=model_type,
-                character_coverage=1.0, hard_vocab_limit=False,
+                sentence_iterator=iter(clean),
+                model_writer=model,
+                vocab_size=vocab_size - _OFFSET,
+                model_type=model_type,
+                character_coverage=1.0,
+                hard_vocab_limit=False,
                 normalization_rule_name=normalization,
-                unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
-                num_threads=1, input_sentence_size=0, shuffle_input_sentence=False,
-                minloglevel=2)
+                unk_id=0,
+                bos_id=-1,
+                eos_id=-1,
+                pad_id=-1,
+                num_threads=1,
+                input_sentence_size=0,
+                shuffle_input_sentence=False,
+                minloglevel=2,
+            )
         except RuntimeError as e:
             found = re.search(r"required_chars\. (\d+) vs (\d+)", str(e))
             if not found:
@@ -96,17 +118,26 @@ class Tokenizer:
                 f"of the transcripts plus the word-boundary piece, <unk> and the CTC blank; "
                 f"use vocab_size >= {minimum} (or normalise the text, e.g. lower-case it)"
             ) from None
-        settings = dict(format=_FORMAT, requested_vocab_size=int(vocab_size),
-                        model_type=model_type, seed=int(seed), character_coverage=1.0,
-                        normalization=normalization, blank_id=BLANK_ID, id_offset=_OFFSET,
-                        num_train_texts=len(clean),
-                        sentencepiece_version=getattr(spm, "__version__", "unknown"))
+        settings = dict(
+            format=_FORMAT,
+            requested_vocab_size=int(vocab_size),
+            model_type=model_type,
+            seed=int(seed),
+            character_coverage=1.0,
+            normalization=normalization,
+            blank_id=BLANK_ID,
+            id_offset=_OFFSET,
+            num_train_texts=len(clean),
+            sentencepiece_version=getattr(spm, "__version__", "unknown"),
+        )
         tok = cls(model.getvalue(), settings)
         if tok.vocab_size < vocab_size:
             warnings.warn(
                 f"tokenizer: the {len(clean)} transcripts support only {tok.vocab_size} "
                 f"output classes (requested {vocab_size}); using {tok.vocab_size}. Set "
-                f"the model's vocab_size to tokenizer.vocab_size.", stacklevel=2)
+                f"the model's vocab_size to tokenizer.vocab_size.",
+                stacklevel=2,
+            )
         if out_dir is not None:
             tok.save(out_dir)
         return tok
@@ -116,22 +147,25 @@ class Tokenizer:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / _MODEL_FILE).write_bytes(self._proto)
-        (out / _JSON_FILE).write_text(json.dumps(self.settings, indent=2, sort_keys=True)
-                                      + "\n")
+        (out / _JSON_FILE).write_text(json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
         return out
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "Tokenizer":
+    def load(cls, directory: str | os.PathLike) -> Tokenizer:
         """Load a tokenizer written by :meth:`save`."""
         d = Path(directory)
         settings = json.loads((d / _JSON_FILE).read_text())
-        if settings.get("blank_id", BLANK_ID) != BLANK_ID or \
-                settings.get("id_offset", _OFFSET) != _OFFSET:
+        if (
+            settings.get("blank_id", BLANK_ID) != BLANK_ID
+            or settings.get("id_offset", _OFFSET) != _OFFSET
+        ):
             raise ValueError(f"{d / _JSON_FILE}: unsupported id convention {settings}")
         tok = cls((d / _MODEL_FILE).read_bytes(), settings)
         if "vocab_size" in settings and settings["vocab_size"] != tok.vocab_size:
-            raise ValueError(f"{d}: tokenizer.json says vocab_size={settings['vocab_size']} "
-                             f"but tokenizer.model has {tok.vocab_size} classes")
+            raise ValueError(
+                f"{d}: tokenizer.json says vocab_size={settings['vocab_size']} "
+                f"but tokenizer.model has {tok.vocab_size} classes"
+            )
         return tok
 
     # ------------------------------------------------------------------ vocabulary
@@ -188,9 +222,13 @@ class Tokenizer:
         missing = sorted({c for c in norm if not c.isspace() and unk in self._sp.encode(c)})
         if not missing:
             return False, "part of the text maps to <unk>"
-        return False, ("characters not in the tokenizer vocabulary (would map to <unk>): "
-                       + " ".join(repr(c) for c in missing))
+        return False, (
+            "characters not in the tokenizer vocabulary (would map to <unk>): "
+            + " ".join(repr(c) for c in missing)
+        )
 
     def __repr__(self) -> str:
-        return (f"Tokenizer(vocab_size={self.vocab_size}, "
-                f"model_type={self.settings.get('model_type', '?')!r})")
+        return (
+            f"Tokenizer(vocab_size={self.vocab_size}, "
+            f"model_type={self.settings.get('model_type', '?')!r})"
+        )

@@ -32,8 +32,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -50,13 +51,21 @@ from usmlite_edu.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["transformer_schedule", "make_optimizer", "Trainer", "get_trainer",
-           "release_compiled", "train", "evaluate_run"]
+__all__ = [
+    "transformer_schedule",
+    "make_optimizer",
+    "Trainer",
+    "get_trainer",
+    "release_compiled",
+    "train",
+    "evaluate_run",
+]
 
 
 # --------------------------------------------------------------------------- optimizer
-def transformer_schedule(peak: float, warmup: int, offset: int = 0,
-                         rewarm: int = 0) -> Callable[[jax.Array], jax.Array]:
+def transformer_schedule(
+    peak: float, warmup: int, offset: int = 0, rewarm: int = 0
+) -> Callable[[jax.Array], jax.Array]:
     """Vaswani et al.'s schedule, normalised to reach ``peak`` at ``warmup``:
     ``peak * min(t / warmup, sqrt(warmup / t))`` (linear rise, inverse-sqrt decay).
 
@@ -78,27 +87,49 @@ def transformer_schedule(peak: float, warmup: int, offset: int = 0,
 
 
 def _param_group(params: Any) -> Any:
-    return {k: jax.tree.map(lambda _: "softmax" if k == "softmax" else "encoder", v)
-            for k, v in params.items()}
+    return {
+        k: jax.tree.map(lambda _, g="softmax" if k == "softmax" else "encoder": g, v)
+        for k, v in params.items()
+    }
 
 
-def make_optimizer(tcfg: TrainConfig, spec: CompressionSpec, compressible: Any
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+    tcfg: TrainConfig, spec: CompressionSpec, compressible: Any
+) -> optax.GradientTransformation:
     """Adam with two transformer schedules and gradient clipping; N:M masks on the
     ``compressible`` leaves (a pytree of bools) if ``spec`` is sparse; the whole update
     skipped when any gradient is not finite."""
     groups = optax.multi_transform(
-        {"encoder": optax.adam(transformer_schedule(
-            tcfg.peak_lr * tcfg.encoder_lr_mult, tcfg.encoder_warmup,
-            tcfg.schedule_offset, tcfg.rewarm_steps)),
-         "softmax": optax.adam(transformer_schedule(
-             tcfg.peak_lr * tcfg.softmax_lr_mult, tcfg.softmax_warmup,
-             tcfg.schedule_offset, tcfg.rewarm_steps))},
-        _param_group)
+        {
+            "encoder": optax.adam(
+                transformer_schedule(
+                    tcfg.peak_lr * tcfg.encoder_lr_mult,
+                    tcfg.encoder_warmup,
+                    tcfg.schedule_offset,
+                    tcfg.rewarm_steps,
+                )
+            ),
+            "softmax": optax.adam(
+                transformer_schedule(
+                    tcfg.peak_lr * tcfg.softmax_lr_mult,
+                    tcfg.softmax_warmup,
+                    tcfg.schedule_offset,
+                    tcfg.rewarm_steps,
+                )
+            ),
+        },
+        _param_group,
+    )
     tx = optax.chain(optax.clip_by_global_norm(tcfg.clip_norm), groups)
     if spec.sparse:
-        tx = sparsity.nm_masked(tx, spec.n, spec.m, update_steps=spec.mask_update_steps,
-                                where=compressible, sr_ste_decay=2e-4 if spec.sr_ste else None)
+        tx = sparsity.nm_masked(
+            tx,
+            spec.n,
+            spec.m,
+            update_steps=spec.mask_update_steps,
+            where=compressible,
+            sr_ste_decay=2e-4 if spec.sr_ste else None,
+        )
     # Outermost, so a skipped step leaves every inner state (Adam moments, mask schedule)
     # exactly as it was. The loop raises before optax would apply the K+1-th bad update.
     return optax.apply_if_finite(tx, max_consecutive_errors=tcfg.max_nonfinite)
@@ -112,16 +143,18 @@ class Trainer:
     trainer serves every seed and run of its spec.
     """
 
-    def __init__(self, cfg: ConformerConfig, spec: CompressionSpec | str, tcfg: TrainConfig,
-                 **model_options):
+    def __init__(
+        self, cfg: ConformerConfig, spec: CompressionSpec | str, tcfg: TrainConfig, **model_options
+    ):
         self.cfg, self.spec, self.tcfg = cfg, as_spec(spec), tcfg
         self.model_options = model_options
-        self.opts = model.ModelOptions(spec=self.spec, compute_dtype=tcfg.compute_dtype,
-                                       **model_options)
+        self.opts = model.ModelOptions(
+            spec=self.spec, compute_dtype=tcfg.compute_dtype, **model_options
+        )
         # Refuses an impossible spec (e.g. groups that do not divide a layer) up front.
         self.graphdef, abstract = model.split_model(
-            model.abstract_model(cfg, self.spec, compute_dtype=tcfg.compute_dtype,
-                                 **model_options))
+            model.abstract_model(cfg, self.spec, compute_dtype=tcfg.compute_dtype, **model_options)
+        )
         # graphdef: the module structure (static); abstract: shapes of the params pytree
         self.compressible = model.compressible_mask_tree(abstract, cfg, self.opts)
         self.mel = frontend.LogMelConfig.from_model(cfg)
@@ -137,8 +170,13 @@ class Trainer:
 
     def init_params(self, seed: int) -> Any:
         """Freshly initialised parameters (a pure pytree) for ``seed``."""
-        return model.init_params(self.cfg, self.spec, seed=seed,
-                                 compute_dtype=self.tcfg.compute_dtype, **self.model_options)
+        return model.init_params(
+            self.cfg,
+            self.spec,
+            seed=seed,
+            compute_dtype=self.tcfg.compute_dtype,
+            **self.model_options,
+        )
 
     def _forward_impl(self, params, masks, waveforms, lengths):
         feats, mask = self.features(waveforms, lengths)
@@ -148,12 +186,19 @@ class Trainer:
         """Mean CTC loss per label token of a batch (padding utterances weigh 0)."""
         feats, mask = self.features(batch.waveforms, batch.lengths)
         p = model.apply_masks(params, masks, straight_through=self.spec.sr_ste)
-        logits, omask = model.forward(self.graphdef, p, feats, mask,
-                                      deterministic=deterministic, dropout_key=dropout_key)
-        label_pad = (jnp.arange(batch.labels.shape[1])[None, :]
-                     >= batch.label_lengths[:, None]).astype(jnp.float32)
-        per = optax.ctc_loss(logits.astype(jnp.float32), (~omask).astype(jnp.float32),
-                             batch.labels, label_pad, blank_id=0)
+        logits, omask = model.forward(
+            self.graphdef, p, feats, mask, deterministic=deterministic, dropout_key=dropout_key
+        )
+        label_pad = (
+            jnp.arange(batch.labels.shape[1])[None, :] >= batch.label_lengths[:, None]
+        ).astype(jnp.float32)
+        per = optax.ctc_loss(
+            logits.astype(jnp.float32),
+            (~omask).astype(jnp.float32),
+            batch.labels,
+            label_pad,
+            blank_id=0,
+        )
         w = batch.weights
         return jnp.sum(per * w) / jnp.maximum(jnp.sum(batch.label_lengths * w), 1.0)
 
@@ -198,9 +243,15 @@ class Trainer:
                 hyps.append(tok.decode(ids[row]))
                 uids.append(e.uid)
         wer, cer = wer_cer(refs, hyps)
-        return {"wer": wer, "cer": cer, "utterances": len(refs), "skipped": len(ds.skipped),
-                "examples": [{"uid": u, "ref": r, "hyp": h}
-                             for u, r, h in list(zip(uids, refs, hyps))[:20]]}
+        return {
+            "wer": wer,
+            "cer": cer,
+            "utterances": len(refs),
+            "skipped": len(ds.skipped),
+            "examples": [
+                {"uid": u, "ref": r, "hyp": h} for u, r, h in list(zip(uids, refs, hyps))[:20]
+            ],
+        }
 
 
 # Keep only a few trainers: every compiled XLA:CPU executable holds its own memory
@@ -238,8 +289,14 @@ def release_compiled() -> None:
 def _progress(total: int, initial: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                mininterval=1.0, disable=os.environ.get("USMLITE_NO_PROGRESS") == "1")
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0,
+        disable=os.environ.get("USMLITE_NO_PROGRESS") == "1",
+    )
 
 
 # --------------------------------------------------------------------------- the loop
@@ -251,24 +308,37 @@ def _check_same_run(path: Path, meta: dict) -> None:
     old = json.loads(path.read_text())
     for k in ("preset", "spec", "corpus", "seed", "heldout_speaker", "init"):
         if str(old.get(k)) != str(meta[k]):
-            raise ValueError(f"{path.parent} holds a run with {k}={old.get(k)!r}, not "
-                             f"{meta[k]!r}; use a new --out directory or delete the old one")
+            raise ValueError(
+                f"{path.parent} holds a run with {k}={old.get(k)!r}, not "
+                f"{meta[k]!r}; use a new --out directory or delete the old one"
+            )
     new = json.loads(json.dumps(meta, default=runs.json_default))
     for section in ("model_config", "train_config"):
         a, b = old.get(section, {}), new[section]
-        diff = sorted(k for k in set(a) | set(b)
-                      if k not in _RESUME_FREE and a.get(k) != b.get(k))
+        diff = sorted(k for k in set(a) | set(b) if k not in _RESUME_FREE and a.get(k) != b.get(k))
         if diff:
-            raise ValueError(f"{path.parent} holds a run with other settings "
-                             f"({section}: {', '.join(f'{k} {a.get(k)!r} -> {b.get(k)!r}' for k in diff)}); "
-                             "use a new --out directory or the same --set options")
+            raise ValueError(
+                f"{path.parent} holds a run with other settings "
+                f"({section}: {', '.join(f'{k} {a.get(k)!r} -> {b.get(k)!r}' for k in diff)}); "
+                "use a new --out directory or the same --set options"
+            )
 
 
-def train(preset: str | Preset, corpus: str, data_dir: str | None, out_dir: str | os.PathLike, *,
-          spec: str | CompressionSpec = "float", init: str | os.PathLike | None = None,
-          steps: int | None = None, seed: int = 0, heldout_speaker: str | None = None,
-          overrides: Iterable[str] | Mapping[str, object] = (),
-          eval_splits: Sequence[str] = ("dev", "test"), stop_after: int | None = None) -> dict:
+def train(
+    preset: str | Preset,
+    corpus: str,
+    data_dir: str | None,
+    out_dir: str | os.PathLike,
+    *,
+    spec: str | CompressionSpec = "float",
+    init: str | os.PathLike | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    heldout_speaker: str | None = None,
+    overrides: Iterable[str] | Mapping[str, object] = (),
+    eval_splits: Sequence[str] = ("dev", "test"),
+    stop_after: int | None = None,
+) -> dict:
     """Train (or fine-tune from ``init``) one model; resumes if ``out_dir`` has a checkpoint.
 
     Args:
@@ -288,8 +358,11 @@ def train(preset: str | Preset, corpus: str, data_dir: str | None, out_dir: str 
     """
     spec = as_spec(spec)
     overrides = dict(overrides.items()) if isinstance(overrides, Mapping) else list(overrides)
-    given = (set(overrides) if isinstance(overrides, dict)
-             else {o.split("=", 1)[0].strip() for o in overrides})
+    given = (
+        set(overrides)
+        if isinstance(overrides, dict)
+        else {o.split("=", 1)[0].strip() for o in overrides}
+    )
     p = get_preset(preset).override(overrides)
     if steps is not None:
         p = p.override({"train.steps": int(steps)})
@@ -301,45 +374,71 @@ def train(preset: str | Preset, corpus: str, data_dir: str | None, out_dir: str 
         # The model is the init run's: only settings that do not reshape it may change.
         reshaping = sorted(k for k in given if k.startswith("model.") and k != "model.dropout")
         if reshaping:
-            raise ValueError(f"--init {init_dir} fixes the model; {', '.join(reshaping)} "
-                             "cannot change when fine-tuning (only model.dropout can)")
-        cfg = init_run.config.replace(**{f: getattr(p.model, f) for f in ("dropout",)
-                                         if f"model.{f}" in given})
+            raise ValueError(
+                f"--init {init_dir} fixes the model; {', '.join(reshaping)} "
+                "cannot change when fine-tuning (only model.dropout can)"
+            )
+        cfg = init_run.config.replace(
+            **{f: getattr(p.model, f) for f in ("dropout",) if f"model.{f}" in given}
+        )
         tok = init_run.tokenizer
         itc = init_run.meta.get("train_config", {})
         if "train.schedule_offset" not in given:
-            tcfg = tcfg.replace(schedule_offset=int(itc.get("schedule_offset", 0))
-                                + int(itc.get("steps", 0)))
+            tcfg = tcfg.replace(
+                schedule_offset=int(itc.get("schedule_offset", 0)) + int(itc.get("steps", 0))
+            )
         if "train.rewarm_steps" not in given:
             tcfg = tcfg.replace(rewarm_steps=max(tcfg.steps // 10, 1))
     # Refuse an impossible spec before loading any data.
     model.check_spec(cfg, model.ModelOptions(spec=spec))
 
-    splits = {s: load_corpus(corpus, data_dir, s, seed=seed, sample_rate=cfg.sample_rate,
-                             heldout_speaker=heldout_speaker) for s in ("train", *eval_splits)}
+    splits = {
+        s: load_corpus(
+            corpus,
+            data_dir,
+            s,
+            seed=seed,
+            sample_rate=cfg.sample_rate,
+            heldout_speaker=heldout_speaker,
+        )
+        for s in ("train", *eval_splits)
+    }
     out.mkdir(parents=True, exist_ok=True)
     if init_dir is None:
         if (out / "tokenizer" / "tokenizer.model").exists():
             tok = Tokenizer.load(out / "tokenizer")
         else:
-            tok = Tokenizer.train([u.text for u in splits["train"]], tcfg.vocab_size, None,
-                                  seed=seed)
+            tok = Tokenizer.train(
+                [u.text for u in splits["train"]], tcfg.vocab_size, None, seed=seed
+            )
     tok.save(out / "tokenizer")
     cfg = cfg.replace(vocab_size=tok.vocab_size)
 
-    meta = {"preset": p.name, "model_config": cfg, "spec": str(spec), "train_config": tcfg,
-            "overrides": sorted(f"{k}={v}" for k, v in overrides.items())
-            if isinstance(overrides, dict) else list(overrides),
-            "corpus": corpus, "data_dir": str(data_dir), "seed": seed,
-            "heldout_speaker": heldout_speaker, "init": str(init_dir) if init_dir else None,
-            "machine": runs.machine_info(), "git_commit": runs.git_commit()}
+    meta = {
+        "preset": p.name,
+        "model_config": cfg,
+        "spec": str(spec),
+        "train_config": tcfg,
+        "overrides": sorted(f"{k}={v}" for k, v in overrides.items())
+        if isinstance(overrides, dict)
+        else list(overrides),
+        "corpus": corpus,
+        "data_dir": str(data_dir),
+        "seed": seed,
+        "heldout_speaker": heldout_speaker,
+        "init": str(init_dir) if init_dir else None,
+        "machine": runs.machine_info(),
+        "git_commit": runs.git_commit(),
+    }
     cfg_path = out / "config.json"
     if cfg_path.exists():
         _check_same_run(cfg_path, meta)
     runs.write_json(cfg_path, meta)
 
-    datasets = {s: batching.prepare(sp, tok, cfg, tcfg.bucket_seconds, keep_long=s != "train")
-                for s, sp in splits.items()}
+    datasets = {
+        s: batching.prepare(sp, tok, cfg, tcfg.bucket_seconds, keep_long=s != "train")
+        for s, sp in splits.items()
+    }
     for d in datasets.values():
         print(d.summary(), flush=True)
 
@@ -356,11 +455,20 @@ def train(preset: str | Preset, corpus: str, data_dir: str | None, out_dir: str 
 
     mngr = runs.checkpoint_manager(out)
     if mngr.latest_step() is not None:
-        target = {"params": params, "opt_state": opt_state,
-                  "position": np.zeros(2, np.int64), "step": np.zeros((), np.int64)}
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
-                                if not isinstance(x, jax.Array) else
-                                jax.ShapeDtypeStruct(x.shape, x.dtype), target)
+        target = {
+            "params": params,
+            "opt_state": opt_state,
+            "position": np.zeros(2, np.int64),
+            "step": np.zeros((), np.int64),
+        }
+        abstract = jax.tree.map(
+            lambda x: (
+                jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
+                if not isinstance(x, jax.Array)
+                else jax.ShapeDtypeStruct(x.shape, x.dtype)
+            ),
+            target,
+        )
         restored = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
         params, opt_state = restored["params"], restored["opt_state"]
         position = tuple(int(v) for v in restored["position"])
@@ -375,9 +483,12 @@ def train(preset: str | Preset, corpus: str, data_dir: str | None, out_dir: str 
             f.write(json.dumps(obj, default=runs.json_default) + "\n")
 
     def save(step_):
-        state = {"params": params, "opt_state": opt_state,
-                 "position": np.asarray(stream.position, np.int64),
-                 "step": np.asarray(step_, np.int64)}
+        state = {
+            "params": params,
+            "opt_state": opt_state,
+            "position": np.asarray(stream.position, np.int64),
+            "step": np.asarray(step_, np.int64),
+        }
         mngr.save(step_, args=ocp.args.StandardSave(state), force=True)
         mngr.wait_until_finished()
 
@@ -397,17 +508,22 @@ def train(preset: str | Preset, corpus: str, data_dir: str | None, out_dir: str 
                 raise RuntimeError(
                     f"{tcfg.max_nonfinite} updates in a row had a non-finite loss or "
                     f"gradient (step {step}); lower train.peak_lr or check the data. The "
-                    f"last good state is in {out / 'checkpoints'}")
+                    f"last good state is in {out / 'checkpoints'}"
+                )
         losses.append(float(loss))
         bar.update(1)
         if step % tcfg.log_every == 0 or step == tcfg.steps:
             now = time.time()
             sps = (step - s_last) / max(now - t_last, 1e-9)
             t_last, s_last = now, step
-            rec = {"step": step, "loss": float(np.nanmean(losses[-tcfg.log_every:])),
-                   "steps_per_sec": sps, "elapsed_s": now - t0,
-                   "nonfinite_skipped": int(opt_state.total_notfinite),
-                   "epoch": stream.position[0]}
+            rec = {
+                "step": step,
+                "loss": float(np.nanmean(losses[-tcfg.log_every :])),
+                "steps_per_sec": sps,
+                "elapsed_s": now - t0,
+                "nonfinite_skipped": int(opt_state.total_notfinite),
+                "epoch": stream.position[0],
+            }
             log_metrics(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", sps=f"{sps:.2f}")
         if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0:
@@ -421,24 +537,36 @@ def train(preset: str | Preset, corpus: str, data_dir: str | None, out_dir: str 
     runs.save_params(out / "params", params)
 
     masks = sparsity.masks_from_state(opt_state)
-    result = {"step": step, "train_time_s": time.time() - t0,
-              "nonfinite_skipped": int(opt_state.total_notfinite),
-              "final_loss": float(np.nanmean(losses[-tcfg.log_every:])) if losses else None}
+    result = {
+        "step": step,
+        "train_time_s": time.time() - t0,
+        "nonfinite_skipped": int(opt_state.total_notfinite),
+        "final_loss": float(np.nanmean(losses[-tcfg.log_every :])) if losses else None,
+    }
     for s in eval_splits:
         r = trainer.evaluate(params, masks, datasets[s], tok)
         result[s] = {k: r[k] for k in ("wer", "cer", "utterances", "skipped")}
-        print(f"{s}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  ({r['utterances']} utterances)",
-              flush=True)
+        print(
+            f"{s}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  ({r['utterances']} utterances)",
+            flush=True,
+        )
     log_metrics({"final": result})
     if masks is not None:
         runs.save_params(out / "masks", masks)
     return result
 
 
-def evaluate_run(run_dir: str | os.PathLike, corpus: str, data_dir: str | None, split: str, *,
-                 spec: str | CompressionSpec | None = None, seed: int = 0,
-                 heldout_speaker: str | None = None,
-                 overrides: Iterable[str] | Mapping[str, object] = ()) -> dict:
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    corpus: str,
+    data_dir: str | None,
+    split: str,
+    *,
+    spec: str | CompressionSpec | None = None,
+    seed: int = 0,
+    heldout_speaker: str | None = None,
+    overrides: Iterable[str] | Mapping[str, object] = (),
+) -> dict:
     """WER/CER of a finished run on ``split``.
 
     ``spec`` (default: the run's own) evaluates the run's weights through another
@@ -448,19 +576,31 @@ def evaluate_run(run_dir: str | os.PathLike, corpus: str, data_dir: str | None, 
     """
     run = runs.load_run(run_dir)
     _, tcfg, meta = runs.read_config(run_dir)
-    keys = (overrides.keys() if isinstance(overrides, Mapping)
-            else [o.split("=", 1)[0].strip() for o in overrides])
+    keys = (
+        overrides.keys()
+        if isinstance(overrides, Mapping)
+        else [o.split("=", 1)[0].strip() for o in overrides]
+    )
     if any(not k.startswith("train.") for k in keys):
-        raise ValueError("evaluation takes only train.* overrides (e.g. train.eval_batch_size=8); "
-                         "the model is fixed by the checkpoint")
+        raise ValueError(
+            "evaluation takes only train.* overrides (e.g. train.eval_batch_size=8); "
+            "the model is fixed by the checkpoint"
+        )
     tcfg = Preset("run", run.config, tcfg).override(overrides).train
     spec = as_spec(spec, run.spec)
     trainer = get_trainer(run.config, spec, tcfg)
     masks = runs.load_masks(run_dir, run, spec)
-    split_data = load_corpus(corpus, data_dir, split, seed=seed,
-                             sample_rate=run.config.sample_rate, heldout_speaker=heldout_speaker)
-    ds = batching.prepare(split_data, run.tokenizer, run.config, tcfg.bucket_seconds,
-                          keep_long=True)
+    split_data = load_corpus(
+        corpus,
+        data_dir,
+        split,
+        seed=seed,
+        sample_rate=run.config.sample_rate,
+        heldout_speaker=heldout_speaker,
+    )
+    ds = batching.prepare(
+        split_data, run.tokenizer, run.config, tcfg.bucket_seconds, keep_long=True
+    )
     r = trainer.evaluate(run.params, masks, ds, run.tokenizer)
     r["spec"] = str(spec)
     return r

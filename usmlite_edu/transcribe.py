@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -13,8 +13,9 @@ from usmlite_edu.compress import CompressionSpec, as_spec
 from usmlite_edu.train import get_trainer
 
 
-def transcribe_files(run_dir: str | os.PathLike, files: Sequence[str], *,
-                     spec: str | CompressionSpec | None = None) -> Iterator[tuple[str, str]]:
+def transcribe_files(
+    run_dir: str | os.PathLike, files: Sequence[str], *, spec: str | CompressionSpec | None = None
+) -> Iterator[tuple[str, str]]:
     """Yield ``(path, text)`` per file: any WAV/FLAC, any sample rate, mono or stereo.
 
     ``spec`` (default: the run's own) runs the weights through another compression (PTQ).
@@ -37,8 +38,13 @@ def transcribe_files(run_dir: str | os.PathLike, files: Sequence[str], *,
             continue
         n = next((b for b in buckets if audio.size <= b), audio.size)
         wav = np.zeros((1, n), np.float32)
-        wav[0, :audio.size] = audio
-        batch = batching.Batch(wav, np.array([audio.size], np.int32), np.zeros((1, 1), np.int32),
-                               np.zeros(1, np.int32), np.ones(1, np.float32))
+        wav[0, : audio.size] = audio
+        batch = batching.Batch(
+            wav,
+            np.array([audio.size], np.int32),
+            np.zeros((1, 1), np.int32),
+            np.zeros(1, np.int32),
+            np.ones(1, np.float32),
+        )
         ids = trainer.transcribe_batch(run.params, masks, batch)[0]
         yield path, run.tokenizer.decode(ids)
