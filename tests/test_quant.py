@@ -219,11 +219,86 @@ def test_native_and_fake_paths_agree(wg, grid, batch):
         np.testing.assert_allclose(a, b, atol=1e-4 * (1 + float(jnp.max(jnp.abs(b)))), rtol=1e-4)
 
 
-def test_native_forward_really_uses_int8():
+# What XLA:CPU compiles the matmuls to (the module docstring of quant.py states it; these
+# tests fail if the compiled arithmetic changes, e.g. if a jax upgrade fused the convert
+# into an integer-weight dot).
+XLA_CPU_ONLY = pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason="asserts what XLA:CPU compiles"
+)
+
+
+def _dots(ops):
+    return [o for o in ops if o.opcode == "dot"]
+
+
+@XLA_CPU_ONLY
+@pytest.mark.parametrize(
+    "bits, sym, g, compute_dtype, dt",
+    [
+        (4, True, 1, None, "f32"),
+        (2, False, 1, None, "f32"),
+        (4, True, 4, None, "f32"),
+        (2, False, 4, None, "f32"),
+        (4, True, 1, jnp.bfloat16, "bf16"),
+    ],
+)
+def test_native_matmul_stores_int8_converts_it_and_runs_a_float_dot(
+    bits, sym, g, compute_dtype, dt
+):
+    x = jax.random.normal(jax.random.key(0), (8, 64))
+    q = quant.quantize(
+        jax.random.normal(jax.random.key(1), (64, 32)), bits, symmetric=sym, sub_channels=g
+    )
+    assert q.values.dtype == jnp.int8  # stored as int8 ...
+    ops = quant.compiled_ops(
+        lambda x, q: quant.native_matmul(x, q, compute_dtype=compute_dtype), x, q
+    )
+    # ... converted, the whole weight at once, to the compute dtype ...
+    assert any(
+        o.opcode == "convert"
+        and o.operand_dtypes == ("s8",)
+        and o.dtype == dt
+        and int(np.prod(o.shape)) == 64 * 32
+        for o in ops
+    )
+    # ... and multiplied by a float dot accumulating in float32; no integer dot anywhere.
+    dots = _dots(ops)
+    assert dots and all(o.dtype == "f32" and set(o.operand_dtypes) == {dt} for o in dots)
+
+
+@XLA_CPU_ONLY
+def test_qat_forward_rounds_through_int8_inside_one_float_fusion():
     w = jax.random.normal(jax.random.key(0), (16, 4))
     x = jnp.ones((2, 16))
-    jaxpr = jax.make_jaxpr(lambda x, w: quant.qat_matmul(x, w, 4))(x, w)
-    assert "i8[16,4]" in str(jaxpr) or "i8[1,16,4]" in str(jaxpr)
+    f = lambda x, w: quant.qat_matmul(x, w, 4)  # noqa: E731
+    jaxpr = str(jax.make_jaxpr(f)(x, w))
+    assert "i8[16,4]" in jaxpr or "i8[1,16,4]" in jaxpr  # the traced program has the int8 array
+    ops = quant.compiled_ops(f, x, w)
+    to_s8 = [o for o in ops if o.opcode == "convert" and o.dtype == "s8"]
+    back = [o for o in ops if o.opcode == "convert" and o.operand_dtypes == ("s8",)]
+    assert len(to_s8) == 1 and len(back) == 1 and back[0].dtype == "f32"
+    # compiled, the round trip f32 -> s8 -> f32 is inside one fusion: no s8 buffer
+    assert to_s8[0].computation == back[0].computation
+    assert not to_s8[0].computation.startswith("main")  # a fused computation, not the entry
+    assert not any(o.opcode == "fusion" and o.dtype == "s8" for o in ops)
+    dots = _dots(ops)
+    assert dots and all(o.dtype == "f32" and o.operand_dtypes == ("f32", "f32") for o in dots)
+
+
+@XLA_CPU_ONLY
+def test_int8_matmul_compiles_to_an_s8_dot_with_s32_result():
+    x = jax.random.normal(jax.random.key(0), (8, 64))
+    q = quant.quantize(jax.random.normal(jax.random.key(1), (64, 32)), 8)
+    dots = _dots(quant.compiled_ops(quant.int8_matmul, x, q))
+    assert [(o.dtype, o.operand_dtypes) for o in dots] == [("s32", ("s8", "s8"))]
+
+
+def test_compiled_ops_reads_types_of_operands_and_results():
+    ops = quant.compiled_ops(lambda a: (a.astype(jnp.int32) * 3).sum(), jnp.ones(5, jnp.int8))
+    assert any(
+        o.opcode == "convert" and o.operand_dtypes == ("s8",) and o.dtype == "s32" for o in ops
+    )
+    assert quant.compiled_ops(lambda a: a * 2.0, jnp.ones(3), opcode="dot") == []
 
 
 @SETTINGS

@@ -28,17 +28,35 @@ what lets the integer matmul be written as ``s * (X @ q - z * sum(X))``.
 Three ways to use the quantizer in a layer:
 
 * :func:`fake_quant` keeps ``w^`` in float ("fake" quantization, the usual QAT);
-* :func:`native_matmul` / :func:`qat_matmul` cast ``q`` to a real ``int8`` array in the
-  forward pass and compute ``Y_j = s_j * (X @ q_j)`` (Eq. 1, "native" QAT); the backward
-  pass of :func:`qat_matmul` is the straight-through estimator (STE);
-* :func:`int8_matmul` multiplies int8 activations by int8 weights with int32 accumulation,
-  the arithmetic an integer inference engine runs.
+* :func:`native_matmul` / :func:`qat_matmul` compute Eq. (1), ``Y_j = s_j * (X @ q_j)``:
+  the integer grid values ``q`` times the activations, then the scale ("native" QAT); the
+  backward pass of :func:`qat_matmul` is the straight-through estimator (STE). The
+  arithmetic is floating point: ``q`` is converted to the activation (or compute) dtype
+  and the dot is a float32 (or bfloat16) dot accumulating in float32. Every int8 value is
+  exact in both dtypes, so the result is that of an integer-weight matmul up to float32
+  rounding of the sum; the speed and memory are those of a float matmul;
+* :func:`int8_matmul` multiplies int8 activations by int8 weights with int32 accumulation:
+  the only integer dot in this module, the arithmetic an integer inference engine runs.
+
+What XLA:CPU compiles (``jax.jit(f).lower(...).compile().as_text()``, jax 0.10.2, checked
+by ``tests/test_quant.py`` with :func:`compiled_ops`):
+
+* :func:`native_matmul`, per channel: an elementwise fusion converts the ``s8`` weight to
+  an ``f32`` (``bf16`` with ``compute_dtype=bfloat16``) array of the weight's shape (a
+  temporary buffer of the full float weight), then a ``f32`` dot (``bf16 x bf16 -> f32``);
+  with sub-channels the converted weight is ``(g, I/g, J)`` and the dot is batched over
+  the ``g`` groups;
+* :func:`qat_matmul`, forward: one elementwise fusion reads the float ``w``, rounds and
+  clips it, converts it to ``s8`` and straight back to ``f32`` and writes the ``f32``
+  copy; the ``int8`` array of the jaxpr never exists in memory, and the dot is ``f32``;
+* :func:`int8_matmul`: a dot with ``s8`` operands and an ``s32`` result.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Literal
 
 import jax
@@ -58,6 +76,8 @@ __all__ = [
     "quantize_activations",
     "int8_matmul",
     "search_clip",
+    "compiled_ops",
+    "HloOp",
 ]
 
 Clip = float | Literal["search"]
@@ -307,12 +327,18 @@ def _resolve_clip(w, bits, symmetric, sub_channels, clip):
 
 # --------------------------------------------------------------------------- matmuls
 def native_matmul(x: jax.Array, q: QuantizedArray, *, compute_dtype=None) -> jax.Array:
-    """Eq. (1): ``Y_j = s_j * (X @ q_j)`` with ``q`` a real ``int8`` array.
+    """Eq. (1): ``Y_j = s_j * (X @ q_j)``, ``q`` stored as an ``int8`` array, float arithmetic.
 
     With sub-channels the sum over inputs splits into ``g`` partial products, each scaled
-    by its own ``s``; with a zero point, ``s * (X_g @ q_g - z * sum(X_g))``. The int8
-    values are converted to the activation dtype inside the dot (exact: every int8 is a
-    float32 and a bfloat16 number), so no float copy of the weight is ever materialised.
+    by its own ``s``; with a zero point, ``s * (X_g @ q_g - z * sum(X_g))``.
+
+    The stored weight is int8 (a quarter of float32's bytes), but the product is not
+    integer arithmetic: the int8 values are converted to ``compute_dtype`` (exact: every
+    int8 is a float32 and a bfloat16 number) and multiplied by a float dot that
+    accumulates in float32. Compiled by XLA:CPU, the conversion is a separate elementwise
+    fusion that writes a float copy of the whole weight (``(I, J)``, or ``(g, I/g, J)``
+    with sub-channels) before the dot reads it; see the module docstring. For an integer
+    dot (int8 x int8 -> int32) use :func:`int8_matmul`.
 
     Args:
       x: activations ``(..., I)``.
@@ -354,9 +380,13 @@ def qat_matmul(
 ) -> jax.Array:
     """Native QAT: the forward pass of :func:`native_matmul`, the STE in the backward pass.
 
-    Forward: quantize ``w`` to int8 and compute Eq. (1). Backward (STE): the gradients are
-    those of ``x @ w^`` with ``d w^ / d w = 1`` inside the grid's range, i.e.
-    ``dx = dy @ w^.T`` and ``dw = x.T @ dy`` (zeroed where ``w`` was clipped).
+    Forward: quantize ``w`` to the integer grid (an ``int8`` array in the jaxpr) and
+    compute Eq. (1) as :func:`native_matmul` does, with a float dot. Compiled, the
+    quantization and the conversion back to float are one elementwise fusion that writes
+    a float copy of the integer-valued weight; no int8 buffer is materialised. Backward
+    (STE): the gradients are those of ``x @ w^`` with ``d w^ / d w = 1`` inside the
+    grid's range, i.e. ``dx = dy @ w^.T`` and ``dw = x.T @ dy`` (zeroed where ``w`` was
+    clipped), both float dots in ``compute_dtype``.
     """
     w = jnp.asarray(w, jnp.float32)
     check_quant_args(bits, symmetric, sub_channels, clip, w.shape[0])
@@ -421,9 +451,11 @@ def int8_matmul(x: jax.Array, q: QuantizedArray, *, act_bits: int = 8) -> jax.Ar
     """int8 activations x int8 weights -> int32 accumulation -> float output.
 
     ``x`` is quantized per row with :func:`quantize_activations`; the integer product
-    ``xq @ q`` runs in ``jax.lax.dot_general`` with ``preferred_element_type=int32`` (the
-    path AMX / tensor cores execute), then both scales are applied. Equals
-    ``dequant(xq) @ dequantize(q)`` up to float32 rounding of the final multiply.
+    ``xq @ q`` runs in ``jax.lax.dot_general`` with ``preferred_element_type=int32``, which
+    XLA:CPU compiles to a dot with ``s8`` operands and an ``s32`` result (an integer dot,
+    the kind of arithmetic AMX / VNNI / tensor cores execute); then both scales are
+    applied in float32. Equals ``dequant(xq) @ dequantize(q)`` up to float32 rounding of
+    the final multiply.
     """
     if q.sub_channels != 1 or q.zero_point is not None:
         raise ValueError(
@@ -435,3 +467,61 @@ def int8_matmul(x: jax.Array, q: QuantizedArray, *, act_bits: int = 8) -> jax.Ar
         xq, q.values, (((xq.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.int32
     )
     return acc.astype(jnp.float32) * xs * q.scale[0]
+
+
+# --------------------------------------------------------------------------- what compiles
+_HLO_INSTR = re.compile(
+    r"^\s*(?:ROOT\s+)?%(?P<name>[\w.\-]+)\s*=\s*(?P<dtype>[a-z]\w*)\[(?P<shape>[\d,]*)\]\S*"
+    r"\s+(?P<op>[a-z][\w\-]*)\((?P<args>[^)]*)\)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class HloOp:
+    """One instruction of an optimized HLO module: its opcode, result and operand types."""
+
+    opcode: str
+    dtype: str
+    shape: tuple[int, ...]
+    operand_dtypes: tuple[str, ...]
+    computation: str
+
+
+def compiled_ops(fn, *args, opcode: str | None = None) -> list[HloOp]:
+    """The instructions of ``jax.jit(fn)(*args)`` as XLA compiles it for the default backend.
+
+    Parses ``jax.jit(fn).lower(*args).compile().as_text()``: every instruction with an
+    array result, in every computation (fused ones included), with the element types of
+    its result (``"f32"``, ``"s8"``, ``"s32"``, ...) and of its operands. ``opcode``
+    keeps only, e.g., ``"dot"`` or ``"convert"``. This is what the tests use to check
+    which arithmetic a matmul really runs (see the module docstring).
+    """
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    ops: list[HloOp] = []
+    types: dict[str, str] = {}
+    comp = ""
+    pending: list[tuple[re.Match, str]] = []
+    for line in text.splitlines():
+        head = re.match(r"^(?:ENTRY\s+)?%([\w.\-]+)\s.*\{\s*$", line)
+        if head:
+            comp, types = head.group(1), {}
+            continue
+        if line.startswith("}"):
+            for m, c in pending:
+                operands = re.findall(r"%([\w.\-]+)", m.group("args"))
+                ops.append(
+                    HloOp(
+                        m.group("op"),
+                        m.group("dtype"),
+                        tuple(int(d) for d in m.group("shape").split(",") if d),
+                        tuple(types.get(o, "?") for o in operands),
+                        c,
+                    )
+                )
+            pending = []
+            continue
+        m = _HLO_INSTR.match(line)
+        if m:
+            types[m.group("name")] = m.group("dtype")
+            pending.append((m, comp))
+    return [o for o in ops if opcode is None or o.opcode == opcode]
