@@ -1,4 +1,5 @@
-"""Training-step speed of the `cpu` preset on this machine (printed, never asserted).
+"""Training-step speed of the `cpu` preset on this machine, and where the time goes
+(printed, never asserted).
 
 Prints, from one run (ratios are measured side by side because these machines are noisy):
 
@@ -7,22 +8,50 @@ Prints, from one run (ratios are measured side by side because these machines ar
   of a float32 matmul peak measured in the same run (1024x1024 matmul; also bf16 and
   int8 x int8 -> int32 for reference);
 * the step time of int4 + 2:4 QAT relative to dense float;
-* peak memory: XLA's temp allocation of the step, and the process's max RSS.
+* peak memory: XLA's temp allocation of the step, and the process's max RSS;
+* with ``--profile`` (default on), for the first spec:
+
+  - phases, each a separately jitted function timed on the same batch: log-mel features,
+    the model's forward pass (features precomputed), the CTC loss alone (forward, and
+    forward + backward), the training loss (features + forward + CTC), loss + gradient,
+    the optimizer update, and the whole step;
+  - a ``jax.profiler`` trace of ``--profile-steps`` steps, parsed with
+    ``jax.profiler.ProfileData``: XLA:CPU runs a compiled step as a sequence of thunks
+    (one per fusion, dot, convolution, loop, ...), each recorded with its instruction's
+    name. Their self time (nested events, e.g. a while loop's body, subtracted from the
+    loop) is summed per instruction and per category, and the top instructions are listed
+    with the bytes they read and write (from the optimized HLO's shapes) and the jax
+    operation they come from (the HLO ``op_name`` metadata). These are thread times:
+    thunks that run at the same time compete for the cores, so a thunk's share can
+    overstate what removing it would save; the A/B below is the measure of a saving;
+
+* with ``--rewrites`` (default on), for the first spec: candidate rewrites of two model
+  operations (:func:`rel_shift_slices`, :func:`depthwise_shifted`; model.py itself is not
+  changed), one op forward + backward at the step's shapes, and the whole step with each
+  rewrite patched in (same loss and gradients asserted), plus the step with the log-mel
+  features precomputed; all interleaved, fastest of 7 rounds.
 
     .venv/bin/python benchmarks/bench_train.py [--steps 20] [--seconds 3.5] [--dtype bfloat16]
+        [--no-profile] [--profile-steps 5] [--top 25] [--no-rewrites]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
+import glob
+import re
 import resource
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from usmlite_edu import batching, configs, presets, runs, train
+from usmlite_edu import batching, configs, frontend, model, presets, runs, sparsity, train
 
 
 def matmul_peak(dtype, n=1024, reps=50) -> float:
@@ -79,6 +108,366 @@ def time_steps(spec: str, cfg, tcfg, batch, steps: int):
     return dt, float(cost.get("flops", float("nan"))), getattr(mem, "temp_size_in_bytes", None)
 
 
+# --------------------------------------------------------------------------- profile
+def _interleaved_min(fns: dict, reps: int) -> dict[str, float]:
+    """``{name: seconds}``: each ``(f, args)`` of ``fns`` compiled by a first call, then run
+    once per round for ``reps`` rounds (so every phase sees the same background load), and
+    the fastest round kept (other jobs only ever add time)."""
+    for f, args in fns.values():
+        jax.block_until_ready(f(*args))
+    best = {k: float("inf") for k in fns}
+    for _ in range(reps):
+        for k, (f, args) in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            best[k] = min(best[k], time.perf_counter() - t)
+    return best
+
+
+def phase_times(tr, params, state, batch, key, reps: int = 7) -> dict[str, float]:
+    """Seconds per call (fastest of ``reps`` interleaved rounds) of separately jitted
+    pieces of one training step.
+
+    ``features``: log-mel + normalisation; ``model forward``: the model on precomputed
+    features (dropout on, as in training); ``CTC fwd`` / ``CTC fwd+bwd``: ``optax.ctc_loss``
+    on precomputed logits, and its gradient; ``loss``: the training loss (features +
+    forward + CTC); ``loss + grad``: ``jax.value_and_grad`` of it; ``optimizer``: the
+    optimizer update and ``apply_updates`` on given gradients; ``step``: the whole step
+    (not donating its inputs, so it can be repeated).
+    """
+    masks = sparsity.masks_from_state(state)
+    b = batching.Batch(*(jnp.asarray(x) for x in batch))
+    feats_fn = jax.jit(tr.features)
+    feats, fmask = feats_fn(b.waveforms, b.lengths)
+
+    def fwd(p, feats, fmask, key):
+        p = model.apply_masks(p, masks, straight_through=tr.spec.sr_ste)
+        return model.forward(tr.graphdef, p, feats, fmask, deterministic=False, dropout_key=key)
+
+    logits, omask = jax.jit(fwd)(params, feats, fmask, key)
+    label_pad = (jnp.arange(b.labels.shape[1])[None, :] >= b.label_lengths[:, None]).astype(
+        jnp.float32
+    )
+
+    def ctc(lg):
+        pad = (~omask).astype(jnp.float32)
+        return jnp.sum(optax.ctc_loss(lg, pad, b.labels, label_pad, blank_id=0))
+
+    loss = lambda p, k: tr.loss(p, masks, b, k)  # noqa: E731
+    grads = jax.jit(jax.grad(loss))(params, key)
+    update = jax.jit(lambda g, s, p: optax.apply_updates(p, tr.tx.update(g, s, p)[0]))
+    step = jax.jit(tr._step_impl)
+    s0 = jnp.asarray(0, jnp.int32)
+    return _interleaved_min(
+        {
+            "features (log-mel)": (feats_fn, (b.waveforms, b.lengths)),
+            "model forward": (jax.jit(fwd), (params, feats, fmask, key)),
+            "CTC fwd": (jax.jit(ctc), (logits,)),
+            "CTC fwd+bwd": (jax.jit(jax.grad(ctc)), (logits,)),
+            "loss (features+forward+CTC)": (jax.jit(loss), (params, key)),
+            "loss + grad": (jax.jit(jax.value_and_grad(loss)), (params, key)),
+            "optimizer update": (update, (grads, state, params)),
+            "whole step": (step, (params, state, b, key, s0)),
+        },
+        reps,
+    )
+
+
+_INSTR = re.compile(
+    r"^\s*(?:ROOT\s+)?%(?P<name>[\w.\-]+)\s*=\s*(?P<type>\S+)\s+(?P<op>[a-z][\w\-]*)"
+    r"\((?P<args>[^)]*)\)(?P<rest>.*)$"
+)
+_ARRAY = re.compile(r"(pred|[a-z]+\d+)\[([\d,]*)\]")
+_BITS = {"pred": 8}
+
+
+def _type_bytes(t: str) -> int:
+    """Bytes of an HLO type string (arrays, or tuples of them)."""
+    total = 0
+    for dt, dims in _ARRAY.findall(t):
+        bits = _BITS.get(dt) or int(re.sub(r"\D", "", dt) or 8)
+        total += int(np.prod([int(d) for d in dims.split(",") if d] or [1])) * bits // 8
+    return total
+
+
+def hlo_instructions(hlo_text: str) -> dict[str, dict]:
+    """name -> {opcode, type, bytes (result + operands), kind, op_name} of every instruction
+    of an optimized HLO module (all computations; names are unique in a module)."""
+    instrs: dict[str, dict] = {}
+    for line in hlo_text.splitlines():
+        m = _INSTR.match(line)
+        if not m:
+            continue
+        rest = m.group("rest")
+        kind = re.search(r"kind=(\w+)", rest)
+        op_name = re.search(r'op_name="([^"]*)"', rest)
+        custom = re.search(r'"kind":"(\w+)"', rest)
+        instrs[m.group("name")] = {
+            "opcode": m.group("op"),
+            "type": m.group("type"),
+            "args": re.findall(r"%([\w.\-]+)", m.group("args")),
+            "kind": (custom.group(1) if custom else kind.group(1) if kind else ""),
+            "op_name": op_name.group(1) if op_name else "",
+            "calls": re.findall(r"(?:calls|body|condition|to_apply)=%([\w.\-]+)", rest),
+        }
+    for ins in instrs.values():
+        ins["bytes"] = _type_bytes(ins["type"]) + sum(
+            _type_bytes(instrs[a]["type"]) for a in ins["args"] if a in instrs
+        )
+    return instrs
+
+
+def _category(name: str, ins: dict | None) -> str:
+    """A coarse class of an instruction for the summary, from its opcode, result rank and
+    the jax operation in its ``op_name`` (forward and backward alike)."""
+    if ins is None:  # thunks of control flow are named after it, not after an instruction
+        base = name.split(".")[0]
+        return (
+            "while loop / cond (control flow)" if base in ("while", "cond") else f"other ({base})"
+        )
+    op, kind, opn = ins["opcode"], ins["kind"], ins["op_name"]
+    last = opn.rsplit("/", 1)[-1]
+    rank = len(_ARRAY.findall(ins["type"])[0][1].split(",")) if _ARRAY.findall(ins["type"]) else 0
+    if op in ("while", "conditional") or "/while/" in opn:
+        return "while loop / cond (control flow)"
+    if "take_along_axis" in opn:
+        return "rel_shift (take_along_axis)"
+    if "log_mel" in opn:
+        return "log-mel features"
+    if op == "convolution" or last == "conv_general_dilated":
+        return "depthwise conv (1-D)" if rank == 3 else "subsampler conv (2-D)"
+    if op == "dot" or last == "dot_general" or "ynn" in kind:
+        return "matmul (dot)"
+    if op in ("gather", "scatter"):
+        return "other gather / scatter"
+    if op in ("copy", "transpose") or name.startswith(("copy", "transpose")):
+        return "copy / transpose"
+    if "reduce" in name or op in ("reduce", "reduce-window"):
+        return "reduction"
+    if op == "fusion":
+        return "elementwise fusion"
+    return "other (" + op + ")"
+
+
+#: executor and thread-pool bookkeeping events, not instructions of the module (dropped
+#: before nesting is resolved, so a pool's wait inside a thunk stays that thunk's time)
+_NOT_THUNKS = ("end: ", "ThunkExecutor", "ThreadpoolListener", "SlinkyThreadPool")
+
+
+def _self_times(events) -> dict[str, float]:
+    """Per event name, total duration minus the durations of events nested inside it."""
+    evs = sorted(events, key=lambda e: (e.start_ns, -e.duration_ns))
+    out: dict[str, float] = collections.defaultdict(float)
+    stack: list = []  # (end_ns, name)
+    for e in evs:
+        while stack and stack[-1][0] <= e.start_ns:
+            stack.pop()
+        if stack:
+            out[stack[-1][1]] -= e.duration_ns
+        out[e.name] += e.duration_ns
+        stack.append((e.start_ns + e.duration_ns, e.name))
+    return out
+
+
+def profile_step(tr, params, state, batch, key, steps: int) -> tuple[dict, dict, float]:
+    """Trace ``steps`` calls of the (non-donating) jitted step with ``jax.profiler``.
+
+    Returns ``(self ns per instruction per step, summed over the threads that run thunks;
+    the instructions of the optimized HLO; wall seconds per step)``. Thunks of one
+    step may run concurrently on several threads, so the summed self time can exceed the
+    wall time.
+    """
+    b = batching.Batch(*(jnp.asarray(x) for x in batch))
+    s0 = jnp.asarray(0, jnp.int32)
+    step = jax.jit(tr._step_impl)
+    hlo = step.lower(params, state, b, key, s0).compile().as_text()
+    jax.block_until_ready(step(params, state, b, key, s0))
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d):
+            t = time.perf_counter()
+            for _ in range(steps):
+                out = step(params, state, b, key, s0)
+            jax.block_until_ready(out)
+            wall = (time.perf_counter() - t) / steps
+        pb = glob.glob(f"{d}/**/*.xplane.pb", recursive=True)[0]
+        data = jax.profiler.ProfileData.from_file(pb)
+        totals: dict[str, float] = collections.defaultdict(float)
+        for plane in data.planes:
+            for line in plane.lines:
+                # thunks run on the client's threads and on the intra-op (Eigen) pool;
+                # the Python thread only dispatches
+                if not line.name.startswith(("tf_XLAPjRtCpuClient", "tf_XLAEigen")):
+                    continue
+                evs = [e for e in line.events if not e.name.startswith(_NOT_THUNKS)]
+                for name, ns in _self_times(evs).items():
+                    totals[name] += ns / steps
+    return totals, hlo_instructions(hlo), wall
+
+
+def print_profile(totals: dict, instrs: dict, wall: float, top: int) -> None:
+    total = sum(totals.values())
+    print(
+        f"\nXLA:CPU thunk self time per step: {total / 1e6:.1f} ms summed over threads "
+        f"(wall {wall * 1e3:.1f} ms per step while tracing)"
+    )
+    cats: dict[str, float] = collections.defaultdict(float)
+    for name, ns in totals.items():
+        cats[_category(name, instrs.get(name))] += ns
+    print("  by category:")
+    for c, ns in sorted(cats.items(), key=lambda kv: -kv[1]):
+        print(f"    {c:32s} {ns / 1e6:8.1f} ms  {100 * ns / total:5.1f}%")
+    print(f"  top {top} instructions (self time per step; bytes = result + operands):")
+    for name, ns in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        ins = instrs.get(name)
+        if ins is None:
+            print(f"    {ns / 1e6:7.2f} ms {100 * ns / total:5.1f}%  {name}")
+            continue
+        mb = ins["bytes"] / 2**20
+        gbs = ins["bytes"] / ns if ns else float("nan")
+        src = ins["op_name"]
+        src = src if len(src) <= 90 else "..." + src[-87:]
+        print(
+            f"    {ns / 1e6:7.2f} ms {100 * ns / total:5.1f}%  {name:28s} {ins['opcode']}"
+            f"{'/' + ins['kind'] if ins['kind'] else '':12s} {ins['type'][:28]:28s} "
+            f"{mb:7.1f} MiB {gbs:6.2f} GB/s  {src}"
+        )
+
+
+# --------------------------------------------------------------------------- rewrites
+# Candidate rewrites of two model operations the profile shows to be slow on XLA:CPU,
+# measured here and not used by the library (model.py is unchanged by this benchmark).
+def rel_shift_slices(x: jax.Array) -> jax.Array:
+    """``model.rel_shift`` without a gather: ``out[..., i, j] = x[..., i, (T-1) + i - j]``.
+
+    Reverse the last axis (``y[i, c] = x[i, 2T-2-c]``, so ``out[i, j] = y[i, j + T-1-i]``),
+    pad it to ``2T``, flatten the last two axes (``z[2T i + c] = y[i, c]``): then
+    ``out[i, j] = z[(T-1) + (2T-1) i + j]``, a slice reshaped to ``(T, 2T-1)`` and cut to
+    ``T`` columns. Only reverse, pad, reshape and slice: the gradient is the same ops
+    transposed, not a scatter-add.
+    """
+    t = x.shape[-2]
+    y = jnp.pad(x[..., ::-1], [(0, 0)] * (x.ndim - 1) + [(0, 1)])
+    z = y.reshape(*x.shape[:-2], 2 * t * t)[..., t - 1 : t - 1 + t * (2 * t - 1)]
+    return z.reshape(*x.shape[:-2], t, 2 * t - 1)[..., :t]
+
+
+def depthwise_shifted(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
+    """A 1-D depthwise convolution ``(B, T, C)``, kernel ``(k, 1, C)``, stride 1, as the
+    sum of ``k`` shifted copies of ``x`` times one kernel tap each (elementwise)."""
+    (lo, hi), k, t = padding[0], kernel.shape[0], x.shape[1]
+    xp = jnp.pad(x, ((0, 0), (lo, hi), (0, 0)))
+    return sum(xp[:, j : j + t, :] * kernel[j, 0] for j in range(k))
+
+
+@contextlib.contextmanager
+def candidate_rewrites(rel_shift: bool = False, depthwise: bool = False):
+    """Within the block, models traced use :func:`rel_shift_slices` and/or
+    :func:`depthwise_shifted` (for float depthwise convolutions); restored afterwards."""
+    old_shift, old_call = model.rel_shift, model.QConv.__call__
+
+    def call(self, x):
+        if self.spec is None and x.ndim == 3 and self.feature_group_count == x.shape[-1] > 1:
+            return depthwise_shifted(x, self.kernel[...], self.padding) + self.bias[...]
+        return old_call(self, x)
+
+    try:
+        if rel_shift:
+            model.rel_shift = rel_shift_slices
+        if depthwise:
+            model.QConv.__call__ = call
+        yield
+    finally:
+        model.rel_shift, model.QConv.__call__ = old_shift, old_call
+
+
+def compare_rewrites(cfg, tcfg, batch, spec: str, reps: int = 7) -> None:
+    """Print op-level and whole-step times of the candidate rewrites against the model's
+    own operations, interleaved in one run; checks that each rewrite computes the same
+    loss and gradients (to float32 rounding). The last variant takes the log-mel features
+    out of the step (precomputed, baked in as constants): the step time that computing
+    features once per utterance instead of once per step would save."""
+    b = batching.Batch(*(jnp.asarray(x) for x in batch))
+    key, s0 = jax.random.key(0), jnp.asarray(0, jnp.int32)
+    t = int(model.subsampled_lengths(frontend.num_frames(batch.waveforms.shape[1], cfg)))
+    ks = jax.random.split(jax.random.key(1), 6)
+
+    def vjp_time(f, x, *rest):
+        """f's forward and its vjp with a fixed cotangent, jitted."""
+        y = jax.eval_shape(f, x, *rest)
+        ct = jax.random.normal(ks[5], y.shape, y.dtype)
+        return jax.jit(lambda *a: jax.vjp(f, *a)[1](ct)), (x, *rest)
+
+    xs = jax.random.normal(ks[0], (b.waveforms.shape[0], cfg.num_heads, t, 2 * t - 1))
+    xd = jax.random.normal(ks[1], (b.waveforms.shape[0], t, cfg.model_dim))
+    kd = jax.random.normal(ks[2], (cfg.conv_kernel, 1, cfg.model_dim))
+    pad = ((cfg.conv_kernel // 2, cfg.conv_kernel // 2),)
+
+    def conv(x, k):
+        return jax.lax.conv_general_dilated(
+            x,
+            k,
+            (1,),
+            pad,
+            dimension_numbers=("NWC", "WIO", "NWC"),
+            feature_group_count=x.shape[-1],
+        )
+
+    np.testing.assert_array_equal(model.rel_shift(xs), rel_shift_slices(xs))
+    np.testing.assert_allclose(conv(xd, kd), depthwise_shifted(xd, kd, pad), atol=1e-4)
+    ops = _interleaved_min(
+        {
+            "rel_shift (take_along_axis) fwd+bwd": vjp_time(model.rel_shift, xs),
+            "rel_shift (slices) fwd+bwd": vjp_time(rel_shift_slices, xs),
+            "depthwise conv_general_dilated fwd+bwd": vjp_time(conv, xd, kd),
+            "depthwise shifted sum fwd+bwd": vjp_time(
+                lambda x, k: depthwise_shifted(x, k, pad), xd, kd
+            ),
+        },
+        reps,
+    )
+    print(f"\n== candidate rewrites, {spec}: one op at the step's shapes (T' = {t}) ==")
+    for name, sec in ops.items():
+        print(f"  {name:40s} {sec * 1e3:8.2f} ms")
+    variants = {
+        "model as is": {},
+        "+ rel_shift by slices": {"rel_shift": True},
+        "+ depthwise by shifted sums": {"depthwise": True},
+        "+ both": {"rel_shift": True, "depthwise": True},
+        "log-mel precomputed (step without it)": {"features": True},
+    }
+    feats = jax.jit(train.Trainer(cfg, spec, tcfg).features)(b.waveforms, b.lengths)
+    steps, grads = {}, {}
+    for name, kw in variants.items():
+        pre = kw.pop("features", False)
+        with candidate_rewrites(**kw):
+            tr = train.Trainer(cfg, spec, tcfg)
+            if pre:  # the step's features become constants: what caching them would save
+                tr.features = lambda waveforms, lengths: feats
+            params = tr.init_params(0)
+            state = tr.setup_optimizer(params)
+            masks = sparsity.masks_from_state(state)
+            step = jax.jit(tr._step_impl).lower(params, state, b, key, s0).compile()
+            g = jax.jit(
+                jax.value_and_grad(lambda p, tr=tr, masks=masks: tr.loss(p, masks, b, key))
+            )(params)
+        steps[name] = (step, (params, state, b, key, s0))
+        grads[name] = g
+    ref_loss, ref_g = grads["model as is"]
+    for name, (loss, g) in grads.items():
+        gmax = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(ref_g))
+        gdiff = max(
+            float(jnp.max(jnp.abs(a - c)))
+            for a, c in zip(jax.tree.leaves(g), jax.tree.leaves(ref_g))
+        )
+        assert abs(float(loss) - float(ref_loss)) <= 1e-4 * abs(float(ref_loss)), name
+        assert gdiff <= 1e-3 * gmax, (name, gdiff, gmax)
+    times = _interleaved_min(steps, reps)
+    base = times["model as is"]
+    print(f"== candidate rewrites, {spec}: whole training step (same loss and gradients) ==")
+    for name, sec in times.items():
+        print(f"  {name:30s} {sec * 1e3:8.1f} ms  {sec / base:5.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="cpu")
@@ -87,6 +476,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.5, help="bucket length of the batch")
     ap.add_argument("--dtype", default=None, help="dense matmul dtype, e.g. bfloat16")
     ap.add_argument("--specs", nargs="+", default=["float", "int4+2:4"])
+    ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--profile-steps", type=int, default=5)
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument(
+        "--rewrites",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time candidate rewrites of rel_shift and the depthwise conv (first spec)",
+    )
     args = ap.parse_args()
 
     preset = presets.get_preset(args.preset)
@@ -124,6 +522,25 @@ def main() -> None:
     for spec, dt in results.items():
         if base and spec != "float":
             print(f"step time {spec} / float: {dt / base:.2f}x")
+    if args.profile:
+        spec = args.specs[0]
+        tr = train.Trainer(cfg, spec, tcfg)
+        params = tr.init_params(0)
+        state = tr.setup_optimizer(params)
+        key = jax.random.key(0)
+        print(f"\n== where the time goes: {spec}, batch {args.batch_size} x {args.seconds} s ==")
+        ph = phase_times(tr, params, state, batch, key)
+        for name, t in ph.items():
+            print(f"  {name:30s} {t * 1e3:8.1f} ms  {100 * t / ph['whole step']:5.1f}% of the step")
+        bwd = ph["loss + grad"] - ph["loss (features+forward+CTC)"]
+        print(
+            f"  {'backward (loss+grad - loss)':30s} {bwd * 1e3:8.1f} ms  "
+            f"{100 * bwd / ph['whole step']:5.1f}% of the step"
+        )
+        totals, instrs, wall = profile_step(tr, params, state, batch, key, args.profile_steps)
+        print_profile(totals, instrs, wall, args.top)
+    if args.rewrites:
+        compare_rewrites(cfg, tcfg, batch, args.specs[0])
     print(
         f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
     )
