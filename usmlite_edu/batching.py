@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from usmlite_edu import frontend
+from usmlite_edu import augment, frontend
 from usmlite_edu.audio import AudioError
 from usmlite_edu.configs import ConformerConfig
 from usmlite_edu.corpora import CorpusSplit
@@ -99,16 +99,26 @@ def prepare(
     bucket_seconds: Sequence[float],
     *,
     keep_long: bool = False,
+    speed_factors: Sequence[float] = (),
 ) -> Dataset:
     """Load, tokenize and bucket every utterance; report and skip what cannot train.
 
     ``keep_long`` (for evaluation: a test set must not lose its long utterances) adds
     buckets, in whole seconds, for utterances longer than the largest one instead of
     skipping them.
+
+    ``speed_factors`` (for the training split only: ``train.speed_perturb``) replaces each
+    utterance by one copy per factor, resampled by
+    :func:`usmlite_edu.augment.speed_perturb`, in the order given, right after each other;
+    a copy's id is :func:`usmlite_edu.augment.speed_uid` (``<uid>_sp0.9``; factor 1 keeps
+    the id). The length and CTC checks and the bucket apply to each copy, so a slowed copy
+    that no longer fits the largest bucket is skipped on its own. ``()`` keeps the audio.
     """
     sr = cfg.sample_rate
     if not bucket_seconds:
         raise ValueError("bucket_seconds is empty")
+    augment.check_speed_factors(speed_factors)
+    factors = tuple(speed_factors) or (1.0,)
     buckets = tuple(sorted(set(int(round(s * sr)) for s in bucket_seconds)))
     mel = frontend.LogMelConfig.from_model(cfg)
     skipped = list(split.skipped)
@@ -137,24 +147,30 @@ def prepare(
         if not ok:
             skip(f"transcript cannot be encoded: {why}")
             continue
-        if audio.size > buckets[-1] and keep_long:  # a new bucket, in whole seconds
-            buckets = buckets + (int(math.ceil(audio.size / sr)) * sr,)
-        if audio.size > buckets[-1]:
-            skip(
-                f"too long: {audio.size / sr:.2f} s > largest bucket "
-                f"{buckets[-1] / sr:g} s (raise bucket_seconds to keep it)"
-            )
-            continue
         tokens = np.asarray(tokenizer.encode(u.text), np.int32)
-        frames = int(frontend.subsampled_lengths(frontend.num_frames(audio.size, mel)))
         need = ctc_min_frames(tokens.tolist())
-        if frames < need:
-            skip(
-                f"too short for CTC: {frames} output frames < {need} needed by {len(tokens)} labels"
-            )
-            continue
-        bucket = next(i for i, n in enumerate(buckets) if audio.size <= n)
-        examples.append(Example(u.uid, u.text, audio, tokens, bucket))
+        original = audio
+        for factor in factors:
+            audio = augment.speed_perturb(original, factor) if factor != 1 else original
+            copy = f" (speed {factor:g})" if factor != 1 else ""
+            if audio.size > buckets[-1] and keep_long:  # a new bucket, in whole seconds
+                buckets = buckets + (int(math.ceil(audio.size / sr)) * sr,)
+            if audio.size > buckets[-1]:
+                skip(
+                    f"too long{copy}: {audio.size / sr:.2f} s > largest bucket "
+                    f"{buckets[-1] / sr:g} s (raise bucket_seconds to keep it)"
+                )
+                continue
+            frames = int(frontend.subsampled_lengths(frontend.num_frames(audio.size, mel)))
+            if frames < need:
+                skip(
+                    f"too short for CTC{copy}: {frames} output frames < {need} needed by "
+                    f"{len(tokens)} labels"
+                )
+                continue
+            bucket = next(i for i, n in enumerate(buckets) if audio.size <= n)
+            uid = augment.speed_uid(u.uid, factor)
+            examples.append(Example(uid, u.text, audio, tokens, bucket))
     if not examples:
         raise ValueError(
             f"{split.name}: no usable utterance out of {len(split.utterances)} "

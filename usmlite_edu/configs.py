@@ -252,6 +252,24 @@ class TrainConfig:
         fresh Adam moments make the first updates full-size.
       max_nonfinite: consecutive skipped (non-finite) updates after which training stops
         with an error instead of going on (``optax.apply_if_finite`` skips each one).
+
+    Regularisers, all off by default and never applied at evaluation (see
+    :mod:`usmlite_edu.augment`); the Conformer paper's recipe (Gulati et al. 2020, section
+    3.1) is ``specaug_freq_masks=2, specaug_freq_width=27, specaug_time_masks=10,
+    specaug_time_max_frac=0.05`` (for 80 mel bins):
+
+      specaug_freq_masks / specaug_freq_width: SpecAugment frequency masks per utterance,
+        each of width ``0 .. specaug_freq_width`` mel bins (Park et al. 2019).
+      specaug_time_masks / specaug_time_max_frac: time masks per utterance (a fixed
+        count), each at most ``specaug_time_max_frac`` of that utterance's frames wide
+        (the adaptive masks of Park et al. 2020).
+      speed_perturb: speed factors of the training set, one copy of each training
+        utterance per factor, e.g. ``(0.9, 1.0, 1.1)`` (Ko et al. 2015); ``()`` keeps the
+        audio as it is. Include 1.0 to keep the original copy.
+      weight_noise_std: standard deviation of the Gaussian variational noise added to
+        every kernel in the training forward pass, before prune-then-quantize
+        (Graves 2011); 0 = none.
+      weight_noise_start: first step (counted from 0) that gets weight noise.
     """
 
     steps: int = 1000
@@ -272,6 +290,13 @@ class TrainConfig:
     schedule_offset: int = 0
     rewarm_steps: int = 0
     max_nonfinite: int = 100
+    specaug_freq_masks: int = 0
+    specaug_freq_width: int = 27
+    specaug_time_masks: int = 0
+    specaug_time_max_frac: float = 0.05
+    speed_perturb: tuple[float, ...] = ()
+    weight_noise_std: float = 0.0
+    weight_noise_start: int = 0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_batch_size", "vocab_size", "max_nonfinite"):
@@ -285,6 +310,10 @@ class TrainConfig:
             "rewarm_steps",
             "encoder_warmup",
             "softmax_warmup",
+            "specaug_freq_masks",
+            "specaug_freq_width",
+            "specaug_time_masks",
+            "weight_noise_start",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
@@ -299,6 +328,28 @@ class TrainConfig:
                 f"train.compute_dtype must be None, 'float32' or 'bfloat16', "
                 f"got {self.compute_dtype!r}"
             )
+        if not 0 <= self.specaug_time_max_frac < 1:
+            raise ValueError(
+                f"train.specaug_time_max_frac must be in [0, 1), got {self.specaug_time_max_frac!r}"
+            )
+        # A mask count with a zero width would be a silent no-op: refuse it.
+        if self.specaug_freq_masks and not self.specaug_freq_width:
+            raise ValueError(
+                f"train.specaug_freq_masks={self.specaug_freq_masks} needs "
+                "train.specaug_freq_width >= 1, got 0"
+            )
+        if self.specaug_time_masks and not self.specaug_time_max_frac:
+            raise ValueError(
+                f"train.specaug_time_masks={self.specaug_time_masks} needs "
+                "train.specaug_time_max_frac > 0, got 0"
+            )
+        sp = tuple(self.speed_perturb)
+        if any(not (isinstance(s, (int, float)) and s > 0 and math.isfinite(s)) for s in sp):
+            raise ValueError(f"train.speed_perturb factors must be positive, got {sp}")
+        if len(set(sp)) != len(sp):
+            raise ValueError(f"train.speed_perturb factors must differ, got {sp}")
+        if not (self.weight_noise_std >= 0 and math.isfinite(self.weight_noise_std)):
+            raise ValueError(f"train.weight_noise_std must be >= 0, got {self.weight_noise_std!r}")
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from usmlite_edu import batching, frontend, model, runs, sparsity
+from usmlite_edu import augment, batching, frontend, model, runs, sparsity
 from usmlite_edu.compress import CompressionSpec, as_spec
 from usmlite_edu.configs import ConformerConfig, TrainConfig
 from usmlite_edu.corpora import load_corpus
@@ -136,6 +136,13 @@ def make_optimizer(
 
 
 # --------------------------------------------------------------------------- the trainer
+# fold_in tags of the SpecAugment and weight-noise keys, derived from the step's dropout
+# key. nnx.Rngs draws dropout keys as fold_in(key, 0), fold_in(key, 1), ... (one per
+# dropout call), so the tags sit far above any count a model reaches.
+_SPECAUG_STREAM = 0x5EC0_0001
+_NOISE_STREAM = 0x5EC0_0002
+
+
 class Trainer:
     """One model (architecture + spec) with its jitted train step and forward pass.
 
@@ -158,6 +165,9 @@ class Trainer:
         # graphdef: the module structure (static); abstract: shapes of the params pytree
         self.compressible = model.compressible_mask_tree(abstract, cfg, self.opts)
         self.mel = frontend.LogMelConfig.from_model(cfg)
+        # Regularisers of the training loss only (augment.py; see Trainer.loss).
+        self.specaug = augment.SpecAugmentConfig.from_train(tcfg)
+        self.noise_targets = augment.noise_targets(abstract, cfg)
         self.tx = make_optimizer(tcfg, self.spec, self.compressible)
         self._step = jax.jit(self._step_impl, donate_argnums=(0, 1))
         self._forward = jax.jit(self._forward_impl)
@@ -182,9 +192,37 @@ class Trainer:
         feats, mask = self.features(waveforms, lengths)
         return model.forward(self.graphdef, model.apply_masks(params, masks), feats, mask)
 
-    def loss(self, params, masks, batch, dropout_key, deterministic=False):
-        """Mean CTC loss per label token of a batch (padding utterances weigh 0)."""
+    def loss(self, params, masks, batch, dropout_key, deterministic=False, step=None):
+        """Mean CTC loss per label token of a batch (padding utterances weigh 0).
+
+        With ``deterministic=False`` (training) the regularisers of ``tcfg`` run, each
+        skipped at trace time when it is off, so a run without them computes exactly
+        what it did before they existed:
+
+        * dropout (``cfg.dropout``) with keys drawn from ``dropout_key`` itself;
+        * SpecAugment (:func:`usmlite_edu.augment.spec_augment`) on the normalised
+          log-mels, keyed by ``fold_in(dropout_key, _SPECAUG_STREAM)``;
+        * weight noise (:func:`usmlite_edu.augment.weight_noise`) on every kernel, keyed by
+          ``fold_in(dropout_key, _NOISE_STREAM)``, from ``step >= weight_noise_start``
+          (``step=None``: always), added to the float weights *before* the N:M masks and
+          the quantizer, so prune-then-quantize sees the noisy weights while the gradient
+          goes to the clean ones.
+
+        ``deterministic=True`` is the loss of the evaluation forward pass: none of them.
+        """
         feats, mask = self.features(batch.waveforms, batch.lengths)
+        if not deterministic and self.specaug.enabled:
+            skey = jax.random.fold_in(dropout_key, _SPECAUG_STREAM)
+            feats = augment.spec_augment(feats, mask, skey, self.specaug)
+        if not deterministic and self.tcfg.weight_noise_std > 0:
+            nkey = jax.random.fold_in(dropout_key, _NOISE_STREAM)
+            noisy = augment.weight_noise(
+                params, nkey, self.tcfg.weight_noise_std, self.noise_targets
+            )
+            if step is not None and self.tcfg.weight_noise_start > 0:
+                on = step >= self.tcfg.weight_noise_start
+                noisy = jax.tree.map(lambda a, b: jnp.where(on, a, b), noisy, params)
+            params = noisy
         p = model.apply_masks(params, masks, straight_through=self.spec.sr_ste)
         logits, omask = model.forward(
             self.graphdef, p, feats, mask, deterministic=deterministic, dropout_key=dropout_key
@@ -210,7 +248,7 @@ class Trainer:
     def _step_impl(self, params, opt_state, batch, key, step):
         masks = sparsity.masks_from_state(opt_state)
         dkey = jax.random.fold_in(key, step)
-        loss, grads = jax.value_and_grad(self.loss)(params, masks, batch, dkey)
+        loss, grads = jax.value_and_grad(self.loss)(params, masks, batch, dkey, step=step)
         # A non-finite loss with finite gradients still means a broken batch: skip it too.
         grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
         updates, new_state = self.tx.update(grads, opt_state, params)
@@ -313,8 +351,16 @@ def _check_same_run(path: Path, meta: dict) -> None:
                 f"{meta[k]!r}; use a new --out directory or delete the old one"
             )
     new = json.loads(json.dumps(meta, default=runs.json_default))
+    # A field added after the old run was written (e.g. train.specaug_*) ran with its
+    # default then: compare a field the old file lacks as that default.
+    defaults = json.loads(
+        json.dumps(
+            {"model_config": ConformerConfig(), "train_config": TrainConfig()},
+            default=runs.json_default,
+        )
+    )
     for section in ("model_config", "train_config"):
-        a, b = old.get(section, {}), new[section]
+        a, b = {**defaults[section], **old.get(section, {})}, new[section]
         diff = sorted(k for k in set(a) | set(b) if k not in _RESUME_FREE and a.get(k) != b.get(k))
         if diff:
             raise ValueError(
@@ -436,7 +482,14 @@ def train(
     runs.write_json(cfg_path, meta)
 
     datasets = {
-        s: batching.prepare(sp, tok, cfg, tcfg.bucket_seconds, keep_long=s != "train")
+        s: batching.prepare(
+            sp,
+            tok,
+            cfg,
+            tcfg.bucket_seconds,
+            keep_long=s != "train",
+            speed_factors=tcfg.speed_perturb if s == "train" else (),
+        )
         for s, sp in splits.items()
     }
     for d in datasets.values():
