@@ -311,15 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "reproduce",
         help="the paper's Tables 1-3 at reduced scale",
-        description="Train B0-B3 and every E row of USM-Lite's Tables 1-3; "
-        "writes table.md/csv, results.json, plot.png, claims.md. A second "
-        "run skips finished rows.",
+        description="Per seed, pre-train a float start, then fine-tune B0-B3 and every "
+        "E row of USM-Lite's Tables 1-3 from it; writes table.md/csv, results.json, "
+        "plot.png, claims.md. A second run skips finished rows.",
     )
     r.add_argument(
         "--preset",
         default="ci",
         metavar="PRESET",
-        help="ci (data_small, minutes) or cpu (FSDD, about 45 min on 2 cores)",
+        help="ci (data_small, minutes) or cpu (FSDD, hours on 2 cores)",
     )
     r.add_argument(
         "--corpus",
@@ -331,9 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, metavar="DIR", help="results directory (resumes rows already done)"
     )
     r.add_argument(
-        "--seeds", type=int, metavar="N", help="seeds of the seeded rows B0/E3/E8/E12 (default 3)"
+        "--seeds", type=int, metavar="N", help="seeds 0..N-1 of every row (default: the preset's)"
     )
-    r.add_argument("--only", nargs="*", metavar="EXP", help="only these rows, e.g. B0 E3")
+    r.add_argument(
+        "--only", nargs="*", metavar="EXP", help="only these rows and their starts, e.g. B0 E3"
+    )
     set_arg(r, "model.*, train.* or reproduce.*")
     r.set_defaults(func=_cmd_reproduce)
 

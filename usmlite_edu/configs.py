@@ -360,31 +360,45 @@ class TrainConfig:
 class ReproConfig:
     """How ``usmlite-edu reproduce`` scales Tables 1-3 down (see :mod:`usmlite_edu.reproduce`).
 
+    Every row of the table is fine-tuned, as in the paper (section 2: compression during
+    the ASR fine-tuning of the pre-trained USM; section 4.2: every model trains for the same
+    200k steps): per seed, a float model is first trained from scratch for
+    ``pretrain_steps`` (our stand-in for the pre-trained USM), and B0 and every QAT /
+    pruning row fine-tune from it for ``finetune_steps``.
+
     Attributes:
       corpus: the corpus every row trains and evaluates on.
-      b0_steps: training steps of B0-B3 (``None``: the preset's ``train.steps``).
-      finetune_steps: Algorithm 1 steps of every fine-tuned E row.
+      pretrain_steps: training steps of the shared start of each seed, one per model size
+        (B0's and B1-B3's); ``None``: the preset's ``train.steps``.
+      finetune_steps: steps of every fine-tuned row (B0-B3 float, the E rows with
+        Algorithm 1), all from their seed's start and with the same schedule.
       group_sizes: the sub-channel group sizes of E5-E7 (inputs per group).
-      seeds: seeds of the seeded rows (each seed trains its own B0).
-      seeded_rows: the rows run with every seed; the others use the first.
-      heldout_speaker: FSDD speaker left out of training, evaluated as "unseen".
+      seeds: the seeds; every row runs every seed, and seed ``s`` of every row starts from
+        seed ``s``'s pre-trained model, so rows pair by seed.
+      heldout_speaker: FSDD speaker left out of training, evaluated as "unseen" (``None``:
+        none, and no "unseen" split). With ``heldout_rotation`` it is the first seed's.
+      heldout_rotation: more speakers to hold out, one per later seed: the seed at
+        position ``i`` of ``seeds`` holds out ``(heldout_speaker, *heldout_rotation)[i %
+        (1 + len(heldout_rotation))]``, so "unseen" pools several voices and "test" differs
+        per seed (comparisons pair within a seed). Empty: every seed holds out
+        ``heldout_speaker``. Ignored when ``heldout_speaker`` is ``None``.
       few_shot_fraction / few_shot_floor: ``T_p`` of the few-shot rows, as a fraction of
         fine-tuning (paper: 1k of 200k steps) with a floor in updates.
     """
 
     corpus: str
-    b0_steps: int | None
+    pretrain_steps: int | None
     finetune_steps: int
     group_sizes: tuple[int, int, int]
     seeds: tuple[int, ...] = (0, 1, 2)
-    seeded_rows: tuple[str, ...] = ("B0", "E3", "E8", "E12")
     heldout_speaker: str | None = None
+    heldout_rotation: tuple[str, ...] = ()
     few_shot_fraction: float = 1000 / 200_000
     few_shot_floor: int = 10
 
     def __post_init__(self):
-        if self.b0_steps is not None and self.b0_steps < 1:
-            raise ValueError(f"reproduce.b0_steps must be >= 1, got {self.b0_steps}")
+        if self.pretrain_steps is not None and self.pretrain_steps < 1:
+            raise ValueError(f"reproduce.pretrain_steps must be >= 1, got {self.pretrain_steps}")
         if self.finetune_steps < 1:
             raise ValueError(f"reproduce.finetune_steps must be >= 1, got {self.finetune_steps}")
         if len(self.group_sizes) != 3 or any(g < 1 for g in self.group_sizes):
@@ -393,6 +407,14 @@ class ReproConfig:
             )
         if not self.seeds:
             raise ValueError("reproduce.seeds needs at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"reproduce.seeds must differ, got {self.seeds}")
+        speakers = (self.heldout_speaker, *self.heldout_rotation)
+        if self.heldout_speaker is not None and len(set(speakers)) != len(speakers):
+            raise ValueError(
+                f"reproduce.heldout_rotation {self.heldout_rotation} repeats a speaker "
+                f"(heldout_speaker {self.heldout_speaker!r} is the first seed's)"
+            )
         if not 0 < self.few_shot_fraction <= 1 or self.few_shot_floor < 1:
             raise ValueError(
                 "reproduce.few_shot_fraction must be in (0, 1] and few_shot_floor >= 1"
@@ -402,6 +424,13 @@ class ReproConfig:
     def t_p(self) -> int:
         """``T_p`` of the few-shot rows E9, E11, E13 (mask updates)."""
         return max(math.ceil(self.few_shot_fraction * self.finetune_steps), self.few_shot_floor)
+
+    def heldout_for(self, seed: int) -> str | None:
+        """The speaker that ``seed`` (one of ``seeds``) holds out of training."""
+        if self.heldout_speaker is None:
+            return None
+        speakers = (self.heldout_speaker, *self.heldout_rotation)
+        return speakers[self.seeds.index(seed) % len(speakers)]
 
     def replace(self, **changes) -> ReproConfig:
         return dataclasses.replace(self, **changes)

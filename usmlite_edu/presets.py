@@ -78,11 +78,14 @@ PRESETS: dict[str, Preset] = {
                 checkpoint_every=100,
                 log_every=10,
             ),
+            # Two seeds (the fewest that exercise the paired statistics) and short runs:
+            # the whole table runs inside the test suite (tests/test_reproduce.py).
             ReproConfig(
                 "data_small",
-                b0_steps=200,
+                pretrain_steps=100,
                 finetune_steps=20,
                 group_sizes=(16, 8, 4),
+                seeds=(0, 1),
                 few_shot_floor=4,
             ),
         ),
@@ -100,12 +103,15 @@ PRESETS: dict[str, Preset] = {
                 checkpoint_every=100,
                 log_every=10,
             ),
+            # Each of the three seeds holds out another speaker, so "unseen" pools three
+            # voices instead of one; comparisons pair within a seed (usmlite_edu.reproduce).
             ReproConfig(
                 "fsdd",
-                b0_steps=None,
+                pretrain_steps=None,
                 finetune_steps=100,
                 group_sizes=(72, 48, 24),
                 heldout_speaker="theo",
+                heldout_rotation=("jackson", "nicolas"),
             ),
         ),
         Preset(

@@ -1,13 +1,28 @@
 """Re-run the paper's Tables 1-3 at reduced scale (``usmlite-edu reproduce``).
 
-Rows (the paper's names):
+**The plan: siblings, as in the paper.** Every model of Tables 1-3 fine-tunes the same
+pre-trained model (section 2: compression during the ASR fine-tuning of the pre-trained
+USM) for the same number of steps (section 4.2: 200k), with its compression on from the
+first step (Algorithm 1). Per seed ``s`` (``ReproConfig.seeds``, three for
+``cpu``):
 
-* **B0** the dense float baseline, trained from scratch; **B1-B3** dense float models with
-  about 50%, 33% and 19% of B0's parameters (the paper's 1B / 600M / 300M ratios).
-* From B0's final weights: **E0 / E2** int8 / int4 post-training quantization (no
-  training), and fine-tuning with Algorithm 1 for **E1** int8, **E3** int4, **E4** int2,
-  **E5-E7** int2 with sub-channels, **E8 / E9** 2:4 one-shot / few-shot, **E10 / E11**
-  1:4 one-shot / few-shot, **E12 / E13** int4 + 2:4 one-shot / few-shot.
+* **W0** (run ``W0_s``): a float32 dense model trained from scratch for
+  ``pretrain_steps``, our stand-in for the paper's pre-trained USM. **W1-W3**: the same at
+  the sizes of B1-B3 (about 50%, 33% and 19% of B0's parameters, the paper's 1B / 600M /
+  300M ratios).
+* **B0**: W0 fine-tuned in float32 for ``finetune_steps``; **B1-B3**: W1-W3 likewise.
+* **E1, E3-E13**: W0 fine-tuned for ``finetune_steps`` with Algorithm 1: **E1** int8,
+  **E3** int4, **E4** int2, **E5-E7** int2 with sub-channels, **E8 / E9** 2:4 one-shot /
+  few-shot, **E10 / E11** 1:4 one-shot / few-shot, **E12 / E13** int4 + 2:4 one-shot /
+  few-shot.
+* **E0 / E2**: int8 / int4 post-training quantization of seed ``s``'s B0 (no training).
+
+A fine-tuning run continues its start's learning-rate schedule (``train.train`` with
+``init``: the step count goes on from ``pretrain_steps``, after a re-warm over 10% of the
+steps) with seed ``s``'s data order and dropout, so siblings differ only in their
+compression spec. Every row runs every seed and seed ``s`` of every row starts from seed
+``s``'s W: rows pair by seed, and :mod:`usmlite_edu.claims` compares them seed by seed on
+the same utterances (:mod:`usmlite_edu.stats`).
 
 Mapping the paper's knobs to a small model:
 
@@ -19,20 +34,33 @@ Mapping the paper's knobs to a small model:
 * *Few-shot.* The paper updates masks for 1k of 200k steps (0.5%). We scale that to our
   fine-tuning length with a floor of ``few_shot_floor`` updates, so that "few-shot" still
   means more than one mask update (``T_p`` is printed in the table).
-* *Fine-tuning length.* ``finetune_steps`` for every E row (the paper fine-tunes for the
-  full 200k steps; we fine-tune a fraction of B0's training).
+* *Lengths.* ``pretrain_steps`` and ``finetune_steps`` (the paper fine-tunes 200k steps
+  from a model pre-trained far longer; we fine-tune a sixth of the pre-training).
 
-Every row is evaluated on the corpus's official test split and, for FSDD, on an
-unseen speaker: all models are trained without ``heldout_speaker``; "test" is the official
-test split (recording index 0-4) of the other four speakers, "unseen" is every recording of
-the held-out speaker. B0, E3, E8 and E12 run with several seeds (each seed: its own B0,
-and the E rows fine-tuned from it); the table gives mean and standard deviation.
+**Evaluation.** Every row is evaluated on three splits, with the synthesis seed 0 for
+every row (FSDD's connected-digit utterances are built from a seed), so that every row of
+a seed sees the same utterances:
 
-Outputs in ``--out``: ``table.md``, ``table.csv``, ``results.json`` (every run's
-metadata: git commit, preset, spec, seed, steps, wall time, machine), ``plot.png`` (WER
-against size ratio, log x, Pareto frontier; the paper's points on a second panel) and
-``claims.md`` (each of the paper's claims with our numbers and a verdict). A second run
-skips rows already done; an interrupted row restarts from its last checkpoint.
+* ``dev``: the training speakers' dev recordings (FSDD index 5-9, carved out of the
+  official train split; :mod:`usmlite_edu.corpora`). Recipes are chosen here.
+* ``test``: the official test split (index 0-4) of the training speakers.
+* ``unseen`` (FSDD with ``heldout_speaker``): every recording of the speaker the seed held
+  out of training. With ``heldout_rotation`` each seed holds out another speaker (``cpu``:
+  theo, jackson, nicolas), so "unseen" pools three voices; "test" then differs per seed
+  too (the held-out speaker's recordings leave it), and comparisons pair within a seed.
+
+Nothing here chooses anything on ``test`` or ``unseen``: the plan is fixed by the preset,
+and the two splits are only measured and judged.
+
+Outputs in ``--out``: ``rows/<exp>_s<seed>.json`` (one per run: metadata, and per split
+the WER, CER and every utterance's ``{"id", "ref", "hyp"}``), ``runs/`` (the run
+directories), ``table.md`` and ``table.csv`` (each row's mean WER over seeds with its 95%
+bootstrap interval and detectable difference), ``results.json`` (every record without
+the transcripts, the table and the verdicts), ``plot.png`` (WER against size with
+interval bars; the paper's points on another panel), ``claims.md`` (every claim of
+sections 5.1-5.3 with its paired difference, interval and verdict, :mod:`usmlite_edu.claims`)
+and ``b0/`` (seed 0's B0, what notebook 07 loads). A second run skips rows already done; an
+interrupted row resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -40,6 +68,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,30 +76,61 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from usmlite_edu import batching, configs, runs, sizes, train
+from usmlite_edu import batching, claims, configs, runs, sizes, stats, train
+from usmlite_edu.claims import MAX_WORKING_WER
 from usmlite_edu.compress import as_spec
 from usmlite_edu.corpora import CorpusSplit, load_corpus
 from usmlite_edu.presets import PRESETS, Preset, get_preset
 
-__all__ = ["Row", "plan", "dense_baseline_config", "run", "write_outputs", "judge_claims"]
+__all__ = [
+    "Row",
+    "plan",
+    "dense_baseline_config",
+    "eval_sets",
+    "run",
+    "summarize",
+    "write_outputs",
+    "publish_b0",
+    "MAX_WORKING_WER",
+]
 
 PAPER_B0_WER = 4.1
-#: A B0 above this WER is not a working recognizer; claims about it are inconclusive.
-MAX_WORKING_WER = 30.0
+#: the evaluation splits, in table order
+SPLITS = ("dev", "test", "unseen")
+#: table order: the paper's rows, then the pre-trained starts
+ORDER = ("B0", *(f"E{i}" for i in range(14)), "B1", "B2", "B3", "W0", "W1", "W2", "W3")
+#: B1-B3: parameter ratio to B0 and the paper's name (Table 3)
+DENSE_SIZES = (("B1", 0.502, "1B"), ("B2", 0.335, "600M"), ("B3", 0.189, "300M"))
+#: synthesis seed of every evaluation split (the same utterances for every row)
+EVAL_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
+    """One run of the table.
+
+    ``kind``: ``"pretrain"`` (W0-W3, from scratch), ``"finetune"`` (B0-B3 and the QAT /
+    pruning rows, from ``start``) or ``"ptq"`` (E0, E2: ``start``'s weights through
+    ``spec``). ``start`` names the row of the same seed it starts from; ``model`` holds the
+    model overrides of W1-W3 as sorted ``(key, value)`` pairs.
+    """
+
     exp: str
     description: str
-    kind: str  # "train" | "ptq" | "qat"
+    kind: str
     spec: str
     seed: int = 0
-    model: tuple = ()  # model overrides (B1-B3) as sorted (key, value) pairs
+    model: tuple = ()
+    start: str | None = None
+    heldout_speaker: str | None = None
 
     @property
     def key(self) -> str:
         return f"{self.exp}_s{self.seed}"
+
+    @property
+    def start_key(self) -> str | None:
+        return f"{self.start}_s{self.seed}" if self.start else None
 
 
 def dense_baseline_config(cfg: configs.ConformerConfig, ratio: float) -> tuple[dict, float]:
@@ -101,183 +161,269 @@ def _plan_of(p: Preset | str) -> tuple[Preset, configs.ReproConfig]:
     return p, p.reproduce
 
 
-def plan(p: Preset | str, vocab_size: int | None = None) -> list[Row]:
-    """Every run of the table, in an order where each row's inputs come first."""
-    p, rc = _plan_of(p)
+def _e_rows(rc: configs.ReproConfig) -> list[tuple[str, str, str, str]]:
+    """``(exp, description, kind, spec)`` of E0-E13."""
     t = rc.t_p
     g5, g6, g7 = rc.group_sizes
-    rows: list[Row] = []
-    cfg = p.model
-    if vocab_size:
-        cfg = cfg.replace(vocab_size=vocab_size)
-    for seed in rc.seeds:
-        rows.append(Row("B0", "float32 dense (ours)", "train", "float", seed))
-    for exp, ratio, name in (("B1", 0.502, "1B"), ("B2", 0.335, "600M"), ("B3", 0.189, "300M")):
-        over, r = dense_baseline_config(cfg, ratio)
-        rows.append(
-            Row(
-                exp,
-                f"float32 dense, {100 * r:.1f}% of B0 (paper: {name})",
-                "train",
-                "float",
-                0,
-                tuple(sorted(over.items())),
-            )
-        )
-    e_rows = [
-        ("E0", "int8 PTQ", "ptq", "int8"),
-        ("E1", "int8 QAT", "qat", "int8"),
-        ("E2", "int4 PTQ", "ptq", "int4"),
-        ("E3", "int4 QAT", "qat", "int4"),
-        ("E4", "int2 QAT", "qat", "int2"),
-        ("E5", f"int2 QAT, groups of {g5}", "qat", f"int2/gs{g5}"),
-        ("E6", f"int2 QAT, groups of {g6}", "qat", f"int2/gs{g6}"),
-        ("E7", f"int2 QAT, groups of {g7}", "qat", f"int2/gs{g7}"),
-        ("E8", "2:4 one-shot", "qat", "2:4"),
-        ("E9", f"2:4 few-shot (T_p={t})", "qat", f"2:4/fs{t}"),
-        ("E10", "1:4 one-shot", "qat", "1:4"),
-        ("E11", f"1:4 few-shot (T_p={t})", "qat", f"1:4/fs{t}"),
-        ("E12", "int4 QAT + 2:4 one-shot", "qat", "int4+2:4"),
-        ("E13", f"int4 QAT + 2:4 few-shot (T_p={t})", "qat", f"int4+2:4/fs{t}"),
+    return [
+        ("E0", "int8 PTQ of B0", "ptq", "int8"),
+        ("E1", "int8 QAT", "finetune", "int8"),
+        ("E2", "int4 PTQ of B0", "ptq", "int4"),
+        ("E3", "int4 QAT", "finetune", "int4"),
+        ("E4", "int2 QAT", "finetune", "int2"),
+        ("E5", f"int2 QAT, groups of {g5}", "finetune", f"int2/gs{g5}"),
+        ("E6", f"int2 QAT, groups of {g6}", "finetune", f"int2/gs{g6}"),
+        ("E7", f"int2 QAT, groups of {g7}", "finetune", f"int2/gs{g7}"),
+        ("E8", "2:4 one-shot", "finetune", "2:4"),
+        ("E9", f"2:4 few-shot (T_p={t})", "finetune", f"2:4/fs{t}"),
+        ("E10", "1:4 one-shot", "finetune", "1:4"),
+        ("E11", f"1:4 few-shot (T_p={t})", "finetune", f"1:4/fs{t}"),
+        ("E12", "int4 QAT + 2:4 one-shot", "finetune", "int4+2:4"),
+        ("E13", f"int4 QAT + 2:4 few-shot (T_p={t})", "finetune", f"int4+2:4/fs{t}"),
     ]
-    for exp, desc, kind, spec in e_rows:
-        for seed in rc.seeds if exp in rc.seeded_rows else rc.seeds[:1]:
-            rows.append(Row(exp, desc, kind, spec, seed))
+
+
+def plan(p: Preset | str, vocab_size: int | None = None) -> list[Row]:
+    """Every run of the table, each row's start before it.
+
+    Rows are grouped by experiment (all seeds of W0, then of B0, E0, ...) rather than by
+    seed: runs of one spec then follow each other and reuse its compiled step
+    (:func:`usmlite_edu.train.get_trainer`).
+    """
+    p, rc = _plan_of(p)
+    cfg = p.model.replace(vocab_size=vocab_size) if vocab_size else p.model
+    rows: list[Row] = []
+
+    def each(exp: str, description: str, kind: str, spec: str, **kw) -> None:
+        for seed in rc.seeds:
+            rows.append(
+                Row(exp, description, kind, spec, seed, heldout_speaker=rc.heldout_for(seed), **kw)
+            )
+
+    each("W0", "pre-trained start of B0 and E1-E13 (float32 dense)", "pretrain", "float")
+    each("B0", "float32 dense (ours)", "finetune", "float", start="W0")
+    for exp, desc, kind, spec in _e_rows(rc):
+        each(exp, desc, kind, spec, start="B0" if kind == "ptq" else "W0")
+    for i, (exp, ratio, name) in enumerate(DENSE_SIZES, start=1):
+        over, r = dense_baseline_config(cfg, ratio)
+        model = tuple(sorted(over.items()))
+        each(
+            f"W{i}", f"pre-trained start of {exp} (float32 dense)", "pretrain", "float", model=model
+        )
+        each(
+            exp,
+            f"float32 dense, {100 * r:.1f}% of B0 (paper: {name})",
+            "finetune",
+            "float",
+            start=f"W{i}",
+        )
     return rows
 
 
-# --------------------------------------------------------------------------- running
-def _eval_sets(rc: configs.ReproConfig, data_dir, cfg, tok, tcfg) -> dict[str, batching.Dataset]:
-    """The evaluation sets: official test split (minus the held-out speaker) and unseen."""
+def _with_starts(rows: list[Row], only: Sequence[str]) -> list[Row]:
+    """The rows of ``only`` and, recursively, the rows they start from (in plan order)."""
+    by_key = {r.key: r for r in rows}
+    keep: set[str] = set()
+    todo = [r.key for r in rows if r.exp in set(only)]
+    while todo:
+        k = todo.pop()
+        if k not in keep:
+            keep.add(k)
+            if by_key[k].start_key:
+                todo.append(by_key[k].start_key)
+    return [r for r in rows if r.key in keep]
+
+
+# --------------------------------------------------------------------------- evaluation
+def eval_sets(
+    rc: configs.ReproConfig,
+    data_dir,
+    cfg: configs.ConformerConfig,
+    tok,
+    tcfg: configs.TrainConfig,
+    *,
+    heldout: str | None,
+    splits: Sequence[str] = SPLITS,
+) -> dict[str, batching.Dataset]:
+    """The evaluation sets of a seed that held out ``heldout`` (module docstring).
+
+    ``dev``: the training speakers' dev split; ``test``: the official test split without
+    ``heldout``; ``unseen`` (only with ``heldout``): every recording of ``heldout``. All
+    built with synthesis seed :data:`EVAL_SEED`.
+    """
     out = {}
-    test = load_corpus(rc.corpus, data_dir, "test", sample_rate=cfg.sample_rate)
-    if rc.heldout_speaker:
-        keep = [u for u in test.utterances if u.speaker != rc.heldout_speaker]
-        test = CorpusSplit(test.name, keep, test.skipped, test.sample_rate, test.sources)
-    out["test"] = batching.prepare(test, tok, cfg, tcfg.bucket_seconds, keep_long=True)
-    if rc.heldout_speaker:
-        unseen = load_corpus(
-            rc.corpus,
-            data_dir,
-            "test",
-            sample_rate=cfg.sample_rate,
-            heldout_speaker=rc.heldout_speaker,
-        )
-        out["unseen"] = batching.prepare(unseen, tok, cfg, tcfg.bucket_seconds, keep_long=True)
+    load = lambda split, **kw: load_corpus(
+        rc.corpus, data_dir, split, seed=EVAL_SEED, sample_rate=cfg.sample_rate, **kw
+    )
+    prep = lambda split: batching.prepare(split, tok, cfg, tcfg.bucket_seconds, keep_long=True)
+    for name in splits:
+        if name == "dev":
+            out["dev"] = prep(load("dev", heldout_speaker=heldout))
+        elif name == "test":
+            test = load("test")
+            if heldout:
+                keep = [u for u in test.utterances if u.speaker != heldout]
+                test = CorpusSplit(test.name, keep, test.skipped, test.sample_rate, test.sources)
+            out["test"] = prep(test)
+        elif name == "unseen" and heldout:
+            out["unseen"] = prep(load("test", heldout_speaker=heldout))
     return out
 
 
-def _evaluate(run_dir: Path | None, row: Row, b0_dir: Path, eval_sets, p: Preset) -> dict:
-    """WER/CER of one row on every evaluation set (PTQ rows: B0 through the row's spec)."""
-    src = b0_dir if row.kind == "ptq" else run_dir
+def _eval_sets(rc, data_dir, cfg, tok, tcfg) -> dict[str, batching.Dataset]:
+    """``test`` and ``unseen`` of the first seed (``rc.heldout_speaker``): the sets the
+    committed ``results/cpu`` B0 was evaluated on (notebook 07, tests/test_model_golden.py)."""
+    return eval_sets(
+        rc, data_dir, cfg, tok, tcfg, heldout=rc.heldout_speaker, splits=("test", "unseen")
+    )
+
+
+class _EvalCache:
+    """Evaluation sets by (held-out speaker, sample rate, tokenizer); the last three kept
+    (one per seed: the W runs of a seed train the same tokenizer)."""
+
+    def __init__(self, rc, data_dir, tcfg):
+        self.rc, self.data_dir, self.tcfg = rc, data_dir, tcfg
+        self.sets: dict[tuple, dict[str, batching.Dataset]] = {}
+
+    def get(self, heldout, cfg, tok) -> dict[str, batching.Dataset]:
+        key = (heldout, cfg.sample_rate, tuple(tok.pieces))
+        if key not in self.sets:
+            if len(self.sets) >= 3:
+                self.sets.pop(next(iter(self.sets)))
+            self.sets[key] = eval_sets(self.rc, self.data_dir, cfg, tok, self.tcfg, heldout=heldout)
+        return self.sets[key]
+
+
+def _evaluate(src: Path, row: Row, cache: _EvalCache, p: Preset) -> dict:
+    """WER/CER and every transcript of ``src``'s weights through ``row.spec``, per split."""
     run = runs.load_run(src)
     cfg, tok, params = run.config, run.tokenizer, run.params
     spec = as_spec(row.spec)
     trainer = train.get_trainer(cfg, spec, p.train)
     masks = runs.load_masks(src, run, spec)
-    res = {}
-    for name, ds in eval_sets.items():
+    res: dict = {}
+    for name, ds in cache.get(row.heldout_speaker, cfg, tok).items():
         r = trainer.evaluate(params, masks, ds, tok)
-        res[name] = {"wer": r["wer"], "cer": r["cer"], "utterances": r["utterances"]}
-    n_params = sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))
-    res["params"] = n_params
+        res[name] = {
+            "wer": r["wer"],
+            "cer": r["cer"],
+            "n_utterances": r["utterances"],
+            "skipped": r["skipped"],
+            "utterances": r["transcripts"],
+        }
+    res["params"] = sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))
     res["model_config"] = dataclasses.asdict(cfg)
     return res
+
+
+def _check_record(rec: dict, row: Row, path: Path) -> None:
+    """Refuse a finished record that is not this row's (another plan wrote ``--out``)."""
+    ok = (
+        rec.get("kind") == row.kind
+        and rec.get("spec") == row.spec
+        and rec.get("start") == row.start
+        and rec.get("heldout_speaker") == row.heldout_speaker
+        and all(
+            isinstance(v.get("utterances"), list)
+            for v in rec.get("results", {}).values()
+            if isinstance(v, dict) and "wer" in v
+        )
+    )
+    if not ok:
+        raise ValueError(
+            f"{path} holds another plan's {row.key} (kind, spec, start, held-out speaker or "
+            "transcripts differ, e.g. written by an older version); use a new --out directory"
+        )
 
 
 def run(
     p: Preset | str, data_dir: str | None, out_dir: str | Path, *, only: Sequence[str] | None = None
 ) -> list[dict]:
-    """Run (or resume) every row of ``p``'s plan; returns the per-run records (also
-    ``results.json``)."""
+    """Run (or resume) every row of ``p``'s plan, or of the rows ``only`` names and the rows
+    they start from; writes the outputs and returns the rows' records."""
     p, rc = _plan_of(p)
     out = Path(out_dir)
     (out / "rows").mkdir(parents=True, exist_ok=True)
     commit = runs.git_commit()
-    records: list[dict] = []
-    eval_sets = None
     rows = plan(p)
     if only:
-        rows = [r for r in rows if r.exp in set(only)]
+        unknown = sorted(set(only) - {r.exp for r in rows})
+        if unknown:
+            raise ValueError(f"no row(s) {unknown} in the plan; rows: {', '.join(ORDER)}")
+        rows = _with_starts(rows, only)
+    cache = _EvalCache(rc, data_dir, p.train)
+    records: list[dict] = []
     t_all = time.time()
     for row in rows:
         rec_path = out / "rows" / f"{row.key}.json"
         if rec_path.exists():
-            records.append(json.loads(rec_path.read_text()))
+            rec = json.loads(rec_path.read_text())
+            _check_record(rec, row, rec_path)
+            records.append(rec)
             print(f"[{row.key}] done already, skipped", flush=True)
             continue
         t0 = time.time()
-        b0_dir = out / "runs" / f"B0_s{row.seed}"
         run_dir = out / "runs" / row.key
+        start_dir = out / "runs" / row.start_key if row.start else None
         print(f"[{row.key}] {row.description} ({row.kind}, spec {row.spec})", flush=True)
-        if row.kind == "train":
+        common = dict(seed=row.seed, heldout_speaker=row.heldout_speaker, eval_splits=())
+        if row.kind == "pretrain":
+            steps = rc.pretrain_steps or p.train.steps
             train.train(
                 p,
                 rc.corpus,
                 data_dir,
                 run_dir,
                 spec="float",
-                seed=row.seed,
-                steps=rc.b0_steps,
-                heldout_speaker=rc.heldout_speaker,
+                steps=steps,
                 overrides={f"model.{k}": v for k, v in row.model},
-                eval_splits=(),
+                **common,
             )
-            steps = rc.b0_steps or p.train.steps
-        elif row.kind == "qat":
+            src = run_dir
+        elif row.kind == "finetune":
+            steps = rc.finetune_steps
             train.train(
                 p,
                 rc.corpus,
                 data_dir,
                 run_dir,
                 spec=row.spec,
-                seed=row.seed,
-                init=b0_dir,
-                steps=rc.finetune_steps,
-                heldout_speaker=rc.heldout_speaker,
-                eval_splits=(),
+                init=start_dir,
+                steps=steps,
+                **common,
             )
-            steps = rc.finetune_steps
+            src = run_dir
         else:
-            run_dir, steps = None, 0
-        if eval_sets is None:
-            b0 = runs.load_run(b0_dir)
-            eval_sets = _eval_sets(rc, data_dir, b0.config, b0.tokenizer, p.train)
-        res = _evaluate(run_dir, row, b0_dir, eval_sets, p)
+            steps, src = 0, start_dir
+        res = _evaluate(src, row, cache, p)
         rec = {
             **dataclasses.asdict(row),
+            "key": row.key,
             "model": dict(row.model),
             "steps": steps,
             "wall_time_s": time.time() - t0,
             "git_commit": commit,
             "preset": p.name,
             "corpus": rc.corpus,
-            "heldout_speaker": rc.heldout_speaker,
             "machine": runs.machine_info(),
             "results": res,
         }
-        rec_path.write_text(json.dumps(rec, indent=2))
+        rec_path.write_text(json.dumps(rec, indent=1))
         records.append(rec)
-        print(
-            f"[{row.key}] "
-            + ", ".join(
-                f"{k} WER {v['wer']:.2f}%"
-                for k, v in res.items()
-                if isinstance(v, dict) and "wer" in v
-            )
-            + f" ({rec['wall_time_s']:.0f} s)",
-            flush=True,
+        wers = ", ".join(
+            f"{k} WER {v['wer']:.2f}%" for k, v in res.items() if isinstance(v, dict) and "wer" in v
         )
+        print(f"[{row.key}] {wers} ({rec['wall_time_s']:.0f} s)", flush=True)
     write_outputs(p, records, out, total_time_s=time.time() - t_all)
-    publish_b0(out, rc.seeds[0])
+    if any(r["exp"] == "B0" and r["seed"] == rc.seeds[0] for r in records):
+        publish_b0(out, rc.seeds[0])
     return records
 
 
 def publish_b0(out: str | Path, seed: int = 0) -> Path:
     """Copy B0's final model (config, tokenizer, parameters; no optimizer checkpoints) to
     ``out/b0``: small enough to commit, and what notebook 07 starts from."""
-    import shutil
-
     out = Path(out)
     src, dst = out / "runs" / f"B0_s{seed}", out / "b0"
     if not (src / "params").exists():
@@ -293,48 +439,43 @@ def publish_b0(out: str | Path, seed: int = 0) -> Path:
 
 
 # --------------------------------------------------------------------------- outputs
-def _size_ratios(rec: dict, b0_params_cfg: dict) -> tuple[float, float]:
+def _size_ratios(rec: dict, b0_cfg: dict) -> tuple[float, float]:
     """(paper-convention %, exact %) of a row relative to B0's float32 size."""
     cfg = configs.config_from_dict(configs.ConformerConfig, rec["results"]["model_config"])
-    b0 = configs.config_from_dict(configs.ConformerConfig, b0_params_cfg)
-    if rec["exp"].startswith("B"):
+    b0 = configs.config_from_dict(configs.ConformerConfig, b0_cfg)
+    if rec["kind"] != "ptq" and as_spec(rec["spec"]) == as_spec("float"):
         r = sizes.size_ratio("float", cfg, reference=b0)
         return r, r
     spec = as_spec(rec["spec"])
-    return (sizes.size_ratio(spec, cfg, "paper"), sizes.size_ratio(spec, cfg, "exact"))
+    return sizes.size_ratio(spec, cfg, "paper"), sizes.size_ratio(spec, cfg, "exact")
 
 
-def summarize(records: list[dict]) -> list[dict]:
-    """One line per experiment: mean and standard deviation over seeds."""
+def _splits(records: Sequence[dict]) -> list[str]:
+    present = {k for r in records for k, v in r["results"].items() if isinstance(v, dict)}
+    return [s for s in SPLITS if s in present]
+
+
+def summarize(
+    records: list[dict],
+    *,
+    scored: dict | None = None,
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> list[dict]:
+    """One line per experiment (table order): per split the mean WER over seeds with its
+    95% interval (:func:`usmlite_edu.stats.wer_interval`: seeds and utterances resampled),
+    the seeds' standard deviation, the mean CER and the detectable difference
+    (:func:`usmlite_edu.stats.detectable_difference`); sizes; the paper's numbers."""
+    scored = claims.scored_records(records) if scored is None else scored
     by_exp: dict[str, list[dict]] = {}
-    for r in records:
+    for r in sorted(records, key=lambda r: r["seed"]):
         by_exp.setdefault(r["exp"], []).append(r)
-    b0 = by_exp["B0"][0]["results"]["model_config"]
+    b0_cfg = next(iter(by_exp.get("B0", by_exp.get("W0", records[:1]))))["results"]["model_config"]
     paper = {p.exp: p for p in sizes.PAPER_ROWS}
-    order = [
-        "B0",
-        "E0",
-        "E1",
-        "E2",
-        "E3",
-        "E4",
-        "E5",
-        "E6",
-        "E7",
-        "E8",
-        "E9",
-        "E10",
-        "E11",
-        "E12",
-        "E13",
-        "B1",
-        "B2",
-        "B3",
-    ]
+    splits = _splits(records)
     lines = []
-    for exp in [e for e in order if e in by_exp]:
+    for exp in [e for e in ORDER if e in by_exp]:
         rs = by_exp[exp]
-        sets = [k for k, v in rs[0]["results"].items() if isinstance(v, dict) and "wer" in v]
         line = {
             "exp": exp,
             "description": rs[0]["description"],
@@ -343,43 +484,95 @@ def summarize(records: list[dict]) -> list[dict]:
             "steps": rs[0]["steps"],
             "wall_time_s": float(sum(r["wall_time_s"] for r in rs)),
         }
-        for s in sets:
-            w = np.array([r["results"][s]["wer"] for r in rs])
-            c = np.array([r["results"][s]["cer"] for r in rs])
-            line[f"wer_{s}"] = float(w.mean())
+        for s in splits:
+            got = [scored[(exp, r["seed"], s)] for r in rs if (exp, r["seed"], s) in scored]
+            if not got:
+                continue
+            iv = stats.wer_interval(got, resamples=resamples, seed=seed)
+            w = np.array(iv.per_seed)
+            line[f"wer_{s}"] = iv.estimate
+            line[f"wer_{s}_lo"], line[f"wer_{s}_hi"] = iv.lo, iv.hi
             line[f"wer_{s}_sd"] = float(w.std(ddof=1)) if len(w) > 1 else None
-            line[f"cer_{s}"] = float(c.mean())
-        line["size_paper"], line["size_exact"] = _size_ratios(rs[0], b0)
-        line["paper_wer"] = PAPER_B0_WER if exp == "B0" else paper[exp].paper_wer
-        line["paper_size"] = 100.0 if exp == "B0" else paper[exp].paper_ratio
+            line[f"cer_{s}"] = float(np.mean([r["results"][s]["cer"] for r in rs]))
+            line[f"detectable_{s}"] = stats.detectable_difference(
+                got, resamples=resamples, seed=seed
+            )
+        line["size_paper"], line["size_exact"] = _size_ratios(rs[0], b0_cfg)
+        line["paper_wer"] = (
+            PAPER_B0_WER if exp == "B0" else paper[exp].paper_wer if exp in paper else None
+        )
+        line["paper_size"] = (
+            100.0 if exp == "B0" else paper[exp].paper_ratio if exp in paper else None
+        )
         lines.append(line)
     return lines
 
 
-def _fmt(v, sd=None):
-    if v is None:
+def _fmt_wer(line: dict, s: str) -> str:
+    if line.get(f"wer_{s}") is None:
         return "-"
-    return f"{v:.2f} ± {sd:.2f}" if sd is not None else f"{v:.2f}"
+    return f"{line[f'wer_{s}']:.2f} [{line[f'wer_{s}_lo']:.2f}, {line[f'wer_{s}_hi']:.2f}]"
+
+
+def _commits(records: list[dict]) -> tuple[list[str], str]:
+    """The commits the records were made at, and a sentence saying which rows came from
+    which (a resumed run may span several)."""
+    commits = list(dict.fromkeys(r["git_commit"] for r in records)) or ["unknown"]
+    short = lambda c: c[:12] + ("-dirty" if c.endswith("-dirty") else "")  # keep the flag
+    at = "commit " + ", ".join(f"`{short(c)}`" for c in commits)
+    if len(commits) > 1:
+        at += (
+            " ("
+            + "; ".join(
+                f"`{short(c)}`: " + ", ".join(r["key"] for r in records if r["git_commit"] == c)
+                for c in commits
+            )
+            + ")"
+        )
+    return commits, at
+
+
+def _plan_text(p: Preset, rc: configs.ReproConfig) -> str:
+    held = {s: rc.heldout_for(s) for s in rc.seeds}
+    return (
+        f"Plan: per seed ({', '.join(map(str, rc.seeds))}), W0-W3 trained from scratch for "
+        f"{rc.pretrain_steps or p.train.steps} steps; B0-B3 and E1, E3-E13 fine-tuned from "
+        f"their seed's W for {rc.finetune_steps} steps each, compression on from step 1; "
+        f"E0 / E2 quantize their seed's B0. Few-shot T_p = {rc.t_p}; sub-channel group "
+        f"sizes {rc.group_sizes}. "
+        + (
+            "Held out of training (the 'unseen' split): "
+            + ", ".join(f"seed {s} `{h}`" for s, h in held.items())
+            + "; 'test' = the official test split of the other speakers; 'dev' = the "
+            "training speakers' dev recordings."
+            if rc.heldout_speaker
+            else "'dev' and 'test' are the corpus's dev and test splits."
+        )
+    )
 
 
 def write_outputs(
     p: Preset | str, records: list[dict], out: Path, total_time_s: float = 0.0
 ) -> None:
+    """``table.md``, ``table.csv``, ``results.json``, ``plot.png`` and ``claims.md`` from
+    the rows' records (module docstring)."""
     p, rc = _plan_of(p)
-    lines = summarize(records)
-    sets = ["test"] + (["unseen"] if rc.heldout_speaker else [])
-    # CSV
-    keys = list(lines[0].keys())
+    out = Path(out)
+    scored = claims.scored_records(records)
+    lines = summarize(records, scored=scored)
+    splits = _splits(records)
+    # CSV: every key of every line (W rows have no paper columns)
+    keys = list(dict.fromkeys(k for line in lines for k in line))
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(lines)
-    # Markdown
     head = [
         "exp",
         "model",
         "spec",
-        *[f"WER {s} (%)" for s in sets],
+        *[f"WER {s} (%) [95%]" for s in splits],
+        *[f"δ {s}" for s in splits if s != "dev"],
         "size, paper conv.",
         "size, exact",
         "seeds",
@@ -389,69 +582,105 @@ def write_outputs(
     ]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for l in lines:
-        md.append(
-            "| "
-            + " | ".join(
-                [
-                    l["exp"],
-                    l["description"],
-                    f"`{l['spec']}`",
-                    *[_fmt(l.get(f"wer_{s}"), l.get(f"wer_{s}_sd")) for s in sets],
-                    f"{l['size_paper']:.1f}%",
-                    f"{l['size_exact']:.1f}%",
-                    str(l["seeds"]),
-                    str(l["steps"]),
-                    f"{l['paper_wer']:.1f}",
-                    f"{l['paper_size']:.1f}%",
-                ]
-            )
-            + " |"
-        )
-    commits = list(dict.fromkeys(r["git_commit"] for r in records)) or ["unknown"]
-    commit = commits[0]
-    short = lambda c: c[:12] + ("-dirty" if c.endswith("-dirty") else "")  # keep the flag
-    at = "commit " + ", ".join(f"`{short(c)}`" for c in commits)
-    if len(commits) > 1:  # a resumed run: say which rows came from which commit
-        at += (
-            " ("
-            + "; ".join(
-                f"`{short(c)}`: "
-                + ", ".join(r["exp"] + f"_s{r['seed']}" for r in records if r["git_commit"] == c)
-                for c in commits
-            )
-            + ")"
-        )
+        cells = [
+            l["exp"],
+            l["description"],
+            f"`{l['spec']}`",
+            *[_fmt_wer(l, s) for s in splits],
+            *[
+                f"{l[f'detectable_{s}']:.2f}" if f"detectable_{s}" in l else "-"
+                for s in splits
+                if s != "dev"
+            ],
+            f"{l['size_paper']:.1f}%",
+            f"{l['size_exact']:.1f}%",
+            str(l["seeds"]),
+            str(l["steps"]),
+            "-" if l["paper_wer"] is None else f"{l['paper_wer']:.1f}",
+            "-" if l["paper_size"] is None else f"{l['paper_size']:.1f}%",
+        ]
+        md.append("| " + " | ".join(cells) + " |")
+    commits, at = _commits(records)
     wall = sum(r["wall_time_s"] for r in records)
     header = (
         f"# Reduced-scale reproduction: preset `{p.name}` on `{rc.corpus}`\n\n"
         f"Made by `usmlite-edu reproduce --preset {p.name} --corpus {rc.corpus} ...` at "
-        f"{at}. Fine-tuning: {rc.finetune_steps} steps per E row from B0; "
-        f"few-shot T_p = {rc.t_p}; sub-channel group sizes {rc.group_sizes}. "
-        + (
-            f"All models trained without speaker `{rc.heldout_speaker}`; 'test' = the "
-            f"official test split of the other speakers, 'unseen' = `{rc.heldout_speaker}`. "
-            if rc.heldout_speaker
-            else "'test' speakers are not in training. "
-        )
-        + f"Mean ± standard deviation over seeds where seeds > 1. Sum of row wall times "
-        f"{wall / 60:.1f} min.\n\n"
+        f"{at}. {_plan_text(p, rc)}\n\n"
+        "WER: mean over seeds, in brackets its 95% bootstrap interval (seeds resampled, then "
+        f"each seed's utterances; {stats.DEFAULT_RESAMPLES} resamples). δ: the smallest "
+        "difference from the row's WER its evaluation set can detect (1.96 x sqrt(2) x the "
+        "bootstrap standard error, at least one word per seed; `usmlite_edu/stats.py`). "
+        "W0-W3 are the pre-trained starts, not rows of the paper. Differences between rows "
+        "and the verdicts: `claims.md`. Every utterance's transcript: `rows/`. Sum of the "
+        f"runs' wall times {wall / 60:.1f} min.\n\n"
     )
     (out / "table.md").write_text(header + "\n".join(md) + "\n")
+    judgements = claims.judge(records, scored=scored)
+    # B0's detectable difference per split, printed in claims.md's header
+    detectable = {
+        s: stats.detectable_difference(
+            [v for k, v in sorted(scored.items()) if k[0] == "B0" and k[2] == s]
+        )
+        for s in splits
+        if any(k[0] == "B0" and k[2] == s for k in scored)
+    }
+    size_of = {l["exp"]: l["size_paper"] for l in lines}
+    (out / "claims.md").write_text(
+        claims.render(
+            judgements,
+            title=f"The paper's claims, checked at reduced scale (`{p.name}` on `{rc.corpus}`)",
+            sizes=size_of,
+            detectable=detectable,
+            notes=[f"Made at {at}. {_plan_text(p, rc)}"],
+        )
+    )
+    slim = [
+        {
+            **r,
+            "results": {
+                k: (
+                    {kk: vv for kk, vv in v.items() if kk != "utterances"}
+                    if isinstance(v, dict) and "wer" in v
+                    else v
+                )
+                for k, v in r["results"].items()
+            },
+        }
+        for r in records
+    ]
     (out / "results.json").write_text(
         json.dumps(
             {
                 "preset": p.name,
                 "config": dataclasses.asdict(rc),
-                "git_commit": commit,
+                "git_commit": commits[0],
                 "git_commits": commits,
-                "runs": records,
+                "total_time_s": total_time_s,
+                "runs": slim,
                 "summary": lines,
+                "detectable": detectable,
+                "claims": [
+                    {
+                        "key": j.claim.key,
+                        "title": j.claim.title,
+                        "row": j.claim.row,
+                        "base": j.claim.base,
+                        "kind": j.claim.kind,
+                        "seeds": list(j.seeds),
+                        "differences": {
+                            s: dataclasses.asdict(iv) for s, iv in j.differences.items()
+                        },
+                        "verdicts": j.verdicts,
+                        "reasons": j.reasons,
+                        "missing": list(j.missing),
+                    }
+                    for j in judgements
+                ],
             },
-            indent=2,
+            indent=1,
         )
     )
     _plot(lines, out / "plot.png")
-    (out / "claims.md").write_text(judge_claims(lines, p))
 
 
 def _pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
@@ -465,36 +694,46 @@ def _pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, 
 
 
 def _plot(lines: list[dict], path: Path) -> None:
+    """WER against size (log x, Pareto frontier): ours per evaluation split with 95%
+    interval bars, the paper's on the last panel. The pre-trained starts are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
-    for ax, title, key_size, key_wer in (
-        (axes[0], "ours (official test split; bars: ±1 s.d. over seeds)", "size_paper", "wer_test"),
-        (axes[1], "paper (voice search, 2B USM)", "paper_size", "paper_wer"),
-    ):
-        pts = [(l[key_size], l[key_wer], l["exp"]) for l in lines]
-        sds = [(l.get("wer_test_sd") or 0.0) if key_wer == "wer_test" else 0.0 for l in lines]
-        for (x, y, name), sd in zip(pts, sds):
+    lines = [l for l in lines if not l["exp"].startswith("W")]
+    ours = [s for s in ("test", "unseen") if any(f"wer_{s}" in l for l in lines)]
+    panels = [
+        (f"ours, {s} (bars: 95% interval)", "size_paper", f"wer_{s}", f"wer_{s}_lo", f"wer_{s}_hi")
+        for s in ours
+    ] + [("paper (voice search, 2B USM)", "paper_size", "paper_wer", None, None)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), sharex=True)
+    for ax, (title, key_size, key_wer, key_lo, key_hi) in zip(np.atleast_1d(axes), panels):
+        pts = [(l[key_size], l[key_wer], l["exp"]) for l in lines if l.get(key_wer) is not None]
+        top = 0.0
+        for l in lines:
+            if l.get(key_wer) is None:
+                continue
+            x, y = l[key_size], l[key_wer]
+            lo, hi = (l[key_lo], l[key_hi]) if key_lo else (y, y)
+            top = max(top, hi)
             ax.errorbar(
                 x,
                 y,
-                yerr=sd or None,
+                yerr=[[y - lo], [hi - y]] if key_lo else None,
                 fmt="o",
                 capsize=3,
                 zorder=3,
-                color="C1" if name.startswith("B") else "C0",
-            )  # bars: seed spread
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
+                color="C1" if l["exp"].startswith("B") else "C0",
+            )
+            ax.annotate(l["exp"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
         front = _pareto(pts)
         ax.plot(
-            [p[0] for p in front],
-            [p[1] for p in front],
+            [q[0] for q in front],
+            [q[1] for q in front],
             "--",
             color="C2",
-            label="Pareto frontier",
+            label="Pareto frontier (means)",
             zorder=2,
         )
         ax.set(
@@ -504,7 +743,7 @@ def _plot(lines: list[dict], path: Path) -> None:
             title=title,
         )
         # Linear below 10% (our rows), logarithmic above (the paper's collapsed int2 rows).
-        top = max(p[1] + sd for p, sd in zip(pts, sds))
+        top = max(top, 1.0)
         ax.set_yscale("symlog", linthresh=10, linscale=2)
         ax.set_ylim(0, top * 1.15)
         ticks = [t for t in (0, 1, 2, 3, 4, 5, 6, 8, 10, 20, 50, 100) if t <= top * 1.15]
@@ -514,181 +753,3 @@ def _plot(lines: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def judge_claims(lines: list[dict], p: Preset | str) -> str:
-    """The paper's claims (USM-Lite sections 5.1-5.3, Tables 1-3) against our table, with
-    verdicts."""
-    p, rc = _plan_of(p)
-    L = {l["exp"]: l for l in lines}
-    w = lambda e: L[e]["wer_test"] if e in L else float("nan")
-    sd_b0 = L["B0"].get("wer_test_sd") or 0.0
-    tol = max(1.0, 2 * sd_b0)  # a difference smaller than this is noise here
-    close = lambda a, b: abs(a - b) <= tol
-    worse = lambda a, b: a - b > tol
-    out = [
-        f"# The paper's claims, checked at reduced scale (`{p.name}` on `{rc.corpus}`)",
-        "",
-        f"Generated from `table.md`. B0 = {w('B0'):.2f}% WER (official test split; seed "
-        f"standard deviation {sd_b0:.2f}). Two WERs are called *the same* when they differ "
-        f"by at most {tol:.2f} points (the larger of 1 point and twice B0's seed spread), "
-        "*worse* when the difference exceeds that.",
-        "",
-    ]
-
-    broken = not w("B0") <= MAX_WORKING_WER
-    if broken:
-        out.extend(
-            [
-                f"**B0 does not recognise speech at this budget** ({w('B0'):.1f}% WER > "
-                f"{MAX_WORKING_WER:g}%): every comparison below is between broken models, "
-                "so every verdict is *inconclusive*. This preset checks that the pipeline "
-                "runs end to end; the `cpu` preset on FSDD is the reproduction.",
-                "",
-            ]
-        )
-
-    def claim(title, paper, ours, verdict, why, exps):
-        if broken:
-            verdict, why = "inconclusive", "B0 itself does not work (see above)."
-        out.extend([f"## {title}", "", f"- paper: {paper}", f"- ours: {ours}"])
-        unseen = [(e, L[e].get("wer_unseen")) for e in exps if e in L]
-        if unseen and all(u is not None for _, u in unseen):
-            # Reported beside the verdict, not judged: the seen-speaker test WER is close to
-            # its floor, and the unseen speaker often separates rows that it cannot.
-            out.append(
-                "- same rows on the unseen speaker (reported, not judged): "
-                + ", ".join(f"{e} {u:.2f}" for e, u in unseen)
-            )
-        out.extend([f"- verdict: **{verdict}**. {why}", ""])
-
-    e0, e1 = w("E0"), w("E1")
-    v = (
-        "reproduced"
-        if close(e0, w("B0")) and close(e1, w("B0"))
-        else ("partly" if close(e1, w("B0")) or close(e0, w("B0")) else "not reproduced")
-    )
-
-    moved = [
-        f"{name} {w(e) - w('B0'):+.2f} points"
-        for e, name in (("E0", "PTQ"), ("E1", "QAT"))
-        if not close(w(e), w("B0"))
-    ]
-    claim(
-        "int8 PTQ and QAT keep the float WER",
-        "B0 4.1, E0 4.2, E1 4.2",
-        f"B0 {w('B0'):.2f}, E0 {e0:.2f}, E1 {e1:.2f}",
-        v,
-        "8-bit per-channel weights lose almost nothing."
-        if v == "reproduced"
-        else f"Beyond the noise level, int8 moved the WER by: {', '.join(moved)} (rows with "
-        "one seed; compare the seed spread of the seeded rows).",
-        ["B0", "E0", "E1"],
-    )
-    e2, e3 = w("E2"), w("E3")
-    if worse(e2, e3) and close(e3, w("B0")):
-        v, why = "reproduced", "int4 PTQ degrades; QAT recovers the float WER."
-    elif worse(e2, e3):
-        v, why = "partly", "QAT helps over PTQ, but does not reach the float WER."
-    elif close(e2, w("B0")):
-        v, why = (
-            "not reproduced",
-            "At this scale int4 PTQ already keeps the float WER: a "
-            "2M-parameter model trained briefly has few outlier channels, so 7 levels "
-            "per channel suffice without training.",
-        )
-    else:
-        v, why = "not reproduced", "QAT does not beat PTQ here."
-    claim(
-        "int4 needs QAT",
-        "E2 int4 PTQ 86.7 vs E3 int4 QAT 4.3",
-        f"E2 {e2:.2f} vs E3 {e3:.2f}",
-        v,
-        why,
-        ["E2", "E3"],
-    )
-    e4, e5, e6, e7 = (w(e) for e in ("E4", "E5", "E6", "E7"))
-    collapses = e4 > MAX_WORKING_WER  # the paper's E4 does not recognise speech
-    degrades = worse(e4, w("B0"))
-    improves = e7 < e4 - tol and e5 >= e7
-    v = (
-        "reproduced"
-        if collapses and improves
-        else "partly"
-        if collapses or (degrades and improves)
-        else "not reproduced"
-    )
-    state = (
-        f"collapses (above the working limit of {MAX_WORKING_WER:g}%)"
-        if collapses
-        else f"costs {e4 - w('B0'):+.2f} points over B0 but still recognises speech "
-        "(the paper's E4 collapses to 99.9%)"
-        if degrades
-        else "keeps B0's WER within noise"
-    )
-    claim(
-        "int2 fails without sub-channels and improves with more",
-        "E4 99.9, E5/E6/E7 45.2 / 32.0 / 12.3",
-        f"E4 {e4:.2f}, E5/E6/E7 {e5:.2f} / {e6:.2f} / {e7:.2f} (groups {rc.group_sizes})",
-        v,
-        f"int2 without groups {state}; smaller groups "
-        + ("help beyond noise." if improves else "do not help beyond noise."),
-        ["B0", "E4", "E5", "E6", "E7"],
-    )
-    e8, e10, e11 = w("E8"), w("E10"), w("E11")
-    v = "reproduced" if close(e8, w("B0")) else "not reproduced"
-    claim(
-        "2:4 is nearly free",
-        "E8 4.4 vs B0 4.1",
-        f"E8 {e8:.2f} vs B0 {w('B0'):.2f}",
-        v,
-        "Half the weights of every group of four go, and the WER stays."
-        if v == "reproduced"
-        else "2:4 costs more than noise here.",
-        ["B0", "E8"],
-    )
-    v = "reproduced" if worse(e10, w("B0")) else "not reproduced"
-    claim(
-        "1:4 is not free",
-        "E10 11.7 vs B0 4.1",
-        f"E10 {e10:.2f} vs B0 {w('B0'):.2f}",
-        v,
-        "Keeping one weight in four hurts."
-        if v == "reproduced"
-        else "At this scale and task 1:4 still keeps the WER.",
-        ["B0", "E10"],
-    )
-    v = "reproduced" if e11 < e10 - tol else ("partly" if e11 < e10 else "not reproduced")
-    claim(
-        "few-shot masks help 1:4",
-        "E11 10.6 vs E10 11.7",
-        f"E11 {e11:.2f} vs E10 {e10:.2f}",
-        v,
-        "Difference beyond noise."
-        if v == "reproduced"
-        else ("Lower, but within noise." if v == "partly" else "Few-shot does not help here."),
-        ["E10", "E11"],
-    )
-    e12, b1 = w("E12"), w("B1")
-    s12, sb1 = L["E12"]["size_paper"], L["B1"]["size_paper"]
-    v = (
-        "reproduced"
-        if e12 <= b1 + (tol if close(e12, b1) else 0) and e12 <= b1
-        else ("partly" if close(e12, b1) else "not reproduced")
-    )
-    claim(
-        "int4 + 2:4 beats the 1B dense model at about a fifth of its size",
-        "E12 4.4 at 9.4% vs B1 4.5 at 50.2%",
-        f"E12 {e12:.2f} at {s12:.1f}% vs B1 {b1:.2f} at {sb1:.1f}% (size ratio {s12 / sb1:.2f})",
-        v,
-        "Compressing a large model beats training a smaller dense one."
-        if v == "reproduced"
-        else (
-            f"E12 matches B1 within noise at {s12 / sb1:.2f} of its size but does not beat "
-            f"it ({e12 - b1:+.2f} points); the paper's own margin is 0.1 point."
-            if v == "partly"
-            else "E12 is worse than B1 beyond noise."
-        ),
-        ["E12", "B1"],
-    )
-    return "\n".join(out) + "\n"

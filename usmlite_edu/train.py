@@ -271,7 +271,15 @@ class Trainer:
         return greedy_decode(np.asarray(logits), np.asarray(omask))
 
     def evaluate(self, params, masks, ds: batching.Dataset, tok: Tokenizer) -> dict:
-        """WER and CER (%) over a prepared dataset, with its first 20 transcripts."""
+        """WER and CER (%) over a prepared dataset, and every transcript.
+
+        Returns ``wer``, ``cer``, ``utterances`` (how many were scored), ``skipped`` (how
+        many the dataset could not prepare), ``transcripts`` (every utterance as ``{"id",
+        "ref", "hyp"}``: normalised reference and greedy hypothesis, in the order decoded,
+        so that the WER can be recomputed and compared utterance by utterance, see
+        :mod:`usmlite_edu.stats`) and ``examples`` (the first 20 as ``{"uid", "ref",
+        "hyp"}``, for display).
+        """
         refs, hyps, uids = [], [], []
         for batch, idx in batching.eval_batches(ds, self.tcfg.eval_batch_size):
             ids = self.transcribe_batch(params, masks, batch)
@@ -286,6 +294,7 @@ class Trainer:
             "cer": cer,
             "utterances": len(refs),
             "skipped": len(ds.skipped),
+            "transcripts": [{"id": u, "ref": r, "hyp": h} for u, r, h in zip(uids, refs, hyps)],
             "examples": [
                 {"uid": u, "ref": r, "hyp": h} for u, r, h in list(zip(uids, refs, hyps))[:20]
             ],
