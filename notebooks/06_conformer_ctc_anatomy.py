@@ -57,7 +57,6 @@ print(env.summary())
 
 # %%
 # This notebook's imports and sizes.
-import json
 import os
 import shutil
 import tempfile
@@ -761,8 +760,7 @@ print(
 )
 
 # %%
-records = [json.loads(line) for line in (RUN_DIR / "metrics.jsonl").read_text().splitlines()]
-log_lines = [r for r in records if "step" in r]
+log_lines, final = runs.read_metrics(RUN_DIR)
 steps_logged = np.array([r["step"] for r in log_lines])
 losses = np.array([r["loss"] for r in log_lines])
 
@@ -779,7 +777,7 @@ print(
 )
 
 # %%
-assert records[-1]["final"]["step"] == STEPS == steps_logged[-1]
+assert final["step"] == STEPS == steps_logged[-1]
 assert np.all(np.isfinite(losses)) and result["nonfinite_skipped"] == 0
 assert losses[-1] < losses[0], "the loss went down"
 assert 0.0 <= result["dev"]["wer"] and 0.0 <= result["dev"]["cer"]

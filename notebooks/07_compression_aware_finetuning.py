@@ -505,8 +505,7 @@ print(
 )
 
 # %%
-records = [json.loads(line) for line in (RUN_DIR / "metrics.jsonl").read_text().splitlines()]
-log_lines = [r for r in records if "step" in r]
+log_lines, final = runs.read_metrics(RUN_DIR)
 steps_logged = np.array([r["step"] for r in log_lines])
 losses = np.array([r["loss"] for r in log_lines])
 
@@ -521,7 +520,7 @@ print(
 )
 
 # %%
-assert records[-1]["final"]["step"] == STEPS == steps_logged[-1]
+assert final["step"] == STEPS == steps_logged[-1]
 assert np.all(np.isfinite(losses)) and ft_result["nonfinite_skipped"] == 0
 assert (RUN_DIR / "masks").exists(), "a sparse run saves its masks next to its parameters"
 print(f"{len(losses)} logged losses, all finite; no update skipped")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -27,21 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_SMALL = REPO / "data_small"
 
 
-def _fsdd_dir() -> Path | None:
-    env = os.environ.get("USMLITE_FSDD")
-    for d in ([Path(env)] if env else []) + [REPO.parent / "shared" / "corpora" / "fsdd"]:
-        if (d / "recordings").is_dir():
-            return d
-    return None
-
-
-FSDD = _fsdd_dir()
-needs_fsdd = pytest.mark.skipif(
-    FSDD is None,
-    reason="FSDD not found: set USMLITE_FSDD or put it at ../shared/corpora/fsdd "
-    "(usmlite-edu data fetch fsdd --to DIR)",
-)
-
+from fsdd_location import FSDD, needs_fsdd
 
 # ------------------------------------------------------------------------------- text
 

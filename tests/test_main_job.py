@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,7 @@ B0 = REPO / "results" / "cpu" / "b0"
 pytestmark = pytest.mark.xdist_group("main_job")
 
 
-def _fsdd_dir() -> Path | None:
-    env = os.environ.get("USMLITE_FSDD")
-    for d in ([Path(env)] if env else []) + [REPO.parent / "shared" / "corpora" / "fsdd"]:
-        if (d / "recordings").is_dir():
-            return d
-    return None
-
-
-FSDD = _fsdd_dir()
-needs_fsdd = pytest.mark.skipif(
-    FSDD is None, reason="FSDD not found: set USMLITE_FSDD or put it at ../shared/corpora/fsdd"
-)
+from fsdd_location import FSDD, needs_fsdd
 
 
 def _script():

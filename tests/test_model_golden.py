@@ -10,7 +10,6 @@ forward, sub-channels, N:M masks, compressed softmax and convolutions) the same 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import jax
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import linen_reference as L
 import numpy as np
 import pytest
+from fsdd_location import fsdd_dir
 
 from usmlite_edu import configs, frontend, sparsity
 from usmlite_edu import model as M
@@ -92,16 +92,9 @@ def test_b0_checkpoint_on_data_small(b0):
     _check_against_linen(b0, waves, "data_small test")
 
 
-def _fsdd_dir() -> Path | None:
-    for cand in (os.environ.get("USMLITE_DATA"), "/work/shared/corpora/fsdd"):
-        if cand and any((Path(cand) / sub / "recordings").is_dir() for sub in (".", "fsdd")):
-            return Path(cand)
-    return None
-
-
 def test_b0_checkpoint_on_fsdd(b0):
     cfg, meta = b0[0], b0[1]
-    where = _fsdd_dir()
+    where = fsdd_dir()
     if where is None:
         pytest.skip(
             "FSDD not found (set USMLITE_DATA or fetch it with "
@@ -222,7 +215,7 @@ def test_b0_committed_wer_is_reproduced(b0):
     code, hence the summation order, depends on the processor; README "Determinism")."""
     from usmlite_edu import presets, reproduce, runs, train
 
-    where = _fsdd_dir()
+    where = fsdd_dir()
     if where is None:
         pytest.skip("FSDD not found (set USMLITE_DATA or `usmlite-edu data fetch fsdd`)")
     record = next(

@@ -30,7 +30,7 @@ import numpy as np
 from usmlite_edu import sizes
 
 # Every library call this module makes, in one block, so that moving one is one edit.
-from usmlite_edu.batching import eval_batches, prepare
+from usmlite_edu.batching import prepare
 from usmlite_edu.compress import as_spec
 from usmlite_edu.corpora import load_corpus
 from usmlite_edu.decoding import wer_cer
@@ -44,16 +44,6 @@ DEFAULT_SPECS = ("float", "int8", "int4", "int2", "int4+2:4")
 #: where a clone of the repository holds them (found from the working directory)
 B0_IN_CLONE = "results/cpu/b0"
 SAMPLE_IN_CLONE = "data_small/fsdd_sample"
-
-
-def _transcribe(trainer, params, masks, ds, tok) -> dict[str, str]:
-    """uid -> greedy CTC transcript of every utterance of ``ds``."""
-    hyps: dict[str, str] = {}
-    for batch, idx in eval_batches(ds, trainer.tcfg.eval_batch_size):
-        ids = trainer.transcribe_batch(params, masks, batch)
-        for row, i in enumerate(idx):
-            hyps[ds.examples[i].uid] = tok.decode(ids[row])
-    return hyps
 
 
 def _score(refs: Sequence[str], hyps: Sequence[str]) -> dict:
@@ -226,7 +216,8 @@ def ptq_on_sample(
         t_spec = time.time()
         trainer = get_trainer(cfg, spec, tcfg)
         masks = load_masks(b0_dir, run, spec)  # one-shot N:M (Eq. 3) on B0's weights
-        hyps[s] = _transcribe(trainer, params, masks, ds, tok)
+        done = trainer.evaluate(params, masks, ds, tok)["transcripts"]
+        hyps[s] = {t["id"]: t["hyp"] for t in done}
         row = {"spec": s}
         for name, us in parts.items():
             uids = [u.uid for u in us]

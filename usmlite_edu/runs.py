@@ -36,6 +36,7 @@ __all__ = [
     "Run",
     "load_run",
     "read_config",
+    "read_metrics",
     "load_params",
     "save_params",
     "load_masks",
@@ -176,6 +177,21 @@ def load_masks(
     if spec == run.spec and mask_dir.exists():
         return model.params_from_checkpoint(load_params(mask_dir))  # scalars on dense leaves
     return model.one_shot_masks(run.params, spec, run.config, **model_options)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> tuple[list[dict], dict | None]:
+    """``(logged steps, final result)`` of ``RUN/metrics.jsonl``.
+
+    Each logged step is ``{"step", "loss", "steps_per_sec", "elapsed_s", ...}`` (every
+    ``train.log_every`` steps, in order; a resumed run appends, so a step may repeat);
+    the final result is the last ``{"final": ...}`` record, or ``None`` before the run ends.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run directory?")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    final = next((r["final"] for r in reversed(records) if "final" in r), None)
+    return [r for r in records if "step" in r], final
 
 
 # --------------------------------------------------------------------------- provenance
