@@ -15,6 +15,9 @@ PAPER_LIKE = dict(
     B0=2.0, E0=2.0, E1=2.1, E2=40.0, E3=2.2, E4=90.0, E5=60.0, E6=30.0, E7=9.0, E8=2.3,
     E9=2.3, E10=12.0, E11=8.0, E12=2.4, E13=2.4, B1=2.5, B2=3.0, B3=4.0,
     W0=2.2, W1=2.7, W2=3.2, W3=4.2,
+    # the paper's section 5.4 hypothesis holding: variational noise rescues E2 and E4 and
+    # costs B0 nothing (the paper has no figure for these rows)
+    V0=2.0, V2=3.0, V4=20.0,
 )  # fmt: skip
 DIGITS = "zero one two three four five six seven eight nine".split()
 
@@ -85,13 +88,39 @@ def _verdicts(judgements, split="test"):
 
 def test_every_claim_names_rows_of_the_plan_and_a_kind():
     exps = {r.exp for r in reproduce.plan("cpu")}
-    assert len(claims.CLAIMS) == 22 and len({c.key for c in claims.CLAIMS}) == 22
+    assert len(claims.CLAIMS) == 25 and len({c.key for c in claims.CLAIMS}) == 25
+    assert [c.key for c in claims.CLAIMS] == [f"C{i}" for i in range(1, 26)]
     for c in claims.CLAIMS:
         assert c.row in exps and c.base in exps and c.kind in stats.KINDS
     # the comparisons the paper makes: E rows against the same seed's B0, E12 against B1,
     # few-shot against one-shot, int4 QAT against PTQ, int2 groups against fewer
     pairs = {(c.row, c.base) for c in claims.CLAIMS}
     assert {("E3", "E2"), ("E12", "B1"), ("E11", "E10"), ("E5", "E4"), ("E0", "B0")} <= pairs
+
+
+def test_the_variational_noise_hypothesis_claims():
+    vn = {c.key: c for c in claims.CLAIMS if "V" in c.row + c.base}
+    assert {k: (c.row, c.base, c.kind) for k, c in vn.items()} == {
+        "C23": ("V2", "E2", "better"),
+        "C24": ("V4", "E4", "better"),
+        "C25": ("V0", "B0", "no_worse"),
+    }
+    for c in vn.values():  # the paper's hypothesis, not its result: no figure for V rows
+        assert c.paper_row is None and c.paper_base is not None
+        assert "5.4" in c.section and "hypothesis" in c.title
+        assert "Not a result of the paper" in c.note and "hypothesis" in c.note
+    # noise that does not help: C23 / C24 not reproduced; noise that breaks B0: C25
+    v = _verdicts(claims.judge(synthetic_records(dict(V2=40.0, V4=90.0, V0=6.0)), resamples=300))
+    assert (v["C23"], v["C24"], v["C25"]) == ("not reproduced",) * 3
+    js = claims.judge(synthetic_records(), resamples=200)
+    assert {k: v for k, v in _verdicts(js).items() if k in vn} == dict.fromkeys(vn, "reproduced")
+    text = claims.render(js, title="t")
+    c23 = text.split("## C23.")[1].split("## C24.")[0]
+    assert "Paper: V2 n/a vs E2 86.7 (n/a)" in c23 and "section 5.4" in c23
+    assert (
+        "| C25 hypothesis: variational noise costs the float model nothing | V0 vs B0 | n/a |"
+        in text
+    )
 
 
 def test_a_paper_like_reproduction_reproduces_every_claim():
@@ -167,7 +196,7 @@ def test_missing_rows_are_not_judged():
 def test_claims_md_states_rules_margin_and_no_reason_of_its_own():
     js = claims.judge(synthetic_records(), resamples=200)
     text = claims.render(js, title="t", detectable={"test": 0.5, "unseen": 0.3, "dev": 0.5})
-    assert text.count("\n## C") == 22
+    assert text.count("\n## C") == len(claims.CLAIMS)
     assert "Margin m = 1 WER point" in text and "dev: " in text and "(not judged)" in text
     assert "test 0.50, unseen 0.30, dev 0.50 points" in text
     # explanations: the paper's named as the paper's, anything else a hypothesis
@@ -197,12 +226,12 @@ def test_write_outputs_from_records(tmp_path):
         for v in r["results"].values()
         if isinstance(v, dict)
     ), "transcripts live in rows/, not in results.json"
-    assert len(meta["claims"]) == 22 and meta["config"]["heldout_rotation"] == [
+    assert len(meta["claims"]) == len(claims.CLAIMS) and meta["config"]["heldout_rotation"] == [
         "jackson",
         "nicolas",
     ]
     assert set(meta["detectable"]) == {"dev", "test", "unseen"}
-    assert (tmp_path / "claims.md").read_text().count("\n## C") == 22
+    assert (tmp_path / "claims.md").read_text().count("\n## C") == len(claims.CLAIMS)
 
 
 def test_summarize_intervals_follow_stats():
@@ -218,3 +247,9 @@ def test_summarize_intervals_follow_stats():
         and lines["W1"]["size_paper"] == lines["B1"]["size_paper"]
     )
     assert lines["E3"]["size_paper"] == pytest.approx(12.5, abs=0.5)
+    # the variational-noise rows are the sizes of the rows they test: V0 of B0, V2 of E2
+    # (int4), V4 of E4 (int2); the paper has no figure for them
+    for v, e in (("V0", "B0"), ("V2", "E2"), ("V4", "E4")):
+        assert lines[v]["size_paper"] == lines[e]["size_paper"], v
+        assert lines[v]["size_exact"] == lines[e]["size_exact"], v
+        assert lines[v]["paper_wer"] is None and lines[v]["paper_size"] is None

@@ -58,6 +58,10 @@ def test_overrides_reach_every_section_with_their_types():
         ("model.num_heads=5", "not divisible by num_heads=5"),
         ("model.conv_kernel=4", "odd"),
         ("reproduce.group_sizes=8,4", "needs 3 values"),
+        ("reproduce.vn_std=0", "reproduce.vn_std"),
+        ("reproduce.vn_std=-0.01", "reproduce.vn_std"),
+        ("reproduce.vn_std=nan", "reproduce.vn_std"),
+        ("reproduce.vn_std=inf", "reproduce.vn_std"),
     ],
 )
 def test_bad_overrides_are_refused_naming_the_field(bad, says):
@@ -83,3 +87,18 @@ def test_config_from_dict_round_trips_and_refuses_unknown_keys():
     assert configs.config_from_dict(configs.ConformerConfig, d) == configs.CPU
     with pytest.raises(ValueError, match="no field"):
         configs.config_from_dict(configs.TrainConfig, {"stepz": 3})
+
+
+def test_vn_std_defaults_validates_and_overrides():
+    rc = presets.get_preset("ci").reproduce
+    assert (
+        configs.ReproConfig(
+            corpus="x", pretrain_steps=1, finetune_steps=1, group_sizes=(4, 2, 1)
+        ).vn_std
+        == 0.01
+    )
+    assert rc.vn_std > 0
+    assert presets.get_preset("cpu").override(["reproduce.vn_std=0.02"]).reproduce.vn_std == 0.02
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="reproduce.vn_std"):
+            rc.replace(vn_std=bad)

@@ -20,16 +20,16 @@ def test_plan_every_row_every_seed_siblings_from_one_start():
     exps = {r.exp for r in rows}
     assert exps == {f"E{i}" for i in range(14)} | {f"B{i}" for i in range(4)} | {
         f"W{i}" for i in range(4)
-    }
+    } | {"V0", "V2", "V4"}
     for exp in exps:  # every row runs every seed
         assert sorted(r.seed for r in rows if r.exp == exp) == [0, 1, 2], exp
     by_key = {r.key: r for r in rows}
     for r in rows:
         if r.kind == "pretrain":
             assert r.start is None and r.exp.startswith("W")
-        elif r.kind == "ptq":
-            assert r.exp in ("E0", "E2") and r.start == "B0"
-        else:  # B0 and the QAT / pruning rows share W0; B1-B3 their own W
+        elif r.kind == "ptq":  # E0 / E2 quantize B0, V2 quantizes V0
+            assert (r.exp, r.start) in {("E0", "B0"), ("E2", "B0"), ("V2", "V0")}, r
+        else:  # B0, V0, V4 and the QAT / pruning rows share W0; B1-B3 their own W
             assert r.start == ("W" + r.exp[1] if r.exp in ("B1", "B2", "B3") else "W0"), r
         if r.start:  # the start has the same seed and held-out speaker
             s = by_key[r.start_key]
@@ -49,6 +49,56 @@ def test_plan_every_row_every_seed_siblings_from_one_start():
     assert all(order.index(r.start_key) < order.index(r.key) for r in rows if r.start)
     # W1-W3 carry B1-B3's sizes; the fine-tuned B1-B3 take their start's model
     assert dict(by_key["W1_s0"].model) and not by_key["B1_s0"].model
+
+
+def test_variational_noise_rows_every_seed_and_only_they_carry_the_noise():
+    p = presets.get_preset("cpu")
+    rc = p.reproduce
+    rows = reproduce.plan(p)
+    by_key = {r.key: r for r in rows}
+    for seed in rc.seeds:
+        v0, v2, v4 = (by_key[f"{e}_s{seed}"] for e in ("V0", "V2", "V4"))
+        assert (v0.kind, v0.spec, v0.start) == ("finetune", "float", "W0")
+        assert (v2.kind, v2.spec, v2.start) == ("ptq", "int4", "V0")
+        assert (v4.kind, v4.spec, v4.start) == ("finetune", "int2", "W0")
+        assert v0.heldout_speaker == v4.heldout_speaker == rc.heldout_for(seed)
+    # V0 / V4 fine-tune with the noise; no other row has a training override (V2 does not
+    # train: it quantizes V0, whose weights saw the noise)
+    noisy = {r.exp for r in rows if r.train}
+    assert noisy == {"V0", "V4"}
+    for r in rows:
+        if r.train:
+            assert dict(r.train) == {"weight_noise_std": rc.vn_std}
+            assert r.overrides == {"train.weight_noise_std": rc.vn_std}
+    assert by_key["W1_s0"].overrides == {f"model.{k}": v for k, v in by_key["W1_s0"].model}
+    assert by_key["B0_s0"].overrides == {}
+    # the preset's value reaches the plan (validation: tests/test_presets.py)
+    q = p.override({"reproduce.vn_std": 0.05})
+    assert {dict(r.train)["weight_noise_std"] for r in reproduce.plan(q) if r.train} == {0.05}
+    # the table order places them after the E rows, the W rows last
+    order = list(reproduce.ORDER)
+    assert order.index("E13") < order.index("V0") < order.index("V2") < order.index("V4")
+    assert order.index("V4") < order.index("W0") and order[-4:] == ["W0", "W1", "W2", "W3"]
+
+
+def test_a_resumed_record_must_match_the_rows_training_overrides(tmp_path):
+    rows = {r.key: r for r in reproduce.plan("ci")}
+    v0, b0 = rows["V0_s0"], rows["B0_s0"]
+    rec = lambda row, **kw: {
+        **{k: getattr(row, k) for k in ("kind", "spec", "start", "heldout_speaker")},
+        "train": dict(row.train),
+        "results": {"test": {"wer": 1.0, "utterances": []}},
+        **kw,
+    }
+    reproduce._check_record(rec(v0), v0, tmp_path)
+    reproduce._check_record(rec(b0), b0, tmp_path)
+    old = rec(b0)
+    del old["train"]  # a record written before rows had training overrides
+    reproduce._check_record(old, b0, tmp_path)
+    with pytest.raises(ValueError, match="another plan"):
+        reproduce._check_record(rec(v0, train={"weight_noise_std": 0.5}), v0, tmp_path)
+    with pytest.raises(ValueError, match="another plan"):
+        reproduce._check_record(rec(v0, train={}), v0, tmp_path)
 
 
 def test_each_seed_holds_out_another_speaker():
@@ -74,6 +124,10 @@ def test_ci_plan_is_small_but_paired():
 def test_only_runs_the_named_rows_and_their_starts():
     rows = reproduce._with_starts(reproduce.plan("ci"), ["E2", "B1"])
     assert sorted({r.exp for r in rows}) == ["B0", "B1", "E2", "W0", "W1"]
+    rows = reproduce._with_starts(reproduce.plan("ci"), ["V2"])
+    assert sorted({r.exp for r in rows}) == ["V0", "V2", "W0"]
+    assert len(rows) == 3 * len(presets.get_preset("ci").reproduce.seeds)
+    assert [r.exp for r in rows if r.seed == 0] == ["W0", "V0", "V2"]  # starts first
 
 
 @pytest.mark.parametrize("target", [0.502, 0.335, 0.189])
@@ -96,11 +150,11 @@ def test_ci_reproduction_end_to_end_and_resume(tmp_path, capsys):
     rc = p.reproduce
     records = reproduce.run("ci", None, tmp_path)
     plan = reproduce.plan("ci")
-    assert len(records) == len(plan) == 22 * len(rc.seeds)
+    assert len(records) == len(plan) == 25 * len(rc.seeds)
     for name in ("table.md", "table.csv", "results.json", "plot.png", "claims.md"):
         assert (tmp_path / name).stat().st_size > 0
     table = (tmp_path / "table.md").read_text()
-    assert all(f"| {e} |" in table for e in ["B0", "E0", "E7", "E13", "B3", "W0"])
+    assert all(f"| {e} |" in table for e in ["B0", "E0", "E7", "E13", "V0", "V2", "V4", "B3", "W0"])
     meta = json.loads((tmp_path / "results.json").read_text())
     run0 = meta["runs"][0]
     assert {"git_commit", "preset", "spec", "seed", "steps", "wall_time_s", "machine"} <= set(run0)
@@ -115,6 +169,19 @@ def test_ci_reproduction_end_to_end_and_resume(tmp_path, capsys):
         assert c["train_config"]["schedule_offset"] == rc.pretrain_steps
         assert c["train_config"]["rewarm_steps"] == rc.finetune_steps // 10
     assert cfg("B1_s0")["init"] == str(tmp_path / "runs" / "W1_s0")
+    # V0 / V4 fine-tune seed 1's W0 with variational noise; B0 and E4 without
+    for key in ("V0_s1", "V4_s1"):
+        c = cfg(key)
+        assert c["init"] == str(tmp_path / "runs" / "W0_s1")
+        assert c["train_config"]["weight_noise_std"] == rc.vn_std
+        assert c["train_config"]["steps"] == rc.finetune_steps
+    assert cfg("B0_s1")["train_config"]["weight_noise_std"] == 0
+    assert cfg("E4_s1")["train_config"]["weight_noise_std"] == 0
+    v = {r["key"]: r for r in meta["runs"] if r["exp"] in ("V0", "V2", "V4")}
+    assert len(v) == 3 * len(rc.seeds)
+    assert v["V0_s0"]["train"] == {"weight_noise_std": rc.vn_std} and v["V2_s0"]["train"] == {}
+    assert v["V2_s1"]["start"] == "V0" and v["V2_s1"]["steps"] == 0
+    assert {l["exp"] for l in meta["summary"]} >= {"V0", "V2", "V4"}
     # every hypothesis kept: dev and test of every row, and the WER recomputes from them
     for rec in records:
         for split in ("dev", "test"):
@@ -128,6 +195,9 @@ def test_ci_reproduction_end_to_end_and_resume(tmp_path, capsys):
     assert e2["start"] == "B0" and e2["steps"] == 0 and e2["spec"] == "int4"
     text = (tmp_path / "claims.md").read_text()
     assert text.count("\n## C") == len(claims.CLAIMS)
+    assert "## C23." in text and "V2 vs E2" in text and "hypothesis" in text
+    assert {c["key"]: c["row"] for c in meta["claims"]}["C24"] == "V4"
+    assert not next(c for c in meta["claims"] if c["key"] == "C25")["missing"]
     assert "dev: " in text and len(meta["claims"]) == len(claims.CLAIMS)
     # B0 is published for the notebooks: loadable, no optimizer checkpoints
     cfg0, spec, tok, params, meta0 = runs.load_run(tmp_path / "b0")

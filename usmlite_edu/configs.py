@@ -384,6 +384,13 @@ class ReproConfig:
         ``heldout_speaker``. Ignored when ``heldout_speaker`` is ``None``.
       few_shot_fraction / few_shot_floor: ``T_p`` of the few-shot rows, as a fraction of
         fine-tuning (paper: 1k of 200k steps) with a floor in updates.
+      vn_std: standard deviation of the Gaussian weight noise ("global variational
+        noise", Graves 2011; ``train.weight_noise_std``) of rows V0 and V4 during their
+        fine-tuning: absolute (not relative to the weights' scale), added to every kernel
+        in the training forward pass. The paper suspects (section 5.4) that its int4 PTQ
+        (E2) and int2 QAT without groups (E4) collapse because "we do not enable global
+        variational noise (VN) during fine-tuning"; V0 / V2 / V4 are B0 / E2 / E4 with it
+        on (the 2-bit Conformer paper fine-tunes with it). Must be finite and > 0.
     """
 
     corpus: str
@@ -395,6 +402,7 @@ class ReproConfig:
     heldout_rotation: tuple[str, ...] = ()
     few_shot_fraction: float = 1000 / 200_000
     few_shot_floor: int = 10
+    vn_std: float = 0.01
 
     def __post_init__(self):
         if self.pretrain_steps is not None and self.pretrain_steps < 1:
@@ -418,6 +426,13 @@ class ReproConfig:
         if not 0 < self.few_shot_fraction <= 1 or self.few_shot_floor < 1:
             raise ValueError(
                 "reproduce.few_shot_fraction must be in (0, 1] and few_shot_floor >= 1"
+            )
+        if not (
+            isinstance(self.vn_std, (int, float)) and math.isfinite(self.vn_std) and self.vn_std > 0
+        ):
+            raise ValueError(
+                f"reproduce.vn_std (weight noise of rows V0 / V4) must be finite and > 0, "
+                f"got {self.vn_std!r}"
             )
 
     @property

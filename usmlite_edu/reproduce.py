@@ -16,6 +16,15 @@ first step (Algorithm 1). Per seed ``s`` (``ReproConfig.seeds``, three for
   few-shot, **E10 / E11** 1:4 one-shot / few-shot, **E12 / E13** int4 + 2:4 one-shot /
   few-shot.
 * **E0 / E2**: int8 / int4 post-training quantization of seed ``s``'s B0 (no training).
+* **V0, V2, V4**: the paper's own explanation of its int4 PTQ (E2) and int2 QAT (E4)
+  collapses, tested. Section 5.4: "we do not enable global variational noise (VN) during
+  fine-tuning", i.e. the paper *suspects* that Gaussian weight noise during fine-tuning
+  (Graves 2011; ``train.weight_noise_std``) would have made its weights robust to a coarse
+  grid; it does not measure it. **V0** is B0 fine-tuned with weight noise of standard
+  deviation ``vn_std`` on every kernel, **V2** int4 PTQ of V0 (E2 with the noise),
+  **V4** int2 QAT fine-tuned from W0 with the same noise (E4 with the noise). They are
+  not rows of the paper; :mod:`usmlite_edu.claims` compares V2 with E2, V4 with E4 and
+  V0 with B0 (C23-C25).
 
 A fine-tuning run continues its start's learning-rate schedule (``train.train`` with
 ``init``: the step count goes on from ``pretrain_steps``, after a re-warm over 10% of the
@@ -58,7 +67,8 @@ directories), ``table.md`` and ``table.csv`` (each row's mean WER over seeds wit
 bootstrap interval and detectable difference), ``results.json`` (every record without
 the transcripts, the table and the verdicts), ``plot.png`` (WER against size with
 interval bars; the paper's points on another panel), ``claims.md`` (every claim of
-sections 5.1-5.3 with its paired difference, interval and verdict, :mod:`usmlite_edu.claims`)
+sections 5.1-5.3, and the section 5.4 hypothesis, with its paired difference, interval and
+verdict, :mod:`usmlite_edu.claims`)
 and ``b0/`` (seed 0's B0, what notebook 07 loads). A second run skips rows already done; an
 interrupted row resumes from its last checkpoint.
 """
@@ -95,10 +105,24 @@ __all__ = [
 ]
 
 PAPER_B0_WER = 4.1
+#: the rows that test the paper's section 5.4 hypothesis (global variational noise)
+VN_ROWS = ("V0", "V2", "V4")
 #: the evaluation splits, in table order
 SPLITS = ("dev", "test", "unseen")
-#: table order: the paper's rows, then the pre-trained starts
-ORDER = ("B0", *(f"E{i}" for i in range(14)), "B1", "B2", "B3", "W0", "W1", "W2", "W3")
+#: table order: the paper's rows (the variational-noise rows after the E rows they test),
+#: then the pre-trained starts
+ORDER = (
+    "B0",
+    *(f"E{i}" for i in range(14)),
+    *VN_ROWS,
+    "B1",
+    "B2",
+    "B3",
+    "W0",
+    "W1",
+    "W2",
+    "W3",
+)
 #: B1-B3: parameter ratio to B0 and the paper's name (Table 3)
 DENSE_SIZES = (("B1", 0.502, "1B"), ("B2", 0.335, "600M"), ("B3", 0.189, "300M"))
 #: synthesis seed of every evaluation split (the same utterances for every row)
@@ -109,10 +133,12 @@ EVAL_SEED = 0
 class Row:
     """One run of the table.
 
-    ``kind``: ``"pretrain"`` (W0-W3, from scratch), ``"finetune"`` (B0-B3 and the QAT /
-    pruning rows, from ``start``) or ``"ptq"`` (E0, E2: ``start``'s weights through
-    ``spec``). ``start`` names the row of the same seed it starts from; ``model`` holds the
-    model overrides of W1-W3 as sorted ``(key, value)`` pairs.
+    ``kind``: ``"pretrain"`` (W0-W3, from scratch), ``"finetune"`` (B0-B3, V0, V4 and the
+    QAT / pruning rows, from ``start``) or ``"ptq"`` (E0, E2, V2: ``start``'s weights
+    through ``spec``). ``start`` names the row of the same seed it starts from; ``model``
+    holds the model overrides of W1-W3 and ``train`` the training overrides of V0 / V4
+    (``weight_noise_std``: the global variational noise the paper did not enable, section
+    5.4), both as sorted ``(key, value)`` pairs of the config's field names.
     """
 
     exp: str
@@ -123,6 +149,7 @@ class Row:
     model: tuple = ()
     start: str | None = None
     heldout_speaker: str | None = None
+    train: tuple = ()
 
     @property
     def key(self) -> str:
@@ -131,6 +158,14 @@ class Row:
     @property
     def start_key(self) -> str | None:
         return f"{self.start}_s{self.seed}" if self.start else None
+
+    @property
+    def overrides(self) -> dict[str, object]:
+        """``model`` and ``train`` as :func:`usmlite_edu.train.train`'s ``overrides``."""
+        return {
+            **{f"model.{k}": v for k, v in self.model},
+            **{f"train.{k}": v for k, v in self.train},
+        }
 
 
 def dense_baseline_config(cfg: configs.ConformerConfig, ratio: float) -> tuple[dict, float]:
@@ -200,10 +235,22 @@ def plan(p: Preset | str, vocab_size: int | None = None) -> list[Row]:
                 Row(exp, description, kind, spec, seed, heldout_speaker=rc.heldout_for(seed), **kw)
             )
 
-    each("W0", "pre-trained start of B0 and E1-E13 (float32 dense)", "pretrain", "float")
+    each("W0", "pre-trained start of B0, E1-E13, V0 and V4 (float32 dense)", "pretrain", "float")
     each("B0", "float32 dense (ours)", "finetune", "float", start="W0")
     for exp, desc, kind, spec in _e_rows(rc):
         each(exp, desc, kind, spec, start="B0" if kind == "ptq" else "W0")
+    # Section 5.4's hypothesis: B0 / E2 / E4 with global variational noise.
+    vn = (("weight_noise_std", rc.vn_std),)
+    each(
+        "V0",
+        "float32 dense fine-tuned with variational noise",
+        "finetune",
+        "float",
+        start="W0",
+        train=vn,
+    )
+    each("V2", "int4 PTQ of V0", "ptq", "int4", start="V0")
+    each("V4", "int2 QAT with variational noise", "finetune", "int2", start="W0", train=vn)
     for i, (exp, ratio, name) in enumerate(DENSE_SIZES, start=1):
         over, r = dense_baseline_config(cfg, ratio)
         model = tuple(sorted(over.items()))
@@ -324,6 +371,8 @@ def _check_record(rec: dict, row: Row, path: Path) -> None:
         and rec.get("spec") == row.spec
         and rec.get("start") == row.start
         and rec.get("heldout_speaker") == row.heldout_speaker
+        # records written before rows had train overrides have none
+        and rec.get("train", {}) == dict(row.train)
         and all(
             isinstance(v.get("utterances"), list)
             for v in rec.get("results", {}).values()
@@ -332,8 +381,9 @@ def _check_record(rec: dict, row: Row, path: Path) -> None:
     )
     if not ok:
         raise ValueError(
-            f"{path} holds another plan's {row.key} (kind, spec, start, held-out speaker or "
-            "transcripts differ, e.g. written by an older version); use a new --out directory"
+            f"{path} holds another plan's {row.key} (kind, spec, start, held-out speaker, "
+            "training overrides or transcripts differ, e.g. written by an older version); use "
+            "a new --out directory"
         )
 
 
@@ -377,7 +427,7 @@ def run(
                 run_dir,
                 spec="float",
                 steps=steps,
-                overrides={f"model.{k}": v for k, v in row.model},
+                overrides=row.overrides,
                 **common,
             )
             src = run_dir
@@ -391,6 +441,7 @@ def run(
                 spec=row.spec,
                 init=start_dir,
                 steps=steps,
+                overrides=row.overrides,
                 **common,
             )
             src = run_dir
@@ -401,6 +452,7 @@ def run(
             **dataclasses.asdict(row),
             "key": row.key,
             "model": dict(row.model),
+            "train": dict(row.train),
             "steps": steps,
             "wall_time_s": time.time() - t0,
             "git_commit": commit,
@@ -538,8 +590,10 @@ def _plan_text(p: Preset, rc: configs.ReproConfig) -> str:
         f"Plan: per seed ({', '.join(map(str, rc.seeds))}), W0-W3 trained from scratch for "
         f"{rc.pretrain_steps or p.train.steps} steps; B0-B3 and E1, E3-E13 fine-tuned from "
         f"their seed's W for {rc.finetune_steps} steps each, compression on from step 1; "
-        f"E0 / E2 quantize their seed's B0. Few-shot T_p = {rc.t_p}; sub-channel group "
-        f"sizes {rc.group_sizes}. "
+        f"E0 / E2 quantize their seed's B0. V0 / V4 are B0 / E4 fine-tuned with global "
+        f"variational noise (Gaussian weight noise, std {rc.vn_std:g} on every kernel), V2 "
+        "quantizes V0 to int4: the paper's section 5.4 hypothesis, not rows of the paper. "
+        f"Few-shot T_p = {rc.t_p}; sub-channel group sizes {rc.group_sizes}. "
         + (
             "Held out of training (the 'unseen' split): "
             + ", ".join(f"seed {s} `{h}`" for s, h in held.items())
@@ -610,7 +664,8 @@ def write_outputs(
         f"each seed's utterances; {stats.DEFAULT_RESAMPLES} resamples). δ: the smallest "
         "difference from the row's WER its evaluation set can detect (1.96 x sqrt(2) x the "
         "bootstrap standard error, at least one word per seed; `usmlite_edu/stats.py`). "
-        "W0-W3 are the pre-trained starts, not rows of the paper. Differences between rows "
+        "W0-W3 are the pre-trained starts, not rows of the paper; neither are V0, V2, V4 "
+        "(with variational noise, the paper's section 5.4 hypothesis). Differences between rows "
         "and the verdicts: `claims.md`. Every utterance's transcript: `rows/`. Sum of the "
         f"runs' wall times {wall / 60:.1f} min.\n\n"
     )
@@ -724,7 +779,7 @@ def _plot(lines: list[dict], path: Path) -> None:
                 fmt="o",
                 capsize=3,
                 zorder=3,
-                color="C1" if l["exp"].startswith("B") else "C0",
+                color="C1" if l["exp"].startswith("B") else "C3" if l["exp"] in VN_ROWS else "C0",
             )
             ax.annotate(l["exp"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
         front = _pareto(pts)
