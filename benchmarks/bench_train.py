@@ -25,11 +25,12 @@ Prints, from one run (ratios are measured side by side because these machines ar
     thunks that run at the same time compete for the cores, so a thunk's share can
     overstate what removing it would save; the A/B below is the measure of a saving;
 
-* with ``--rewrites`` (default on), for the first spec: candidate rewrites of two model
-  operations (:func:`rel_shift_slices`, :func:`depthwise_shifted`; model.py itself is not
-  changed), one op forward + backward at the step's shapes, and the whole step with each
-  rewrite patched in (same loss and gradients asserted), plus the step with the log-mel
-  features precomputed; all interleaved, fastest of 7 rounds.
+* with ``--rewrites`` (default on), for the first spec: the model's ``rel_shift`` (slices)
+  and depthwise convolution (shifted sums) against the operations they replaced
+  (:func:`rel_shift_gather`, :func:`depthwise_grouped`): one op forward + backward at the
+  step's shapes, and the whole step with each previous op patched back in (same loss and
+  gradients asserted), plus the step with the log-mel features precomputed; all
+  interleaved, fastest of 7 rounds.
 
     .venv/bin/python benchmarks/bench_train.py [--steps 20] [--seconds 3.5] [--dtype bfloat16]
         [--no-profile] [--profile-steps 5] [--top 25] [--no-rewrites]
@@ -50,6 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from usmlite_edu import batching, configs, frontend, model, presets, runs, sparsity, train
 
@@ -334,45 +336,47 @@ def print_profile(totals: dict, instrs: dict, wall: float, top: int) -> None:
 
 
 # --------------------------------------------------------------------------- rewrites
-# Candidate rewrites of two model operations the profile shows to be slow on XLA:CPU,
-# measured here and not used by the library (model.py is unchanged by this benchmark).
-def rel_shift_slices(x: jax.Array) -> jax.Array:
-    """``model.rel_shift`` without a gather: ``out[..., i, j] = x[..., i, (T-1) + i - j]``.
-
-    Reverse the last axis (``y[i, c] = x[i, 2T-2-c]``, so ``out[i, j] = y[i, j + T-1-i]``),
-    pad it to ``2T``, flatten the last two axes (``z[2T i + c] = y[i, c]``): then
-    ``out[i, j] = z[(T-1) + (2T-1) i + j]``, a slice reshaped to ``(T, 2T-1)`` and cut to
-    ``T`` columns. Only reverse, pad, reshape and slice: the gradient is the same ops
-    transposed, not a scatter-add.
-    """
+# model.py computes rel_shift by slices and the depthwise convolution as shifted sums, two
+# rewrites this benchmark measured against the operations they replaced (a gather and a
+# grouped convolution), which stay here to keep measuring the difference.
+def rel_shift_gather(x: jax.Array) -> jax.Array:
+    """The previous ``model.rel_shift``: ``out[..., i, j] = x[..., i, (T-1) + i - j]`` by
+    ``take_along_axis`` (a gather; its gradient is a scatter-add)."""
     t = x.shape[-2]
-    y = jnp.pad(x[..., ::-1], [(0, 0)] * (x.ndim - 1) + [(0, 1)])
-    z = y.reshape(*x.shape[:-2], 2 * t * t)[..., t - 1 : t - 1 + t * (2 * t - 1)]
-    return z.reshape(*x.shape[:-2], t, 2 * t - 1)[..., :t]
+    idx = (t - 1) + jnp.arange(t)[:, None] - jnp.arange(t)[None, :]
+    return jnp.take_along_axis(x, jnp.broadcast_to(idx, (*x.shape[:-1], t)), axis=-1)
 
 
-def depthwise_shifted(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
-    """A 1-D depthwise convolution ``(B, T, C)``, kernel ``(k, 1, C)``, stride 1, as the
-    sum of ``k`` shifted copies of ``x`` times one kernel tap each (elementwise)."""
-    (lo, hi), k, t = padding[0], kernel.shape[0], x.shape[1]
-    xp = jnp.pad(x, ((0, 0), (lo, hi), (0, 0)))
-    return sum(xp[:, j : j + t, :] * kernel[j, 0] for j in range(k))
+def depthwise_grouped(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
+    """The previous depthwise convolution: ``conv_general_dilated`` with one group per
+    channel, ``(B, T, C)`` by a ``(k, 1, C)`` kernel, stride 1."""
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        (1,),
+        padding,
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        feature_group_count=x.shape[-1],
+    )
 
 
 @contextlib.contextmanager
-def candidate_rewrites(rel_shift: bool = False, depthwise: bool = False):
-    """Within the block, models traced use :func:`rel_shift_slices` and/or
-    :func:`depthwise_shifted` (for float depthwise convolutions); restored afterwards."""
+def previous_ops(rel_shift: bool = False, depthwise: bool = False):
+    """Within the block, models traced use :func:`rel_shift_gather` and/or
+    :func:`depthwise_grouped` (for depthwise convolutions); restored afterwards."""
     old_shift, old_call = model.rel_shift, model.QConv.__call__
 
     def call(self, x):
-        if self.spec is None and x.ndim == 3 and self.feature_group_count == x.shape[-1] > 1:
-            return depthwise_shifted(x, self.kernel[...], self.padding) + self.bias[...]
+        if x.ndim == 3 and self.feature_group_count == x.shape[-1] > 1:
+            kernel = self.kernel[...]
+            if self.spec is not None:
+                kernel = model._maybe_fake_quant_kernel(kernel, self.spec)
+            return depthwise_grouped(x, kernel, self.padding) + self.bias[...]
         return old_call(self, x)
 
     try:
         if rel_shift:
-            model.rel_shift = rel_shift_slices
+            model.rel_shift = rel_shift_gather
         if depthwise:
             model.QConv.__call__ = call
         yield
@@ -381,8 +385,8 @@ def candidate_rewrites(rel_shift: bool = False, depthwise: bool = False):
 
 
 def compare_rewrites(cfg, tcfg, batch, spec: str, reps: int = 7) -> None:
-    """Print op-level and whole-step times of the candidate rewrites against the model's
-    own operations, interleaved in one run; checks that each rewrite computes the same
+    """Print op-level and whole-step times of the model's operations against the ones they
+    replaced, interleaved in one run; checks that each variant computes the same
     loss and gradients (to float32 rounding). The last variant takes the log-mel features
     out of the step (precomputed, baked in as constants): the step time that computing
     features once per utterance instead of once per step would save."""
@@ -402,44 +406,47 @@ def compare_rewrites(cfg, tcfg, batch, spec: str, reps: int = 7) -> None:
     kd = jax.random.normal(ks[2], (cfg.conv_kernel, 1, cfg.model_dim))
     pad = ((cfg.conv_kernel // 2, cfg.conv_kernel // 2),)
 
-    def conv(x, k):
-        return jax.lax.conv_general_dilated(
-            x,
-            k,
+    def shifted(x, k):  # the model's depthwise convolution, through QConv
+        conv = model.QConv(
+            x.shape[-1],
+            x.shape[-1],
+            (k.shape[0],),
             (1,),
             pad,
-            dimension_numbers=("NWC", "WIO", "NWC"),
             feature_group_count=x.shape[-1],
+            rngs=nnx.Rngs(0),
         )
+        conv.kernel[...] = k
+        return conv(x)
 
-    np.testing.assert_array_equal(model.rel_shift(xs), rel_shift_slices(xs))
-    np.testing.assert_allclose(conv(xd, kd), depthwise_shifted(xd, kd, pad), atol=1e-4)
+    np.testing.assert_array_equal(model.rel_shift(xs), rel_shift_gather(xs))
+    np.testing.assert_allclose(depthwise_grouped(xd, kd, pad), shifted(xd, kd), atol=1e-4)
     ops = _interleaved_min(
         {
-            "rel_shift (take_along_axis) fwd+bwd": vjp_time(model.rel_shift, xs),
-            "rel_shift (slices) fwd+bwd": vjp_time(rel_shift_slices, xs),
-            "depthwise conv_general_dilated fwd+bwd": vjp_time(conv, xd, kd),
-            "depthwise shifted sum fwd+bwd": vjp_time(
-                lambda x, k: depthwise_shifted(x, k, pad), xd, kd
+            "rel_shift, model (slices) fwd+bwd": vjp_time(model.rel_shift, xs),
+            "rel_shift, previous (gather) fwd+bwd": vjp_time(rel_shift_gather, xs),
+            "depthwise, model (shifted sums) fwd+bwd": vjp_time(shifted, xd, kd),
+            "depthwise, previous (grouped conv) fwd+bwd": vjp_time(
+                lambda x, k: depthwise_grouped(x, k, pad), xd, kd
             ),
         },
         reps,
     )
-    print(f"\n== candidate rewrites, {spec}: one op at the step's shapes (T' = {t}) ==")
+    print(f"\n== model ops vs previous, {spec}: one op at the step's shapes (T' = {t}) ==")
     for name, sec in ops.items():
         print(f"  {name:40s} {sec * 1e3:8.2f} ms")
     variants = {
         "model as is": {},
-        "+ rel_shift by slices": {"rel_shift": True},
-        "+ depthwise by shifted sums": {"depthwise": True},
-        "+ both": {"rel_shift": True, "depthwise": True},
+        "previous rel_shift (gather)": {"rel_shift": True},
+        "previous depthwise (grouped)": {"depthwise": True},
+        "previous both": {"rel_shift": True, "depthwise": True},
         "log-mel precomputed (step without it)": {"features": True},
     }
     feats = jax.jit(train.Trainer(cfg, spec, tcfg).features)(b.waveforms, b.lengths)
     steps, grads = {}, {}
     for name, kw in variants.items():
         pre = kw.pop("features", False)
-        with candidate_rewrites(**kw):
+        with previous_ops(**kw):
             tr = train.Trainer(cfg, spec, tcfg)
             if pre:  # the step's features become constants: what caching them would save
                 tr.features = lambda waveforms, lengths: feats
@@ -463,7 +470,7 @@ def compare_rewrites(cfg, tcfg, batch, spec: str, reps: int = 7) -> None:
         assert gdiff <= 1e-3 * gmax, (name, gdiff, gmax)
     times = _interleaved_min(steps, reps)
     base = times["model as is"]
-    print(f"== candidate rewrites, {spec}: whole training step (same loss and gradients) ==")
+    print(f"== model ops vs previous, {spec}: whole training step (same loss and gradients) ==")
     for name, sec in times.items():
         print(f"  {name:30s} {sec * 1e3:8.1f} ms  {sec / base:5.2f}x")
 
@@ -483,7 +490,7 @@ def main() -> None:
         "--rewrites",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="time candidate rewrites of rel_shift and the depthwise conv (first spec)",
+        help="time the model's rel_shift and depthwise conv against the ops they replaced",
     )
     args = ap.parse_args()
 

@@ -177,7 +177,8 @@ def _coerce(value: object, hint: object, where: str) -> object:
             raise ValueError(f"{where} must be one of {list(args)}, got {value!r}")
         return value
     if origin is tuple:
-        items = value if isinstance(value, (list, tuple)) else (value,)
+        # ``--set reproduce.heldout_rotation=`` (nothing after "=") is the empty tuple
+        items = value if isinstance(value, (list, tuple)) else () if value == "" else (value,)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], where) for v in items)
         if len(items) != len(args):
