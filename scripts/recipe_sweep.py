@@ -139,7 +139,7 @@ def render(summary: dict) -> str:
                 f"| {name} | {exp} | {len(vals)} | {m['dev']:.2f} | {m['dev_speaker']:.2f} "
                 f"| {m['score']:.2f} | {per} |"
             )
-            if exp == "B0" and not name.startswith("vn") and len(vals) >= 3:
+            if exp == "B0" and not name.startswith("vn") and len(vals) >= 2:
                 if best is None or m["score"] < best[1]:
                     best = (name, m["score"])
     lines += ["", "Overrides of each variant (on top of `--preset cpu`):", ""]
@@ -147,11 +147,11 @@ def render(summary: dict) -> str:
         lines.append(f"- `{name}`: " + (" ".join(f"`{o}`" for o in v["overrides"]) or "none"))
     vn = []
     for name, v in summary.items():
-        if name.startswith("vn") and "V4" in v["rows"] and len(v["rows"]["V4"]) >= 3:
+        if name.startswith("vn") and "V4" in v["rows"] and len(v["rows"]["V4"]) >= 2:
             vn.append((statistics.fmean(x["score"] for x in v["rows"]["V4"].values()), name))
     lines.append("")
     if best:
-        lines.append(f"Chosen recipe by the rule (lowest B0 score, 3 seeds): **{best[0]}**.")
+        lines.append(f"Chosen recipe by the rule (lowest mean B0 score): **{best[0]}**.")
     if vn:
         lines.append(f"Chosen noise level by the rule (lowest V4 score): **{min(vn)[1]}**.")
     return "\n".join(lines) + "\n"

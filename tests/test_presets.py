@@ -102,3 +102,14 @@ def test_vn_std_defaults_validates_and_overrides():
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="reproduce.vn_std"):
             rc.replace(vn_std=bad)
+
+
+def test_an_empty_value_gives_an_empty_tuple():
+    # `--set reproduce.heldout_rotation=` (scripts/recipe_sweep.py holds out one speaker)
+    for raw in ("", "()"):
+        p = presets.apply_overrides(
+            presets.get_preset("cpu"), [f"reproduce.heldout_rotation={raw}"]
+        )
+        assert p.reproduce.heldout_rotation == ()
+    p = presets.apply_overrides(presets.get_preset("cpu"), ["train.speed_perturb=0.9,1.1"])
+    assert p.train.speed_perturb == (0.9, 1.1)
