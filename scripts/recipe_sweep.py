@@ -32,6 +32,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from usmlite_edu import stats
+
 ROOT = Path(__file__).resolve().parents[1]
 DEV_SPEAKER = ["reproduce.heldout_speaker=lucas", "reproduce.heldout_rotation=()"]
 # The Conformer paper's SpecAugment (2 x F=27 over 80 mel bins, 10 time masks of at most
@@ -97,14 +99,16 @@ def _score(rec: dict) -> tuple[float, float]:
 
 def summarize(work: Path) -> dict:
     out: dict = {}
+    utts: dict = {}
     for name in VARIANTS:
         rows = sorted((work / name / "rows").glob("*.json"))
         by_exp: dict[str, dict[int, dict]] = {}
         for p in rows:
             rec = json.loads(p.read_text())
-            if rec["exp"].startswith("W"):
-                continue
             dev, spk = _score(rec)
+            utts[(name, rec["exp"], rec["seed"])] = {
+                s: rec["results"][s]["utterances"] for s in ("dev", "unseen")
+            }
             by_exp.setdefault(rec["exp"], {})[rec["seed"]] = {
                 "dev": dev,
                 "dev_speaker": spk,
@@ -114,6 +118,21 @@ def summarize(work: Path) -> dict:
             }
         if by_exp:
             out[name] = {"overrides": VARIANTS[name], "rows": by_exp}
+    # Paired differences from "none" (same row, same seeds, same utterances)
+    for name, v in out.items():
+        if name == "none" or "none" not in out:
+            continue
+        v["vs_none"] = {}
+        for exp, seeds in v["rows"].items():
+            common = sorted(set(seeds) & set(out["none"]["rows"].get(exp, {})))
+            if not common:
+                continue
+            v["vs_none"][exp] = {}
+            for split in ("dev", "unseen"):
+                a = [stats.score(utts[(name, exp, sd)][split]) for sd in common]
+                b = [stats.score(utts[("none", exp, sd)][split]) for sd in common]
+                iv = stats.paired_difference(a, b)
+                v["vs_none"][exp][split] = {"estimate": iv.estimate, "lo": iv.lo, "hi": iv.hi}
     return out
 
 
@@ -124,7 +143,7 @@ def render(summary: dict) -> str:
         "Dev = the dev split of the training speakers; dev speaker = lucas, held out of",
         "training in this sweep only (the table holds out theo, jackson, nicolas). WER in %,",
         "mean over seeds with the per-seed values; score = (dev + dev speaker) / 2.",
-        "Test WERs are not read.",
+        "Test WERs are not read. W0 is the pre-trained start B0 fine-tunes from (not chosen on).",
         "",
         "| variant | row | seeds | dev | dev speaker | score | per-seed score |",
         "|---|---|---|---|---|---|---|",
@@ -142,6 +161,23 @@ def render(summary: dict) -> str:
             if exp == "B0" and not name.startswith("vn") and len(vals) >= 2:
                 if best is None or m["score"] < best[1]:
                     best = (name, m["score"])
+    paired = [(n, v) for n, v in summary.items() if v.get("vs_none")]
+    if paired:
+        lines += [
+            "",
+            "Paired difference from `none` (variant - none, WER points, same seeds and",
+            "utterances; 95% paired bootstrap interval, `usmlite_edu/stats.py`):",
+            "",
+            "| variant | row | dev: D [95%] | dev speaker: D [95%] |",
+            "|---|---|---|---|",
+        ]
+        for name, v in paired:
+            for exp, d in sorted(v["vs_none"].items()):
+                cells = [
+                    f"{d[s]['estimate']:+.2f} [{d[s]['lo']:+.2f}, {d[s]['hi']:+.2f}]"
+                    for s in ("dev", "unseen")
+                ]
+                lines.append(f"| {name} | {exp} | {cells[0]} | {cells[1]} |")
     lines += ["", "Overrides of each variant (on top of `--preset cpu`):", ""]
     for name, v in summary.items():
         lines.append(f"- `{name}`: " + (" ".join(f"`{o}`" for o in v["overrides"]) or "none"))
