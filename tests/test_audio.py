@@ -118,3 +118,37 @@ def test_truncated_flac_and_missing_file(tmp_path):
         load_audio(tmp_path / "cut.flac", 16000)
     with pytest.raises(AudioError, match="no such file"):
         load_audio(tmp_path / "absent.flac", 16000)
+
+
+def test_truncated_wav_reports_both_frame_counts(tmp_path):
+    # libsndfile alone loads a WAV cut to 100 bytes as a 28-sample clip, without a word
+    sf.write(tmp_path / "full.wav", _sine(440, 8000), 8000, subtype="PCM_16")
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "full.wav").read_bytes()[:100])
+    assert sf.info(tmp_path / "cut.wav").frames == 28
+    with pytest.raises(AudioError, match="promises 8000 frames .* but only 28") as info:
+        load_audio(tmp_path / "cut.wav", 8000)
+    assert "cut.wav" in str(info.value)
+
+
+def test_streamed_wav_of_unknown_length_loads(tmp_path):
+    # A WAV written to a pipe cannot go back to fill in its sizes: 0xFFFFFFFF is "unknown",
+    # not a promise, so it is not reported as truncated.
+    sf.write(tmp_path / "a.wav", _sine(440, 8000), 8000, subtype="PCM_16")
+    raw = bytearray((tmp_path / "a.wav").read_bytes())
+    assert raw[36:40] == b"data"
+    raw[40:44] = b"\xff\xff\xff\xff"
+    (tmp_path / "s.wav").write_bytes(bytes(raw))
+    np.testing.assert_array_equal(
+        load_audio(tmp_path / "s.wav", 8000), load_audio(tmp_path / "a.wav", 8000)
+    )
+
+
+def test_flat_signals_are_refused_and_clipping_is_reported(tmp_path, caplog):
+    for value, says in ((0.0, "digital silence"), (1.0, "full scale"), (-0.5, "constant")):
+        sf.write(tmp_path / "flat.wav", np.full(800, value, np.float32), 8000, subtype="FLOAT")
+        with pytest.raises(AudioError, match=says):
+            load_audio(tmp_path / "flat.wav", 8000)
+    sf.write(tmp_path / "loud.wav", np.clip(5 * _sine(300, 8000), -1, 1), 8000)
+    with caplog.at_level("WARNING", logger="usmlite_edu.audio"):
+        assert load_audio(tmp_path / "loud.wav", 8000).size == 8000
+    assert "loud.wav" in caplog.text and "clipped" in caplog.text

@@ -209,6 +209,37 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, spec):
         np.testing.assert_array_equal(a, b)
 
 
+def test_relaunch_of_a_finished_run_reports_its_final_record(tmp_path):
+    """Started again with the same --out after it finished, a run trains and evaluates
+    nothing and returns the original final record (not one with "final_loss": null)."""
+    kw = dict(
+        steps=3,
+        eval_splits=("dev",),
+        overrides={
+            **TINY,
+            "train.checkpoint_every": 0,
+            "train.log_every": 2,
+            "train.batch_size": 8,
+        },
+    )
+    out = tmp_path / "r"
+    first = train.train("ci", "data_small", None, out, **kw)
+    assert first["final_loss"] is not None and first["step"] == 3
+    assert first["train"] == {"utterances": 600, "skipped": 0}
+    assert first["dev"]["utterances"] == 100 and first["dev"]["skipped"] == 0
+    metrics = (out / "metrics.jsonl").read_text()
+    again = train.train("ci", "data_small", None, out, **kw)
+    assert again == first
+    assert (out / "metrics.jsonl").read_text() == metrics, "nothing new is logged"
+    assert runs.read_metrics(out)[1] == first
+    # killed after the last checkpoint but before its final record: the loss logged at
+    # the last step is the final loss, not null
+    lines = metrics.splitlines(keepends=True)
+    (out / "metrics.jsonl").write_text("".join(l for l in lines if '"final"' not in l))
+    third = train.train("ci", "data_small", None, out, **{**kw, "eval_splits": ()})
+    assert third["final_loss"] == first["final_loss"] and third["step"] == 3
+
+
 def test_resume_refuses_a_different_run(tmp_path):
     kw = dict(
         steps=2,
@@ -317,9 +348,12 @@ def test_cli_train_eval_transcribe(tmp_path, capsys):
     wav = sorted(Path("data_small/test").rglob("*.flac"))[0]
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....")
-    assert cli.main(["transcribe", "--checkpoint", str(out), str(wav), str(bad)]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    assert cli.main(["transcribe", "--checkpoint", str(out), str(wav), str(bad)]) == 3
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
     assert lines[0].startswith(f"{wav}\t") and lines[1].startswith(f"{bad}\t<error:")
+    assert captured.err.strip().splitlines()[-1] == "usmlite-edu: 1 of 2 files failed"
+    assert cli.main(["transcribe", "--checkpoint", str(out), str(wav)]) == 0
     assert (
         cli.main(["train", "--preset", "ci", "--out", str(tmp_path / "x"), "--spec", "int2/g7"])
         == 2

@@ -4,6 +4,19 @@ USM-Lite's Tables 1-3, the notebooks, and the project's main job.
 Every training-related command takes ``--preset NAME`` and any number of
 ``--set SECTION.FIELD=VALUE`` overrides (``train.peak_lr=1e-3``, ``model.dropout=0.1``,
 ``reproduce.finetune_steps=50``); see ``usmlite_edu.presets``.
+
+Exit codes:
+
+* 0: everything asked for was done, every input used.
+* 2 (:data:`EXIT_REFUSED`): refused before or during the work, one line on stderr
+  (a bad setting or spec, missing data, a run directory that holds another run, ...).
+* 3 (:data:`EXIT_INPUTS_FAILED`): ``transcribe`` or ``eval`` finished, but at least one
+  input failed (an unreadable, truncated, flat or too-short file, an utterance skipped);
+  the last line on stderr counts them ("2 of 5 files failed").
+* 4 (:data:`EXIT_TOO_MANY_SKIPPED`): ``train`` or ``reproduce`` finished and wrote its
+  outputs, but skipped more than ``usmlite_edu.train.MAX_SKIP_SHARE`` (5%) of a split;
+  stderr names each such split.
+* 130: interrupted (a training run resumes when started again with the same ``--out``).
 """
 
 from __future__ import annotations
@@ -13,6 +26,27 @@ import json
 import os
 import sys
 from pathlib import Path
+
+#: refused: bad input, one clear line on stderr
+EXIT_REFUSED = 2
+#: ``transcribe`` / ``eval``: at least one input failed, the others were done
+EXIT_INPUTS_FAILED = 3
+#: ``train`` / ``reproduce``: more than ``train.MAX_SKIP_SHARE`` of a split was skipped
+EXIT_TOO_MANY_SKIPPED = 4
+
+
+def _too_many_skipped(lines: list[str]) -> int:
+    """Report the splits that lost too much data; the exit code that says so."""
+    if not lines:
+        return 0
+    for line in lines:
+        print(f"usmlite-edu: error: {line}", file=sys.stderr)
+    print(
+        f"usmlite-edu: {len(lines)} split(s) skipped more than the allowed share "
+        "(usmlite_edu.train.MAX_SKIP_SHARE); the outputs are written, but check the data",
+        file=sys.stderr,
+    )
+    return EXIT_TOO_MANY_SKIPPED
 
 
 def _cmd_sizes(args) -> int:
@@ -61,7 +95,7 @@ def _cmd_train(args) -> int:
         overrides=args.set,
     )
     print(json.dumps(r, indent=2, default=str))
-    return 0
+    return _too_many_skipped(train.too_many_skipped(train.skip_counts(r)))
 
 
 def _cmd_eval(args) -> int:
@@ -83,14 +117,26 @@ def _cmd_eval(args) -> int:
     )
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2))
+    if r["skipped"]:
+        print(
+            f"usmlite-edu: {r['skipped']} of {r['utterances'] + r['skipped']} utterances of "
+            f"{args.split} failed (skipped, not scored; the warnings above name each one)",
+            file=sys.stderr,
+        )
+        return EXIT_INPUTS_FAILED
     return 0
 
 
 def _cmd_transcribe(args) -> int:
     from usmlite_edu import transcribe
 
+    failed = 0
     for path, text in transcribe.transcribe_files(args.checkpoint, args.files, spec=args.spec):
         print(f"{path}\t{text}", flush=True)
+        failed += transcribe.is_error(text)
+    if failed:
+        print(f"usmlite-edu: {failed} of {len(args.files)} files failed", file=sys.stderr)
+        return EXIT_INPUTS_FAILED
     return 0
 
 
@@ -107,10 +153,31 @@ def _cmd_reproduce(args) -> int:
         p = p.override({"reproduce.corpus": args.corpus})
     if args.seeds is not None:
         p = p.override({"reproduce.seeds": tuple(range(args.seeds))})
-    reproduce.run(p, _data_dir(args), args.out, only=args.only)
+    records = reproduce.run(p, _data_dir(args), args.out, only=args.only)
     print((Path(args.out) / "table.md").read_text())
     print((Path(args.out) / "claims.md").read_text())
-    return 0
+    return _too_many_skipped(_reproduce_skips(records, Path(args.out)))
+
+
+def _reproduce_skips(records: list[dict], out: Path) -> list[str]:
+    """The splits of a reproduction that skipped more than ``MAX_SKIP_SHARE``: each
+    row's evaluation sets (its record's ``results``) and each training run's ``train``
+    split (the final record in ``OUT/runs/*/metrics.jsonl``), each named once."""
+    from usmlite_edu import runs, train
+
+    counts: dict[str, tuple[int, int]] = {}
+    for rec in records:
+        held = rec.get("heldout_speaker")
+        for split, v in rec.get("results", {}).items():
+            if isinstance(v, dict) and "n_utterances" in v and "skipped" in v:
+                name = f"{split} (seed {rec.get('seed')}" + (f", held out {held})" if held else ")")
+                counts[name] = (int(v["n_utterances"]), int(v["skipped"]))
+    for metrics in sorted(out.glob("runs/*/metrics.jsonl")):
+        _, final = runs.read_metrics(metrics.parent)
+        if final and isinstance(final.get("train"), dict):
+            t = final["train"]
+            counts[f"train (run {metrics.parent.name})"] = (t["utterances"], t["skipped"])
+    return train.too_many_skipped(counts)
 
 
 def _cmd_fetch(args) -> int:
@@ -296,8 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "transcribe",
         help="transcribe WAV/FLAC files (any rate, mono/stereo)",
-        description="Print PATH<TAB>TEXT for each file; an unreadable file "
-        "prints <error: ...> and the others go on.",
+        description="Print PATH<TAB>TEXT for each file; a file that cannot be used "
+        "(unreadable, truncated, flat, too short for the model) prints <error: ...> and "
+        "the others go on. Exit code 3 when any file failed (the last line counts them), "
+        "0 when all were transcribed.",
     )
     tr.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     tr.add_argument(
@@ -399,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad input: one clear line
         print(f"usmlite-edu: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         print(
             "usmlite-edu: interrupted; a training run resumes from its last checkpoint "

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from usmlite_edu.audio import AudioError, load_audio, resample
+from usmlite_edu.audio import AudioError, declared_frames, load_audio, resample, truncation_reason
 from usmlite_edu.paths import find_checkout
 
 __all__ = [
@@ -216,8 +216,9 @@ def load_librispeech(
 
     Each ``<spk>-<chap>.trans.txt`` line ``UTTID TEXT`` becomes an utterance whose audio is
     ``UTTID.flac`` (or ``.wav``) next to it, read lazily. With ``check_audio`` every file's
-    header is opened once (fast; catches corrupt and empty files up front; a file that is
-    truncated mid-stream still fails later, in :meth:`Utterance.load`, naming the file).
+    header is opened once (fast; catches corrupt, empty and truncated WAV files up front,
+    by their header's frame count; a FLAC cut mid-stream fails later, in
+    :meth:`Utterance.load`, naming the file and the frames it lacks).
     Missing audio, empty transcripts, unreadable audio and duplicate ids are skipped and
     reported. Raises ``FileNotFoundError`` naming the directory if it holds no transcripts.
     """
@@ -299,6 +300,9 @@ def _header_problem(path: Path) -> str | None:
         return f"{type(e).__name__}: {e}"
     if info.frames == 0:
         return "it contains no samples"
+    declared = declared_frames(path)  # libsndfile shortens a cut WAV without a word
+    if declared is not None and declared > info.frames:
+        return truncation_reason(declared, info.frames, info.samplerate)
     return None
 
 

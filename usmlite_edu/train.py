@@ -21,7 +21,14 @@ the checkpoint); ``max_nonfinite`` skips in a row stop the run with an error.
 
 A run killed at any moment resumes from its last checkpoint and ends with exactly the
 parameters of an uninterrupted run (the data order, the dropout keys and XLA's CPU
-arithmetic are all deterministic). The run directory is described in :mod:`usmlite_edu.runs`.
+arithmetic are all deterministic). Started again after it finished, a run trains and
+evaluates nothing and returns its final record as it was. The run directory is described
+in :mod:`usmlite_edu.runs`.
+
+Utterances that cannot train or be scored are skipped and reported (:mod:`usmlite_edu.
+batching`); the final record counts them per split (``"train"``, ``"dev"``, ``"test"``:
+``utterances`` kept, ``skipped``), and :func:`too_many_skipped` names every split that lost
+more than :data:`MAX_SKIP_SHARE` of its utterances (the CLI then exits with a non-zero code).
 """
 
 from __future__ import annotations
@@ -59,7 +66,45 @@ __all__ = [
     "release_compiled",
     "train",
     "evaluate_run",
+    "MAX_SKIP_SHARE",
+    "too_many_skipped",
+    "skip_counts",
 ]
+
+#: The largest share of a split's utterances that may be skipped (unreadable, truncated,
+#: too short or too long, ...) before ``usmlite-edu train`` and ``reproduce`` exit with an
+#: error code (:data:`usmlite_edu.cli.EXIT_TOO_MANY_SKIPPED`) instead of 0: more than 5%
+#: lost means the data on disk is not the corpus the numbers claim to be about.
+MAX_SKIP_SHARE = 0.05
+
+
+def too_many_skipped(
+    counts: Mapping[str, tuple[int, int]], max_share: float = MAX_SKIP_SHARE
+) -> list[str]:
+    """One line per split that skipped more than ``max_share`` of its utterances.
+
+    ``counts`` maps a split's name to ``(utterances kept, utterances skipped)``; the
+    share is ``skipped / (kept + skipped)``. An empty list means every split is fine.
+    """
+    lines = []
+    for name, (kept, skipped) in counts.items():
+        total = int(kept) + int(skipped)
+        if total and skipped / total > max_share:
+            lines.append(
+                f"{name}: skipped {skipped} of {total} utterances "
+                f"({100 * skipped / total:.1f}% > {100 * max_share:g}%); the warnings "
+                "above name each one and why"
+            )
+    return lines
+
+
+def skip_counts(result: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """``{split: (kept, skipped)}`` from :func:`train`'s or :func:`evaluate_run`'s result."""
+    return {
+        k: (int(v["utterances"]), int(v["skipped"]))
+        for k, v in result.items()
+        if isinstance(v, Mapping) and "utterances" in v and "skipped" in v
+    }
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -503,6 +548,10 @@ def train(
     }
     for d in datasets.values():
         print(d.summary(), flush=True)
+    train_data = {
+        "utterances": len(datasets["train"].examples),
+        "skipped": len(datasets["train"].skipped),
+    }
 
     trainer = get_trainer(cfg, spec, tcfg)
     if init_dir is not None:
@@ -537,8 +586,23 @@ def train(
         step = int(restored["step"])
         print(f"resumed from {out / 'checkpoints'} at step {step}", flush=True)
 
-    stream = batching.BatchStream(datasets["train"], tcfg.batch_size, seed, position)
     metrics_path = out / "metrics.jsonl"
+    logged, previous = runs.read_metrics(out) if metrics_path.exists() else ([], None)
+    if (
+        step >= tcfg.steps
+        and previous is not None
+        and previous.get("step") == step
+        and all(s in previous for s in eval_splits)
+        and (out / "params").exists()
+    ):
+        # Started again after it finished: nothing to train or evaluate. Its final record
+        # is the answer, as it was (not a new one with no losses and no time).
+        print(f"{out} finished at step {step} already: nothing to train or evaluate", flush=True)
+        result = {"train": train_data, **previous}
+        _warn_skipped(result)
+        return result
+
+    stream = batching.BatchStream(datasets["train"], tcfg.batch_size, seed, position)
 
     def log_metrics(obj):
         with open(metrics_path, "a") as f:
@@ -599,11 +663,16 @@ def train(
     runs.save_params(out / "params", params)
 
     masks = sparsity.masks_from_state(opt_state)
+    if losses:
+        final_loss = float(np.nanmean(losses[-tcfg.log_every :]))
+    else:  # no step ran in this call: the loss logged at this step is the same number
+        final_loss = next((r["loss"] for r in reversed(logged) if r.get("step") == step), None)
     result = {
         "step": step,
         "train_time_s": time.time() - t0,
         "nonfinite_skipped": int(opt_state.total_notfinite),
-        "final_loss": float(np.nanmean(losses[-tcfg.log_every :])) if losses else None,
+        "final_loss": final_loss,
+        "train": train_data,
     }
     for s in eval_splits:
         r = trainer.evaluate(params, masks, datasets[s], tok)
@@ -615,7 +684,13 @@ def train(
     log_metrics({"final": result})
     if masks is not None:
         runs.save_params(out / "masks", masks)
+    _warn_skipped(result)
     return result
+
+
+def _warn_skipped(result: Mapping[str, Any]) -> None:
+    for line in too_many_skipped(skip_counts(result)):
+        log.warning("too many utterances skipped: %s", line)
 
 
 def evaluate_run(

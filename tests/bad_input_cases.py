@@ -1,0 +1,370 @@
+"""Every kind of bad input the project is tested with, and what each one gets.
+
+One list, :data:`CASES`, read by ``tests/test_bad_inputs.py`` (which checks every case:
+the message excerpt, skipped or refused, the exit code) and by
+``scripts/bad_inputs_table.py`` (which renders it as the README's table). Only numpy and
+soundfile here, so the script renders the table without importing JAX.
+
+Groups, and the test that checks them:
+
+* ``file``: an audio file; :func:`usmlite_edu.audio.load_audio` raises ``AudioError`` with
+  the message; ``transcribe`` prints ``<error: ...>`` and exits 3; in a corpus it is
+  skipped and ``eval`` exits 3.
+* ``file_ok``: unusual but usable audio, loaded (the clipped one with a warning).
+* ``corpus``: a LibriSpeech-layout transcript problem, skipped by the corpus loader.
+* ``batch``: an utterance that cannot train, skipped by ``batching.prepare``.
+* ``cli``: a command line refused with one line on stderr, exit 2.
+* ``step``: a training batch with a NaN waveform: the update is skipped.
+* ``share``: a split that lost more than 5% of its utterances: ``train``/``reproduce`` exit 4.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+#: one real utterance of data_small (16 kHz FLAC), the good file next to the bad ones
+GOOD_FLAC = REPO / "data_small" / "test" / "3001" / "10" / "3001-10-0000.flac"
+
+EXIT_FILE = "3 (`transcribe`, `eval`)"
+EXIT_SKIP = "3 (`eval`); `train`: 0, or 4 above 5% of a split"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One kind of bad input.
+
+    ``make`` builds it: for ``file`` cases ``make(path)`` writes the file; for ``corpus``
+    cases ``make(chapter_dir, trans_lines)`` edits a chapter and returns the transcript
+    lines; for ``batch`` cases ``make(good_audio)`` returns ``(uid, text, audio)``; for
+    ``cli`` cases ``make(tmp_dir)`` returns the argv. ``message`` must appear in what the
+    user is told.
+    """
+
+    kind: str
+    group: str
+    outcome: str
+    message: str
+    exit_code: str
+    make: Callable | None = None
+    where: str = ""
+
+
+def _sine(n: int, sr: int = 8000, amp: float = 0.5) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * 300 * np.arange(n) / sr)).astype(np.float32)
+
+
+def wav_bytes(
+    samples: np.ndarray,
+    rate: int,
+    channels: int = 1,
+    *,
+    riff_size: int | None = None,
+    data_size: int | None = None,
+) -> bytes:
+    """A 16-bit PCM WAV, with the RIFF and ``data`` sizes overridable (to lie)."""
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    block = 2 * channels
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+    body += b"data" + struct.pack("<I", len(pcm) if data_size is None else data_size) + pcm
+    size = len(body) if riff_size is None else riff_size
+    return b"RIFF" + struct.pack("<I", size) + body
+
+
+# ----------------------------------------------------------------------- file makers
+def _empty(p: Path) -> None:
+    p.write_bytes(b"")
+
+
+def _garbage(p: Path) -> None:
+    p.write_bytes(b"this is not audio, just text with a .wav name\n" * 10)
+
+
+def _no_samples(p: Path) -> None:
+    p.write_bytes(wav_bytes(np.zeros(0, np.float32), 8000))
+
+
+def _truncated_wav(p: Path) -> None:
+    p.write_bytes(wav_bytes(_sine(8000), 8000)[:100])  # header + 28 samples of 8000
+
+
+def _truncated_flac(p: Path) -> None:
+    x = _sine(16000, 16000) + 0.01 * np.random.default_rng(0).normal(size=16000)
+    sf.write(p.with_suffix(".tmp.flac"), x.astype(np.float32), 16000)
+    data = p.with_suffix(".tmp.flac").read_bytes()
+    p.with_suffix(".tmp.flac").unlink()
+    p.write_bytes(data[: len(data) // 2])
+
+
+def _nan(p: Path) -> None:
+    x = _sine(8000)
+    x[100:200] = np.nan
+    sf.write(p, x, 8000, subtype="FLOAT")
+
+
+def _silence(p: Path) -> None:
+    sf.write(p, np.zeros(8000, np.float32), 8000)
+
+
+def _stuck(p: Path) -> None:
+    sf.write(p, np.ones(8000, np.float32), 8000)
+
+
+def _dc(p: Path) -> None:
+    sf.write(p, np.full(8000, 0.25, np.float32), 8000)
+
+
+def _too_short(p: Path) -> None:
+    sf.write(p, _sine(80), 8000)  # 10 ms: less than one 32 ms window
+
+
+def _missing(p: Path) -> None:
+    p.unlink(missing_ok=True)
+
+
+def _stereo_44k(p: Path) -> None:
+    x = _sine(44100, 44100)
+    sf.write(p, np.stack([x, 0.5 * x], 1), 44100)
+
+
+def _clipped(p: Path) -> None:
+    sf.write(p, np.clip(4 * _sine(8000), -1, 1), 8000)  # most peaks flattened
+
+
+def _good(p: Path) -> None:
+    shutil.copy(GOOD_FLAC, p)
+
+
+# --------------------------------------------------------------------- corpus makers
+def _empty_text(chapter: Path, lines: list[str]) -> list[str]:
+    _good(chapter / "9-9-0001.flac")
+    return [*lines, "9-9-0001"]
+
+
+def _missing_audio(chapter: Path, lines: list[str]) -> list[str]:
+    return [*lines, "9-9-0002 ONE TWO"]
+
+
+def _duplicate(chapter: Path, lines: list[str]) -> list[str]:
+    return [*lines, lines[0].split()[0] + " THREE"]
+
+
+def _truncated_in_corpus(chapter: Path, lines: list[str]) -> list[str]:
+    _truncated_wav(chapter / "9-9-0003.wav")
+    return [*lines, "9-9-0003 FOUR FIVE"]
+
+
+# ---------------------------------------------------------------------- batch makers
+def _ctc_short(good: np.ndarray):
+    return "ctc_short", "one two three four five six seven", good[:3000]
+
+
+def _too_long(good: np.ndarray):
+    return "too_long", "one", np.tile(good, 1 + 16000 * 10 // good.size)[: 16000 * 10]
+
+
+def _unencodable(good: np.ndarray):
+    return "unencodable", "one two \u00df", good
+
+
+# ------------------------------------------------------------------------ cli makers
+def _cli_bad_bits(tmp: Path) -> list[str]:
+    return ["sizes", "--spec", "int9"]
+
+
+def _cli_two_widths(tmp: Path) -> list[str]:
+    return ["sizes", "--spec", "int4+int8"]
+
+
+def _cli_nm(tmp: Path) -> list[str]:
+    return ["sizes", "--spec", "3:2"]
+
+
+def _cli_preset(tmp: Path) -> list[str]:
+    return ["train", "--preset", "no_such", "--out", str(tmp / "x")]
+
+
+def _cli_set(tmp: Path) -> list[str]:
+    return ["train", "--preset", "ci", "--out", str(tmp / "x"), "--set", "train.peak_lr=fast"]
+
+
+def _cli_not_a_run(tmp: Path) -> list[str]:
+    (tmp / "not_a_run").mkdir(exist_ok=True)
+    return ["transcribe", "--checkpoint", str(tmp / "not_a_run"), str(GOOD_FLAC)]
+
+
+CASES: list[Case] = [
+    # audio files: load_audio refuses them; transcribe and eval report and go on
+    Case(
+        "empty file (0 bytes)", "file", "skipped", "the file is empty (0 bytes)", EXIT_FILE, _empty
+    ),
+    Case("not audio (text named .wav)", "file", "skipped", "unreadable", EXIT_FILE, _garbage),
+    Case("WAV header, no samples", "file", "skipped", "no samples", EXIT_FILE, _no_samples),
+    Case(
+        "WAV cut to 100 bytes (header promises 1 s)",
+        "file",
+        "skipped",
+        "truncated: its header promises 8000 frames (1.000 s at 8000 Hz) but only 28",
+        EXIT_FILE,
+        _truncated_wav,
+    ),
+    Case(
+        "FLAC cut in half",
+        "file",
+        "skipped",
+        "truncated or corrupt: its header promises 16000 frames",
+        EXIT_FILE,
+        _truncated_flac,
+    ),
+    Case(
+        "float WAV with NaN samples", "file", "skipped", "NaN or infinite samples", EXIT_FILE, _nan
+    ),
+    Case(
+        "digital silence (all zeros)", "file", "skipped", "(digital silence)", EXIT_FILE, _silence
+    ),
+    Case(
+        "every sample at full scale",
+        "file",
+        "skipped",
+        "(stuck at full scale: clipped flat)",
+        EXIT_FILE,
+        _stuck,
+    ),
+    Case("constant offset (DC only)", "file", "skipped", "(a constant offset)", EXIT_FILE, _dc),
+    Case(
+        "10 ms of audio (shorter than one 32 ms window)",
+        "file",
+        "skipped",
+        "too short: 10.0 ms (80 samples at 8000 Hz); the ci model needs at least 512 samples",
+        EXIT_FILE,
+        _too_short,
+    ),
+    Case("file that does not exist", "file", "skipped", "no such file", EXIT_FILE, _missing),
+    # unusual but usable
+    Case("stereo at 44.1 kHz", "file_ok", "loaded (mixed down, resampled)", "", "0", _stereo_44k),
+    Case(
+        "speech clipped on most peaks",
+        "file_ok",
+        "loaded, with a warning",
+        "of its samples are at full scale (clipped)",
+        "0",
+        _clipped,
+    ),
+    # corpus transcripts
+    Case(
+        "transcript line with no text",
+        "corpus",
+        "skipped",
+        "empty transcript",
+        EXIT_SKIP,
+        _empty_text,
+    ),
+    Case(
+        "transcript line, audio missing",
+        "corpus",
+        "skipped",
+        "missing audio file",
+        EXIT_SKIP,
+        _missing_audio,
+    ),
+    Case(
+        "utterance id listed twice",
+        "corpus",
+        "skipped",
+        "duplicate utterance id",
+        EXIT_SKIP,
+        _duplicate,
+    ),
+    Case(
+        "truncated WAV listed in a transcript",
+        "corpus",
+        "skipped (header check, before any decoding)",
+        "truncated: its header promises 8000 frames",
+        EXIT_SKIP,
+        _truncated_in_corpus,
+    ),
+    # utterances that cannot train
+    Case(
+        "transcript too long for its audio (CTC)",
+        "batch",
+        "skipped",
+        "too short for CTC",
+        EXIT_SKIP,
+        _ctc_short,
+    ),
+    Case(
+        "10 s utterance, largest training bucket 4.5 s",
+        "batch",
+        "skipped (train); a new bucket (eval)",
+        "too long: 10.00 s > largest bucket 4.5 s",
+        "`train`: 0, or 4 above 5% of a split; `eval`: 0 (kept)",
+        _too_long,
+    ),
+    Case(
+        "transcript with characters outside the vocabulary",
+        "batch",
+        "skipped",
+        "transcript cannot be encoded",
+        EXIT_SKIP,
+        _unencodable,
+    ),
+    # command lines
+    Case("spec `int9`", "cli", "refused", "bits=9 is outside 2..8", "2", _cli_bad_bits),
+    Case("spec `int4+int8`", "cli", "refused", "names two bit widths", "2", _cli_two_widths),
+    Case("spec `3:2`", "cli", "refused", "n=3 > m=2", "2", _cli_nm),
+    Case("unknown preset", "cli", "refused", "no_such", "2", _cli_preset),
+    Case("`--set train.peak_lr=fast`", "cli", "refused", "train.peak_lr", "2", _cli_set),
+    Case(
+        "`--checkpoint` that is not a run directory",
+        "cli",
+        "refused",
+        "is not a run directory (no config.json)",
+        "2",
+        _cli_not_a_run,
+    ),
+    # training
+    Case(
+        "NaN in a training batch's waveform",
+        "step",
+        "update skipped, parameters bit-identical",
+        "non-finite loss/gradient, update skipped",
+        "0; 2 after `train.max_nonfinite` in a row",
+    ),
+    Case(
+        "more than 5% of a split skipped",
+        "share",
+        "run finishes, outputs written",
+        "skipped 3 of 20 utterances (15.0% > 5%)",
+        "4 (`train`, `reproduce`)",
+    ),
+]
+
+WHERE = {
+    "file": "audio loader",
+    "file_ok": "audio loader",
+    "corpus": "corpus loader",
+    "batch": "batching",
+    "cli": "command line",
+    "step": "training step",
+    "share": "`train`, `reproduce`",
+}
+
+
+def render_table(cases: list[Case] = CASES) -> str:
+    """The README's bad-input table (markdown), one row per case."""
+    rows = [
+        "| # | Bad input | Caught by | What it gets | Message (excerpt) | Exit code |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, c in enumerate(cases, 1):
+        msg = f"`{c.message}`" if c.message else "(none)"
+        rows.append(f"| {i} | {c.kind} | {WHERE[c.group]} | {c.outcome} | {msg} | {c.exit_code} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,442 @@
+"""Every failure is loud (issue 17): each kind of bad input in ``bad_input_cases.CASES``
+gets what the README's table says, and fuzzed audio, headers and specs never crash."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+from bad_input_cases import CASES, GOOD_FLAC, REPO, render_table, wav_bytes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from usmlite_edu import batching, cli, configs, frontend, train
+from usmlite_edu.audio import AudioError, load_audio, min_samples
+from usmlite_edu.compress import CompressionSpec, as_spec
+from usmlite_edu.corpora import CorpusSplit, Utterance, load_corpus, load_librispeech
+from usmlite_edu.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.xdist_group("train")  # the tiny run shares the compile cache
+
+TINY = {
+    "model.model_dim": 32,
+    "model.num_heads": 2,
+    "model.num_layers": 1,
+    "model.subsample_channels": (4, 4),
+}
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _cases(*groups):
+    return [pytest.param(c, id=c.kind) for c in CASES if c.group in groups]
+
+
+# --------------------------------------------------------------------------- the table
+def test_readme_table_is_the_rendered_cases():
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- bad-inputs:start -->\n", "<!-- bad-inputs:end -->"
+    assert start in readme and end in readme, "README lost its bad-inputs markers"
+    block = readme.split(start, 1)[1].split(end, 1)[0]
+    assert block == render_table(), (
+        "README's bad-input table differs from tests/bad_input_cases.py: "
+        "run `python scripts/bad_inputs_table.py`"
+    )
+
+
+def test_table_lists_at_least_fifteen_kinds_each_checked_here():
+    assert len(CASES) >= 15 and len({c.kind for c in CASES}) == len(CASES)
+    checked = {"file", "file_ok", "corpus", "batch", "cli", "step", "share"}
+    assert {c.group for c in CASES} <= checked
+
+
+def test_table_script_check_and_out(tmp_path):
+    out = tmp_path / "README.md"
+    out.write_text("# x\n\n<!-- bad-inputs:start -->\nold\n<!-- bad-inputs:end -->\n\nrest\n")
+    script = [sys.executable, str(REPO / "scripts" / "bad_inputs_table.py")]
+    r = subprocess.run([*script, "--readme", str(out), "--check"], capture_output=True, text=True)
+    assert r.returncode == 1 and "bad_inputs_table.py" in r.stderr
+    r = subprocess.run([*script, "--readme", str(out), "--out", str(out)], capture_output=True)
+    assert r.returncode == 0
+    text = out.read_text()
+    assert render_table() in text and text.endswith("<!-- bad-inputs:end -->\n\nrest\n")
+    r = subprocess.run([*script, "--readme", str(out), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------------------------------ audio files
+@pytest.mark.parametrize("case", _cases("file", "file_ok"))
+def test_audio_file_cases(tmp_path, case, caplog):
+    path = tmp_path / f"bad_{CASES.index(case)}.wav"
+    case.make(path)
+    if case.group == "file":
+        with pytest.raises(AudioError) as info:
+            load_audio(path, 16000, model=configs.CI)
+        assert case.message in str(info.value) and str(path) in str(info.value)
+    else:
+        with caplog.at_level("WARNING", logger="usmlite_edu.audio"):
+            x = load_audio(path, 16000, model=configs.CI)
+        assert x.dtype == np.float32 and x.ndim == 1 and np.all(np.isfinite(x))
+        assert case.message in caplog.text and (not case.message or str(path) in caplog.text)
+
+
+def test_min_samples_is_one_ctc_frame_per_preset():
+    for cfg in (configs.CI, configs.CPU, configs.SMALL):
+        mel = frontend.LogMelConfig.from_model(cfg)
+        for k in (1, 2, 7):
+            n = min_samples(cfg, k)
+            got = [
+                int(frontend.subsampled_lengths(frontend.num_frames(m, mel))) for m in (n, n - 1)
+            ]
+            assert got[0] >= k > got[1], (cfg.name, k)
+    assert min_samples(configs.CPU) == 256 and min_samples(configs.CI) == 512
+
+
+# ----------------------------------------------------------------------------- corpora
+def _chapter(root: Path) -> tuple[Path, list[str]]:
+    src = GOOD_FLAC.parent
+    chapter = root / "3001" / "10"
+    chapter.mkdir(parents=True)
+    lines = (src / "3001-10.trans.txt").read_text().splitlines()[:3]
+    for line in lines:
+        uid = line.split()[0]
+        shutil.copy(src / f"{uid}.flac", chapter / f"{uid}.flac")
+    return chapter, lines
+
+
+@pytest.mark.parametrize("case", _cases("corpus"))
+def test_corpus_cases_are_skipped_with_the_reason(tmp_path, case):
+    chapter, lines = _chapter(tmp_path)
+    lines = case.make(chapter, lines)
+    (chapter / "3001-10.trans.txt").write_text("\n".join(lines) + "\n")
+    split = load_librispeech(tmp_path)
+    assert len(split.utterances) == 3 and len(split.skipped) == 1
+    assert case.message in split.skipped[0][1]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [u.text for u in load_corpus("data_small", None, "train", sample_rate=16000)]
+    return Tokenizer.train(texts, 48, None, seed=0)
+
+
+@pytest.mark.parametrize("case", _cases("batch"))
+def test_batch_cases_are_skipped_with_the_reason(case, tokenizer):
+    good = load_audio(GOOD_FLAC, 16000)
+    uid, text, audio = case.make(good)
+    utts = [Utterance("good", "zero four", "s", audio=good), Utterance(uid, text, "s", audio=audio)]
+    cfg = configs.CI.replace(vocab_size=tokenizer.vocab_size)
+    ds = batching.prepare(CorpusSplit("bad", utts, [], 16000), tokenizer, cfg, (4.5,))
+    assert [e.uid for e in ds.examples] == ["good"]
+    assert case.message in dict(ds.skipped)[uid]
+
+
+# -------------------------------------------------------------------------- exit codes
+@pytest.mark.parametrize("case", _cases("cli"))
+def test_cli_cases_are_refused_with_one_line(tmp_path, case, capsys):
+    assert cli.main(case.make(tmp_path)) == cli.EXIT_REFUSED == int(case.exit_code)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and case.message in err[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    overrides = {**TINY, "train.batch_size": 8, "train.checkpoint_every": 0}
+    train.train("ci", "data_small", None, out, steps=1, eval_splits=(), overrides=overrides)
+    return out
+
+
+def test_transcribe_exits_3_and_counts_the_failed_files(tmp_path, tiny_run, capsys):
+    bad = []
+    for i, case in enumerate(c for c in CASES if c.group == "file"):
+        path = tmp_path / f"bad_{i}.wav"
+        case.make(path)
+        bad.append((path, case))
+    ok = []
+    for i, case in enumerate(c for c in CASES if c.group == "file_ok"):
+        path = tmp_path / f"ok_{i}.wav"
+        case.make(path)
+        ok.append(path)
+    files = [str(GOOD_FLAC), *map(str, ok), *(str(p) for p, _ in bad)]
+    capsys.readouterr()
+    assert cli.main(["transcribe", "--checkpoint", str(tiny_run), *files]) == 3
+    out, err = capsys.readouterr()
+    lines = dict(line.split("\t", 1) for line in out.splitlines())
+    for path, case in bad:
+        assert lines[str(path)].startswith("<error: ") and case.message in lines[str(path)]
+    assert not any(lines[f].startswith("<error") for f in files[: 1 + len(ok)])
+    assert err.strip().splitlines()[-1] == f"usmlite-edu: {len(bad)} of {len(files)} files failed"
+    # all good: 0, and nothing on stderr
+    good = [str(GOOD_FLAC), *map(str, ok)]
+    assert cli.main(["transcribe", "--checkpoint", str(tiny_run), *good]) == 0
+    assert "failed" not in capsys.readouterr().err
+
+
+def test_eval_exits_3_when_an_utterance_is_skipped(tmp_path, tiny_run, capsys):
+    chapter, lines = _chapter(tmp_path / "data" / "test")
+    (chapter / "3001-10.trans.txt").write_text("\n".join(lines) + "\n")
+    argv = ["eval", "--checkpoint", str(tiny_run), "--data", str(tmp_path / "data")]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    lines = [c for c in CASES if c.kind.startswith("truncated WAV")][0].make(chapter, lines)
+    (chapter / "3001-10.trans.txt").write_text("\n".join(lines) + "\n")
+    assert cli.main(argv) == cli.EXIT_INPUTS_FAILED
+    out, err = capsys.readouterr()
+    assert "(3 utterances, 1 skipped" in out
+    assert err.strip().splitlines()[-1].startswith("usmlite-edu: 1 of 4 utterances of test failed")
+
+
+def test_train_and_reproduce_exit_4_above_the_skip_share(tmp_path, monkeypatch, capsys):
+    case = [c for c in CASES if c.group == "share"][0]
+    result = {"step": 3, "train": {"utterances": 17, "skipped": 3}}
+    result["test"] = {"wer": 1.0, "cer": 1.0, "utterances": 100, "skipped": 5}  # 4.8%: fine
+    monkeypatch.setattr(train, "train", lambda *a, **k: result)
+    assert cli.main(["train", "--out", str(tmp_path / "r")]) == cli.EXIT_TOO_MANY_SKIPPED == 4
+    err = capsys.readouterr().err
+    assert f"train: {case.message}" in err and "test:" not in err
+    result["train"]["skipped"] = 0
+    assert cli.main(["train", "--out", str(tmp_path / "r")]) == 0
+    assert train.MAX_SKIP_SHARE == 0.05
+
+    from usmlite_edu import reproduce
+
+    out = tmp_path / "repro"
+    (out / "runs" / "W0-s0").mkdir(parents=True)
+    final = {"final": {"step": 3, "train": {"utterances": 17, "skipped": 3}}}
+    (out / "runs" / "W0-s0" / "metrics.jsonl").write_text(json.dumps(final) + "\n")
+    rec = {"seed": 0, "heldout_speaker": "theo", "results": {}}
+    rec["results"]["test"] = {"wer": 1.0, "n_utterances": 90, "skipped": 10}
+
+    def fake_run(p, data_dir, out_dir, only=None):
+        (Path(out_dir) / "table.md").write_text("table\n")
+        (Path(out_dir) / "claims.md").write_text("claims\n")
+        return [rec]
+
+    monkeypatch.setattr(reproduce, "run", fake_run)
+    assert cli.main(["reproduce", "--out", str(out)]) == 4
+    err = capsys.readouterr().err
+    assert f"train (run W0-s0): {case.message}" in err
+    assert "test (seed 0, held out theo): skipped 10 of 100 utterances (10.0% > 5%)" in err
+    (out / "runs" / "W0-s0" / "metrics.jsonl").unlink()
+    rec["results"]["test"]["skipped"] = 0
+    assert cli.main(["reproduce", "--out", str(out)]) == 0
+
+
+# ------------------------------------------------------------------- the training step
+@pytest.fixture(scope="module")
+def nan_trainer(tokenizer):
+    cfg = configs.CI.replace(vocab_size=tokenizer.vocab_size)
+    tcfg = configs.TrainConfig(batch_size=2, bucket_seconds=(2.5,), max_nonfinite=10_000)
+    tr = train.Trainer(cfg, "float", tcfg)
+    split = load_corpus("data_small", None, "test", sample_rate=16000)
+    ds = batching.prepare(split, tokenizer, cfg, (2.5,))
+    batch, _ = next(batching.eval_batches(ds, 2))
+    return tr, jax.tree.map(np.asarray, tr.init_params(0)), batch
+
+
+KEY = jax.random.key(0)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_nan_waveform_skips_the_update_bit_identically(nan_trainer, data):
+    """Trainer.step on a batch with NaN (or inf) samples inside an utterance: the update
+    is skipped (optax.apply_if_finite), the parameters are bit-identical, it is counted.
+
+    "Inside" is where a log-mel frame reads: the last few samples after the last whole
+    frame (fewer than a hop) never reach the model, so a NaN there changes nothing.
+    """
+    tr, params0, batch = nan_trainer
+    row = data.draw(st.integers(0, 1))
+    frames = frontend.num_frames(int(batch.lengths[row]), tr.mel)
+    n = (frames - 1) * tr.mel.hop_length + tr.mel.win_length  # samples the frames cover
+    idx = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=5))
+    bad_value = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    wav = batch.waveforms.copy()
+    wav[row, idx] = bad_value
+    params = jax.tree.map(jnp.array, params0)  # fresh copies: the step donates its inputs
+    state = tr.setup_optimizer(params)
+    params, state, loss, applied = tr.step(params, state, batch._replace(waveforms=wav), KEY, 0)
+    assert not bool(applied) and not np.isfinite(float(loss))
+    assert int(state.total_notfinite) == 1
+    for a, b in zip(jax.tree.leaves(params0), jax.tree.leaves(params)):
+        assert a.dtype == b.dtype and a.tobytes() == np.asarray(b).tobytes()
+
+
+def test_nan_step_is_logged_by_the_training_loop():
+    case = [c for c in CASES if c.group == "step"][0]
+    assert case.message in Path(train.__file__).read_text()
+
+
+# --------------------------------------------------------------------- fuzzed audio
+N_FEAT = 16000  # features are computed on a fixed (1, N_FEAT) buffer: one compile
+_MEL = frontend.LogMelConfig.from_model(configs.CI)
+
+
+@jax.jit
+def _features(wav, length):
+    feats, mask = frontend.log_mel(wav, length, _MEL)
+    return frontend.normalize(feats, mask)
+
+
+def _load_or_refuse(path: Path) -> np.ndarray | None:
+    """The property: load (finite, mono, in [-1, 1], finite features) or AudioError."""
+    try:
+        x = load_audio(path, 16000)
+    except AudioError as e:
+        assert str(path) in str(e)
+        return None
+    assert x.dtype == np.float32 and x.ndim == 1 and x.size > 0
+    assert np.all(np.isfinite(x)) and np.abs(x).max() <= 1.0
+    buf = np.zeros((1, N_FEAT), np.float32)
+    n = min(x.size, N_FEAT)
+    buf[0, :n] = x[:n]
+    feats = np.asarray(_features(jnp.asarray(buf), jnp.asarray([n], jnp.int32)))
+    assert np.all(np.isfinite(feats)), "a loaded file gave a NaN feature"
+    return x
+
+
+@FUZZ
+@given(blob=st.binary(max_size=2000), prefix=st.sampled_from([b"", b"RIFF", b"fLaC"]))
+def test_random_bytes_load_or_raise_audio_error(tmp_path_factory, blob, prefix):
+    path = tmp_path_factory.mktemp("fuzz") / "x.wav"
+    path.write_bytes(prefix + blob)
+    _load_or_refuse(path)
+
+
+@FUZZ
+@given(
+    n=st.integers(0, 3000),
+    rate=st.integers(1000, 96000),
+    channels=st.integers(1, 4),
+    riff=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    data=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    cut=st.integers(0, 200),
+    seed=st.integers(0, 2**16),
+)
+def test_wav_headers_with_wrong_sizes(tmp_path_factory, n, rate, channels, riff, data, cut, seed):
+    x = np.random.default_rng(seed).uniform(-1, 1, n * channels).astype(np.float32)
+    raw = wav_bytes(x, rate, channels, riff_size=riff, data_size=data)
+    path = tmp_path_factory.mktemp("fuzz") / "x.wav"
+    path.write_bytes(raw[: len(raw) - cut] if cut else raw)
+    y = _load_or_refuse(path)
+    full = data is None or data == n * channels * 2
+    if full and not cut and n > 1:  # an honest file of noise always loads
+        assert y is not None and y.size == -(-n * 16000 // rate)
+    if data is not None and data > len(raw) and data not in (0xFFFFFFFF,):
+        assert y is None, "a data chunk larger than the file is truncation"
+
+
+@FUZZ
+@given(
+    rate=st.integers(500, 192000),
+    channels=st.integers(1, 8),
+    seconds=st.floats(0.0005, 0.2),
+    subtype=st.sampled_from(["PCM_16", "PCM_24", "FLOAT", "PCM_U8"]),
+    fmt=st.sampled_from([".wav", ".flac"]),
+    seed=st.integers(0, 2**16),
+)
+def test_any_rate_and_channel_count_loads(
+    tmp_path_factory, rate, channels, seconds, subtype, fmt, seed
+):
+    if fmt == ".flac" and (subtype in ("FLOAT", "PCM_U8") or rate > 655350 or channels > 8):
+        subtype = "PCM_16"
+    n = max(int(rate * seconds), 2)
+    x = np.random.default_rng(seed).uniform(-0.9, 0.9, (n, channels)).astype(np.float32)
+    path = tmp_path_factory.mktemp("fuzz") / f"x{fmt}"
+    try:
+        sf.write(path, x, rate, subtype=subtype)
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        return  # a combination libsndfile will not write is not an input anyone has
+    y = _load_or_refuse(path)
+    if rate < 1000:  # audio.SAMPLE_RATE_RANGE
+        assert y is None
+    else:
+        assert y is not None and y.size == -(-n * 16000 // rate)
+
+
+# ------------------------------------------------------------------ fuzzed spec names
+_PIECES = [
+    "int",
+    "2",
+    "4",
+    "8",
+    "9",
+    "0",
+    ":",
+    "/",
+    "+",
+    "g",
+    "gs",
+    "fs",
+    "clip",
+    "0.5",
+    ".",
+    "sym",
+    "asym",
+    "srste",
+    "oneshot",
+    "float",
+    "clipsearch",
+    "dense",
+    " ",
+    "x",
+]
+
+
+def _named(text: str, e: ValueError) -> bool:
+    """Whether the message names the value: the whole spec, or a piece of it (a number or
+    an option of ``text``) when the spec's own validation refused one field."""
+    msg = str(e).lower()
+    low = text.strip().lower()
+    if low in msg:
+        return True
+    tokens = {t for part in low.split("+") for t in part.replace(":", "/").split("/") if t}
+    numbers = {str(int(d)) for t in tokens for d in re.findall(r"\d+", t)}
+    return any(t in msg for t in tokens | numbers)
+
+
+@FUZZ
+@given(
+    text=st.one_of(
+        st.text(max_size=20),
+        st.lists(st.sampled_from(_PIECES), max_size=8).map("".join),
+    )
+)
+def test_spec_names_parse_back_or_are_refused_by_name(text):
+    try:
+        spec = as_spec(text)
+    except ValueError as e:
+        assert _named(text, e), f"{text!r}: {e}"
+        return
+    assert CompressionSpec.parse(str(spec)) == spec
+    assert str(CompressionSpec.parse(str(spec))) == str(spec)
+
+
+def test_spec_corner_cases():
+    assert as_spec("  INT4+2:4/FS100 ") == CompressionSpec.parse("int4+2:4/fs100")
+    for bad in ("", "int4+", "float/g2", "int2/g7/gs8"):
+        with pytest.raises(ValueError):
+            as_spec(bad)
+
+
+def test_declared_frames_reads_the_data_chunk(tmp_path):
+    from usmlite_edu.audio import declared_frames
+
+    raw = wav_bytes(np.zeros(100, np.float32), 8000, 2)  # 50 frames of 2 channels
+    (tmp_path / "a.wav").write_bytes(raw)
+    assert declared_frames(tmp_path / "a.wav") == 50
+    (tmp_path / "s.wav").write_bytes(wav_bytes(np.zeros(50), 8000, data_size=0xFFFFFFFF))
+    assert declared_frames(tmp_path / "s.wav") is None  # streamed: unknown length
+    assert declared_frames(GOOD_FLAC) is None
+    assert struct.unpack("<I", raw[40:44])[0] == 200
