@@ -242,7 +242,10 @@ class CompressionSpec:
                     f"cannot read '{part}' in spec {text!r}: expected 'float', "
                     "'int<bits>[/opts]' or '<n>:<m>[/opts]', joined by '+'"
                 )
-        return cls(**kw)
+        try:
+            return cls(**kw)
+        except ValueError as e:  # the field checks name the field; say which spec too
+            raise ValueError(f"spec {text!r}: {e}") from None
 
     def replace(self, **changes) -> CompressionSpec:
         return dataclasses.replace(self, **changes)
