@@ -13,20 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tiny_model import TINY, TINY_CFG
 
 from usmlite_edu import augment, batching, configs, model, presets, runs, train
 from usmlite_edu.corpora import CorpusSplit, load_corpus
 from usmlite_edu.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.xdist_group("train")  # share the compile cache on one worker
-
-TINY = {
-    "model.model_dim": 32,
-    "model.num_heads": 2,
-    "model.num_layers": 1,
-    "model.subsample_channels": (4, 4),
-}
-TINY_CFG = dict(model_dim=32, num_heads=2, num_layers=1, subsample_channels=(4, 4))
 
 
 # --------------------------------------------------------------------------- SpecAugment

@@ -18,6 +18,7 @@ import soundfile as sf
 from bad_input_cases import CASES, GOOD_FLAC, REPO, render_table, wav_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny_model import TINY
 
 from usmlite_edu import batching, cli, configs, frontend, train
 from usmlite_edu.audio import AudioError, load_audio, min_samples
@@ -27,12 +28,6 @@ from usmlite_edu.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.xdist_group("train")  # the tiny run shares the compile cache
 
-TINY = {
-    "model.model_dim": 32,
-    "model.num_heads": 2,
-    "model.num_layers": 1,
-    "model.subsample_channels": (4, 4),
-}
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile as sf
+from tiny_model import TINY, TINY_CFG
 
 from usmlite_edu import batching, cli, configs, decoding, presets, runs, sparsity, train
 from usmlite_edu.compress import CompressionSpec
@@ -16,14 +17,6 @@ from usmlite_edu.corpora import CorpusSplit, Utterance, load_corpus
 from usmlite_edu.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.xdist_group("train")  # share the compile cache on one worker
-
-TINY = {
-    "model.model_dim": 32,
-    "model.num_heads": 2,
-    "model.num_layers": 1,
-    "model.subsample_channels": (4, 4),
-}
-TINY_CFG = dict(model_dim=32, num_heads=2, num_layers=1, subsample_channels=(4, 4))
 
 
 @pytest.fixture(scope="module")
