@@ -1,0 +1,115 @@
+"""The committed reproduction (``results/cpu``) is complete, consistent and recomputable.
+
+What the tables' readers rely on, checked on the files as committed (no training):
+every row of the plan ran every seed; every row keeps every utterance's reference and
+hypothesis for dev, test and unseen, and jiwer on them gives the WER the row reports;
+``results.json``'s claims are what :func:`usmlite_edu.claims.judge` gives on the rows;
+``claims.md`` shows each claim with its interval and verdict; the run's commit is on this
+branch. ``USMLITE_TEST_RESULTS=DIR`` checks another reproduction's output instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import jiwer
+import pytest
+
+from usmlite_edu import claims, reproduce
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(os.environ.get("USMLITE_TEST_RESULTS") or REPO / "results" / "cpu")
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    path = RESULTS / "results.json"
+    if not path.exists():
+        pytest.skip(f"no reproduction at {RESULTS}")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((RESULTS / "rows").glob("*.json"))]
+
+
+def test_every_row_of_the_plan_ran_every_seed(results, rows):
+    preset = results["preset"]
+    seeds = tuple(results["config"]["seeds"])
+    assert seeds and len(seeds) >= (3 if preset == "cpu" else 2), seeds
+    have = {(r["exp"], r["seed"]) for r in rows}
+    want = {(r.exp, r.seed) for r in reproduce.plan(preset)}
+    assert have == want, (sorted(want - have), sorted(have - want))
+    assert {r["key"] for r in results["runs"]} == {f"{e}_s{s}" for e, s in want}
+
+
+def test_every_row_keeps_its_transcripts_and_jiwer_gives_its_wer(results, rows):
+    splits = {"dev", "test"} | ({"unseen"} if results["preset"] == "cpu" else set())
+    checked = 0
+    for rec in rows:
+        res = rec["results"]
+        assert splits <= set(res), (rec["key"], sorted(res))
+        for split in splits:
+            utts = res[split]["utterances"]
+            assert len(utts) == res[split]["n_utterances"] > 0, (rec["key"], split)
+            assert all(set(u) >= {"id", "ref", "hyp"} for u in utts)
+            assert len({u["id"] for u in utts}) == len(utts), "utterance ids are unique"
+            refs = [u["ref"] if u["ref"].strip() else "<empty>" for u in utts]
+            wer = 100.0 * jiwer.wer(refs, [u["hyp"] for u in utts])
+            assert wer == pytest.approx(res[split]["wer"], abs=1e-9), (rec["key"], split)
+            checked += 1
+    print(f"{checked} row/seed/split WERs recomputed with jiwer")
+
+
+def test_rows_of_a_seed_are_scored_on_the_same_utterances(rows):
+    ids: dict = {}
+    for rec in rows:
+        for split, r in rec["results"].items():
+            if isinstance(r, dict) and "utterances" in r:
+                key = (rec["seed"], split)
+                got = [u["id"] for u in r["utterances"]]
+                assert ids.setdefault(key, got) == got, (rec["key"], split)
+
+
+def test_claims_are_the_library_judgement_of_the_rows(results, rows):
+    stored = {c["key"]: c for c in results["claims"]}
+    assert set(stored) == {c.key for c in claims.CLAIMS}
+    text = (RESULTS / "claims.md").read_text()
+    for j in claims.judge(rows):
+        c = stored[j.claim.key]
+        assert c["verdicts"] == j.verdicts, j.claim.key
+        for split, iv in j.differences.items():
+            d = c["differences"][split]
+            assert (d["estimate"], d["lo"], d["hi"]) == pytest.approx(
+                (iv.estimate, iv.lo, iv.hi), abs=1e-9
+            ), (j.claim.key, split)
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"| {j.claim.key} "))
+        judged = j.verdicts.get("test")
+        assert judged and f"**{judged}**" in line, line
+        iv = j.differences["test"]
+        assert f"{iv.estimate:+.2f} [{iv.lo:+.2f}, {iv.hi:+.2f}]" in line, line
+
+
+def test_the_run_names_a_commit_of_this_branch(results):
+    commits = results.get("git_commits") or [results["git_commit"]]
+    assert all(c and not c.endswith("-dirty") for c in commits), commits
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for c in commits:
+        ok = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", c, "HEAD"], cwd=REPO, capture_output=True
+        )
+        if ok.returncode == 128 and b"shallow" in ok.stderr + ok.stdout:
+            pytest.skip("shallow clone")
+        assert ok.returncode == 0, f"{c} is not an ancestor of HEAD: {ok.stderr.decode()}"
+
+
+def test_published_b0_is_seed_0(results):
+    meta = json.loads((RESULTS / "b0" / "config.json").read_text())
+    rec = next(r for r in results["runs"] if r["exp"] == "B0" and r["seed"] == 0)
+    assert meta["spec"] == "float" and meta.get("heldout_speaker") == rec["heldout_speaker"]
+    assert (RESULTS / "b0" / "params").is_dir() and (RESULTS / "b0" / "tokenizer").is_dir()
