@@ -1,5 +1,5 @@
-"""The ``usmlite-edu`` command line: sizes, data, training, evaluation, the reproduction of
-USM-Lite's Tables 1-3, the notebooks, and the project's main job.
+"""The ``usmlite-edu`` command line: sizes, data, training, evaluation, packed export,
+the reproduction of USM-Lite's Tables 1-3, the notebooks, and the project's main job.
 
 Every training-related command takes ``--preset NAME`` and any number of
 ``--set SECTION.FIELD=VALUE`` overrides (``train.peak_lr=1e-3``, ``model.dropout=0.1``,
@@ -110,6 +110,7 @@ def _cmd_eval(args) -> int:
         seed=args.seed,
         heldout_speaker=args.heldout_speaker,
         overrides=args.set,
+        model=args.model,
     )
     print(
         f"{args.split}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  "
@@ -131,12 +132,28 @@ def _cmd_transcribe(args) -> int:
     from usmlite_edu import transcribe
 
     failed = 0
-    for path, text in transcribe.transcribe_files(args.checkpoint, args.files, spec=args.spec):
+    texts = transcribe.transcribe_files(
+        args.checkpoint, args.files, spec=args.spec, model=args.model
+    )
+    for path, text in texts:
         print(f"{path}\t{text}", flush=True)
         failed += transcribe.is_error(text)
     if failed:
         print(f"usmlite-edu: {failed} of {len(args.files)} files failed", file=sys.stderr)
         return EXIT_INPUTS_FAILED
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from usmlite_edu import export
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out {out}: name the packed file FILE.safetensors")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
+    info = export.write_packed(args.checkpoint, args.spec, out)
+    print(info.summary())
     return 0
 
 
@@ -334,13 +351,43 @@ def build_parser() -> argparse.ArgumentParser:
     set_arg(t, "model.* or train.*")
     t.set_defaults(func=_cmd_train)
 
+    def model_args(sp):
+        which = sp.add_mutually_exclusive_group(required=True)
+        which.add_argument("--checkpoint", metavar="RUN", help="run directory")
+        which.add_argument(
+            "--model",
+            metavar="FILE",
+            help="a packed .safetensors file of `usmlite-edu export` (gives exactly the "
+            "results of its run under the spec it was exported with)",
+        )
+
+    x = sub.add_parser(
+        "export",
+        help="pack a run's compressed weights into a .safetensors file",
+        description="Write the run's weights compressed with SPEC at their real bit widths "
+        "(int8 one per byte, int4 two, int2 four with zero points; N:M: kept values and "
+        "2-bit positions; float32 scales and float layers) into one safetensors file "
+        "that holds the config, spec and tokenizer too. Prints the file's bytes beside "
+        "the exact figure of `usmlite-edu sizes`. `transcribe --model FILE` and "
+        "`eval --model FILE` run it.",
+    )
+    x.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
+    x.add_argument(
+        "--spec",
+        metavar="SPEC",
+        help="compression to pack with, e.g. int4+2:4 (default: the run's own; a float "
+        "run under another spec is post-training quantization, N:M masks one-shot)",
+    )
+    x.add_argument("--out", required=True, metavar="FILE", help="the .safetensors file to write")
+    x.set_defaults(func=_cmd_export)
+
     e = sub.add_parser(
         "eval",
         help="WER/CER of a trained run on a split",
         description="Word and character error rate of a run, through its "
         "own spec or another one (post-training quantization).",
     )
-    e.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
+    model_args(e)
     data_args(e)
     e.add_argument(
         "--split",
@@ -352,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--spec",
         metavar="SPEC",
         help="evaluate through another spec (PTQ; N:M masks one-shot from the "
-        "weights), e.g. int4 (default: the run's own)",
+        "weights), e.g. int4 (default: the run's own; not with --model)",
     )
     e.add_argument(
         "--json", metavar="FILE", help="also write the result, with example transcripts, to FILE"
@@ -368,11 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the others go on. Exit code 3 when any file failed (the last line counts them), "
         "0 when all were transcribed.",
     )
-    tr.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
+    model_args(tr)
     tr.add_argument(
         "--spec",
         metavar="SPEC",
-        help="run through another spec (PTQ), e.g. int4 (default: the run's own)",
+        help="run through another spec (PTQ), e.g. int4 (default: the run's own; not with --model)",
     )
     tr.add_argument("files", nargs="+", metavar="FILE", help="audio files")
     tr.set_defaults(func=_cmd_transcribe)

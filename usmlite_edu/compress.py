@@ -325,7 +325,7 @@ def compress_weight(
 
 def compressed_matmul(
     x: jax.Array,
-    w: jax.Array,
+    w: jax.Array | quant.QuantizedArray,
     spec: CompressionSpec | str,
     mask: jax.Array | None = None,
     *,
@@ -335,8 +335,14 @@ def compressed_matmul(
 
     Prune with ``mask`` (Eq. 4), then the native int8 forward of Eq. (1) with the STE in
     the backward pass (:func:`usmlite_edu.quant.qat_matmul`). A float spec is a plain
-    matmul (in ``compute_dtype`` if given).
+    matmul (in ``compute_dtype`` if given). A ``w`` that is already quantized (a
+    :class:`~usmlite_edu.quant.QuantizedArray`, e.g. read from a packed file by
+    :mod:`usmlite_edu.export`) goes straight to that forward,
+    :func:`usmlite_edu.quant.native_matmul`: the same arithmetic, without re-deriving
+    ``q``, scale and zero point from float weights (and without a gradient).
     """
+    if isinstance(w, quant.QuantizedArray):
+        return quant.native_matmul(x, w, compute_dtype=compute_dtype)
     spec, w, _ = _prune(w, spec, mask)
     if spec.quantized:
         return quant.qat_matmul(

@@ -117,7 +117,10 @@ def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
 class QDense(nnx.Module):
     """A dense layer whose kernel goes through the quantizer (Eq. 1 forward, STE backward).
 
-    ``kernel`` is ``(in, out)``, LeCun-normal; ``bias`` (if any) starts at zero.
+    ``kernel`` is ``(in, out)``, LeCun-normal; ``bias`` (if any) starts at zero. A model
+    read from a packed file (:mod:`usmlite_edu.export`) holds a
+    :class:`~usmlite_edu.quant.QuantizedArray` there instead, and the layer computes Eq. (1)
+    from the stored integers.
     """
 
     def __init__(
@@ -137,7 +140,7 @@ class QDense(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = compress.compressed_matmul(
-            x, self.kernel[...], self.spec, compute_dtype=self.compute_dtype
+            x, self.kernel.get_value(), self.spec, compute_dtype=self.compute_dtype
         )
         if self.bias is not None:
             y = y + self.bias[...]

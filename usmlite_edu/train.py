@@ -694,7 +694,7 @@ def _warn_skipped(result: Mapping[str, Any]) -> None:
 
 
 def evaluate_run(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | None,
     corpus: str,
     data_dir: str | None,
     split: str,
@@ -703,6 +703,7 @@ def evaluate_run(
     seed: int = 0,
     heldout_speaker: str | None = None,
     overrides: Iterable[str] | Mapping[str, object] = (),
+    model: str | os.PathLike | None = None,
 ) -> dict:
     """WER/CER of a finished run on ``split``.
 
@@ -710,9 +711,11 @@ def evaluate_run(
     compression: post-training quantization (PTQ) of a dense checkpoint, or one-shot N:M
     masks computed from its weights. ``overrides`` may change ``train.*`` evaluation
     settings (``train.eval_batch_size``, ``train.bucket_seconds``); the model is the run's.
+    ``model`` (instead of ``run_dir``) evaluates a packed file of ``usmlite-edu export``
+    (:mod:`usmlite_edu.export`), which scores exactly as its run under its spec.
     """
-    run = runs.load_run(run_dir)
-    _, tcfg, meta = runs.read_config(run_dir)
+    from usmlite_edu.transcribe import open_model
+
     keys = (
         overrides.keys()
         if isinstance(overrides, Mapping)
@@ -723,21 +726,18 @@ def evaluate_run(
             "evaluation takes only train.* overrides (e.g. train.eval_batch_size=8); "
             "the model is fixed by the checkpoint"
         )
-    tcfg = Preset("run", run.config, tcfg).override(overrides).train
-    spec = as_spec(spec, run.spec)
-    trainer = get_trainer(run.config, spec, tcfg)
-    masks = runs.load_masks(run_dir, run, spec)
+    m = open_model(run_dir, model, spec, overrides)
     split_data = load_corpus(
         corpus,
         data_dir,
         split,
         seed=seed,
-        sample_rate=run.config.sample_rate,
+        sample_rate=m.config.sample_rate,
         heldout_speaker=heldout_speaker,
     )
     ds = batching.prepare(
-        split_data, run.tokenizer, run.config, tcfg.bucket_seconds, keep_long=True
+        split_data, m.tokenizer, m.config, m.train_config.bucket_seconds, keep_long=True
     )
-    r = trainer.evaluate(run.params, masks, ds, run.tokenizer)
-    r["spec"] = str(spec)
+    r = m.trainer.evaluate(m.params, m.masks, ds, m.tokenizer)
+    r["spec"] = str(m.trainer.spec)
     return r

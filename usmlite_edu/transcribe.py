@@ -10,16 +10,19 @@ non-zero when any failed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from usmlite_edu import batching, runs
 from usmlite_edu.audio import AudioError, load_audio
 from usmlite_edu.compress import CompressionSpec, as_spec
+from usmlite_edu.configs import ConformerConfig, TrainConfig
+from usmlite_edu.tokenizer import Tokenizer
 from usmlite_edu.train import get_trainer
 
-__all__ = ["transcribe_files", "is_error", "ERROR_PREFIX"]
+__all__ = ["transcribe_files", "open_model", "Model", "is_error", "ERROR_PREFIX"]
 
 #: how the text of a file that could not be transcribed starts
 ERROR_PREFIX = "<error: "
@@ -31,27 +34,31 @@ def is_error(text: str) -> bool:
 
 
 def transcribe_files(
-    run_dir: str | os.PathLike, files: Sequence[str], *, spec: str | CompressionSpec | None = None
+    run_dir: str | os.PathLike | None,
+    files: Sequence[str],
+    *,
+    spec: str | CompressionSpec | None = None,
+    model: str | os.PathLike | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Yield ``(path, text)`` per file: any WAV/FLAC, any sample rate, mono or stereo.
 
-    ``spec`` (default: the run's own) runs the weights through another compression (PTQ).
+    The model is a run directory (``run_dir``) or a packed file (``model``, written by
+    ``usmlite-edu export``; :mod:`usmlite_edu.export`), which transcribes exactly as its
+    run does under the spec it was exported with. ``spec`` (default: the run's own) runs
+    a run's weights through another compression (PTQ); a packed file holds one spec.
     A file that cannot be used yields ``(path, "<error: ...>")`` (see :func:`is_error`)
     and the rest go on; audio too short for one CTC output frame of this model is such
     a file (:func:`usmlite_edu.audio.min_samples` states the rule).
     Audio longer than the largest training bucket is transcribed in one padded pass of
     its own length (one extra compile for that length).
     """
-    run = runs.load_run(run_dir)
-    _, tcfg, _ = runs.read_config(run_dir)
-    spec = as_spec(spec, run.spec)
-    trainer = get_trainer(run.config, spec, tcfg)
-    masks = runs.load_masks(run_dir, run, spec)
-    sr = run.config.sample_rate
+    src = open_model(run_dir, model, spec)
+    cfg, tcfg, tok, trainer, params, masks = src
+    sr = cfg.sample_rate
     buckets = [int(s * sr) for s in tcfg.bucket_seconds]
     for path in files:
         try:
-            audio = load_audio(path, sr, model=run.config)
+            audio = load_audio(path, sr, model=cfg)
         except (AudioError, OSError) as e:
             yield path, f"{ERROR_PREFIX}{e}>"
             continue
@@ -65,5 +72,59 @@ def transcribe_files(
             np.zeros(1, np.int32),
             np.ones(1, np.float32),
         )
-        ids = trainer.transcribe_batch(run.params, masks, batch)[0]
-        yield path, run.tokenizer.decode(ids)
+        ids = trainer.transcribe_batch(params, masks, batch)[0]
+        yield path, tok.decode(ids)
+
+
+class Model(NamedTuple):
+    """A model ready to transcribe: what :func:`open_model` returns."""
+
+    config: ConformerConfig
+    train_config: TrainConfig
+    tokenizer: Tokenizer
+    trainer: Any
+    params: Any
+    masks: Any
+
+
+def open_model(
+    run_dir: str | os.PathLike | None,
+    model: str | os.PathLike | None = None,
+    spec: str | CompressionSpec | None = None,
+    overrides: Iterable[str] | Mapping[str, object] = (),
+) -> Model:
+    """A run directory (under ``spec``, default its own) or a packed file, ready to
+    transcribe: ``(config, train_config, tokenizer, trainer, params, masks)``.
+
+    ``overrides`` are ``train.*`` evaluation settings (batch size, buckets). A packed file
+    with a ``spec`` other than its own is refused: its weights are already compressed.
+    """
+    from usmlite_edu import export
+    from usmlite_edu.presets import Preset
+
+    if (run_dir is None) == (model is None):
+        raise ValueError("give a run directory (--checkpoint RUN) or a packed file (--model FILE)")
+    if model is not None:
+        packed = export.read_packed(model, dequantize=False)
+        if spec is not None and as_spec(spec) != packed.spec:
+            raise ValueError(
+                f"{model} holds the model compressed with {packed.spec}; it cannot run "
+                f"under --spec {as_spec(spec)} (export the run again with --spec "
+                f"{as_spec(spec)})"
+            )
+        if packed.train_config is None or packed.tokenizer is None:
+            raise ValueError(
+                f"{model} has no tokenizer or training config: export it from a run "
+                "directory (usmlite-edu export --checkpoint RUN) to transcribe with it"
+            )
+        cfg, tok, spec = packed.config, packed.tokenizer, packed.spec
+        tcfg = Preset("packed", cfg, packed.train_config).override(overrides).train
+        trainer, params = export.inference(packed._replace(train_config=tcfg))
+        return Model(cfg, tcfg, tok, trainer, params, None)
+    run = runs.load_run(run_dir)
+    _, tcfg, _ = runs.read_config(run_dir)
+    tcfg = Preset("run", run.config, tcfg).override(overrides).train
+    spec = as_spec(spec, run.spec)
+    trainer = get_trainer(run.config, spec, tcfg)
+    masks = runs.load_masks(run_dir, run, spec)
+    return Model(run.config, tcfg, run.tokenizer, trainer, run.params, masks)
