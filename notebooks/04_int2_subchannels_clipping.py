@@ -308,14 +308,18 @@ for g in (16, 32, 64, 128):
     extra = 100 * (32 / (1536 // g)) / 32
     assert abs(extra - (sizes.size_ratio(f"int2/g{g}") - sizes.size_ratio("int2"))) < 1e-9
     print(f"g={g:3d}: groups of {1536 // g:3d} weights, scales {extra:5.2f}% of float32")
-print(f"int2 values: {sizes.size_ratio('int2'):.2f}%")
+print(
+    f"int2 values: {sizes.size_ratio('int2'):.2f}%; int2/g128 in all "
+    f"{sizes.size_ratio('int2/g128'):.2f}%; int4 without sub-channels {sizes.size_ratio('int4'):.2f}%"
+)
 
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # **Discussion.** A group of $1536/g$ weights shares one float32 scale, i.e.
 # $32g/1536$ extra bits per weight, or $g/1536$ of the float32 size: $128/1536 \approx 8.3\%$.
-# That is more than the int2 values themselves (6.25%): at $g=128$ a weight costs more
-# for its scale than for its value, and int4 without sub-channels (12.5%) is about the
-# same size. The paper stops at $g = 64$.
+# That is more than the int2 values themselves: at $g=128$ a weight costs more for its
+# scale than for its value, and the whole of int2/g128 is larger than int4 without
+# sub-channels (both printed above), which has 15 levels to its 4. The paper stops at
+# $g = 64$.
 
 # %% [markdown]
 # **Exercise 2 (prediction: more scales or a better grid?).** Is symmetric int2 with 64
