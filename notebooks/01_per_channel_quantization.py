@@ -53,7 +53,8 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from usmlite_edu import quant
+from usmlite_edu import configs, presets, quant
+from usmlite_edu.exercises import check_answer
 
 # A weight the size of one USM projection (1536 inputs); tiny in FAST mode.
 I, J = (128, 32) if FAST else (1536, 256)
@@ -333,65 +334,168 @@ print("int8 x int8 -> int32 checks passed")
 # %% [markdown]
 # ## Exercises
 #
-# **Exercise 1 (bit budget).** Set `my_bits` to a bit width whose per-channel relative
-# error on `W` stays below `TARGET` (5%). The check accepts any width that meets the
-# target; the hidden solution cell finds the *smallest* one. Then predict: does
-# per-tensor quantization reach the target at the same width?
+# Each exercise has answer slots, variables marked `# ANSWER` that hold `...` until you
+# write your answer in their place, and a check cell. The check prints `[skipped]` while a
+# slot still holds `...`, `[correct]` when your answer agrees with what the code
+# measures, and fails with a hint when it does not. Most are predictions: answer before
+# you run anything. In the instructor edition a worked solution (collapsed) follows each
+# check.
+#
+# **Exercise 1 (prediction: four bits fewer).** The rule of thumb "each bit halves the
+# error" predicts that going from int8 to int4 multiplies the error by $2^4 = 16$. The step
+# size of section 1 gives a sharper prediction. By what factor is the per-channel int4
+# error of `W` larger than its int8 error? Predict it from the formula (within 5%), not
+# from the table of section 4.
 
 # %%
-TARGET = 0.05
-my_bits = 8  # EXERCISE: try smaller values
+my_factor = 127 / 7  # ANSWER: relative error at int4 / relative error at int8
 
 # %%
-e = rel_err(W, per_channel(W, my_bits)[0])
-assert 2 <= my_bits <= 8 and e < TARGET, f"int{my_bits} gives {e:.4f} >= {TARGET}"
-print(f"int{my_bits}: relative error {e:.4f} < {TARGET}  -- passed")
-
-# %% jupyter={"source_hidden": true} tags=["solution"]
-# Solution: the smallest bit width under the target, for both schemes.
-for name, fn in (("per-channel", per_channel), ("per-tensor", per_tensor)):
-    ok = [b for b in range(2, 9) if rel_err(W, fn(W, b)[0]) < TARGET]
-    print(f"{name}: smallest bit width with error < {TARGET}:", min(ok) if ok else "none up to 8")
-
-# %% [markdown]
-# **Exercise 2 (the outlier only hurts its own channel).** Change `outlier_value`
-# to anything you like (try 0.05, 10, -100). Predict first: which channels' int4 error
-# changes under per-channel quantization, and which under per-tensor? The check
-# verifies the per-channel prediction for any value.
-
-# %%
-outlier_value = 1.0  # EXERCISE: change me
-W_ex = W.at[OUTLIER_ROW, OUTLIER_COL].set(outlier_value)
-
-# %%
-Wc_ex, _ = per_channel(W_ex, 4)
-rms_ex = np.sqrt(np.mean(np.asarray(W_ex - Wc_ex) ** 2, axis=0))
-np.testing.assert_allclose(rms_ex[others], rms_c[others], rtol=1e-6)
-Wt_ex, _ = per_tensor(W_ex, 4)
-rms_t_ex = np.sqrt(np.mean(np.asarray(W_ex - Wt_ex) ** 2, axis=0))
-print("per-channel: RMS error of the other channels unchanged (checked)")
-print(
-    f"per-tensor: mean RMS error of the other channels went from {rms_t[others].mean():.2e} "
-    f"to {rms_t_ex[others].mean():.2e}"
+factor = err_chan[BITS.index(4)] / err_chan[BITS.index(8)]
+check_answer(
+    "Exercise 1 (four bits fewer)",
+    my_factor,
+    factor,
+    rel_tol=0.05,
+    hint="each weight's error is at most half a step, and the step is max|w| / qmax with "
+    "qmax = 2**(b-1) - 1: compare qmax at 4 and 8 bits, not 2**4 and 2**8",
+    correct=f"measured factor {factor:.2f}",
 )
 
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution: every channel's int4 step is exactly qmax(8) / qmax(4) = 127 / 7 times its int8
+# step, and the error follows the step.
+step_ratio = np.asarray(quant.quantize(W, 4).scale / quant.quantize(W, 8).scale)
+print(f"int4 step / int8 step, over all channels: {step_ratio.min():.4f} to {step_ratio.max():.4f}")
+print(f"127 / 7 = {127 / 7:.4f}; measured error factor {factor:.3f}")
+print(f"'one bit halves the error' (16) is off by {100 * (factor - 16) / factor:.0f}%")
+assert np.allclose(step_ratio, 127 / 7, rtol=1e-5) and abs(factor / (127 / 7) - 1) < 0.05
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** The scale is $\max_i|W_{ij}|/q_{\max}$ and $q_{\max} = 2^{b-1}-1$, so the
+# int4 step is $127/7 \approx 18.1$ times the int8 step in every channel (the first line
+# above). A weight that is not at the end of the grid lands anywhere within half a step of
+# a level, so its error scales with the step, and so does the relative error of the whole
+# matrix. "Halving per bit" counts all $2^b$ codes; the symmetric grid uses
+# $2q_{\max}+1 = 2^b - 1$ of them and its step is set by $q_{\max}$, which halves only
+# approximately from one width to the next ($127 \to 63$, but $7 \to 3 \to 1$). The gap
+# between the rule and the formula grows as the width drops.
+
 # %% [markdown]
-# **Exercise 3 (int32 is wide enough).** Every product of an int8 activation and an int8
-# weight lies in $[-127\cdot127,\ 127\cdot127]$. Up to what input width `max_I` can an
-# int32 accumulator never overflow? Write your answer; the check verifies it is safe
-# and tells you whether it is the largest safe value. (Solution hidden below.)
+# **Exercise 2 (prediction: an outlier moves).** Set the planted weight `W[5, 3]` to
+# `outlier_value` and predict, at int4: (a) how many of the `J` channels change their
+# per-channel error, and (b) whether the mean per-tensor error of the *other* channels
+# goes `"up"`, `"down"` or stays `"unchanged"`. Answer for 1.0 first; then try 0.05
+# and -100 and predict again.
 
 # %%
-max_I = 1536  # EXERCISE: the largest input width that cannot overflow int32
+outlier_value = 1.0  # EXERCISE: the new value of W[5, 3]
+my_changed_channels = 1  # ANSWER: how many channels' per-channel int4 error change
+my_per_tensor_others = "up"  # ANSWER: "up", "down" or "unchanged"
 
 # %%
-INT32_MAX = 2**31 - 1
-assert 127 * 127 * max_I <= INT32_MAX, "that width can overflow int32"
-print(f"I = {max_I} is safe; largest safe width? {127 * 127 * (max_I + 1) > INT32_MAX}")
+W_ex = W.at[OUTLIER_ROW, OUTLIER_COL].set(outlier_value)
+Wc_ex, _ = per_channel(W_ex, 4)
+Wt_ex, s_tensor_ex = per_tensor(W_ex, 4)
+rms_ex = np.sqrt(np.mean(np.asarray(W_ex - Wc_ex) ** 2, axis=0))
+rms_t_ex = np.sqrt(np.mean(np.asarray(W_ex - Wt_ex) ** 2, axis=0))
+changed = np.flatnonzero(~np.isclose(rms_ex, rms_c, rtol=1e-6, atol=0))
+before, after = rms_t[others].mean(), rms_t_ex[others].mean()
+direction = (
+    "unchanged" if np.isclose(after, before, rtol=1e-6) else ("up" if after > before else "down")
+)
+check_answer(
+    "Exercise 2a (per-channel)",
+    my_changed_channels,
+    len(changed),
+    hint="which channels' scales does W[5, 3] enter? Section 3's check is the clue",
+    correct=f"channels whose error changed: {changed.tolist()}",
+)
+check_answer(
+    "Exercise 2b (per-tensor)",
+    my_per_tensor_others,
+    direction,
+    choices=("up", "down", "unchanged"),
+    hint="with one scale for the whole matrix, what sets it, and does outlier_value change it?",
+    correct=f"mean RMS error of the other channels {before:.2e} -> {after:.2e}",
+)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-# Solution
-print("largest safe input width:", (2**31 - 1) // (127 * 127))
+# Solution: the scales before and after, for both schemes.
+largest_other = float(jnp.abs(W.at[OUTLIER_ROW, OUTLIER_COL].set(0.0)).max())
+print(f"largest |w| of the matrix apart from W[5, 3]: {largest_other:.3f}")
+print(f"per-tensor scale: {float(s_tensor[0, 0]):.4f} -> {float(s_tensor_ex[0, 0]):.4f}")
+print(
+    f"per-channel scale of column {OUTLIER_COL}: {float(s_chan[0, OUTLIER_COL]):.4f} -> "
+    f"{float(quant.quantize(W_ex, 4).scale[0, OUTLIER_COL]):.4f}; every other column keeps its own"
+)
+print(f"per-channel errors that changed: columns {changed.tolist()}")
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** (a) A per-channel scale is computed from its own column only, so
+# changing `W[5, 3]` can change column 3's scale and its error and nothing else: one
+# channel (none if `outlier_value` equals the old value). (b) The per-tensor scale is
+# set by the largest $|w|$ of the *whole* matrix. If the new value is larger in magnitude
+# than every other weight (1.0, -100), it sets a coarser step for all channels and their
+# error goes up; at -100 nearly every ordinary weight rounds to zero. If it is smaller
+# than the largest other weight, that weight sets the scale instead: the step gets finer
+# when the old value used to be the maximum, or stays the same when it was not (the
+# solution prints which case this matrix is in).
+
+# %% [markdown]
+# **Exercise 3 (prediction: is int32 wide enough?).** Section 6's integer product sums
+# $I$ products of an int8 activation and an int8 weight, each in
+# $[-127\cdot127,\ 127\cdot127]$ on the symmetric grid. What is the largest input width
+# `max_I` for which an int32 accumulator can never overflow? The check runs the int8 x
+# int8 -> int32 dot on the worst case at your width and at one more.
+
+# %%
+max_I = (2**31 - 1) // (127 * 127)  # ANSWER: the largest width that cannot overflow
+
+
+# %%
+def worst_case_dot(n):
+    """int8 x int8 -> int32 dot of two length-n vectors of 127s (the largest sum)."""
+    v = jnp.full((n,), 127, jnp.int8)
+    dims = (((0,), (0,)), ((), ()))
+    return int(jax.lax.dot_general(v, v, dims, preferred_element_type=jnp.int32))
+
+
+def fits_exactly(n):
+    assert isinstance(n, int) and n > 0, "give a positive whole number"
+    assert worst_case_dot(n) == 127 * 127 * n, f"at I = {n} the int32 sum overflows"
+    assert worst_case_dot(n + 1) != 127 * 127 * (n + 1), f"I = {n + 1} fits too: go higher"
+    return True
+
+
+check_answer(
+    "Exercise 3 (int32 is wide enough)",
+    max_I,
+    accept=fits_exactly,
+    hint="the largest int32 is 2**31 - 1",
+    correct="the worst case fits at your width and overflows at one more",
+)
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution: the largest width, the wrapped-around sum one past it, and USM's widest input.
+limit = (2**31 - 1) // (127 * 127)
+print(f"largest safe width: {limit}; sum there {worst_case_dot(limit)}")
+print(f"at {limit + 1}: the int32 sum wraps around to {worst_case_dot(limit + 1)}")
+widest = max(
+    w.shape[0]
+    for w in configs.weight_shapes(presets.get_preset("usm_2b").model)
+    if w.role == "dense"
+)
+print(f"widest input of a dense layer in the 2B model: {widest} ({limit / widest:.0f}x below)")
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** $127^2 \cdot I \le 2^{31}-1$ gives the width printed above; one more
+# input and the worst-case sum wraps around to a large negative number (XLA's int32
+# arithmetic does not saturate). The 2B model's widest contraction is far below the limit,
+# so int32 accumulation is safe for every dense layer. The bound uses $127^2$ because
+# both the weights and the activations (`quant.quantize_activations`) use the symmetric
+# grid, which never produces the code $-128$; a grid that did would allow products of
+# $128^2$ and a slightly smaller width.
 
 # %% [markdown]
 # ## Summary

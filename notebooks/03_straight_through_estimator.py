@@ -54,6 +54,7 @@ import numpy as np
 import optax
 
 from usmlite_edu import compress, quant, sizes
+from usmlite_edu.exercises import check_answer
 
 D_IN, D_TEACHER, D_HID, D_OUT = 16, 16, 128, 4
 N_TRAIN, N_TEST, BATCH = (1024, 512, 128) if FAST else (4096, 2048, 256)
@@ -223,11 +224,29 @@ for spec, color in (("int4", "C1"), ("int2", "C2")):
     axes[0].axhline(results[f"{spec} PTQ"], color=color, ls="--", lw=1, label=f"{spec} PTQ (test)")
 axes[0].set(xlabel="fine-tuning step", ylabel="MSE", title="QAT loss curves vs PTQ level")
 axes[0].legend(fontsize=7)
-names = list(results)
-axes[1].bar(range(len(names)), [results[n] for n in names], color=["C0", "C1", "C1", "C2", "C2"])
+# Right: what QAT does to each width's PTQ error. The errors span orders of magnitude, so
+# the axis is logarithmic; points and arrows (not bars, whose length means nothing on a
+# log axis) show the factor by which QAT divides the error.
+for x, (spec, color) in enumerate((("int4", "C1"), ("int2", "C2"))):
+    ptq, qat = results[f"{spec} PTQ"], results[f"{spec} QAT"]
+    axes[1].plot([x, x], [ptq, qat], "o", color=color, ms=7)
+    axes[1].annotate("", (x, qat), (x, ptq), arrowprops=dict(arrowstyle="->", color=color, lw=1.5))
+    axes[1].annotate(
+        f"PTQ {ptq:.1e}", (x, ptq), xytext=(8, 0), textcoords="offset points", fontsize=8
+    )
+    axes[1].annotate(
+        f"QAT {qat:.1e}\n(÷{ptq / qat:.0f})",
+        (x, qat),
+        xytext=(8, -4),
+        textcoords="offset points",
+        fontsize=8,
+    )
+axes[1].axhline(results["float (continued)"], color="C0", ls="--", lw=1, label="float, same steps")
 axes[1].set_yscale("log")
-axes[1].set_xticks(range(len(names)), names, rotation=30, fontsize=8)
-axes[1].set(ylabel="test MSE", title="After fine-tuning")
+axes[1].set_xlim(-0.5, 1.9)
+axes[1].set_xticks([0, 1], ["int4", "int2"])
+axes[1].set(ylabel="test MSE (log scale)", title="PTQ -> QAT, test error")
+axes[1].legend(fontsize=8, loc="upper left")
 plt.tight_layout()
 plt.show()
 var_te = float(jnp.var(Y_te))
@@ -310,64 +329,165 @@ print("native and fake QAT agree in value and gradient")
 # %% [markdown]
 # ## Exercises
 #
-# **Exercise 1 (what gets blocked).** Choose a clip ratio `clip_ex` in $(0, 1]$ and
-# predict how many of the $64\times 8$ weights of `w` above receive a zero gradient at
-# int4. The check verifies, for any ratio, that the blocked weights are exactly those
-# more than half a step beyond the clipped grid.
+# Each exercise has answer slots, variables marked `# ANSWER` that hold `...` until you
+# write your answer in their place, and a check cell. The check prints `[skipped]` while a
+# slot still holds `...`, `[correct]` when your answer agrees with what the code
+# measures, and fails with a hint when it does not. Answer before running anything. In
+# the instructor edition a worked solution (collapsed) follows each check.
+#
+# **Exercise 1 (prediction: where clipping starts to block).** At `clip=1.0` no weight
+# loses its gradient (section 2); at `clip=0.7` some do. What is the largest clip ratio
+# $\gamma^*$ at which *some* gradient is blocked at int4, i.e. above $\gamma^*$ nothing is
+# blocked and just below it the largest weight of every channel is? It does not depend
+# on the weights. The check measures the gradients 0.1% above and below your ratio.
 
 # %%
-clip_ex = 0.5  # EXERCISE: try 0.3, 0.9, 1.0
+my_gamma_star = 7 / 7.5  # ANSWER: a ratio in (0, 1]
+
+# %%
 w_ex = jax.random.normal(jax.random.fold_in(key, 1), (64, 8))
-g_ex = jax.grad(lambda w: jnp.sum(quant.fake_quant(w, 4, clip=clip_ex)))(w_ex)
 
-# %%
-s_ex = clip_ex * jnp.abs(w_ex).max(axis=0) / 7
-np.testing.assert_array_equal(np.asarray(g_ex == 0), np.asarray(jnp.abs(w_ex) > 7.5 * s_ex))
-print(f"clip={clip_ex}: {int((g_ex == 0).sum())} of {w_ex.size} gradients blocked")
 
-# %% [markdown]
-# **Exercise 2 (QAT with sub-channels).** Pick any spec accepted by
-# `compress.CompressionSpec.parse` whose sub-channel count divides both 16 and 128
-# (e.g. `"int2/g4"`, `"int2/g8/clipsearch"`, `"int3"`) and compare PTQ with QAT. The
-# check verifies that QAT does not end worse than PTQ (10% slack for noise).
+def blocked(clip):
+    """How many of the 512 weights of w_ex get a zero gradient from int4 fake_quant."""
+    g = jax.grad(lambda w: jnp.sum(quant.fake_quant(w, 4, clip=clip)))(w_ex)
+    return int((g == 0).sum())
 
-# %%
-spec_ex = "int2/g4"  # EXERCISE
-ptq_ex = float(mse(p_float, X_te, Y_te, spec_ex))
-p_ex, _ = train(p_float, spec_ex, QAT_STEPS, 1e-2)
-qat_ex = float(mse(p_ex, X_te, Y_te, spec_ex))
 
-# %%
-assert qat_ex <= 1.1 * ptq_ex
-print(
-    f"{spec_ex}: PTQ {ptq_ex:.2e} -> QAT {qat_ex:.2e}  "
-    f"(int2 without sub-channels: PTQ {results['int2 PTQ']:.2e}, QAT {results['int2 QAT']:.2e})"
+def blocking_starts_at(gamma):
+    above, below = blocked(min(1.0, gamma * 1.001)), blocked(gamma * 0.999)
+    assert above == 0, f"{above} gradients are blocked at {gamma * 1.001:.4f}: go higher"
+    assert below > 0, f"nothing is blocked at {gamma * 0.999:.4f} either: go lower"
+    return True
+
+
+check_answer(
+    "Exercise 1 (where clipping starts to block)",
+    my_gamma_star,
+    accept=blocking_starts_at,
+    hint="section 2's check: a weight keeps its gradient while |w| <= 7.5 s, with "
+    "s = clip * max|w| / 7; when does the largest |w| cross that line?",
+    correct="just below it, the largest weight of every channel loses its gradient",
 )
 
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution: gamma* = 7 / 7.5 = 14 / 15, and the number blocked as the ratio falls.
+gamma_star = 7 / 7.5
+print(f"gamma* = 7 / 7.5 = {gamma_star:.4f}")
+for c in (1.0, gamma_star * 1.001, gamma_star * 0.999, 0.8, 0.7, 0.5, 0.3):
+    print(f"clip {c:.4f}: {blocked(c):3d} of {w_ex.size} gradients blocked")
+assert blocked(gamma_star * 1.001) == 0 and blocked(gamma_star * 0.999) == w_ex.shape[1]
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** With clipping the scale is $s = \gamma\max|w|/7$; the grid's end level
+# is $7s$, and a weight still rounds onto it up to half a step further out, so the
+# gradient survives while $|w| \le 7.5\,s = \tfrac{7.5}{7}\gamma\max|w|$. The largest
+# weight crosses that line when $\gamma < 7/7.5 = 14/15 \approx 0.933$, for every channel
+# at once, whatever the weights (one blocked gradient per channel just below). So clip
+# ratios between $14/15$ and 1 change the step without blocking anything: the end level
+# simply moves inside the range. Below it, each smaller ratio blocks more of the tail,
+# and those weights stop learning from the loss while they stay outside.
 
 # %% [markdown]
-# **Exercise 3 (write your own STE).** Replace the body of `my_round_ste` with a
-# rounding function whose forward value is `round(x)` and whose gradient is 1. Two
-# common ways: the `stop_gradient` trick, or `jax.custom_vjp`. A reference is in the
-# hidden solution cell; delete the call to it when you write yours.
+# **Exercise 2 (prediction: sub-channels or bits?).** Both give int2 more precision:
+# `int2/g4` gives every channel of the student 4 scales (groups of 4 rows of `w1`, 32 of
+# `w2`), `int4` gives every weight 2 more bits. After QAT from the same float student,
+# which one reaches the lower test error?
 
+# %%
+my_better = "int4"  # ANSWER: "int2/g4" or "int4"
+
+# %%
+ptq_g4 = float(mse(p_float, X_te, Y_te, "int2/g4"))
+p_g4, _ = train(p_float, "int2/g4", QAT_STEPS, 1e-2)
+qat_g4 = float(mse(p_g4, X_te, Y_te, "int2/g4"))
+check_answer(
+    "Exercise 2 (sub-channels or bits?)",
+    my_better,
+    "int2/g4" if qat_g4 < results["int4 QAT"] else "int4",
+    choices=("int2/g4", "int4"),
+    hint="count the levels each weight can take, and how far a weight is from its level",
+    correct=f"QAT test MSE: int2/g4 {qat_g4:.2e}, int4 {results['int4 QAT']:.2e}",
+)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-# Solution (hidden): forward round(x), backward identity.
-def solution_round_ste(x):
-    return x + jax.lax.stop_gradient(jnp.round(x) - x)
+# Solution: PTQ and QAT for int2, int2/g4 and int4.
+for name, ptq, qat in (
+    ("int2", results["int2 PTQ"], results["int2 QAT"]),
+    ("int2/g4", ptq_g4, qat_g4),
+    ("int4", results["int4 PTQ"], results["int4 QAT"]),
+):
+    print(f"{name:8s} PTQ {ptq:.2e}   QAT {qat:.2e}   (÷{ptq / qat:.1f})")
+paper = {r.exp: r for r in sizes.PAPER_ROWS}
+for e in ("E3", "E4", "E5", "E6", "E7"):
+    print(f"paper {e}: {paper[e].description:27s} WER {paper[e].paper_wer}")
+assert ptq_g4 < results["int2 PTQ"] and qat_g4 < results["int2 QAT"]  # g4 helps int2 ...
+assert results["int4 QAT"] < qat_g4  # ... but two more bits help more
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** Sub-channels shrink int2's step wherever a group's range is smaller
+# than its channel's, so int2/g4 beats plain int2 before and after QAT. But each weight
+# still has only four levels. int4's step is $\max|w|/7$; asymmetric int2 splits the
+# range $[\min, \max]$ into 3 steps, about $2\max|w|/3$ for weights spread around zero:
+# $14/3 \approx 4.7$ times coarser, and a group of a quarter of the rows narrows the range
+# by much less than that. QAT moves weights between levels; it cannot add levels. The
+# paper's Table 1 (printed above) orders them the same way: int4 QAT (E3) is close to
+# float, while int2 QAT needs sub-channels, and more of them, to come down (E4 to E7)
+# and still ends well above E3.
+
+# %% [markdown]
+# **Exercise 3 (write your own STE).** Replace `...` in `my_round_ste` by an expression
+# whose forward value is `round(x)` and whose gradient is 1 everywhere. One way is the
+# `stop_gradient` trick of section 1; `jax.custom_vjp` is another.
 
 
 # %%
 def my_round_ste(x):
-    return solution_round_ste(x)  # EXERCISE: replace with your own implementation
+    return x + jax.lax.stop_gradient(jnp.round(x) - x)  # ANSWER: forward round(x), gradient 1
 
 
 # %%
 xs_ex = jnp.linspace(-3, 3, 97)
-np.testing.assert_array_equal(np.asarray(my_round_ste(xs_ex)), np.asarray(jnp.round(xs_ex)))
-assert bool(jnp.all(jax.vmap(jax.grad(my_round_ste))(xs_ex) == 1.0))
-print("your STE rounds forward and passes gradients straight through")
+
+
+def is_an_ste(y):
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(jnp.round(xs_ex)), "forward != round")
+    grads = jax.vmap(jax.grad(my_round_ste))(xs_ex)
+    assert bool(jnp.all(grads == 1.0)), f"gradients {np.unique(np.asarray(grads))}, not all 1"
+    return True
+
+
+check_answer(
+    "Exercise 3 (write your own STE)",
+    my_round_ste(xs_ex),
+    accept=is_an_ste,
+    hint="jnp.round alone has gradient 0; add something whose value is zero but whose "
+    "gradient is 1, e.g. x - stop_gradient(x)",
+    correct="forward rounds, gradient passes straight through",
+)
+
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution: the stop_gradient trick (the answer above) and the same STE with custom_vjp.
+@jax.custom_vjp
+def round_ste_vjp(x):
+    return jnp.round(x)
+
+
+round_ste_vjp.defvjp(lambda x: (jnp.round(x), None), lambda _, g: (g,))
+
+for name, f in (("stop_gradient", my_round_ste), ("custom_vjp", round_ste_vjp)):
+    y, g = f(xs_ex), jax.vmap(jax.grad(f))(xs_ex)
+    assert bool(jnp.all(y == jnp.round(xs_ex))) and bool(jnp.all(g == 1.0))
+    print(f"{name:13s}: forward = round(x), gradient values {np.unique(np.asarray(g))}")
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** In `x + stop_gradient(round(x) - x)` the bracket's value turns $x$ into
+# $\operatorname{round}(x)$, while autodiff sees only the first $x$ (the bracket is a
+# constant to it), so the derivative is 1. `custom_vjp` says the same thing explicitly:
+# the forward function is `round`, the backward function passes the incoming gradient
+# through unchanged. The library's `fake_quant` uses the same idea, with the gradient
+# masked to zero outside the clipped range (section 2).
 
 # %% [markdown]
 # ## Summary
@@ -379,6 +499,12 @@ print("your STE rounds forward and passes gradients straight through")
 #   the factors); at int2 PTQ leaves an error that is a sizeable fraction of the
 #   target's variance, and QAT cuts it severalfold. The paper's Table 1 shows the same split: int8
 #   survives PTQ (E0), int4 needs QAT (E2 vs E3).
-# * Native QAT (§3.2) computes the forward pass with a real int8 weight (Eq. 1) and the
-#   same STE backward pass; its gradients equal the fake path's, so training and
-#   inference run the same arithmetic without changing what is learned.
+# * Native QAT (§3.2) stores the weight as a real int8 array in the forward pass (Eq. 1)
+#   and uses the same STE backward pass; its values and gradients equal the fake path's
+#   (section 4), so going native changes nothing that is learned. What it does not
+#   change is the arithmetic: on this CPU the int8 weight is converted to float inside a
+#   float dot, so training and a float-activation deployment compute the same product
+#   only in that sense (the same quantized weights, float arithmetic). An integer engine
+#   that also quantizes the activations (int8 x int8 -> int32, notebook 01 section 6)
+#   computes a different product, with its own activation rounding, which this training
+#   never saw.

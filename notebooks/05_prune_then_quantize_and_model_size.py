@@ -56,6 +56,7 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from usmlite_edu import compress, configs, presets, quant, sizes, sparsity
+from usmlite_edu.exercises import check_answer
 
 # Toy weight with the paper's input width, so sub-channel groups have the paper's
 # length (1536 / g rows); FAST only has fewer output channels.
@@ -389,81 +390,165 @@ print(
 # %% [markdown]
 # ## Exercises
 #
-# **Exercise 1 (your own spec).** Write any spec the grammar accepts, e.g.
-# `"int8+1:4"`, `"int2/g32+2:4"` or `"int3/clipsearch"`. The check verifies, for any
-# valid spec, that the name round-trips, that pruned zeros stay zero on the toy weight,
-# and that the paper-convention size is
-# $\text{density}\cdot\text{bits}/32 + [\text{sparse}]/32 + [g>1]\,g/1536$.
+# Each exercise has answer slots, variables marked `# ANSWER` that hold `...` until you
+# write your answer in their place, and a check cell. The check prints `[skipped]` while a
+# slot still holds `...`, `[correct]` when your answer agrees with what the code
+# measures, and fails with a hint when it does not. Answer before running anything. In
+# the instructor edition a worked solution (collapsed) follows each check.
+#
+# **Exercise 1 (prediction: a size the paper did not print).** What is the paper-convention
+# size ratio of `int8+1:4`, in percent of the float32 model? Work it out from section 3's
+# rule before calling `sizes`.
 
 # %%
-my_spec = "int8+1:4"  # EXERCISE
-sp = compress.CompressionSpec.parse(my_spec)
-w_my = compress.compress_weight(W_toy, sp)
+my_int8_1_4 = 100 * (1 / 4 * 8 / 32 + 1 / 32)  # ANSWER: percent of float32
 
 # %%
-assert compress.CompressionSpec.parse(str(sp)) == sp
-if sp.sparse:
-    m_my = sparsity.nm_mask(W_toy, sp.n, sp.m)
-    assert bool(jnp.all(w_my[~m_my] == 0.0))
-expected = 100 * (
-    sp.density * (sp.bits or 32) / 32
-    + (1 / 32 if sp.sparse else 0)
-    + (sp.sub_channels / 1536 if sp.quantized and sp.sub_channels > 1 else 0)
+paper_int8_1_4 = sizes.size_ratio("int8+1:4")
+check_answer(
+    "Exercise 1 (a size the paper did not print)",
+    my_int8_1_4,
+    paper_int8_1_4,
+    abs_tol=0.01,
+    hint="bits / 32 per kept weight times the kept fraction, plus 1 bit per weight for the "
+    "mask; no sub-channel scales",
+    correct=f"{paper_int8_1_4:.3f}% (exact: {sizes.size_ratio('int8+1:4', convention='exact'):.2f}%)",
 )
-if not sp.is_float:
-    assert abs(sizes.size_ratio(sp) - expected) < 1e-9
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution: the estimate term by term, and how int8+1:4 compares with the paper's rows.
+sp = compress.CompressionSpec.parse("int8+1:4")
+terms = {"values": sp.density * sp.bits / 32, "mask": 1 / 32}
 print(
-    f"{sp}: paper estimate {sizes.size_ratio(sp):.2f}%, exact {sizes.size_ratio(sp, convention='exact'):.2f}%, "
-    f"toy error {rel_err(W_toy, w_my):.4f}"
+    ", ".join(f"{k} {100 * v:.3f}%" for k, v in terms.items()),
+    f"= {100 * sum(terms.values()):.3f}%",
 )
-
-# %% [markdown]
-# **Exercise 2 (exact sizes and heavier tails).** Redraw the Pareto plot with the
-# exact stored sizes (`convention = "exact"`) and/or a heavy-tailed toy weight (set
-# `df`, the Student-t degrees of freedom; `None` keeps the Gaussian). Which specs leave
-# or join the frontier? The check verifies the frontier's defining property for any
-# choice.
-
-# %%
-convention = "exact"  # EXERCISE: "paper" or "exact"
-df = 4.0  # EXERCISE: None for Gaussian, or e.g. 3.0, 10.0
-W_ex = W_toy if df is None else jax.random.t(jax.random.fold_in(key, 3), df, (I, J)) * 0.02
-points_ex = pareto_points(W_ex, PAPER_SPECS, convention)
-plot_pareto(points_ex, f"{convention} sizes, {'Gaussian' if df is None else f'Student-t df={df}'}")
-
-# %%
-front_ex = [p for p in points_ex if p["frontier"]]
-assert all(a["err"] > b["err"] for a, b in zip(front_ex, front_ex[1:]))
-print("frontier:", [p["spec"] for p in front_ex])
-
-# %% [markdown]
-# **Exercise 3 (other models).** The gap between the exact size and the paper's
-# estimate depends on the model: per-channel scales cost $32/I$ bits per weight (more
-# for narrow layers), and the float layers' share depends on the vocabulary (softmax)
-# and the width. Pick a preset from `presets.PRESETS` and a spec, predict the gap, and
-# compare with `usm_2b`. The check verifies that the breakdown adds up and that the
-# exact size is at least the values plus the float layers.
-
-# %%
-preset_ex, spec_ex = "cpu", "int4+2:4"  # EXERCISE: presets: see presets.PRESETS
-b_ex = sizes.model_size(spec_ex, preset_ex)
-
-# %%
-assert preset_ex in presets.PRESETS
-assert (
-    abs(
-        b_ex.total - (b_ex.values + b_ex.scales + b_ex.zero_points + b_ex.index + b_ex.float_layers)
-    )
-    < 1e-6 * b_ex.total
-)
-assert b_ex.total >= b_ex.values + b_ex.float_layers
-for name in (preset_ex, "usm_2b"):
-    b = sizes.model_size(spec_ex, name)
+assert abs(100 * sum(terms.values()) - paper_int8_1_4) < 1e-9
+for spec_name in ("int4+2:4", "int8+1:4", "int2/g64"):
+    toy_err = rel_err(W_toy, compress.compress_weight(W_toy, spec_name))
     print(
-        f"{name:8s} {spec_ex}: exact {b.ratio:5.2f}% of float32, paper estimate "
-        f"{sizes.size_ratio(spec_ex, name):5.2f}%, float layers {100 * b.float_layers / b.float_total:4.2f}%, "
-        f"scales {100 * b.scales / b.float_total:4.2f}%"
+        f"{spec_name:9s} paper {sizes.size_ratio(spec_name):6.3f}%   PTQ error on the toy {toy_err:.4f}"
     )
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** A quarter of the weights kept at 8 bits is 2 bits per weight, the same
+# as int4 + 2:4 (half the weights at 4 bits), and both pay the same 1-bit mask: in the
+# paper's convention the two are exactly the same size. Which of the two to prefer is
+# not a size question: 1:4 throws away far more of the weight than int4's rounding does
+# (the toy errors above), and the paper's Table 2 shows that 1:4 is costly even at
+# float precision (E10, E11).
+
+# %% [markdown]
+# **Exercise 2 (prediction: what moves the frontier).** Two changes to section 4's
+# experiment: (a) plot the same Gaussian weight against the *exact* stored sizes instead
+# of the paper's estimate; (b) keep the paper's sizes but draw the weight from a
+# heavy-tailed Student-t with 3 degrees of freedom. For each, which specs that are on
+# section 4's frontier leave it? Answer with sets of spec names (`set()` if none).
+
+# %%
+my_leave_exact = set()  # ANSWER: specs that leave the frontier with exact sizes
+my_leave_heavy = {"int4"}  # ANSWER: specs that leave it with the heavy-tailed weight
+
+# %%
+W_heavy = jax.random.t(jax.random.fold_in(key, 3), 3.0, (I, J)) * 0.02
+points_exact = pareto_points(W_toy, PAPER_SPECS, "exact")
+points_heavy = pareto_points(W_heavy, PAPER_SPECS)
+front_of = lambda pts: {p["spec"] for p in pts if p["frontier"]}
+base_front = front_of(points)
+check_answer(
+    "Exercise 2a (exact sizes)",
+    my_leave_exact,
+    base_front - front_of(points_exact),
+    hint="the exact size adds scales, zero points, index and float layers to every spec; "
+    "does that reorder the sizes of the specs on the frontier?",
+)
+check_answer(
+    "Exercise 2b (heavy tails)",
+    my_leave_heavy,
+    base_front - front_of(points_heavy),
+    hint="which spec's error depends most on a channel's largest weight, and which "
+    "nearby spec has many scales per channel?",
+    correct=f"joining it instead: {sorted(front_of(points_heavy) - base_front)}",
+)
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution: both frontiers, and the errors of the specs that trade places.
+plot_pareto(points_exact, "exact sizes, the Gaussian weight")
+plot_pareto(points_heavy, "paper sizes, Student-t df=3 weight")
+heavy_err = {p["spec"]: p["err"] for p in points_heavy}
+for spec_name in ("int4+2:4", "int2/g64", "int4"):
+    print(
+        f"{spec_name:9s} size {sizes.size_ratio(spec_name):5.2f}%   error: Gaussian "
+        f"{err_of[spec_name]:.4f}, heavy-tailed {heavy_err[spec_name]:.4f}"
+    )
+print("frontier, exact sizes:  ", [p["spec"] for p in points_exact if p["frontier"]])
+print("frontier, heavy tails:  ", [p["spec"] for p in points_heavy if p["frontier"]])
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** (a) None leave: the exact sizes differ from the estimates, but by
+# similar amounts for neighbouring specs, so the order of the sizes, and with it the
+# frontier, stays. The frontier is a ranking; it changes only where two specs are close
+# in size and the extra bytes differ. (b) With heavy tails int4 leaves and `int2/g64`
+# joins. Per-channel int4 sets one step from each channel's largest weight, and a heavy
+# tail makes that step coarse for all the others; `int2/g64` has a scale for every 24
+# weights, so an outlier coarsens only its own group, and it is smaller than int4. The
+# ranking of compression schemes depends on the weights' distribution, which is one more
+# reason to decide with the real model (notebook 07) rather than with a toy.
+
+# %% [markdown]
+# **Exercise 3 (prediction: a narrow model's overhead).** The exact size exceeds the paper's
+# estimate because of per-channel scales, zero points, index bits and the float layers.
+# For `int4+2:4`, is that excess `"larger"` or `"smaller"` for the project's `cpu` model
+# (`presets.get_preset("cpu").model`) than for the 2B model?
+
+# %%
+my_cpu_excess = "larger"  # ANSWER: "larger" or "smaller"
+
+
+# %%
+def excess(preset, spec="int4+2:4"):
+    """Exact size minus the paper's estimate, in points of percent of float32."""
+    return sizes.model_size(spec, preset).ratio - sizes.size_ratio(spec, preset)
+
+
+check_answer(
+    "Exercise 3 (a narrow model's overhead)",
+    my_cpu_excess,
+    "larger" if excess("cpu") > excess("usm_2b") else "smaller",
+    choices=("larger", "smaller"),
+    hint="a per-channel scale costs 32 bits per output channel, i.e. 32 / I bits per "
+    "weight; and how big is the float softmax layer next to a small encoder?",
+    correct=f"excess: cpu {excess('cpu'):.2f} points, usm_2b {excess('usm_2b'):.2f} points",
+)
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution: every preset's breakdown for int4+2:4, in percent of its own float32 size.
+print(
+    f"{'preset':9s} {'dim':>5s} {'vocab':>6s} {'estimate':>9s} {'exact':>7s} {'excess':>7s} "
+    f"{'scales':>7s} {'index':>6s} {'float layers':>13s}"
+)
+for name in presets.PRESETS:
+    cfg_p = presets.get_preset(name).model
+    b = sizes.model_size("int4+2:4", name)
+    pct = lambda bits, total=b.float_total: 100 * bits / total
+    print(
+        f"{name:9s} {cfg_p.model_dim:5d} {cfg_p.vocab_size:6d} {sizes.size_ratio('int4+2:4', name):8.2f}% "
+        f"{b.ratio:6.2f}% {excess(name):6.2f}  {pct(b.scales):6.2f}% {pct(b.index):5.2f}% "
+        f"{pct(b.float_layers):12.2f}%"
+    )
+assert excess("cpu") > excess("usm_2b")
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** Larger. The index costs about the 1 bit per weight the paper counts,
+# so the excess comes from the per-channel scales and the float layers. A per-channel
+# scale adds $32/I$ bits per weight: the `cpu` model's layers are about ten times
+# narrower than the 2B model's, and its scales column is about ten times larger. Its
+# float layers are a similar share to the 2B model's: its softmax has only 32 outputs,
+# but its encoder is small too. The table also shows that "smaller pays more" is not a
+# law of model size: the reduced USM models (`usm_1b` to `usm_300m`) keep the
+# 16,384-piece softmax, whose share grows as the encoder shrinks, and pay the most of
+# the wide models. The exact size of our `cpu` model's int4 + 2:4 (notebook 07) is
+# therefore further above the paper's 9.4% than the 2B model's.
 
 # %% [markdown]
 # ## Summary
