@@ -52,6 +52,7 @@ import numpy as np
 from flax import nnx
 
 from usmlite_edu import compress, quant, sparsity
+from usmlite_edu import mesh as mesh_lib
 from usmlite_edu.compress import CompressionSpec
 from usmlite_edu.configs import ConformerConfig, weight_shapes
 from usmlite_edu.frontend import subsampled_lengths
@@ -432,6 +433,12 @@ class ConformerBlock(nnx.Module):
         return self.final_norm(x) * mask[..., None]
 
 
+def _constrain_act(x: jax.Array) -> jax.Array:
+    """The batch axis of a ``(B, T, D)`` activation on the mesh's batch axes (a no-op
+    without a mesh: :func:`usmlite_edu.mesh.constrain`)."""
+    return mesh_lib.constrain(x, ("batch", "length", "act_embed"))
+
+
 class Encoder(nnx.Module):
     """``num_layers`` Conformer blocks, ``blocks[0]`` first."""
 
@@ -444,7 +451,7 @@ class Encoder(nnx.Module):
         self, x: jax.Array, mask: jax.Array, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
         for block in self.blocks:
-            x = block(x, mask, deterministic, rngs)
+            x = _constrain_act(block(x, mask, deterministic, rngs))
         return x
 
 
@@ -498,9 +505,10 @@ class ConformerCTC(nnx.Module):
                 "model(feats, mask, deterministic=False, "
                 "rngs=nnx.Rngs(dropout=key))"
             )
+        feats = mesh_lib.constrain(feats, ("batch", "length", None))
         x, mask = self.frontend(feats, mask)
-        x = self.encoder(x, mask, deterministic, rngs)
-        return self.softmax(x), mask
+        x = self.encoder(_constrain_act(x), mask, deterministic, rngs)
+        return _constrain_act(self.softmax(x)), mask
 
 
 # --------------------------------------------------------------------------- functional core

@@ -1,0 +1,140 @@
+"""Meshes and sharding (issue 13, part 1): the rules in-process, and the sharded train step
+against the one-device step in a child process with 8 simulated CPU devices."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from usmlite_edu import mesh, model, presets
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FakeMesh:
+    """Only what spec_for reads: the axis sizes."""
+
+    def __init__(self, data=1, fsdp=1, tensor=1):
+        self.shape = {"data": data, "fsdp": fsdp, "tensor": tensor}
+
+
+# --------------------------------------------------------------------------- mesh specs
+@pytest.mark.parametrize(
+    "spec, n, shape",
+    [
+        ("data=2,fsdp=4,tensor=1", 8, (2, 4, 1)),
+        ("fsdp=8", 8, (1, 8, 1)),
+        (" fsdp = 4 , tensor=2", 8, (1, 4, 2)),
+        ("tensor=2,data=1,fsdp=4", 8, (1, 4, 2)),
+        (None, 8, (1, 8, 1)),
+        ("", 1, (1, 1, 1)),
+    ],
+)
+def test_parse_mesh_spec(spec, n, shape):
+    assert mesh.parse_mesh_spec(spec, n) == shape
+
+
+@pytest.mark.parametrize(
+    "spec, n, names",
+    [
+        ("data=2,fsdp=4,model=1", 8, "'model=1'"),
+        ("data=2,data=4", 8, "'data' given twice"),
+        ("data=two,fsdp=4", 8, "'two'"),
+        ("data=0,fsdp=8", 8, "'0'"),
+        ("data=-2,fsdp=4", 8, "'-2'"),
+        ("fsdp", 8, "'fsdp'"),
+        ("data=2,fsdp=2", 8, "4 devices, but there are 8"),
+        ("fsdp=8", 1, "8 devices, but there are 1"),
+    ],
+)
+def test_parse_mesh_spec_refuses_bad_specs(spec, n, names):
+    with pytest.raises(ValueError, match="mesh spec") as e:
+        mesh.parse_mesh_spec(spec, n)
+    assert repr(spec) in str(e.value) and names in str(e.value)
+
+
+def test_default_mesh_is_every_device_on_fsdp():
+    m = mesh.make_mesh()
+    assert m.axis_names == mesh.AXES
+    assert dict(m.shape) == {"data": 1, "fsdp": jax.device_count(), "tensor": 1}
+
+
+# --------------------------------------------------------------------------- rules
+def test_spec_for_uses_the_rules_and_falls_back_to_replication():
+    m = FakeMesh(data=2, fsdp=4, tensor=2)
+    assert mesh.spec_for(("embed", "mlp"), (64, 256), m) == P("fsdp", "tensor")
+    assert mesh.spec_for(("batch", None), (16, 100), m) == P(("data", "fsdp"), None)
+    # 4 rows: (data, fsdp) = 8 does not divide, data alone does
+    assert mesh.spec_for(("batch", None), (4, 100), m) == P("data", None)
+    assert mesh.spec_for(("batch",), (3,), m) == P(None)
+    # the frontend's first conv has one input channel: whole on every device
+    assert mesh.spec_for(("taps", "taps", "embed", "mlp"), (3, 3, 1, 16), m) == P(
+        None, None, None, "tensor"
+    )
+    assert mesh.spec_for(("embed", "mlp"), (6, 3), m) == P(None, None)
+    assert mesh.spec_for(("vector",), (64,), m) == P(None)
+    # size-1 axes shard nothing and are left out
+    assert mesh.spec_for(("embed", "mlp"), (64, 256), FakeMesh(fsdp=8)) == P("fsdp", None)
+
+
+def test_param_specs_of_the_ci_model():
+    params = model.split_model(model.abstract_model(presets.get_preset("ci").model))[1]
+    specs = mesh.param_specs(params, FakeMesh(data=1, fsdp=4, tensor=2))
+    blk = specs["encoder"]["blocks"][0]
+    assert blk["ffn1"]["dense1"]["kernel"] == P("fsdp", "tensor")  # (64, 256)
+    assert blk["ffn1"]["dense2"]["kernel"] == P("tensor", "fsdp")  # (256, 64)
+    assert blk["mhsa"]["out"]["kernel"] == P("tensor", "fsdp")
+    assert blk["mhsa"]["u_bias"] == P("tensor", None)
+    assert blk["ffn1"]["dense1"]["bias"] == P(None)
+    assert blk["conv"]["depthwise"]["kernel"] == P(None, None, "tensor")  # (5, 1, 64)
+    assert specs["softmax"]["kernel"] == P("fsdp", "tensor")
+    assert specs["frontend"]["conv1"]["kernel"] == P(None, None, None, "tensor")
+
+
+def test_constrain_is_a_no_op_without_a_mesh():
+    x = np.ones((4, 3, 2), np.float32)
+    assert mesh.constrain(x, ("batch", None, None)) is x
+
+
+# --------------------------------------------------------------------------- 8 devices
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["float", "int4+2:4"])
+def test_sharded_steps_match_one_device(spec):
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "mesh_equivalence.py"), spec],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    out = json.loads(line[len("RESULT ") :])
+    assert out["devices"] == 8
+    # Tolerances: the sharded step sums the same float32 terms in another order (per-shard
+    # partial sums, then an all-reduce). Losses: a few ulps of a sum of ~1e3 terms, far
+    # under rtol 1e-5. Parameters: Adam divides each gradient by its own RMS, so a weight
+    # whose gradient is ~0 can move by up to the step's learning rate (~1e-4 in the first
+    # warm-up steps) on either run; 1e-3 of the largest weight (~0.5 -> 5e-4) bounds that
+    # and is still far below any real difference (measured: < 5e-5).
+    atol = 1e-3 * out["max_abs_param"]
+    for name, r in out["meshes"].items():
+        np.testing.assert_allclose(r["losses"], out["ref_losses"], rtol=1e-5, err_msg=name)
+        assert r["max_param_diff"] <= atol, (name, r["max_param_diff"], atol)
+        assert r["masks_equal"], name
+        assert r["has_masks"] == (spec != "float")
+        assert not r["kernel_replicated"], (name, r)
+        assert np.prod(r["kernel_shard_shape"]) < np.prod(r["kernel_shape"]), (name, r)
+        if r["has_masks"]:
+            assert r["mask_spec"] == r["kernel_spec"], (name, r)
