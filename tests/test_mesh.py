@@ -138,3 +138,45 @@ def test_sharded_steps_match_one_device(spec):
         assert np.prod(r["kernel_shard_shape"]) < np.prod(r["kernel_shape"]), (name, r)
         if r["has_masks"]:
             assert r["mask_spec"] == r["kernel_spec"], (name, r)
+
+
+_CONSTRAINT_CHILD = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+import jax, jax.numpy as jnp
+from usmlite_edu import mesh, model, presets
+g, params = model.split_model(model.abstract_model(presets.get_preset("ci").model))
+x = jax.ShapeDtypeStruct((8, 100, 40), jnp.float32)
+m = jax.ShapeDtypeStruct((8, 100), bool)
+def n():
+    jaxpr = jax.make_jaxpr(lambda p, x, m: model.forward(g, p, x, m))(params, x, m)
+    return str(jaxpr).count("sharding_constraint")
+before = n()
+with mesh.use_mesh(mesh.make_mesh("data=2,fsdp=4")):
+    inside = n()
+print("COUNTS", before, inside)
+"""
+
+
+def test_activation_constraints_only_under_use_mesh():
+    # Trace only (no compile): without a mesh the forward pass has no constraint at all
+    # (the one-device computation is unchanged); under use_mesh (jax.set_mesh) the input,
+    # the subsampler output, every block output and the logits carry one.
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CONSTRAINT_CHILD],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("COUNTS ")][-1]
+    before, inside = map(int, line.split()[1:])
+    n_layers = presets.get_preset("ci").model.num_layers
+    assert before == 0
+    assert inside == 3 + n_layers
