@@ -180,3 +180,129 @@ def test_activation_constraints_only_under_use_mesh():
     n_layers = presets.get_preset("ci").model.num_layers
     assert before == 0
     assert inside == 3 + n_layers
+
+
+# --------------------------------------------------------------------------- train --mesh
+_FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def _cli(args: list[str], devices: int, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {_FAST_XLA}",
+        USMLITE_NO_PROGRESS="1",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "usmlite_edu", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=900,
+    )
+
+
+def _losses(run: Path) -> dict[int, float]:
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in recs if "loss" in r and "step" in r}
+
+
+@pytest.mark.slow
+def test_train_cli_on_8_devices_then_resumes_on_one(tmp_path):
+    # `usmlite-edu train --mesh data=2,fsdp=4` on 8 simulated devices for 2 steps (its
+    # checkpoint is written sharded), then the same run resumed on one device to step 4,
+    # against 4 uninterrupted one-device steps. ci preset, one block (compile time).
+    common = [
+        "train", "--preset", "ci", "--set", "model.num_layers=1",
+        "--set", "train.checkpoint_every=2", "--set", "train.log_every=1",
+    ]  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    r = _cli([*common, "--mesh", "data=2,fsdp=4", "--steps", "2", "--out", str(a)], 8, ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "mesh {'data': 2, 'fsdp': 4, 'tensor': 1} over 8 devices" in r.stdout
+    assert json.loads((a / "config.json").read_text())["mesh"] == "data=2,fsdp=4"
+    r = _cli([*common, "--steps", "4", "--out", str(a)], 1, ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "resumed from" in r.stdout and "at step 2" in r.stdout
+    r = _cli([*common, "--steps", "4", "--out", str(b)], 1, ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    la, lb = _losses(a), _losses(b)
+    assert sorted(la) == sorted(lb) == [1, 2, 3, 4]
+    # Same tolerance argument as test_sharded_steps_match_one_device (summation order).
+    np.testing.assert_allclose([la[s] for s in (1, 2, 3, 4)], [lb[s] for s in (1, 2, 3, 4)],
+                               rtol=1e-5)  # fmt: skip
+    from usmlite_edu import runs
+
+    pa, pb = runs.load_params(a / "params"), runs.load_params(b / "params")
+    big = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(pb))
+    diff = max(
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+        for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True)
+    )
+    assert diff <= 1e-3 * big, (diff, big)
+
+
+def test_train_refuses_a_mesh_that_does_not_fit_before_loading_data(tmp_path):
+    from usmlite_edu import train
+
+    with pytest.raises(ValueError, match="mesh spec 'data=2,fsdp=4'.*8 devices.*device_count"):
+        train.train("ci", "data_small", str(tmp_path / "nodata"), tmp_path / "r",
+                    mesh_spec="data=2,fsdp=4")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- plan
+_PLAN_CHILD = """
+import json, os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+from usmlite_edu import plan
+out = {}
+for name, kw in {
+    "fsdp": dict(mesh_spec="fsdp=8"),
+    "data": dict(mesh_spec="data=8"),
+    "fsdp_block": dict(mesh_spec="fsdp=8", remat="block"),
+    "fsdp_accum2": dict(mesh_spec="fsdp=8", grad_accum=2),
+}.items():
+    pl = plan.plan_memory("ci", "int4+2:4", global_batch=16, seconds=3.0, **kw)
+    out[name] = dict(arg=pl.argument_bytes, temp=pl.temp_bytes, peak=pl.peak_bytes,
+                     err=pl.error, params=pl.parameters, text=plan.format_plan(pl))
+print("PLANS " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_plan_on_8_simulated_devices_shows_what_sharding_remat_and_accumulation_save():
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PLAN_CHILD], capture_output=True, text=True, env=env,
+        cwd=ROOT, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("PLANS ")][-1]
+    plans = json.loads(line[len("PLANS ") :])
+    assert all(p["err"] is None and p["peak"] > 0 for p in plans.values()), plans
+    # FSDP keeps 1/8 of each sharded parameter, its Adam moments and masks per device;
+    # data parallelism keeps all of them on every device.
+    assert plans["fsdp"]["arg"] < 0.5 * plans["data"]["arg"]
+    # Two micro-batches: the activations of half the batch at a time.
+    assert plans["fsdp_accum2"]["temp"] < 0.8 * plans["fsdp"]["temp"]
+    # Recomputing each block's insides keeps fewer activations.
+    assert plans["fsdp_block"]["temp"] < plans["fsdp"]["temp"]
+    assert "figures from the CPU compiler" in plans["fsdp"]["text"]
+
+
+def test_plan_for_a_tpu_topology_without_libtpu_says_what_to_install(capsys):
+    try:
+        import libtpu  # noqa: F401
+
+        pytest.skip("libtpu is installed")
+    except ImportError:
+        pass
+    from usmlite_edu.cli import main
+
+    assert main(["plan", "--preset", "ci", "--topology", "v3:2x2"]) == 2
+    err = capsys.readouterr().err
+    assert "needs the libtpu package" in err and "usmlite-edu[tpu]" in err

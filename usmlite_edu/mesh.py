@@ -105,6 +105,12 @@ def parse_mesh_spec(spec: str | None, n_devices: int) -> tuple[int, int, int]:
         raise ValueError(
             f"mesh spec {spec!r}: {' x '.join(map(str, shape))} = {math.prod(shape)} devices, "
             f"but there are {n_devices}"
+            + (
+                " (a CPU simulates N devices when XLA_FLAGS="
+                "--xla_force_host_platform_device_count=N is set before jax starts)"
+                if n_devices < math.prod(shape)
+                else ""
+            )
         )
     return shape
 

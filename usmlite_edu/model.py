@@ -97,12 +97,15 @@ class ModelOptions:
         the kernel is flattened to ``(taps * in, out)`` and fake-quantized.
       compute_dtype: dtype of the dense matmuls (``None`` = float32; ``"bfloat16"`` uses
         the CPU's AMX / a GPU's tensor cores, accumulating in float32).
+      remat: rematerialisation of each encoder block (``"none"``, ``"block"``, ``"dots"``;
+        see :class:`usmlite_edu.configs.TrainConfig`).
     """
 
     spec: CompressionSpec = CompressionSpec()
     compress_softmax: bool = False
     compress_convs: bool = False
     compute_dtype: str | None = None
+    remat: str = "none"
 
     @property
     def quant_spec(self) -> CompressionSpec:
@@ -446,12 +449,23 @@ class Encoder(nnx.Module):
         self.blocks = nnx.List(
             [ConformerBlock(cfg, opts, rngs=rngs) for _ in range(cfg.num_layers)]
         )
+        self.remat = opts.remat
 
     def __call__(
         self, x: jax.Array, mask: jax.Array, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
+        def call(block, x, mask, rngs):  # positional only: nnx.remat's signature
+            return block(x, mask, deterministic, rngs)
+
+        if self.remat != "none":
+            # jax.checkpoint per block: the backward pass recomputes the block's insides
+            # from its input (and, for "dots", keeps the weight products).
+            policy = None
+            if self.remat == "dots":
+                policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+            call = nnx.remat(call, policy=policy)
         for block in self.blocks:
-            x = _constrain_act(block(x, mask, deterministic, rngs))
+            x = _constrain_act(call(block, x, mask, rngs))
         return x
 
 
