@@ -16,6 +16,8 @@ Exit codes:
 * 4 (:data:`EXIT_TOO_MANY_SKIPPED`): ``train`` or ``reproduce`` finished and wrote its
   outputs, but skipped more than ``usmlite_edu.train.MAX_SKIP_SHARE`` (5%) of a split;
   stderr names each such split.
+* 5 (:data:`EXIT_DOES_NOT_COMPILE`): ``plan`` printed its plan, but the step did not
+  compile for that mesh (the compiler's message, e.g. out of memory, is printed).
 * 130: interrupted (a training run resumes when started again with the same ``--out``).
 """
 
@@ -33,6 +35,7 @@ EXIT_REFUSED = 2
 EXIT_INPUTS_FAILED = 3
 #: ``train`` / ``reproduce``: more than ``train.MAX_SKIP_SHARE`` of a split was skipped
 EXIT_TOO_MANY_SKIPPED = 4
+EXIT_DOES_NOT_COMPILE = 5
 
 
 def _too_many_skipped(lines: list[str]) -> int:
@@ -106,9 +109,37 @@ def _cmd_train(args) -> int:
         seed=args.seed,
         heldout_speaker=args.heldout_speaker,
         overrides=args.set,
+        mesh_spec=args.mesh,
     )
     print(json.dumps(r, indent=2, default=str))
     return _too_many_skipped(train.too_many_skipped(train.skip_counts(r)))
+
+
+def _cmd_plan(args) -> int:
+    from usmlite_edu import plan
+
+    pl = plan.plan_memory(
+        args.preset,
+        args.spec,
+        topology=args.topology,
+        mesh_spec=args.mesh,
+        global_batch=args.global_batch,
+        grad_accum=args.grad_accum,
+        remat=args.remat,
+        compute_dtype="preset"
+        if args.compute_dtype is None
+        else (None if args.compute_dtype == "float32" else args.compute_dtype),
+        seconds=args.seconds,
+        overrides=args.set,
+    )
+    print(plan.format_plan(pl))
+    if args.json:
+        import dataclasses
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        rec = {**dataclasses.asdict(pl), "peak_bytes": pl.peak_bytes, "fits": pl.fits}
+        Path(args.json).write_text(json.dumps(rec, indent=2) + "\n")
+    return 0 if pl.error is None else EXIT_DOES_NOT_COMPILE
 
 
 def _cmd_eval(args) -> int:
@@ -381,6 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
         "tokenizer are kept; the learning-rate schedule continues)",
     )
     t.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
+    t.add_argument(
+        "--mesh",
+        metavar="AXIS=N,...",
+        help="train sharded on a device mesh with axes data, fsdp, tensor, e.g. "
+        "data=2,fsdp=4 (their product must be the device count; an axis left out is "
+        "1; an empty spec puts every device on fsdp). Default: one "
+        "device, no mesh. On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=8 "
+        "simulates 8 devices. A checkpoint resumes on any mesh.",
+    )
     set_arg(t, "model.* or train.*")
     t.set_defaults(func=_cmd_train)
 
@@ -487,6 +527,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     set_arg(r, "model.*, train.* or reproduce.*")
     r.set_defaults(func=_cmd_reproduce)
+
+    pl = sub.add_parser(
+        "plan",
+        help="per-device memory of a train step on a mesh, compiled ahead of time",
+        description="Compile the train step of a preset and spec for a mesh of devices "
+        "without running it, and print the compiler's per-device memory (arguments, "
+        "temporaries, peak) and whether it fits. --topology plans for a compile-only TPU "
+        "topology (needs the libtpu package: pip install 'usmlite-edu[tpu]'); without it, "
+        "for this machine's devices (XLA_FLAGS=--xla_force_host_platform_device_count=N "
+        "simulates N CPU devices; the CPU compiler's figures differ from a TPU's). "
+        "Exit status 5 when the step does not compile (e.g. out of memory).",
+    )
+    pl.add_argument("--preset", default="ci", metavar="PRESET", help=f"{names} (default ci)")
+    pl.add_argument("--spec", default="float", metavar="SPEC", help="compression (default float)")
+    pl.add_argument("--topology", metavar="NAME", help="TPU topology, e.g. v3:8x8, v5e:16x16")
+    pl.add_argument("--mesh", metavar="AXIS=N,...", help="mesh spec (default: all on fsdp)")
+    pl.add_argument("--global-batch", type=int, metavar="N", help="utterances per update")
+    pl.add_argument("--grad-accum", type=int, metavar="K", help="micro-batches per update")
+    pl.add_argument("--remat", choices=["none", "block", "dots"], help="block remat policy")
+    pl.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="dense matmul dtype")
+    pl.add_argument(
+        "--seconds", type=float, metavar="S", help="utterance length (default: largest bucket)"
+    )
+    pl.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
+    set_arg(pl, "model.* or train.*")
+    pl.set_defaults(func=_cmd_plan)
 
     d = sub.add_parser(
         "data",

@@ -229,6 +229,10 @@ SMALL = ConformerConfig(
 
 
 # --------------------------------------------------------------------------- training
+# Names of TrainConfig.remat / ModelOptions.remat (usmlite_edu.model.Encoder applies them).
+REMAT_POLICIES = ("none", "block", "dots")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How a model is trained (USM-Lite section 4.2; presets scale the paper's numbers down).
@@ -270,6 +274,20 @@ class TrainConfig:
         every kernel in the training forward pass, before prune-then-quantize
         (Graves 2011); 0 = none.
       weight_noise_start: first step (counted from 0) that gets weight noise.
+
+    For models larger than memory allows (the ``usm_2b`` recipe on a mesh,
+    :mod:`usmlite_edu.mesh`):
+
+      remat: rematerialisation of each Conformer block in the backward pass
+        (``jax.checkpoint``): ``"none"`` keeps every activation; ``"block"`` keeps only
+        each block's input and recomputes the rest; ``"dots"`` also keeps the outputs of
+        matrix products without a batch dimension
+        (``jax.checkpoint_policies.dots_with_no_batch_dims_saveable``). The same numbers
+        either way; less memory for more compute.
+      grad_accum: split each batch of ``batch_size`` into this many micro-batches, run
+        them one after another and apply one update with the gradient of the whole batch
+        (the per-token normalisation is over the whole batch, so the update is the
+        full-batch one up to float summation order). Must divide ``batch_size``.
     """
 
     steps: int = 1000
@@ -297,8 +315,19 @@ class TrainConfig:
     speed_perturb: tuple[float, ...] = ()
     weight_noise_std: float = 0.0
     weight_noise_start: int = 0
+    remat: str = "none"
+    grad_accum: int = 1
 
     def __post_init__(self):
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"train.remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
+        if not isinstance(self.grad_accum, int) or self.grad_accum < 1:
+            raise ValueError(f"train.grad_accum must be an integer >= 1, got {self.grad_accum!r}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"train.grad_accum={self.grad_accum} does not divide "
+                f"train.batch_size={self.batch_size}; choose a divisor of the batch size"
+            )
         for name in ("steps", "batch_size", "eval_batch_size", "vocab_size", "max_nonfinite"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")

@@ -52,6 +52,7 @@ import numpy as np
 from flax import nnx
 
 from usmlite_edu import compress, quant, sparsity
+from usmlite_edu import mesh as mesh_lib
 from usmlite_edu.compress import CompressionSpec
 from usmlite_edu.configs import ConformerConfig, weight_shapes
 from usmlite_edu.frontend import subsampled_lengths
@@ -96,12 +97,15 @@ class ModelOptions:
         the kernel is flattened to ``(taps * in, out)`` and fake-quantized.
       compute_dtype: dtype of the dense matmuls (``None`` = float32; ``"bfloat16"`` uses
         the CPU's AMX / a GPU's tensor cores, accumulating in float32).
+      remat: rematerialisation of each encoder block (``"none"``, ``"block"``, ``"dots"``;
+        see :class:`usmlite_edu.configs.TrainConfig`).
     """
 
     spec: CompressionSpec = CompressionSpec()
     compress_softmax: bool = False
     compress_convs: bool = False
     compute_dtype: str | None = None
+    remat: str = "none"
 
     @property
     def quant_spec(self) -> CompressionSpec:
@@ -435,6 +439,12 @@ class ConformerBlock(nnx.Module):
         return self.final_norm(x) * mask[..., None]
 
 
+def _constrain_act(x: jax.Array) -> jax.Array:
+    """The batch axis of a ``(B, T, D)`` activation on the mesh's batch axes (a no-op
+    without a mesh: :func:`usmlite_edu.mesh.constrain`)."""
+    return mesh_lib.constrain(x, ("batch", "length", "act_embed"))
+
+
 class Encoder(nnx.Module):
     """``num_layers`` Conformer blocks, ``blocks[0]`` first."""
 
@@ -442,12 +452,23 @@ class Encoder(nnx.Module):
         self.blocks = nnx.List(
             [ConformerBlock(cfg, opts, rngs=rngs) for _ in range(cfg.num_layers)]
         )
+        self.remat = opts.remat
 
     def __call__(
         self, x: jax.Array, mask: jax.Array, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
+        def call(block, x, mask, rngs):  # positional only: nnx.remat's signature
+            return block(x, mask, deterministic, rngs)
+
+        if self.remat != "none":
+            # jax.checkpoint per block: the backward pass recomputes the block's insides
+            # from its input (and, for "dots", keeps the weight products).
+            policy = None
+            if self.remat == "dots":
+                policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+            call = nnx.remat(call, policy=policy)
         for block in self.blocks:
-            x = block(x, mask, deterministic, rngs)
+            x = _constrain_act(call(block, x, mask, rngs))
         return x
 
 
@@ -501,9 +522,10 @@ class ConformerCTC(nnx.Module):
                 "model(feats, mask, deterministic=False, "
                 "rngs=nnx.Rngs(dropout=key))"
             )
+        feats = mesh_lib.constrain(feats, ("batch", "length", None))
         x, mask = self.frontend(feats, mask)
-        x = self.encoder(x, mask, deterministic, rngs)
-        return self.softmax(x), mask
+        x = self.encoder(_constrain_act(x), mask, deterministic, rngs)
+        return _constrain_act(self.softmax(x)), mask
 
 
 # --------------------------------------------------------------------------- functional core

@@ -33,6 +33,7 @@ more than :data:`MAX_SKIP_SHARE` of its utterances (the CLI then exits with a no
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
@@ -49,6 +50,7 @@ import numpy as np
 import optax
 
 from usmlite_edu import augment, batching, frontend, model, runs, sparsity
+from usmlite_edu import mesh as meshlib
 from usmlite_edu.compress import CompressionSpec, as_spec
 from usmlite_edu.configs import ConformerConfig, TrainConfig
 from usmlite_edu.corpora import load_corpus
@@ -199,13 +201,13 @@ class Trainer:
         self, cfg: ConformerConfig, spec: CompressionSpec | str, tcfg: TrainConfig, **model_options
     ):
         self.cfg, self.spec, self.tcfg = cfg, as_spec(spec), tcfg
+        # the model options the training config decides (remat changes no parameter)
+        model_options = {"compute_dtype": tcfg.compute_dtype, "remat": tcfg.remat, **model_options}
         self.model_options = model_options
-        self.opts = model.ModelOptions(
-            spec=self.spec, compute_dtype=tcfg.compute_dtype, **model_options
-        )
+        self.opts = model.ModelOptions(spec=self.spec, **model_options)
         # Refuses an impossible spec (e.g. groups that do not divide a layer) up front.
         self.graphdef, abstract = model.split_model(
-            model.abstract_model(cfg, self.spec, compute_dtype=tcfg.compute_dtype, **model_options)
+            model.abstract_model(cfg, self.spec, **model_options)
         )
         # graphdef: the module structure (static); abstract: shapes of the params pytree
         self.compressible = model.compressible_mask_tree(abstract, cfg, self.opts)
@@ -225,13 +227,7 @@ class Trainer:
 
     def init_params(self, seed: int) -> Any:
         """Freshly initialised parameters (a pure pytree) for ``seed``."""
-        return model.init_params(
-            self.cfg,
-            self.spec,
-            seed=seed,
-            compute_dtype=self.tcfg.compute_dtype,
-            **self.model_options,
-        )
+        return model.init_params(self.cfg, self.spec, seed=seed, **self.model_options)
 
     def _forward_impl(self, params, masks, waveforms, lengths):
         feats, mask = self.features(waveforms, lengths)
@@ -285,6 +281,35 @@ class Trainer:
         w = batch.weights
         return jnp.sum(per * w) / jnp.maximum(jnp.sum(batch.label_lengths * w), 1.0)
 
+    def _accumulated_grads(self, params, masks, batch, dkey, step):
+        """Loss and gradient of the whole batch from ``tcfg.grad_accum`` micro-batches
+        run in sequence (``lax.scan``): each contributes ``loss_i * tokens_i`` and its
+        gradient, and the sums are divided by the batch's token count, which is what
+        :meth:`loss` computes on the whole batch at once. Micro-batch ``i`` draws its
+        dropout / SpecAugment / noise keys from ``fold_in(dkey, i)``."""
+        k = self.tcfg.grad_accum
+        micro = jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
+
+        def one(carry, xs):
+            i, mb = xs
+            tokens = jnp.sum(mb.label_lengths * mb.weights)
+
+            def scaled(p):
+                key = jax.random.fold_in(dkey, i)
+                return self.loss(p, masks, mb, key, step=step) * jnp.maximum(tokens, 1.0)
+
+            num, g = jax.value_and_grad(scaled)(params)
+            # a micro-batch without tokens has loss 0 * 1: contributes nothing
+            num = jnp.where(tokens > 0, num, 0.0)
+            g = jax.tree.map(lambda a: jnp.where(tokens > 0, a, 0.0), g)
+            acc_num, acc_g, acc_tok = carry
+            return (acc_num + num, jax.tree.map(jnp.add, acc_g, g), acc_tok + tokens), None
+
+        zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params), 0.0)
+        (num, grads, tokens), _ = jax.lax.scan(one, zero, (jnp.arange(k), micro))
+        denom = jnp.maximum(tokens, 1.0)
+        return num / denom, jax.tree.map(lambda g: g / denom, grads)
+
     # -- optimizer + step
     def setup_optimizer(self, params) -> Any:
         """The optimizer state for ``params`` (Adam moments, N:M masks, skip counters)."""
@@ -293,7 +318,10 @@ class Trainer:
     def _step_impl(self, params, opt_state, batch, key, step):
         masks = sparsity.masks_from_state(opt_state)
         dkey = jax.random.fold_in(key, step)
-        loss, grads = jax.value_and_grad(self.loss)(params, masks, batch, dkey, step=step)
+        if self.tcfg.grad_accum == 1:
+            loss, grads = jax.value_and_grad(self.loss)(params, masks, batch, dkey, step=step)
+        else:
+            loss, grads = self._accumulated_grads(params, masks, batch, dkey, step)
         # A non-finite loss with finite gradients still means a broken batch: skip it too.
         grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
         updates, new_state = self.tx.update(grads, opt_state, params)
@@ -438,6 +466,7 @@ def train(
     overrides: Iterable[str] | Mapping[str, object] = (),
     eval_splits: Sequence[str] = ("dev", "test"),
     stop_after: int | None = None,
+    mesh_spec: str | None = None,
 ) -> dict:
     """Train (or fine-tune from ``init``) one model; resumes if ``out_dir`` has a checkpoint.
 
@@ -453,6 +482,12 @@ def train(
       steps: shorthand for ``train.steps``.
       overrides: ``section.field=value`` settings (:func:`usmlite_edu.presets.apply_overrides`).
       stop_after: stop (as if killed) after this many steps of *this* call; for tests.
+      mesh_spec: train on a device mesh (:func:`usmlite_edu.mesh.make_mesh`), e.g.
+        ``"data=2,fsdp=4"``: parameters, Adam moments and N:M masks are sharded by the
+        logical-axis rules of :mod:`usmlite_edu.mesh`, each batch along ``(data, fsdp)``,
+        and the step runs under :func:`usmlite_edu.mesh.use_mesh`. ``None`` (default):
+        one device, no mesh, the computation of earlier versions. A checkpoint restores
+        onto whatever mesh (or single device) the resuming call uses.
 
     Returns the final metrics dict (also in ``metrics.jsonl``).
     """
@@ -489,8 +524,9 @@ def train(
             )
         if "train.rewarm_steps" not in given:
             tcfg = tcfg.replace(rewarm_steps=max(tcfg.steps // 10, 1))
-    # Refuse an impossible spec before loading any data.
+    # Refuse an impossible spec or mesh before loading any data.
     model.check_spec(cfg, model.ModelOptions(spec=spec))
+    dmesh = meshlib.make_mesh(mesh_spec) if mesh_spec is not None else None
 
     splits = {
         s: load_corpus(
@@ -529,6 +565,8 @@ def train(
         "init": str(init_dir) if init_dir else None,
         "machine": runs.machine_info(),
         "git_commit": runs.git_commit(),
+        # the last call's mesh (a run may resume on another; not compared on resume)
+        "mesh": mesh_spec,
     }
     cfg_path = out / "config.json"
     if cfg_path.exists():
@@ -559,8 +597,11 @@ def train(
     else:
         params = trainer.init_params(seed)
     opt_state = trainer.setup_optimizer(params)
-    key = jax.random.key(seed)
+    key = jax.random.key(seed)  # concrete: made before any mesh context
     step, position = 0, (0, 0)
+    if dmesh is not None:
+        params, opt_state = meshlib.shard_train_state(params, opt_state, dmesh)
+        print(f"mesh {dict(dmesh.shape)} over {dmesh.devices.size} devices", flush=True)
 
     import orbax.checkpoint as ocp
 
@@ -572,11 +613,13 @@ def train(
             "position": np.zeros(2, np.int64),
             "step": np.zeros((), np.int64),
         }
+        # Restore onto this call's placement (the mesh's shardings, or one device),
+        # whatever mesh wrote the checkpoint: Orbax reshards on read.
         abstract = jax.tree.map(
             lambda x: (
                 jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
                 if not isinstance(x, jax.Array)
-                else jax.ShapeDtypeStruct(x.shape, x.dtype)
+                else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
             ),
             target,
         )
@@ -624,7 +667,10 @@ def train(
     ran = 0
     while step < tcfg.steps:
         batch = next(stream)
-        params, opt_state, loss, applied = trainer.step(params, opt_state, batch, key, step)
+        if dmesh is not None:
+            batch = meshlib.shard_batch(batch, dmesh)
+        with meshlib.use_mesh(dmesh) if dmesh is not None else contextlib.nullcontext():
+            params, opt_state, loss, applied = trainer.step(params, opt_state, batch, key, step)
         step += 1
         ran += 1
         if not bool(applied):
