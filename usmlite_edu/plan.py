@@ -75,6 +75,7 @@ class MemoryPlan:
     remat: str
     compute_dtype: str | None
     parameters: int
+    overrides: tuple[str, ...] = ()  # the preset's --set settings planned with
     argument_bytes: int | None = None
     output_bytes: int | None = None
     alias_bytes: int | None = None
@@ -233,6 +234,7 @@ def plan_memory(
         remat=tcfg.remat,
         compute_dtype=tcfg.compute_dtype,
         parameters=int(n_params),
+        overrides=tuple(overrides),
         device_memory_bytes=int(gib * _GIB) if gib else None,
     )
     t0 = time.time()
@@ -263,7 +265,8 @@ def format_plan(pl: MemoryPlan) -> str:
         f"plan: {pl.preset} ({pl.parameters / 1e6:.1f}M parameters), spec {pl.spec}, "
         f"global batch {pl.global_batch} x {pl.seconds:g} s"
         + (f" in {pl.grad_accum} micro-batches" if pl.grad_accum > 1 else "")
-        + f", remat {pl.remat}, compute {pl.compute_dtype or 'float32'}",
+        + f", remat {pl.remat}, compute {pl.compute_dtype or 'float32'}"
+        + (f"; with {' '.join(pl.overrides)}" if pl.overrides else ""),
         f"devices: {pl.devices}; mesh {mesh_txt}; compiled in {pl.compile_s:.0f} s",
     ]
     if pl.compiler != "tpu":
