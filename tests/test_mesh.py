@@ -17,6 +17,29 @@ from usmlite_edu import mesh, model, presets
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process: this checkout first on PYTHONPATH, no inherited
+    XLA_FLAGS (the child sets its own device count), then ``extra``."""
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    env.pop("XLA_FLAGS", None)
+    return {**env, **extra}
+
+
+def _child(argv: list[str], prefix: str, timeout: int = 900, **env_extra: str) -> str:
+    """Run ``python argv...`` from the checkout with its own XLA_FLAGS (``env_extra`` or
+    none inherited); fail with its stderr, else return the payload of the last stdout line
+    starting with ``prefix``."""
+    proc = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, env=_child_env(**env_extra),
+        cwd=ROOT, timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith(prefix)][-1]
+    return line[len(prefix) :]
+
+
 class FakeMesh:
     """Only what spec_for reads: the axis sizes."""
 
@@ -106,21 +129,7 @@ def test_constrain_is_a_no_op_without_a_mesh():
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", ["float", "int4+2:4"])
 def test_sharded_steps_match_one_device(spec):
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    )
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "mesh_equivalence.py"), spec],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    out = json.loads(line[len("RESULT ") :])
+    out = json.loads(_child([str(ROOT / "tests" / "mesh_equivalence.py"), spec], "RESULT "))
     assert out["devices"] == 8
     # Tolerances: the sharded step sums the same float32 terms in another order (per-shard
     # partial sums, then an all-reduce). Losses: a few ulps of a sum of ~1e3 terms, far
@@ -162,21 +171,7 @@ def test_activation_constraints_only_under_use_mesh():
     # Trace only (no compile): without a mesh the forward pass has no constraint at all
     # (the one-device computation is unchanged); under use_mesh (jax.set_mesh) the input,
     # the subsampler output, every block output and the logits carry one.
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    )
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", _CONSTRAINT_CHILD],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("COUNTS ")][-1]
-    before, inside = map(int, line.split()[1:])
+    before, inside = map(int, _child(["-c", _CONSTRAINT_CHILD], "COUNTS ", 300).split())
     n_layers = presets.get_preset("ci").model.num_layers
     assert before == 0
     assert inside == 3 + n_layers
@@ -187,20 +182,14 @@ _FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_pas
 
 
 def _cli(args: list[str], devices: int, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    env = _child_env(
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {_FAST_XLA}",
         USMLITE_NO_PROGRESS="1",
     )
     return subprocess.run(
         [sys.executable, "-m", "usmlite_edu", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=900,
-    )
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=900,
+    )  # fmt: skip
 
 
 def _losses(run: Path) -> dict[int, float]:
@@ -272,17 +261,7 @@ print("PLANS " + json.dumps(out))
 
 @pytest.mark.slow
 def test_plan_on_8_simulated_devices_shows_what_sharding_remat_and_accumulation_save():
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    )
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", _PLAN_CHILD], capture_output=True, text=True, env=env,
-        cwd=ROOT, timeout=900,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("PLANS ")][-1]
-    plans = json.loads(line[len("PLANS ") :])
+    plans = json.loads(_child(["-c", _PLAN_CHILD], "PLANS "))
     assert all(p["err"] is None and p["peak"] > 0 for p in plans.values()), plans
     # FSDP keeps 1/8 of each sharded parameter, its Adam moments and masks per device;
     # data parallelism keeps all of them on every device.
