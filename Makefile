@@ -2,19 +2,30 @@
 #   make run    the project's main job (size table, executed notebooks, ...)
 #   make test   the test suite (what .ci/run calls)
 # Each creates .venv with the pinned versions of requirements.txt if it is missing.
+# Another Python (3.11-3.13), in a venv of its own, on the fast subset (`-m "not slow"`):
+#   make test-fast PYTHON=python3.13 VENV=.venv-3.13           # the pins of requirements.txt
+#   make test-fast PYTHON=python3.13 VENV=.venv-3.13-new PINS=0 # pyproject's ranges, newest
+#   PINS=lowest: pyproject's lower bounds (requirements-lowest.txt as constraints)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PINS   ?= 1
 
-.PHONY: run test venv lock notebooks lab clean
+.PHONY: run test test-fast venv lock notebooks lab clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+ifeq ($(PINS),1)
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+else ifeq ($(PINS),lowest)
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c requirements-lowest.txt
+else
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+endif
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
@@ -25,6 +36,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 notebooks: $(STAMP)
 	$(BIN)/usmlite-edu notebooks

@@ -1,7 +1,12 @@
 """The set-up a new user relies on: pins agree, the README's commands exist, CI calls them."""
 
 import re
+import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +31,34 @@ def test_core_pins():
     req = dict(p.split("==") for p in _pins((ROOT / "requirements.txt").read_text().splitlines()))
     assert req["jax"] == "0.10.2" and req["jaxlib"] == "0.10.2"
     assert req["flax"] == "0.12.8" and req["optax"] == "0.2.8"
+
+
+def test_metadata_allows_python_3_11_to_3_13():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    allowed = SpecifierSet(project["requires-python"])
+    assert [v for v in ("3.10.9", "3.11.0", "3.12.0", "3.13.9", "3.14.0") if v in allowed] == [
+        "3.11.0",
+        "3.12.0",
+        "3.13.9",
+    ], allowed
+    for v in ("3.11", "3.12", "3.13"):
+        assert f"Programming Language :: Python :: {v}" in project["classifiers"]
+
+
+def test_lowest_pins_are_the_lower_bounds_of_the_dependencies():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lower = {}
+    for d in map(Requirement, deps):
+        (low,) = [s.version for s in d.specifier if s.operator == ">="]
+        lower[d.name.lower()] = Version(low)
+    lowest = {
+        name.lower(): Version(v)
+        for name, v in (
+            p.split("==")
+            for p in _pins((ROOT / "requirements-lowest.txt").read_text().splitlines())
+        )
+    }
+    assert lowest == lower
 
 
 def test_ci_runs_the_readme_test_command():
