@@ -59,6 +59,7 @@ print(env.summary())
 # This notebook's imports and sizes.
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -71,15 +72,14 @@ from flax import nnx
 from IPython.display import Audio, display
 
 from usmlite_edu import batching, configs, corpora, decoding, frontend, model, presets, runs, train
+from usmlite_edu.exercises import check_answer
 
 CI = presets.get_preset("ci")  # the preset registry: CI.model (architecture), CI.train (recipe)
 REPO = env.repo or Path.cwd()  # the clone (outside one, runs/ goes under the working directory)
 SR = 16000  # data_small is 16 kHz, like the paper's input
 STEPS = 20 if FAST else 500  # optimizer steps of the training run (section 5)
-# FAST: a single 4.5 s bucket (one compilation instead of two) and a log line every 5 steps.
-TRAIN_OVERRIDES = (
-    {"train.log_every": 5, "train.bucket_seconds": (4.5,)} if FAST else {"train.log_every": 10}
-)
+# The preset's recipe unchanged (one 3 s bucket), with a log line every 5 steps in FAST mode.
+TRAIN_OVERRIDES = {"train.log_every": 5 if FAST else 10}
 # The full run keeps its directory (gitignored) so notebook 07 can fine-tune from it.
 RUN_DIR = Path(tempfile.mkdtemp(prefix="usmlite_nb06_")) if FAST else REPO / "runs" / "nb06"
 T_TOY, H_TOY, D_TOY = (5, 2, 4) if FAST else (12, 4, 8)  # relative-attention toy sizes
@@ -97,8 +97,8 @@ print(
 # of `Utterance`s whose audio is read on demand, at the sample rate we ask for.
 
 # %%
-train_split = corpora.load_corpus("data_small", None, "train", sample_rate=SR)
-dev_split = corpora.load_corpus("data_small", None, "dev", sample_rate=SR)
+train_split = corpora.load_corpus("data_small", env.data_small, "train", sample_rate=SR)
+dev_split = corpora.load_corpus("data_small", env.data_small, "dev", sample_rate=SR)
 print(train_split.summary())
 print(dev_split.summary())
 
@@ -160,6 +160,10 @@ for c in filter(None, candidates):
     for d in (Path(c), Path(c) / "fsdd"):
         if (d / "recordings").is_dir():
             fsdd_dir = fsdd_dir or d
+if fsdd_dir is None and "google.colab" in sys.modules:  # Colab: fetch it
+    from usmlite_edu import fetch
+
+    fsdd_dir = fetch.fetch("fsdd", "/content/fsdd")
 if fsdd_dir is None:
     print("FSDD not found: skipping (optional)")
 else:
@@ -746,7 +750,7 @@ t0 = time.time()
 result = train.train(
     "ci",
     "data_small",
-    None,
+    env.data_small,
     RUN_DIR,
     steps=STEPS,
     seed=SEED,
@@ -877,11 +881,24 @@ print(
 )
 
 # %%
-fig, axes = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-im = axes[0].imshow(logp.T, origin="lower", aspect="auto", cmap="magma", vmin=max(logp.min(), -20))
-axes[0].plot(np.arange(len(path)), path, "c.", ms=4, label="greedy path")
-axes[0].set_yticks(range(V), [tok.id_to_piece(i) for i in range(V)], fontsize=5)
-axes[0].set_ylabel("token")
+# Rows: the blank, the pieces of the reference and the pieces on the greedy path, plus
+# the next most probable pieces, up to 16 rows (all 48 would make the labels unreadable).
+shown = [0] + [i for i in dict.fromkeys(tok.encode(ref) + path.tolist()) if i != 0]
+for i in np.argsort(-logp.max(0)):
+    if len(shown) >= 16:
+        break
+    if int(i) not in shown:
+        shown.append(int(i))
+rows = [0] + sorted(shown[1:])
+row_of = {t: r for r, t in enumerate(rows)}
+fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+im = axes[0].imshow(
+    logp[:, rows].T, origin="lower", aspect="auto", cmap="magma", vmin=max(logp.min(), -20)
+)
+axes[0].plot(np.arange(len(path)), [row_of[int(t)] for t in path], "c.", ms=5, label="greedy path")
+labels = ["<blank>"] + [repr(tok.id_to_piece(i)).strip("'") for i in rows[1:]]
+axes[0].set_yticks(range(len(rows)), labels, fontsize=8)
+axes[0].set_ylabel(f"token ({len(rows)} of {V})")
 axes[0].grid(False)
 axes[0].legend(loc="upper right")
 axes[0].set_title(f"log posteriors, '{ref}' -> '{hyp}'")
@@ -962,85 +979,146 @@ print("trained attention rows are distributions")
 # %% [markdown]
 # ## Exercises
 #
-# **Exercise 1 (feature shapes).** Pick a number of mel bins and a duration, and
-# *predict* the shape of `frontend.log_mel` for a batch of one such waveform at 16 kHz
-# (32 ms window, 10 ms hop) before running the check. Try the paper's 128 bins and a
-# 2 s utterance.
+# Each exercise has answer slots, variables marked `# ANSWER` that hold `...` until you
+# write your answer in their place, and a check cell: `[skipped]` while a slot holds
+# `...`, `[correct]` when your answer agrees with what the code measures, a failure with a
+# hint when it does not. Answer the predictions before running anything. In the
+# instructor edition a worked solution (collapsed) follows each check.
+#
+# **Exercise 1 (prediction: feature shapes).** Pick a number of mel bins and a duration,
+# and *predict* the shape of `frontend.log_mel` for a batch of one such waveform at
+# 16 kHz (32 ms window, 10 ms hop) before running the check. Then try the paper's 128
+# bins and a 2 s utterance.
 
 # %%
 my_num_mels = 80  # EXERCISE: any value from 1 to 257
 my_duration_s = 1.0  # EXERCISE: any duration of at least one window (0.032 s)
-my_shape = (1, 97, 80)  # EXERCISE: your prediction (batch, frames, mel bins)
+my_shape = (1, 97, 80)  # ANSWER: your prediction (batch, frames, mel bins)
 
 # %%
 mel_ex = frontend.LogMelConfig.from_model(cfg.replace(num_mels=my_num_mels))
 n_ex = int(round(my_duration_s * SR))
 feats_ex, _ = frontend.log_mel(np.zeros((1, n_ex), np.float32), np.array([n_ex]), mel_ex)
-assert tuple(feats_ex.shape) == tuple(my_shape), (
-    f"log_mel gives {tuple(feats_ex.shape)}, you predicted {tuple(my_shape)}: "
-    f"frames = 1 + (samples - {mel_ex.win_length}) // {mel_ex.hop_length}"
+check_answer(
+    "Exercise 1 (feature shapes)",
+    my_shape,
+    tuple(int(d) for d in feats_ex.shape),
+    hint=f"frames = 1 + (samples - window) // hop, with a {mel_ex.win_length}-sample window "
+    f"and a {mel_ex.hop_length}-sample hop; the last axis is the number of mel bins",
+    correct=f"{my_duration_s} s with {my_num_mels} mels -> {tuple(feats_ex.shape)}",
 )
-print(f"correct: {my_duration_s} s with {my_num_mels} mels -> {tuple(feats_ex.shape)}")
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution: the frame count from the window and the hop, for the paper's setting too
+for s, mels in ((1.0, 80), (2.0, 128)):
+    n = int(round(s * SR))
+    frames = 1 + (n - mel_ex.win_length) // mel_ex.hop_length
+    f, _ = frontend.log_mel(
+        np.zeros((1, n), np.float32),
+        np.array([n]),
+        frontend.LogMelConfig.from_model(cfg.replace(num_mels=mels)),
+    )
+    print(f"{s} s, {mels} mels: 1 + ({n} - {mel_ex.win_length}) // {mel_ex.hop_length} = {frames}")
+    assert tuple(f.shape) == (1, frames, mels)
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** A frame needs a whole window of samples, so a 1 s utterance (16,000
+# samples) has $1 + \lfloor(16000 - 512)/160\rfloor = 97$ frames, not 100: the last
+# window must fit inside the signal (no padding at the ends, the paper's front end). The
+# number of mel bins does not change the number of frames; it is only the last axis.
 
 # %% [markdown]
-# **Exercise 2 (encoder frames and what CTC can fit).** How many encoder frames does the
-# model produce for a `my_duration_s` utterance? CTC needs at least one frame per label
-# plus one blank between two equal consecutive labels (`batching.ctc_min_frames`);
-# utterances with fewer frames get an infinite loss and `batching.prepare` skips them.
-# Predict the frames, then check how many repetitions of "one" fit in that duration.
-# The hidden solution cell computes both with the library.
+# **Exercise 2 (prediction: encoder frames and what CTC can fit).** How many encoder
+# frames does the model produce for a `my_duration_s` utterance? CTC needs at least one
+# frame per label plus one blank between two equal consecutive labels
+# (`batching.ctc_min_frames`); utterances with fewer frames get an infinite loss and
+# `batching.prepare` skips them. Predict the frames, then how many repetitions of the
+# word "one" (one piece each) CTC can fit in that duration.
 
 # %%
 my_duration_s = 3.0  # EXERCISE: any duration >= 0.032 s
-my_encoder_frames = 75  # EXERCISE: your prediction
+my_encoder_frames = 75  # ANSWER: your prediction of the encoder frames
+my_max_ones = 38  # ANSWER: how many times "one" fits (pieces plus blanks between them)
 
 # %%
 n_ex = int(round(my_duration_s * SR))
 frames_ex = int(model.subsampled_lengths(frontend.num_frames(n_ex, cfg)))
-assert my_encoder_frames == frames_ex, (
-    f"{my_duration_s} s gives {frames_ex} encoder frames, not {my_encoder_frames}: "
-    f"T = 1 + (L - 512) // 160 log-mel frames, then ceil(ceil(T / 2) / 2)"
-)
 one = tok.encode("one")
-fits = [k for k in range(1, 200) if batching.ctc_min_frames(one * k) <= frames_ex]
-print(
-    f"correct: {frames_ex} encoder frames of 40 ms; '{' '.join(['one'] * 2)}' is "
-    f"{batching.ctc_min_frames(one * 2)} frames minimum; up to {max(fits) if fits else 0} x 'one' fit"
+fits = [k for k in range(1, 400) if batching.ctc_min_frames(one * k) <= frames_ex]
+check_answer(
+    "Exercise 2a (encoder frames)",
+    my_encoder_frames,
+    frames_ex,
+    hint="T = 1 + (L - 512) // 160 log-mel frames, then two stride-2 convolutions: "
+    "ceil(ceil(T / 2) / 2)",
+    correct=f"{frames_ex} encoder frames of 40 ms",
+)
+check_answer(
+    "Exercise 2b (what CTC can fit)",
+    my_max_ones,
+    max(fits) if fits else 0,
+    hint=f"'one' is {len(one)} piece(s); k repetitions need k * {len(one)} label frames "
+    "plus a blank between each two equal neighbours",
+    correct=f"up to {max(fits) if fits else 0} x 'one' fit in {frames_ex} frames",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-# Solution: encoder frames for a few durations (the paper's 10 s utterance included)
+# Solution: encoder frames for a few durations (the paper's 10 s utterance included), and
+# the longest run of repeated "one"s each can hold
 for s in (0.5, 1.0, 3.0, 10.0):
     n = int(round(s * SR))
+    t_enc = int(model.subsampled_lengths(frontend.num_frames(n, cfg)))
+    k_max = max(k for k in range(1, 400) if batching.ctc_min_frames(one * k) <= t_enc)
     print(
-        f"{s:5.1f} s: {frontend.num_frames(n, cfg):4d} log-mel frames -> "
-        f"{int(model.subsampled_lengths(frontend.num_frames(n, cfg))):4d} encoder frames"
+        f"{s:5.1f} s: {frontend.num_frames(n, cfg):4d} log-mel frames -> {t_enc:4d} "
+        f"encoder frames -> at most {k_max} x 'one'"
     )
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** 3 s is 48,000 samples: $1 + \lfloor 47488/160 \rfloor = 297$ log-mel
+# frames, $\lceil 297/2 \rceil = 149$, then $\lceil 149/2\rceil = 75$ encoder frames of
+# 40 ms. With "one" a single piece, $k$ repetitions need $k$ label frames and $k-1$
+# blanks between equal neighbours: $2k - 1 \le 75$ gives $k = 38$. Read the other way,
+# CTC cannot emit the same label in two consecutive frames without a blank between them;
+# at 40 ms per frame that caps a repeated label at 12.5 per second, far above speech rates,
+# so subsampling by 4 is safe here. Subsampling by 8 (80 ms frames) would start to bite
+# for fast speech with many repeated pieces.
 
 # %% [markdown]
 # **Exercise 3 (decode a hand-made posteriorgram).** Write a frame-level path, one
 # symbol id per frame (0 = blank), whose CTC reading is `TARGET_TEXT`. The check turns
 # it into a posteriorgram (log-probabilities, the path's symbol most likely in each
-# frame), decodes it with `decoding.greedy_decode` and `tok.decode`, and compares. The
-# default path surrounds every piece with blanks; can you find the shortest path?
-# Why does the repeated word need a blank in between?
+# frame), decodes it with `decoding.greedy_decode` and `tok.decode`, and compares. A path
+# that surrounds every piece with blanks works; can you find the shortest one? Why does
+# the repeated word need a blank in between?
 
 # %%
 TARGET_TEXT = "one one two"
 target_ids = tok.encode(TARGET_TEXT)
 print("pieces:", [tok.id_to_piece(i) for i in target_ids], "ids:", target_ids)
-my_path = [0] + [s for t in target_ids for s in (t, t, 0)]  # EXERCISE: your path
+my_path = [0] + [s for t in target_ids for s in (t, t, 0)]  # ANSWER: a list of ids
+
 
 # %%
-V = tok.vocab_size
-post = np.full((len(my_path), V), np.log(0.1 / (V - 1)))  # 0.1 spread over the others
-post[np.arange(len(my_path)), my_path] = np.log(0.9)
-decoded = decoding.greedy_decode(post[None], np.ones((1, len(my_path)), bool))[0]
-assert tok.decode(decoded) == tok.normalize(TARGET_TEXT), f"your path reads {tok.decode(decoded)!r}"
+def reads_target(path) -> bool:
+    path = [int(i) for i in path]
+    assert path and all(0 <= i < tok.vocab_size for i in path), "ids must be in the vocabulary"
+    V = tok.vocab_size
+    post = np.full((len(path), V), np.log(0.1 / (V - 1)))  # 0.1 spread over the others
+    post[np.arange(len(path)), path] = np.log(0.9)
+    text = tok.decode(decoding.greedy_decode(post[None], np.ones((1, len(path)), bool))[0])
+    assert text == tok.normalize(TARGET_TEXT), f"your path reads {text!r}"
+    return True
+
+
 shortest = batching.ctc_min_frames(target_ids)
-print(
-    f"your {len(my_path)}-frame path reads '{tok.decode(decoded)}'; the shortest possible has "
-    f"{shortest} frames" + (" -- yours is one of them!" if len(my_path) == shortest else "")
+check_answer(
+    "Exercise 3 (a CTC path)",
+    my_path,
+    accept=reads_target,
+    hint="greedy CTC decoding merges equal neighbouring frames, then drops blanks (id 0)",
+    correct=f"your {len(my_path)}-frame path reads '{TARGET_TEXT}'; the shortest has "
+    f"{shortest} frames",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -1050,15 +1128,16 @@ for t in target_ids:
     if shortest_path and shortest_path[-1] == t:
         shortest_path.append(0)
     shortest_path.append(t)
-print(
-    shortest_path,
-    "->",
-    tok.decode(
-        decoding.greedy_decode(
-            np.eye(V)[shortest_path][None], np.ones((1, len(shortest_path)), bool)
-        )[0]
-    ),
-)
+assert reads_target(shortest_path) and len(shortest_path) == shortest
+print(shortest_path, "reads", repr(TARGET_TEXT), f"in {len(shortest_path)} frames")
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
+# **Discussion.** Greedy CTC decoding first merges runs of the same symbol, then removes
+# blanks. Without a blank, the two frames of "one one" would merge into a single "one";
+# the blank separates them. Between different pieces no blank is needed, so the shortest
+# path has one frame per piece plus one blank per pair of equal neighbours
+# (`batching.ctc_min_frames`). A trained model's paths are much longer than this and
+# mostly blank (section 5's plateau): blank is the right answer for most 40 ms frames.
 
 # %% [markdown]
 # ## Summary

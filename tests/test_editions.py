@@ -22,9 +22,8 @@ from usmlite_edu.exercises import ExerciseFailed, Outcome, check_answer, is_unan
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 NOTEBOOKS = notebook_runner.list_notebooks(NB_DIR)
-# Notebooks whose exercises use check_answer and answer slots. 06 and 07 still have the
-# older exercises (answers filled in); add them here when they adopt the mechanism.
-ADOPTED = [p for p in NOTEBOOKS if p.name[:2] in {"01", "02", "03", "04", "05"}]
+# Every notebook's exercises use check_answer and answer slots.
+ADOPTED = NOTEBOOKS
 
 
 def _read(path):
@@ -150,7 +149,6 @@ def test_write_edition_refuses_the_source_folder(tmp_path):
 
 
 def test_adopted_notebooks_use_the_mechanism():
-    assert [p.name[:2] for p in ADOPTED] == ["01", "02", "03", "04", "05"]
     for path in ADOPTED:
         nb = _read(path)
         assert editions.count_checks(nb) >= 3, path.name

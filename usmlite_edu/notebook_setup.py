@@ -70,8 +70,13 @@ def find_repo(start: Path | None = None) -> Path | None:
 
     A notebook's working directory is its folder, ``notebooks/`` of a clone, even when the
     package itself was installed from a wheel (:func:`usmlite_edu.paths.find_checkout`).
+    A notebook outside any clone (e.g. a student edition written to another folder by
+    ``usmlite-edu notebooks --edition student --out DIR``) gets the clone the package was
+    installed from in editable mode, if any, so its data_small/ and results/ are found.
     """
-    return find_checkout(start)
+    import usmlite_edu
+
+    return find_checkout(start) or find_checkout(Path(usmlite_edu.__file__).parent)
 
 
 def setup(
