@@ -744,7 +744,8 @@ print(
 # model uses it (after pruning and int4): block 0's first feed-forward matrix, whose
 # mask sits at the weight's own path in the mask tree. Every column is an output
 # channel; the dashed lines separate groups of 4 inputs, each with exactly 2 coloured
-# (kept) entries. Grey cells are pruned.
+# (kept) entries. Black cells are pruned; a kept weight that int4 rounded to zero would
+# be white, the colour of zero on the weight scale, so the two can never be confused.
 
 # %%
 name = "encoder/blocks/0/ffn1/dense1/kernel"
@@ -753,8 +754,14 @@ m_d1 = np.asarray(masks_ft["encoder"]["blocks"][0]["ffn1"]["dense1"]["kernel"], 
 block = np.asarray(compress.compress_weight(w_d1, spec_ft, m_d1))[:16, :24]
 fig, ax = plt.subplots(figsize=(7, 4.2))
 shown = np.ma.masked_where(~m_d1[:16, :24], block)
-ax.imshow(np.zeros_like(block), cmap="Greys", vmin=-1, vmax=4)
+ax.imshow(np.zeros_like(block), cmap="gray", vmin=0, vmax=1)  # black background: pruned
 im = ax.imshow(shown, cmap="coolwarm", vmin=-np.abs(block).max(), vmax=np.abs(block).max())
+ax.legend(
+    handles=[plt.matplotlib.patches.Patch(color="black", label="pruned (mask 0)")],
+    loc="upper right",
+    fontsize=8,
+    framealpha=0.9,
+)
 for y in np.arange(3.5, 15, 4):
     ax.axhline(y, color="k", ls="--", lw=0.8)
 ax.set_xlabel("output channel j")
