@@ -32,7 +32,12 @@ def _cells(nb) -> list[tuple]:
 
 
 def _setup_cell(nb) -> str:
-    return next(c.source for c in nb.cells if c.cell_type == "code")
+    """The first code cell after the Colab install cell (tagged ``colab``)."""
+    return next(
+        c.source
+        for c in nb.cells
+        if c.cell_type == "code" and "colab" not in c.metadata.get("tags", [])
+    )
 
 
 def test_the_series_is_complete():
@@ -97,9 +102,17 @@ def test_setup(monkeypatch):
         assert notebook_setup.setup(compilation_cache=False, fast=True).fast
 
 
-def test_find_repo_outside_a_checkout(tmp_path):
+def test_find_repo_outside_a_checkout(tmp_path, monkeypatch):
+    import usmlite_edu
+
     assert notebook_setup.find_repo(ROOT / "notebooks") == ROOT
-    # outside a clone nothing is found (the library never looks beside its own files)
+    # outside a clone: the clone the package was installed from (editable, as here) ...
+    assert notebook_setup.find_repo(tmp_path) == ROOT
+    # ... and nothing for a package installed from a wheel (no clone around its files)
+    (tmp_path / "site-packages" / "usmlite_edu").mkdir(parents=True)
+    monkeypatch.setattr(
+        usmlite_edu, "__file__", str(tmp_path / "site-packages" / "usmlite_edu" / "__init__.py")
+    )
     assert notebook_setup.find_repo(tmp_path) is None
     with matplotlib.rc_context():
         env = notebook_setup.setup(compilation_cache=False, start=tmp_path)
