@@ -33,10 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("names", nargs="*", help="notebook numbers or name parts (default: all)")
     ap.add_argument("--mode", choices=("fast", "full"), required=True)
+    ap.add_argument("--shared", action="store_true", help="say that other jobs shared the cores")
     args = ap.parse_args(argv)
     data = json.loads(OUT.read_text()) if OUT.exists() else {"notebooks": {}}
     machine = runs.machine_info()
     where = f"{machine['processor']}, {os.cpu_count()} cores"
+    if args.shared:
+        where += " shared with other jobs"
     if data.get("machine") not in (None, where):
         print(f"note: earlier figures were measured on {data['machine']}; now {where}")
     data["machine"] = where
