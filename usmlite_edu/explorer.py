@@ -489,6 +489,7 @@ def ptq_wer(
     *,
     in_dim: int | None = None,
     utterances: int = 8,
+    reference: bool = True,
     b0_dir: str | os.PathLike | None = None,
     sample_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
@@ -501,8 +502,9 @@ def ptq_wer(
     its groups become a group size for every layer (:meth:`Setting.model_spec`).
 
     Returns ``spec`` (the canonical name), ``wer``, ``cer`` (%), ``words``, ``errors``,
-    ``utterances``, ``float_wer`` (B0 uncompressed on the same utterances) and
-    ``transcripts``. Results are cached per spec: a second call is free.
+    ``utterances``, ``float_wer`` (B0 uncompressed on the same utterances; ``None``
+    without ``reference``, which saves compiling the float model) and ``transcripts``.
+    Results are cached per spec: a second call is free.
     """
     if isinstance(spec, Setting):
         if in_dim is None:
@@ -520,7 +522,9 @@ def ptq_wer(
         if w.role == "dense":
             spec.check_shape(w.shape, w.name)  # refuse before compiling anything
     res = dict(_ptq_cached(b0, str(sample_dir), int(utterances), str(spec)))
-    res["float_wer"] = _ptq_cached(b0, str(sample_dir), int(utterances), "float")["wer"]
+    res["float_wer"] = (
+        _ptq_cached(b0, str(sample_dir), int(utterances), "float")["wer"] if reference else None
+    )
     return res
 
 
@@ -583,6 +587,8 @@ class ExplorerUI:
             "channel": "channel",
         }
         for k, wdg in c.items():
+            if hasattr(wdg, "continuous_update"):  # recompute on release, not every pixel
+                wdg.continuous_update = False
             if k in labels:
                 wdg.description = labels[k]
             wdg.style = style
@@ -731,7 +737,7 @@ class ExplorerUI:
         self.ptq_out.value = (
             f"<code>{p['spec']}</code>: WER <b class='usmlite-explorer-wer'>{p['wer']:.2f}</b>% "
             f"({p['errors']} of {p['words']} words, {p['utterances']} utterances); "
-            f"float B0 {p['float_wer']:.2f}%"
+            f"float B0 {p['float_wer']:.2f}% on the same utterances"
         )
         return p
 
