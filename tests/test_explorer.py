@@ -282,5 +282,6 @@ def test_ptq_wer_of_b0_on_a_few_utterances():
     assert abs(r["errors"] - f["errors"]) <= 1
     t0 = time.time()
     assert E.ptq_wer("int8", utterances=8)["wer"] == r["wer"] and time.time() - t0 < 1  # cached
+    assert E.ptq_wer("int8", utterances=8, reference=False)["float_wer"] is None
     with pytest.raises(ValueError, match="utterances=0"):
         E.ptq_wer("int8", utterances=0)
