@@ -387,7 +387,7 @@ if HAVE_B0:
 # attention kernel at int4 and int2, then the WER button.
 
 # %%
-ui = explorer.build_explorer(toy_shape=SHAPE, utterances=PTQ_UTTERANCES)
+ui = explorer.build_explorer(toy_shape=SHAPE, utterances=PTQ_UTTERANCES, reference=not FAST)
 display(ui.widget)
 
 # %%
@@ -404,7 +404,19 @@ assert ui.result.pruned_fraction == 0.5 and ui.result.rel_error > after.rel_erro
 heights = [p.get_height() for p in ui.figure.axes[3].patches]
 assert heights == [ui.result.size_paper, ui.result.size_exact]
 ui.controls["nm"].value = None
+if HAVE_B0:  # the B0 layer of section 5 and the button (its PTQ result is cached)
+    ui.controls["source"].value = "b0"
+    ui.controls["grid"].value = "asymmetric"
+    ui.controls["bits"].value = 2
+    ui.controls["groups"].value = 6
+    assert ui.result.model_spec == "int2/gs24" and ui.result.rel_error == r_b0.rel_error
+    ui.ptq_button.click()
+    assert ui.ptq["wer"] == ptq["wer"] and f"{ptq['wer']:.2f}</b>%" in ui.ptq_out.value
+    ui.controls["source"].value = "gaussian"
+    ui.controls["groups"].value = 1
+    ui.controls["grid"].value = "symmetric"
 ui.controls["bits"].value = 4
+assert ui.result.spec == "int4" and ui.result.rel_error == before
 print(
     f"explorer: {ui.updates} updates; now {ui.result.spec}, relative error {ui.result.rel_error:.4g}"
 )

@@ -197,6 +197,9 @@ def test_channel_and_group_out_of_range():
 def test_histogram_and_grid():
     r = E.explore(E.Setting(bits=3, groups=2), _toy(), channel=5, group=1)
     assert r.hist_counts.sum() == SMALL[0] // 2  # the group's weights, all of them
+    assert not r.hist_pruned.any()
+    p = E.explore(E.Setting(bits=3, nm="1:4"), _toy(), channel=5)
+    assert p.hist_counts.sum() == SMALL[0] // 4 and p.hist_pruned.sum() == 3 * SMALL[0] // 4
     assert len(r.grid_levels) == 7 and 0.0 in r.grid_levels  # [-3, 3]: zero exact
     np.testing.assert_allclose(np.diff(r.grid_levels), r.scale[1, 5])
     col = r.w[SMALL[0] // 2 :, 5]

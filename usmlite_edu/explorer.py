@@ -279,7 +279,8 @@ class Exploration:
     clipped: np.ndarray  # (I, J) bool: kept weights whose error exceeds half a step
     channel: int  # the channel the histogram shows
     group: int  # ... and its group
-    hist_counts: np.ndarray
+    hist_counts: np.ndarray  # the kept weights of (group, channel) per bin
+    hist_pruned: np.ndarray  # ... and the pruned ones (all zero without N:M)
     hist_edges: np.ndarray
     grid_levels: np.ndarray  # the dequantized levels s * (q - z) of (group, channel)
     size_paper: float  # this layer, % of its float32 size, paper convention
@@ -391,7 +392,9 @@ def explore(
     z = 0.0 if q.zero_point is None else float(q.zero_point[group, channel])
     levels = (np.arange(qmin, qmax + 1) - z) * scale[group, channel]
     lo, hi = min(float(col.min()), levels[0]), max(float(col.max()), levels[-1])
-    counts, edges = np.histogram(col, bins=bins, range=(lo, hi) if hi > lo else None)
+    kept_col = keep[rows, channel]
+    counts, edges = np.histogram(col[kept_col], bins=bins, range=(lo, hi) if hi > lo else None)
+    pruned_counts, _ = np.histogram(col[~kept_col], bins=edges)
 
     clip_ratio = (
         np.asarray(
@@ -430,6 +433,7 @@ def explore(
         channel=int(channel),
         group=int(group),
         hist_counts=counts,
+        hist_pruned=pruned_counts,
         hist_edges=edges,
         grid_levels=levels,
         size_paper=sizes.size_ratio(spec, info, "paper"),
@@ -539,10 +543,13 @@ class ExplorerUI:
     latest :func:`ptq_wer` result.
     """
 
-    def __init__(self, b0_dir=None, sample_dir=None, utterances: int = 8, toy_shape=(256, 64)):
+    def __init__(
+        self, b0_dir=None, sample_dir=None, utterances=8, toy_shape=(256, 64), reference=True
+    ):
         import ipywidgets as W
 
         self._b0_dir, self._sample_dir, self._utterances = b0_dir, sample_dir, utterances
+        self._reference = reference
         self._toy_shape = tuple(toy_shape)
         try:
             layers = b0_layer_names(b0_dir)
@@ -727,6 +734,7 @@ class ExplorerUI:
             self.ptq = ptq_wer(
                 r.model_spec,
                 utterances=self._utterances,
+                reference=self._reference,
                 b0_dir=self._b0_dir,
                 sample_dir=self._sample_dir,
             )
@@ -734,10 +742,10 @@ class ExplorerUI:
             self.ptq_out.value = f"<b style='color:#b00'>refused:</b> {_html(str(e))}"
             return None
         p = self.ptq
+        ref = "" if p["float_wer"] is None else f"; float B0 {p['float_wer']:.2f}% on them"
         self.ptq_out.value = (
             f"<code>{p['spec']}</code>: WER <b class='usmlite-explorer-wer'>{p['wer']:.2f}</b>% "
-            f"({p['errors']} of {p['words']} words, {p['utterances']} utterances); "
-            f"float B0 {p['float_wer']:.2f}% on the same utterances"
+            f"({p['errors']} of {p['words']} words, {p['utterances']} utterances){ref}"
         )
         return p
 
@@ -775,6 +783,15 @@ def draw(r: Exploration):
     fig, axes = plt.subplots(2, 2, figsize=(11, 6.6))
     ax = axes[0, 0]
     ax.stairs(r.hist_counts, r.hist_edges, fill=True, alpha=0.6, label="weights")
+    if r.hist_pruned.any():
+        ax.stairs(
+            r.hist_counts + r.hist_pruned,
+            r.hist_edges,
+            baseline=r.hist_counts,
+            fill=True,
+            color="0.7",
+            label="pruned (N:M)",
+        )
     for i, v in enumerate(r.grid_levels):
         ax.axvline(v, color="C3", lw=0.8, alpha=0.8, label="grid levels" if i == 0 else None)
     ax.set(
@@ -833,11 +850,13 @@ def build_explorer(
     *,
     utterances: int = 8,
     toy_shape: Sequence[int] = (256, 64),
+    reference: bool = True,
 ) -> ExplorerUI:
     """The explorer's widgets: display ``ui.widget`` in a notebook.
 
     Every control updates the view live; on a B0 layer the button runs :func:`ptq_wer`
-    on ``utterances`` utterances. Without the committed B0 (outside a clone) only the toy
+    on ``utterances`` utterances (and, with ``reference``, float B0 on the same ones for
+    comparison: one more compile). Without the committed B0 (outside a clone) only the toy
     sources are offered.
     """
-    return ExplorerUI(b0_dir, sample_dir, utterances, tuple(toy_shape))
+    return ExplorerUI(b0_dir, sample_dir, utterances, tuple(toy_shape), reference)
