@@ -216,11 +216,11 @@ print(
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # **Discussion.** Per-channel quantization is invariant to scaling a whole channel: the
 # scale grows by 50, $w/s$ is unchanged, the integer codes are the same (up to float32
-# rounding at a tie, a handful of weights at most) and the error grows by exactly the
-# channel's own scale, so its *relative* error stays put: factor 1. The absolute error of
-# those channels is 2,500 times larger, so the whole layer's relative error, dominated by
-# the loud channels' energy, hardly moves either. This is why the paper quantizes per
-# channel (§3.2): channels of very different magnitude cost nothing. Outliers that *do*
+# rounding at a tie, a handful of weights at most) and the error grows by the same factor
+# as the weights, so the channel's *relative* error stays put: factor 1. Those channels'
+# squared error is 2,500 times larger, but so is their energy: the whole layer's relative
+# error, dominated by the loud channels, hardly moves either. Channels of very different
+# magnitude cost nothing under per-channel scales (§3.2, Eq. 2). Outliers that *do*
 # hurt are the ones that share a scale with ordinary weights: an input row, next.
 
 # %%
