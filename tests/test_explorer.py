@@ -288,3 +288,13 @@ def test_ptq_wer_of_b0_on_a_few_utterances():
     assert E.ptq_wer("int8", utterances=8, reference=False)["float_wer"] is None
     with pytest.raises(ValueError, match="utterances=0"):
         E.ptq_wer("int8", utterances=0)
+
+
+def test_the_ptq_utterances_spread_over_the_sample():
+    from usmlite_edu.explorer import _sample
+
+    sample = str(ROOT / "data_small" / "fsdd_sample")
+    full = _sample(sample, 56, 8000).utterances
+    four = _sample(sample, 4, 8000).utterances
+    assert len({u.uid for u in full}) == 56 and four[0] == full[0] and four[-1] == full[-1]
+    assert len({u.speaker for u in _sample(sample, 8, 8000).utterances}) == 5

@@ -453,13 +453,15 @@ def _default_channel(source: Any, w: np.ndarray) -> int:
 
 # --------------------------------------------------------------------------- PTQ of B0
 def _sample(sample_dir: str, n: int, sample_rate: int):
-    """The first ``n`` of an even spread over the sample (every speaker represented)."""
+    """``n`` utterances evenly spaced through the sample, first and last included (the
+    sample is ordered by speaker, so a few utterances cover several speakers)."""
     from usmlite_edu.corpora import CorpusSplit, load_corpus
 
     split = load_corpus("fsdd_sample", sample_dir, "test", sample_rate=sample_rate)
     if not 1 <= n <= len(split):
         raise ValueError(f"utterances={n}: the sample has {len(split)}; choose 1..{len(split)}")
-    chosen = split.utterances[:: max(len(split) // n, 1)][:n]
+    idx = np.round(np.linspace(0, len(split) - 1, n)).astype(int)  # distinct for n <= len
+    chosen = [split.utterances[i] for i in idx]
     return CorpusSplit(split.name, chosen, [], split.sample_rate)
 
 
@@ -501,8 +503,8 @@ def ptq_wer(
 
     B0's float weights are compressed as they are (Eqs. 1-2; N:M masks one-shot from
     them, Eq. 3; no fine-tuning), as in the main job (:func:`usmlite_edu.main_job.ptq_on_sample`),
-    and ``utterances`` utterances of ``data_small/fsdd_sample`` spread over its speakers
-    are transcribed. A :class:`Setting` needs ``in_dim`` (the explored layer's inputs):
+    and ``utterances`` utterances of ``data_small/fsdd_sample``, evenly spaced through it
+    (it is ordered by speaker), are transcribed. A :class:`Setting` needs ``in_dim`` (the explored layer's inputs):
     its groups become a group size for every layer (:meth:`Setting.model_spec`).
 
     Returns ``spec`` (the canonical name), ``wer``, ``cer`` (%), ``words``, ``errors``,
@@ -575,7 +577,7 @@ class ExplorerUI:
             "bits": W.IntSlider(value=4, min=2, max=8),
             "grid": W.ToggleButtons(options=["symmetric", "asymmetric"], value="symmetric"),
             "groups": W.Dropdown(options=divisors(self._toy_shape[0]), value=1),
-            "clip": W.FloatSlider(value=1.0, min=0.3, max=1.0, step=0.05),
+            "clip": W.FloatSlider(value=1.0, min=0.1, max=1.0, step=0.05),
             "clip_search": W.Checkbox(value=False, description="search the clip ratio"),
             "nm": W.Dropdown(options=[("none", None)] + [(p, p) for p in NM_CHOICES[1:]]),
             "channel": W.IntSlider(value=0, min=0, max=self._toy_shape[1] - 1),
