@@ -46,15 +46,21 @@ def main() -> None:
     ap.add_argument("--b0", default="results/cpu/b0")
     ap.add_argument("--data", default="/work/shared/corpora/fsdd")
     ap.add_argument("--out", default="results/sensitivity")
-    ap.add_argument("--utts", type=int, default=8)
-    ap.add_argument("--max-seconds", type=float, default=3.5)
-    ap.add_argument("--samples", type=int, default=16, help="Hutchinson samples")
+    ap.add_argument("--utts", type=int, default=16)
+    ap.add_argument("--max-seconds", type=float, default=5.0)
+    ap.add_argument("--samples", type=int, default=32, help="Hutchinson samples")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--specs", default=",".join(S.DEFAULT_SPECS))
     ap.add_argument("--reuse", action="store_true", help="reuse cached measurements")
+    ap.add_argument(
+        "--render", action="store_true", help="only rewrite README.md from sensitivity.json"
+    )
     args = ap.parse_args()
     t0 = time.time()
     out = Path(args.out)
+    if args.render:
+        (out / "README.md").write_text(render(json.loads((out / "sensitivity.json").read_text())))
+        return
     out.mkdir(parents=True, exist_ok=True)
 
     run = runs.load_run(args.b0)
@@ -121,6 +127,11 @@ def main() -> None:
     t = time.time()
     omega = S.hessian_sensitivity(traces, weights, groups, specs)
     t_hess += time.time() - t
+    # the first-order term HAWQ-V2 assumes away (a gradient of 0 at a trained model)
+    f1 = lambda w: trainer.loss(S.with_weights(run.params, w), None, batch, key, deterministic=True)
+    grads = jax.jit(jax.grad(f1))(weights)
+    first = S.first_order_sensitivity(grads, weights, groups, specs)
+    grad_norms = {n: float(jnp.linalg.norm(g)) for n, g in grads.items()}
 
     # allocations
     size_bits = S.spec_sizes(cfg, groups, specs, "paper")
@@ -205,6 +216,11 @@ def main() -> None:
         trace_se=trace_se,
         trace_samples=est.tolist(),
         hessian_sensitivity=omega.tolist(),
+        first_order=first.tolist(),
+        grad_norms=grad_norms,
+        spearman_first_order_loss=S.spearman(loss_s[:, 1:], first[:, 1:]),
+        spearman_first_plus_omega_loss=S.spearman(loss_s[:, 1:], (first + omega)[:, 1:]),
+        clipped_traces=int(sum(t < 0 for t in traces.values())),
         spearman_all=S.spearman(loss_s[:, 1:], omega[:, 1:]),
         spearman_per_spec={
             s: S.spearman(loss_s[:, k], omega[:, k]) for k, s in enumerate(specs) if k
@@ -232,13 +248,49 @@ def _table(rec, key, fmt) -> list[str]:
     return lines
 
 
+def _short(commit: str) -> str:
+    return commit[:10] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def _reading(c: dict) -> str:
+    """What the interval of allocation - uniform allows."""
+    if c["hi"] < 0:
+        return "allocation better"
+    if c["lo"] > 0:
+        return "uniform better"
+    return "inconclusive"
+
+
+def role_summary(rec: dict) -> list[str]:
+    """Both kinds per role, averaged over the blocks (a summary of the per-layer tables)."""
+    specs = rec["specs"][1:]
+    roles: dict[str, list[int]] = {}
+    for i, g in enumerate(rec["groups"]):
+        roles.setdefault(g.split(".", 1)[1] if g.startswith("b") else g, []).append(i)
+    L = [
+        "Per role, mean over the blocks: loss increase / Omega "
+        "(the per-layer values are in the tables above):",
+        "",
+        "| role (layers) | " + " | ".join(f"`{s}`" for s in specs) + " |",
+        "|---|" + "---:|" * len(specs),
+    ]
+    loss, om = np.array(rec["loss_sensitivity"]), np.array(rec["hessian_sensitivity"])
+    for r, idx in roles.items():
+        cells = [
+            f"{loss[idx, k].mean():+.3f} / {om[idx, k].mean():.1e}"
+            for k in range(1, len(specs) + 1)
+        ]
+        L.append(f"| {r} ({len(idx)}) | " + " | ".join(cells) + " |")
+    return L
+
+
 def render(rec: dict) -> str:
     m = rec["machine"]
     t = rec["time_s"]
     L = [
         "# Per-layer sensitivity of B0 and bit allocation (post-training, dev split)",
         "",
-        f"Written by `scripts/sensitivity_b0.py` (commit {rec['git_commit'][:10]}) from "
+        f"Written by `scripts/sensitivity_b0.py` (commit {_short(rec['git_commit'])}) from "
         f"`{rec['b0']}` on the FSDD dev split (held-out speaker {rec['heldout_speaker']}, "
         f"{len(rec['float_transcripts'])} utterances; B0 float WER "
         f"{rec['float_wer']:.2f}%). Processor: {m.get('processor')}, {m.get('cpus')} cores. "
@@ -268,12 +320,23 @@ def render(rec: dict) -> str:
     for g, members in rec["groups"].items():
         for n in members:
             L.append(f"| {g} | {rec['traces'][n]:.2f} | {rec['trace_se'][n]:.2f} |")
+    L += ["", *role_summary(rec)]
     L += [
         "",
         f"Spearman rank correlation between the two kinds over every (layer, spec): "
         f"**{rec['spearman_all']:.2f}**; per spec: "
         + ", ".join(f"`{s}` {r:.2f}" for s, r in rec["spearman_per_spec"].items())
         + ".",
+        "",
+        f"{rec['clipped_traces']} of {len(rec['traces'])} trace estimates are negative "
+        "(clipped to 0 in Omega). HAWQ-V2's Omega keeps only the second-order term of "
+        "`dL = g.dW + 1/2 dW^T H dW`, assuming a gradient of 0 at the trained weights. "
+        "The first-order term `g.(Q(W)-W)` on this batch ranks the loss sensitivities with "
+        f"Spearman **{rec['spearman_first_order_loss']:.2f}**; first-order + Omega: "
+        f"{rec['spearman_first_plus_omega_loss']:.2f}. Gradient norm per layer on the batch: "
+        f"median {np.median(list(rec['grad_norms'].values())):.3g}, "
+        f"largest {max(rec['grad_norms'].values()):.3g} "
+        f"(`{max(rec['grad_norms'], key=rec['grad_norms'].get)}`).",
         "",
         "## Allocations (paper-convention size budget)",
         "",
@@ -295,14 +358,15 @@ def render(rec: dict) -> str:
         "interval over utterances (one seed: B0 seed 0). *dev minus batch* leaves out "
         "the utterances the sensitivities were measured on.",
         "",
-        "| budget | kind | utterances | WER allocation | WER uniform | difference [95% CI] |",
-        "|---|---|---|---:|---:|---|",
+        "| budget | kind | utterances | WER allocation | WER uniform | difference [95% CI] "
+        "| reading |",
+        "|---|---|---|---:|---:|---|---|",
     ]
     for c in rec["comparisons"]:
         L.append(
             f"| `{c['budget_spec']}` | {c['kind']} | {c['subset']} ({c['utterances']}) | "
             f"{c['wer_alloc']:.2f} | {c['wer_uniform']:.2f} | "
-            f"{c['diff']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}] |"
+            f"{c['diff']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}] | {_reading(c)} |"
         )
     L += [
         "",

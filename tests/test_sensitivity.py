@@ -131,6 +131,22 @@ def test_hessian_sensitivity_is_trace_over_n_times_error_and_clips_negatives():
     assert raw[1, 0] < 0
 
 
+def test_first_order_term_is_gradient_dot_error():
+    params, loss = _toy_model()
+    names = ["l1/kernel", "l2/kernel"]
+    groups = {"one": ["l1/kernel"], "two": ["l2/kernel"]}
+    w = S.get_weights(params, names)
+    f = lambda ws: loss(S.with_weights(params, ws))
+    g0 = jax.grad(f)(w)  # the toy's weights are its minimum: gradient 0, term 0
+    assert np.abs(S.first_order_sensitivity(g0, w, groups, ["int4"])).max() < 1e-6
+    moved = {n: v * 1.1 for n, v in w.items()}  # off the minimum
+    g = jax.grad(f)(moved)
+    fo = S.first_order_sensitivity(g, moved, groups, ["float", "int4"])
+    q = compress.compress_weight(moved["l2/kernel"], "int4")
+    assert fo[1, 1] == pytest.approx(float(jnp.vdot(g["l2/kernel"], q - moved["l2/kernel"])))
+    assert (fo[:, 0] == 0).all()
+
+
 def test_groupings_and_spec_checks():
     cfg = model_config("cpu")
     names = S.compressible_names(cfg)

@@ -67,6 +67,7 @@ __all__ = [
     "loss_sensitivity",
     "hutchinson_traces",
     "hessian_sensitivity",
+    "first_order_sensitivity",
     "spec_sizes",
     "budget_bits",
     "size_of",
@@ -282,6 +283,23 @@ def hessian_sensitivity(
                 traces[n] / weights[n].size * float(jnp.sum((q[n] - weights[n]) ** 2))
                 for n in members
             )
+    return out
+
+
+def first_order_sensitivity(
+    grads: Mapping[str, jax.Array],
+    weights: Mapping[str, jax.Array],
+    groups: Mapping[str, Sequence[str]],
+    specs: Sequence[str],
+) -> np.ndarray:
+    """``G[g, k] = sum_{l in g} grad_l . (Q_k(W_l) - W_l)``: the first-order term of the
+    Taylor expansion that HAWQ-V2 drops because it assumes a trained model sits at a
+    minimum (gradient 0). Where it is not small, ``Omega`` misses most of the change."""
+    out = np.zeros((len(groups), len(specs)))
+    for g, members in enumerate(groups.values()):
+        for k, s in enumerate(specs):
+            q = compress_layers(weights, {n: s for n in members})
+            out[g, k] = sum(float(jnp.vdot(grads[n], q[n] - weights[n])) for n in members)
     return out
 
 
