@@ -208,7 +208,9 @@ def loss_sensitivity(
     """``(L(W), S)`` with ``S[g, k] = L(group g through spec k, the rest float) - L(W)``.
 
     ``loss_fn(params)`` is the loss on a fixed batch (jit it: it is called
-    ``1 + len(groups) * len(specs)`` times with trees of one shape).
+    ``1 + len(groups) * len(specs)`` times with trees of one shape). Any scalar of the
+    parameters works: a dev WER (e.g. ``Trainer.evaluate(params, None, ds, tok)["wer"]``)
+    gives the WER sensitivity, one full evaluation per (group, spec).
     """
     names = [n for ms in groups.values() for n in ms]
     weights = get_weights(params, names)
