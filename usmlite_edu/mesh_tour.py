@@ -7,7 +7,8 @@ notebook kernel has made arrays long before (its set-up cell seeds JAX), so
 with the flag set, and returns what that process measured as a dict:
 
 * the mesh, and how one compressed weight (``encoder/blocks/0/ffn1/dense1/kernel``), its
-  int4 per-channel scales (computed in a jitted function from the sharded kernel) and its
+  int4 per-channel scales (computed in a jitted function from the sharded kernel; how
+  many all-reduces its compiled code has) and its
   2:4 mask (a leaf of the optimizer state) are laid out: the partition spec, each
   device's index ranges, and ``jax.debug.visualize_array_sharding``'s drawing;
 * the bytes of the train state (parameters, Adam moments, masks) held by one device;
@@ -139,7 +140,10 @@ def _child(args) -> dict[str, Any]:
             kernel = leaf(params)
             masks = sparsity.masks_from_state(opt_state)
             bits = trainer.spec.bits or 8
-            scales = jax.jit(lambda w: quant.quantize(w, bits).scale[0])(kernel)
+            scale_fn = jax.jit(lambda w: quant.quantize(w, bits).scale[0])
+            scales = scale_fn(kernel)
+            hlo = scale_fn.lower(kernel).compile().as_text()
+            out["scales_all_reduces"] = hlo.count("all-reduce(") + hlo.count("all-reduce-start(")
             out["kernel"] = _layout(kernel)
             out["scales"] = _layout(scales)
             out["mask"] = _layout(leaf(masks)) if masks is not None else None
