@@ -19,23 +19,11 @@ os.environ["XLA_FLAGS"] = (
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from usmlite_edu import batching, mesh, presets, sparsity, train  # noqa: E402
+from usmlite_edu import mesh, presets, sparsity, train  # noqa: E402
+from usmlite_edu.mesh_tour import synthetic_batch  # noqa: E402
 
 MESHES = ("data=2,fsdp=4,tensor=1", "data=1,fsdp=8,tensor=1", "data=1,fsdp=4,tensor=2")
 STEPS = 3
-
-
-def synthetic_batch(b: int = 8, samples: int = 8000, labels: int = 6) -> batching.Batch:
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(samples // 2, samples + 1, b).astype(np.int32)
-    lengths[0] = samples
-    return batching.Batch(
-        (0.1 * rng.standard_normal((b, samples))).astype(np.float32),
-        lengths,
-        rng.integers(1, 32, (b, labels)).astype(np.int32),
-        rng.integers(2, labels + 1, b).astype(np.int32),
-        np.ones(b, np.float32),
-    )
 
 
 def run(trainer, batch, key, spec):

@@ -181,55 +181,8 @@ def test_activation_constraints_only_under_use_mesh():
 _FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
-def _cli(args: list[str], devices: int, cwd: Path) -> subprocess.CompletedProcess:
-    env = _child_env(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {_FAST_XLA}",
-        USMLITE_NO_PROGRESS="1",
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "usmlite_edu", *args],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=900,
-    )  # fmt: skip
-
-
-def _losses(run: Path) -> dict[int, float]:
-    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in recs if "loss" in r and "step" in r}
-
-
-@pytest.mark.slow
-def test_train_cli_on_8_devices_then_resumes_on_one(tmp_path):
-    # `usmlite-edu train --mesh data=2,fsdp=4` on 8 simulated devices for 2 steps (its
-    # checkpoint is written sharded), then the same run resumed on one device to step 4,
-    # against 4 uninterrupted one-device steps. ci preset, one block (compile time).
-    common = [
-        "train", "--preset", "ci", "--set", "model.num_layers=1",
-        "--set", "train.checkpoint_every=2", "--set", "train.log_every=1",
-    ]  # fmt: skip
-    a, b = tmp_path / "a", tmp_path / "b"
-    r = _cli([*common, "--mesh", "data=2,fsdp=4", "--steps", "2", "--out", str(a)], 8, ROOT)
-    assert r.returncode == 0, r.stderr[-4000:]
-    assert "mesh {'data': 2, 'fsdp': 4, 'tensor': 1} over 8 devices" in r.stdout
-    assert json.loads((a / "config.json").read_text())["mesh"] == "data=2,fsdp=4"
-    r = _cli([*common, "--steps", "4", "--out", str(a)], 1, ROOT)
-    assert r.returncode == 0, r.stderr[-4000:]
-    assert "resumed from" in r.stdout and "at step 2" in r.stdout
-    r = _cli([*common, "--steps", "4", "--out", str(b)], 1, ROOT)
-    assert r.returncode == 0, r.stderr[-4000:]
-    la, lb = _losses(a), _losses(b)
-    assert sorted(la) == sorted(lb) == [1, 2, 3, 4]
-    # Same tolerance argument as test_sharded_steps_match_one_device (summation order).
-    np.testing.assert_allclose([la[s] for s in (1, 2, 3, 4)], [lb[s] for s in (1, 2, 3, 4)],
-                               rtol=1e-5)  # fmt: skip
-    from usmlite_edu import runs
-
-    pa, pb = runs.load_params(a / "params"), runs.load_params(b / "params")
-    big = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(pb))
-    diff = max(
-        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-        for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True)
-    )
-    assert diff <= 1e-3 * big, (diff, big)
+# `usmlite-edu train --mesh data=2,fsdp=4` over 8 devices (as two processes), its checkpoint
+# resumed on one device, and a one-device checkpoint resumed on 8: tests/test_distributed.py.
 
 
 def test_train_refuses_a_mesh_that_does_not_fit_before_loading_data(tmp_path):

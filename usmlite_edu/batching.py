@@ -186,21 +186,31 @@ def prepare(
     return ds
 
 
-def _make_batch(ds: Dataset, idx: Sequence[int], bucket: int, batch_size: int) -> Batch:
+def _make_batch(
+    ds: Dataset,
+    idx: Sequence[int],
+    bucket: int,
+    batch_size: int,
+    rows: tuple[int, int] | None = None,
+) -> Batch:
+    """The batch of examples ``idx`` (filled to ``batch_size`` with weight-0 copies of the
+    first); ``rows=(lo, hi)``: only its rows ``lo:hi``, the same arrays as slicing the
+    whole batch, without reading the other rows' examples."""
+    lo, hi = (0, batch_size) if rows is None else rows
     n, lmax = ds.bucket_samples[bucket], ds.label_lengths[bucket]
-    wav = np.zeros((batch_size, n), np.float32)
-    lengths = np.zeros(batch_size, np.int32)
-    labels = np.zeros((batch_size, lmax), np.int32)
-    llen = np.zeros(batch_size, np.int32)
-    weights = np.zeros(batch_size, np.float32)
-    rows = list(idx) + [idx[0]] * (batch_size - len(idx))  # filler rows copy a real one
-    for r, i in enumerate(rows):
+    wav = np.zeros((hi - lo, n), np.float32)
+    lengths = np.zeros(hi - lo, np.int32)
+    labels = np.zeros((hi - lo, lmax), np.int32)
+    llen = np.zeros(hi - lo, np.int32)
+    weights = np.zeros(hi - lo, np.float32)
+    full = list(idx) + [idx[0]] * (batch_size - len(idx))  # filler rows copy a real one
+    for r, i in enumerate(full[lo:hi]):
         e = ds.examples[i]
         wav[r, : e.audio.size] = e.audio
         lengths[r] = e.audio.size
         labels[r, : len(e.tokens)] = e.tokens
         llen[r] = len(e.tokens)
-        weights[r] = 1.0 if r < len(idx) else 0.0
+        weights[r] = 1.0 if lo + r < len(idx) else 0.0
     return Batch(wav, lengths, labels, llen, weights)
 
 
@@ -209,10 +219,24 @@ class BatchStream:
 
     ``position = (epoch, index)``: the next batch is batch ``index`` of epoch ``epoch``'s
     order, which depends only on ``seed`` and ``epoch``.
+
+    ``rows=(lo, hi)`` (one process of several, :func:`usmlite_edu.mesh.process_rows`):
+    each batch holds only rows ``lo:hi`` of the global batch of ``batch_size``; every
+    process draws the same order, so the processes' rows together are exactly the batch
+    one process would make.
     """
 
-    def __init__(self, ds: Dataset, batch_size: int, seed: int, position: tuple[int, int] = (0, 0)):
-        self.ds, self.batch_size, self.seed = ds, batch_size, seed
+    def __init__(
+        self,
+        ds: Dataset,
+        batch_size: int,
+        seed: int,
+        position: tuple[int, int] = (0, 0),
+        rows: tuple[int, int] | None = None,
+    ):
+        if rows is not None and not 0 <= rows[0] < rows[1] <= batch_size:
+            raise ValueError(f"rows {rows} are not a range inside a batch of {batch_size}")
+        self.ds, self.batch_size, self.seed, self.rows = ds, batch_size, seed, rows
         self.epoch, self.index = position
         self._order = self._epoch_order(self.epoch)
         if not self._order:
@@ -251,7 +275,7 @@ class BatchStream:
             self._order = self._epoch_order(self.epoch)
         bucket, idx = self._order[self.index]
         self.index += 1
-        return _make_batch(self.ds, idx, bucket, self.batch_size)
+        return _make_batch(self.ds, idx, bucket, self.batch_size, self.rows)
 
 
 def eval_batches(ds: Dataset, batch_size: int) -> Iterator[tuple[Batch, list[int]]]:

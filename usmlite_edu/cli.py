@@ -96,6 +96,12 @@ def _data_dir(args) -> str | None:
 
 
 def _cmd_train(args) -> int:
+    from usmlite_edu import distributed
+
+    # before anything touches a device: several processes become one run
+    distributed.initialize(
+        args.coordinator, args.num_processes, args.process_id, auto=args.distributed == "auto"
+    )
     from usmlite_edu import train
 
     r = train.train(
@@ -420,6 +426,21 @@ def build_parser() -> argparse.ArgumentParser:
         "1; an empty spec puts every device on fsdp). Default: one "
         "device, no mesh. On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=8 "
         "simulates 8 devices. A checkpoint resumes on any mesh.",
+    )
+    t.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="several processes, one run: process 0's address (with --num-processes and "
+        "--process-id; every process runs the same command with its own id). The mesh "
+        "spans all their devices; each process reads only its rows of every batch",
+    )
+    t.add_argument("--num-processes", type=int, metavar="N", help="how many processes")
+    t.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    t.add_argument(
+        "--distributed",
+        choices=["auto"],
+        help="auto: several processes whose launch the environment describes (a Cloud "
+        "TPU pod slice, SLURM, Open MPI): jax.distributed.initialize() without arguments",
     )
     set_arg(t, "model.* or train.*")
     t.set_defaults(func=_cmd_train)

@@ -51,6 +51,9 @@ __all__ = [
     "shard_tree",
     "shard_train_state",
     "shard_batch",
+    "process_rows",
+    "global_batch",
+    "to_host",
     "use_mesh",
     "constrain",
 ]
@@ -216,8 +219,14 @@ def param_specs(params: Any, mesh: Mesh, rules: Mapping[str, Any] = LOGICAL_RULE
 
 
 def shard_tree(tree: Any, mesh: Mesh, rules: Mapping[str, Any] = LOGICAL_RULES) -> Any:
-    """``tree`` placed on ``mesh`` with the NamedShardings of :func:`tree_specs`."""
+    """``tree`` placed on ``mesh`` with the NamedShardings of :func:`tree_specs`.
+
+    With several processes, every process must hold the same ``tree`` (e.g. the same
+    seed's initial parameters): each one places only the shards of its own devices,
+    from host copies of the leaves."""
     shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), tree_specs(tree, mesh, rules))
+    if jax.process_count() > 1:
+        tree = jax.tree.map(np.asarray, tree)
     return jax.device_put(tree, shardings)
 
 
@@ -240,6 +249,66 @@ def shard_batch(batch: Any, mesh: Mesh, rules: Mapping[str, Any] = LOGICAL_RULES
         return jax.device_put(x, NamedSharding(mesh, spec))
 
     return jax.tree.map(one, batch)
+
+
+def _batch_sharding(shape: Sequence[int], mesh: Mesh, rules: Mapping[str, Any]) -> NamedSharding:
+    return NamedSharding(
+        mesh, spec_for(("batch",) + (None,) * (len(shape) - 1), shape, mesh, rules)
+    )
+
+
+def process_rows(
+    mesh: Mesh, batch_size: int, rules: Mapping[str, Any] = LOGICAL_RULES
+) -> tuple[int, int]:
+    """The rows ``(lo, hi)`` of a global batch of ``batch_size`` that this process's
+    devices hold when the batch is sharded as in :func:`shard_batch`: what this process
+    must read. One process: ``(0, batch_size)``. A batch dimension replicated across
+    processes (the fallback of :func:`spec_for`) gives several processes the same rows.
+    Raises ``ValueError`` if this process's rows are not one contiguous range (a mesh
+    whose devices are not ordered process by process)."""
+    sharding = _batch_sharding((batch_size,), mesh, rules)
+    spans = sorted(
+        {(idx[0].start or 0, batch_size if idx[0].stop is None else idx[0].stop)
+         for idx in sharding.addressable_devices_indices_map((batch_size,)).values()}
+    )  # fmt: skip
+    lo, hi = spans[0][0], spans[0][1]
+    for a, b in spans[1:]:
+        if a > hi:
+            raise ValueError(
+                f"process {jax.process_index()} holds rows {spans} of the batch, not one "
+                "range: build the mesh from jax.devices() in their order"
+            )
+        hi = max(hi, b)
+    return lo, hi
+
+
+def global_batch(
+    local: Any, mesh: Mesh, batch_size: int, rules: Mapping[str, Any] = LOGICAL_RULES
+) -> Any:
+    """The global batch (sharded as in :func:`shard_batch`) assembled from every
+    process's rows :func:`process_rows` (``local``: a pytree whose leaves have those
+    rows) with :func:`jax.make_array_from_process_local_data`. With one process this
+    places the whole batch, as :func:`shard_batch` does."""
+
+    def one(x):
+        x = np.asarray(x)
+        shape = (batch_size,) + x.shape[1:]
+        return jax.make_array_from_process_local_data(_batch_sharding(shape, mesh, rules), x, shape)
+
+    return jax.tree.map(one, local)
+
+
+def to_host(tree: Any) -> Any:
+    """Every leaf as a NumPy array holding its global value; an array spread over several
+    processes is gathered (a collective: every process must call this)."""
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
 
 
 # --------------------------------------------------------------------------- context

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from usmlite_edu import augment, batching, frontend, model, runs, sparsity
+from usmlite_edu import augment, batching, distributed, frontend, model, runs, sparsity
 from usmlite_edu import mesh as meshlib
 from usmlite_edu.compress import CompressionSpec, as_spec
 from usmlite_edu.configs import ConformerConfig, TrainConfig
@@ -341,7 +341,9 @@ class Trainer:
 
     def transcribe_batch(self, params, masks, batch) -> list[list[int]]:
         logits, omask = self.logits(params, masks, batch.waveforms, batch.lengths)
-        return greedy_decode(np.asarray(logits), np.asarray(omask))
+        # spread over several processes: gathered (every process decodes the same batch)
+        logits, omask = meshlib.to_host((logits, omask))
+        return greedy_decode(logits, omask)
 
     def evaluate(self, params, masks, ds: batching.Dataset, tok: Tokenizer) -> dict:
         """WER and CER (%) over a prepared dataset, and every transcript.
@@ -489,6 +491,15 @@ def train(
         one device, no mesh, the computation of earlier versions. A checkpoint restores
         onto whatever mesh (or single device) the resuming call uses.
 
+    Several processes (after :func:`usmlite_edu.distributed.initialize`): every process
+    calls this with the same arguments; the mesh spans every process's devices (no
+    ``mesh_spec``: all of them on ``fsdp``); each process builds only its rows of each
+    batch (:func:`usmlite_edu.mesh.process_rows`) and the global batch is assembled
+    with :func:`usmlite_edu.mesh.global_batch`; checkpoints, parameters and masks are
+    written by all processes together (Orbax), the tokenizer, ``config.json`` and
+    ``metrics.jsonl`` by process 0. Every process still loads and prepares the whole
+    corpus index (bucketing needs every utterance's length).
+
     Returns the final metrics dict (also in ``metrics.jsonl``).
     """
     spec = as_spec(spec)
@@ -526,7 +537,10 @@ def train(
             tcfg = tcfg.replace(rewarm_steps=max(tcfg.steps // 10, 1))
     # Refuse an impossible spec or mesh before loading any data.
     model.check_spec(cfg, model.ModelOptions(spec=spec))
+    if mesh_spec is None and jax.process_count() > 1:
+        mesh_spec = ""  # several processes: one mesh over all their devices, all on fsdp
     dmesh = meshlib.make_mesh(mesh_spec) if mesh_spec is not None else None
+    primary = distributed.is_primary()
 
     splits = {
         s: load_corpus(
@@ -541,13 +555,15 @@ def train(
     }
     out.mkdir(parents=True, exist_ok=True)
     if init_dir is None:
-        if (out / "tokenizer" / "tokenizer.model").exists():
-            tok = Tokenizer.load(out / "tokenizer")
-        else:
+        if primary and not (out / "tokenizer" / "tokenizer.model").exists():
             tok = Tokenizer.train(
                 [u.text for u in splits["train"]], tcfg.vocab_size, None, seed=seed
             )
-    tok.save(out / "tokenizer")
+            tok.save(out / "tokenizer")
+        distributed.barrier("tokenizer")  # the others read what process 0 wrote
+        tok = Tokenizer.load(out / "tokenizer")
+    elif primary:
+        tok.save(out / "tokenizer")
     cfg = cfg.replace(vocab_size=tok.vocab_size)
 
     meta = {
@@ -565,13 +581,16 @@ def train(
         "init": str(init_dir) if init_dir else None,
         "machine": runs.machine_info(),
         "git_commit": runs.git_commit(),
-        # the last call's mesh (a run may resume on another; not compared on resume)
+        # the last call's mesh and processes (a run may resume on others; not compared)
         "mesh": mesh_spec,
+        "processes": jax.process_count(),
     }
     cfg_path = out / "config.json"
     if cfg_path.exists():
         _check_same_run(cfg_path, meta)
-    runs.write_json(cfg_path, meta)
+    distributed.barrier("config-checked")  # every process read the old one
+    if primary:
+        runs.write_json(cfg_path, meta)
 
     datasets = {
         s: batching.prepare(
@@ -645,9 +664,15 @@ def train(
         _warn_skipped(result)
         return result
 
-    stream = batching.BatchStream(datasets["train"], tcfg.batch_size, seed, position)
+    # This process's rows of every batch: all of them with one process.
+    rows = meshlib.process_rows(dmesh, tcfg.batch_size) if dmesh is not None else None
+    if jax.process_count() > 1:
+        print(f"{distributed.describe()}; batch rows {rows[0]}:{rows[1]}", flush=True)
+    stream = batching.BatchStream(datasets["train"], tcfg.batch_size, seed, position, rows)
 
     def log_metrics(obj):
+        if not primary:
+            return
         with open(metrics_path, "a") as f:
             f.write(json.dumps(obj, default=runs.json_default) + "\n")
 
@@ -668,7 +693,7 @@ def train(
     while step < tcfg.steps:
         batch = next(stream)
         if dmesh is not None:
-            batch = meshlib.shard_batch(batch, dmesh)
+            batch = meshlib.global_batch(batch, dmesh, tcfg.batch_size)
         with meshlib.use_mesh(dmesh) if dmesh is not None else contextlib.nullcontext():
             params, opt_state, loss, applied = trainer.step(params, opt_state, batch, key, step)
         step += 1
@@ -706,7 +731,7 @@ def train(
     bar.close()
     if mngr.latest_step() != step:
         save(step)
-    runs.save_params(out / "params", params)
+    _save_tree(out / "params", params)
 
     masks = sparsity.masks_from_state(opt_state)
     if losses:
@@ -729,9 +754,25 @@ def train(
         )
     log_metrics({"final": result})
     if masks is not None:
-        runs.save_params(out / "masks", masks)
+        _save_tree(out / "masks", masks)
     _warn_skipped(result)
     return result
+
+
+def _save_tree(path: Path, tree: Any) -> None:
+    """:func:`usmlite_edu.runs.save_params` of ``tree``'s global values as host arrays,
+    from one process or several (process 0 removes an old copy first). Host arrays,
+    not the sharded ones: Orbax records a sharded array's devices and will not restore
+    it without a target where those devices do not exist (``eval`` on one device of a
+    run trained on 8); the checkpoints keep the sharded state."""
+    tree = meshlib.to_host(tree)
+    if jax.process_count() > 1:
+        if distributed.is_primary() and path.exists():
+            import shutil
+
+            shutil.rmtree(path)
+        distributed.barrier(f"save {path.name}")
+    runs.save_params(path, tree)
 
 
 def _warn_skipped(result: Mapping[str, Any]) -> None:
