@@ -44,8 +44,9 @@ by ``tests/test_quant.py`` with :func:`compiled_ops`):
 * :func:`native_matmul`, per channel: an elementwise fusion converts the ``s8`` weight to
   an ``f32`` (``bf16`` with ``compute_dtype=bfloat16``) array of the weight's shape (a
   temporary buffer of the full float weight), then a ``f32`` dot (``bf16 x bf16 -> f32``);
-  with sub-channels the converted weight is ``(g, I/g, J)`` and the dot is batched over
-  the ``g`` groups;
+  with sub-channels the converted weight is ``(g, I/g, J)`` and the ``f32`` dot is
+  batched over the ``g`` groups (``bf16``: ``g`` separate dots, as XLA:CPU has no batched
+  ``bf16 x bf16 -> f32`` dot);
 * :func:`qat_matmul`, forward: one elementwise fusion reads the float ``w``, rounds and
   clips it, converts it to ``s8`` and straight back to ``f32`` and writes the ``f32``
   copy; the ``int8`` array of the jaxpr never exists in memory, and the dot is ``f32``;
@@ -364,7 +365,18 @@ def native_matmul(x: jax.Array, q: QuantizedArray, *, compute_dtype=None) -> jax
         return (acc * q.scale[0]).astype(x.dtype)
     xg = x.reshape(*x.shape[:-1], g, i // g).astype(dt)
     vg = q.values.reshape(g, i // g, j)
-    acc = jnp.einsum("...gi,gij->...gj", xg, vg.astype(dt), preferred_element_type=jnp.float32)
+    if jnp.dtype(dt) == jnp.float32:
+        acc = jnp.einsum("...gi,gij->...gj", xg, vg.astype(dt), preferred_element_type=jnp.float32)
+    else:
+        # XLA:CPU has no batched bf16 x bf16 -> f32 dot ("Unsupported element type for
+        # DotThunk"): one plain dot per group instead, each accumulating in float32.
+        acc = jnp.stack(
+            [
+                jnp.matmul(xg[..., k, :], vg[k].astype(dt), preferred_element_type=jnp.float32)
+                for k in range(g)
+            ],
+            axis=-2,
+        )
     if q.zero_point is not None:
         acc = acc - jnp.sum(xg.astype(jnp.float32), axis=-1)[..., None] * q.zero_point.astype(
             jnp.float32
