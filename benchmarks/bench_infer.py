@@ -29,59 +29,17 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_train import matmul_peak  # noqa: E402
 
-from usmlite_edu import configs, frontend, infer, model, presets, quant, runs  # noqa: E402
+from usmlite_edu import frontend, infer, model, presets, quant, runs  # noqa: E402
 
 ARITHS = infer.ARITHS
-
-
-def interleaved_min(fns: dict, reps: int) -> dict[str, float]:
-    """``{name: seconds}``, each ``(f, args)`` compiled by a first call, then one call per
-    name per round, ``reps`` rounds, fastest kept."""
-    for f, args in fns.values():
-        jax.block_until_ready(f(*args))
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(reps):
-        for k, (f, args) in fns.items():
-            t = time.perf_counter()
-            jax.block_until_ready(f(*args))
-            best[k] = min(best[k], time.perf_counter() - t)
-    return best
-
-
-def variants(cfg, params):
-    """``{arith: (graphdef, params)}`` of a float model (int ariths: PTQ per channel)."""
-    tcfg = configs.TrainConfig()
-    out = {
-        "float32": (model.model_graph(cfg, "float"), params),
-        "bf16": (model.model_graph(cfg, "float", compute_dtype="bfloat16"), params),
-    }
-    for a in quant.INT_ARITHS:
-        tr = infer.int_trainer(cfg, infer.weight_spec("float", a), tcfg, a)
-        out[a] = (tr.graphdef, infer.int_params(params, None, cfg, "float", a))
-    return out
-
-
-def forward_fns(cfg, graphdef, params, feats, mask):
-    """``(encoder only, whole forward)`` jitted functions and their arguments."""
-    x, xmask = jax.jit(lambda p, f, m: nnx.merge(graphdef, p).frontend(f, m))(params, feats, mask)
-
-    def encoder(p, x, m):
-        return nnx.merge(graphdef, p).encoder(x, m, True, None)
-
-    def whole(p, f, m):
-        return model.forward(graphdef, p, f, m)[0]
-
-    return (jax.jit(encoder), (params, x, xmask)), (jax.jit(whole), (params, feats, mask))
 
 
 def layer_fns(rows: int, d_in: int, d_out: int):
@@ -134,32 +92,21 @@ def main() -> None:
         print(f"  {n:9s} {v:7.1f} GOP/s   x{v / peaks['float32']:.2f} float32")
 
     params = model.init_params(cfg, seed=0)
-    vs = variants(cfg, params)
-    mel = frontend.LogMelConfig.from_model(cfg)
     record["forward_s"] = {}
     for b in args.batches:
-        n = int(args.seconds * cfg.sample_rate)
-        wav = jnp.asarray(0.1 * np.random.default_rng(b).standard_normal((b, n)), jnp.float32)
-        feats, mask = frontend.log_mel(wav, jnp.full((b,), n, jnp.int32), mel)
-        fns = {}
-        for a, (gd, p) in vs.items():
-            enc, whole = forward_fns(cfg, gd, p, feats, mask)
-            fns[("encoder", a)], fns[("model", a)] = enc, whole
-        t = interleaved_min(fns, args.reps)
+        t = infer.time_forward(cfg, params, b, args.seconds, reps=args.reps)
         print(f"\nbatch {b} x {args.seconds} s: forward time (ms) and speed vs float32")
         print(f"  {'arith':8s} {'encoder':>9s} {'ratio':>6s} {'model':>9s} {'ratio':>6s}")
+        e0, m0 = t["float32"]["encoder"], t["float32"]["model"]
         for a in ARITHS:
-            e, m = t[("encoder", a)], t[("model", a)]
-            e0, m0 = t[("encoder", "float32")], t[("model", "float32")]
+            e, m = t[a]["encoder"], t[a]["model"]
             print(f"  {a:8s} {1e3 * e:9.2f} {e0 / e:6.2f} {1e3 * m:9.2f} {m0 / m:6.2f}")
-        record["forward_s"][str(b)] = {
-            a: {"encoder": t[("encoder", a)], "model": t[("model", a)]} for a in ARITHS
-        }
+        record["forward_s"][str(b)] = t
 
-    frames = feats.shape[1]  # log-mel frames; the encoder sees ceil(ceil(T / 2) / 2)
-    tokens = max(args.batches) * (((frames + 1) // 2 + 1) // 2)
+    frames = int(frontend.num_frames(int(args.seconds * cfg.sample_rate), cfg))
+    tokens = max(args.batches) * int(frontend.subsampled_lengths(frames))  # the encoder's rows
     d, f = cfg.model_dim, cfg.ffn_dim
-    lt = interleaved_min(layer_fns(tokens, d, f), args.reps)
+    lt = infer.interleaved_min(layer_fns(tokens, d, f), args.reps)
     print(f"\none dense layer ({tokens} x {d}) @ ({d} x {f}): time and speed vs float32 dot")
     for k, v in lt.items():
         print(f"  {k:36s} {1e6 * v:9.1f} us  x{lt['float32 dot'] / v:.2f}")

@@ -58,6 +58,9 @@ __all__ = [
     "int_params",
     "int_trainer",
     "prepare",
+    "arith_models",
+    "interleaved_min",
+    "time_forward",
 ]
 
 #: every arithmetic, float first
@@ -223,3 +226,75 @@ def prepare(
         return float_trainer(tcfg), params, masks, tcfg
     trainer = int_trainer(cfg, as_spec(spec), tcfg, arith)
     return trainer, int_params(params, masks, cfg, spec, arith), None, tcfg
+
+
+# --------------------------------------------------------------------------- timing
+def arith_models(cfg: ConformerConfig, params: Any, ariths=ARITHS) -> dict[str, tuple]:
+    """``{arith: (graphdef, params)}`` of a float model's parameters in each arith (the
+    integer ones quantize its dense weights per channel: :func:`weight_spec` of float)."""
+    from usmlite_edu import model
+
+    out = {}
+    for a in ariths:
+        check_arith(a)
+        if a in quant.INT_ARITHS:
+            tr = int_trainer(cfg, weight_spec("float", a), TrainConfig(), a)
+            out[a] = (tr.graphdef, int_params(params, None, cfg, "float", a))
+        else:
+            dt = "bfloat16" if a == "bf16" else None
+            out[a] = (model.model_graph(cfg, "float", compute_dtype=dt), params)
+    return out
+
+
+def interleaved_min(fns: dict, reps: int) -> dict:
+    """``{name: seconds}`` of ``{name: (f, args)}``: each compiled by a first call, then one
+    call of each per round for ``reps`` rounds, the fastest round kept (on a shared
+    machine other jobs only ever add time, and interleaving gives every variant the same
+    background load)."""
+    import time
+
+    for f, args in fns.values():
+        jax.block_until_ready(f(*args))
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(reps):
+        for k, (f, args) in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            best[k] = min(best[k], time.perf_counter() - t)
+    return best
+
+
+def time_forward(
+    cfg: ConformerConfig,
+    params: Any,
+    batch: int,
+    seconds: float,
+    *,
+    ariths=ARITHS,
+    reps: int = 10,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Seconds per call of the jitted forward pass in each arith, on ``batch`` utterances
+    of ``seconds`` of noise: ``{arith: {"encoder": s, "model": s}}``. ``encoder``: the
+    Conformer blocks on the subsampled ``(B, T', D)`` input; ``model``: subsampling
+    convolutions + encoder + softmax on precomputed log-mel features. Timed with
+    :func:`interleaved_min`."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from usmlite_edu import frontend, model
+
+    n = int(seconds * cfg.sample_rate)
+    wav = jnp.asarray(0.1 * np.random.default_rng(seed).standard_normal((batch, n)), jnp.float32)
+    feats, mask = frontend.log_mel(
+        wav, jnp.full((batch,), n, jnp.int32), frontend.LogMelConfig.from_model(cfg)
+    )
+    fns = {}
+    for a, (gd, p) in arith_models(cfg, params, ariths).items():
+        x, xm = jax.jit(lambda p, f, m, gd=gd: nnx.merge(gd, p).frontend(f, m))(p, feats, mask)
+        enc = jax.jit(lambda p, x, m, gd=gd: nnx.merge(gd, p).encoder(x, m, True, None))
+        whole = jax.jit(lambda p, f, m, gd=gd: model.forward(gd, p, f, m)[0])
+        fns[(a, "encoder")] = (enc, (p, x, xm))
+        fns[(a, "model")] = (whole, (p, feats, mask))
+    t = interleaved_min(fns, reps)
+    return {a: {part: t[(a, part)] for part in ("encoder", "model")} for a in ariths}
