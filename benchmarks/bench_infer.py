@@ -27,17 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_train import matmul_peak  # noqa: E402
-
-from usmlite_edu import frontend, infer, model, presets, quant, runs  # noqa: E402
+from usmlite_edu import frontend, infer, model, presets, quant, runs
 
 ARITHS = infer.ARITHS
 
@@ -83,7 +79,7 @@ def main() -> None:
     record: dict = {"machine": machine, "preset": args.preset, "seconds": args.seconds}
 
     peaks = {
-        n: matmul_peak(dt) / 1e9
+        n: infer.matmul_peak(dt) / 1e9
         for n, dt in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16), ("int8", jnp.int8))
     }
     record["peaks_gops"] = peaks

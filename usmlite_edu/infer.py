@@ -61,6 +61,7 @@ __all__ = [
     "arith_models",
     "interleaved_min",
     "time_forward",
+    "matmul_peak",
 ]
 
 #: every arithmetic, float first
@@ -298,3 +299,26 @@ def time_forward(
         fns[(a, "model")] = (whole, (p, feats, mask))
     t = interleaved_min(fns, reps)
     return {a: {part: t[(a, part)] for part in ("encoder", "model")} for a in ariths}
+
+
+def matmul_peak(dtype, n: int = 1024, reps: int = 20) -> float:
+    """Operations per second of one jitted ``(n, n) x (n, n)`` product in ``dtype``:
+    ``float32``, ``bfloat16`` (accumulating in float32), or ``int8`` (``int8 x int8 ->
+    int32`` through ``jax.lax.dot_general``): the ceiling of what an arith can gain on
+    a matmul-bound model (as ``benchmarks/bench_train.py`` measures it)."""
+    import time
+
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), dtype)
+    if jnp.dtype(dtype) == jnp.int8:
+        dims = (((1,), (0,)), ((), ()))
+        f = jax.jit(lambda a: jax.lax.dot_general(a, a, dims, preferred_element_type=jnp.int32))
+    else:
+        f = jax.jit(lambda a: jnp.matmul(a, a, preferred_element_type=jnp.float32))
+    f(a).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(reps):
+        out = f(a)
+    out.block_until_ready()
+    return 2 * n**3 * reps / (time.perf_counter() - t)
