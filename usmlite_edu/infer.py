@@ -272,14 +272,15 @@ def time_forward(
     seconds: float,
     *,
     ariths=ARITHS,
+    parts=("encoder", "model"),
     reps: int = 10,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Seconds per call of the jitted forward pass in each arith, on ``batch`` utterances
     of ``seconds`` of noise: ``{arith: {"encoder": s, "model": s}}``. ``encoder``: the
     Conformer blocks on the subsampled ``(B, T', D)`` input; ``model``: subsampling
-    convolutions + encoder + softmax on precomputed log-mel features. Timed with
-    :func:`interleaved_min`."""
+    convolutions + encoder + softmax on precomputed log-mel features (``parts`` chooses;
+    each is one compile per arith). Timed with :func:`interleaved_min`."""
     import jax.numpy as jnp
     from flax import nnx
 
@@ -295,10 +296,12 @@ def time_forward(
         x, xm = jax.jit(lambda p, f, m, gd=gd: nnx.merge(gd, p).frontend(f, m))(p, feats, mask)
         enc = jax.jit(lambda p, x, m, gd=gd: nnx.merge(gd, p).encoder(x, m, True, None))
         whole = jax.jit(lambda p, f, m, gd=gd: model.forward(gd, p, f, m)[0])
-        fns[(a, "encoder")] = (enc, (p, x, xm))
-        fns[(a, "model")] = (whole, (p, feats, mask))
+        if "encoder" in parts:
+            fns[(a, "encoder")] = (enc, (p, x, xm))
+        if "model" in parts:
+            fns[(a, "model")] = (whole, (p, feats, mask))
     t = interleaved_min(fns, reps)
-    return {a: {part: t[(a, part)] for part in ("encoder", "model")} for a in ariths}
+    return {a: {part: t[(a, part)] for part in parts} for a in ariths}
 
 
 def matmul_peak(dtype, n: int = 1024, reps: int = 20) -> float:
