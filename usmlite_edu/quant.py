@@ -403,6 +403,16 @@ def qat_matmul(
     (STE): the gradients are those of ``x @ w^`` with ``d w^ / d w = 1`` inside the
     grid's range, i.e. ``dx = dy @ w^.T`` and ``dw = x.T @ dy`` (zeroed where ``w`` was
     clipped), both float dots in ``compute_dtype``.
+
+    Which dot, and why. The integer weight is converted inside a float dot: float32 by
+    default, bfloat16 with ``compute_dtype=bfloat16`` (``train.compute_dtype``), which is
+    exact for the weight (every int8 value is a bfloat16 number) and rounds only the
+    activations; where the bfloat16 dot is faster (AMX, AVX-512 BF16, tensor cores) that
+    option runs it. An integer dot (int8 x int8 -> int32, :func:`int8_matmul`) would need
+    the activations quantized too (W8A8), a different model from the paper's, whose QAT
+    quantizes weights only; it is an inference option (:mod:`usmlite_edu.infer`), not
+    this forward. ``benchmarks/bench_infer.py`` times this forward beside the float32,
+    bfloat16 and W8A8 products of the same layer (README "Export a packed model").
     """
     w = jnp.asarray(w, jnp.float32)
     check_quant_args(bits, symmetric, sub_channels, clip, w.shape[0])
