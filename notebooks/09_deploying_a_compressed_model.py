@@ -211,8 +211,9 @@ plt.show()
 # large matmuls would reach them; the `cpu` model's matrices are 144 wide, so at batch 1
 # the dispatch of many small operations dominates, and at any batch the float parts
 # (attention scores, convolutions, norms, the activations' quantization itself) do not
-# speed up. On a processor without AMX the int8 x int8 -> int32 peak is not several times
-# the float32 one, so W8A8 cannot be 3x faster here; the README records what each
+# speed up. Where the int8 x int8 -> int32 peak is not several times the float32 one
+# (processors without AMX: on the AMD EPYC the README's figures come from, 1.5x), W8A8
+# cannot be 3x faster however the model is written; the README records what each
 # processor gave (`benchmarks/bench_infer.py`). Weight-only int8 and int4 run a bfloat16
 # dot after unpacking: their speed is bfloat16's, their gain is memory.
 #
