@@ -201,6 +201,36 @@ def _cli_not_a_run(tmp: Path) -> list[str]:
     return ["transcribe", "--checkpoint", str(tmp / "not_a_run"), str(GOOD_FLAC)]
 
 
+def _packed_b0(tmp: Path) -> Path:
+    """The committed B0 packed at int8 (``usmlite-edu export``), made once per folder."""
+    path = tmp / "b0_int8.safetensors"
+    if not path.exists():
+        from usmlite_edu import export  # JAX: only when a test makes the case
+
+        export.write_packed(REPO / "results" / "cpu" / "b0", "int8", path)
+    return path
+
+
+def _cli_packed_flipped(tmp: Path) -> list[str]:
+    data = bytearray(_packed_b0(tmp).read_bytes())
+    data[-1000] ^= 0x10  # inside the last tensor's bytes
+    (tmp / "flipped.safetensors").write_bytes(bytes(data))
+    return ["transcribe", "--model", str(tmp / "flipped.safetensors"), str(GOOD_FLAC)]
+
+
+def _cli_packed_cut(tmp: Path) -> list[str]:
+    data = _packed_b0(tmp).read_bytes()
+    (tmp / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    return ["transcribe", "--model", str(tmp / "cut.safetensors"), str(GOOD_FLAC)]
+
+
+def _cli_packed_foreign(tmp: Path) -> list[str]:
+    from safetensors.numpy import save_file
+
+    save_file({"weight": np.zeros((4, 4), np.float32)}, str(tmp / "foreign.safetensors"))
+    return ["eval", "--model", str(tmp / "foreign.safetensors"), "--corpus", "fsdd_sample"]
+
+
 CASES: list[Case] = [
     # audio files: load_audio refuses them; transcribe and eval report and go on
     Case(
@@ -329,6 +359,31 @@ CASES: list[Case] = [
         "is not a run directory (no config.json)",
         "2",
         _cli_not_a_run,
+    ),
+    # packed model files (usmlite-edu export): refused before any array reaches JAX
+    Case(
+        "packed model with a flipped data byte",
+        "cli",
+        "refused",
+        "does not match its checksum: the file is damaged",
+        "2",
+        _cli_packed_flipped,
+    ),
+    Case(
+        "packed model cut short (truncated copy)",
+        "cli",
+        "refused",
+        "truncated or damaged: the header describes",
+        "2",
+        _cli_packed_cut,
+    ),
+    Case(
+        "safetensors file not written by `export`",
+        "cli",
+        "refused",
+        "not a packed usmlite_edu model",
+        "2",
+        _cli_packed_foreign,
     ),
     # training
     Case(

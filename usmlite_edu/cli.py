@@ -161,10 +161,12 @@ def _cmd_eval(args) -> int:
         heldout_speaker=args.heldout_speaker,
         overrides=args.set,
         model=args.model,
+        arith=args.arith,
     )
     print(
         f"{args.split}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  "
-        f"({r['utterances']} utterances, {r['skipped']} skipped, spec {r['spec']})"
+        f"({r['utterances']} utterances, {r['skipped']} skipped, spec {r['spec']}"
+        + (f", arith {args.arith})" if args.arith else ")")
     )
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2))
@@ -183,7 +185,7 @@ def _cmd_transcribe(args) -> int:
 
     failed = 0
     texts = transcribe.transcribe_files(
-        args.checkpoint, args.files, spec=args.spec, model=args.model
+        args.checkpoint, args.files, spec=args.spec, model=args.model, arith=args.arith
     )
     for path, text in texts:
         print(f"{path}\t{text}", flush=True)
@@ -453,6 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="a packed .safetensors file of `usmlite-edu export` (gives exactly the "
             "results of its run under the spec it was exported with)",
+        )
+        sp.add_argument(
+            "--arith",
+            metavar="ARITH",
+            help="inference arithmetic of the dense layers (default: the run's own): "
+            "float32, bf16, w8 / w4 (int8 / int4 weights, bf16 activations) or w8a8 "
+            "(int8 weights x int8 activations -> int32); a float spec's weights are "
+            "quantized per channel for w8/w4/w8a8 (README 'Export a packed model')",
         )
 
     x = sub.add_parser(

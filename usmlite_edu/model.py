@@ -124,7 +124,8 @@ class QDense(nnx.Module):
     ``kernel`` is ``(in, out)``, LeCun-normal; ``bias`` (if any) starts at zero. A model
     read from a packed file (:mod:`usmlite_edu.export`) holds a
     :class:`~usmlite_edu.quant.QuantizedArray` there instead, and the layer computes Eq. (1)
-    from the stored integers.
+    from the stored integers; a model for integer inference (:mod:`usmlite_edu.infer`)
+    holds a :class:`~usmlite_edu.quant.IntKernel`, whose own arithmetic runs.
     """
 
     def __init__(
@@ -143,9 +144,11 @@ class QDense(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = compress.compressed_matmul(
-            x, self.kernel.get_value(), self.spec, compute_dtype=self.compute_dtype
-        )
+        kernel = self.kernel.get_value()
+        if isinstance(kernel, quant.IntKernel):  # integer inference (usmlite_edu.infer)
+            y = kernel.matmul(x)
+        else:
+            y = compress.compressed_matmul(x, kernel, self.spec, compute_dtype=self.compute_dtype)
         if self.bias is not None:
             y = y + self.bias[...]
         return y

@@ -44,8 +44,9 @@ by ``tests/test_quant.py`` with :func:`compiled_ops`):
 * :func:`native_matmul`, per channel: an elementwise fusion converts the ``s8`` weight to
   an ``f32`` (``bf16`` with ``compute_dtype=bfloat16``) array of the weight's shape (a
   temporary buffer of the full float weight), then a ``f32`` dot (``bf16 x bf16 -> f32``);
-  with sub-channels the converted weight is ``(g, I/g, J)`` and the dot is batched over
-  the ``g`` groups;
+  with sub-channels the converted weight is ``(g, I/g, J)`` and the ``f32`` dot is
+  batched over the ``g`` groups (``bf16``: ``g`` separate dots, as XLA:CPU has no batched
+  ``bf16 x bf16 -> f32`` dot);
 * :func:`qat_matmul`, forward: one elementwise fusion reads the float ``w``, rounds and
   clips it, converts it to ``s8`` and straight back to ``f32`` and writes the ``f32``
   copy; the ``int8`` array of the jaxpr never exists in memory, and the dot is ``f32``;
@@ -75,6 +76,10 @@ __all__ = [
     "qat_matmul",
     "quantize_activations",
     "int8_matmul",
+    "INT_ARITHS",
+    "IntKernel",
+    "pack_int4",
+    "unpack_int4",
     "search_clip",
     "compiled_ops",
     "HloOp",
@@ -360,7 +365,18 @@ def native_matmul(x: jax.Array, q: QuantizedArray, *, compute_dtype=None) -> jax
         return (acc * q.scale[0]).astype(x.dtype)
     xg = x.reshape(*x.shape[:-1], g, i // g).astype(dt)
     vg = q.values.reshape(g, i // g, j)
-    acc = jnp.einsum("...gi,gij->...gj", xg, vg.astype(dt), preferred_element_type=jnp.float32)
+    if jnp.dtype(dt) == jnp.float32:
+        acc = jnp.einsum("...gi,gij->...gj", xg, vg.astype(dt), preferred_element_type=jnp.float32)
+    else:
+        # XLA:CPU has no batched bf16 x bf16 -> f32 dot ("Unsupported element type for
+        # DotThunk"): one plain dot per group instead, each accumulating in float32.
+        acc = jnp.stack(
+            [
+                jnp.matmul(xg[..., k, :], vg[k].astype(dt), preferred_element_type=jnp.float32)
+                for k in range(g)
+            ],
+            axis=-2,
+        )
     if q.zero_point is not None:
         acc = acc - jnp.sum(xg.astype(jnp.float32), axis=-1)[..., None] * q.zero_point.astype(
             jnp.float32
@@ -387,6 +403,16 @@ def qat_matmul(
     (STE): the gradients are those of ``x @ w^`` with ``d w^ / d w = 1`` inside the
     grid's range, i.e. ``dx = dy @ w^.T`` and ``dw = x.T @ dy`` (zeroed where ``w`` was
     clipped), both float dots in ``compute_dtype``.
+
+    Which dot, and why. The integer weight is converted inside a float dot: float32 by
+    default, bfloat16 with ``compute_dtype=bfloat16`` (``train.compute_dtype``), which is
+    exact for the weight (every int8 value is a bfloat16 number) and rounds only the
+    activations; where the bfloat16 dot is faster (AMX, AVX-512 BF16, tensor cores) that
+    option runs it. An integer dot (int8 x int8 -> int32, :func:`int8_matmul`) would need
+    the activations quantized too (W8A8), a different model from the paper's, whose QAT
+    quantizes weights only; it is an inference option (:mod:`usmlite_edu.infer`), not
+    this forward. ``benchmarks/bench_infer.py`` times this forward beside the float32,
+    bfloat16 and W8A8 products of the same layer (README "Export a packed model").
     """
     w = jnp.asarray(w, jnp.float32)
     check_quant_args(bits, symmetric, sub_channels, clip, w.shape[0])
@@ -467,6 +493,105 @@ def int8_matmul(x: jax.Array, q: QuantizedArray, *, act_bits: int = 8) -> jax.Ar
         xq, q.values, (((xq.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.int32
     )
     return acc.astype(jnp.float32) * xs * q.scale[0]
+
+
+# --------------------------------------------------------------------------- inference kernels
+#: the integer arithmetics of :class:`IntKernel` (``usmlite-edu ... --arith``)
+INT_ARITHS = ("w8", "w4", "w8a8")
+
+
+def pack_int4(values: jax.Array) -> jax.Array:
+    """Int4 grid values ``(I, J)`` in ``[-8, 7]`` -> ``uint8`` ``(ceil(I/2), J)``, two per byte.
+
+    Byte ``k`` of a column holds row ``2k`` in its low nibble and row ``2k + 1`` in its high
+    nibble, each as the code ``q + 8``; an odd ``I`` gets a zero row of padding."""
+    v = jnp.asarray(values, jnp.int32)
+    if v.shape[0] % 2:
+        v = jnp.concatenate([v, jnp.zeros((1, v.shape[1]), jnp.int32)])
+    codes = (v + 8).reshape(v.shape[0] // 2, 2, v.shape[1])
+    return (codes[:, 0] | (codes[:, 1] << 4)).astype(jnp.uint8)
+
+
+def unpack_int4(packed: jax.Array, rows: int) -> jax.Array:
+    """Inverse of :func:`pack_int4`: ``int8`` ``(rows, J)``. Under ``jit`` XLA fuses the
+    shifts, masks and the conversion that follows into one elementwise pass."""
+    p = packed.astype(jnp.int32)
+    both = jnp.stack([(p & 15) - 8, (p >> 4) - 8], axis=1)
+    return both.reshape(-1, packed.shape[1])[:rows].astype(jnp.int8)
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class IntKernel:
+    """A dense ``(I, J)`` weight stored for integer inference, with the arithmetic to run.
+
+    Attributes:
+      values: ``int8`` ``(I, J)`` grid values (``arith`` ``"w8"``, ``"w8a8"``), or ``uint8``
+        ``(ceil(I/2), J)``, two int4 values a byte (``"w4"``, :func:`pack_int4`).
+      scale, zero_point: as in :class:`QuantizedArray` (``(g, J)``).
+      bits, symmetric: the grid; ``arith``: which arithmetic :meth:`matmul` runs; ``rows``:
+        ``I`` (static metadata, not traced).
+
+    :meth:`matmul`:
+
+    * ``"w8"`` / ``"w4"`` (weight-only): the int8 values (``"w4"``: unpacked from their
+      nibbles inside the jitted function) are converted to bfloat16 and multiplied by the
+      activations rounded to bfloat16, accumulating in float32; then Eq. (1)'s scale (and
+      zero point) as :func:`native_matmul` applies them. XLA:CPU fuses unpacking and
+      conversion into one elementwise pass that writes a bfloat16 copy of the weight,
+      which the ``bf16`` dot then reads (XLA has no mixed int4 x bf16 dot on CPU).
+    * ``"w8a8"``: :func:`int8_matmul`: the activations quantized per token (row) to int8
+      with a dynamic scale, an ``s8 x s8 -> s32`` dot, both scales applied in float32.
+      Symmetric per-channel weights only (no zero point, one group).
+    """
+
+    values: jax.Array
+    scale: jax.Array
+    zero_point: jax.Array | None
+    bits: int
+    symmetric: bool
+    arith: str
+    rows: int
+
+    def tree_flatten(self):
+        aux = (self.bits, self.symmetric, self.arith, self.rows)
+        return (self.values, self.scale, self.zero_point), aux
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, *aux)
+
+    @classmethod
+    def from_quantized(cls, q: QuantizedArray, arith: str) -> IntKernel:
+        """Store ``q`` for ``arith``, refusing (``ValueError``) a grid that does not fit it."""
+        if arith not in INT_ARITHS:
+            raise ValueError(f"arith must be one of {INT_ARITHS}, got {arith!r}")
+        if arith == "w4" and q.bits > 4:
+            raise ValueError(
+                f"arith w4 holds 4-bit weights; these are int{q.bits} (use w8, or a 4-bit spec)"
+            )
+        if arith == "w8a8" and (q.sub_channels != 1 or q.zero_point is not None):
+            raise ValueError(
+                "arith w8a8 multiplies symmetric per-channel weights (one scale per output "
+                "channel, no zero point); this weight has "
+                f"{q.sub_channels} group(s) per channel"
+                + (" and zero points" if q.zero_point is not None else "")
+                + ": use w8 or w4 (weight-only) for int2 / sub-channel specs"
+            )
+        rows = int(q.values.shape[0])
+        values = pack_int4(q.values) if arith == "w4" else jnp.asarray(q.values, jnp.int8)
+        return cls(values, q.scale, q.zero_point, q.bits, q.symmetric, arith, rows)
+
+    def quantized(self) -> QuantizedArray:
+        """The :class:`QuantizedArray` these bytes hold (int4 unpacked)."""
+        v = unpack_int4(self.values, self.rows) if self.arith == "w4" else self.values
+        return QuantizedArray(v, self.scale, self.zero_point, self.bits, self.symmetric)
+
+    def matmul(self, x: jax.Array) -> jax.Array:
+        """``x @ W`` in this kernel's arithmetic (class docstring); float32 out."""
+        if self.arith == "w8a8":
+            return int8_matmul(x, self.quantized()).astype(x.dtype)
+        return native_matmul(x, self.quantized(), compute_dtype=jnp.bfloat16)
 
 
 # --------------------------------------------------------------------------- what compiles

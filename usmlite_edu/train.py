@@ -791,6 +791,7 @@ def evaluate_run(
     heldout_speaker: str | None = None,
     overrides: Iterable[str] | Mapping[str, object] = (),
     model: str | os.PathLike | None = None,
+    arith: str | None = None,
 ) -> dict:
     """WER/CER of a finished run on ``split``.
 
@@ -800,6 +801,7 @@ def evaluate_run(
     settings (``train.eval_batch_size``, ``train.bucket_seconds``); the model is the run's.
     ``model`` (instead of ``run_dir``) evaluates a packed file of ``usmlite-edu export``
     (:mod:`usmlite_edu.export`), which scores exactly as its run under its spec.
+    ``arith`` is the dense layers' inference arithmetic (:mod:`usmlite_edu.infer`).
     """
     from usmlite_edu.transcribe import open_model
 
@@ -813,7 +815,7 @@ def evaluate_run(
             "evaluation takes only train.* overrides (e.g. train.eval_batch_size=8); "
             "the model is fixed by the checkpoint"
         )
-    m = open_model(run_dir, model, spec, overrides)
+    m = open_model(run_dir, model, spec, overrides, arith=arith)
     split_data = load_corpus(
         corpus,
         data_dir,
@@ -827,4 +829,5 @@ def evaluate_run(
     )
     r = m.trainer.evaluate(m.params, m.masks, ds, m.tokenizer)
     r["spec"] = str(m.trainer.spec)
+    r["arith"] = arith
     return r

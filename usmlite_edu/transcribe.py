@@ -39,6 +39,7 @@ def transcribe_files(
     *,
     spec: str | CompressionSpec | None = None,
     model: str | os.PathLike | None = None,
+    arith: str | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Yield ``(path, text)`` per file: any WAV/FLAC, any sample rate, mono or stereo.
 
@@ -46,13 +47,15 @@ def transcribe_files(
     ``usmlite-edu export``; :mod:`usmlite_edu.export`), which transcribes exactly as its
     run does under the spec it was exported with. ``spec`` (default: the run's own) runs
     a run's weights through another compression (PTQ); a packed file holds one spec.
+    ``arith`` (default: the run's own) chooses the inference arithmetic of the dense
+    layers (:mod:`usmlite_edu.infer`: float32, bf16, w8, w4, w8a8).
     A file that cannot be used yields ``(path, "<error: ...>")`` (see :func:`is_error`)
     and the rest go on; audio too short for one CTC output frame of this model is such
     a file (:func:`usmlite_edu.audio.min_samples` states the rule).
     Audio longer than the largest training bucket is transcribed in one padded pass of
     its own length (one extra compile for that length).
     """
-    src = open_model(run_dir, model, spec)
+    src = open_model(run_dir, model, spec, arith=arith)
     cfg, tcfg, tok, trainer, params, masks = src
     sr = cfg.sample_rate
     buckets = [int(s * sr) for s in tcfg.bucket_seconds]
@@ -92,18 +95,23 @@ def open_model(
     model: str | os.PathLike | None = None,
     spec: str | CompressionSpec | None = None,
     overrides: Iterable[str] | Mapping[str, object] = (),
+    arith: str | None = None,
 ) -> Model:
     """A run directory (under ``spec``, default its own) or a packed file, ready to
     transcribe: ``(config, train_config, tokenizer, trainer, params, masks)``.
 
     ``overrides`` are ``train.*`` evaluation settings (batch size, buckets). A packed file
     with a ``spec`` other than its own is refused: its weights are already compressed.
+    ``arith`` (default ``None``: the run's own) is the inference arithmetic of the dense
+    layers, :mod:`usmlite_edu.infer`; with an integer arith the trainer's ``spec`` is the
+    one whose integers it multiplies (:func:`usmlite_edu.infer.weight_spec`).
     """
-    from usmlite_edu import export
+    from usmlite_edu import export, infer
     from usmlite_edu.presets import Preset
 
     if (run_dir is None) == (model is None):
         raise ValueError("give a run directory (--checkpoint RUN) or a packed file (--model FILE)")
+    infer.check_arith(arith)
     if model is not None:
         packed = export.read_packed(model, dequantize=False)
         if spec is not None and as_spec(spec) != packed.spec:
@@ -119,12 +127,28 @@ def open_model(
             )
         cfg, tok, spec = packed.config, packed.tokenizer, packed.spec
         tcfg = Preset("packed", cfg, packed.train_config).override(overrides).train
-        trainer, params = export.inference(packed._replace(train_config=tcfg))
+        trainer, params, _, tcfg = infer.prepare(
+            cfg,
+            spec,
+            tcfg,
+            packed.params,
+            None,
+            arith,
+            lambda t: export.inference(packed._replace(train_config=t))[0],
+        )
         return Model(cfg, tcfg, tok, trainer, params, None)
     run = runs.load_run(run_dir)
     _, tcfg, _ = runs.read_config(run_dir)
     tcfg = Preset("run", run.config, tcfg).override(overrides).train
     spec = as_spec(spec, run.spec)
-    trainer = get_trainer(run.config, spec, tcfg)
     masks = runs.load_masks(run_dir, run, spec)
-    return Model(run.config, tcfg, run.tokenizer, trainer, run.params, masks)
+    trainer, params, masks, tcfg = infer.prepare(
+        run.config,
+        spec,
+        tcfg,
+        run.params,
+        masks,
+        arith,
+        lambda t: get_trainer(run.config, spec, t),
+    )
+    return Model(run.config, tcfg, run.tokenizer, trainer, params, masks)
