@@ -126,28 +126,35 @@ def collect_executed(
 
 # ------------------------------------------------------------------------------- staging
 def _collapse_solutions(nb) -> int:
-    """Collapse the instructor edition's solution cells behind a toggle; returns how many.
+    """Put the instructor edition's answers behind toggles, so that a reader can predict
+    before looking; returns how many solution cells there were.
 
-    A code solution gets MyST-NB's ``hide-cell`` tag (input and output behind "show"); a
-    markdown one is wrapped in ``<details>`` (its headings, if any, become bold lines, since
-    a section cannot sit inside raw HTML).
+    A solution code cell gets MyST-NB's ``hide-cell`` tag (input and output behind "show"),
+    a code cell holding ``# ANSWER`` slots ``hide-input`` (its filled-in answers hidden, the
+    check's output shown), and a solution markdown cell is wrapped in ``<details>`` (its
+    headings, if any, become bold lines, since a section cannot sit inside raw HTML).
     """
     n = 0
     for c in nb.cells:
-        if not editions.is_solution(c):
-            continue
-        n += 1
-        if c.cell_type == "code":
-            tags = c.metadata.setdefault("tags", [])
-            if "hide-cell" not in tags:
-                tags.append("hide-cell")
-        else:
-            body = _HEADING.sub(r"**\1**", c.source)
-            c.source = (
-                '<details class="usmlite-solution">\n<summary>Solution (click to show)'
-                f"</summary>\n\n{body}\n\n</details>"
-            )
+        if editions.is_solution(c):
+            n += 1
+            if c.cell_type == "code":
+                _tag(c, "hide-cell")
+            else:
+                body = _HEADING.sub(r"**\1**", c.source)
+                c.source = (
+                    '<details class="usmlite-solution">\n<summary>Solution (click to show)'
+                    f"</summary>\n\n{body}\n\n</details>"
+                )
+        elif c.cell_type == "code" and editions.answer_lines(c.source):
+            _tag(c, "hide-input")
     return n
+
+
+def _tag(cell, tag: str) -> None:
+    tags = cell.metadata.setdefault("tags", [])
+    if tag not in tags:
+        tags.append(tag)
 
 
 def _readme_files(readme: str, root: Path) -> list[str]:
@@ -399,9 +406,12 @@ def build(
     staged = stage(executed, out / "src", fast, root, executed_here=executed_dir is None)
     html = sphinx_build(staged, out / "html", root)
     counts = check_site(html, executed)
+    warnings = out / "sphinx-warnings.txt"
+    n_warn = len(warnings.read_text().splitlines()) if warnings.is_file() else 0
     print(
         f"book ({'fast' if fast else 'full'} mode): {len(counts)} notebook pages, "
-        f"{sum(counts.values())} figures -> {html / 'index.html'}",
+        f"{sum(counts.values())} figures -> {html / 'index.html'}"
+        + (f" ({n_warn} lines of Sphinx warnings in {warnings})" if n_warn else ""),
         flush=True,
     )
     return html
