@@ -12,12 +12,14 @@ import html as html_lib
 import re
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 from executed_notebooks import cache_dir, executed
+from nbclient.exceptions import CellExecutionError
 from PIL import Image
 
 from usmlite_edu import book, cli, notebook_runner
@@ -114,6 +116,25 @@ def test_executed_copies_are_checked_for_presence_and_mode(tmp_path):
         cli.main(["book", "--fast", "--executed", str(tmp_path / "fast"), "--dir", str(NB_DIR)])
         == 2
     )
+
+
+def test_each_notebook_is_executed_once_per_test_run(tmp_path, tmp_path_factory):
+    """tests/executed_notebooks.py: concurrent requests (two xdist workers) execute a
+    notebook once; a failed one is not executed again, its first error is quoted."""
+    log = tmp_path / "ran.txt"
+    ok, bad = tmp_path / "98_cache_probe.ipynb", tmp_path / "99_cache_probe_fails.ipynb"
+    for path, src in ((ok, f"open({str(log)!r}, 'a').write('ran\\n')"), (bad, "1 / 0")):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(src)]
+        nbformat.write(nb, path)
+    with ThreadPoolExecutor(2) as pool:
+        copies = list(pool.map(lambda _: executed(ok, tmp_path_factory), range(2)))
+    assert copies[0] == copies[1] and copies[0].is_file()
+    assert log.read_text() == "ran\n"
+    with pytest.raises(CellExecutionError, match="ZeroDivisionError"):
+        executed(bad, tmp_path_factory)
+    with pytest.raises(RuntimeError, match="(?s)failed earlier in this test run.*ZeroDivision"):
+        executed(bad, tmp_path_factory)
 
 
 def test_run_seconds_reads_the_timing_records():
