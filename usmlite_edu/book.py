@@ -74,6 +74,13 @@ def executed_mode(nb) -> bool | None:
     return None
 
 
+def _cell_timeout(fast: bool) -> int:
+    """Seconds one cell may run: the runner's default in fast mode; in full mode the
+    training cells of 06 and 07 can pass that on a slow machine, so three hours (a cell
+    that hangs still ends)."""
+    return 900 if fast else 3 * 3600
+
+
 def execute_series(
     out_dir: Path | str, fast: bool, directory: Path | str | None = None
 ) -> list[Path]:
@@ -83,7 +90,9 @@ def execute_series(
     done = []
     for p in _series(directory):
         t0 = time.time()
-        done.append(notebook_runner.execute(p, out_dir=out_dir, fast=fast))
+        done.append(
+            notebook_runner.execute(p, out_dir=out_dir, fast=fast, timeout=_cell_timeout(fast))
+        )
         print(f"executed {p.name} in {time.time() - t0:.0f} s -> {done[-1]}", flush=True)
     return done
 
