@@ -6,6 +6,8 @@
 #   make test-fast PYTHON=python3.13 VENV=.venv-3.13           # the pins of requirements.txt
 #   make test-fast PYTHON=python3.13 VENV=.venv-3.13-new PINS=0 # pyproject's ranges, newest
 #   PINS=lowest: pyproject's lower bounds (requirements-lowest.txt as constraints)
+# The rendered book (README "The book"): make book (notebooks in full mode, long) or
+# make book-fast (fast mode, minutes); the site is build/book/html/index.html.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -13,7 +15,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PINS   ?= 1
 
-.PHONY: run test test-fast venv lock notebooks lab clean
+.PHONY: run test test-fast venv lock notebooks lab book book-fast clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +44,12 @@ test-fast: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/usmlite-edu notebooks
+
+book: $(STAMP)
+	$(BIN)/usmlite-edu book --out build/book
+
+book-fast: $(STAMP)
+	$(BIN)/usmlite-edu book --fast --out build/book-fast
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PATHS = ["usmlite_edu", "tests", "scripts", "benchmarks", "notebooks"]
+PATHS = ["usmlite_edu", "tests", "scripts", "benchmarks", "notebooks", "book"]
 
 
 def _ruff(*args: str) -> subprocess.CompletedProcess:

@@ -10,6 +10,7 @@ import matplotlib
 import nbformat
 import numpy as np
 import pytest
+from executed_notebooks import executed
 
 from usmlite_edu import editions, notebook_runner, notebook_setup
 
@@ -139,10 +140,11 @@ def test_runner_finds_nothing_loudly(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path, tmp_path):
+def test_notebook_executes(path, tmp_path_factory):
     """The committed notebooks are the instructor edition: they run, and every exercise
-    check in them reports its worked answer correct (none is left unanswered)."""
-    out = notebook_runner.execute(path, out_dir=tmp_path, fast=True)
+    check in them reports its worked answer correct (none is left unanswered). The
+    executed copy is shared with tests/test_book.py (executed once per test run)."""
+    out = executed(path, tmp_path_factory)
     nb = nbformat.read(out, as_version=4)
     n = editions.count_checks(nb)
     assert editions.reported(nb) == {"skipped": 0, "correct": n, "wrong": 0}

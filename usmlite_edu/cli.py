@@ -84,6 +84,13 @@ def _cmd_notebooks(args) -> int:
     return 0
 
 
+def _cmd_book(args) -> int:
+    from usmlite_edu import book
+
+    book.build(out=args.out, fast=args.fast, directory=args.dir, executed_dir=args.executed)
+    return 0
+
+
 def _cmd_main(args) -> int:
     """The README's main job: everything a fresh, offline machine can show in minutes."""
     from usmlite_edu import main_job
@@ -345,6 +352,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="also execute the written edition (executed copies in DIR/executed/)",
     )
     n.set_defaults(func=_cmd_notebooks)
+
+    bk = sub.add_parser(
+        "book",
+        help="build the rendered book (static HTML) of the notebook series",
+        description="Execute every notebook (full mode unless --fast), render the series "
+        "with the README as front page (Sphinx + MyST-NB, book/conf.py) into OUT/html, and "
+        "check that every notebook has a page showing each of its figures.",
+    )
+    bk.add_argument("--fast", action="store_true", help="fast mode (USMLITE_FAST=1), as the tests")
+    bk.add_argument(
+        "--out", type=Path, default=Path("build/book"), metavar="DIR", help="default build/book"
+    )
+    bk.add_argument("--dir", type=Path, metavar="DIR", help="folder holding NN_*.ipynb")
+    bk.add_argument(
+        "--executed",
+        type=Path,
+        metavar="DIR",
+        help="render the executed copies in DIR (same file names, executed in the same "
+        "mode) instead of executing the series",
+    )
+    bk.set_defaults(func=_cmd_book)
 
     def data_args(sp):
         sp.add_argument(

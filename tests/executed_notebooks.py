@@ -1,0 +1,47 @@
+"""Fast-mode executed copies of the committed notebooks, made once per test run.
+
+tests/test_notebooks.py (each notebook runs with every exercise check correct) and
+tests/test_book.py (the book renders them) need the same executed notebooks; executing the
+series twice would cost minutes. Whichever test asks first executes a notebook (with the
+project's runner) into a folder of this test run; later requests, from any pytest-xdist
+worker, wait on a per-notebook file lock and reuse the copy. A notebook that failed is not
+executed again in the same run: the later request fails at once, quoting the first error.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from usmlite_edu import notebook_runner
+
+
+def cache_dir(tmp_path_factory) -> Path:
+    """A folder of this test run, the same for every xdist worker (their base temporary
+    folders are siblings in the run's own folder), never shared with another run."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    d = root / "executed-notebooks-fast"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+def executed(path: Path, tmp_path_factory) -> Path:
+    """The fast-mode executed copy of ``path``, executing it if this run has not yet."""
+    d = cache_dir(tmp_path_factory)
+    out, failed = d / path.name, d / f"{path.stem}.failed"
+    with open(d / f"{path.stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if failed.exists():
+            raise RuntimeError(
+                f"{path.name} failed earlier in this test run:\n{failed.read_text()}"
+            )
+        if not out.exists():
+            try:
+                written = notebook_runner.execute(path, out_dir=d / "tmp", fast=True)
+            except Exception as e:
+                failed.write_text(f"{type(e).__name__}: {e}"[-6000:])
+                raise
+            written.replace(out)  # appears whole, or not at all
+    return out
