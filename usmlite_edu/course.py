@@ -88,6 +88,30 @@ PLAN: dict[str, NotebookPlan] = {
             "L7 The reproduction: Tables 1-3 at reduced scale, claims with intervals",
             "Exercises 1-3 (the size column, nested masks, the Pareto frontier); fine-tune your own spec (section 5) and compare it paired with a row",
         ),
+        NotebookPlan(
+            "08",
+            "Notebooks 05-06; what data and model parallelism are (any distributed-training introduction).",
+            "L8 Scaling up: device meshes, sharded compressed weights, memory plans for the 2B model",
+            "Exercises 1-3 (one device's slice, the state per core, whether the 2B step fits without remat)",
+        ),
+        NotebookPlan(
+            "09",
+            "Notebooks 05 and 07.",
+            "L9 Deployment: a packed file whose bytes match the size column, integer inference and its speed",
+            "Exercises (the bytes of another spec, the W8A8 rounding bound); time --arith on your own machine",
+        ),
+        NotebookPlan(
+            "10",
+            "Notebooks 01, 02 and 04.",
+            "Lab session: the quantization-error explorer (fits after L4 or L5)",
+            "Exercises 1-3 (three levels, a loud channel, an int2 layer's bytes); one setting of your own with its PTQ WER",
+        ),
+        NotebookPlan(
+            "11",
+            "Notebooks 02, 03 and 07.",
+            "L10 Beyond the paper: SR-STE for N:M masks and learned step sizes (LSQ)",
+            "Exercises 1-3 (SR-STE with a frozen mask, the learned int2 step, the paper's initialisation at int8)",
+        ),
     )
 }
 
