@@ -407,7 +407,9 @@ print("every run scored on the same", len(scored[MODEL_SPECS[0]]), "utterances")
 
 # %% [markdown]
 # The table's last column comes from the interval alone: *better* or *worse* when the
-# whole 95% interval lies on one side of zero, *inconclusive* otherwise. In FAST mode the
+# whole 95% interval lies on one side of zero, *inconclusive* otherwise. The interval
+# covers the sampling of the test utterances given these trained models, one training
+# seed each; another seed moves both systems, which the interval does not include. In FAST mode the
 # tiny model transcribes nothing useful and every reading should be taken as a pipeline
 # check. In full mode, read the interval's width too: with about 200 test words, one word
 # is half a WER point, and differences of a word or two are not results.
@@ -512,15 +514,24 @@ _, qmax = quant.int_range(2, True)
 for name, ls in (("min/max", s0), ("learned", s1)):
     zeros = float(jnp.mean(jnp.abs(W_teach / jnp.exp(ls)) < 0.5))
     print(f"{name:8s} step: {zeros:.2f} of the weights round to 0")
+print(
+    f"learned / min-max step {ratio:.3f}; Adam's bound exp(-TOY_STEPS * QAT_LR) = "
+    f"{np.exp(-TOY_STEPS * QAT_LR):.3f}"
+)
 
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # **Discussion.** *Smaller.* Min/max sets $s = \max|w|$ for three levels: on a
 # heavy-tailed channel almost every weight is below $s/2$ and rounds to 0, so the
-# quantized layer keeps only its outliers. Inside the range the gradient of each weight
-# is its rounding residual, and the many small weights that round to zero all push the
-# same way: shrink the step so that they reach the levels $\pm s$; the few clipped
-# outliers push back with force $Q_P = 1$ each. The balance clips the tail, the trade
-# clipping (notebook 04) makes by search, learned here from the task's loss.
+# quantized layer keeps only its outliers. The loss improves when more weights reach the
+# levels $\pm s$, which takes a smaller step, against the few outliers that a smaller
+# step clips (each pushes back with force $Q_P = 1$): the trade clipping makes by
+# search in notebook 04, here followed by gradient descent on the task's loss. How far
+# it gets is another matter: Adam moves $\log s$ by at most about its learning rate per
+# step, so `TOY_STEPS` steps at `QAT_LR` can shrink the step by a factor of at most about
+# $e^{-\text{TOY\_STEPS} \cdot \text{QAT\_LR}}$ (printed by the solution cell); where the
+# ratio sits near that bound, the direction is learned and the distance is limited by the
+# optimizer. The
+# model's LSQ layers train $\log s$ with Adam for the same reason (see `QDense`).
 
 # %% [markdown]
 # **Exercise 3 (prediction: the paper's initialisation at int8).** In section 2, which
