@@ -597,13 +597,11 @@ def train(
 
     trainer = get_trainer(cfg, spec, tcfg)
     if init_dir is not None:
-        # an /lsq spec: step sizes from the init run's (pruned) weights, Eq. 2's scale
+        # an /lsq spec: step sizes from the init run's (pruned) weights, Eq. 2's scale;
+        # another spec: none (an LSQ run fine-tuned under min/max scales)
+        first_masks = model.one_shot_masks(init_run.params, spec, cfg) if spec.lsq else None
         params = model.conform_lsq(
-            init_run.params,
-            cfg,
-            spec,
-            model.one_shot_masks(init_run.params, spec, cfg),
-            compress_softmax=trainer.opts.compress_softmax,
+            init_run.params, cfg, spec, first_masks, compress_softmax=trainer.opts.compress_softmax
         )
     else:
         params = trainer.init_params(seed)
