@@ -318,3 +318,29 @@ def test_lsq_run_checkpoints_resume_and_restore(tmp_path):
     assert "log_step" in full.params["frontend"]["proj"]
     for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(cut.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_fine_tuning_a_float_run_under_lsq_starts_from_its_minmax_scales(tmp_path):
+    kw = dict(
+        eval_splits=(),
+        overrides={**TINY, "train.batch_size": 4, "train.bucket_seconds": (4.5,)},
+    )
+    train_lib.train("ci", "data_small", None, tmp_path / "float", steps=2, **kw)
+    train_lib.train(
+        "ci",
+        "data_small",
+        None,
+        tmp_path / "lsq",
+        spec="int4/lsq",
+        init=tmp_path / "float",
+        steps=1,
+        **kw,
+    )
+    base, tuned = runs.load_run(tmp_path / "float"), runs.load_run(tmp_path / "lsq")
+    assert "log_step" not in base.params["frontend"]["proj"]
+    start = quant.lsq_init_step(base.params["frontend"]["proj"]["kernel"], 4)
+    got = np.exp(np.asarray(tuned.params["frontend"]["proj"]["log_step"]))
+    # one Adam step moves log s by at most about the learning rate (with the re-warm ramp)
+    np.testing.assert_allclose(got, np.asarray(start), rtol=0.02)
+    assert not np.array_equal(got, np.asarray(start))
