@@ -314,7 +314,7 @@ assert all(np.all(np.isfinite(r)) for r in qat_runs.values())
 # inconclusive.
 
 # %%
-B0_DIR = REPO / "results" / "cpu" / "b0"
+B0_DIR = (env.results or REPO / "results") / "cpu" / "b0"
 FSDD = next(
     (
         Path(c)
@@ -327,7 +327,8 @@ if FAST or FSDD is None or not (B0_DIR / "config.json").exists():
     if not FAST:
         print("NOTE: FSDD or results/cpu/b0 not found: running the FAST set-up instead")
     MODEL_FAST = True
-    CORPUS, DATA_DIR, INIT, HELDOUT, STEPS = "data_small", REPO / "data_small", None, None, 4
+    # data_dir None: load_corpus finds the bundled data_small (or $USMLITE_DATA)
+    CORPUS, DATA_DIR, INIT, HELDOUT, STEPS = "data_small", None, None, None, 4
     OVERRIDES = {
         "model.model_dim": 32,
         "model.num_heads": 2,
