@@ -327,8 +327,8 @@ if FAST or FSDD is None or not (B0_DIR / "config.json").exists():
     if not FAST:
         print("NOTE: FSDD or results/cpu/b0 not found: running the FAST set-up instead")
     MODEL_FAST = True
-    # data_dir None: load_corpus finds the bundled data_small (or $USMLITE_DATA)
-    CORPUS, DATA_DIR, INIT, HELDOUT, STEPS = "data_small", None, None, None, 4
+    # the checkout's data_small (None outside a clone: load_corpus then tries $USMLITE_DATA)
+    CORPUS, DATA_DIR, INIT, HELDOUT, STEPS = "data_small", env.data_small, None, None, 4
     OVERRIDES = {
         "model.model_dim": 32,
         "model.num_heads": 2,
