@@ -196,6 +196,8 @@ def noise_targets(params: Any, cfg: ConformerConfig) -> Any:
 
     def pick(path, _leaf) -> bool:
         name = _name(path)
+        if name.endswith("/log_step"):
+            return False  # an LSQ step size (model.conform_lsq), not a weight
         if name not in roles:
             raise ValueError(f"noise_targets: {name!r} is not a parameter of config {cfg.name!r}")
         return roles[name] != "other"

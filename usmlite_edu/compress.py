@@ -13,9 +13,11 @@ the notebooks::
     2:4, 1:4         N:M magnitude pruning, one-shot mask             (E8, E10)
     2:4/fs100        ... few-shot: mask updated for the first 100 steps  (E9, E11)
     int4+2:4         prune, then quantize the kept weights            (E12, E13)
+    int4/lsq         learned step sizes (LSQ, Esser et al. 2019; the paper's future work)
 
 Options after ``/``: ``g<G>`` sub-channels (a count), ``gs<N>`` (a group size), ``sym`` / ``asym``, ``clip<r>`` (e.g.
-``clip0.9``) or ``clipsearch`` on a quantizer; ``fs<T>`` (few-shot, ``T_p = T``),
+``clip0.9``) or ``clipsearch`` on a quantizer, or ``lsq`` (a trained step size per
+(group, channel) instead of Eq. 2's min/max scale; symmetric grids only, no clip); ``fs<T>`` (few-shot, ``T_p = T``),
 ``oneshot``, ``srste`` on a pattern. ``str(spec)`` is the canonical name and
 ``CompressionSpec.parse(str(spec)) == spec``.
 
@@ -62,6 +64,9 @@ class CompressionSpec:
       n, m: N:M pattern (both ``None`` = dense).
       mask_update_steps: ``T_p``; 1 = one-shot.
       sr_ste: SR-STE instead of plain gradient masking (the paper's future work).
+      lsq: learned step size quantization (Esser et al. 2019, the paper's future work):
+        each (group, channel) step size is a trained parameter (initialised to Eq. 2's
+        min/max scale), see :func:`usmlite_edu.quant.lsq_matmul`.
     """
 
     bits: int | None = None
@@ -73,6 +78,7 @@ class CompressionSpec:
     m: int | None = None
     mask_update_steps: int = 1
     sr_ste: bool = False
+    lsq: bool = False
 
     def __post_init__(self):
         if self.bits is not None:
@@ -87,6 +93,20 @@ class CompressionSpec:
                 "sub_channels / clip / asym only make sense with a bit width "
                 "(e.g. 'int2/g64'); float weights take none of them"
             )
+        if self.lsq:
+            if self.bits is None:
+                raise ValueError(
+                    "lsq learns a quantizer's step size: give a bit width, e.g. 'int4/lsq'"
+                )
+            if not self.symmetric:
+                raise ValueError(
+                    "lsq is implemented for symmetric grids only (asymmetric LSQ+ is not); "
+                    f"write 'int{self.bits}/sym/lsq'"
+                )
+            if self.clip != 1.0:
+                raise ValueError(
+                    "lsq learns the range that clip<r> / clipsearch would fix; use one or the other"
+                )
         if self.group_size is not None:
             if not isinstance(self.group_size, int) or self.group_size < 1:
                 raise ValueError(f"group_size must be a positive integer, got {self.group_size!r}")
@@ -174,6 +194,8 @@ class CompressionSpec:
                 q += "/clipsearch"
             elif float(self.clip) != 1.0:
                 q += f"/clip{float(self.clip):g}"
+            if self.lsq:
+                q += "/lsq"
             parts.append(q)
         if self.sparse:
             s = f"{self.n}:{self.m}"
@@ -214,12 +236,14 @@ class CompressionSpec:
                         kw["group_size"] = int(o[2:])
                     elif o == "clipsearch":
                         kw["clip"] = "search"
+                    elif o == "lsq":
+                        kw["lsq"] = True
                     elif re.fullmatch(r"clip\d*\.?\d+", o):
                         kw["clip"] = float(o[4:])
                     else:
                         raise ValueError(
                             f"unknown quantizer option '{o}' in spec {text!r} "
-                            "(known: sym, asym, g<G>, gs<N>, clip<r>, clipsearch)"
+                            "(known: sym, asym, g<G>, gs<N>, clip<r>, clipsearch, lsq)"
                         )
             elif mn:
                 if "n" in kw:
@@ -232,6 +256,11 @@ class CompressionSpec:
                         kw["mask_update_steps"] = 1
                     elif o == "srste":
                         kw["sr_ste"] = True
+                    elif o == "lsq":
+                        raise ValueError(
+                            f"lsq is a quantizer option, not a sparsity one, in spec {text!r}: "
+                            "write it after the bit width, e.g. 'int4/lsq+2:4'"
+                        )
                     else:
                         raise ValueError(
                             f"unknown sparsity option '{o}' in spec {text!r} "
@@ -289,17 +318,35 @@ def _prune(w: jax.Array, spec: CompressionSpec | str, mask: jax.Array | None):
     return spec, sparsity.apply_mask(w, mask, straight_through=spec.sr_ste), mask
 
 
+def _lsq_step(w: jax.Array, spec: CompressionSpec, step: jax.Array | None) -> jax.Array:
+    """The step sizes of an ``/lsq`` spec: the trained ones, or (``None``, e.g. post-training
+    quantization of a float model) their initialisation, Eq. 2's min/max scale of the
+    pruned weight, so that LSQ before any training is min/max quantization."""
+    if step is None:
+        return quant.lsq_init_step(w, spec.bits, sub_channels=spec.sub_channels)
+    return step
+
+
 def prune_then_quantize(
-    w: jax.Array, spec: CompressionSpec | str, mask: jax.Array | None = None
+    w: jax.Array,
+    spec: CompressionSpec | str,
+    mask: jax.Array | None = None,
+    *,
+    step: jax.Array | None = None,
 ) -> tuple[jax.Array, quant.QuantizedArray | None]:
     """Algorithm 1, lines 5-8, for one ``(I, J)`` weight.
 
     Returns ``(mask, q)``: the N:M mask (``None`` if dense; computed with Eq. 3 if not
     given) and the quantized masked weight (``None`` if float). The scale is computed on
-    ``W * mask``; pruned entries quantize to the zero point, i.e. exactly 0.
+    ``W * mask``; pruned entries quantize to the zero point, i.e. exactly 0. An ``/lsq``
+    spec uses ``step`` (``(g, J)``; default: its min/max initialisation) as the scale.
     """
     spec, w, mask = _prune(w, spec, mask)
     q = None
+    if spec.lsq:
+        return mask, quant.lsq_quantize(
+            w, _lsq_step(w, spec, step), spec.bits, sub_channels=spec.sub_channels
+        )
     if spec.quantized:
         q = quant.quantize(
             w, spec.bits, symmetric=spec.symmetric, sub_channels=spec.sub_channels, clip=spec.clip
@@ -308,14 +355,24 @@ def prune_then_quantize(
 
 
 def compress_weight(
-    w: jax.Array, spec: CompressionSpec | str, mask: jax.Array | None = None
+    w: jax.Array,
+    spec: CompressionSpec | str,
+    mask: jax.Array | None = None,
+    *,
+    step: jax.Array | None = None,
 ) -> jax.Array:
     """The float weight the compressed layer effectively uses: ``dequant(Q(W * M))``.
 
     Differentiable with the STE (quantization) and through the mask (gradients of pruned
     entries are zero). This is the "fake" path; :func:`compressed_matmul` is the native one.
+    An ``/lsq`` spec quantizes with ``step`` (:func:`usmlite_edu.quant.lsq_fake_quant`,
+    differentiable in ``step`` too; default: the min/max initialisation).
     """
     spec, w, _ = _prune(w, spec, mask)
+    if spec.lsq:
+        return quant.lsq_fake_quant(
+            w, _lsq_step(w, spec, step), spec.bits, sub_channels=spec.sub_channels
+        )
     if spec.quantized:
         w = quant.fake_quant(
             w, spec.bits, symmetric=spec.symmetric, sub_channels=spec.sub_channels, clip=spec.clip
@@ -330,6 +387,7 @@ def compressed_matmul(
     mask: jax.Array | None = None,
     *,
     compute_dtype=None,
+    step: jax.Array | None = None,
 ) -> jax.Array:
     """``x @ W`` through the spec, as a QAT layer runs it (Algorithm 1, lines 7-8).
 
@@ -339,11 +397,22 @@ def compressed_matmul(
     :class:`~usmlite_edu.quant.QuantizedArray`, e.g. read from a packed file by
     :mod:`usmlite_edu.export`) goes straight to that forward,
     :func:`usmlite_edu.quant.native_matmul`: the same arithmetic, without re-deriving
-    ``q``, scale and zero point from float weights (and without a gradient).
+    ``q``, scale and zero point from float weights (and without a gradient). An ``/lsq``
+    spec runs :func:`usmlite_edu.quant.lsq_matmul` with ``step`` (``(g, J)``, trained by
+    the caller; default: the min/max initialisation, which then gets no gradient).
     """
     if isinstance(w, quant.QuantizedArray):
         return quant.native_matmul(x, w, compute_dtype=compute_dtype)
     spec, w, _ = _prune(w, spec, mask)
+    if spec.lsq:
+        return quant.lsq_matmul(
+            x,
+            w,
+            _lsq_step(w, spec, step),
+            spec.bits,
+            sub_channels=spec.sub_channels,
+            compute_dtype=compute_dtype,
+        )
     if spec.quantized:
         return quant.qat_matmul(
             x,

@@ -627,6 +627,12 @@ def write_packed(
         spec = as_spec(spec, run.spec)
         masks = runs.load_masks(run_dir, run, spec)
         meta_extra = {"source": str(run_dir), "source_spec": str(run.spec)}
+    if spec.lsq:
+        raise ValueError(
+            f"write_packed: spec '{spec}' has learned (LSQ) step sizes, which the packed "
+            "format does not store yet; evaluate the run with --checkpoint, or export it "
+            f"under '{spec.replace(lsq=False)}' (min/max scales)"
+        )
     layout = file_layout(cfg, spec)  # refuses a spec some layer cannot take
     if tok is not None and tok.vocab_size != cfg.vocab_size:
         raise ValueError(

@@ -87,6 +87,11 @@ def weight_spec(spec: CompressionSpec | str, arith: str) -> CompressionSpec:
         raise ValueError(f"weight_spec: {arith!r} is not an integer arith {quant.INT_ARITHS}")
     if not spec.quantized:
         return spec.replace(bits=4 if arith == "w4" else 8)
+    if getattr(spec, "lsq", False):
+        raise ValueError(
+            f"--arith {arith}: spec {spec} learns its step sizes (LSQ), and integer inference "
+            "builds its kernels from min/max scales; evaluate it without --arith"
+        )
     if arith == "w4" and spec.bits > 4:
         raise ValueError(
             f"--arith w4 holds 4-bit weights; spec {spec} has {spec.bits}-bit weights: use "

@@ -78,6 +78,8 @@ __all__ = [
     "params_from_linen",
     "compressible_mask_tree",
     "apply_masks",
+    "LSQ_LEAF",
+    "conform_lsq",
 ]
 
 # The Linen model's initialisers and LayerNorm epsilon (nnx.LayerNorm's default is the
@@ -126,6 +128,15 @@ class QDense(nnx.Module):
     :class:`~usmlite_edu.quant.QuantizedArray` there instead, and the layer computes Eq. (1)
     from the stored integers; a model for integer inference (:mod:`usmlite_edu.infer`)
     holds a :class:`~usmlite_edu.quant.IntKernel`, whose own arithmetic runs.
+
+    With an ``/lsq`` spec the layer also holds ``log_step`` (``(g, out)``): the logarithm of
+    the LSQ step size of each (group, channel), initialised to Eq. 2's min/max scale, and
+    runs :func:`usmlite_edu.quant.lsq_matmul` with ``s = exp(log_step)``. The gradient for
+    ``s`` is LSQ's (Esser et al. 2019, Eq. 3, scaled by ``1/sqrt(N_W Q_P)``); the optimizer
+    sees ``s * dL/ds``. Why the logarithm: Adam moves every parameter by about its learning
+    rate per step whatever the gradient's scale, and step sizes range from about 1e-3
+    (int8) to 1e-1 (int2); in log space the same learning rate is the same relative change
+    for all of them, and ``s`` stays positive.
     """
 
     def __init__(
@@ -142,20 +153,30 @@ class QDense(nnx.Module):
         self.compute_dtype = compute_dtype
         self.kernel = nnx.Param(_KERNEL_INIT(rngs.params(), (in_features, out_features)))
         self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+        if spec.lsq:
+            g = spec.for_input_dim(in_features).sub_channels
+            step = quant.lsq_init_step(self.kernel.get_value(), spec.bits, sub_channels=g)
+            self.log_step = nnx.Param(jnp.log(step))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel.get_value()
         if isinstance(kernel, quant.IntKernel):  # integer inference (usmlite_edu.infer)
             y = kernel.matmul(x)
         else:
-            y = compress.compressed_matmul(x, kernel, self.spec, compute_dtype=self.compute_dtype)
+            log_step = getattr(self, "log_step", None)
+            step = None if log_step is None else jnp.exp(log_step.get_value())
+            y = compress.compressed_matmul(
+                x, kernel, self.spec, compute_dtype=self.compute_dtype, step=step
+            )
         if self.bias is not None:
             y = y + self.bias[...]
         return y
 
 
 def _maybe_fake_quant_kernel(kernel: jax.Array, spec: CompressionSpec) -> jax.Array:
-    """Quantize a convolution kernel per output channel over its flattened taps x inputs."""
+    """Quantize a convolution kernel per output channel over its flattened taps x inputs.
+
+    Min/max scales always: an ``/lsq`` spec learns step sizes for the dense layers only."""
     if not spec.quantized:
         return kernel
     flat = kernel.reshape(-1, kernel.shape[-1])
@@ -578,7 +599,18 @@ def init_params(
     cfg: ConformerConfig, spec: CompressionSpec | str = "float", seed: int = 0, **options
 ) -> dict:
     """Fresh parameters of ``build_model(cfg, spec, seed=seed, **options)``, as a dict."""
-    return split_model(build_model(cfg, spec, seed=seed, **options))[1]
+    params = split_model(build_model(cfg, spec, seed=seed, **options))[1]
+    spec = compress.as_spec(spec)
+    if spec.lsq and spec.sparse:  # the step of a pruned layer starts from the kept weights
+        params = conform_lsq(
+            params,
+            cfg,
+            spec,
+            one_shot_masks(params, spec, cfg, **options),
+            reset=True,
+            compress_softmax=options.get("compress_softmax", False),
+        )
+    return params
 
 
 def forward(
@@ -738,7 +770,12 @@ def compressible_mask_tree(
         role = roles[name]
         return role == "dense" or (role == "softmax" and opts.compress_softmax)
 
-    return jax.tree_util.tree_map_with_path(pick, params)
+    def pick_or_lsq(path, leaf) -> bool:
+        if _path_name(path).endswith("/" + LSQ_LEAF):
+            return False  # an LSQ step size (see conform_lsq) is never pruned
+        return pick(path, leaf)
+
+    return jax.tree_util.tree_map_with_path(pick_or_lsq, params)
 
 
 def apply_masks(params: Any, masks: Any | None, straight_through: bool = False) -> Any:
@@ -777,3 +814,59 @@ def params_from_checkpoint(tree: Any, cfg: ConformerConfig | None = None) -> dic
     if any(isinstance(k, str) and k.startswith("block_") for k in encoder):
         return params_from_linen(tree, cfg)
     return tree
+
+
+#: The leaf name of an LSQ layer's step size (its logarithm), beside ``kernel``.
+LSQ_LEAF = "log_step"
+
+
+def conform_lsq(
+    params: Any,
+    cfg: ConformerConfig,
+    spec: CompressionSpec | str,
+    masks: Any | None = None,
+    *,
+    reset: bool = False,
+    compress_softmax: bool = False,
+) -> Any:
+    """``params`` with exactly the LSQ step sizes (``log_step`` leaves) that ``spec`` needs.
+
+    An ``/lsq`` spec gives every compressible dense layer a ``log_step`` (see
+    :class:`QDense`); a layer without one (a float model fine-tuned or evaluated under
+    LSQ: post-training quantization) gets the initial value, the log of Eq. 2's min/max
+    scale of ``kernel * mask`` (``masks``: the N:M mask tree, or ``None`` for the weights as
+    given), so LSQ before training is min/max quantization. ``reset`` re-initialises
+    existing ones too. A spec without ``lsq`` drops every ``log_step`` (evaluating an LSQ
+    run under min/max scales). Pure; works under ``jax.jit``.
+    """
+    spec = compress.as_spec(spec)
+    want: set[str] = set()
+    if spec.lsq:
+        want = {
+            w.name.rsplit("/", 1)[0]
+            for w in weight_shapes(cfg)
+            if w.role == "dense" or (w.role == "softmax" and compress_softmax)
+        }
+
+    def walk(node, mnode, prefix):
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for k, v in node.items():
+            if k == LSQ_LEAF:
+                continue
+            sub = mnode.get(k) if isinstance(mnode, dict) else None
+            out[k] = walk(v, sub, f"{prefix}/{k}" if prefix else str(k))
+        if prefix in want:
+            if LSQ_LEAF in node and not reset:
+                out[LSQ_LEAF] = node[LSQ_LEAF]
+            else:
+                w = jnp.asarray(node["kernel"], jnp.float32)
+                m = mnode.get("kernel") if isinstance(mnode, dict) else None
+                if m is not None and jnp.ndim(m) == 2:
+                    w = jnp.where(m, w, 0.0)
+                g = spec.for_input_dim(w.shape[0]).sub_channels
+                out[LSQ_LEAF] = jnp.log(quant.lsq_init_step(w, spec.bits, sub_channels=g))
+        return out
+
+    return walk(params, masks, "")

@@ -81,6 +81,12 @@ __all__ = [
     "pack_int4",
     "unpack_int4",
     "search_clip",
+    "lsq_init_step",
+    "lsq_grad_scale",
+    "lsq_quantize",
+    "lsq_fake_quant",
+    "lsq_matmul",
+    "lsq_step_gradient",
     "compiled_ops",
     "HloOp",
 ]
@@ -592,6 +598,184 @@ class IntKernel:
         if self.arith == "w8a8":
             return int8_matmul(x, self.quantized()).astype(x.dtype)
         return native_matmul(x, self.quantized(), compute_dtype=jnp.bfloat16)
+
+
+# --------------------------------------------------------------------------- LSQ
+# Learned step size quantization (Esser et al. 2019, "Learned Step Size Quantization",
+# arXiv 1902.08153; the USM-Lite paper's future work). The step size ``s`` of each
+# (group, channel) is a trained parameter instead of Eq. (2)'s ``max|w| / qmax``.
+# Symmetric grid only (the library's ``[-qmax, qmax]``, so the paper's ``Q_N = Q_P =
+# qmax``); the asymmetric variant (LSQ+) is not implemented.
+
+
+def _lsq_args(w: jax.Array, step: jax.Array, bits: int, sub_channels: int) -> None:
+    check_quant_args(bits, True, sub_channels, 1.0, w.shape[0] if w.ndim == 2 else None)
+    if w.ndim != 2:
+        raise ValueError(f"LSQ expects a 2-D (in, out) weight, got shape {w.shape}")
+    want = (sub_channels, w.shape[1])
+    if tuple(step.shape) != want:
+        raise ValueError(
+            f"LSQ step size has shape {tuple(step.shape)}, expected (groups, out) = {want} "
+            "for this weight; make it with lsq_init_step(w, bits, sub_channels=...)"
+        )
+
+
+def lsq_init_step(
+    w: jax.Array, bits: int, *, sub_channels: int = 1, method: str = "minmax"
+) -> jax.Array:
+    """Initial step size per ``(group, channel)``, float32 ``(g, J)``; no gradient.
+
+    ``method="minmax"`` (what the library's ``/lsq`` specs use): Eq. (2)'s scale
+    ``max|w| / qmax``, so a model starts exactly where min/max quantization puts it and
+    whatever LSQ changes comes from learning the step (for fine-tuning a trained model this
+    is the natural baseline). ``method="paper"``: LSQ's ``2 mean|w| / sqrt(Q_P)``
+    (section 2.1), designed for training from scratch; for int8 (``Q_P = 127``) it is
+    several times coarser than the min/max step (notebook 11 measures the gap). An all-zero
+    group gets step 1, as in :func:`quantize`.
+    """
+    w = jax.lax.stop_gradient(jnp.asarray(w, jnp.float32))
+    if w.ndim != 2:
+        raise ValueError(f"LSQ expects a 2-D (in, out) weight, got shape {w.shape}")
+    check_quant_args(bits, True, sub_channels, 1.0, w.shape[0])
+    _, qmax = int_range(bits, True)
+    wg = jnp.abs(_grouped(w, sub_channels))
+    if method == "minmax":
+        step = jnp.max(wg, axis=1) / qmax
+    elif method == "paper":
+        step = 2.0 * jnp.mean(wg, axis=1) / np.sqrt(qmax)
+    else:
+        raise ValueError(f"LSQ init method must be 'minmax' or 'paper', got {method!r}")
+    return jnp.where(step > 0, step, 1.0).astype(jnp.float32)
+
+
+def lsq_grad_scale(n_w: int, bits: int) -> float:
+    """LSQ's step-size gradient scale ``g = 1 / sqrt(N_W * Q_P)`` (section 2.2).
+
+    ``N_W`` is the number of weights that share one step size: ``I / g`` per (group,
+    channel) here (the paper has one step per layer, so its ``N_W`` is the layer's size).
+    """
+    _, qmax = int_range(bits, True)
+    return float(1.0 / np.sqrt(n_w * qmax))
+
+
+def lsq_quantize(
+    w: jax.Array, step: jax.Array, bits: int, *, sub_channels: int = 1
+) -> QuantizedArray:
+    """``q = clip(round(w / s), -Q_P, Q_P)`` with the given step sizes ``(g, J)`` as the
+    scale (LSQ Eq. 1): a symmetric :class:`QuantizedArray` that :func:`native_matmul`,
+    :func:`dequantize` and the size accounting treat like any other. No gradient."""
+    w = jnp.asarray(w, jnp.float32)
+    step = jnp.asarray(step, jnp.float32)
+    _lsq_args(w, step, bits, sub_channels)
+    q = _quantize_grouped(_grouped(w, sub_channels), step, None, bits, True).reshape(w.shape)
+    return QuantizedArray(q.astype(jnp.int8), step, None, bits, True)
+
+
+def lsq_step_gradient(w: jax.Array, step: jax.Array, bits: int, *, sub_channels: int = 1):
+    """``d w^ / d s`` per element, LSQ Eq. (3) (before the scale ``g``), shape ``(I, J)``:
+    ``-v/s + round(v/s)`` where ``-Q_P < v/s < Q_P``, else the clip bound ``-Q_P`` or
+    ``Q_P``. The hand-written formula the custom gradients below implement."""
+    w = jnp.asarray(w, jnp.float32)
+    _, qmax = int_range(bits, True)
+    v = _grouped(w, sub_channels) / jnp.asarray(step, jnp.float32)[:, None, :]
+    inside = (v > -qmax) & (v < qmax)
+    return jnp.where(inside, jnp.round(v) - v, jnp.clip(v, -qmax, qmax)).reshape(w.shape)
+
+
+def _lsq_backward(w, step, bits, g, dw_hat):
+    """Weight and step gradients from ``dL/dw^`` (``(I, J)``): the STE through ``round``,
+    zero outside the grid (Eq. 3's clip), and ``g * sum_group dL/dw^ * dw^/ds``."""
+    _, qmax = int_range(bits, True)
+    v = _grouped(w, g) / step[:, None, :]
+    inside = (v > -qmax) & (v < qmax)
+    dwg = _grouped(dw_hat, g)
+    dw = jnp.where(inside, dwg, 0.0).reshape(w.shape)
+    ds_elem = jnp.where(inside, jnp.round(v) - v, jnp.clip(v, -qmax, qmax))
+    ds = jnp.sum(dwg * ds_elem, axis=1) * lsq_grad_scale(w.shape[0] // g, bits)
+    return dw.astype(w.dtype), ds.astype(step.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _lsq_fq(w, step, bits, g):
+    return dequantize(lsq_quantize(w, step, bits, sub_channels=g))
+
+
+def _lsq_fq_fwd(w, step, bits, g):
+    return _lsq_fq(w, step, bits, g), (w, step)
+
+
+def _lsq_fq_bwd(bits, g, res, dw_hat):
+    w, step = res
+    return _lsq_backward(w, step, bits, g, dw_hat)
+
+
+_lsq_fq.defvjp(_lsq_fq_fwd, _lsq_fq_bwd)
+
+
+def lsq_fake_quant(w: jax.Array, step: jax.Array, bits: int, *, sub_channels: int = 1) -> jax.Array:
+    """LSQ quantize-dequantize in float: ``w^ = s * clip(round(w / s), -Q_P, Q_P)``.
+
+    Gradients (Esser et al. 2019, Eq. 3 and section 2.2): ``d w^ / d w = 1`` where
+    ``-Q_P < w/s < Q_P`` (straight through ``round``), 0 outside; ``d w^ / d s`` is
+    :func:`lsq_step_gradient`, summed over the ``I / g`` weights of each step size and
+    multiplied by ``g = 1 / sqrt(N_W * Q_P)`` (:func:`lsq_grad_scale`). ``step`` is
+    ``(g, J)``; every value must be positive.
+    """
+    w = jnp.asarray(w, jnp.float32)
+    step = jnp.asarray(step, jnp.float32)
+    _lsq_args(w, step, bits, sub_channels)
+    return _lsq_fq(w, step, bits, sub_channels)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _lsq_mm(x, w, step, static):
+    bits, g, dt = static
+    return native_matmul(x, lsq_quantize(w, step, bits, sub_channels=g), compute_dtype=dt)
+
+
+def _lsq_mm_fwd(x, w, step, static):
+    bits, g, dt = static
+    q = lsq_quantize(w, step, bits, sub_channels=g)
+    return native_matmul(x, q, compute_dtype=dt), (x, w, step, q)
+
+
+def _lsq_mm_bwd(static, res, dy):
+    bits, g, dt = static
+    x, w, step, q = res
+    cdt = dt or x.dtype
+    dx = jnp.einsum(
+        "...j,ij->...i",
+        dy.astype(cdt),
+        dequantize(q).astype(cdt),
+        preferred_element_type=jnp.float32,
+    ).astype(x.dtype)
+    x2 = x.reshape(-1, x.shape[-1]).astype(cdt)
+    dy2 = dy.reshape(-1, dy.shape[-1]).astype(cdt)
+    dw_hat = jnp.einsum("ni,nj->ij", x2, dy2, preferred_element_type=jnp.float32)
+    dw, ds = _lsq_backward(w, step, bits, g, dw_hat)
+    return dx, dw, ds
+
+
+_lsq_mm.defvjp(_lsq_mm_fwd, _lsq_mm_bwd)
+
+
+def lsq_matmul(
+    x: jax.Array,
+    w: jax.Array,
+    step: jax.Array,
+    bits: int,
+    *,
+    sub_channels: int = 1,
+    compute_dtype=None,
+) -> jax.Array:
+    """Native QAT with a learned step: Eq. (1) ``Y_j = s_j * (X @ q_j)`` with ``q`` from
+    :func:`lsq_quantize` (the forward of :func:`native_matmul`, float dot), and the LSQ
+    gradients of :func:`lsq_fake_quant` for ``w`` and ``step`` in the backward pass
+    (``dL/dw^ = X^T dY``, then Eq. 3). Differentiable in ``x``, ``w`` and ``step``."""
+    w = jnp.asarray(w, jnp.float32)
+    step = jnp.asarray(step, jnp.float32)
+    _lsq_args(w, step, bits, sub_channels)
+    return _lsq_mm(x, w, step, (bits, sub_channels, compute_dtype))
 
 
 # --------------------------------------------------------------------------- what compiles

@@ -231,7 +231,11 @@ class Trainer:
 
     def _forward_impl(self, params, masks, waveforms, lengths):
         feats, mask = self.features(waveforms, lengths)
-        return model.forward(self.graphdef, model.apply_masks(params, masks), feats, mask)
+        p = model.apply_masks(params, masks)
+        # LSQ: step sizes for a model that has none (PTQ of a float run: the min/max
+        # initialisation of the pruned weights), none for a spec without lsq.
+        p = model.conform_lsq(p, self.cfg, self.spec, compress_softmax=self.opts.compress_softmax)
+        return model.forward(self.graphdef, p, feats, mask)
 
     def loss(self, params, masks, batch, dropout_key, deterministic=False, step=None):
         """Mean CTC loss per label token of a batch (padding utterances weigh 0).
@@ -612,7 +616,12 @@ def train(
 
     trainer = get_trainer(cfg, spec, tcfg)
     if init_dir is not None:
-        params = init_run.params
+        # an /lsq spec: step sizes from the init run's (pruned) weights, Eq. 2's scale;
+        # another spec: none (an LSQ run fine-tuned under min/max scales)
+        first_masks = model.one_shot_masks(init_run.params, spec, cfg) if spec.lsq else None
+        params = model.conform_lsq(
+            init_run.params, cfg, spec, first_masks, compress_softmax=trainer.opts.compress_softmax
+        )
     else:
         params = trainer.init_params(seed)
     opt_state = trainer.setup_optimizer(params)
