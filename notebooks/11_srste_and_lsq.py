@@ -39,7 +39,7 @@
 #
 # * **Before you start:** Notebooks 02, 03 and 07.
 # * **Reading time:** about 30 min (its text at 120 words a minute, 5 min an exercise).
-# * **Running time:** 47 s in fast mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
+# * **Running time:** 47 s in fast mode; 34 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 
 # %% tags=["colab"]
 # Colab only (elsewhere this cell does nothing): clone the repository, install the

@@ -198,7 +198,10 @@ def test_every_notebook_has_a_page_with_its_figures(built):
         )
         heading = re.sub(r"[`*$]", "", heading.splitlines()[0].lstrip("# "))
         h1 = re.search(r"<h1>(.*?)</h1>", page.read_text(), re.S).group(1)
-        assert html_lib.unescape(re.sub(r"<[^>]+>", "", h1)).rstrip("#¶ ") == heading
+        shown_heading = html_lib.unescape(re.sub(r"<[^>]+>", "", h1)).rstrip("#¶ ")
+        # Sphinx typesets straight quotes as curly ones ("model's" -> "model’s")
+        smart = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
+        assert shown_heading.translate(smart) == heading
         # the page shows each figure the notebook drew, byte for byte, in order
         want = _png_outputs(nbformat.read(nb_path, 4))
         shown = book.page_figures(page)

@@ -37,6 +37,7 @@ import functools
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -223,7 +224,20 @@ def _b0_dir(b0_dir: str | os.PathLike | None) -> str:
 
     if b0_dir is not None:
         return str(b0_dir)
-    return str(in_checkout(B0_IN_CLONE, "the committed B0", "pass b0_dir (a run directory)"))
+    return str(
+        in_checkout(
+            B0_IN_CLONE, "the committed B0", "pass b0_dir (a run directory)", start=_clone()
+        )
+    )
+
+
+def _clone():
+    """Where to look for the clone's files: the working directory's clone or, outside one
+    (e.g. a student edition written elsewhere), the clone the package was installed from
+    (:func:`usmlite_edu.notebook_setup.find_repo`)."""
+    from usmlite_edu.notebook_setup import find_repo
+
+    return find_repo() or Path.cwd()
 
 
 @functools.lru_cache(maxsize=2)
@@ -522,7 +536,9 @@ def ptq_wer(
 
     b0 = _b0_dir(b0_dir)
     if sample_dir is None:
-        sample_dir = in_checkout(SAMPLE_IN_CLONE, "the FSDD test sample", "pass sample_dir")
+        sample_dir = in_checkout(
+            SAMPLE_IN_CLONE, "the FSDD test sample", "pass sample_dir", start=_clone()
+        )
     run = _b0_run(b0)
     for w in weight_shapes(run.config):
         if w.role == "dense":
