@@ -31,13 +31,11 @@
 #   against `usmlite_edu.quant.lsq_step_gradient`;
 # * fine-tune with `int4/lsq` and compare it with min/max scales, paired, with a 95%
 #   interval, and say "inconclusive" when the interval allows both readings.
-#
-# **Prerequisites:** notebooks 01-03 (grids, N:M masks, the STE) and 07 (fine-tuning).
 
 # %% [markdown] tags=["header"]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/usmlite-edu/usmlite_edu/blob/main/notebooks/11_srste_and_lsq.ipynb) [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/usmlite-edu/usmlite_edu/main?labpath=notebooks%2F11_srste_and_lsq.ipynb)
 #
-# * **Before you start:** Notebooks 02, 03 and 07.
+# * **Before you start:** Notebooks 01-03 (grids, N:M masks, the STE) and 07 (fine-tuning).
 # * **Reading time:** about 30 min (its text at 120 words a minute, 5 min an exercise).
 # * **Running time:** 47 s in fast mode; 34 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 

@@ -108,7 +108,7 @@ PLAN: dict[str, NotebookPlan] = {
         ),
         NotebookPlan(
             "11",
-            "Notebooks 02, 03 and 07.",
+            "Notebooks 01-03 (grids, N:M masks, the STE) and 07 (fine-tuning).",
             "L10 Beyond the paper: SR-STE for N:M masks and learned step sizes (LSQ)",
             "Exercises 1-3 (SR-STE with a frozen mask, the learned int2 step, the paper's initialisation at int8)",
         ),
