@@ -54,6 +54,7 @@ import optax
 from flax import nnx
 
 from usmlite_edu import batching, configs, frontend, model, presets, runs, sparsity, train
+from usmlite_edu.infer import interleaved_min
 
 
 def matmul_peak(dtype, n=1024, reps=50) -> float:
@@ -111,21 +112,6 @@ def time_steps(spec: str, cfg, tcfg, batch, steps: int):
 
 
 # --------------------------------------------------------------------------- profile
-def _interleaved_min(fns: dict, reps: int) -> dict[str, float]:
-    """``{name: seconds}``: each ``(f, args)`` of ``fns`` compiled by a first call, then run
-    once per round for ``reps`` rounds (so every phase sees the same background load), and
-    the fastest round kept (other jobs only ever add time)."""
-    for f, args in fns.values():
-        jax.block_until_ready(f(*args))
-    best = {k: float("inf") for k in fns}
-    for _ in range(reps):
-        for k, (f, args) in fns.items():
-            t = time.perf_counter()
-            jax.block_until_ready(f(*args))
-            best[k] = min(best[k], time.perf_counter() - t)
-    return best
-
-
 def phase_times(tr, params, state, batch, key, reps: int = 7) -> dict[str, float]:
     """Seconds per call (fastest of ``reps`` interleaved rounds) of separately jitted
     pieces of one training step.
@@ -160,7 +146,7 @@ def phase_times(tr, params, state, batch, key, reps: int = 7) -> dict[str, float
     update = jax.jit(lambda g, s, p: optax.apply_updates(p, tr.tx.update(g, s, p)[0]))
     step = jax.jit(tr._step_impl)
     s0 = jnp.asarray(0, jnp.int32)
-    return _interleaved_min(
+    return interleaved_min(
         {
             "features (log-mel)": (feats_fn, (b.waveforms, b.lengths)),
             "model forward": (jax.jit(fwd), (params, feats, fmask, key)),
@@ -421,7 +407,7 @@ def compare_rewrites(cfg, tcfg, batch, spec: str, reps: int = 7) -> None:
 
     np.testing.assert_array_equal(model.rel_shift(xs), rel_shift_gather(xs))
     np.testing.assert_allclose(depthwise_grouped(xd, kd, pad), shifted(xd, kd), atol=1e-4)
-    ops = _interleaved_min(
+    ops = interleaved_min(
         {
             "rel_shift, model (slices) fwd+bwd": vjp_time(model.rel_shift, xs),
             "rel_shift, previous (gather) fwd+bwd": vjp_time(rel_shift_gather, xs),
@@ -468,7 +454,7 @@ def compare_rewrites(cfg, tcfg, batch, spec: str, reps: int = 7) -> None:
         )
         assert abs(float(loss) - float(ref_loss)) <= 1e-4 * abs(float(ref_loss)), name
         assert gdiff <= 1e-3 * gmax, (name, gdiff, gmax)
-    times = _interleaved_min(steps, reps)
+    times = interleaved_min(steps, reps)
     base = times["model as is"]
     print(f"== model ops vs previous, {spec}: whole training step (same loss and gradients) ==")
     for name, sec in times.items():

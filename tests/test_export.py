@@ -232,16 +232,16 @@ def test_file_round_trip_and_bytes_every_family(float_run, tmp_path, spec):
     matmul = jax.jit(lambda x, w: compress.compressed_matmul(x, w, layer_spec))
     rng = np.random.default_rng(0)
     for w in configs.weight_shapes(CFG):
-        orig = np.asarray(export._get(run.params, w.name))
-        back = export._get(got.params, w.name)
+        orig = np.asarray(model.weight_at(run.params, w.name))
+        back = model.weight_at(got.params, w.name)
         if w.role != "dense" or spec == "float":
             assert np.array_equal(_bits(back), _bits(orig)), w.name
             continue
-        mask = None if masks is None else export._get(masks, w.name)
+        mask = None if masks is None else model.weight_at(masks, w.name)
         # dequantized: bit for bit the fake-quantized, masked weight
         want = _jit(compress.compress_weight)(orig, spec, mask)
         assert np.array_equal(_bits(back), _bits(want)), w.name
-        qa = export._get(quantized, w.name)
+        qa = model.weight_at(quantized, w.name)
         assert isinstance(qa, quant.QuantizedArray) == compress.as_spec(spec).quantized
         if w.shape not in ((60, 36), (144, 36), (36, 144)):
             continue  # one layer per input width (5 and 12 groups of 12, N:M groups)

@@ -30,6 +30,7 @@ zero point and dequantize to exactly 0.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Literal
 
@@ -42,6 +43,7 @@ __all__ = [
     "CompressionSpec",
     "as_spec",
     "prune_then_quantize",
+    "prune_then_quantize_jit",
     "compress_weight",
     "compressed_matmul",
 ]
@@ -352,6 +354,15 @@ def prune_then_quantize(
             w, spec.bits, symmetric=spec.symmetric, sub_channels=spec.sub_channels, clip=spec.clip
         )
     return mask, q
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def prune_then_quantize_jit(w, spec: CompressionSpec, mask=None):
+    """:func:`prune_then_quantize` under ``jax.jit``, as the model's forward computes it:
+    XLA folds constants that op-by-op execution rounds separately, so a weight compressed
+    outside the model (a packed file, an integer kernel) equals the one the model uses only
+    when both are compiled. ``spec`` is static (hashable)."""
+    return prune_then_quantize(w, spec, mask)
 
 
 def compress_weight(

@@ -289,7 +289,7 @@ def pack_kernel(w, spec: CompressionSpec | str, mask=None) -> PackedKernel:
         raise ValueError("pack_kernel: a float spec stores the weight as it is (float32)")
     # Under jit, as the model's forward computes it: XLA folds constants (e.g. a clip
     # ratio times 1/qmax) that op-by-op execution would round separately.
-    mask, q = _prune_then_quantize_jit(w, spec, mask)
+    mask, q = compress.prune_then_quantize_jit(w, spec, mask)
     w = np.asarray(w, np.float32)
     keep = None if mask is None else np.asarray(mask, bool).T  # out-major
     if q is None:  # N:M on float weights: the kept values as float32
@@ -310,11 +310,6 @@ def pack_kernel(w, spec: CompressionSpec | str, mask=None) -> PackedKernel:
         zero,
         _EMPTY_U8 if pos is None else _index(pos, spec),
     )
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _prune_then_quantize_jit(w, spec, mask):
-    return compress.prune_then_quantize(w, spec, mask)
 
 
 def _index(pos: np.ndarray, spec: CompressionSpec) -> np.ndarray:
@@ -461,14 +456,6 @@ class ExportInfo:
             f"sizes, exact convention ({self.spec}): {self.exact_bytes:,.0f} bytes "
             f"({e.ratio:.2f}% of float32); tensor data - exact = {diff:+,.0f} bytes"
         )
-
-
-def _get(tree, name: str):
-    """The leaf at a slash-separated weight name (block indices as ints or strings)."""
-    node = tree
-    for k in name.split("/"):
-        node = node[int(k)] if k.isdigit() and int(k) in node else node[k]
-    return node
 
 
 def _set(tree: dict, name: str, value) -> None:
@@ -641,13 +628,13 @@ def write_packed(
 
     parts: dict[str, list[np.ndarray]] = {t: [] for t in TENSORS}
     for w in weight_shapes(cfg):
-        value = np.asarray(_get(params, w.name), np.float32)
+        value = np.asarray(model.weight_at(params, w.name), np.float32)
         if value.shape != w.shape:
             raise ValueError(
                 f"write_packed: {w.name} has shape {value.shape}, config says {w.shape}"
             )
         if w.role == "dense" and not spec.is_float:
-            mask = None if masks is None else np.asarray(_get(masks, w.name), bool)
+            mask = None if masks is None else np.asarray(model.weight_at(masks, w.name), bool)
             pk = pack_kernel(value, spec, mask)
             for t, arr in zip(("values", "scales", "zero_points", "index"), pk):
                 parts[t].append(arr)
@@ -876,8 +863,6 @@ def inference(packed: Packed):
 
 @functools.lru_cache(maxsize=2)
 def _packed_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConfig):
-    from flax import nnx
-
     from usmlite_edu import model, train
 
     class PackedTrainer(train.Trainer):
@@ -886,21 +871,18 @@ def _packed_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConf
 
         def __init__(self):
             super().__init__(cfg, spec, tcfg)
-            m = model.abstract_model(cfg, spec, compute_dtype=tcfg.compute_dtype)
-            for name, i, j, g in file_layout(cfg, spec)["kernels"]:
-                owner = m
-                for k in name.split("/")[:-1]:
-                    owner = owner[int(k)] if k.isdigit() else getattr(owner, k)
-                z = None if spec.symmetric else jax.ShapeDtypeStruct((g, j), np.int8)
-                owner.kernel = nnx.Param(
-                    quant.QuantizedArray(
-                        jax.ShapeDtypeStruct((i, j), np.int8),
-                        jax.ShapeDtypeStruct((g, j), np.float32),
-                        z,
-                        spec.bits,
-                        spec.symmetric,
-                    )
+            kernels = {
+                name: quant.QuantizedArray(
+                    jax.ShapeDtypeStruct((i, j), np.int8),
+                    jax.ShapeDtypeStruct((g, j), np.float32),
+                    None if spec.symmetric else jax.ShapeDtypeStruct((g, j), np.int8),
+                    spec.bits,
+                    spec.symmetric,
                 )
-            self.graphdef = model.split_model(m)[0]
+                for name, i, j, g in file_layout(cfg, spec)["kernels"]
+            }
+            self.graphdef = model.graphdef_with_kernels(
+                cfg, spec, kernels, compute_dtype=tcfg.compute_dtype
+            )
 
     return PackedTrainer()

@@ -120,12 +120,6 @@ def _dense_names(cfg: ConformerConfig) -> list[tuple[str, tuple[int, int]]]:
     return [(w.name, w.shape) for w in weight_shapes(cfg) if w.role == "dense"]
 
 
-def _get(tree, name: str):
-    for k in name.split("/"):
-        tree = tree[int(k) if k.isdigit() else k]
-    return tree
-
-
 def _replace_leaves(tree: Any, new: dict[str, Any]) -> Any:
     """A copy of the nested dict ``tree`` with the leaves named in ``new`` replaced."""
 
@@ -135,13 +129,6 @@ def _replace_leaves(tree: Any, new: dict[str, Any]) -> Any:
         return {k: walk(v, f"{prefix}/{k}" if prefix else str(k)) for k, v in node.items()}
 
     return walk(tree, "")
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _prune_then_quantize(w, spec, mask):
-    # Jitted, as the model's forward quantizes: XLA folds constants that op-by-op
-    # execution would round separately (see usmlite_edu.export).
-    return compress.prune_then_quantize(w, spec, mask)
 
 
 def int_params(
@@ -159,16 +146,18 @@ def int_params(
     the spec is N:M, then Eq. 2), a :class:`~usmlite_edu.quant.QuantizedArray` (a packed
     file's) is stored as it is.
     """
+    from usmlite_edu import model
+
     wspec = weight_spec(spec, arith)
     new = {}
     for name, _ in _dense_names(cfg):
-        k = _get(params, name)
+        k = model.weight_at(params, name)
         if not isinstance(k, quant.QuantizedArray):
             m = None
             if wspec.sparse and masks is not None:
-                m = _get(masks, name)
+                m = model.weight_at(masks, name)
                 m = None if np.ndim(m) == 0 else m
-            _, k = _prune_then_quantize(k, wspec, m)
+            _, k = compress.prune_then_quantize_jit(k, wspec, m)
         new[name] = quant.IntKernel.from_quantized(k, arith)
     return _replace_leaves(params, new)
 
@@ -179,8 +168,6 @@ def int_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConfig, 
     :class:`~usmlite_edu.quant.IntKernel` for every dense kernel (the parameters of
     :func:`int_params` with the same ``spec`` and ``arith``); for evaluation and
     transcription only (its training step would have no float weights to update)."""
-    from flax import nnx
-
     from usmlite_edu import model, train
 
     wspec = weight_spec(spec, arith)
@@ -188,27 +175,25 @@ def int_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConfig, 
     class IntTrainer(train.Trainer):
         def __init__(self):
             super().__init__(cfg, wspec, tcfg)
-            m = model.abstract_model(cfg, wspec, compute_dtype=tcfg.compute_dtype)
-            for name, (i, j) in _dense_names(cfg):
-                owner = m
-                for k in name.split("/")[:-1]:
-                    owner = owner[int(k)] if k.isdigit() else getattr(owner, k)
+
+            def abstract_kernel(i: int, j: int):
                 g = wspec.groups_for(i)
-                sym = wspec.symmetric
                 shapes = (
                     jax.ShapeDtypeStruct((i, j), np.int8),
                     jax.ShapeDtypeStruct((g, j), np.float32),
-                    None if sym else jax.ShapeDtypeStruct((g, j), np.int8),
+                    None if wspec.symmetric else jax.ShapeDtypeStruct((g, j), np.int8),
                 )
-                owner.kernel = nnx.Param(
-                    jax.eval_shape(
-                        lambda v, s, z: quant.IntKernel.from_quantized(
-                            quant.QuantizedArray(v, s, z, wspec.bits, wspec.symmetric), arith
-                        ),
-                        *shapes,
-                    )
+                return jax.eval_shape(
+                    lambda v, s, z: quant.IntKernel.from_quantized(
+                        quant.QuantizedArray(v, s, z, wspec.bits, wspec.symmetric), arith
+                    ),
+                    *shapes,
                 )
-            self.graphdef = model.split_model(m)[0]
+
+            kernels = {name: abstract_kernel(i, j) for name, (i, j) in _dense_names(cfg)}
+            self.graphdef = model.graphdef_with_kernels(
+                cfg, wspec, kernels, compute_dtype=tcfg.compute_dtype
+            )
             self.arith = arith
 
     return IntTrainer()

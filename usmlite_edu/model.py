@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -79,6 +80,8 @@ __all__ = [
     "compressible_mask_tree",
     "apply_masks",
     "LSQ_LEAF",
+    "weight_at",
+    "graphdef_with_kernels",
     "conform_lsq",
 ]
 
@@ -577,6 +580,34 @@ def abstract_model(
     ``cpu``.
     """
     return nnx.eval_shape(lambda: build_model(cfg, spec, **options))
+
+
+def weight_at(tree: Any, name: str) -> Any:
+    """The leaf of a parameter tree at a slash-separated weight name
+    (``encoder/blocks/0/ffn1/dense1/kernel``); block indices as ints or strings."""
+    node = tree
+    for k in name.split("/"):
+        node = node[int(k)] if k.isdigit() and int(k) in node else node[k]
+    return node
+
+
+def graphdef_with_kernels(
+    cfg: ConformerConfig,
+    spec: CompressionSpec | str,
+    kernels: Mapping[str, Any],
+    **options,
+) -> nnx.GraphDef:
+    """The graphdef of :func:`abstract_model` with the kernels named in ``kernels``
+    replaced by the given abstract values (e.g. a :class:`~usmlite_edu.quant.QuantizedArray`
+    or :class:`~usmlite_edu.quant.IntKernel` of ``jax.ShapeDtypeStruct`` leaves): the
+    structure of a model whose dense layers hold stored integers instead of floats."""
+    m = abstract_model(cfg, spec, **options)
+    for name, value in kernels.items():
+        owner = m
+        for k in name.split("/")[:-1]:
+            owner = owner[int(k)] if k.isdigit() else getattr(owner, k)
+        setattr(owner, name.rsplit("/", 1)[1], nnx.Param(value))
+    return split_model(m)[0]
 
 
 def split_model(model: ConformerCTC) -> tuple[nnx.GraphDef, dict]:
