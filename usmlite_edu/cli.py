@@ -52,9 +52,40 @@ def _too_many_skipped(lines: list[str]) -> int:
     return EXIT_TOO_MANY_SKIPPED
 
 
+def _spec(args):
+    """``--spec`` or ``--spec-map FILE`` (a per-layer map), never both."""
+    path = getattr(args, "spec_map", None)
+    if path is None:
+        return args.spec
+    if args.spec:
+        raise ValueError(f"give --spec or --spec-map, not both (got --spec {args.spec})")
+    from usmlite_edu.layer_specs import SpecMap
+
+    return SpecMap.load(path)
+
+
 def _cmd_sizes(args) -> int:
     from usmlite_edu import sizes
+    from usmlite_edu.layer_specs import compressible_layers, layer_table
+    from usmlite_edu.presets import model_config
 
+    if args.layers:
+        print("\n".join(compressible_layers(model_config(args.model))))
+        return 0
+    if args.spec_map:
+        m = _spec(args)
+        cfg = model_config(args.model)
+        for r in layer_table(m, cfg):
+            print(
+                f"{r['layer']:<36}{str(r['shape']):>14}  {r['spec']:<14}"
+                f"{r['exact_bits'] / 8:>14,.0f} B  paper {r['paper_percent']:6.2f}%"
+            )
+        exact = sizes.model_size(m, args.model)
+        print(
+            f"whole model ({args.spec_map}): paper {sizes.size_ratio(m, args.model, 'paper'):.2f}%"
+            f"\texact {exact.ratio:.2f}%\t{exact.total / 8:,.0f} B"
+        )
+        return 0
     if args.spec:
         for s in args.spec:
             paper = sizes.size_ratio(s, args.model, "paper")
@@ -116,7 +147,7 @@ def _cmd_train(args) -> int:
         args.corpus,
         _data_dir(args),
         args.out,
-        spec=args.spec,
+        spec=_spec(args),
         init=args.init,
         steps=args.steps,
         seed=args.seed,
@@ -163,7 +194,7 @@ def _cmd_eval(args) -> int:
         args.corpus,
         _data_dir(args),
         args.split,
-        spec=args.spec,
+        spec=_spec(args),
         seed=args.seed,
         heldout_speaker=args.heldout_speaker,
         overrides=args.set,
@@ -192,7 +223,7 @@ def _cmd_transcribe(args) -> int:
 
     failed = 0
     texts = transcribe.transcribe_files(
-        args.checkpoint, args.files, spec=args.spec, model=args.model, arith=args.arith
+        args.checkpoint, args.files, spec=_spec(args), model=args.model, arith=args.arith
     )
     for path, text in texts:
         print(f"{path}\t{text}", flush=True)
@@ -211,7 +242,7 @@ def _cmd_export(args) -> int:
         raise ValueError(f"--out {out}: name the packed file FILE.safetensors")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
-    info = export.write_packed(args.checkpoint, args.spec, out)
+    info = export.write_packed(args.checkpoint, _spec(args), out)
     print(info.summary())
     return 0
 
@@ -303,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="SPEC",
         help="only these compression specs, e.g. int4+2:4 int2/g64",
+    )
+    s.add_argument(
+        "--spec-map",
+        metavar="FILE",
+        help="a per-layer spec map (JSON; README 'Which layer gets which bits'): each "
+        "layer's spec and bytes, and the whole model's size in both conventions",
+    )
+    s.add_argument(
+        "--layers", action="store_true", help="list the model's compressible layer names"
     )
     s.set_defaults(func=_cmd_sizes)
 
@@ -436,10 +476,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--spec",
-        default="float",
         metavar="SPEC",
         help="compression during training, e.g. int8, int2/gs24, 2:4/fs10, "
         "int4+2:4 (default float)",
+    )
+    t.add_argument(
+        "--spec-map",
+        metavar="FILE",
+        help="per-layer specs instead of --spec: a JSON map of layer patterns to specs "
+        "(README 'Which layer gets which bits')",
     )
     t.add_argument(
         "--init",
@@ -510,6 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="compression to pack with, e.g. int4+2:4 (default: the run's own; a float "
         "run under another spec is post-training quantization, N:M masks one-shot)",
     )
+    x.add_argument(
+        "--spec-map",
+        metavar="FILE",
+        help="per-layer specs instead of --spec: a JSON map of layer patterns to specs "
+        "(README 'Which layer gets which bits')",
+    )
     x.add_argument("--out", required=True, metavar="FILE", help="the .safetensors file to write")
     x.set_defaults(func=_cmd_export)
 
@@ -534,6 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
         "weights), e.g. int4 (default: the run's own; not with --model)",
     )
     e.add_argument(
+        "--spec-map",
+        metavar="FILE",
+        help="per-layer specs instead of --spec: a JSON map of layer patterns to specs "
+        "(README 'Which layer gets which bits')",
+    )
+    e.add_argument(
         "--json", metavar="FILE", help="also write the result, with example transcripts, to FILE"
     )
     set_arg(e, "train.* (evaluation batch size, buckets)")
@@ -552,6 +609,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--spec",
         metavar="SPEC",
         help="run through another spec (PTQ), e.g. int4 (default: the run's own; not with --model)",
+    )
+    tr.add_argument(
+        "--spec-map",
+        metavar="FILE",
+        help="per-layer specs instead of --spec: a JSON map of layer patterns to specs "
+        "(README 'Which layer gets which bits')",
     )
     tr.add_argument("files", nargs="+", metavar="FILE", help="audio files")
     tr.set_defaults(func=_cmd_transcribe)

@@ -289,11 +289,19 @@ def as_spec(
 
     Accepts a spec (returned as is), its string name (``"int4+2:4"``), or ``None``, which
     gives ``default`` (or ``float`` without one). The one place where names become specs.
+    A per-layer :class:`usmlite_edu.layer_specs.SpecMap` or its name (``"map:{...}"``) is
+    returned as a ``SpecMap``: code that needs one spec per model refuses it by type.
     """
     if spec is None:
         return default if default is not None else CompressionSpec()
     if isinstance(spec, CompressionSpec):
         return spec
+    from usmlite_edu.layer_specs import MAP_PREFIX, SpecMap  # a map names specs itself
+
+    if isinstance(spec, SpecMap):
+        return spec
+    if isinstance(spec, str) and spec.startswith(MAP_PREFIX):
+        return SpecMap.parse(spec)
     if isinstance(spec, str):
         return CompressionSpec.parse(spec)
     raise TypeError(

@@ -57,6 +57,7 @@ from usmlite_edu import mesh as mesh_lib
 from usmlite_edu.compress import CompressionSpec
 from usmlite_edu.configs import ConformerConfig, weight_shapes
 from usmlite_edu.frontend import subsampled_lengths
+from usmlite_edu.layer_specs import SpecMap
 
 __all__ = [
     "ModelOptions",
@@ -114,8 +115,17 @@ class ModelOptions:
 
     @property
     def quant_spec(self) -> CompressionSpec:
-        """The spec without its N:M part (masks are applied to the params outside)."""
-        return self.spec.replace(n=None, m=None, mask_update_steps=1, sr_ste=False)
+        """The spec without its N:M part (masks are applied to the params outside).
+
+        For a per-layer :class:`~usmlite_edu.layer_specs.SpecMap`: float, the placeholder
+        each dense layer is built with before :class:`ConformerCTC` gives it its own."""
+        if isinstance(self.spec, SpecMap):
+            return CompressionSpec()
+        return _quant_only(self.spec)
+
+
+def _quant_only(spec: CompressionSpec) -> CompressionSpec:
+    return spec.replace(n=None, m=None, mask_update_steps=1, sr_ste=False)
 
 
 def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -502,6 +512,13 @@ class Encoder(nnx.Module):
 def check_spec(cfg: ConformerConfig, opts: ModelOptions) -> None:
     """Refuse (``ValueError`` naming the weight) a spec that some compressible weight of
     ``cfg`` cannot take, e.g. a sub-channel count that does not divide its input dimension."""
+    if isinstance(opts.spec, SpecMap):
+        if opts.compress_convs:
+            raise ValueError(
+                "a per-layer spec map compresses dense layers only; drop compress_convs"
+            )
+        opts.spec.resolve(cfg, opts.compress_softmax)  # checks every layer's shape
+        return
     for w in weight_shapes(cfg):
         if w.role == "dense" or (w.role == "softmax" and opts.compress_softmax):
             opts.spec.check_shape(w.shape, w.name)
@@ -529,6 +546,14 @@ class ConformerCTC(nnx.Module):
             self.softmax = nnx.Linear(
                 cfg.model_dim, cfg.vocab_size, kernel_init=_KERNEL_INIT, rngs=rngs
             )
+        if isinstance(opts.spec, SpecMap):
+            # Each dense layer was built float; give it its own spec (a static attribute,
+            # so it is part of the graphdef, like a one-spec model's).
+            resolved = opts.spec.resolve(cfg, opts.compress_softmax)
+            for path, node in nnx.iter_graph(self):
+                if isinstance(node, QDense):
+                    name = "/".join(str(k) for k in path) + "/kernel"
+                    node.spec = _quant_only(resolved[name])
 
     def __call__(
         self,
@@ -830,10 +855,27 @@ def one_shot_masks(
     spec = compress.as_spec(spec)
     if not spec.sparse:
         return None
-    where = compressible_mask_tree(params, cfg, ModelOptions(spec=spec, **options))
+    where = nm_pattern_tree(params, cfg, ModelOptions(spec=spec, **options))
     return jax.tree.map(
-        lambda w, p: sparsity.nm_mask(w, spec.n, spec.m) if p else jnp.ones((), bool), params, where
+        lambda w, p: sparsity.nm_mask(w, p.n, p.m) if p else jnp.ones((), bool), params, where
     )
+
+
+def nm_pattern_tree(params: Any, cfg: ConformerConfig, opts: ModelOptions) -> Any:
+    """Like :func:`compressible_mask_tree`, with each pruned leaf's N:M pattern: a
+    :class:`usmlite_edu.sparsity.Pattern` where ``opts.spec`` (or, for a
+    :class:`~usmlite_edu.layer_specs.SpecMap`, that layer's spec) is sparse, ``False``
+    elsewhere. The ``where`` of :func:`usmlite_edu.sparsity.nm_masked`."""
+    spec = opts.spec
+
+    def pattern(path, keep):
+        if not keep:
+            return False
+        s = spec.spec_for(_path_name(path)) if isinstance(spec, SpecMap) else spec
+        return sparsity.Pattern(s.n, s.m) if s.sparse else False
+
+    where = compressible_mask_tree(params, cfg, opts)
+    return jax.tree_util.tree_map_with_path(pattern, where)
 
 
 def params_from_checkpoint(tree: Any, cfg: ConformerConfig | None = None) -> dict:

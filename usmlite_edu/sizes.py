@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from usmlite_edu.compress import CompressionSpec, as_spec
@@ -82,11 +82,12 @@ def model_size(
 
     ``reference`` is the float32 B0 model (default: ``model`` itself).
     """
-    spec = as_spec(spec)
+    spec_for = _spec_for(spec)
     weights, _ = _weights(model)
     ref_weights, _ = _weights(reference if reference is not None else model)
     values = scales = zeros = index = floats = 0.0
     for w in weights:
+        spec = spec_for(w.name)
         if w.role != "dense" or spec.is_float:
             floats += 32.0 * w.size
             continue
@@ -103,6 +104,14 @@ def model_size(
             index += (w.size / spec.m) * spec.n * math.ceil(math.log2(spec.m)) if spec.m > 1 else 0
     total_ref = 32.0 * sum(w.size for w in ref_weights)
     return SizeBreakdown(values, scales, zeros, index, floats, total_ref)
+
+
+def _spec_for(spec) -> Callable[[str], CompressionSpec]:
+    """Weight name -> spec: one spec for all, or a per-layer map's lookup."""
+    spec = as_spec(spec)
+    if isinstance(spec, CompressionSpec):
+        return lambda _name: spec
+    return spec.spec_for
 
 
 def _paper_fraction(spec: CompressionSpec, ref_in_dim: int) -> float:
@@ -141,6 +150,18 @@ def size_ratio(
     if convention != "paper":
         raise ValueError(f"convention must be 'paper' or 'exact', got {convention!r}")
     weights, d = _weights(model)
+    if not isinstance(spec, CompressionSpec):  # a per-layer map: the compressible
+        # weights' fractions, weighted by their sizes (the paper's estimate per layer)
+        dense = [w for w in weights if w.role == "dense"]
+        if reference is not None:
+            raise ValueError("a per-layer map's paper estimate is relative to its own model")
+        d = paper_in_dim or d or Counter(w.shape[0] for w in dense).most_common(1)[0][0]
+        frac = 0.0
+        for w in dense:
+            ws = spec.spec_for(w.name)
+            ws.check_shape(w.shape, w.name)
+            frac += w.size * (1.0 if ws.is_float else _paper_fraction(ws, d))
+        return 100.0 * frac / sum(w.size for w in dense)
     ref_weights, _ = _weights(reference if reference is not None else model)
     if spec.is_float:
         return 100.0 * sum(w.size for w in weights) / sum(w.size for w in ref_weights)

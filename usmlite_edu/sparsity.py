@@ -31,6 +31,7 @@ The forward pass reads the current masks with :func:`masks_from_state` and appli
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -125,14 +126,27 @@ class NMMaskState(NamedTuple):
     inner_state: Any
 
 
-def _leaf_mask(w, prune: bool, n: int, m: int, axis: int):
+@dataclasses.dataclass(frozen=True)
+class Pattern:
+    """One leaf's N:M pattern in a ``where`` tree of :func:`nm_masked` (a pytree leaf)."""
+
+    n: int
+    m: int
+
+    def __post_init__(self):
+        check_nm(self.n, self.m)
+
+
+def _leaf_mask(w, prune, n: int | None, m: int | None, axis: int):
+    if isinstance(prune, Pattern):
+        return nm_mask(w, prune.n, prune.m, axis)
     return nm_mask(w, n, m, axis) if prune else jnp.ones((), bool)
 
 
 def nm_masked(
     inner: optax.GradientTransformation,
-    n: int,
-    m: int,
+    n: int | None,
+    m: int | None,
     *,
     update_steps: int = 1,
     where: Callable[[Any], Any] | Any = None,
@@ -143,11 +157,12 @@ def nm_masked(
 
     Args:
       inner: the optimizer (e.g. ``optax.adam(...)``).
-      n, m: the N:M pattern.
+      n, m: the N:M pattern (``None`` when ``where`` gives every pruned leaf its own).
       update_steps: ``T_p``, the number of steps whose forward pass uses a freshly
         computed mask. ``1`` is one-shot (mask from the initial weights, then frozen).
       where: which leaves to prune: a pytree of bools like the params, or a function
-        ``params -> pytree of bools``. Default: every leaf with ``ndim >= 2``.
+        ``params -> pytree of bools``. Default: every leaf with ``ndim >= 2``. A leaf may
+        be a :class:`Pattern` instead of ``True``: that leaf's own N:M (per-layer specs).
       axis: grouped dimension of each pruned leaf (default 0 = input dimension).
       sr_ste_decay: if set, SR-STE: gradients are not masked and pruned weights receive
         the extra decay ``sr_ste_decay * w`` (pass the gradient w.r.t. the *pruned*
@@ -163,7 +178,10 @@ def nm_masked(
         raise ValueError(
             f"update_steps (T_p) must be an integer >= 1, got {update_steps!r}; 1 means one-shot"
         )
-    check_nm(n, m)
+    if n is not None or m is not None:
+        check_nm(n, m)
+    elif where is None:
+        raise ValueError("nm_masked: give n and m, or a where tree of Pattern leaves")
 
     def prune_tree(params):
         if where is None:
@@ -172,7 +190,7 @@ def nm_masked(
 
     def compute_masks(params):
         return jax.tree.map(
-            lambda w, p: _leaf_mask(w, bool(p), n, m, axis), params, prune_tree(params)
+            lambda w, p: _leaf_mask(w, p, n, m, axis), params, prune_tree(params)
         )
 
     def init_fn(params):

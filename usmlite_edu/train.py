@@ -55,6 +55,7 @@ from usmlite_edu.compress import CompressionSpec, as_spec
 from usmlite_edu.configs import ConformerConfig, TrainConfig
 from usmlite_edu.corpora import load_corpus
 from usmlite_edu.decoding import greedy_decode, wer_cer
+from usmlite_edu.layer_specs import SpecMap
 from usmlite_edu.presets import Preset, get_preset
 from usmlite_edu.tokenizer import Tokenizer
 
@@ -144,8 +145,9 @@ def make_optimizer(
     tcfg: TrainConfig, spec: CompressionSpec, compressible: Any
 ) -> optax.GradientTransformation:
     """Adam with two transformer schedules and gradient clipping; N:M masks on the
-    ``compressible`` leaves (a pytree of bools) if ``spec`` is sparse; the whole update
-    skipped when any gradient is not finite."""
+    ``compressible`` leaves (a pytree of bools, or of :class:`usmlite_edu.sparsity.Pattern`
+    where layers differ: :func:`usmlite_edu.model.nm_pattern_tree`) if ``spec`` is sparse;
+    the whole update skipped when any gradient is not finite."""
     groups = optax.multi_transform(
         {
             "encoder": optax.adam(
@@ -169,10 +171,11 @@ def make_optimizer(
     )
     tx = optax.chain(optax.clip_by_global_norm(tcfg.clip_norm), groups)
     if spec.sparse:
+        one = isinstance(spec, CompressionSpec)  # else a per-layer map: patterns in the tree
         tx = sparsity.nm_masked(
             tx,
-            spec.n,
-            spec.m,
+            spec.n if one else None,
+            spec.m if one else None,
             update_steps=spec.mask_update_steps,
             where=compressible,
             sr_ste_decay=2e-4 if spec.sr_ste else None,
@@ -215,7 +218,7 @@ class Trainer:
         # Regularisers of the training loss only (augment.py; see Trainer.loss).
         self.specaug = augment.SpecAugmentConfig.from_train(tcfg)
         self.noise_targets = augment.noise_targets(abstract, cfg)
-        self.tx = make_optimizer(tcfg, self.spec, self.compressible)
+        self.tx = make_optimizer(tcfg, self.spec, model.nm_pattern_tree(abstract, cfg, self.opts))
         self._step = jax.jit(self._step_impl, donate_argnums=(0, 1))
         self._forward = jax.jit(self._forward_impl)
 
@@ -595,6 +598,8 @@ def train(
     distributed.barrier("config-checked")  # every process read the old one
     if primary:
         runs.write_json(cfg_path, meta)
+        if isinstance(spec, SpecMap):  # the per-layer specs, readable beside config.json
+            spec.save(out / "spec_map.json")
 
     datasets = {
         s: batching.prepare(
