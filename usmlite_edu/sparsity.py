@@ -189,9 +189,7 @@ def nm_masked(
         return where(params) if callable(where) else where
 
     def compute_masks(params):
-        return jax.tree.map(
-            lambda w, p: _leaf_mask(w, p, n, m, axis), params, prune_tree(params)
-        )
+        return jax.tree.map(lambda w, p: _leaf_mask(w, p, n, m, axis), params, prune_tree(params))
 
     def init_fn(params):
         return NMMaskState(jnp.zeros((), jnp.int32), compute_masks(params), inner.init(params))

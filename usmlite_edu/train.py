@@ -193,6 +193,22 @@ _SPECAUG_STREAM = 0x5EC0_0001
 _NOISE_STREAM = 0x5EC0_0002
 
 
+def ctc_per_token(logits: jax.Array, omask: jax.Array, batch: batching.Batch) -> jax.Array:
+    """Mean CTC loss per label token of a batch (blank 0; padding utterances weigh 0)."""
+    label_pad = (jnp.arange(batch.labels.shape[1])[None, :] >= batch.label_lengths[:, None]).astype(
+        jnp.float32
+    )
+    per = optax.ctc_loss(
+        logits.astype(jnp.float32),
+        (~omask).astype(jnp.float32),
+        batch.labels,
+        label_pad,
+        blank_id=0,
+    )
+    w = batch.weights
+    return jnp.sum(per * w) / jnp.maximum(jnp.sum(batch.label_lengths * w), 1.0)
+
+
 class Trainer:
     """One model (architecture + spec) with its jitted train step and forward pass.
 
@@ -275,18 +291,7 @@ class Trainer:
         logits, omask = model.forward(
             self.graphdef, p, feats, mask, deterministic=deterministic, dropout_key=dropout_key
         )
-        label_pad = (
-            jnp.arange(batch.labels.shape[1])[None, :] >= batch.label_lengths[:, None]
-        ).astype(jnp.float32)
-        per = optax.ctc_loss(
-            logits.astype(jnp.float32),
-            (~omask).astype(jnp.float32),
-            batch.labels,
-            label_pad,
-            blank_id=0,
-        )
-        w = batch.weights
-        return jnp.sum(per * w) / jnp.maximum(jnp.sum(batch.label_lengths * w), 1.0)
+        return ctc_per_token(logits, omask, batch)
 
     def _accumulated_grads(self, params, masks, batch, dkey, step):
         """Loss and gradient of the whole batch from ``tcfg.grad_accum`` micro-batches
