@@ -36,7 +36,7 @@ from usmlite_edu.corpora import load_corpus
 from usmlite_edu.layer_specs import SpecMap, layer_table
 from usmlite_edu.presets import get_preset
 
-__all__ = ["run", "compare_rows"]
+__all__ = ["run", "score", "compare_rows", "summary"]
 
 
 def compare_rows(
@@ -76,6 +76,32 @@ def compare_rows(
             }
         out[exp] = {"spec": rec["spec"], "splits": diffs}
     return out
+
+
+def score(
+    run_dir: str | Path, rc: Any, data_dir: str | None, heldout: str | None
+) -> dict[str, dict]:
+    """WER, CER, 95% interval (utterances resampled) and every transcript of a run under
+    its own spec, on the reproduction's splits (``rc``: its ``ReproConfig``) of the seed
+    that held out ``heldout``."""
+    ft = runs.load_run(run_dir)
+    _, tcfg, _ = runs.read_config(run_dir)
+    trainer = train.get_trainer(ft.config, ft.spec, tcfg)
+    masks = runs.load_masks(run_dir, ft, ft.spec)
+    sets = reproduce.eval_sets(rc, data_dir, ft.config, ft.tokenizer, tcfg, heldout=heldout)
+    splits = {}
+    for name, d in sets.items():
+        r = trainer.evaluate(ft.params, masks, d, ft.tokenizer)
+        iv = stats.wer_interval([stats.score(r["transcripts"])])
+        splits[name] = {
+            "wer": r["wer"],
+            "cer": r["cer"],
+            "low": iv.lo,
+            "high": iv.hi,
+            "n_utterances": r["utterances"],
+            "utterances": r["transcripts"],
+        }
+    return splits
 
 
 def run(
@@ -149,22 +175,7 @@ def run(
 
     # 4. score
     t = time.time()
-    ft = runs.load_run(out / "run")
-    trainer = train.get_trainer(cfg, smap, tcfg)
-    masks = runs.load_masks(out / "run", ft, smap)
-    sets = reproduce.eval_sets(rc, data_dir, cfg, ft.tokenizer, tcfg, heldout=heldout)
-    splits = {}
-    for name, d in sets.items():
-        r = trainer.evaluate(ft.params, masks, d, ft.tokenizer)
-        iv = stats.wer_interval([stats.score(r["transcripts"])])
-        splits[name] = {
-            "wer": r["wer"],
-            "cer": r["cer"],
-            "low": iv.lo,
-            "high": iv.hi,
-            "n_utterances": r["utterances"],
-            "utterances": r["transcripts"],
-        }
+    splits = score(out / "run", rc, data_dir, heldout)
     times["eval_s"] = time.time() - t
     result: dict[str, Any] = {
         "preset": p.name,
