@@ -196,3 +196,19 @@ def test_sizes_command_lists_layers_and_sizes_a_map(tmp_path, capsys):
     assert cli.main(["sizes", "--model", "ci", "--spec-map", str(path)]) == 0
     out = capsys.readouterr().out
     assert "int2/gs8" in out and f"paper {sizes.size_ratio(MAP, CFG, 'paper'):.2f}%" in out
+
+
+def test_a_uniform_map_trains_exactly_as_its_spec(tmp_path):
+    """Same seed, same data: a map giving every layer ``int4+2:4`` is the uniform run."""
+    from usmlite_edu import runs
+
+    kw = dict(
+        steps=3, eval_splits=(), overrides={**TINY, "train.batch_size": 8, "train.log_every": 1}
+    )
+    train.train("ci", "data_small", None, tmp_path / "a", spec="int4+2:4", **kw)
+    train.train("ci", "data_small", None, tmp_path / "b", spec=SpecMap((), "int4+2:4"), **kw)
+    for x, y in zip(
+        jax.tree.leaves(runs.load_params(tmp_path / "a" / "params")),
+        jax.tree.leaves(runs.load_params(tmp_path / "b" / "params")),
+    ):
+        np.testing.assert_array_equal(x, y)
