@@ -150,9 +150,12 @@ def test_main_job_notebook_step(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "== Notebooks, executed headless (tiny sizes) ==" in out
     done = sorted(p.name for p in (tmp_path / "notebooks").glob("*.ipynb"))
-    assert done == ["01_per_channel_quantization.ipynb", "10_quantization_error_explorer.ipynb"]
+    assert done == [
+        "01_per_channel_quantization.ipynb",
+        "10_quantization_error_explorer.ipynb",
+    ], out
     for name in done:
-        assert f"executed {name} in" in out
+        assert f"executed {name} in" in out, out
     nb = nbformat.read(tmp_path / "notebooks" / done[1], as_version=4)
     text = "".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
