@@ -112,7 +112,8 @@ def execute(path: Path, out_dir: Path | None = None, fast: bool = True, timeout:
         ).execute()
     except (CellTimeoutError, DeadKernelError, RuntimeError) as e:
         started = isinstance(e, (CellTimeoutError, DeadKernelError))
-        if not started and "didn't respond" not in str(e):  # jupyter_client's start timeout
+        # jupyter_client's RuntimeErrors for a kernel that never answered kernel_info
+        if not started and not any(m in str(e) for m in ("didn't respond", "died before")):
             raise
         i = now["cell"] if started else None
         states = now["states"]
@@ -124,7 +125,7 @@ def execute(path: Path, out_dir: Path | None = None, fast: bool = True, timeout:
             if isinstance(e, CellTimeoutError)
             else "the kernel died"
             if isinstance(e, DeadKernelError)
-            else f"the kernel did not start ({e})"
+            else f"the kernel failed ({e})"
         )
         raise NotebookStalled(
             path,
