@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from usmlite_edu.corpora import FSDD_SPLIT_INDICES, fsdd_recordings, load_corpus
@@ -136,3 +137,28 @@ def test_ptq_on_sample_sizes_in_order(ptq):
         assert vals == sorted(vals, reverse=True) and len(set(vals)) == len(vals), key
     assert rows["float"]["size_paper"] == pytest.approx(100.0)
     assert rows["float"]["exact_bytes"] == 4 * res["params"]
+
+
+@pytest.mark.slow
+def test_main_job_notebook_step(tmp_path, capsys):
+    """The main job's notebook step (usmlite_edu.main_job.run_notebooks, what `make run`
+    ends with) on two real notebooks in fast mode: 01, and 10 (the ipywidgets explorer and
+    its PTQ button, the one that once stalled). Executed copies land in out/notebooks."""
+    from usmlite_edu.main_job import run_notebooks
+
+    assert run_notebooks(tmp_path, names=["01_", "10_"]) == 0
+    out = capsys.readouterr().out
+    assert "== Notebooks, executed headless (tiny sizes) ==" in out
+    done = sorted(p.name for p in (tmp_path / "notebooks").glob("*.ipynb"))
+    assert done == [
+        "01_per_channel_quantization.ipynb",
+        "10_quantization_error_explorer.ipynb",
+    ], out
+    for name in done:
+        assert f"executed {name} in" in out, out
+    nb = nbformat.read(tmp_path / "notebooks" / done[1], as_version=4)
+    text = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    # the set-up cell ran in fast mode; the explorer's check cell ran to its end
+    assert "FAST=True" in text and "explorer: " in text

@@ -38,7 +38,14 @@ from usmlite_edu.paths import in_checkout
 from usmlite_edu.runs import load_masks, load_run, read_config
 from usmlite_edu.train import get_trainer
 
-__all__ = ["ptq_on_sample", "run", "DEFAULT_SPECS", "B0_IN_CLONE", "SAMPLE_IN_CLONE"]
+__all__ = [
+    "ptq_on_sample",
+    "run",
+    "run_notebooks",
+    "DEFAULT_SPECS",
+    "B0_IN_CLONE",
+    "SAMPLE_IN_CLONE",
+]
 
 DEFAULT_SPECS = ("float", "int8", "int4", "int2", "int4+2:4")
 #: where a clone of the repository holds them (found from the working directory)
@@ -267,17 +274,44 @@ def ptq_on_sample(
     return res
 
 
+def run_notebooks(
+    out_dir: str | os.PathLike = "runs/main",
+    *,
+    full: bool = False,
+    names: Sequence[str] | None = None,
+    timeout: int | None = None,
+) -> int:
+    """The main job's last step: execute the notebooks (all, or those whose file name
+    contains one of ``names``) headless into ``out_dir/notebooks``, tiny sizes unless
+    ``full``. Each cell may run ``timeout`` seconds (default: the runner's limit for the
+    mode, :data:`usmlite_edu.notebook_runner.CELL_TIMEOUT_S`); a notebook that stalls (a
+    cell past the limit, a dead kernel) is reported with its cell and run once more in a
+    fresh kernel; a failing cell fails the job at once. Returns 0; a failure raises.
+    """
+    from usmlite_edu import notebook_runner
+
+    print(
+        f"\n== Notebooks, executed headless ({'learner' if full else 'tiny'} sizes) ==",
+        flush=True,
+    )
+    return notebook_runner.run_all(
+        list(names) if names else None,
+        fast=not full,
+        out_dir=Path(out_dir) / "notebooks",
+        timeout=timeout,
+        retries=1,
+    )
+
+
 def run(
     out_dir: str | os.PathLike = "runs/main", *, full: bool = False, notebooks: bool = True
 ) -> int:
     """``make run``: the size table, B0 on real speech under PTQ, then the notebooks.
 
     Everything is offline: B0 and the sample ship in the repository. Executed notebooks
-    go to ``out_dir/notebooks`` (tiny sizes unless ``full``). Returns 0; a failing step
-    raises.
+    go to ``out_dir/notebooks`` (tiny sizes unless ``full``; see :func:`run_notebooks`).
+    Returns 0; a failing step raises.
     """
-    from usmlite_edu import notebook_runner
-
     t0 = time.time()
     out = Path(out_dir)
     print("== Model size ratio of USM-Lite's Tables 1-3 (section 5), 2B model ==", flush=True)
@@ -288,10 +322,6 @@ def run(
     )
     ptq_on_sample(None, None, out)
     if notebooks:
-        print(
-            f"\n== Notebooks, executed headless ({'learner' if full else 'tiny'} sizes) ==",
-            flush=True,
-        )
-        notebook_runner.run_all(None, fast=not full, out_dir=out / "notebooks")
+        run_notebooks(out, full=full)
     print(f"\nMain job done in {time.time() - t0:.0f} s; outputs in {out}", flush=True)
     return 0
