@@ -641,7 +641,8 @@ def write_packed(
         spec is post-training quantization). N:M masks: the run's own when ``spec`` is
         its spec and it saved them, else one-shot (Eq. 3), as
         :func:`usmlite_edu.runs.load_masks` gives them to ``transcribe``; for a dict,
-        ``masks`` or one-shot.
+        ``masks`` or one-shot. A :class:`~usmlite_edu.layer_specs.SpecMap` packs each
+        dense kernel under its own spec (module docstring, "Per-layer specs").
       path: the ``.safetensors`` file to write (replaced atomically).
 
     Returns the :class:`ExportInfo` (file bytes beside the ``exact`` accounting).
