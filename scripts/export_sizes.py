@@ -8,8 +8,12 @@ estimate, then the bytes of each component. The weights are the committed B0's
 post-training compression (the bytes of a fixed-rate format do not depend on the values,
 so a QAT row's file has the same size); B1-B3 are freshly initialised models of their
 smaller shapes. Without the committed B0, the ``cpu`` preset is initialised instead.
+Each ``--spec-map FILE`` adds a row for B0's weights under that per-layer map (README
+"Which layer gets which bits"), checked the same way: tensor data equal to
+``sizes.model_size`` of the map, component by component.
 
     python scripts/export_sizes.py            # the README's "Export a packed model" tables
+    python scripts/export_sizes.py --spec-map my_map.json   # plus a per-layer map's row
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rows(b0: Path | None = None) -> list[dict]:
-    """One dict per plan row: file, header and tensor-data bytes, the exact accounting
-    (bytes and % of float32 B0), the paper-convention estimate and the paper's figure."""
+def rows(b0: Path | None = None, spec_maps: tuple = ()) -> list[dict]:
+    """One dict per plan row (then one per :class:`~usmlite_edu.layer_specs.SpecMap`
+    of ``spec_maps``, read from files): file, header and tensor-data
+    bytes, the exact accounting (bytes and % of float32 B0), the paper-convention estimate
+    and the paper's figure."""
     from usmlite_edu import export, model, reproduce, sizes
+    from usmlite_edu.layer_specs import SpecMap
     from usmlite_edu.presets import model_config
     from usmlite_edu.runs import load_run, read_config
 
@@ -39,15 +46,21 @@ def rows(b0: Path | None = None) -> list[dict]:
         exp: reproduce.dense_baseline_config(cfg, ratio)[0]
         for exp, ratio, _ in reproduce.DENSE_SIZES
     }
+    todo = [
+        (r.exp, r.spec)
+        for r in reproduce.plan("cpu", vocab_size=cfg.vocab_size)
+        if r.kind != "pretrain"
+    ]
+    todo += [(f"map {Path(m.source or 'map').name}", m) for m in spec_maps]
     seen, out = set(), []
     with tempfile.TemporaryDirectory() as tmp:
-        for r in reproduce.plan("cpu", vocab_size=cfg.vocab_size):
-            if r.exp in seen or r.kind == "pretrain":
+        for exp, spec in todo:
+            if exp in seen:
                 continue
-            seen.add(r.exp)
-            path = Path(tmp) / f"{r.exp}.safetensors"
-            if r.exp in dense:  # B1-B3: smaller dense float models
-                small = cfg.replace(**dense[r.exp])
+            seen.add(exp)
+            path = Path(tmp) / f"{len(seen)}.safetensors"
+            if exp in dense:  # B1-B3: smaller dense float models
+                small = cfg.replace(**dense[exp])
                 params = model.init_params(small)
                 info = export.write_packed(
                     params, "float", path, config=small, tokenizer=tok, train_config=tcfg
@@ -56,15 +69,15 @@ def rows(b0: Path | None = None) -> list[dict]:
                 estimate = sizes.size_ratio("float", small, "paper", reference=cfg)
             else:
                 if b0 is not None:
-                    info = export.write_packed(b0, r.spec, path)
+                    info = export.write_packed(b0, spec, path)
                 else:
-                    info = export.write_packed(model.init_params(cfg), r.spec, path, config=cfg)
+                    info = export.write_packed(model.init_params(cfg), spec, path, config=cfg)
                 exact = info.exact
-                estimate = sizes.size_ratio(r.spec, cfg, "paper")
+                estimate = sizes.size_ratio(spec, cfg, "paper")
             out.append(
                 dict(
-                    exp=r.exp,
-                    spec=r.spec,
+                    exp=exp,
+                    spec=spec.source if isinstance(spec, SpecMap) else spec,
                     file=info.file_bytes,
                     header=info.header_bytes,
                     data=info.data_bytes,
@@ -72,7 +85,7 @@ def rows(b0: Path | None = None) -> list[dict]:
                     exact_pct=exact.ratio,
                     file_pct=100 * info.file_bytes * 8 / exact.float_total,
                     estimate=estimate,
-                    paper=paper.get(r.exp),
+                    paper=paper.get(exp),
                     parts=info.by_component(),
                 )
             )
@@ -110,9 +123,20 @@ def format_tables(table: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--b0", type=Path, default=Path("results/cpu/b0"), help="run to export")
+    ap.add_argument(
+        "--spec-map",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also a row for B0 under this per-layer spec map (JSON); repeatable",
+    )
     args = ap.parse_args()
+    from usmlite_edu.layer_specs import SpecMap
+
+    maps = tuple(SpecMap.load(p) for p in args.spec_map)  # before the chdir
     os.chdir(ROOT)  # the file records its source path: the same bytes from any clone
-    print(format_tables(rows(args.b0)))
+    print(format_tables(rows(args.b0, maps)))
 
 
 if __name__ == "__main__":

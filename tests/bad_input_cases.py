@@ -231,6 +231,39 @@ def _cli_packed_foreign(tmp: Path) -> list[str]:
     return ["eval", "--model", str(tmp / "foreign.safetensors"), "--corpus", "fsdd_sample"]
 
 
+B0 = REPO / "results" / "cpu" / "b0"
+
+
+def _map_file(tmp: Path, name: str, text: str) -> str:
+    (tmp / name).write_text(text)
+    return str(tmp / name)
+
+
+def _cli_map_not_json(tmp: Path) -> list[str]:
+    path = _map_file(tmp, "map_not_json.json", '{"default": "int4", "layers": {')
+    return ["train", "--preset", "ci", "--out", str(tmp / "x"), "--spec-map", path]
+
+
+def _cli_map_unknown_layer(tmp: Path) -> list[str]:
+    text = '{"default": "int4", "layers": {"encoder/blocks/9/ffn1/.*": "int8"}}'
+    path = _map_file(tmp, "map_unknown_layer.json", text)
+    return ["eval", "--checkpoint", str(B0), "--corpus", "fsdd_sample", "--spec-map", path]
+
+
+def _cli_map_unfit_spec(tmp: Path) -> list[str]:
+    text = '{"default": "int4", "layers": {"encoder/blocks/0/ffn1/dense1": "int2/gs7"}}'
+    path = _map_file(tmp, "map_unfit_spec.json", text)
+    return [
+        "export",
+        "--checkpoint",
+        str(B0),
+        "--out",
+        str(tmp / "m.safetensors"),
+        "--spec-map",
+        path,
+    ]
+
+
 CASES: list[Case] = [
     # audio files: load_audio refuses them; transcribe and eval report and go on
     Case(
@@ -384,6 +417,31 @@ CASES: list[Case] = [
         "not a packed usmlite_edu model",
         "2",
         _cli_packed_foreign,
+    ),
+    # per-layer spec maps (--spec-map FILE): refused before any data or mask, naming the file
+    Case(
+        "`train --spec-map` file that is not JSON",
+        "cli",
+        "refused",
+        "map_not_json.json is not valid JSON",
+        "2",
+        _cli_map_not_json,
+    ),
+    Case(
+        "`eval --spec-map` naming a layer the model lacks",
+        "cli",
+        "refused",
+        "map_unknown_layer.json: pattern 'encoder/blocks/9/ffn1/.*' matches no compressible layer",
+        "2",
+        _cli_map_unknown_layer,
+    ),
+    Case(
+        "`export --spec-map` giving a layer a spec it cannot take",
+        "cli",
+        "refused",
+        "map_unfit_spec.json: encoder/blocks/0/ffn1/dense1/kernel: group size 7 does not divide",
+        "2",
+        _cli_map_unfit_spec,
     ),
     # training
     Case(

@@ -44,6 +44,16 @@ re-derives the scale from them, and ``max|s q| / qmax`` is ``s`` only up to a fl
 rounding: one unit in the last place off in 3% of the channels of a random Gaussian weight
 at int8, 43% at int4.)
 
+Per-layer specs. Under a :class:`usmlite_edu.layer_specs.SpecMap` (``export --spec-map
+FILE``) each dense kernel is packed under its own spec (:func:`kernel_specs`) and a layer
+whose spec is float goes to the ``float32`` tensor; the layout's row of each kernel
+names its spec, and the metadata's ``spec`` is the map's name (``map:{...}``), from which
+:func:`read_packed` rebuilds every row. The five tensors stay: a map that mixes quantized
+layers with unquantized N:M ones (``2:4``) stores the latter's kept values as their
+little-endian float32 bytes inside the ``U8`` values tensor (4 bytes a value, what the
+``exact`` accounting counts), so the tensor bytes still equal :func:`usmlite_edu.sizes.model_size`
+of the map, component by component.
+
 A file that is not a safetensors file, not one of ours, of another format version,
 truncated, or whose bytes changed (checksums), is refused with a ``ValueError`` that names
 the file and says what is wrong, before any array reaches JAX.
@@ -68,6 +78,7 @@ import numpy as np
 from usmlite_edu import compress, quant
 from usmlite_edu.compress import CompressionSpec, as_spec
 from usmlite_edu.configs import ConformerConfig, TrainConfig, config_from_dict, weight_shapes
+from usmlite_edu.layer_specs import SpecMap
 
 __all__ = [
     "FORMAT",
@@ -88,6 +99,7 @@ __all__ = [
     "write_packed",
     "read_packed",
     "file_layout",
+    "kernel_specs",
     "inference",
 ]
 
@@ -404,7 +416,7 @@ class Packed(NamedTuple):
     """
 
     config: ConformerConfig
-    spec: CompressionSpec
+    spec: CompressionSpec | SpecMap
     params: dict
     tokenizer: Any
     train_config: TrainConfig | None = None
@@ -420,7 +432,7 @@ class ExportInfo:
     """
 
     path: Path
-    spec: CompressionSpec
+    spec: CompressionSpec | SpecMap
     file_bytes: int
     header_bytes: int  # the 8-byte length and the JSON header
     tensor_bytes: dict
@@ -466,22 +478,62 @@ def _set(tree: dict, name: str, value) -> None:
     node[keys[-1]] = value
 
 
-def file_layout(cfg: ConformerConfig, spec: CompressionSpec | str) -> dict:
+def kernel_specs(
+    cfg: ConformerConfig, spec: CompressionSpec | SpecMap | str
+) -> dict[str, CompressionSpec]:
+    """``{weight name: spec}`` of every kernel a packed file of ``cfg`` under ``spec``
+    packs, in file order: the dense kernels, each under its own spec for a
+    :class:`~usmlite_edu.layer_specs.SpecMap`, except those whose spec is float (they go
+    to the ``float32`` tensor). Refuses (``ValueError`` naming the weight) a spec some
+    layer cannot take, and a map rule that matches no layer."""
+    spec = as_spec(spec)
+    if isinstance(spec, SpecMap):
+        return {n: s for n, s in spec.resolve(cfg).items() if not s.is_float}
+    out = {}
+    if not spec.is_float:
+        for w in weight_shapes(cfg):
+            if w.role == "dense":
+                spec.check_shape(w.shape, w.name)
+                out[w.name] = spec
+    return out
+
+
+#: how a spec map's file stores its kernels (the ``per_layer`` entry of the layout)
+PER_LAYER = (
+    "each kernel under its own spec (the fifth entry of its row): codes, scales, zero "
+    "points and index at that spec's widths, as for a one-spec file; the kept values of an "
+    "unquantized N:M kernel as little-endian float32 bytes inside the U8 values tensor when "
+    "other kernels are quantized"
+)
+
+
+def file_layout(cfg: ConformerConfig, spec: CompressionSpec | SpecMap | str) -> dict:
     """The ``layout`` entry of a packed file's metadata for ``cfg`` under ``spec``.
 
-    ``kernels`` lists ``[name, in, out, groups]`` per packed kernel in file order;
-    ``float32`` counts the parameters that stay float (their names and shapes are the
-    rest of :func:`usmlite_edu.configs.weight_shapes`, in its order).
+    ``kernels`` lists ``[name, in, out, groups]`` per packed kernel in file order (a
+    :class:`~usmlite_edu.layer_specs.SpecMap`: ``[name, in, out, groups, spec]``, each
+    kernel's own spec); ``float32`` counts the parameters that stay float (their names
+    and shapes are the rest of :func:`usmlite_edu.configs.weight_shapes`, in its order).
     """
     spec = as_spec(spec)
-    kernels, nfloat = [], 0
-    for w in weight_shapes(cfg):
-        if w.role == "dense" and not spec.is_float:
-            spec.check_shape(w.shape, w.name)
-            g = spec.groups_for(w.shape[0]) if spec.quantized else 0
-            kernels.append([w.name, *w.shape, g])
-        else:
-            nfloat += 1
+    specs = kernel_specs(cfg, spec)
+    shapes = {w.name: w.shape for w in weight_shapes(cfg)}
+    kernels = []
+    for name, s in specs.items():
+        i, j = shapes[name]
+        row = [name, i, j, s.groups_for(i) if s.quantized else 0]
+        kernels.append(row + [str(s)] if isinstance(spec, SpecMap) else row)
+    nfloat = len(weight_shapes(cfg)) - len(kernels)
+    if isinstance(spec, SpecMap):
+        return {
+            "order": ORDER,
+            "per_layer": PER_LAYER,
+            "codes": "q + 2**(bits-1), unsigned" if spec.quantized else None,
+            "values_dtype": "U8" if spec.quantized else "F32",
+            "index_bits_per_value": "ceil(log2 m) of each kernel's N:M" if spec.sparse else None,
+            "kernels": kernels,
+            "float32_params": nfloat,
+        }
     ibits, enum = nm_index_bits(spec.n, spec.m) if spec.sparse else (0, 0)
     return {
         "order": ORDER,
@@ -571,7 +623,7 @@ def _json_default(o):
 
 def write_packed(
     source: str | os.PathLike | dict,
-    spec: CompressionSpec | str | None,
+    spec: CompressionSpec | SpecMap | str | None,
     path: str | os.PathLike,
     *,
     config: ConformerConfig | None = None,
@@ -589,7 +641,8 @@ def write_packed(
         spec is post-training quantization). N:M masks: the run's own when ``spec`` is
         its spec and it saved them, else one-shot (Eq. 3), as
         :func:`usmlite_edu.runs.load_masks` gives them to ``transcribe``; for a dict,
-        ``masks`` or one-shot.
+        ``masks`` or one-shot. A :class:`~usmlite_edu.layer_specs.SpecMap` packs each
+        dense kernel under its own spec (module docstring, "Per-layer specs").
       path: the ``.safetensors`` file to write (replaced atomically).
 
     Returns the :class:`ExportInfo` (file bytes beside the ``exact`` accounting).
@@ -604,6 +657,8 @@ def write_packed(
             raise ValueError("write_packed: a parameter dict needs config=")
         cfg, params, tok, tcfg = config, source, tokenizer, train_config
         spec = as_spec(spec)
+        _check_exportable(spec)
+        layout = file_layout(cfg, spec)  # refuses a spec some layer cannot take
         if spec.sparse and masks is None:
             masks = model.one_shot_masks(params, spec, cfg)
     else:
@@ -612,20 +667,17 @@ def write_packed(
         _, tcfg, _ = runs.read_config(run_dir)
         cfg, params, tok = run.config, run.params, run.tokenizer
         spec = as_spec(spec, run.spec)
+        _check_exportable(spec)
+        layout = file_layout(cfg, spec)  # before any mask is computed
         masks = runs.load_masks(run_dir, run, spec)
         meta_extra = {"source": str(run_dir), "source_spec": str(run.spec)}
-    if spec.lsq:
-        raise ValueError(
-            f"write_packed: spec '{spec}' has learned (LSQ) step sizes, which the packed "
-            "format does not store yet; evaluate the run with --checkpoint, or export it "
-            f"under '{spec.replace(lsq=False)}' (min/max scales)"
-        )
-    layout = file_layout(cfg, spec)  # refuses a spec some layer cannot take
     if tok is not None and tok.vocab_size != cfg.vocab_size:
         raise ValueError(
             f"write_packed: tokenizer has {tok.vocab_size} classes, the model {cfg.vocab_size}"
         )
 
+    specs = kernel_specs(cfg, spec)
+    values_dtype = np.uint8 if spec.quantized else np.float32
     parts: dict[str, list[np.ndarray]] = {t: [] for t in TENSORS}
     for w in weight_shapes(cfg):
         value = np.asarray(model.weight_at(params, w.name), np.float32)
@@ -633,14 +685,18 @@ def write_packed(
             raise ValueError(
                 f"write_packed: {w.name} has shape {value.shape}, config says {w.shape}"
             )
-        if w.role == "dense" and not spec.is_float:
-            mask = None if masks is None else np.asarray(model.weight_at(masks, w.name), bool)
-            pk = pack_kernel(value, spec, mask)
+        kspec = specs.get(w.name)
+        if kspec is not None:
+            mask = None  # a dense layer of a map: its mask is a scalar True
+            if kspec.sparse and masks is not None:
+                mask = np.asarray(model.weight_at(masks, w.name), bool)
+            pk = pack_kernel(value, kspec, mask)
+            if pk.values.dtype != values_dtype:  # float N:M values among quantized layers
+                pk = pk._replace(values=pk.values.astype("<f4").view(np.uint8))
             for t, arr in zip(("values", "scales", "zero_points", "index"), pk):
                 parts[t].append(arr)
         else:
             parts["float32"].append(value.ravel())
-    values_dtype = np.uint8 if spec.quantized else np.float32
     dtypes = {"values": values_dtype, "scales": np.float32, "zero_points": np.uint8}
     dtypes |= {"index": np.uint8, "float32": np.float32}
     tensors = {
@@ -677,6 +733,15 @@ def write_packed(
         {t: int(a.nbytes) for t, a in tensors.items()},
         sizes.model_size(spec, cfg),
     )
+
+
+def _check_exportable(spec) -> None:
+    if spec.lsq:  # a SpecMap refuses lsq itself
+        raise ValueError(
+            f"write_packed: spec '{spec}' has learned (LSQ) step sizes, which the packed "
+            "format does not store yet; evaluate the run with --checkpoint, or export it "
+            f"under '{spec.replace(lsq=False)}' (min/max scales)"
+        )
 
 
 # --------------------------------------------------------------------------- reading
@@ -819,13 +884,17 @@ def _unpack_params(cfg, spec, tensors, dequantize: bool) -> dict:
         at[t] += k
         return out
 
+    specs = kernel_specs(cfg, spec)
     params: dict = {}
     for w in weight_shapes(cfg):
-        if w.role == "dense" and not spec.is_float:
-            n = _kernel_sizes(w.shape, spec)
+        kspec = specs.get(w.name)
+        if kspec is not None:
+            n = _kernel_sizes(w.shape, kspec)
             pk = PackedKernel(*(take(t, n[t]) for t in PackedKernel._fields))
+            if not kspec.quantized and pk.values.dtype == np.uint8:  # float32 bytes
+                pk = pk._replace(values=np.frombuffer(pk.values.tobytes(), "<f4"))
             try:
-                qa, dense = unpack_kernel(pk, w.shape, spec)
+                qa, dense = unpack_kernel(pk, w.shape, kspec)
             except ValueError as e:
                 raise ValueError(f"kernel {w.name}: {e}") from None
             _set(params, w.name, dense if dequantize or qa is None else qa)
@@ -846,7 +915,9 @@ def inference(packed: Packed):
     whose model holds each compressed kernel as its stored integers, scales and zero
     points, so every dense layer computes Eq. (1), ``s * (X @ q - z * sum(X))``
     (:func:`usmlite_edu.quant.native_matmul`): the forward pass native QAT runs, from the
-    same integers. Requires a file with a training config (buckets) and a tokenizer.
+    same integers. A :class:`~usmlite_edu.layer_specs.SpecMap`: the same, layer by layer
+    (a quantized layer holds its integers, a float or float N:M layer its float weights).
+    Requires a file with a training config (buckets) and a tokenizer.
     """
     from usmlite_edu import train
 
@@ -862,7 +933,7 @@ def inference(packed: Packed):
 
 
 @functools.lru_cache(maxsize=2)
-def _packed_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConfig):
+def _packed_trainer(cfg: ConformerConfig, spec: CompressionSpec | SpecMap, tcfg: TrainConfig):
     from usmlite_edu import model, train
 
     class PackedTrainer(train.Trainer):
@@ -871,16 +942,19 @@ def _packed_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConf
 
         def __init__(self):
             super().__init__(cfg, spec, tcfg)
-            kernels = {
-                name: quant.QuantizedArray(
+            shapes = {w.name: w.shape for w in weight_shapes(cfg)}
+            kernels = {}
+            for name, s in kernel_specs(cfg, spec).items():
+                if not s.quantized:  # a float N:M layer of a map: float weights
+                    continue
+                (i, j), g = shapes[name], s.groups_for(shapes[name][0])
+                kernels[name] = quant.QuantizedArray(
                     jax.ShapeDtypeStruct((i, j), np.int8),
                     jax.ShapeDtypeStruct((g, j), np.float32),
-                    None if spec.symmetric else jax.ShapeDtypeStruct((g, j), np.int8),
-                    spec.bits,
-                    spec.symmetric,
+                    None if s.symmetric else jax.ShapeDtypeStruct((g, j), np.int8),
+                    s.bits,
+                    s.symmetric,
                 )
-                for name, i, j, g in file_layout(cfg, spec)["kernels"]
-            }
             self.graphdef = model.graphdef_with_kernels(
                 cfg, spec, kernels, compute_dtype=tcfg.compute_dtype
             )

@@ -34,6 +34,11 @@ instead): an unknown name; ``w4`` on a spec wider than 4 bits; ``w8a8`` on a spe
 sub-channel groups or zero points (the paper's int2), whose integer dot would need a
 grouped, zero-point-corrected kernel this module does not have.
 
+A per-layer :class:`~usmlite_edu.layer_specs.SpecMap` runs layer by layer: each dense
+layer's integers are its own spec's (a float or float N:M layer's: quantized for the arith,
+as above), and the refusals above apply to each layer, naming the first layer that cannot
+run (``w4`` on a map with an ``int8`` layer, ``w8a8`` on one with an ``int2`` layer).
+
 What each costs, and how fast each runs on the processor at hand: ``benchmarks/bench_infer.py``;
 what each does to the WER: ``scripts/infer_wer.py`` (README "Export a packed model").
 """
@@ -49,6 +54,7 @@ import numpy as np
 from usmlite_edu import compress, quant
 from usmlite_edu.compress import CompressionSpec, as_spec
 from usmlite_edu.configs import ConformerConfig, TrainConfig, weight_shapes
+from usmlite_edu.layer_specs import SpecMap, layer_name
 
 __all__ = [
     "ARITHS",
@@ -75,14 +81,21 @@ def check_arith(arith: str | None) -> str | None:
     return arith
 
 
-def weight_spec(spec: CompressionSpec | str, arith: str) -> CompressionSpec:
+def weight_spec(
+    spec: CompressionSpec | SpecMap | str, arith: str, cfg: ConformerConfig | None = None
+) -> CompressionSpec | SpecMap:
     """The spec whose integers an integer ``arith`` multiplies (module docstring).
 
     A quantized spec is returned as it is, after checking that its grid fits ``arith``; a
     float spec (N:M or dense) gets per-channel symmetric int8 (``w8``, ``w8a8``) or int4
-    (``w4``) weights, keeping its N:M pattern.
+    (``w4``) weights, keeping its N:M pattern. A :class:`~usmlite_edu.layer_specs.SpecMap`
+    (``cfg`` required: which layers use which rule) gets each rule's spec converted, and
+    its default if some layer uses it; ``ValueError`` names the first layer whose spec
+    ``arith`` cannot run.
     """
     spec = as_spec(spec)
+    if isinstance(spec, SpecMap):
+        return _map_weight_spec(spec, arith, cfg)
     if check_arith(arith) not in quant.INT_ARITHS:
         raise ValueError(f"weight_spec: {arith!r} is not an integer arith {quant.INT_ARITHS}")
     if not spec.quantized:
@@ -103,6 +116,23 @@ def weight_spec(spec: CompressionSpec | str, arith: str) -> CompressionSpec:
             "sub-channel groups or zero points: use --arith w8 or w4 (weight-only) for it"
         )
     return spec
+
+
+def _map_weight_spec(spec: SpecMap, arith: str, cfg: ConformerConfig | None) -> SpecMap:
+    if cfg is None:
+        raise ValueError(f"weight_spec: a spec map under --arith {arith} needs the model config")
+    used = set()
+    for name, s in spec.resolve(cfg).items():
+        try:
+            weight_spec(s, arith)
+        except ValueError as e:
+            raise ValueError(f"spec map layer {layer_name(name)} ({s}): {e}") from None
+        used.add(s)
+
+    def convert(s: CompressionSpec) -> CompressionSpec:
+        return weight_spec(s, arith) if s in used else s  # an unused default stays
+
+    return SpecMap(tuple((p, convert(s)) for p, s in spec.rules), convert(spec.default))
 
 
 def train_config_for(tcfg: TrainConfig, arith: str | None) -> TrainConfig:
@@ -148,49 +178,53 @@ def int_params(
     """
     from usmlite_edu import model
 
-    wspec = weight_spec(spec, arith)
+    wspec = weight_spec(spec, arith, cfg)
     new = {}
     for name, _ in _dense_names(cfg):
         k = model.weight_at(params, name)
         if not isinstance(k, quant.QuantizedArray):
+            lspec = wspec.spec_for(name) if isinstance(wspec, SpecMap) else wspec
             m = None
-            if wspec.sparse and masks is not None:
+            if lspec.sparse and masks is not None:
                 m = model.weight_at(masks, name)
                 m = None if np.ndim(m) == 0 else m
-            _, k = compress.prune_then_quantize_jit(k, wspec, m)
+            _, k = compress.prune_then_quantize_jit(k, lspec, m)
         new[name] = quant.IntKernel.from_quantized(k, arith)
     return _replace_leaves(params, new)
 
 
 @functools.lru_cache(maxsize=2)
-def int_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConfig, arith: str):
+def int_trainer(
+    cfg: ConformerConfig, spec: CompressionSpec | SpecMap, tcfg: TrainConfig, arith: str
+):
     """A :class:`usmlite_edu.train.Trainer` whose model holds an
     :class:`~usmlite_edu.quant.IntKernel` for every dense kernel (the parameters of
     :func:`int_params` with the same ``spec`` and ``arith``); for evaluation and
     transcription only (its training step would have no float weights to update)."""
     from usmlite_edu import model, train
 
-    wspec = weight_spec(spec, arith)
+    wspec = weight_spec(spec, arith, cfg)
 
     class IntTrainer(train.Trainer):
         def __init__(self):
             super().__init__(cfg, wspec, tcfg)
 
-            def abstract_kernel(i: int, j: int):
-                g = wspec.groups_for(i)
+            def abstract_kernel(name: str, i: int, j: int):
+                ls = wspec.spec_for(name) if isinstance(wspec, SpecMap) else wspec
+                g = ls.groups_for(i)
                 shapes = (
                     jax.ShapeDtypeStruct((i, j), np.int8),
                     jax.ShapeDtypeStruct((g, j), np.float32),
-                    None if wspec.symmetric else jax.ShapeDtypeStruct((g, j), np.int8),
+                    None if ls.symmetric else jax.ShapeDtypeStruct((g, j), np.int8),
                 )
                 return jax.eval_shape(
                     lambda v, s, z: quant.IntKernel.from_quantized(
-                        quant.QuantizedArray(v, s, z, wspec.bits, wspec.symmetric), arith
+                        quant.QuantizedArray(v, s, z, ls.bits, ls.symmetric), arith
                     ),
                     *shapes,
                 )
 
-            kernels = {name: abstract_kernel(i, j) for name, (i, j) in _dense_names(cfg)}
+            kernels = {name: abstract_kernel(name, *shape) for name, shape in _dense_names(cfg)}
             self.graphdef = model.graphdef_with_kernels(
                 cfg, wspec, kernels, compute_dtype=tcfg.compute_dtype
             )

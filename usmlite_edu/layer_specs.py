@@ -70,6 +70,9 @@ class SpecMap:
 
     rules: tuple[tuple[str, CompressionSpec], ...] = ()
     default: CompressionSpec = CompressionSpec()
+    #: the file the map was read from (:meth:`load`), for error messages; not part of its
+    #: identity (equality, hash, name)
+    source: str | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         rules = []
@@ -123,10 +126,11 @@ class SpecMap:
         against its shape. Refuses (``ValueError``) a rule that matches no layer: a typo
         in a pattern must not silently leave layers at the default."""
         layers = compressible_layers(cfg, compress_softmax)
+        label = f"spec map {self.source}" if self.source else "spec map"
         for pattern, _ in self.rules:
             if not any(re.fullmatch(pattern, n) for n in layers):
                 raise ValueError(
-                    f"spec map: pattern {pattern!r} matches no compressible layer of config "
+                    f"{label}: pattern {pattern!r} matches no compressible layer of config "
                     f"{cfg.name!r} (layers look like {layers[0]!r}; `usmlite-edu sizes "
                     f"--model {cfg.name} --layers` lists them)"
                 )
@@ -134,7 +138,10 @@ class SpecMap:
         out = {}
         for n in layers:
             spec = self.spec_for(n)
-            spec.check_shape(shapes[n + "/kernel"], n + "/kernel")
+            try:
+                spec.check_shape(shapes[n + "/kernel"], n + "/kernel")
+            except ValueError as e:
+                raise ValueError(f"{label}: {e}") from None
             out[n + "/kernel"] = spec
         return out
 
@@ -178,7 +185,9 @@ class SpecMap:
         return MAP_PREFIX + json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "spec map") -> SpecMap:
+    def from_dict(
+        cls, d: Mapping[str, Any], source: str = "spec map", path: str | None = None
+    ) -> SpecMap:
         if not isinstance(d, Mapping) or set(d) - {"default", "layers"}:
             raise ValueError(
                 f"{source}: expected an object with 'default' (a spec) and 'layers' "
@@ -188,7 +197,11 @@ class SpecMap:
         if not isinstance(layers, Mapping):
             raise ValueError(f"{source}: 'layers' must map layer patterns to specs")
         try:
-            return cls(tuple(layers.items()), d.get("default", "float"))
+            return cls(
+                tuple(layers.items()),
+                d.get("default", "float"),
+                source=path,
+            )
         except ValueError as e:
             raise ValueError(f"{source}: {e}") from None
 
@@ -219,7 +232,7 @@ class SpecMap:
             raise ValueError(
                 f"spec map {path} is not valid JSON ({e}); fix or re-create the file"
             ) from None
-        return cls.from_dict(d, source=f"spec map {path}")
+        return cls.from_dict(d, source=f"spec map {path}", path=str(path))
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)

@@ -19,6 +19,7 @@ from usmlite_edu import batching, runs
 from usmlite_edu.audio import AudioError, load_audio
 from usmlite_edu.compress import CompressionSpec, as_spec
 from usmlite_edu.configs import ConformerConfig, TrainConfig
+from usmlite_edu.layer_specs import SpecMap
 from usmlite_edu.tokenizer import Tokenizer
 from usmlite_edu.train import get_trainer
 
@@ -45,8 +46,9 @@ def transcribe_files(
 
     The model is a run directory (``run_dir``) or a packed file (``model``, written by
     ``usmlite-edu export``; :mod:`usmlite_edu.export`), which transcribes exactly as its
-    run does under the spec it was exported with. ``spec`` (default: the run's own) runs
-    a run's weights through another compression (PTQ); a packed file holds one spec.
+    run does under the spec it was exported with. ``spec`` (default: the run's own; a
+    :class:`~usmlite_edu.layer_specs.SpecMap` gives each layer its own) runs a run's
+    weights through another compression (PTQ); a packed file holds one spec or map.
     ``arith`` (default: the run's own) chooses the inference arithmetic of the dense
     layers (:mod:`usmlite_edu.infer`: float32, bf16, w8, w4, w8a8).
     A file that cannot be used yields ``(path, "<error: ...>")`` (see :func:`is_error`)
@@ -115,10 +117,15 @@ def open_model(
     if model is not None:
         packed = export.read_packed(model, dequantize=False)
         if spec is not None and as_spec(spec) != packed.spec:
+            spec = as_spec(spec)
+            asked = (
+                f"--spec-map {spec.source or 'FILE'}"
+                if isinstance(spec, SpecMap)
+                else f"--spec {spec}"
+            )
             raise ValueError(
                 f"{model} holds the model compressed with {packed.spec}; it cannot run "
-                f"under --spec {as_spec(spec)} (export the run again with --spec "
-                f"{as_spec(spec)})"
+                f"under {asked} (export the run again with {asked})"
             )
         if packed.train_config is None or packed.tokenizer is None:
             raise ValueError(
@@ -141,6 +148,8 @@ def open_model(
     _, tcfg, _ = runs.read_config(run_dir)
     tcfg = Preset("run", run.config, tcfg).override(overrides).train
     spec = as_spec(spec, run.spec)
+    if isinstance(spec, SpecMap):  # refuse a map that does not fit before any mask is made
+        spec.resolve(run.config)
     masks = runs.load_masks(run_dir, run, spec)
     trainer, params, masks, tcfg = infer.prepare(
         run.config,
