@@ -42,7 +42,7 @@
 #
 # * **Before you start:** Notebooks 01-05 (specs and the size column) and 07 (B0, paired comparisons).
 # * **Reading time:** about 30 min (its text at 120 words a minute, 5 min an exercise).
-# * **Running time:** 2 min in fast mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
+# * **Running time:** 2 min in fast mode; 7 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 
 # %% tags=["colab"]
 # Colab only (elsewhere this cell does nothing): clone the repository, install the
@@ -134,8 +134,8 @@ print(f"budget {BUDGET}% of B0; committed B0 and the FSDD sample found: {HAVE_B0
 # sets: `BATCH_UTTS` form the fixed batch of the sensitivities, `EVAL_UTTS` others score
 # the models of section 3. That is test speech used to *illustrate*; nothing reported
 # by the project is chosen on it. The committed measurement (`results/sensitivity`,
-# `scripts/sensitivity_b0.py`) uses 16 dev utterances and is what the `cpu` search
-# results of section 5 build on.
+# `scripts/sensitivity_b0.py`) uses 16 dev utterances; section 5's
+# sensitivity-allocated `cpu` models were built from it.
 
 # %%
 if HAVE_B0:
