@@ -42,7 +42,7 @@
 #
 # * **Before you start:** Notebooks 01-05 (specs and the size column) and 07 (B0, paired comparisons).
 # * **Reading time:** about 30 min (its text at 120 words a minute, 5 min an exercise).
-# * **Running time:** 2 min in fast mode; 7 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
+# * **Running time:** 41 s in fast mode; 7 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 
 # %% tags=["colab"]
 # Colab only (elsewhere this cell does nothing): clone the repository, install the
@@ -455,8 +455,10 @@ if HAVE_B0:
 # **The model here** is a tiny Conformer (one block of width 32, the test suite's) on
 # `data_small`, trained for `START_STEPS` steps (in fast mode none: its random
 # initialisation) and then searched for `SEARCH_STEPS` steps, with its start as the
-# float teacher: a search you can run in a minute and watch, not a recognizer. Its candidates differ from B0's: groups of 24 or 72 inputs do not
-# divide a width of 32, so int2 uses groups of 8. Section 5 has the real `cpu` searches.
+# float teacher: a search you can run in a minute and watch, not a recognizer. Its
+# candidates differ from B0's: groups of 24 or 72 inputs do not divide a width of 32, so
+# int2 uses groups of 8 (full mode; fast mode keeps four candidates). Section 5 has the
+# real `cpu` searches.
 
 # %%
 TINY = {
@@ -497,7 +499,10 @@ else:  # FAST: the randomly initialised model itself (one compiled training step
     start_params = model.init_params(t_cfg, "float", seed=SEED)
 assert train_split.sample_rate == t_cfg.sample_rate
 train_ds = batching.prepare(train_split, t_tok, t_cfg, t_tcfg.bucket_seconds)
-TINY_CANDIDATES = ("float", "int8", "int4", "int4+2:4", "int2/gs8", "int2")
+# fast mode: four candidates (the search's compiled step grows with their number)
+TINY_CANDIDATES = ("float", "int8", "int4+2:4", "int2")
+if not FAST:
+    TINY_CANDIDATES = ("float", "int8", "int4", "int4+2:4", "int2/gs8", "int2")
 scfg = supernet.SearchConfig(
     budget=BUDGET,
     candidates=TINY_CANDIDATES,
@@ -574,7 +579,7 @@ print(
 # %% [markdown]
 # What to read in the plots: early on, with $\tau$ near 1 and the logits near 0, every
 # candidate has a similar probability and the expected size sits far above the budget
-# (float is one candidate of six). The size penalty's gradient pushes probability from
+# (float, at 100%, is one of the candidates). The size penalty's gradient pushes probability from
 # large candidates to small ones, in each layer in proportion to how many bits its
 # choice moves; Adam then rescales every logit's update to about `logit_lr`, so small
 # layers move as fast as large ones. The CTC and KL terms push back where compression
