@@ -355,7 +355,7 @@ if HAVE_B0:
         ]
         ax.bar(np.arange(len(layers)) + 0.4 * j, pct, width=0.4, label=name)
     ax.axhline(uniform_sizes[UNIFORM], color="C3", ls="--", label=f"uniform {UNIFORM}")
-    ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=6)
+    ax.set_xticks(np.arange(len(layers)) + 0.2 * (len(allocs) - 1), layers, rotation=90, fontsize=6)
     ax.set(ylabel="% of float32", yscale="log", title="Each layer's size under the allocations")
     ax.legend(fontsize=8)
     plt.show()
@@ -540,6 +540,8 @@ for i, ax in enumerate(axes.ravel()):
         ax.plot(steps_rec, P[:, i, k], label=c)
     ax.set_title(result["layers"][i].replace("encoder/blocks/", "b"), fontsize=8)
 axes.ravel()[0].legend(fontsize=6)
+for ax in axes[-1]:
+    ax.set_xlabel("search step")
 fig.suptitle(r"Choice probabilities softmax($\alpha_l$) per layer over the search", fontsize=10)
 plt.tight_layout()
 plt.show()
