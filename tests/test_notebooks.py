@@ -43,7 +43,7 @@ def _setup_cell(nb) -> str:
 
 def test_the_series_is_complete():
     names = [p.name[:2] for p in NOTEBOOKS]
-    assert names == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"], names
+    assert names == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"], names
 
 
 def test_no_text_source_without_its_notebook():

@@ -112,6 +112,12 @@ PLAN: dict[str, NotebookPlan] = {
             "L10 Beyond the paper: SR-STE for N:M masks and learned step sizes (LSQ)",
             "Exercises 1-3 (SR-STE with a frozen mask, the learned int2 step, the paper's initialisation at int8)",
         ),
+        NotebookPlan(
+            "12",
+            "Notebooks 01-05 (specs and the size column) and 07 (B0, paired comparisons).",
+            "L11 Beyond the paper: a spec per layer, from sensitivities and a knapsack or a Gumbel-softmax supernet",
+            "Exercises 1-3 (a hand-made map's size, the size penalty, the most decided layer); rerun with your own BUDGET",
+        ),
     )
 }
 
