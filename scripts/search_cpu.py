@@ -268,6 +268,7 @@ def plot_layers(out: Path, args) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
 
     cols, names = [], []
@@ -284,20 +285,29 @@ def plot_layers(out: Path, args) -> None:
         return
     specs = sorted({s for c in cols for s in c}, key=lambda s: -sizes.size_ratio(s, "cpu", "paper"))
     grid = np.array([[specs.index(s) for s in c] for c in cols]).T
-    fig, ax = plt.subplots(figsize=(1.2 + 0.32 * len(cols), 0.22 * len(layers) + 1.5))
+    fig, ax = plt.subplots(figsize=(3.5 + 0.35 * len(cols), 0.2 * len(layers) + 1.8))
     cmap = plt.get_cmap("viridis", len(specs))
-    im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-0.5, vmax=len(specs) - 0.5)
-    ax.set_yticks(
-        range(len(layers)),
-        [l.replace("encoder/blocks/", "b").replace("/", ".") for l in layers],
-        fontsize=7,
-    )
+    ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-0.5, vmax=len(specs) - 0.5)
+    short = [l.replace("encoder/blocks/", "b").replace("/", ".") for l in layers]
+    ax.set_yticks(range(len(layers)), short, fontsize=7)
     ax.set_xticks(range(len(cols)), names, rotation=90, fontsize=7)
-    cb = fig.colorbar(im, ticks=range(len(specs)))
-    cb.ax.set_yticklabels(specs, fontsize=7)
-    ax.set_title("spec chosen per layer (columns: budget, arm, seed)", fontsize=9)
+    handles = [
+        matplotlib.patches.Patch(
+            color=cmap(k), label=f"{s} ({sizes.size_ratio(s, 'cpu', 'paper'):.1f}%)"
+        )
+        for k, s in enumerate(specs)
+    ]
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1),
+        fontsize=7,
+        title="spec (paper size)",
+        title_fontsize=7,
+    )
+    ax.set_title("spec chosen per layer\n(columns: budget row, arm, seed)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "layers.png", dpi=110)
+    fig.savefig(out / "layers.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     f = out / "E12_search_s0" / "search" / "search.json"
     if f.exists():
@@ -331,7 +341,11 @@ def plot_layers(out: Path, args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="results/search")
-    ap.add_argument("--runs", default="results/cpu_new/runs", help="the reproduction's run dirs")
+    ap.add_argument(
+        "--runs",
+        default="results/cpu/runs",
+        help="run directories of the reproduction that wrote --rows (W0_s<seed>, B0_s<seed>)",
+    )
     ap.add_argument("--rows", default="results/cpu/rows")
     ap.add_argument("--sensitivity", default="results/sensitivity/sensitivity.json")
     ap.add_argument("--data", default="/work/shared/corpora/fsdd")
