@@ -212,11 +212,13 @@ def test_every_notebook_has_a_page_with_its_figures(built):
     assert sum(len(book.page_figures(html / "notebooks" / f"{p.stem}.html")) for p in copies) > 0
 
 
-def _fits(html, stem, max_width=600):
-    """The first figure of a page narrow enough to be drawn at its own size (1280-px window:
-    the text column is about 690 px), or None."""
+def _fits(html, stem, max_width=600, max_height=800):
+    """The first figure of a page small enough to be drawn whole at its own size (a
+    1280 x 1000 window: the text column is about 690 px wide, and a taller figure is cut
+    off at the window's bottom), or None."""
     for fid, f in book.page_figures(html / "notebooks" / f"{stem}.html"):
-        if Image.open(f).width <= max_width:
+        w, h = Image.open(f).size
+        if w <= max_width and h <= max_height:
             return fid, np.asarray(Image.open(f))
     return None
 
