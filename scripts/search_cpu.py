@@ -40,7 +40,7 @@ import numpy as np
 
 from usmlite_edu import runs, sizes, stats, supernet, train
 from usmlite_edu import search as searchlib
-from usmlite_edu.layer_specs import SpecMap, layer_table
+from usmlite_edu.layer_specs import SpecMap
 from usmlite_edu.presets import get_preset
 
 BUDGETS = {"E5": "int2/gs72", "E12": "int4+2:4", "E3": "int4"}
@@ -117,13 +117,7 @@ def run_all(args) -> None:
                     res = {
                         "seed": seed,
                         "heldout_speaker": heldout,
-                        "spec_map": smap.to_dict(),
-                        "size_paper": sizes.size_ratio(smap, cfg, "paper"),
-                        "size_exact": sizes.model_size(smap, cfg).ratio,
-                        "layers": [
-                            {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}
-                            for r in layer_table(smap, cfg)
-                        ],
+                        **searchlib.map_record(smap, cfg),
                         "splits": splits,
                         "wall_time_s": {"finetune_and_eval_s": time.time() - t},
                         "machine": runs.machine_info(),

@@ -36,7 +36,7 @@ from usmlite_edu.corpora import load_corpus
 from usmlite_edu.layer_specs import SpecMap, layer_table
 from usmlite_edu.presets import get_preset
 
-__all__ = ["run", "score", "compare_rows", "summary"]
+__all__ = ["run", "score", "map_record", "compare_rows", "summary"]
 
 
 def compare_rows(
@@ -76,6 +76,17 @@ def compare_rows(
             }
         out[exp] = {"spec": rec["spec"], "splits": diffs}
     return out
+
+
+def map_record(smap: SpecMap, cfg: Any) -> dict[str, Any]:
+    """A map as a result record states it: the map, its size in both conventions (% of
+    B0) and every layer's spec and bytes (:func:`usmlite_edu.layer_specs.layer_table`)."""
+    return {
+        "spec_map": smap.to_dict(),
+        "size_paper": sizes.size_ratio(smap, cfg, "paper"),
+        "size_exact": sizes.model_size(smap, cfg).ratio,
+        "layers": [{**r, "shape": list(r["shape"])} for r in layer_table(smap, cfg)],
+    }
 
 
 def score(
@@ -187,13 +198,7 @@ def run(
         "finetune_steps": steps,
         "search_config": dataclasses.asdict(scfg),
         "selected_by": sres["selected_by"],
-        "spec_map": smap.to_dict(),
-        "size_paper": sizes.size_ratio(smap, cfg, "paper"),
-        "size_exact": sizes.model_size(smap, cfg).ratio,
-        "layers": [
-            {k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()}
-            for row in layer_table(smap, cfg)
-        ],
+        **map_record(smap, cfg),
         "splits": splits,
         "wall_time_s": times,
         "machine": runs.machine_info(),
