@@ -1,4 +1,4 @@
-"""Inference speed of each arithmetic of ``--arith`` (:mod:`usmlite_edu.infer`) on this
+"""Inference speed of each arithmetic of ``--arith`` (:mod:`usmlite_edu.deploy.infer`) on this
 machine, beside its matmul peaks (printed, never asserted).
 
 From one run, interleaved so that every variant sees the same background load (fastest
@@ -15,7 +15,7 @@ of ``--reps`` rounds; other jobs only ever add time):
   to float32 (> 1 is faster);
 * one dense layer of the encoder at the batch-32 shape (the first feed-forward matrix,
   ``(B T', D) x (D, 4D)``): the float32 dot, the QAT forward of int4 weights
-  (:func:`usmlite_edu.quant.qat_matmul`: quantize, convert to float, float32 dot), the
+  (:func:`usmlite_edu.core.quant.qat_matmul`: quantize, convert to float, float32 dot), the
   same with ``compute_dtype=bfloat16``, the bfloat16 dot, weight-only int8, and W8A8
   including the activations' quantization: why the QAT forward keeps a float dot.
 
@@ -33,7 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from usmlite_edu import frontend, infer, model, presets, quant, runs
+from usmlite_edu.core import quant
+from usmlite_edu.deploy import infer
+from usmlite_edu.speech import frontend, model, presets, runs
 
 ARITHS = infer.ARITHS
 

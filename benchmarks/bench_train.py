@@ -53,8 +53,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from usmlite_edu import batching, configs, frontend, model, presets, runs, sparsity, train
-from usmlite_edu.infer import interleaved_min
+from usmlite_edu.core import sparsity
+from usmlite_edu.deploy.infer import interleaved_min
+from usmlite_edu.speech import batching, configs, frontend, model, presets, runs
+from usmlite_edu.training import train
 
 
 def matmul_peak(dtype, n=1024, reps=50) -> float:

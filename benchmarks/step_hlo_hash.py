@@ -11,7 +11,8 @@ import hashlib
 import jax
 import jax.numpy as jnp
 
-from usmlite_edu import batching, presets, train
+from usmlite_edu.speech import batching, presets
+from usmlite_edu.training import train
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """Sphinx configuration of the rendered book (``make book``, ``usmlite-edu book``).
 
-``usmlite_edu.book`` stages the sources in ``build/book/src`` (the README as the front page,
+``usmlite_edu.course.book`` stages the sources in ``build/book/src`` (the README as the front page,
 the notebooks as the project's own runner executed them) and runs ``sphinx-build -c book``.
 MyST-NB only renders: it never executes a notebook (``nb_execution_mode = "off"``), so the
-series has one code path that runs it, ``usmlite_edu.notebook_runner``.
+series has one code path that runs it, ``usmlite_edu.course.notebook_runner``.
 
 Where the repository is hosted (``BOOK_REPOSITORY_URL``, or GitHub Actions'
 ``GITHUB_SERVER_URL``/``GITHUB_REPOSITORY``), the pages get a link to it and Colab / Binder
@@ -21,7 +21,7 @@ author = "usmlite_edu contributors"
 copyright = "usmlite_edu contributors, Apache-2.0"
 
 extensions = ["myst_nb"]
-# Rendering only: the notebooks arrive executed (usmlite_edu.book runs notebook_runner).
+# Rendering only: the notebooks arrive executed (usmlite_edu.course.book runs notebook_runner).
 nb_execution_mode = "off"
 nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath"]
@@ -44,7 +44,7 @@ def _repository_url() -> str:
 
 
 html_theme_options: dict = {"show_toc_level": 2, "use_download_button": True}
-if os.environ.get("USMLITE_BOOK_FAST") == "1":  # set by usmlite_edu.book.sphinx_build
+if os.environ.get("USMLITE_BOOK_FAST") == "1":  # set by usmlite_edu.course.book.sphinx_build
     html_theme_options["announcement"] = (
         "Fast-mode build: the notebooks ran at tiny sizes with a few training steps (the "
         "test command's mode), so trained-model results are not what a learner sees. "

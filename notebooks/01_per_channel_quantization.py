@@ -21,7 +21,7 @@
 #
 # **After this notebook you will be able to**
 #
-# * quantize an `(in, out)` weight per output channel with `usmlite_edu.quant.quantize`
+# * quantize an `(in, out)` weight per output channel with `usmlite_edu.core.quant.quantize`
 #   and read its integer values and scales;
 # * say where the rounding error comes from (the step size $s_j$) and check the bound
 #   $|w - \hat w| \le s_j/2$;
@@ -58,9 +58,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -78,8 +78,9 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from usmlite_edu import configs, presets, quant
-from usmlite_edu.exercises import check_answer
+from usmlite_edu.core import quant
+from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.speech import configs, presets
 
 # A weight the size of one USM projection (1536 inputs); tiny in FAST mode.
 I, J = (128, 32) if FAST else (1536, 256)

@@ -21,7 +21,7 @@
 #
 # **After this notebook you will be able to**
 #
-# * compute an N:M magnitude mask (Eq. 3) with `usmlite_edu.sparsity.nm_mask` and
+# * compute an N:M magnitude mask (Eq. 3) with `usmlite_edu.core.sparsity.nm_mask` and
 #   apply it (Eq. 4), reproducing the paper's Fig. 1 exactly;
 # * compare what 2:4 and 1:4 keep with unstructured magnitude pruning at the same
 #   density;
@@ -56,9 +56,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -78,8 +78,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from usmlite_edu import sparsity
-from usmlite_edu.exercises import check_answer
+from usmlite_edu.core import sparsity
+from usmlite_edu.course.exercises import check_answer
 
 I, J = (256, 64) if FAST else (1536, 256)  # weight for the statistics
 TOY_I, TOY_J, TOY_N = (32, 8, 256) if FAST else (64, 16, 1024)  # least squares

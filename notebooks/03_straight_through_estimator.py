@@ -22,7 +22,7 @@
 # **After this notebook you will be able to**
 #
 # * show that `jax.grad` of `jnp.round` is zero, and why that stalls training;
-# * check that `usmlite_edu.quant.fake_quant` passes gradients straight through
+# * check that `usmlite_edu.core.quant.fake_quant` passes gradients straight through
 #   inside the grid's range and blocks them where weights are clipped;
 # * compare post-training quantization (PTQ) with quantization-aware training (QAT) on
 #   a small regression problem at int4 and int2;
@@ -56,9 +56,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -78,8 +78,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from usmlite_edu import compress, quant, sizes
-from usmlite_edu.exercises import check_answer
+from usmlite_edu.core import compress, quant, sizes
+from usmlite_edu.course.exercises import check_answer
 
 D_IN, D_TEACHER, D_HID, D_OUT = 16, 16, 128, 4
 N_TRAIN, N_TEST, BATCH = (1024, 512, 128) if FAST else (4096, 2048, 256)

@@ -55,9 +55,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -75,8 +75,8 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from usmlite_edu import compress, quant, sizes
-from usmlite_edu.exercises import check_answer
+from usmlite_edu.core import compress, quant, sizes
+from usmlite_edu.course.exercises import check_answer
 
 # I = 1536 as in USM (g/I then equals the paper's g/1536); FAST has fewer channels.
 I, J = (1536, 32) if FAST else (1536, 256)

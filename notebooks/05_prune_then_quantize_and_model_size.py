@@ -58,9 +58,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -80,8 +80,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from usmlite_edu import compress, configs, presets, quant, sizes, sparsity
-from usmlite_edu.exercises import check_answer
+from usmlite_edu.core import compress, quant, sizes, sparsity
+from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.speech import configs, presets
 
 # Toy weight with the paper's input width, so sub-channel groups have the paper's
 # length (1536 / g rows); FAST only has fewer output channels.

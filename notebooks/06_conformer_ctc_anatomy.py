@@ -23,10 +23,10 @@
 #
 # **After this notebook you will be able to**
 #
-# * load a corpus split with `usmlite_edu.corpora`, listen to utterances and read their
+# * load a corpus split with `usmlite_edu.speech.corpora`, listen to utterances and read their
 #   transcripts;
 # * compute the paper's log-mel features (§4.2: 32 ms window, 10 ms hop) with
-#   `usmlite_edu.frontend`, predict their shape, and name the filterbank convention;
+#   `usmlite_edu.speech.frontend`, predict their shape, and name the filterbank convention;
 # * build the Conformer as a Flax NNX module and inspect it by attribute access (a block's
 #   attention module, its query / key / value kernels, `nnx.state(m, nnx.Param)`);
 # * run the same model as the pure function of its parameters that training jits
@@ -37,7 +37,7 @@
 #   2B model;
 # * check the relative-position attention (Transformer-XL, §3.1) against its
 #   definition, including Lingvo's `rel_shift` golden case;
-# * train the `ci` model with `usmlite_edu.train` (Algorithm 1 without compression),
+# * train the `ci` model with `usmlite_edu.training.train` (Algorithm 1 without compression),
 #   read its loss curve, and explain the early all-blank CTC plateau;
 # * read a CTC posteriorgram, decode it greedily, and score it with WER and CER.
 
@@ -68,9 +68,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -96,8 +96,18 @@ import numpy as np
 from flax import nnx
 from IPython.display import Audio, display
 
-from usmlite_edu import batching, configs, corpora, decoding, frontend, model, presets, runs, train
-from usmlite_edu.exercises import check_answer
+from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.speech import (
+    batching,
+    configs,
+    corpora,
+    decoding,
+    frontend,
+    model,
+    presets,
+    runs,
+)
+from usmlite_edu.training import train
 
 CI = presets.get_preset("ci")  # the preset registry: CI.model (architecture), CI.train (recipe)
 REPO = env.repo or Path.cwd()  # the clone (outside one, runs/ goes under the working directory)
@@ -145,7 +155,7 @@ print("audio is float32 mono in [-1, 1]; transcripts are normalised; dev speaker
 
 # %% [markdown]
 # JAX compiles one program per input shape, so training pads utterances to a few fixed
-# *bucket* lengths (`usmlite_edu.batching`). The `ci` preset's training recipe
+# *bucket* lengths (`usmlite_edu.speech.batching`). The `ci` preset's training recipe
 # (`CI.train`, from `presets.get_preset("ci")`) uses the buckets below; the histogram
 # shows why so few are enough here.
 
@@ -186,7 +196,7 @@ for c in filter(None, candidates):
         if (d / "recordings").is_dir():
             fsdd_dir = fsdd_dir or d
 if fsdd_dir is None and "google.colab" in sys.modules:  # Colab: fetch it
-    from usmlite_edu import fetch
+    from usmlite_edu.speech import fetch
 
     fsdd_dir = fetch.fetch("fsdd", "/content/fsdd")
 if fsdd_dir is None:

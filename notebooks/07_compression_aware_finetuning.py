@@ -66,9 +66,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -97,23 +97,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image, Markdown, display
 
-from usmlite_edu import (
-    batching,
-    claims,
-    compress,
-    configs,
-    corpora,
-    model,
-    presets,
-    reproduce,
-    runs,
-    sizes,
-    sparsity,
-    stats,
-    train,
-)
-from usmlite_edu.compress import CompressionSpec
-from usmlite_edu.exercises import check_answer
+from usmlite_edu.core import compress, sizes, sparsity, stats
+from usmlite_edu.core.compress import CompressionSpec
+from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.speech import batching, configs, corpora, model, presets, runs
+from usmlite_edu.training import claims, reproduce, train
 
 REPO = env.repo or Path.cwd()  # the clone (outside one, runs/ goes under the working directory)
 # The output of `usmlite-edu reproduce --preset cpu ... --out results/cpu` ($USMLITE_RESULTS: another).
@@ -314,7 +302,7 @@ if CORPUS == "fsdd":
             DATA_DIR = Path(c)
             break
     if DATA_DIR is None and "google.colab" in sys.modules:  # Colab: fetch it
-        from usmlite_edu import fetch
+        from usmlite_edu.speech import fetch
 
         DATA_DIR = fetch.fetch("fsdd", "/content/fsdd")
     if DATA_DIR is None:
@@ -899,10 +887,10 @@ display(Image(filename=str(RESULTS / "plot.png")))
 # ### Checking the paper's claims: paired differences
 #
 # A claim of the paper compares two rows: "int4 + 2:4 costs only a marginal
-# regression" is E12 against B0. `usmlite_edu.claims.CLAIMS` lists such comparisons
+# regression" is E12 against B0. `usmlite_edu.training.claims.CLAIMS` lists such comparisons
 # (C1-C22 from sections 5.1-5.3; C23-C25 test the paper's section 5.4 hypothesis), and
 # `claims.judge` measures each on the rows' transcripts as a **paired difference**
-# (`usmlite_edu/stats.py`):
+# (`usmlite_edu/core/stats.py`):
 #
 #     D = (1/S) * sum_s (WER_row,s - WER_base,s)      WER points; positive: the row makes more errors
 #
@@ -930,7 +918,7 @@ display(Image(filename=str(RESULTS / "plot.png")))
 # is than an unpaired one; a cell below measures both on one claim.
 #
 # **The verdict** of a claim is a fixed rule on the interval `[lo, hi]` of `D` and the
-# margin `m` (`stats.EQUIVALENCE_MARGIN`), quoted from `usmlite_edu/stats.py`:
+# margin `m` (`stats.EQUIVALENCE_MARGIN`), quoted from `usmlite_edu/core/stats.py`:
 #
 # | kind | the paper says | *reproduced* when | *not reproduced* when |
 # |---|---|---|---|
@@ -949,7 +937,7 @@ display(Image(filename=str(RESULTS / "plot.png")))
 # large relative change: read a reproduced 'nearly free' as 'costs less than one WER
 # point'".
 #
-# Two more rules, from `usmlite_edu/claims.py`: verdicts are given on *test* and
+# Two more rules, from `usmlite_edu/training/claims.py`: verdicts are given on *test* and
 # *unseen* (the held-out speakers) separately, while *dev*, "the split on which recipes
 # are chosen", is shown and never judged; and "on a split where B0's mean WER is above
 # `MAX_WORKING_WER`, B0 does not recognise speech, and every verdict on that split is
@@ -1369,7 +1357,7 @@ print(f"all {len(CLAIMS)} claims shown")
 # %% [markdown]
 # ## 5. Your turn: fine-tune a compression of your own
 #
-# Pick any spec string (the grammar is in `usmlite_edu.compress`: `int8`, `int4`,
+# Pick any spec string (the grammar is in `usmlite_edu.core.compress`: `int8`, `int4`,
 # `int2/gs24`, `1:4/fs10`, `2:4/srste`, `int4+2:4`, ...) and fine-tune it from B0
 # with the same call as in section 3. The default, `int2/gs24+2:4`, is the
 # "more aggressive combination" the paper leaves to future work (§5.4: "int2 plus

@@ -23,7 +23,7 @@
 #
 # **After this notebook you will be able to**
 #
-# * build a device mesh with the axes `data`, `fsdp`, `tensor` (`usmlite_edu.mesh`) and
+# * build a device mesh with the axes `data`, `fsdp`, `tensor` (`usmlite_edu.scale.mesh`) and
 #   read the partition spec that the rules give each weight;
 # * predict how one compressed weight, its int4 scales and its 2:4 mask are split across
 #   devices, and check it with `jax.debug.visualize_array_sharding`;
@@ -58,9 +58,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -80,9 +80,11 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from usmlite_edu import mesh, model, presets, sizes
-from usmlite_edu.exercises import check_answer
-from usmlite_edu.mesh_tour import WEIGHT_PATH, tour
+from usmlite_edu.core import sizes
+from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.course.mesh_tour import WEIGHT_PATH, tour
+from usmlite_edu.scale import mesh
+from usmlite_edu.speech import model, presets
 
 DEVICES = 8
 MESH = "data=2,fsdp=4,tensor=1"
@@ -102,7 +104,7 @@ GiB = 2**30
 print("this kernel's devices:", jax.devices())
 
 # %% [markdown]
-# Setting the flag in a cell now would change nothing. Instead, `usmlite_edu.mesh_tour.tour`
+# Setting the flag in a cell now would change nothing. Instead, `usmlite_edu.course.mesh_tour.tour`
 # starts a fresh Python process with the flag set, runs the sharded part there, and
 # returns what it measured. (On a real pod nothing is simulated: every host runs the same
 # program and `jax.devices()` lists all cores.)
@@ -306,7 +308,7 @@ assert p2["compiler"] == "tpu" and p2["mesh"]["fsdp"] == 128 and p2["fits"]
 # ### 5a. Without FSDP the weights alone do not fit
 #
 # With plain data parallelism every core keeps the whole train state. Its size follows
-# from the parameter count (`usmlite_edu.sizes`): float32 master weights (4 bytes), two
+# from the parameter count (`usmlite_edu.core.sizes`): float32 master weights (4 bytes), two
 # float32 Adam moments (8 bytes) and, for each compressible weight, one byte of 2:4 mask
 # (a boolean in the optimizer state).
 #

@@ -24,7 +24,7 @@
 # **After this notebook you will be able to**
 #
 # * pack a run's compressed weights into one safetensors file with `export.write_packed`
-#   and account for every byte against the exact size column of `usmlite_edu.sizes`;
+#   and account for every byte against the exact size column of `usmlite_edu.core.sizes`;
 # * load the file back and check that it transcribes exactly as the checkpoint does;
 # * run the dense layers in other arithmetic (`--arith`: bf16, weight-only int8/int4,
 #   W8A8) and read their speed against the processor's matmul peaks;
@@ -59,9 +59,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -82,9 +82,11 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from usmlite_edu import export, infer, quant, runs, sizes
-from usmlite_edu.exercises import check_answer
-from usmlite_edu.transcribe import transcribe_files
+from usmlite_edu.core import quant, sizes
+from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.deploy import export, infer
+from usmlite_edu.deploy.transcribe import transcribe_files
+from usmlite_edu.speech import runs
 
 REPO = env.repo or Path.cwd()
 B0 = REPO / "results" / "cpu" / "b0"  # the committed float32 B0 of the reproduction

@@ -33,7 +33,7 @@
 # * run post-training quantization of the whole B0 at a setting of your choice and read
 #   its WER.
 #
-# Everything plotted here comes from `usmlite_edu.explorer`, which calls the library's
+# Everything plotted here comes from `usmlite_edu.course.explorer`, which calls the library's
 # quantizer (`quant`), masks (`sparsity`), Algorithm 1 (`compress`) and size accounting
 # (`sizes`); `tests/test_explorer.py` tests it.
 
@@ -64,9 +64,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -83,10 +83,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
 
-from usmlite_edu import compress, explorer, sizes
-from usmlite_edu.configs import WeightInfo
-from usmlite_edu.exercises import check_answer
-from usmlite_edu.explorer import B0Layer, Setting, ToyWeights, explore
+from usmlite_edu.core import compress, sizes
+from usmlite_edu.course import explorer
+from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.course.explorer import B0Layer, Setting, ToyWeights, explore
+from usmlite_edu.speech.configs import WeightInfo
 
 SHAPE = (256, 64) if FAST else (1024, 128)  # (inputs, output channels) of the toy weights
 PTQ_UTTERANCES = 4 if FAST else 16  # utterances of data_small/fsdd_sample per PTQ run
@@ -321,7 +322,7 @@ print(
 #
 # The paper's size column (§5) counts `bits/32` per kept weight, one bit per weight for an
 # N:M mask, and one float32 per sub-channel group; the exact accounting
-# (`usmlite_edu.sizes`, convention `"exact"`) stores what a packed file needs: also the
+# (`usmlite_edu.core.sizes`, convention `"exact"`) stores what a packed file needs: also the
 # per-channel scales, the zero points of an asymmetric grid, and N:M positions as
 # `n * ceil(log2 m)` bits per group of `m`.
 #
@@ -347,7 +348,7 @@ check_answer(
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-# Solution: the exact breakdown, component by component (usmlite_edu.sizes.model_size).
+# Solution: the exact breakdown, component by component (usmlite_edu.core.sizes.model_size).
 b = sizes.model_size("int2/g6", [WeightInfo("ffn1", (144, 576), "dense")])
 total = 32 * 144 * 576
 for part in ("values", "scales", "zero_points", "index"):
@@ -391,7 +392,7 @@ else:
 
 # %%
 # Check: the layer is B0's 144 x 576 kernel; the whole-model spec uses groups of 24; the
-# sizes are those of usmlite_edu.sizes; the WER is a percentage of the words decoded.
+# sizes are those of usmlite_edu.core.sizes; the WER is a percentage of the words decoded.
 if HAVE_B0:
     assert r_b0.w.shape == (144, 576) and r_b0.model_spec == "int2/gs24"
     assert r_b0.size_exact == exact  # the layer of exercise 3

@@ -28,7 +28,7 @@
 #   weights decay) and why it only matters while the mask is still recomputed;
 # * count mask flips under one-shot, few-shot and SR-STE schedules;
 # * write LSQ's step-size gradient (Esser et al., Eq. 3) and its scale $g$, and check it
-#   against `usmlite_edu.quant.lsq_step_gradient`;
+#   against `usmlite_edu.core.quant.lsq_step_gradient`;
 # * fine-tune with `int4/lsq` and compare it with min/max scales, paired, with a 95%
 #   interval, and say "inconclusive" when the interval allows both readings.
 
@@ -59,9 +59,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -84,8 +84,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from usmlite_edu import quant, runs, sparsity, stats, train
-from usmlite_edu.exercises import check_answer
+from usmlite_edu.core import quant, sparsity, stats
+from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.speech import runs
+from usmlite_edu.training import train
 
 REPO = env.repo or Path.cwd()
 TOY_STEPS = 150 if FAST else 600  # optimizer steps of the toys

@@ -28,7 +28,7 @@
 # * measure one layer's *loss sensitivity* to each candidate spec (that layer alone
 #   compressed, post-training) and read a whole model's sensitivities as a heatmap;
 # * compute a per-layer spec map's size in the paper's convention, by hand and with
-#   `usmlite_edu.sensitivity`;
+#   `usmlite_edu.search.sensitivity`;
 # * allocate specs under a budget with the exact multiple-choice knapsack, and compare
 #   the result with the uniform spec of the same size, paired, with a 95% interval;
 # * write the supernet's expected size and size penalty, follow its temperature and
@@ -64,9 +64,9 @@ if "google.colab" in sys.modules:
 
 # %%
 # %matplotlib inline
-from usmlite_edu.notebook_setup import setup
+from usmlite_edu.course.notebook_setup import setup
 
-# The same set-up cell opens every notebook of the series (usmlite_edu/notebook_setup.py):
+# The same set-up cell opens every notebook of the series (usmlite_edu/course/notebook_setup.py):
 # it reads USMLITE_FAST (1 = tiny sizes and few steps, what the test command uses), seeds
 # NumPy and JAX, sets matplotlib defaults and finds the checkout's data_small/ and results/.
 # compilation_cache=True calls usmlite_edu.enable_compilation_cache(): a *global* JAX
@@ -90,13 +90,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image, display
 
-from usmlite_edu import batching, model, runs, sizes, stats, supernet, train
-from usmlite_edu import sensitivity as S
-from usmlite_edu.corpora import CorpusSplit, load_corpus
-from usmlite_edu.exercises import check_answer
-from usmlite_edu.layer_specs import SpecMap
-from usmlite_edu.presets import get_preset
-from usmlite_edu.tokenizer import Tokenizer
+from usmlite_edu.core import sizes, stats
+from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.search import sensitivity as S
+from usmlite_edu.search import supernet
+from usmlite_edu.speech import batching, model, runs
+from usmlite_edu.speech.corpora import CorpusSplit, load_corpus
+from usmlite_edu.speech.presets import get_preset
+from usmlite_edu.speech.tokenizer import Tokenizer
+from usmlite_edu.training import train
 
 # The size you allow: % of the float32 B0, paper convention (section 5 of the paper).
 # 9.375 is uniform int4 + 2:4 (E12); try 7.64 (int2/gs72, E5) or 12.5 (int4, E3).
@@ -431,7 +434,7 @@ if HAVE_B0:
 # ## 4. A Gumbel-softmax supernet: learn the choice
 #
 # The knapsack trusts sensitivities measured one layer at a time, post-training. The
-# supernet (`usmlite_edu.supernet`, after Xu et al.) learns the choice *while training*,
+# supernet (`usmlite_edu.search.supernet`, after Xu et al.) learns the choice *while training*,
 # all layers together. Each compressible layer $l$ keeps one float weight $W_l$ and
 # logits $\alpha_l$ over the $K$ candidates; every step uses the mixture
 #

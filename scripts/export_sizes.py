@@ -1,8 +1,8 @@
 """Packed file bytes beside the size accounting, for every row of the reduced-scale table.
 
-For each row of ``usmlite_edu.reproduce.plan("cpu")`` (E0-E13 under their specs, B0-B3
+For each row of ``usmlite_edu.training.reproduce.plan("cpu")`` (E0-E13 under their specs, B0-B3
 dense float32, V0/V2/V4 under theirs), writes the packed file `usmlite-edu export`
-writes and prints its bytes beside ``usmlite_edu.sizes``' exact figure and the paper's
+writes and prints its bytes beside ``usmlite_edu.core.sizes``' exact figure and the paper's
 estimate, then the bytes of each component. The weights are the committed B0's
 (``results/cpu/b0``, the ``cpu`` preset with its 28-class tokenizer) under each spec as
 post-training compression (the bytes of a fixed-rate format do not depend on the values,
@@ -27,14 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rows(b0: Path | None = None, spec_maps: tuple = ()) -> list[dict]:
-    """One dict per plan row (then one per :class:`~usmlite_edu.layer_specs.SpecMap`
+    """One dict per plan row (then one per :class:`~usmlite_edu.core.layer_specs.SpecMap`
     of ``spec_maps``, read from files): file, header and tensor-data
     bytes, the exact accounting (bytes and % of float32 B0), the paper-convention estimate
     and the paper's figure."""
-    from usmlite_edu import export, model, reproduce, sizes
-    from usmlite_edu.layer_specs import SpecMap
-    from usmlite_edu.presets import model_config
-    from usmlite_edu.runs import load_run, read_config
+    from usmlite_edu.core import sizes
+    from usmlite_edu.core.layer_specs import SpecMap
+    from usmlite_edu.deploy import export
+    from usmlite_edu.speech import model
+    from usmlite_edu.speech.presets import model_config
+    from usmlite_edu.speech.runs import load_run, read_config
+    from usmlite_edu.training import reproduce
 
     if b0 is not None and (b0 / "config.json").exists():
         run = load_run(b0)
@@ -132,7 +135,7 @@ def main() -> None:
         help="also a row for B0 under this per-layer spec map (JSON); repeatable",
     )
     args = ap.parse_args()
-    from usmlite_edu.layer_specs import SpecMap
+    from usmlite_edu.core.layer_specs import SpecMap
 
     maps = tuple(SpecMap.load(p) for p in args.spec_map)  # before the chdir
     os.chdir(ROOT)  # the file records its source path: the same bytes from any clone

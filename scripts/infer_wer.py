@@ -4,18 +4,18 @@ committed B0, paired against its float32 arithmetic on the same utterances.
 
 B0 (``results/cpu/b0``: the reproduction's float32 dense row, seed 0, which held out
 speaker ``theo``) is transcribed on the reproduction's ``test`` and ``unseen`` sets of that
-seed (:func:`usmlite_edu.reproduce.eval_sets`: FSDD's official test recordings of the
+seed (:func:`usmlite_edu.training.reproduce.eval_sets`: FSDD's official test recordings of the
 training speakers, and every recording of the held-out speaker, connected digits built
-with the evaluation seed) in every arithmetic of :mod:`usmlite_edu.infer`. Each is
-compared with float32 by the paired bootstrap of :func:`usmlite_edu.stats.paired_difference`
+with the evaluation seed) in every arithmetic of :mod:`usmlite_edu.deploy.infer`. Each is
+compared with float32 by the paired bootstrap of :func:`usmlite_edu.core.stats.paired_difference`
 (the same utterance indices for both in each of 2,000 resamples), with the verdict of
-:func:`usmlite_edu.stats.verdict` for the claim "no worse than float32" (``no_worse``:
+:func:`usmlite_edu.core.stats.verdict` for the claim "no worse than float32" (``no_worse``:
 the interval's upper end below the 1-point margin). One seed: the committed checkpoint is
 the only one (the interval covers the test utterances, not training seeds).
 
 B0 is float, so ``w8`` / ``w8a8`` quantize its weights per channel to int8 and ``w4`` to
 int4 (post-training quantization of the weights, as ``--spec int8`` / ``int4`` do), then
-run their own arithmetic (:mod:`usmlite_edu.infer`). Writes ``wer.json`` (every
+run their own arithmetic (:mod:`usmlite_edu.deploy.infer`). Writes ``wer.json`` (every
 utterance's reference and hypothesis per arith, the differences, the machine) and
 ``wer.md`` to ``--out``.
 
@@ -29,8 +29,11 @@ import json
 import time
 from pathlib import Path
 
-from usmlite_edu import infer, presets, reproduce, runs, stats
-from usmlite_edu.transcribe import open_model
+from usmlite_edu.core import stats
+from usmlite_edu.deploy import infer
+from usmlite_edu.deploy.transcribe import open_model
+from usmlite_edu.speech import presets, runs
+from usmlite_edu.training import reproduce
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("test", "unseen")

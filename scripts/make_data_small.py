@@ -44,7 +44,7 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from usmlite_edu.audio import resample, write_audio  # noqa: E402
+from usmlite_edu.speech.audio import resample, write_audio  # noqa: E402
 
 SAMPLE_RATE = 16000
 VOICES = (
@@ -291,7 +291,7 @@ under CC0 1.0 (espeak-ng's GPL covers the program, not the audio it outputs).
 
 `{{train,dev,test}}/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac` plus
 `<speaker>-<chapter>.trans.txt` (lines `UTTID TRANSCRIPT`, upper case), as in LibriSpeech;
-load with `usmlite_edu.corpora.load_corpus("data_small", "data_small", split)`.
+load with `usmlite_edu.speech.corpora.load_corpus("data_small", "data_small", split)`.
 Chapter `10`: connected digits, 1-7 digit words ("SEVEN THREE ONE"). Chapter `20`: short
 sentences from a fixed grammar of about 70 words ("THE RED CAT SEES A SMALL BIRD").
 

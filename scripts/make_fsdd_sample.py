@@ -4,7 +4,7 @@
 Why it exists: ``make run`` must show the committed B0 (``results/cpu/b0``) transcribing
 *real* speech on a fresh, offline machine, and FSDD itself is a download. This script
 writes the FSDD connected-digit **test** utterances that the reduced-scale reproduction
-evaluated B0 on (``usmlite_edu/reproduce.py``, ``_eval_sets``), as files:
+evaluated B0 on (``usmlite_edu/training/reproduce.py``, ``_eval_sets``), as files:
 
 * the project's own deterministic builder, ``corpora.load_fsdd_connected(FSDD, "test",
   seed=0)`` (what ``load_corpus("fsdd", FSDD, "test", seed=0)`` returns), draws only on
@@ -14,7 +14,7 @@ evaluated B0 on (``usmlite_edu/reproduce.py``, ``_eval_sets``), as files:
   speaker (B0 was trained without ``--heldout-speaker``), listed as such in ``sources.tsv``
   and the README.
 
-Layout (what :func:`usmlite_edu.corpora.load_librispeech` reads)::
+Layout (what :func:`usmlite_edu.speech.corpora.load_librispeech` reads)::
 
     OUT/<speaker>/<seed>/<speaker>-<seed>-<n>.flac     8 kHz mono 16-bit FLAC
     OUT/<speaker>/<seed>/<speaker>-<seed>.trans.txt     lines "UTTID SEVEN THREE ONE"
@@ -43,8 +43,8 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from usmlite_edu.audio import write_audio  # noqa: E402
-from usmlite_edu.corpora import (  # noqa: E402
+from usmlite_edu.speech.audio import write_audio  # noqa: E402
+from usmlite_edu.speech.corpora import (  # noqa: E402
     _FSDD_NAME,
     FSDD_SAMPLE_RATE,
     FSDD_SPLIT_INDICES,  # noqa: E402
@@ -179,9 +179,9 @@ FSDD copy gives the same bytes (content sha256 `{s["sha256"]}`).
 ## What it is, and what it is not
 
 * **Test split only, never trained on.** The utterances are those of
-  `usmlite_edu.corpora.load_fsdd_connected(FSDD, "test", seed={seed})`: built only from FSDD's
+  `usmlite_edu.speech.corpora.load_fsdd_connected(FSDD, "test", seed={seed})`: built only from FSDD's
   official test recordings, index 0-4 of each speaker and digit (the `test` row of the
-  table in `usmlite_edu/corpora.py`). Training (index 10-49) and tuning (index 5-9) never see
+  table in `usmlite_edu/speech/corpora.py`). Training (index 10-49) and tuning (index 5-9) never see
   them; `sources.tsv` names the recordings of every utterance and `tests/test_main_job.py`
   checks that they all lie in 0-4.
 * **Seen speakers** ({seen["utterances"]} utterances, {seen["words"]} words): every test
@@ -200,7 +200,7 @@ Audio as the builder makes it: the real 8 kHz recordings of one speaker,
 
 ## Layout
 
-LibriSpeech layout, read by `usmlite_edu.corpora.load_corpus("fsdd_sample", None, "test")`
+LibriSpeech layout, read by `usmlite_edu.speech.corpora.load_corpus("fsdd_sample", None, "test")`
 (its only split): `<speaker>/{seed}/<speaker>-{seed}-<n>.flac` plus
 `<speaker>-{seed}.trans.txt` (lines `UTTID TRANSCRIPT`, upper case), where `<n>` is the
 builder's utterance number (`fsdd-test-s{seed}-<n>`) and the chapter is the seed.

@@ -5,15 +5,15 @@
 
 The header is two cells placed after the notebook's title cell, in this order:
 
-* a Markdown cell tagged ``header`` (:func:`usmlite_edu.course.header_markdown`): the
+* a Markdown cell tagged ``header`` (:func:`usmlite_edu.course.plan.header_markdown`): the
   "Open in Colab" and Binder badges, prerequisites, reading time and the measured running
   times of ``notebooks/run_times.json``;
-* a code cell tagged ``colab`` (:func:`usmlite_edu.course.colab_cell`), just before the
+* a code cell tagged ``colab`` (:func:`usmlite_edu.course.plan.colab_cell`), just before the
   common set-up cell: on Colab it clones and installs the repository.
 
 It also fills two blocks of README.md: the first notebook's badges (between
 ``<!-- badges:start/end -->``) and the lecture map (``<!-- lecture-map:start/end -->``,
-:func:`usmlite_edu.course.lecture_map`).
+:func:`usmlite_edu.course.plan.lecture_map`).
 
 The badges and the clone URL come from ``pyproject.toml``'s ``[project.urls] Repository``:
 a fork changes that line and runs this script. The ``.py`` is the source; the ``.ipynb``
@@ -33,7 +33,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from usmlite_edu import course  # noqa: E402
+from usmlite_edu.course import plan as course  # noqa: E402
 
 NB_DIR = ROOT / "notebooks"
 
@@ -49,7 +49,8 @@ def with_header(nb, name: str, url: str, times: dict, read_minutes: int):
         (
             i
             for i, c in enumerate(cells)
-            if c.cell_type == "code" and "from usmlite_edu.notebook_setup import setup" in c.source
+            if c.cell_type == "code"
+            and "from usmlite_edu.course.notebook_setup import setup" in c.source
         ),
         None,
     )

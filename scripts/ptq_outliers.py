@@ -6,19 +6,19 @@ committed reduced-scale B0 keeps its float WER under int4 PTQ. The README's read
 "B0's weights have few outlier channels", is a hypothesis; this script tests it.
 
 (a) Per-layer, per-output-channel statistics of B0's dense kernels
-    (:mod:`usmlite_edu.weight_stats`): ``max|w|/std``, excess kurtosis, the fraction of
+    (:mod:`usmlite_edu.core.weight_stats`): ``max|w|/std``, excess kurtosis, the fraction of
     channels with ``max|w|/std`` above a threshold, and the int8 / int4 / int2 relative
     weight error ``||W - W^||^2 / ||W||^2`` (Eq. 2); the same for a random-init model of
     B0's config, for reference.
 
-(b) A controlled experiment: :func:`usmlite_edu.weight_stats.inject_outliers` multiplies
+(b) A controlled experiment: :func:`usmlite_edu.core.weight_stats.inject_outliers` multiplies
     one (``--rows``) input row of every kernel that has a function-preserving partner by
     ``k`` and divides the partner (the LayerNorm scale and bias before it, the value
     projection's column, the ReLU'd conv channel) by ``k``. The float model is unchanged
     (asserted: identical float transcripts at every ``k``, and for power-of-two ``k``
     bit-identical logits, since scaling by a power of two is exact in float32), while
     every touched channel gets an outlier. B0 is then transcribed on the committed real-
-    speech sample (``data_small/fsdd_sample``, as ``usmlite_edu.main_job.ptq_on_sample``
+    speech sample (``data_small/fsdd_sample``, as ``usmlite_edu.course.main_job.ptq_on_sample``
     does: one padded batch, greedy CTC) under PTQ per spec and ``k``.
 
 Writes ``ptq_outliers.json`` and ``ptq_outliers.md`` to ``--out`` and prints the tables.
@@ -36,13 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from usmlite_edu import model, runs
-from usmlite_edu import weight_stats as ws
-from usmlite_edu.batching import eval_batches, prepare
-from usmlite_edu.compress import as_spec
-from usmlite_edu.corpora import load_corpus
-from usmlite_edu.main_job import _score, _transcribe
-from usmlite_edu.train import get_trainer
+from usmlite_edu.core import weight_stats as ws
+from usmlite_edu.core.compress import as_spec
+from usmlite_edu.course.main_job import _score, _transcribe
+from usmlite_edu.speech import model, runs
+from usmlite_edu.speech.batching import eval_batches, prepare
+from usmlite_edu.speech.corpora import load_corpus
+from usmlite_edu.training.train import get_trainer
 
 ERR_SPECS = ("int8", "int4", "int2")
 
@@ -201,7 +201,7 @@ def markdown(res: dict, args) -> str:
         f"Made by `scripts/ptq_outliers.py --out {args.out}` at commit `{res['git_commit'][:12]}`"
         f" on {m['processor']} ({m['cpus']} CPUs, jax {m['jax']}), {res['wall_time_s']:.0f} s.",
         "Statistics per output channel `W[:, j]` of each dense kernel, over its inputs "
-        "(`usmlite_edu.weight_stats`); per layer type: channel-weighted mean of the per-layer "
+        "(`usmlite_edu.core.weight_stats`); per layer type: channel-weighted mean of the per-layer "
         "medians, maximum of the maxima. Rel. MSE = `||W - W^||^2 / ||W||^2` under the spec's "
         "per-channel grid (Eq. 2), mean over layers.",
         "",

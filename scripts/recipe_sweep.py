@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from usmlite_edu import stats
+from usmlite_edu.core import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_SPEAKER = ["reproduce.heldout_speaker=lucas", "reproduce.heldout_rotation=()"]
@@ -166,7 +166,7 @@ def render(summary: dict) -> str:
         lines += [
             "",
             "Paired difference from `none` (variant - none, WER points, same seeds and",
-            "utterances; 95% paired bootstrap interval, `usmlite_edu/stats.py`):",
+            "utterances; 95% paired bootstrap interval, `usmlite_edu/core/stats.py`):",
             "",
             "| variant | row | dev: D [95%] | dev speaker: D [95%] |",
             "|---|---|---|---|",

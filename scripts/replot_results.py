@@ -3,7 +3,7 @@
     python scripts/replot_results.py results/cpu
 
 ``usmlite-edu reproduce`` draws the plot when it assembles the table; this redraws it with
-the current plotting code (``usmlite_edu.reproduce._plot``) from the recorded summary.
+the current plotting code (``usmlite_edu.training.reproduce._plot``) from the recorded summary.
 """
 
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from usmlite_edu import reproduce  # noqa: E402
+from usmlite_edu.training import reproduce  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -7,7 +7,7 @@
 For each budget (the paper-convention size of a uniform row: E5 ``int2/gs72`` 7.64%, E12
 ``int4+2:4`` 9.375%, E3 ``int4`` 12.5%) and each seed ``s`` of the reproduction:
 
-* **searched**: ``usmlite-edu search`` (:func:`usmlite_edu.search.run`) from the
+* **searched**: ``usmlite-edu search`` (:func:`usmlite_edu.search.pipeline.run`) from the
   reproduction's pre-trained start ``W0_s`` with ``B0_s`` as the float teacher, then
   fine-tuned under its map from ``W0_s`` for the reproduction's 100 steps;
 * **sensitivity** (``--arms sensitivity``): the exact loss-sensitivity allocation of
@@ -18,7 +18,7 @@ For each budget (the paper-convention size of a uniform row: E5 ``int2/gs72`` 7.
 
 The three are scored on the same utterances of ``dev``, ``test`` and ``unseen`` and
 compared with paired bootstrap differences pooled over the seeds
-(:func:`usmlite_edu.stats.paired_difference`). The search's settings are fixed before any
+(:func:`usmlite_edu.core.stats.paired_difference`). The search's settings are fixed before any
 test or unseen number is seen (README: they were set from the search's own size
 statistics on seed 0; nothing here is tuned on test).
 
@@ -38,10 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
-from usmlite_edu import runs, sizes, stats, supernet, train
-from usmlite_edu import search as searchlib
-from usmlite_edu.layer_specs import SpecMap
-from usmlite_edu.presets import get_preset
+from usmlite_edu.core import sizes, stats
+from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.search import pipeline as searchlib
+from usmlite_edu.search import supernet
+from usmlite_edu.speech import runs
+from usmlite_edu.speech.presets import get_preset
+from usmlite_edu.training import train
 
 BUDGETS = {"E5": "int2/gs72", "E12": "int4+2:4", "E3": "int4"}
 #: never useful at these budgets (float: 100%, 2:4: 53% of a layer), so left out of the

@@ -16,7 +16,7 @@ speakers' recordings 5-9, synthesis seed 0; never test or unseen). Then:
 3. the exact allocations evaluated post-training (each weight compressed with its spec
    in the parameters, the float model run) on the whole dev split, against the uniform
    spec of the same size on the same utterances: paired bootstrap of the WER difference
-   (:func:`usmlite_edu.stats.paired_difference`), on all 50 dev utterances and on those
+   (:func:`usmlite_edu.core.stats.paired_difference`), on all 50 dev utterances and on those
    outside the sensitivity batch.
 
 Writes ``sensitivity.json`` (everything, with every transcript) and ``README.md``
@@ -34,9 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from usmlite_edu import reproduce, runs, sizes, stats, train
-from usmlite_edu import sensitivity as S
-from usmlite_edu.presets import get_preset
+from usmlite_edu.core import sizes, stats
+from usmlite_edu.search import sensitivity as S
+from usmlite_edu.speech import runs
+from usmlite_edu.speech.presets import get_preset
+from usmlite_edu.training import reproduce, train
 
 BUDGET_SPECS = ("int2/gs72", "int4+2:4", "int4")
 

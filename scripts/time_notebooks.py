@@ -3,7 +3,7 @@
     python scripts/time_notebooks.py --mode fast            # every notebook, fast mode
     python scripts/time_notebooks.py --mode full 01 02 05   # some notebooks, full mode
 
-Executes each notebook top to bottom (``usmlite_edu.notebook_runner.execute``, the same
+Executes each notebook top to bottom (``usmlite_edu.course.notebook_runner.execute``, the same
 runner as the test command; executed copies go to a temporary folder) and records its wall
 time in ``notebooks/run_times.json`` beside the processor and core count it ran on. Earlier
 figures for other notebooks or modes are kept. Then run ``python scripts/notebook_header.py``
@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from usmlite_edu import notebook_runner, runs  # noqa: E402
+from usmlite_edu.course import notebook_runner  # noqa: E402
+from usmlite_edu.speech import runs  # noqa: E402
 
 OUT = ROOT / "notebooks" / "run_times.json"
 

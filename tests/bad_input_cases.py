@@ -7,7 +7,7 @@ soundfile here, so the script renders the table without importing JAX.
 
 Groups, and the test that checks them:
 
-* ``file``: an audio file; :func:`usmlite_edu.audio.load_audio` raises ``AudioError`` with
+* ``file``: an audio file; :func:`usmlite_edu.speech.audio.load_audio` raises ``AudioError`` with
   the message; ``transcribe`` prints ``<error: ...>`` and exits 3; in a corpus it is
   skipped and ``eval`` exits 3.
 * ``file_ok``: unusual but usable audio, loaded (the clipped one with a warning).
@@ -205,7 +205,7 @@ def _packed_b0(tmp: Path) -> Path:
     """The committed B0 packed at int8 (``usmlite-edu export``), made once per folder."""
     path = tmp / "b0_int8.safetensors"
     if not path.exists():
-        from usmlite_edu import export  # JAX: only when a test makes the case
+        from usmlite_edu.deploy import export  # JAX: only when a test makes the case
 
         export.write_packed(REPO / "results" / "cpu" / "b0", "int8", path)
     return path

@@ -14,7 +14,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from usmlite_edu import notebook_runner
+from usmlite_edu.course import notebook_runner
 
 
 def cache_dir(tmp_path_factory) -> Path:

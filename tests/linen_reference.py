@@ -1,6 +1,6 @@
 """Frozen Flax Linen Conformer-CTC: the golden reference for ``tests/test_model_golden.py``.
 
-A verbatim copy of ``usmlite_edu/model.py`` as of commit 57ad0d4, the last Linen version
+A verbatim copy of ``usmlite_edu/speech/model.py`` as of commit 57ad0d4, the last Linen version
 (the same maths and parameter tree as the version that trained the committed
 ``results/cpu`` checkpoints). The library's model is now written with ``flax.nnx``;
 this file only exists so a test can check that the NNX model, given a converted Linen
@@ -12,7 +12,7 @@ Original module docstring (USM-Lite sections 3.1 and 4.2) follows.
 
 Conformer-CTC with compressible dense layers: USM-Lite sections 3.1 and 4.2.
 
-Architecture (Gulati et al. 2020, as configured by :class:`~usmlite_edu.configs.ConformerConfig`)::
+Architecture (Gulati et al. 2020, as configured by :class:`~usmlite_edu.speech.configs.ConformerConfig`)::
 
     log-mel (B, T, F)
       -> conv 3x3 stride 2 -> ReLU -> conv 3x3 stride 2 -> ReLU      ("frontend", float)
@@ -26,8 +26,8 @@ Architecture (Gulati et al. 2020, as configured by :class:`~usmlite_edu.configs.
       -> softmax layer (vocab)                                       (float)
 
 Every dense matrix of the encoder (and the projection) runs through one
-:class:`~usmlite_edu.compress.CompressionSpec`: the native int8 forward of Eq. (1) with
-the STE backward (:func:`usmlite_edu.compress.compressed_matmul`). N:M masks are applied
+:class:`~usmlite_edu.core.compress.CompressionSpec`: the native int8 forward of Eq. (1) with
+the STE backward (:func:`usmlite_edu.core.compress.compressed_matmul`). N:M masks are applied
 to the parameters *before* the model sees them (:func:`apply_masks`, Eq. 4), so the
 quantizer computes its scale on the pruned weight: prune-then-quantize, Algorithm 1.
 The convolutions and the softmax stay float unless ``compress_convs`` / ``compress_softmax``.
@@ -49,10 +49,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from usmlite_edu import compress, quant, sparsity
-from usmlite_edu.compress import CompressionSpec
-from usmlite_edu.configs import ConformerConfig
-from usmlite_edu.frontend import subsampled_lengths
+from usmlite_edu.core import compress, quant, sparsity
+from usmlite_edu.core.compress import CompressionSpec
+from usmlite_edu.speech.configs import ConformerConfig
+from usmlite_edu.speech.frontend import subsampled_lengths
 
 __all__ = [
     "ModelOptions",
@@ -390,7 +390,7 @@ def build_model(
     Raises ``ValueError`` (naming the weight) before any work if, e.g., the sub-channel
     count does not divide some layer's input dimension.
     """
-    from usmlite_edu.configs import weight_shapes
+    from usmlite_edu.speech.configs import weight_shapes
 
     spec = spec if isinstance(spec, CompressionSpec) else CompressionSpec.parse(spec)
     opts = ModelOptions(spec=spec, **options)

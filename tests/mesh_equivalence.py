@@ -19,8 +19,11 @@ os.environ["XLA_FLAGS"] = (
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from usmlite_edu import mesh, presets, sparsity, train  # noqa: E402
-from usmlite_edu.mesh_tour import synthetic_batch  # noqa: E402
+from usmlite_edu.core import sparsity
+from usmlite_edu.course.mesh_tour import synthetic_batch  # noqa: E402
+from usmlite_edu.scale import mesh  # noqa: E402
+from usmlite_edu.speech import presets
+from usmlite_edu.training import train
 
 MESHES = ("data=2,fsdp=4,tensor=1", "data=1,fsdp=8,tensor=1", "data=1,fsdp=4,tensor=2")
 STEPS = 3

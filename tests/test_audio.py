@@ -1,4 +1,4 @@
-"""usmlite_edu.audio: resampling keeps frequencies, mixdown, broken files name themselves."""
+"""usmlite_edu.speech.audio: resampling keeps frequencies, mixdown, broken files name themselves."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from usmlite_edu.audio import AudioError, load_audio, resample, write_audio
+from usmlite_edu.speech.audio import AudioError, load_audio, resample, write_audio
 
 
 def _peak_hz(x: np.ndarray, sr: int) -> float:
@@ -149,6 +149,6 @@ def test_flat_signals_are_refused_and_clipping_is_reported(tmp_path, caplog):
         with pytest.raises(AudioError, match=says):
             load_audio(tmp_path / "flat.wav", 8000)
     sf.write(tmp_path / "loud.wav", np.clip(5 * _sine(300, 8000), -1, 1), 8000)
-    with caplog.at_level("WARNING", logger="usmlite_edu.audio"):
+    with caplog.at_level("WARNING", logger="usmlite_edu.speech.audio"):
         assert load_audio(tmp_path / "loud.wav", 8000).size == 8000
     assert "loud.wav" in caplog.text and "clipped" in caplog.text

@@ -15,9 +15,10 @@ import optax
 import pytest
 from tiny_model import TINY, TINY_CFG
 
-from usmlite_edu import augment, batching, configs, model, presets, runs, train
-from usmlite_edu.corpora import CorpusSplit, load_corpus
-from usmlite_edu.tokenizer import Tokenizer
+from usmlite_edu.speech import augment, batching, configs, model, presets, runs
+from usmlite_edu.speech.corpora import CorpusSplit, load_corpus
+from usmlite_edu.speech.tokenizer import Tokenizer
+from usmlite_edu.training import train
 
 pytestmark = pytest.mark.xdist_group("train")  # share the compile cache on one worker
 

@@ -20,11 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tiny_model import TINY
 
-from usmlite_edu import batching, cli, configs, frontend, train
-from usmlite_edu.audio import AudioError, load_audio, min_samples
-from usmlite_edu.compress import CompressionSpec, as_spec
-from usmlite_edu.corpora import CorpusSplit, Utterance, load_corpus, load_librispeech
-from usmlite_edu.tokenizer import Tokenizer
+from usmlite_edu import cli
+from usmlite_edu.core.compress import CompressionSpec, as_spec
+from usmlite_edu.speech import batching, configs, frontend
+from usmlite_edu.speech.audio import AudioError, load_audio, min_samples
+from usmlite_edu.speech.corpora import CorpusSplit, Utterance, load_corpus, load_librispeech
+from usmlite_edu.speech.tokenizer import Tokenizer
+from usmlite_edu.training import train
 
 pytestmark = pytest.mark.xdist_group("train")  # the tiny run shares the compile cache
 
@@ -77,7 +79,7 @@ def test_audio_file_cases(tmp_path, case, caplog):
             load_audio(path, 16000, model=configs.CI)
         assert case.message in str(info.value) and str(path) in str(info.value)
     else:
-        with caplog.at_level("WARNING", logger="usmlite_edu.audio"):
+        with caplog.at_level("WARNING", logger="usmlite_edu.speech.audio"):
             x = load_audio(path, 16000, model=configs.CI)
         assert x.dtype == np.float32 and x.ndim == 1 and np.all(np.isfinite(x))
         assert case.message in caplog.text and (not case.message or str(path) in caplog.text)
@@ -202,7 +204,7 @@ def test_train_and_reproduce_exit_4_above_the_skip_share(tmp_path, monkeypatch, 
     assert cli.main(["train", "--out", str(tmp_path / "r")]) == 0
     assert train.MAX_SKIP_SHARE == 0.05
 
-    from usmlite_edu import reproduce
+    from usmlite_edu.training import reproduce
 
     out = tmp_path / "repro"
     (out / "runs" / "W0-s0").mkdir(parents=True)
@@ -419,7 +421,7 @@ def test_spec_corner_cases():
 
 
 def test_declared_frames_reads_the_data_chunk(tmp_path):
-    from usmlite_edu.audio import declared_frames
+    from usmlite_edu.speech.audio import declared_frames
 
     raw = wav_bytes(np.zeros(100, np.float32), 8000, 2)  # 50 frames of 2 channels
     (tmp_path / "a.wav").write_bytes(raw)

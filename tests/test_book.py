@@ -1,4 +1,4 @@
-"""The rendered book (usmlite_edu.book, book/conf.py, `make book`).
+"""The rendered book (usmlite_edu.course.book, book/conf.py, `make book`).
 
 The slow tests build the book from the fast-mode executed notebooks that
 tests/test_notebooks.py also checks (executed once per test run, tests/executed_notebooks.py),
@@ -22,7 +22,8 @@ from executed_notebooks import cache_dir, executed
 from nbclient.exceptions import CellExecutionError
 from PIL import Image
 
-from usmlite_edu import book, cli, notebook_runner
+from usmlite_edu import cli
+from usmlite_edu.course import book, notebook_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"

@@ -1,4 +1,4 @@
-"""The paper's claims judged on synthetic reproductions (usmlite_edu/claims.py), and the
+"""The paper's claims judged on synthetic reproductions (usmlite_edu/training/claims.py), and the
 table, results and claims files written from them (reproduce.write_outputs)."""
 
 import csv
@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from usmlite_edu import claims, presets, reproduce, stats
+from usmlite_edu.core import stats
+from usmlite_edu.speech import presets
+from usmlite_edu.training import claims, reproduce
 
 # The paper's Tables 1-3 at our B0's level: each row's test WER (%).
 PAPER_LIKE = dict(

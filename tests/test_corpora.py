@@ -1,4 +1,4 @@
-"""usmlite_edu.corpora: LibriSpeech layout (data_small, broken files) and FSDD connected digits."""
+"""usmlite_edu.speech.corpora: LibriSpeech layout (data_small, broken files) and FSDD connected digits."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from usmlite_edu import corpora
-from usmlite_edu.corpora import (
+from usmlite_edu.speech import corpora
+from usmlite_edu.speech.corpora import (
     DIGIT_WORDS,
     CorpusSplit,
     Utterance,
@@ -112,7 +112,7 @@ def test_librispeech_skips_and_reports_bad_files(tmp_path, caplog):
     shutil.copy(src[1], d / "19-198-0003.flac")
     shutil.copy(src[2], d / "19-198-0004.flac")
     (d / "19-198-0005.flac").write_bytes(b"")
-    with caplog.at_level(logging.WARNING, logger="usmlite_edu.corpora"):
+    with caplog.at_level(logging.WARNING, logger="usmlite_edu.speech.corpora"):
         c = load_librispeech(tmp_path)
     assert [u.uid for u in c] == ["19-198-0000"]
     assert c.utterances[0].text == "hello world" and c.utterances[0].speaker == "19"
@@ -142,7 +142,7 @@ def test_mini_librispeech_test_is_dev_clean_2(tmp_path, caplog):
     for subset in ("train-clean-5", "dev-clean-2"):
         d = _chapter(root / subset, "84", "121123", ["84-121123-0000 ONE TWO"])
         shutil.copy(next((DATA_SMALL / "dev").rglob("*.flac")), d / "84-121123-0000.flac")
-    with caplog.at_level(logging.WARNING, logger="usmlite_edu.corpora"):
+    with caplog.at_level(logging.WARNING, logger="usmlite_edu.speech.corpora"):
         c = load_corpus("mini-librispeech", tmp_path, "test")
     assert c.name == "mini-librispeech/test" and len(c) == 1
     assert "dev-clean-2" in c.utterances[0].path
@@ -250,7 +250,7 @@ def test_fsdd_unreadable_recording_is_skipped_and_never_used(tmp_path, caplog):
             shutil.copy(r.path, rec / r.path.name)
     (rec / "3_jackson_2.wav").write_bytes(b"garbage" * 10)
     (rec / "notes.wav").write_bytes(b"")
-    with caplog.at_level(logging.WARNING, logger="usmlite_edu.corpora"):
+    with caplog.at_level(logging.WARNING, logger="usmlite_edu.speech.corpora"):
         c = load_fsdd_connected(tmp_path, "test", num_utterances=40, sample_rate=16000)
     assert dict(c.skipped).keys() == {"3_jackson_2.wav", "notes.wav"}
     assert "3_jackson_2.wav" not in {n for names in c.sources.values() for n in names}

@@ -9,7 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from usmlite_edu import course, notebook_runner
+from usmlite_edu.course import notebook_runner
+from usmlite_edu.course import plan as course
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = notebook_runner.list_notebooks(ROOT / "notebooks")
@@ -19,7 +20,7 @@ def test_every_notebook_has_a_plan_and_a_measured_run_time():
     times = course.run_times()
     for path in NOTEBOOKS:
         number = path.name[:2]
-        assert number in course.PLAN, f"{path.name}: add it to usmlite_edu.course.PLAN"
+        assert number in course.PLAN, f"{path.name}: add it to usmlite_edu.course.plan.PLAN"
         assert "fast" in times["notebooks"].get(number, {}), (
             f"{path.name}: no fast-mode time; run python scripts/time_notebooks.py --mode fast {number}"
         )
@@ -51,7 +52,7 @@ def test_header_links_to_this_notebook(path):
         assert field in header.source
     (colab,) = [c for c in nb.cells if "colab" in c.metadata.get("tags", [])]
     following = nb.cells[nb.cells.index(colab) + 1]
-    assert "from usmlite_edu.notebook_setup import setup" in following.source
+    assert "from usmlite_edu.course.notebook_setup import setup" in following.source
     assert colab.source == course.colab_cell(url)
 
 
@@ -72,7 +73,7 @@ def test_readme_lecture_map_is_the_plan():
     m = re.search(r"<!-- lecture-map:start -->\n(.*?)\n<!-- lecture-map:end -->", readme, re.S)
     assert m, "README lacks the lecture map markers"
     assert m.group(1).strip() == course.lecture_map().strip(), (
-        "README's lecture map is stale: paste usmlite_edu.course.lecture_map()"
+        "README's lecture map is stale: paste usmlite_edu.course.plan.lecture_map()"
     )
 
 

@@ -15,7 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from usmlite_edu import batching, distributed, runs
+from usmlite_edu.scale import distributed
+from usmlite_edu.speech import batching, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -64,7 +65,7 @@ def test_batch_stream_refuses_rows_outside_the_batch():
 
 
 def test_one_process_reads_every_row():
-    from usmlite_edu import mesh
+    from usmlite_edu.scale import mesh
 
     m = mesh.make_mesh("", jax.devices()[:1])
     assert mesh.process_rows(m, 16) == (0, 16)

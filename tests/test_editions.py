@@ -1,7 +1,7 @@
 """Exercises a learner can fail, and the notebooks' student and instructor editions.
 
-The check helper (usmlite_edu.exercises): an unanswered exercise skips, a wrong answer
-fails with its hint, a right one passes. The editions (usmlite_edu.editions): the student
+The check helper (usmlite_edu.course.exercises): an unanswered exercise skips, a wrong answer
+fails with its hint, a right one passes. The editions (usmlite_edu.course.editions): the student
 edition holds no solution cell, no solution text and no filled answer slot; executed
 untouched, every exercise check in it skips; with a wrong answer written in, the check
 fails with its hint. (That the instructor edition executes with every check correct is
@@ -16,8 +16,15 @@ import numpy as np
 import pytest
 from nbclient.exceptions import CellExecutionError
 
-from usmlite_edu import cli, editions, notebook_runner
-from usmlite_edu.exercises import ExerciseFailed, Outcome, check_answer, is_unanswered, matches
+from usmlite_edu import cli
+from usmlite_edu.course import editions, notebook_runner
+from usmlite_edu.course.exercises import (
+    ExerciseFailed,
+    Outcome,
+    check_answer,
+    is_unanswered,
+    matches,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"

@@ -1,4 +1,4 @@
-"""The quantization-error explorer's library (usmlite_edu.explorer), without a browser:
+"""The quantization-error explorer's library (usmlite_edu.course.explorer), without a browser:
 its numbers against the quantizers, masks and size accounting it is built on, and the
 properties a learner is meant to discover with it."""
 
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from usmlite_edu import compress, quant, sizes, sparsity
-from usmlite_edu import explorer as E
-from usmlite_edu.configs import WeightInfo
-from usmlite_edu.runs import read_config
+from usmlite_edu.core import compress, quant, sizes, sparsity
+from usmlite_edu.course import explorer as E
+from usmlite_edu.speech.configs import WeightInfo
+from usmlite_edu.speech.runs import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -273,7 +273,7 @@ def test_widgets_update_and_refuse(monkeypatch):
 def test_ptq_wer_of_b0_on_a_few_utterances():
     import time
 
-    from usmlite_edu.decoding import wer_cer
+    from usmlite_edu.speech.decoding import wer_cer
 
     r = E.ptq_wer(E.Setting(bits=8), in_dim=144, utterances=8)
     assert r["spec"] == "int8" and r["utterances"] == 8 and r["words"] > 8
@@ -291,7 +291,7 @@ def test_ptq_wer_of_b0_on_a_few_utterances():
 
 
 def test_the_ptq_utterances_spread_over_the_sample():
-    from usmlite_edu.explorer import _sample
+    from usmlite_edu.course.explorer import _sample
 
     sample = str(ROOT / "data_small" / "fsdd_sample")
     full = _sample(sample, 56, 8000).utterances

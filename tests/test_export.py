@@ -1,4 +1,4 @@
-"""Packed model files (usmlite_edu.export): the bit packers, every spec family packed and
+"""Packed model files (usmlite_edu.deploy.export): the bit packers, every spec family packed and
 read back bit for bit, file bytes equal to the exact size accounting, damaged or foreign
 files refused, and `export` + `transcribe --model` giving the checkpoint's transcripts."""
 
@@ -16,9 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from usmlite_edu import cli, compress, configs, export, model, quant, runs, sizes, train
-from usmlite_edu.configs import WeightInfo
-from usmlite_edu.tokenizer import Tokenizer
+from usmlite_edu import cli
+from usmlite_edu.core import compress, quant, sizes
+from usmlite_edu.deploy import export
+from usmlite_edu.speech import configs, model, runs
+from usmlite_edu.speech.configs import WeightInfo
+from usmlite_edu.speech.tokenizer import Tokenizer
+from usmlite_edu.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 B0 = REPO / "results" / "cpu" / "b0"

@@ -1,5 +1,5 @@
-"""Packed files and integer inference under a per-layer spec map (usmlite_edu.export,
-usmlite_edu.infer with layer_specs.SpecMap): each kernel packed under its own spec, the
+"""Packed files and integer inference under a per-layer spec map (usmlite_edu.deploy.export,
+usmlite_edu.deploy.infer with layer_specs.SpecMap): each kernel packed under its own spec, the
 bytes equal to the exact accounting, logits and transcripts from the file equal to the
 run's, per-layer --arith, and bad map files refused by train/eval/export."""
 
@@ -15,9 +15,13 @@ import numpy as np
 import pytest
 from tiny_model import TINY_CFG
 
-from usmlite_edu import cli, compress, configs, export, infer, model, quant, runs, sizes, train
-from usmlite_edu.layer_specs import SpecMap, compressible_layers
-from usmlite_edu.tokenizer import Tokenizer
+from usmlite_edu import cli
+from usmlite_edu.core import compress, quant, sizes
+from usmlite_edu.core.layer_specs import SpecMap, compressible_layers
+from usmlite_edu.deploy import export, infer
+from usmlite_edu.speech import configs, model, runs
+from usmlite_edu.speech.tokenizer import Tokenizer
+from usmlite_edu.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 TOK = Tokenizer.load(REPO / "results" / "cpu" / "b0" / "tokenizer")

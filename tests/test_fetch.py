@@ -1,4 +1,4 @@
-"""usmlite_edu.fetch against a local HTTP server on 127.0.0.1 (no external network)."""
+"""usmlite_edu.speech.fetch against a local HTTP server on 127.0.0.1 (no external network)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from usmlite_edu import fetch as F
-from usmlite_edu.corpora import load_corpus
+from usmlite_edu.speech import fetch as F
+from usmlite_edu.speech.corpora import load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD_PATH = "/" + F.CORPUS_ARCHIVES["fsdd"][0].path

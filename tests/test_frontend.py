@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from usmlite_edu.configs import CI, USM_2B
-from usmlite_edu.frontend import (
+from usmlite_edu.speech.configs import CI, USM_2B
+from usmlite_edu.speech.frontend import (
     LogMelConfig,
     hann_window,
     hz_to_mel,

@@ -1,4 +1,4 @@
-"""Inference arithmetic (usmlite_edu.infer, quant.IntKernel): each --arith against the
+"""Inference arithmetic (usmlite_edu.deploy.infer, quant.IntKernel): each --arith against the
 float path within a tolerance derived from what it rounds, the integer dot really
 compiled, the same text from a run and from its packed file, and refusals."""
 
@@ -12,8 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from usmlite_edu import cli, configs, export, infer, model, quant, runs
-from usmlite_edu.tokenizer import Tokenizer
+from usmlite_edu import cli
+from usmlite_edu.core import quant
+from usmlite_edu.deploy import export, infer
+from usmlite_edu.speech import configs, model, runs
+from usmlite_edu.speech.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 TOK = Tokenizer.load(REPO / "results" / "cpu" / "b0" / "tokenizer")
@@ -49,7 +52,7 @@ def test_int4_packs_two_a_byte_and_unpacks_exactly(rows):
 def test_weight_only_is_the_float_path_up_to_bf16_rounding_of_x(spec):
     """w8/w4 multiply the same integers as Eq. (1)'s float path; only x is rounded to bf16,
     so each product moves by at most 2**-9 of |x||s q| (+ float32 accumulation)."""
-    from usmlite_edu.compress import as_spec
+    from usmlite_edu.core.compress import as_spec
 
     sp = as_spec(spec)
     x, w = _x_w()

@@ -1,4 +1,4 @@
-"""Per-layer specs (usmlite_edu.layer_specs): the map, the model it builds, its masks,
+"""Per-layer specs (usmlite_edu.core.layer_specs): the map, the model it builds, its masks,
 sizes, training and the command line."""
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ import pytest
 from flax import nnx
 from tiny_model import TINY, TINY_CFG
 
-from usmlite_edu import cli, compress, model, sizes, sparsity, train
-from usmlite_edu.layer_specs import SpecMap, compressible_layers, layer_table
-from usmlite_edu.presets import get_preset
+from usmlite_edu import cli
+from usmlite_edu.core import compress, sizes, sparsity
+from usmlite_edu.core.layer_specs import SpecMap, compressible_layers, layer_table
+from usmlite_edu.speech import model
+from usmlite_edu.speech.presets import get_preset
+from usmlite_edu.training import train
 
 CFG = get_preset("ci").model
 MAP = SpecMap(
@@ -159,7 +162,7 @@ def test_train_resume_and_eval_under_a_map(tmp_path, capsys):
             compress.as_spec(json.loads((tmp_path / run / "config.json").read_text())["spec"])
             == smap
         )
-    from usmlite_edu import runs
+    from usmlite_edu.speech import runs
 
     a = jax.tree.leaves(runs.load_params(tmp_path / "full" / "params"))
     b = jax.tree.leaves(runs.load_params(tmp_path / "cut" / "params"))
@@ -200,7 +203,7 @@ def test_sizes_command_lists_layers_and_sizes_a_map(tmp_path, capsys):
 
 def test_a_uniform_map_trains_exactly_as_its_spec(tmp_path):
     """Same seed, same data: a map giving every layer ``int4+2:4`` is the uniform run."""
-    from usmlite_edu import runs
+    from usmlite_edu.speech import runs
 
     kw = dict(
         steps=3, eval_splits=(), overrides={**TINY, "train.batch_size": 8, "train.log_every": 1}

@@ -1,4 +1,4 @@
-"""Learned step size quantization (LSQ, Esser et al. 2019): the maths of usmlite_edu.quant,
+"""Learned step size quantization (LSQ, Esser et al. 2019): the maths of usmlite_edu.core.quant,
 the ``/lsq`` spec option, the model's step-size parameter, training, PTQ and checkpoints."""
 
 import jax
@@ -9,11 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tiny_model import TINY, TINY_CFG
 
-from usmlite_edu import augment, batching, compress, configs, export, model, quant, runs, sizes
-from usmlite_edu import train as train_lib
-from usmlite_edu.compress import CompressionSpec
-from usmlite_edu.corpora import load_corpus
-from usmlite_edu.tokenizer import Tokenizer
+from usmlite_edu.core import compress, quant, sizes
+from usmlite_edu.core.compress import CompressionSpec
+from usmlite_edu.deploy import export
+from usmlite_edu.speech import augment, batching, configs, model, runs
+from usmlite_edu.speech.corpora import load_corpus
+from usmlite_edu.speech.tokenizer import Tokenizer
+from usmlite_edu.training import train as train_lib
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

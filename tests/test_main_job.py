@@ -1,4 +1,4 @@
-"""The main job's first result (usmlite_edu.main_job) and the sample it runs on
+"""The main job's first result (usmlite_edu.course.main_job) and the sample it runs on
 (data_small/fsdd_sample, scripts/make_fsdd_sample.py)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from usmlite_edu.corpora import FSDD_SPLIT_INDICES, fsdd_recordings, load_corpus
+from usmlite_edu.speech.corpora import FSDD_SPLIT_INDICES, fsdd_recordings, load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data_small" / "fsdd_sample"
@@ -91,7 +91,7 @@ def test_sample_is_the_builders_test_split_and_deterministic(tmp_path):
 # ------------------------------------------------------------------------- the main job
 @pytest.fixture(scope="module")
 def ptq(tmp_path_factory):
-    from usmlite_edu.main_job import ptq_on_sample
+    from usmlite_edu.course.main_job import ptq_on_sample
 
     out = tmp_path_factory.mktemp("main_job")
     return out, ptq_on_sample(B0, SAMPLE, out, verbose=False)
@@ -141,10 +141,10 @@ def test_ptq_on_sample_sizes_in_order(ptq):
 
 @pytest.mark.slow
 def test_main_job_notebook_step(tmp_path, capsys):
-    """The main job's notebook step (usmlite_edu.main_job.run_notebooks, what `make run`
+    """The main job's notebook step (usmlite_edu.course.main_job.run_notebooks, what `make run`
     ends with) on two real notebooks in fast mode: 01, and 10 (the ipywidgets explorer and
     its PTQ button, the one that once stalled). Executed copies land in out/notebooks."""
-    from usmlite_edu.main_job import run_notebooks
+    from usmlite_edu.course.main_job import run_notebooks
 
     assert run_notebooks(tmp_path, names=["01_", "10_"]) == 0
     out = capsys.readouterr().out

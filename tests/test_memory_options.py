@@ -5,9 +5,10 @@ import jax
 import numpy as np
 import pytest
 
-from usmlite_edu import presets, train
-from usmlite_edu.batching import Batch
-from usmlite_edu.configs import TrainConfig
+from usmlite_edu.speech import presets
+from usmlite_edu.speech.batching import Batch
+from usmlite_edu.speech.configs import TrainConfig
+from usmlite_edu.training import train
 
 
 def _batch(b: int = 8, samples: int = 6000, labels: int = 5, filler: int = 0) -> Batch:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from usmlite_edu import mesh, model, presets
+from usmlite_edu.scale import mesh
+from usmlite_edu.speech import model, presets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,7 +154,8 @@ _CONSTRAINT_CHILD = """
 import os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax, jax.numpy as jnp
-from usmlite_edu import mesh, model, presets
+from usmlite_edu.scale import mesh
+from usmlite_edu.speech import model, presets
 g, params = model.split_model(model.abstract_model(presets.get_preset("ci").model))
 x = jax.ShapeDtypeStruct((8, 100, 40), jnp.float32)
 m = jax.ShapeDtypeStruct((8, 100), bool)
@@ -186,7 +188,7 @@ _FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_pas
 
 
 def test_train_refuses_a_mesh_that_does_not_fit_before_loading_data(tmp_path):
-    from usmlite_edu import train
+    from usmlite_edu.training import train
 
     with pytest.raises(ValueError, match="mesh spec 'data=2,fsdp=4'.*8 devices.*device_count"):
         train.train("ci", "data_small", str(tmp_path / "nodata"), tmp_path / "r",
@@ -197,7 +199,7 @@ def test_train_refuses_a_mesh_that_does_not_fit_before_loading_data(tmp_path):
 _PLAN_CHILD = """
 import json, os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-from usmlite_edu import plan
+from usmlite_edu.training import plan
 out = {}
 for name, kw in {
     "fsdp": dict(mesh_spec="fsdp=8"),

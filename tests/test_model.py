@@ -9,9 +9,10 @@ import optax
 import pytest
 from flax import nnx
 
-from usmlite_edu import configs, sparsity
-from usmlite_edu import model as M
-from usmlite_edu.compress import as_spec
+from usmlite_edu.core import sparsity
+from usmlite_edu.core.compress import as_spec
+from usmlite_edu.speech import configs
+from usmlite_edu.speech import model as M
 
 PRESETS = {"ci": configs.CI, "cpu": configs.CPU, "usm_2b": configs.USM_2B}
 
@@ -101,7 +102,7 @@ def test_int4_forward_rounds_kernels_through_int8_runs_float_dots_and_differs_fr
     jaxpr = str(jax.make_jaxpr(f)(params))
     assert "i8[64,256]" in jaxpr  # the traced program rounds the FFN kernel to an int8 array
     if jax.default_backend() == "cpu":
-        from usmlite_edu import quant
+        from usmlite_edu.core import quant
 
         # XLA:CPU: that int8 array is a convert inside a fusion that writes float again
         # (quant.py's module docstring), and every dot of the model is a float32 dot.

@@ -1,4 +1,4 @@
-"""The notebook runner's handling of stalls (usmlite_edu.notebook_runner.run_all): a cell past
+"""The notebook runner's handling of stalls (usmlite_edu.course.notebook_runner.run_all): a cell past
 its time limit or a dead kernel is reported and the notebook retried once in a fresh kernel;
 a failing cell is never retried. Tiny generated notebooks, a few kernel starts each."""
 
@@ -11,8 +11,8 @@ import nbformat
 import pytest
 from nbclient.exceptions import CellExecutionError
 
-from usmlite_edu import notebook_runner
-from usmlite_edu.notebook_runner import CELL_TIMEOUT_S, NotebookStalled
+from usmlite_edu.course import notebook_runner
+from usmlite_edu.course.notebook_runner import CELL_TIMEOUT_S, NotebookStalled
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 6  # seconds per cell in these tests: the cells that should finish take milliseconds

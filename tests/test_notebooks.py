@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from executed_notebooks import executed
 
-from usmlite_edu import editions, notebook_runner, notebook_setup
+from usmlite_edu.course import editions, notebook_runner, notebook_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -72,7 +72,7 @@ def test_solution_cells_are_tagged_and_hidden():
 def test_every_notebook_opens_with_the_same_setup_cell():
     cells = {p.name: _setup_cell(nbformat.read(p, as_version=4)) for p in NOTEBOOKS}
     first = cells[NOTEBOOKS[0].name]
-    assert "from usmlite_edu.notebook_setup import setup" in first
+    assert "from usmlite_edu.course.notebook_setup import setup" in first
     assert "= setup(" in first and "compilation_cache=True" in first
     differ = [n for n, s in cells.items() if s != first]
     assert not differ, f"set-up cell of {differ} differs from {NOTEBOOKS[0].name}'s"

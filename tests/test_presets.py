@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from usmlite_edu import configs, presets
+from usmlite_edu.speech import configs, presets
 
 
 def test_every_preset_names_its_model_and_recipe():

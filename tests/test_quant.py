@@ -1,4 +1,4 @@
-"""Property tests for usmlite_edu.quant (Eqs. 1-2, sub-channels, clipping, STE)."""
+"""Property tests for usmlite_edu.core.quant (Eqs. 1-2, sub-channels, clipping, STE)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from usmlite_edu import quant
+from usmlite_edu.core import quant
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

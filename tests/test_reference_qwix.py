@@ -2,7 +2,7 @@
 
 What is compared
 ----------------
-``usmlite_edu.quant.quantize(w, bits)`` (bits 8 and 4, ``symmetric=True``,
+``usmlite_edu.core.quant.quantize(w, bits)`` (bits 8 and 4, ``symmetric=True``,
 ``sub_channels=1``, ``clip=1.0``) implements the USM-Lite grid (section 3.2, Eq. 1; README "Conventions")::
 
     s_j = max_i |W_ij| / qmax,   q = clip(round(W / s), -qmax, qmax),   qmax = 127 | 7
@@ -78,7 +78,7 @@ qwix = pytest.importorskip("qwix")
 from qwix._src.core import numerics as qwix_numerics  # noqa: E402
 from qwix._src.core import qarray as qwix_qarray  # noqa: E402
 
-from usmlite_edu.quant import quantize  # noqa: E402
+from usmlite_edu.core.quant import quantize  # noqa: E402
 
 QTYPE = {8: jnp.int8, 4: jnp.int4}
 QMAX = {8: 127, 4: 7}

@@ -8,7 +8,8 @@ import json
 import jiwer
 import pytest
 
-from usmlite_edu import claims, configs, presets, reproduce, runs
+from usmlite_edu.speech import configs, presets, runs
+from usmlite_edu.training import claims, reproduce
 
 pytestmark = pytest.mark.xdist_group("train")
 
@@ -39,7 +40,7 @@ def test_plan_every_row_every_seed_siblings_from_one_start():
     assert specs["B0"] == "float" and specs["E7"] == "int2/gs24" and specs["E12"] == "int4+2:4"
     assert specs["E11"] == f"1:4/fs{rc.t_p}" and rc.t_p == 10  # floor: 0.5% of 100 < 10
     # every spec fits every layer of the preset (refused up front otherwise)
-    from usmlite_edu.model import build_model
+    from usmlite_edu.speech.model import build_model
 
     for r in rows:
         if not r.model:

@@ -3,7 +3,7 @@
 What the tables' readers rely on, checked on the files as committed (no training):
 every row of the plan ran every seed; every row keeps every utterance's reference and
 hypothesis for dev, test and unseen, and jiwer on them gives the WER the row reports;
-``results.json``'s claims are what :func:`usmlite_edu.claims.judge` gives on the rows;
+``results.json``'s claims are what :func:`usmlite_edu.training.claims.judge` gives on the rows;
 ``claims.md`` shows each claim with its interval and verdict; the run's commit is on this
 branch. ``USMLITE_TEST_RESULTS=DIR`` checks another reproduction's output instead.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import jiwer
 import pytest
 
-from usmlite_edu import claims, reproduce
+from usmlite_edu.training import claims, reproduce
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("USMLITE_TEST_RESULTS") or REPO / "results" / "cpu")

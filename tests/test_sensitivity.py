@@ -1,5 +1,5 @@
 """Per-layer sensitivity (loss and Hutchinson Hessian trace) and the knapsack allocation
-(usmlite_edu.sensitivity). Toy losses where the answer is known; no model is compiled."""
+(usmlite_edu.search.sensitivity). Toy losses where the answer is known; no model is compiled."""
 
 import itertools
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from usmlite_edu import batching, compress, configs, sizes
-from usmlite_edu import sensitivity as S
-from usmlite_edu.presets import model_config
+from usmlite_edu.core import compress, sizes
+from usmlite_edu.search import sensitivity as S
+from usmlite_edu.speech import batching, configs
+from usmlite_edu.speech.presets import model_config
 
 
 # --------------------------------------------------------------------------- Hutchinson

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from usmlite_edu import configs, sizes
+from usmlite_edu.core import sizes
+from usmlite_edu.speech import configs
 
 
 @pytest.mark.parametrize("row", sizes.PAPER_ROWS, ids=lambda r: r.exp)

@@ -1,4 +1,4 @@
-"""Property tests for usmlite_edu.sparsity (Eqs. 3-4, mask schedules, SR-STE)."""
+"""Property tests for usmlite_edu.core.sparsity (Eqs. 3-4, mask schedules, SR-STE)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from usmlite_edu import sparsity
+from usmlite_edu.core import sparsity
 
 SETTINGS = settings(max_examples=20, deadline=None)
 

@@ -1,5 +1,5 @@
 """Paired statistics: per-utterance errors, the bootstraps, the detectable difference and
-the verdict rules of usmlite_edu/stats.py."""
+the verdict rules of usmlite_edu/core/stats.py."""
 
 import jiwer
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from usmlite_edu import stats
-from usmlite_edu.decoding import wer_cer
+from usmlite_edu.core import stats
+from usmlite_edu.speech.decoding import wer_cer
 
 # A seed's utterances: (errors, words) per utterance, words >= 1.
 utterance = st.tuples(st.integers(0, 6), st.integers(1, 8))

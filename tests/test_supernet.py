@@ -1,5 +1,5 @@
-"""The Gumbel-softmax supernet (usmlite_edu.supernet) and ``usmlite-edu search``
-(usmlite_edu.search)."""
+"""The Gumbel-softmax supernet (usmlite_edu.search.supernet) and ``usmlite-edu search``
+(usmlite_edu.search.pipeline)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_model import TINY, TINY_CFG
 
-from usmlite_edu import batching, cli, compress, search, sensitivity, supernet, train
-from usmlite_edu.corpora import load_corpus
-from usmlite_edu.layer_specs import SpecMap
-from usmlite_edu.presets import get_preset
-from usmlite_edu.tokenizer import Tokenizer
+from usmlite_edu import cli
+from usmlite_edu.core import compress
+from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.search import pipeline as search
+from usmlite_edu.search import sensitivity, supernet
+from usmlite_edu.speech import batching
+from usmlite_edu.speech.corpora import load_corpus
+from usmlite_edu.speech.presets import get_preset
+from usmlite_edu.speech.tokenizer import Tokenizer
+from usmlite_edu.training import train
 
 CFG = get_preset("ci").model
 SMALL = ("float", "int8", "int4", "int4+2:4", "int2/gs8", "int2")
@@ -152,7 +157,7 @@ def tiny():
     tok = Tokenizer.train([u.text for u in split], 32, None, seed=0)
     cfg = CFG.replace(**TINY_CFG, vocab_size=tok.vocab_size)
     tcfg = get_preset("ci").train.replace(batch_size=8, bucket_seconds=(2.5, 4.5))
-    from usmlite_edu import model
+    from usmlite_edu.speech import model
 
     params = model.init_params(cfg, "float", seed=0)
     ds = batching.prepare(split, tok, cfg, tcfg.bucket_seconds)

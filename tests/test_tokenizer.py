@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from usmlite_edu.tokenizer import BLANK_ID, Tokenizer
+from usmlite_edu.speech.tokenizer import BLANK_ID, Tokenizer
 
 DIGITS = "zero one two three four five six seven eight nine oh".split()
 SENTENCES = [

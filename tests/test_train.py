@@ -11,10 +11,13 @@ import pytest
 import soundfile as sf
 from tiny_model import TINY, TINY_CFG
 
-from usmlite_edu import batching, cli, configs, decoding, presets, runs, sparsity, train
-from usmlite_edu.compress import CompressionSpec
-from usmlite_edu.corpora import CorpusSplit, Utterance, load_corpus
-from usmlite_edu.tokenizer import Tokenizer
+from usmlite_edu import cli
+from usmlite_edu.core import sparsity
+from usmlite_edu.core.compress import CompressionSpec
+from usmlite_edu.speech import batching, configs, decoding, presets, runs
+from usmlite_edu.speech.corpora import CorpusSplit, Utterance, load_corpus
+from usmlite_edu.speech.tokenizer import Tokenizer
+from usmlite_edu.training import train
 
 pytestmark = pytest.mark.xdist_group("train")  # share the compile cache on one worker
 

@@ -1,4 +1,4 @@
-"""Tests for usmlite_edu.weight_stats: channel statistics, quantization error, and the
+"""Tests for usmlite_edu.core.weight_stats: channel statistics, quantization error, and the
 function-preserving outlier injection of scripts/ptq_outliers.py."""
 
 import jax
@@ -6,10 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from usmlite_edu import configs, quant
-from usmlite_edu import model as M
-from usmlite_edu import weight_stats as ws
-from usmlite_edu.compress import as_spec
+from usmlite_edu.core import quant
+from usmlite_edu.core import weight_stats as ws
+from usmlite_edu.core.compress import as_spec
+from usmlite_edu.speech import configs
+from usmlite_edu.speech import model as M
 
 
 def _gauss(i=576, j=256, seed=0):

@@ -1,16 +1,26 @@
 """usmlite_edu: quantization- and sparsity-aware fine-tuning of speech recognizers, taught
 and reproduced (USM-Lite, Ding et al., ICASSP 2024).
 
-Modules follow the paper:
-
-* :mod:`usmlite_edu.quant`: per-channel / sub-channel quantization, Eqs. (1)-(2), STE
-* :mod:`usmlite_edu.sparsity`: N:M magnitude pruning, Eqs. (3)-(4), mask schedules
-* :mod:`usmlite_edu.compress`: ``CompressionSpec`` and joint prune-then-quantize (Alg. 1)
-* :mod:`usmlite_edu.configs`: the Conformer-CTC presets, from a CI toy to the 2B model
-* :mod:`usmlite_edu.sizes`: the "Model Size Ratio" column, paper estimate and exact bytes
+The package is split into wings, each importing only wings below it
+(``docs/architecture.md``): :mod:`~usmlite_edu.core` (the compression maths),
+:mod:`~usmlite_edu.scale` (meshes and hosts), :mod:`~usmlite_edu.speech` (the recognizer's
+parts), :mod:`~usmlite_edu.deploy` (forward-only use and export),
+:mod:`~usmlite_edu.training`, :mod:`~usmlite_edu.search`, :mod:`~usmlite_edu.course` and
+:mod:`~usmlite_edu.cli`.
 """
 
 __version__ = "0.1.0"
+
+from usmlite_edu import _compat
+
+_compat.install()
+
+
+def __getattr__(name: str):
+    # ``from usmlite_edu import quant`` (an old flat-package name): the moved module
+    if name in _compat.MOVED:
+        return _compat.load(name)
+    raise AttributeError(f"module 'usmlite_edu' has no attribute {name!r}")
 
 
 def enable_compilation_cache(

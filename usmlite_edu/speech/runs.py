@@ -1,0 +1,250 @@
+"""A run directory on disk: what ``usmlite-edu train`` writes and everything else reads.
+
+::
+
+    RUN/config.json        preset, resolved model and training configs, spec, corpus, seed,
+                           overrides, machine
+    RUN/tokenizer/         the sentencepiece model
+    RUN/checkpoints/       Orbax: params, optimizer + mask state, data position
+    RUN/params/            final parameters (what ``--init``, ``eval`` and ``transcribe`` read)
+    RUN/masks/             final N:M masks of a sparse run
+    RUN/metrics.jsonl      one JSON object per logged step and per evaluation
+
+Also here: the machine a result was measured on (XLA's CPU code depends on it) and the
+git commit, recorded with every result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from usmlite_edu.core.compress import CompressionSpec, as_spec
+from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from_dict
+from usmlite_edu.speech.tokenizer import Tokenizer
+
+__all__ = [
+    "Run",
+    "load_run",
+    "read_config",
+    "read_metrics",
+    "load_params",
+    "save_params",
+    "load_masks",
+    "write_json",
+    "json_default",
+    "checkpoint_manager",
+    "machine_info",
+    "git_commit",
+]
+
+
+# --------------------------------------------------------------------------- JSON
+def json_default(o: Any) -> Any:
+    """JSON for what runs record: dataclasses, NumPy scalars, anything else as ``str``."""
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    return str(o)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` atomically (a reader never sees half a file)."""
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=json_default))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- arrays
+def save_params(path: Path, tree: Any) -> None:
+    """Save a pytree of arrays (parameters or masks) with Orbax, replacing ``path``."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    if path.exists():
+        shutil.rmtree(path)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, tree)
+
+
+def load_params(path: Path, target: Any | None = None) -> Any:
+    """Restore a pytree saved by :func:`save_params`.
+
+    With ``target`` (arrays or ``jax.ShapeDtypeStruct``), shapes and dtypes are checked and
+    the tree comes back with ``target``'s structure. Without it, Orbax returns the dict it
+    stored, where the integer keys of the model's block list have become strings: pass the
+    result through :func:`usmlite_edu.speech.model.params_from_checkpoint`.
+    """
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no parameters at {path}: train a model first "
+            "(usmlite-edu train ...) or point to its run directory"
+        )
+    with ocp.StandardCheckpointer() as ckptr:
+        if target is None:
+            return ckptr.restore(path)
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), target)
+        return ckptr.restore(path, abstract)
+
+
+def checkpoint_manager(run_dir: Path):
+    """Orbax manager of ``RUN/checkpoints`` (the last two kept; synchronous saves, so a
+    killed run never leaves a half-written checkpoint as its latest)."""
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=2, create=True, enable_async_checkpointing=False
+    )
+    return ocp.CheckpointManager((Path(run_dir) / "checkpoints").absolute(), options=options)
+
+
+# --------------------------------------------------------------------------- runs
+class Run(NamedTuple):
+    """A finished run, as :func:`load_run` reads it (unpacks as a 5-tuple)."""
+
+    config: ConformerConfig
+    spec: CompressionSpec
+    tokenizer: Tokenizer
+    params: Any
+    meta: dict
+
+
+def read_config(run_dir: str | os.PathLike) -> tuple[ConformerConfig, TrainConfig, dict]:
+    """``(model config, training config, config.json)`` of a run directory."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{run_dir} is not a run directory (no config.json); pass "
+            "the --out directory of `usmlite-edu train`"
+        )
+    meta = json.loads(path.read_text())
+    try:
+        cfg = config_from_dict(ConformerConfig, meta["model_config"])
+        tcfg = config_from_dict(TrainConfig, meta["train_config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"{path} does not describe a model this version can build ({e}); "
+            "it may come from another version of usmlite_edu"
+        ) from None
+    return cfg, tcfg, meta
+
+
+def load_run(run_dir: str | os.PathLike) -> Run:
+    """The model config, spec, tokenizer, final parameters and ``config.json`` of a run.
+
+    Parameters saved by the Flax Linen model of earlier versions (``results/cpu/b0``) are
+    converted to the NNX layout on the way in (:func:`usmlite_edu.speech.model.params_from_linen`).
+    """
+    from usmlite_edu.speech import model
+
+    run_dir = Path(run_dir)
+    cfg, _, meta = read_config(run_dir)
+    tok = Tokenizer.load(run_dir / "tokenizer")
+    params = model.params_from_checkpoint(load_params(run_dir / "params"), cfg)
+    return Run(cfg, as_spec(meta["spec"]), tok, params, meta)
+
+
+def load_masks(
+    run_dir: str | os.PathLike, run: Run, spec: CompressionSpec | str | None = None, **model_options
+) -> Any | None:
+    """The N:M masks to evaluate ``run`` under ``spec`` (default: the run's own spec).
+
+    ``None`` for a dense spec; the masks the run trained with when ``spec`` is its own and
+    it saved them; otherwise one-shot masks, Eq. (3) on the run's weights (post-training
+    pruning).
+    """
+    from usmlite_edu.speech import model
+
+    spec = as_spec(spec, run.spec)
+    if not spec.sparse:
+        return None
+    mask_dir = Path(run_dir) / "masks"
+    if spec == run.spec and mask_dir.exists():
+        return model.params_from_checkpoint(load_params(mask_dir))  # scalars on dense leaves
+    return model.one_shot_masks(run.params, spec, run.config, **model_options)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> tuple[list[dict], dict | None]:
+    """``(logged steps, final result)`` of ``RUN/metrics.jsonl``.
+
+    Each logged step is ``{"step", "loss", "steps_per_sec", "elapsed_s", ...}`` (every
+    ``train.log_every`` steps, in order; a resumed run appends, so a step may repeat);
+    the final result is the last ``{"final": ...}`` record, or ``None`` before the run ends.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run directory?")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    final = next((r["final"] for r in reversed(records) if "final" in r), None)
+    return [r for r in records if "step" in r], final
+
+
+# --------------------------------------------------------------------------- provenance
+def _cpu_model() -> tuple[str, list[str]]:
+    """CPU model name and the matmul-relevant ISA flags (AMX, AVX-512), from /proc/cpuinfo.
+
+    Recorded because XLA's CPU code generation depends on them: the same seed gives
+    bit-identical runs on one kind of processor, but a host with other matmul kernels
+    sums in another order (and then may decode one word differently)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), []
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = sorted(
+        f
+        for f in fields.get("flags", "").split()
+        if f.startswith(("amx", "avx512f", "avx512_bf16", "avx512_vnni"))
+    )
+    ids = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields)
+    return fields.get("model name", platform.machine()) + (f" ({ids})" if ids else ""), flags
+
+
+def machine_info() -> dict:
+    """Where a result was measured: platform, CPU model and flags, JAX backend and devices."""
+    model_name, flags = _cpu_model()
+    return {
+        "platform": platform.platform(),
+        "processor": model_name,
+        "cpu_flags": flags,
+        "cpus": os.cpu_count(),
+        "jax_backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "jax": jax.__version__,
+    }
+
+
+def git_commit(where: str | os.PathLike | None = None) -> str:
+    """The checkout's commit (``-dirty`` with uncommitted changes to tracked files), or
+    ``"unknown"`` outside a git checkout (an installed wheel)."""
+    repo = Path(where) if where else Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "") if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -1,0 +1,854 @@
+"""Training and evaluation: USM-Lite Algorithm 1 with the recipe of section 4.2.
+
+One step (Algorithm 1, lines 4-10), as :meth:`Trainer._step_impl` runs it under ``jax.jit``:
+
+1. the N:M masks, which live in the optimizer state (:func:`usmlite_edu.core.sparsity.nm_masked`),
+   were refreshed from the current weights while ``step < T_p``;
+2. prune: ``W * M`` on every compressible kernel (Eq. 4);
+3. quantize each pruned kernel and run the native int8 matmul (Eqs. 1-2, STE backward);
+4. CTC loss (``optax.ctc_loss``) over the log-mel -> Conformer -> softmax output;
+5. Adam with the transformer learning-rate schedule, two parameter groups (frontend +
+   encoder: multiplier 0.5, long warm-up; softmax: multiplier 2.0, short warm-up), global
+   gradient clipping, and the update masked so pruned weights never move.
+
+The model is a Flax NNX module, used functionally: ``nnx.split`` once gives its graph and a
+plain pytree of parameters; the jitted step takes the parameters, merges them into the
+graph, runs the forward pass and returns new parameters (:mod:`usmlite_edu.speech.model`).
+
+A non-finite loss or gradient (which the data filters should make impossible) skips the
+update (``optax.apply_if_finite``, whose counters live in the optimizer state and so in
+the checkpoint); ``max_nonfinite`` skips in a row stop the run with an error.
+
+A run killed at any moment resumes from its last checkpoint and ends with exactly the
+parameters of an uninterrupted run (the data order, the dropout keys and XLA's CPU
+arithmetic are all deterministic). Started again after it finished, a run trains and
+evaluates nothing and returns its final record as it was. The run directory is described
+in :mod:`usmlite_edu.speech.runs`.
+
+Utterances that cannot train or be scored are skipped and reported (:mod:`usmlite_edu.
+batching`); the final record counts them per split (``"train"``, ``"dev"``, ``"test"``:
+``utterances`` kept, ``skipped``), and :func:`too_many_skipped` names every split that lost
+more than :data:`MAX_SKIP_SHARE` of its utterances (the CLI then exits with a non-zero code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from usmlite_edu.core import sparsity
+from usmlite_edu.core.compress import CompressionSpec, as_spec
+from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.scale import distributed
+from usmlite_edu.scale import mesh as meshlib
+from usmlite_edu.speech import augment, batching, frontend, model, runs
+from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
+from usmlite_edu.speech.corpora import load_corpus
+from usmlite_edu.speech.decoding import greedy_decode, wer_cer
+from usmlite_edu.speech.presets import Preset, get_preset
+from usmlite_edu.speech.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "transformer_schedule",
+    "make_optimizer",
+    "Trainer",
+    "get_trainer",
+    "release_compiled",
+    "train",
+    "evaluate_run",
+    "MAX_SKIP_SHARE",
+    "too_many_skipped",
+    "skip_counts",
+]
+
+#: The largest share of a split's utterances that may be skipped (unreadable, truncated,
+#: too short or too long, ...) before ``usmlite-edu train`` and ``reproduce`` exit with an
+#: error code (:data:`usmlite_edu.cli.EXIT_TOO_MANY_SKIPPED`) instead of 0: more than 5%
+#: lost means the data on disk is not the corpus the numbers claim to be about.
+MAX_SKIP_SHARE = 0.05
+
+
+def too_many_skipped(
+    counts: Mapping[str, tuple[int, int]], max_share: float = MAX_SKIP_SHARE
+) -> list[str]:
+    """One line per split that skipped more than ``max_share`` of its utterances.
+
+    ``counts`` maps a split's name to ``(utterances kept, utterances skipped)``; the
+    share is ``skipped / (kept + skipped)``. An empty list means every split is fine.
+    """
+    lines = []
+    for name, (kept, skipped) in counts.items():
+        total = int(kept) + int(skipped)
+        if total and skipped / total > max_share:
+            lines.append(
+                f"{name}: skipped {skipped} of {total} utterances "
+                f"({100 * skipped / total:.1f}% > {100 * max_share:g}%); the warnings "
+                "above name each one and why"
+            )
+    return lines
+
+
+def skip_counts(result: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """``{split: (kept, skipped)}`` from :func:`train`'s or :func:`evaluate_run`'s result."""
+    return {
+        k: (int(v["utterances"]), int(v["skipped"]))
+        for k, v in result.items()
+        if isinstance(v, Mapping) and "utterances" in v and "skipped" in v
+    }
+
+
+# --------------------------------------------------------------------------- optimizer
+def transformer_schedule(
+    peak: float, warmup: int, offset: int = 0, rewarm: int = 0
+) -> Callable[[jax.Array], jax.Array]:
+    """Vaswani et al.'s schedule, normalised to reach ``peak`` at ``warmup``:
+    ``peak * min(t / warmup, sqrt(warmup / t))`` (linear rise, inverse-sqrt decay).
+
+    ``offset`` shifts the step (``t = count + 1 + offset``): a fine-tuning run continues the
+    schedule where its initial model stopped. ``rewarm`` then ramps linearly from 0 to that
+    continued rate over its first ``rewarm`` steps.
+    """
+    warmup, offset, rewarm = max(int(warmup), 1), max(int(offset), 0), max(int(rewarm), 0)
+
+    def schedule(count):
+        c = count.astype(jnp.float32)
+        t = jnp.maximum(c + 1.0 + offset, 1.0)
+        lr = peak * jnp.minimum(t / warmup, jnp.sqrt(warmup / t))
+        if rewarm:
+            lr = lr * jnp.minimum((c + 1.0) / rewarm, 1.0)
+        return lr
+
+    return schedule
+
+
+def _param_group(params: Any) -> Any:
+    return {
+        k: jax.tree.map(lambda _, g="softmax" if k == "softmax" else "encoder": g, v)
+        for k, v in params.items()
+    }
+
+
+def make_optimizer(
+    tcfg: TrainConfig, spec: CompressionSpec, compressible: Any
+) -> optax.GradientTransformation:
+    """Adam with two transformer schedules and gradient clipping; N:M masks on the
+    ``compressible`` leaves (a pytree of bools, or of :class:`usmlite_edu.core.sparsity.Pattern`
+    where layers differ: :func:`usmlite_edu.speech.model.nm_pattern_tree`) if ``spec`` is sparse;
+    the whole update skipped when any gradient is not finite."""
+    groups = optax.multi_transform(
+        {
+            "encoder": optax.adam(
+                transformer_schedule(
+                    tcfg.peak_lr * tcfg.encoder_lr_mult,
+                    tcfg.encoder_warmup,
+                    tcfg.schedule_offset,
+                    tcfg.rewarm_steps,
+                )
+            ),
+            "softmax": optax.adam(
+                transformer_schedule(
+                    tcfg.peak_lr * tcfg.softmax_lr_mult,
+                    tcfg.softmax_warmup,
+                    tcfg.schedule_offset,
+                    tcfg.rewarm_steps,
+                )
+            ),
+        },
+        _param_group,
+    )
+    tx = optax.chain(optax.clip_by_global_norm(tcfg.clip_norm), groups)
+    if spec.sparse:
+        one = isinstance(spec, CompressionSpec)  # else a per-layer map: patterns in the tree
+        tx = sparsity.nm_masked(
+            tx,
+            spec.n if one else None,
+            spec.m if one else None,
+            update_steps=spec.mask_update_steps,
+            where=compressible,
+            sr_ste_decay=2e-4 if spec.sr_ste else None,
+        )
+    # Outermost, so a skipped step leaves every inner state (Adam moments, mask schedule)
+    # exactly as it was. The loop raises before optax would apply the K+1-th bad update.
+    return optax.apply_if_finite(tx, max_consecutive_errors=tcfg.max_nonfinite)
+
+
+# --------------------------------------------------------------------------- the trainer
+# fold_in tags of the SpecAugment and weight-noise keys, derived from the step's dropout
+# key. nnx.Rngs draws dropout keys as fold_in(key, 0), fold_in(key, 1), ... (one per
+# dropout call), so the tags sit far above any count a model reaches.
+_SPECAUG_STREAM = 0x5EC0_0001
+_NOISE_STREAM = 0x5EC0_0002
+
+
+def ctc_per_token(logits: jax.Array, omask: jax.Array, batch: batching.Batch) -> jax.Array:
+    """Mean CTC loss per label token of a batch (blank 0; padding utterances weigh 0)."""
+    label_pad = (jnp.arange(batch.labels.shape[1])[None, :] >= batch.label_lengths[:, None]).astype(
+        jnp.float32
+    )
+    per = optax.ctc_loss(
+        logits.astype(jnp.float32),
+        (~omask).astype(jnp.float32),
+        batch.labels,
+        label_pad,
+        blank_id=0,
+    )
+    w = batch.weights
+    return jnp.sum(per * w) / jnp.maximum(jnp.sum(batch.label_lengths * w), 1.0)
+
+
+class Trainer:
+    """One model (architecture + spec) with its jitted train step and forward pass.
+
+    Parameters and masks are plain pytrees passed in and out, never stored here, so one
+    trainer serves every seed and run of its spec.
+    """
+
+    def __init__(
+        self, cfg: ConformerConfig, spec: CompressionSpec | str, tcfg: TrainConfig, **model_options
+    ):
+        self.cfg, self.spec, self.tcfg = cfg, as_spec(spec), tcfg
+        # the model options the training config decides (remat changes no parameter)
+        model_options = {"compute_dtype": tcfg.compute_dtype, "remat": tcfg.remat, **model_options}
+        self.model_options = model_options
+        self.opts = model.ModelOptions(spec=self.spec, **model_options)
+        # Refuses an impossible spec (e.g. groups that do not divide a layer) up front.
+        self.graphdef, abstract = model.split_model(
+            model.abstract_model(cfg, self.spec, **model_options)
+        )
+        # graphdef: the module structure (static); abstract: shapes of the params pytree
+        self.compressible = model.compressible_mask_tree(abstract, cfg, self.opts)
+        self.mel = frontend.LogMelConfig.from_model(cfg)
+        # Regularisers of the training loss only (augment.py; see Trainer.loss).
+        self.specaug = augment.SpecAugmentConfig.from_train(tcfg)
+        self.noise_targets = augment.noise_targets(abstract, cfg)
+        self.tx = make_optimizer(tcfg, self.spec, model.nm_pattern_tree(abstract, cfg, self.opts))
+        self._step = jax.jit(self._step_impl, donate_argnums=(0, 1))
+        self._forward = jax.jit(self._forward_impl)
+
+    # -- model pieces
+    def features(self, waveforms, lengths):
+        """Normalised log-mel features and frame mask of a padded waveform batch."""
+        feats, mask = frontend.log_mel(waveforms, lengths, self.mel)
+        return frontend.normalize(feats, mask), mask
+
+    def init_params(self, seed: int) -> Any:
+        """Freshly initialised parameters (a pure pytree) for ``seed``."""
+        return model.init_params(self.cfg, self.spec, seed=seed, **self.model_options)
+
+    def _forward_impl(self, params, masks, waveforms, lengths):
+        feats, mask = self.features(waveforms, lengths)
+        p = model.apply_masks(params, masks)
+        # LSQ: step sizes for a model that has none (PTQ of a float run: the min/max
+        # initialisation of the pruned weights), none for a spec without lsq.
+        p = model.conform_lsq(p, self.cfg, self.spec, compress_softmax=self.opts.compress_softmax)
+        return model.forward(self.graphdef, p, feats, mask)
+
+    def loss(self, params, masks, batch, dropout_key, deterministic=False, step=None):
+        """Mean CTC loss per label token of a batch (padding utterances weigh 0).
+
+        With ``deterministic=False`` (training) the regularisers of ``tcfg`` run, each
+        skipped at trace time when it is off, so a run without them computes exactly
+        what it did before they existed:
+
+        * dropout (``cfg.dropout``) with keys drawn from ``dropout_key`` itself;
+        * SpecAugment (:func:`usmlite_edu.speech.augment.spec_augment`) on the normalised
+          log-mels, keyed by ``fold_in(dropout_key, _SPECAUG_STREAM)``;
+        * weight noise (:func:`usmlite_edu.speech.augment.weight_noise`) on every kernel, keyed by
+          ``fold_in(dropout_key, _NOISE_STREAM)``, from ``step >= weight_noise_start``
+          (``step=None``: always), added to the float weights *before* the N:M masks and
+          the quantizer, so prune-then-quantize sees the noisy weights while the gradient
+          goes to the clean ones.
+
+        ``deterministic=True`` is the loss of the evaluation forward pass: none of them.
+        """
+        feats, mask = self.features(batch.waveforms, batch.lengths)
+        if not deterministic and self.specaug.enabled:
+            skey = jax.random.fold_in(dropout_key, _SPECAUG_STREAM)
+            feats = augment.spec_augment(feats, mask, skey, self.specaug)
+        if not deterministic and self.tcfg.weight_noise_std > 0:
+            nkey = jax.random.fold_in(dropout_key, _NOISE_STREAM)
+            noisy = augment.weight_noise(
+                params, nkey, self.tcfg.weight_noise_std, self.noise_targets
+            )
+            if step is not None and self.tcfg.weight_noise_start > 0:
+                on = step >= self.tcfg.weight_noise_start
+                noisy = jax.tree.map(lambda a, b: jnp.where(on, a, b), noisy, params)
+            params = noisy
+        p = model.apply_masks(params, masks, straight_through=self.spec.sr_ste)
+        logits, omask = model.forward(
+            self.graphdef, p, feats, mask, deterministic=deterministic, dropout_key=dropout_key
+        )
+        return ctc_per_token(logits, omask, batch)
+
+    def _accumulated_grads(self, params, masks, batch, dkey, step):
+        """Loss and gradient of the whole batch from ``tcfg.grad_accum`` micro-batches
+        run in sequence (``lax.scan``): each contributes ``loss_i * tokens_i`` and its
+        gradient, and the sums are divided by the batch's token count, which is what
+        :meth:`loss` computes on the whole batch at once. Micro-batch ``i`` draws its
+        dropout / SpecAugment / noise keys from ``fold_in(dkey, i)``."""
+        k = self.tcfg.grad_accum
+        micro = jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
+
+        def one(carry, xs):
+            i, mb = xs
+            tokens = jnp.sum(mb.label_lengths * mb.weights)
+
+            def scaled(p):
+                key = jax.random.fold_in(dkey, i)
+                return self.loss(p, masks, mb, key, step=step) * jnp.maximum(tokens, 1.0)
+
+            num, g = jax.value_and_grad(scaled)(params)
+            # a micro-batch without tokens has loss 0 * 1: contributes nothing
+            num = jnp.where(tokens > 0, num, 0.0)
+            g = jax.tree.map(lambda a: jnp.where(tokens > 0, a, 0.0), g)
+            acc_num, acc_g, acc_tok = carry
+            return (acc_num + num, jax.tree.map(jnp.add, acc_g, g), acc_tok + tokens), None
+
+        zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params), 0.0)
+        (num, grads, tokens), _ = jax.lax.scan(one, zero, (jnp.arange(k), micro))
+        denom = jnp.maximum(tokens, 1.0)
+        return num / denom, jax.tree.map(lambda g: g / denom, grads)
+
+    # -- optimizer + step
+    def setup_optimizer(self, params) -> Any:
+        """The optimizer state for ``params`` (Adam moments, N:M masks, skip counters)."""
+        return self.tx.init(params)
+
+    def _step_impl(self, params, opt_state, batch, key, step):
+        masks = sparsity.masks_from_state(opt_state)
+        dkey = jax.random.fold_in(key, step)
+        if self.tcfg.grad_accum == 1:
+            loss, grads = jax.value_and_grad(self.loss)(params, masks, batch, dkey, step=step)
+        else:
+            loss, grads = self._accumulated_grads(params, masks, batch, dkey, step)
+        # A non-finite loss with finite gradients still means a broken batch: skip it too.
+        grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
+        updates, new_state = self.tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_state, loss, new_state.last_finite
+
+    def step(self, params, opt_state, batch, key, step):
+        """One jitted update; returns ``(params, opt_state, loss, applied)``. The inputs
+        ``params`` and ``opt_state`` are donated (do not use them afterwards)."""
+        b = batching.Batch(*(jnp.asarray(x) for x in batch))
+        return self._step(params, opt_state, b, key, jnp.asarray(step, jnp.int32))
+
+    # -- evaluation
+    def logits(self, params, masks, waveforms, lengths) -> tuple[jax.Array, jax.Array]:
+        """CTC logits ``(B, T', V)`` and output mask of a padded waveform batch (jitted);
+        ``masks`` are the N:M masks (``None`` for dense)."""
+        return self._forward(params, masks, jnp.asarray(waveforms), jnp.asarray(lengths))
+
+    def transcribe_batch(self, params, masks, batch) -> list[list[int]]:
+        logits, omask = self.logits(params, masks, batch.waveforms, batch.lengths)
+        # spread over several processes: gathered (every process decodes the same batch)
+        logits, omask = meshlib.to_host((logits, omask))
+        return greedy_decode(logits, omask)
+
+    def evaluate(self, params, masks, ds: batching.Dataset, tok: Tokenizer) -> dict:
+        """WER and CER (%) over a prepared dataset, and every transcript.
+
+        Returns ``wer``, ``cer``, ``utterances`` (how many were scored), ``skipped`` (how
+        many the dataset could not prepare), ``transcripts`` (every utterance as ``{"id",
+        "ref", "hyp"}``: normalised reference and greedy hypothesis, in the order decoded,
+        so that the WER can be recomputed and compared utterance by utterance, see
+        :mod:`usmlite_edu.core.stats`) and ``examples`` (the first 20 as ``{"uid", "ref",
+        "hyp"}``, for display).
+        """
+        refs, hyps, uids = [], [], []
+        for batch, idx in batching.eval_batches(ds, self.tcfg.eval_batch_size):
+            ids = self.transcribe_batch(params, masks, batch)
+            for row, i in enumerate(idx):
+                e = ds.examples[i]
+                refs.append(tok.normalize(e.text))
+                hyps.append(tok.decode(ids[row]))
+                uids.append(e.uid)
+        wer, cer = wer_cer(refs, hyps)
+        return {
+            "wer": wer,
+            "cer": cer,
+            "utterances": len(refs),
+            "skipped": len(ds.skipped),
+            "transcripts": [{"id": u, "ref": r, "hyp": h} for u, r, h in zip(uids, refs, hyps)],
+            "examples": [
+                {"uid": u, "ref": r, "hyp": h} for u, r, h in list(zip(uids, refs, hyps))[:20]
+            ],
+        }
+
+
+# Keep only a few trainers: every compiled XLA:CPU executable holds its own memory
+# mappings, and a sweep over all of Tables 1-3 that kept every spec's train and eval
+# steps alive hit the kernel's limit (vm.max_map_count, 65530) and died mid-compilation
+# with "LLVM ERROR: Unable to allocate section memory". A trainer dropped from the cache
+# frees its executables once it is garbage-collected.
+@functools.lru_cache(maxsize=4)
+def _cached_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConfig) -> Trainer:
+    gc.collect()  # collect the trainer the cache just evicted, if any
+    return Trainer(cfg, spec, tcfg)
+
+
+def get_trainer(cfg: ConformerConfig, spec: CompressionSpec | str, tcfg: TrainConfig) -> Trainer:
+    """A cached :class:`Trainer`: runs that share the model, spec and optimizer settings
+    (seeds, step counts, resumed runs) reuse its compiled step instead of recompiling.
+    At most four are kept (least recently used dropped; see the comment on memory maps)."""
+    key = tcfg.replace(steps=1, checkpoint_every=0, log_every=0, eval_every=0)
+    return _cached_trainer(cfg, as_spec(spec), key)
+
+
+def trainer_cache_info():
+    """Hits, misses and size of the trainer cache (``functools.lru_cache`` statistics)."""
+    return _cached_trainer.cache_info()
+
+
+def release_compiled() -> None:
+    """Drop every cached :class:`Trainer` and JAX's compilation caches (frees their memory
+    and memory mappings; the next use of a spec compiles it again)."""
+    _cached_trainer.cache_clear()
+    jax.clear_caches()
+    gc.collect()
+
+
+def _progress(total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0,
+        disable=os.environ.get("USMLITE_NO_PROGRESS") == "1",
+    )
+
+
+# --------------------------------------------------------------------------- the loop
+_RESUME_FREE = ("steps", "checkpoint_every", "log_every", "eval_every")
+
+
+def _check_same_run(path: Path, meta: dict) -> None:
+    """Refuse to resume a run directory that holds a different run."""
+    old = json.loads(path.read_text())
+    for k in ("preset", "spec", "corpus", "seed", "heldout_speaker", "init"):
+        if str(old.get(k)) != str(meta[k]):
+            raise ValueError(
+                f"{path.parent} holds a run with {k}={old.get(k)!r}, not "
+                f"{meta[k]!r}; use a new --out directory or delete the old one"
+            )
+    new = json.loads(json.dumps(meta, default=runs.json_default))
+    # A field added after the old run was written (e.g. train.specaug_*) ran with its
+    # default then: compare a field the old file lacks as that default.
+    defaults = json.loads(
+        json.dumps(
+            {"model_config": ConformerConfig(), "train_config": TrainConfig()},
+            default=runs.json_default,
+        )
+    )
+    for section in ("model_config", "train_config"):
+        a, b = {**defaults[section], **old.get(section, {})}, new[section]
+        diff = sorted(k for k in set(a) | set(b) if k not in _RESUME_FREE and a.get(k) != b.get(k))
+        if diff:
+            raise ValueError(
+                f"{path.parent} holds a run with other settings "
+                f"({section}: {', '.join(f'{k} {a.get(k)!r} -> {b.get(k)!r}' for k in diff)}); "
+                "use a new --out directory or the same --set options"
+            )
+
+
+def train(
+    preset: str | Preset,
+    corpus: str,
+    data_dir: str | None,
+    out_dir: str | os.PathLike,
+    *,
+    spec: str | CompressionSpec = "float",
+    init: str | os.PathLike | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    heldout_speaker: str | None = None,
+    overrides: Iterable[str] | Mapping[str, object] = (),
+    eval_splits: Sequence[str] = ("dev", "test"),
+    stop_after: int | None = None,
+    mesh_spec: str | None = None,
+) -> dict:
+    """Train (or fine-tune from ``init``) one model; resumes if ``out_dir`` has a checkpoint.
+
+    Args:
+      preset: a preset name or :class:`~usmlite_edu.speech.presets.Preset` (model + training).
+      corpus, data_dir: where the speech is (see :func:`usmlite_edu.speech.corpora.load_corpus`).
+      out_dir: run directory (see :mod:`usmlite_edu.speech.runs`).
+      spec: compression applied during training (Algorithm 1).
+      init: run directory of a dense model to fine-tune from (its model config and
+        tokenizer are reused). The learning-rate schedule then continues from the init
+        run's last step, ramping up over the first 10% of steps (override with
+        ``train.schedule_offset`` / ``train.rewarm_steps``).
+      steps: shorthand for ``train.steps``.
+      overrides: ``section.field=value`` settings (:func:`usmlite_edu.speech.presets.apply_overrides`).
+      stop_after: stop (as if killed) after this many steps of *this* call; for tests.
+      mesh_spec: train on a device mesh (:func:`usmlite_edu.scale.mesh.make_mesh`), e.g.
+        ``"data=2,fsdp=4"``: parameters, Adam moments and N:M masks are sharded by the
+        logical-axis rules of :mod:`usmlite_edu.scale.mesh`, each batch along ``(data, fsdp)``,
+        and the step runs under :func:`usmlite_edu.scale.mesh.use_mesh`. ``None`` (default):
+        one device, no mesh, the computation of earlier versions. A checkpoint restores
+        onto whatever mesh (or single device) the resuming call uses.
+
+    Several processes (after :func:`usmlite_edu.scale.distributed.initialize`): every process
+    calls this with the same arguments; the mesh spans every process's devices (no
+    ``mesh_spec``: all of them on ``fsdp``); each process builds only its rows of each
+    batch (:func:`usmlite_edu.scale.mesh.process_rows`) and the global batch is assembled
+    with :func:`usmlite_edu.scale.mesh.global_batch`; checkpoints, parameters and masks are
+    written by all processes together (Orbax), the tokenizer, ``config.json`` and
+    ``metrics.jsonl`` by process 0. Every process still loads and prepares the whole
+    corpus index (bucketing needs every utterance's length).
+
+    Returns the final metrics dict (also in ``metrics.jsonl``).
+    """
+    spec = as_spec(spec)
+    overrides = dict(overrides.items()) if isinstance(overrides, Mapping) else list(overrides)
+    given = (
+        set(overrides)
+        if isinstance(overrides, dict)
+        else {o.split("=", 1)[0].strip() for o in overrides}
+    )
+    p = get_preset(preset).override(overrides)
+    if steps is not None:
+        p = p.override({"train.steps": int(steps)})
+    cfg, tcfg = p.model, p.train
+    out = Path(out_dir)
+    init_dir = Path(init) if init else None
+    if init_dir is not None:
+        init_run = runs.load_run(init_dir)
+        # The model is the init run's: only settings that do not reshape it may change.
+        reshaping = sorted(k for k in given if k.startswith("model.") and k != "model.dropout")
+        if reshaping:
+            raise ValueError(
+                f"--init {init_dir} fixes the model; {', '.join(reshaping)} "
+                "cannot change when fine-tuning (only model.dropout can)"
+            )
+        cfg = init_run.config.replace(
+            **{f: getattr(p.model, f) for f in ("dropout",) if f"model.{f}" in given}
+        )
+        tok = init_run.tokenizer
+        itc = init_run.meta.get("train_config", {})
+        if "train.schedule_offset" not in given:
+            tcfg = tcfg.replace(
+                schedule_offset=int(itc.get("schedule_offset", 0)) + int(itc.get("steps", 0))
+            )
+        if "train.rewarm_steps" not in given:
+            tcfg = tcfg.replace(rewarm_steps=max(tcfg.steps // 10, 1))
+    # Refuse an impossible spec or mesh before loading any data.
+    model.check_spec(cfg, model.ModelOptions(spec=spec))
+    if mesh_spec is None and jax.process_count() > 1:
+        mesh_spec = ""  # several processes: one mesh over all their devices, all on fsdp
+    dmesh = meshlib.make_mesh(mesh_spec) if mesh_spec is not None else None
+    primary = distributed.is_primary()
+
+    splits = {
+        s: load_corpus(
+            corpus,
+            data_dir,
+            s,
+            seed=seed,
+            sample_rate=cfg.sample_rate,
+            heldout_speaker=heldout_speaker,
+        )
+        for s in ("train", *eval_splits)
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    if init_dir is None:
+        if primary and not (out / "tokenizer" / "tokenizer.model").exists():
+            tok = Tokenizer.train(
+                [u.text for u in splits["train"]], tcfg.vocab_size, None, seed=seed
+            )
+            tok.save(out / "tokenizer")
+        distributed.barrier("tokenizer")  # the others read what process 0 wrote
+        tok = Tokenizer.load(out / "tokenizer")
+    elif primary:
+        tok.save(out / "tokenizer")
+    cfg = cfg.replace(vocab_size=tok.vocab_size)
+
+    meta = {
+        "preset": p.name,
+        "model_config": cfg,
+        "spec": str(spec),
+        "train_config": tcfg,
+        "overrides": sorted(f"{k}={v}" for k, v in overrides.items())
+        if isinstance(overrides, dict)
+        else list(overrides),
+        "corpus": corpus,
+        "data_dir": str(data_dir),
+        "seed": seed,
+        "heldout_speaker": heldout_speaker,
+        "init": str(init_dir) if init_dir else None,
+        "machine": runs.machine_info(),
+        "git_commit": runs.git_commit(),
+        # the last call's mesh and processes (a run may resume on others; not compared)
+        "mesh": mesh_spec,
+        "processes": jax.process_count(),
+    }
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        _check_same_run(cfg_path, meta)
+    distributed.barrier("config-checked")  # every process read the old one
+    if primary:
+        runs.write_json(cfg_path, meta)
+        if isinstance(spec, SpecMap):  # the per-layer specs, readable beside config.json
+            spec.save(out / "spec_map.json")
+
+    datasets = {
+        s: batching.prepare(
+            sp,
+            tok,
+            cfg,
+            tcfg.bucket_seconds,
+            keep_long=s != "train",
+            speed_factors=tcfg.speed_perturb if s == "train" else (),
+        )
+        for s, sp in splits.items()
+    }
+    for d in datasets.values():
+        print(d.summary(), flush=True)
+    train_data = {
+        "utterances": len(datasets["train"].examples),
+        "skipped": len(datasets["train"].skipped),
+    }
+
+    trainer = get_trainer(cfg, spec, tcfg)
+    if init_dir is not None:
+        # an /lsq spec: step sizes from the init run's (pruned) weights, Eq. 2's scale;
+        # another spec: none (an LSQ run fine-tuned under min/max scales)
+        first_masks = model.one_shot_masks(init_run.params, spec, cfg) if spec.lsq else None
+        params = model.conform_lsq(
+            init_run.params, cfg, spec, first_masks, compress_softmax=trainer.opts.compress_softmax
+        )
+    else:
+        params = trainer.init_params(seed)
+    opt_state = trainer.setup_optimizer(params)
+    key = jax.random.key(seed)  # concrete: made before any mesh context
+    step, position = 0, (0, 0)
+    if dmesh is not None:
+        params, opt_state = meshlib.shard_train_state(params, opt_state, dmesh)
+        print(f"mesh {dict(dmesh.shape)} over {dmesh.devices.size} devices", flush=True)
+
+    import orbax.checkpoint as ocp
+
+    mngr = runs.checkpoint_manager(out)
+    if mngr.latest_step() is not None:
+        target = {
+            "params": params,
+            "opt_state": opt_state,
+            "position": np.zeros(2, np.int64),
+            "step": np.zeros((), np.int64),
+        }
+        # Restore onto this call's placement (the mesh's shardings, or one device),
+        # whatever mesh wrote the checkpoint: Orbax reshards on read.
+        abstract = jax.tree.map(
+            lambda x: (
+                jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
+                if not isinstance(x, jax.Array)
+                else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+            ),
+            target,
+        )
+        restored = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
+        params, opt_state = restored["params"], restored["opt_state"]
+        position = tuple(int(v) for v in restored["position"])
+        step = int(restored["step"])
+        print(f"resumed from {out / 'checkpoints'} at step {step}", flush=True)
+
+    metrics_path = out / "metrics.jsonl"
+    logged, previous = runs.read_metrics(out) if metrics_path.exists() else ([], None)
+    if (
+        step >= tcfg.steps
+        and previous is not None
+        and previous.get("step") == step
+        and all(s in previous for s in eval_splits)
+        and (out / "params").exists()
+    ):
+        # Started again after it finished: nothing to train or evaluate. Its final record
+        # is the answer, as it was (not a new one with no losses and no time).
+        print(f"{out} finished at step {step} already: nothing to train or evaluate", flush=True)
+        result = {"train": train_data, **previous}
+        _warn_skipped(result)
+        return result
+
+    # This process's rows of every batch: all of them with one process.
+    rows = meshlib.process_rows(dmesh, tcfg.batch_size) if dmesh is not None else None
+    if jax.process_count() > 1:
+        print(f"{distributed.describe()}; batch rows {rows[0]}:{rows[1]}", flush=True)
+    stream = batching.BatchStream(datasets["train"], tcfg.batch_size, seed, position, rows)
+
+    def log_metrics(obj):
+        if not primary:
+            return
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(obj, default=runs.json_default) + "\n")
+
+    def save(step_):
+        state = {
+            "params": params,
+            "opt_state": opt_state,
+            "position": np.asarray(stream.position, np.int64),
+            "step": np.asarray(step_, np.int64),
+        }
+        mngr.save(step_, args=ocp.args.StandardSave(state), force=True)
+        mngr.wait_until_finished()
+
+    bar = _progress(tcfg.steps, step)
+    t0, t_last, s_last = time.time(), time.time(), step
+    losses: list[float] = []
+    ran = 0
+    while step < tcfg.steps:
+        batch = next(stream)
+        if dmesh is not None:
+            batch = meshlib.global_batch(batch, dmesh, tcfg.batch_size)
+        with meshlib.use_mesh(dmesh) if dmesh is not None else contextlib.nullcontext():
+            params, opt_state, loss, applied = trainer.step(params, opt_state, batch, key, step)
+        step += 1
+        ran += 1
+        if not bool(applied):
+            log.warning("step %d: non-finite loss/gradient, update skipped", step)
+            if int(opt_state.notfinite_count) >= tcfg.max_nonfinite:
+                bar.close()
+                raise RuntimeError(
+                    f"{tcfg.max_nonfinite} updates in a row had a non-finite loss or "
+                    f"gradient (step {step}); lower train.peak_lr or check the data. The "
+                    f"last good state is in {out / 'checkpoints'}"
+                )
+        losses.append(float(loss))
+        bar.update(1)
+        if step % tcfg.log_every == 0 or step == tcfg.steps:
+            now = time.time()
+            sps = (step - s_last) / max(now - t_last, 1e-9)
+            t_last, s_last = now, step
+            rec = {
+                "step": step,
+                "loss": float(np.nanmean(losses[-tcfg.log_every :])),
+                "steps_per_sec": sps,
+                "elapsed_s": now - t0,
+                "nonfinite_skipped": int(opt_state.total_notfinite),
+                "epoch": stream.position[0],
+            }
+            log_metrics(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", sps=f"{sps:.2f}")
+        if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0:
+            save(step)
+        if stop_after is not None and ran >= stop_after:
+            bar.close()
+            return {"stopped_at": step}
+    bar.close()
+    if mngr.latest_step() != step:
+        save(step)
+    _save_tree(out / "params", params)
+
+    masks = sparsity.masks_from_state(opt_state)
+    if losses:
+        final_loss = float(np.nanmean(losses[-tcfg.log_every :]))
+    else:  # no step ran in this call: the loss logged at this step is the same number
+        final_loss = next((r["loss"] for r in reversed(logged) if r.get("step") == step), None)
+    result = {
+        "step": step,
+        "train_time_s": time.time() - t0,
+        "nonfinite_skipped": int(opt_state.total_notfinite),
+        "final_loss": final_loss,
+        "train": train_data,
+    }
+    for s in eval_splits:
+        r = trainer.evaluate(params, masks, datasets[s], tok)
+        result[s] = {k: r[k] for k in ("wer", "cer", "utterances", "skipped")}
+        print(
+            f"{s}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  ({r['utterances']} utterances)",
+            flush=True,
+        )
+    log_metrics({"final": result})
+    if masks is not None:
+        _save_tree(out / "masks", masks)
+    _warn_skipped(result)
+    return result
+
+
+def _save_tree(path: Path, tree: Any) -> None:
+    """:func:`usmlite_edu.speech.runs.save_params` of ``tree``'s global values as host arrays,
+    from one process or several (process 0 removes an old copy first). Host arrays,
+    not the sharded ones: Orbax records a sharded array's devices and will not restore
+    it without a target where those devices do not exist (``eval`` on one device of a
+    run trained on 8); the checkpoints keep the sharded state."""
+    tree = meshlib.to_host(tree)
+    if jax.process_count() > 1:
+        if distributed.is_primary() and path.exists():
+            import shutil
+
+            shutil.rmtree(path)
+        distributed.barrier(f"save {path.name}")
+    runs.save_params(path, tree)
+
+
+def _warn_skipped(result: Mapping[str, Any]) -> None:
+    for line in too_many_skipped(skip_counts(result)):
+        log.warning("too many utterances skipped: %s", line)
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike | None,
+    corpus: str,
+    data_dir: str | None,
+    split: str,
+    *,
+    spec: str | CompressionSpec | None = None,
+    seed: int = 0,
+    heldout_speaker: str | None = None,
+    overrides: Iterable[str] | Mapping[str, object] = (),
+    model: str | os.PathLike | None = None,
+    arith: str | None = None,
+) -> dict:
+    """WER/CER of a finished run on ``split``.
+
+    ``spec`` (default: the run's own) evaluates the run's weights through another
+    compression: post-training quantization (PTQ) of a dense checkpoint, or one-shot N:M
+    masks computed from its weights. ``overrides`` may change ``train.*`` evaluation
+    settings (``train.eval_batch_size``, ``train.bucket_seconds``); the model is the run's.
+    ``model`` (instead of ``run_dir``) evaluates a packed file of ``usmlite-edu export``
+    (:mod:`usmlite_edu.deploy.export`), which scores exactly as its run under its spec.
+    ``arith`` is the dense layers' inference arithmetic (:mod:`usmlite_edu.deploy.infer`).
+    """
+    from usmlite_edu.deploy.transcribe import open_model
+
+    keys = (
+        overrides.keys()
+        if isinstance(overrides, Mapping)
+        else [o.split("=", 1)[0].strip() for o in overrides]
+    )
+    if any(not k.startswith("train.") for k in keys):
+        raise ValueError(
+            "evaluation takes only train.* overrides (e.g. train.eval_batch_size=8); "
+            "the model is fixed by the checkpoint"
+        )
+    m = open_model(run_dir, model, spec, overrides, arith=arith)
+    split_data = load_corpus(
+        corpus,
+        data_dir,
+        split,
+        seed=seed,
+        sample_rate=m.config.sample_rate,
+        heldout_speaker=heldout_speaker,
+    )
+    ds = batching.prepare(
+        split_data, m.tokenizer, m.config, m.train_config.bucket_seconds, keep_long=True
+    )
+    r = m.trainer.evaluate(m.params, m.masks, ds, m.tokenizer)
+    r["spec"] = str(m.trainer.spec)
+    r["arith"] = arith
+    return r
