@@ -98,7 +98,7 @@ import numpy as np
 from IPython.display import Image, Markdown, display
 
 from usmlite_edu.core import compress, sizes, sparsity, stats
-from usmlite_edu.core.compress import CompressionSpec
+from usmlite_edu.core.specs import CompressionSpec
 from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.speech import batching, configs, corpora, model, presets, runs
 from usmlite_edu.training import claims, reproduce, train

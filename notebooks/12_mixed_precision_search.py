@@ -91,12 +91,13 @@ import numpy as np
 from IPython.display import Image, display
 
 from usmlite_edu.core import sizes, stats
-from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.core.specs import SpecMap
 from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.search import sensitivity as S
 from usmlite_edu.search import supernet
 from usmlite_edu.speech import batching, model, runs
 from usmlite_edu.speech.corpora import CorpusSplit, load_corpus
+from usmlite_edu.speech.layers import resolve as resolve_layers
 from usmlite_edu.speech.presets import get_preset
 from usmlite_edu.speech.tokenizer import Tokenizer
 from usmlite_edu.training import train
@@ -678,7 +679,7 @@ if HAVE_B0:
         hint="a weighted average: each weight counts 100% (float), 25% (int8) or 9.375% "
         "(int4+2:4), weighted by its number of weights over all compressible weights",
         correct=f"{hand_size:.3f}% (sensitivity.size_of: "
-        f"{S.size_of(cfg, {n: str(s) for n, s in hand_map.resolve(cfg).items()}, 'paper'):.3f}%)",
+        f"{S.size_of(cfg, {n: str(s) for n, s in resolve_layers(hand_map, cfg).items()}, 'paper'):.3f}%)",
     )
 else:
     print("[skipped] Exercise 1 needs the committed B0")

@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rows(b0: Path | None = None, spec_maps: tuple = ()) -> list[dict]:
-    """One dict per plan row (then one per :class:`~usmlite_edu.core.layer_specs.SpecMap`
+    """One dict per plan row (then one per :class:`~usmlite_edu.core.specs.SpecMap`
     of ``spec_maps``, read from files): file, header and tensor-data
     bytes, the exact accounting (bytes and % of float32 B0), the paper-convention estimate
     and the paper's figure."""
     from usmlite_edu.core import sizes
-    from usmlite_edu.core.layer_specs import SpecMap
+    from usmlite_edu.core.specs import SpecMap
     from usmlite_edu.deploy import export
     from usmlite_edu.speech import model
     from usmlite_edu.speech.presets import model_config
@@ -135,7 +135,7 @@ def main() -> None:
         help="also a row for B0 under this per-layer spec map (JSON); repeatable",
     )
     args = ap.parse_args()
-    from usmlite_edu.core.layer_specs import SpecMap
+    from usmlite_edu.core.specs import SpecMap
 
     maps = tuple(SpecMap.load(p) for p in args.spec_map)  # before the chdir
     os.chdir(ROOT)  # the file records its source path: the same bytes from any clone

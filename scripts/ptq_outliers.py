@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from usmlite_edu.core import weight_stats as ws
-from usmlite_edu.core.compress import as_spec
+from usmlite_edu.core.specs import as_spec
 from usmlite_edu.course.main_job import _score, _transcribe
 from usmlite_edu.speech import model, runs
 from usmlite_edu.speech.batching import eval_batches, prepare

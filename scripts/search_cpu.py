@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from usmlite_edu.core import sizes, stats
-from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.core.specs import SpecMap
 from usmlite_edu.search import pipeline as searchlib
 from usmlite_edu.search import supernet
 from usmlite_edu.speech import runs

@@ -26,7 +26,7 @@ Architecture (Gulati et al. 2020, as configured by :class:`~usmlite_edu.speech.c
       -> softmax layer (vocab)                                       (float)
 
 Every dense matrix of the encoder (and the projection) runs through one
-:class:`~usmlite_edu.core.compress.CompressionSpec`: the native int8 forward of Eq. (1) with
+:class:`~usmlite_edu.core.specs.CompressionSpec`: the native int8 forward of Eq. (1) with
 the STE backward (:func:`usmlite_edu.core.compress.compressed_matmul`). N:M masks are applied
 to the parameters *before* the model sees them (:func:`apply_masks`, Eq. 4), so the
 quantizer computes its scale on the pruned weight: prune-then-quantize, Algorithm 1.
@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from usmlite_edu.core import compress, quant, sparsity
-from usmlite_edu.core.compress import CompressionSpec
+from usmlite_edu.core.specs import CompressionSpec
 from usmlite_edu.speech.configs import ConformerConfig
 from usmlite_edu.speech.frontend import subsampled_lengths
 

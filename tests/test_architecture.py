@@ -27,41 +27,42 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _imports(name: str, path: Path, mods: dict[str, Path]) -> list[tuple[str, int, bool, str]]:
+    """The package modules ``name`` imports: (target, line, inside a function, source)."""
+    text = path.read_text()
+    lines = text.splitlines()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    edges = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = in_function or isinstance(
+                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+            )
+            targets: list[str] = []
+            if isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    up = package.split(".")[: len(package.split(".")) - child.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                for alias in child.names:
+                    full = f"{base}.{alias.name}"
+                    targets.append(full if full in mods else base)
+            elif isinstance(child, ast.Import):
+                targets = [a.name for a in child.names]
+            for t in targets:
+                if t.split(".")[0] == "usmlite_edu" and t != name:
+                    edges.append((t, child.lineno, in_function, lines[child.lineno - 1]))
+            visit(child, inner)
+
+    visit(ast.parse(text), False)
+    return edges
+
+
 def import_graph() -> dict[str, list[tuple[str, int, bool, str]]]:
     """module -> [(imported package module, line, inside a function, source line)]."""
     mods = _modules()
-    graph: dict[str, list[tuple[str, int, bool, str]]] = {}
-    for name, path in mods.items():
-        text = path.read_text()
-        lines = text.splitlines()
-        tree = ast.parse(text)
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        edges = []
-
-        def visit(node: ast.AST, in_function: bool) -> None:
-            for child in ast.iter_child_nodes(node):
-                inner = in_function or isinstance(
-                    child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-                )
-                targets: list[str] = []
-                if isinstance(child, ast.ImportFrom):
-                    base = child.module or ""
-                    if child.level:
-                        up = package.split(".")[: len(package.split(".")) - child.level + 1]
-                        base = ".".join(up + ([base] if base else []))
-                    for alias in child.names:
-                        full = f"{base}.{alias.name}"
-                        targets.append(full if full in mods else base)
-                elif isinstance(child, ast.Import):
-                    targets = [a.name for a in child.names]
-                for t in targets:
-                    if t.split(".")[0] == "usmlite_edu" and t != name:
-                        edges.append((t, child.lineno, in_function, lines[child.lineno - 1]))
-                visit(child, inner)
-
-        visit(tree, False)
-        graph[name] = edges
-    return graph
+    return {name: _imports(name, path, mods) for name, path in mods.items()}
 
 
 def wing(module: str) -> str | None:

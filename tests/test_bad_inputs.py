@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from tiny_model import TINY
 
 from usmlite_edu import cli
-from usmlite_edu.core.compress import CompressionSpec, as_spec
+from usmlite_edu.core.specs import CompressionSpec, as_spec
 from usmlite_edu.speech import batching, configs, frontend
 from usmlite_edu.speech.audio import AudioError, load_audio, min_samples
 from usmlite_edu.speech.corpora import CorpusSplit, Utterance, load_corpus, load_librispeech

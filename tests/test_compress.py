@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from usmlite_edu.core import compress, quant, sparsity
-from usmlite_edu.core.compress import CompressionSpec
+from usmlite_edu.core.specs import CompressionSpec
 
 PAPER_NAMES = [
     "float",

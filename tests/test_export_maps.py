@@ -17,9 +17,10 @@ from tiny_model import TINY_CFG
 
 from usmlite_edu import cli
 from usmlite_edu.core import compress, quant, sizes
-from usmlite_edu.core.layer_specs import SpecMap, compressible_layers
+from usmlite_edu.core.specs import SpecMap
 from usmlite_edu.deploy import export, infer
 from usmlite_edu.speech import configs, model, runs
+from usmlite_edu.speech.layers import compressible_layers
 from usmlite_edu.speech.tokenizer import Tokenizer
 from usmlite_edu.training import train
 

@@ -52,7 +52,7 @@ def test_int4_packs_two_a_byte_and_unpacks_exactly(rows):
 def test_weight_only_is_the_float_path_up_to_bf16_rounding_of_x(spec):
     """w8/w4 multiply the same integers as Eq. (1)'s float path; only x is rounded to bf16,
     so each product moves by at most 2**-9 of |x||s q| (+ float32 accumulation)."""
-    from usmlite_edu.core.compress import as_spec
+    from usmlite_edu.core.specs import as_spec
 
     sp = as_spec(spec)
     x, w = _x_w()

@@ -1,4 +1,4 @@
-"""Per-layer specs (usmlite_edu.core.layer_specs): the map, the model it builds, its masks,
+"""Per-layer specs (usmlite_edu.core.specs): the map, the model it builds, its masks,
 sizes, training and the command line."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from tiny_model import TINY, TINY_CFG
 
 from usmlite_edu import cli
 from usmlite_edu.core import compress, sizes, sparsity
-from usmlite_edu.core.layer_specs import SpecMap, compressible_layers, layer_table
+from usmlite_edu.core.specs import SpecMap
 from usmlite_edu.speech import model
+from usmlite_edu.speech.layers import compressible_layers, layer_table, resolve
 from usmlite_edu.speech.presets import get_preset
 from usmlite_edu.training import train
 
@@ -66,7 +67,7 @@ def test_bad_maps_are_refused(rules, default, says):
 
 def test_a_rule_matching_nothing_or_a_shape_it_cannot_take_is_refused():
     with pytest.raises(ValueError, match="matches no compressible layer"):
-        SpecMap((("encoder/blocks/9/.*", "int8"),), "float").resolve(CFG)
+        resolve(SpecMap((("encoder/blocks/9/.*", "int8"),), "float"), CFG)
     # groups of 48 divide no input width of the ci model (64, 256)
     with pytest.raises(ValueError, match="group size 48 does not divide"):
         model.build_model(CFG, SpecMap((("encoder/blocks/0/ffn1/dense1", "int2/gs48"),), "int8"))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tiny_model import TINY, TINY_CFG
 
 from usmlite_edu.core import compress, quant, sizes
-from usmlite_edu.core.compress import CompressionSpec
+from usmlite_edu.core.specs import CompressionSpec
 from usmlite_edu.deploy import export
 from usmlite_edu.speech import augment, batching, configs, model, runs
 from usmlite_edu.speech.corpora import load_corpus

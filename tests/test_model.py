@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from usmlite_edu.core import sparsity
-from usmlite_edu.core.compress import as_spec
+from usmlite_edu.core.specs import as_spec
 from usmlite_edu.speech import configs
 from usmlite_edu.speech import model as M
 

@@ -21,7 +21,7 @@ import pytest
 from fsdd_location import fsdd_dir
 
 from usmlite_edu.core import sparsity
-from usmlite_edu.core.compress import as_spec
+from usmlite_edu.core.specs import as_spec
 from usmlite_edu.speech import configs, frontend
 from usmlite_edu.speech import model as M
 from usmlite_edu.speech.configs import ConformerConfig

@@ -16,11 +16,12 @@ from tiny_model import TINY, TINY_CFG
 
 from usmlite_edu import cli
 from usmlite_edu.core import compress
-from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.core.specs import SpecMap
 from usmlite_edu.search import pipeline as search
 from usmlite_edu.search import sensitivity, supernet
 from usmlite_edu.speech import batching
 from usmlite_edu.speech.corpora import load_corpus
+from usmlite_edu.speech.layers import resolve
 from usmlite_edu.speech.presets import get_preset
 from usmlite_edu.speech.tokenizer import Tokenizer
 from usmlite_edu.training import train
@@ -176,7 +177,7 @@ def test_search_is_deterministic_resumable_and_writes_a_map_within_budget(tiny, 
     assert [h["step"] for h in b["history"]] == [2, 4, 6] and a["history"] == b["history"]
     assert np.abs(np.array(a["final_logits"])).max() > 0  # the logits moved
     smap = SpecMap.load(tmp_path / "a" / "spec_map.json")
-    got = {n: str(s) for n, s in smap.resolve(cfg).items()}
+    got = {n: str(s) for n, s in resolve(smap, cfg).items()}
     assert set(got.values()) <= set(SMALL)
     assert a["size_paper"] <= 12.0 + 1e-6
     c = supernet.search(params, params, cfg, tcfg, ds, scfg, tmp_path / "c", seed=2)

@@ -13,7 +13,7 @@ from tiny_model import TINY, TINY_CFG
 
 from usmlite_edu import cli
 from usmlite_edu.core import sparsity
-from usmlite_edu.core.compress import CompressionSpec
+from usmlite_edu.core.specs import CompressionSpec
 from usmlite_edu.speech import batching, configs, decoding, presets, runs
 from usmlite_edu.speech.corpora import CorpusSplit, Utterance, load_corpus
 from usmlite_edu.speech.tokenizer import Tokenizer

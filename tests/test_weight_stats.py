@@ -8,7 +8,7 @@ import pytest
 
 from usmlite_edu.core import quant
 from usmlite_edu.core import weight_stats as ws
-from usmlite_edu.core.compress import as_spec
+from usmlite_edu.core.specs import as_spec
 from usmlite_edu.speech import configs
 from usmlite_edu.speech import model as M
 

@@ -16,10 +16,8 @@ import warnings
 
 #: old module name (under ``usmlite_edu.``) -> its new home
 MOVED: dict[str, str] = {
-    **{
-        m: f"core.{m}"
-        for m in ("quant", "sparsity", "compress", "layer_specs", "sizes", "weight_stats", "stats")
-    },
+    **{m: f"core.{m}" for m in ("quant", "sparsity", "compress", "sizes", "weight_stats", "stats")},
+    "layer_specs": "core.specs",
     **{m: f"scale.{m}" for m in ("mesh", "distributed")},
     **{
         m: f"speech.{m}"

@@ -59,14 +59,14 @@ def _spec(args):
         return args.spec
     if args.spec:
         raise ValueError(f"give --spec or --spec-map, not both (got --spec {args.spec})")
-    from usmlite_edu.core.layer_specs import SpecMap
+    from usmlite_edu.core.specs import SpecMap
 
     return SpecMap.load(path)
 
 
 def _cmd_sizes(args) -> int:
     from usmlite_edu.core import sizes
-    from usmlite_edu.core.layer_specs import compressible_layers, layer_table
+    from usmlite_edu.speech.layers import compressible_layers, layer_table
     from usmlite_edu.speech.presets import model_config
 
     if args.layers:

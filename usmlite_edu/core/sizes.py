@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from usmlite_edu.core.compress import CompressionSpec, as_spec
+from usmlite_edu.core.specs import CompressionSpec, as_spec
 from usmlite_edu.speech.configs import ConformerConfig, WeightInfo, weight_shapes
 from usmlite_edu.speech.presets import model_config
 

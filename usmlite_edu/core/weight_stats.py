@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from usmlite_edu.core import quant
-from usmlite_edu.core.compress import CompressionSpec, as_spec
+from usmlite_edu.core.specs import CompressionSpec, as_spec
 from usmlite_edu.speech.configs import ConformerConfig, weight_shapes
 
 __all__ = [

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 
 from usmlite_edu.core import compress, quant, sizes
-from usmlite_edu.core.compress import CompressionSpec
+from usmlite_edu.core.specs import CompressionSpec
 from usmlite_edu.speech.configs import WeightInfo, weight_shapes
 
 __all__ = [

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from usmlite_edu.core import sizes
-from usmlite_edu.core.compress import as_spec
+from usmlite_edu.core.specs import as_spec
 
 # Every library call this module makes, in one block, so that moving one is one edit.
 from usmlite_edu.speech.batching import prepare

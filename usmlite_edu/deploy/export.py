@@ -48,7 +48,7 @@ re-derives the scale from them, and ``max|s q| / qmax`` is ``s`` only up to a fl
 rounding: one unit in the last place off in 3% of the channels of a random Gaussian weight
 at int8, 43% at int4.)
 
-Per-layer specs. Under a :class:`usmlite_edu.core.layer_specs.SpecMap` (``export --spec-map
+Per-layer specs. Under a :class:`usmlite_edu.core.specs.SpecMap` (``export --spec-map
 FILE``) each dense kernel is packed under its own spec (:func:`kernel_specs`) and a layer
 whose spec is float goes to the ``float32`` tensor; the layout's row of each kernel
 names its spec, and the metadata's ``spec`` is the map's name (``map:{...}``), from which
@@ -80,8 +80,8 @@ import jax
 import numpy as np
 
 from usmlite_edu.core import compress, quant
-from usmlite_edu.core.compress import CompressionSpec, as_spec
-from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
+from usmlite_edu.speech import layers
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from_dict, weight_shapes
 
 __all__ = [
@@ -487,12 +487,12 @@ def kernel_specs(
 ) -> dict[str, CompressionSpec]:
     """``{weight name: spec}`` of every kernel a packed file of ``cfg`` under ``spec``
     packs, in file order: the dense kernels, each under its own spec for a
-    :class:`~usmlite_edu.core.layer_specs.SpecMap`, except those whose spec is float (they go
+    :class:`~usmlite_edu.core.specs.SpecMap`, except those whose spec is float (they go
     to the ``float32`` tensor). Refuses (``ValueError`` naming the weight) a spec some
     layer cannot take, and a map rule that matches no layer."""
     spec = as_spec(spec)
     if isinstance(spec, SpecMap):
-        return {n: s for n, s in spec.resolve(cfg).items() if not s.is_float}
+        return {n: s for n, s in layers.resolve(spec, cfg).items() if not s.is_float}
     out = {}
     if not spec.is_float:
         for w in weight_shapes(cfg):
@@ -515,7 +515,7 @@ def file_layout(cfg: ConformerConfig, spec: CompressionSpec | SpecMap | str) -> 
     """The ``layout`` entry of a packed file's metadata for ``cfg`` under ``spec``.
 
     ``kernels`` lists ``[name, in, out, groups]`` per packed kernel in file order (a
-    :class:`~usmlite_edu.core.layer_specs.SpecMap`: ``[name, in, out, groups, spec]``, each
+    :class:`~usmlite_edu.core.specs.SpecMap`: ``[name, in, out, groups, spec]``, each
     kernel's own spec); ``float32`` counts the parameters that stay float (their names
     and shapes are the rest of :func:`usmlite_edu.speech.configs.weight_shapes`, in its order).
     """
@@ -645,7 +645,7 @@ def write_packed(
         spec is post-training quantization). N:M masks: the run's own when ``spec`` is
         its spec and it saved them, else one-shot (Eq. 3), as
         :func:`usmlite_edu.speech.runs.load_masks` gives them to ``transcribe``; for a dict,
-        ``masks`` or one-shot. A :class:`~usmlite_edu.core.layer_specs.SpecMap` packs each
+        ``masks`` or one-shot. A :class:`~usmlite_edu.core.specs.SpecMap` packs each
         dense kernel under its own spec (module docstring, "Per-layer specs").
       path: the ``.safetensors`` file to write (replaced atomically).
 
@@ -920,7 +920,7 @@ def inference(packed: Packed):
     whose model holds each compressed kernel as its stored integers, scales and zero
     points, so every dense layer computes Eq. (1), ``s * (X @ q - z * sum(X))``
     (:func:`usmlite_edu.core.quant.native_matmul`): the forward pass native QAT runs, from the
-    same integers. A :class:`~usmlite_edu.core.layer_specs.SpecMap`: the same, layer by layer
+    same integers. A :class:`~usmlite_edu.core.specs.SpecMap`: the same, layer by layer
     (a quantized layer holds its integers, a float or float N:M layer its float weights).
     Requires a file with a training config (buckets) and a tokenizer.
     """

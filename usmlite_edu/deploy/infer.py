@@ -34,7 +34,7 @@ instead): an unknown name; ``w4`` on a spec wider than 4 bits; ``w8a8`` on a spe
 sub-channel groups or zero points (the paper's int2), whose integer dot would need a
 grouped, zero-point-corrected kernel this module does not have.
 
-A per-layer :class:`~usmlite_edu.core.layer_specs.SpecMap` runs layer by layer: each dense
+A per-layer :class:`~usmlite_edu.core.specs.SpecMap` runs layer by layer: each dense
 layer's integers are its own spec's (a float or float N:M layer's: quantized for the arith,
 as above), and the refusals above apply to each layer, naming the first layer that cannot
 run (``w4`` on a map with an ``int8`` layer, ``w8a8`` on one with an ``int2`` layer).
@@ -52,8 +52,8 @@ import jax
 import numpy as np
 
 from usmlite_edu.core import compress, quant
-from usmlite_edu.core.compress import CompressionSpec, as_spec
-from usmlite_edu.core.layer_specs import SpecMap, layer_name
+from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec, layer_name
+from usmlite_edu.speech import layers
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, weight_shapes
 
 __all__ = [
@@ -88,7 +88,7 @@ def weight_spec(
 
     A quantized spec is returned as it is, after checking that its grid fits ``arith``; a
     float spec (N:M or dense) gets per-channel symmetric int8 (``w8``, ``w8a8``) or int4
-    (``w4``) weights, keeping its N:M pattern. A :class:`~usmlite_edu.core.layer_specs.SpecMap`
+    (``w4``) weights, keeping its N:M pattern. A :class:`~usmlite_edu.core.specs.SpecMap`
     (``cfg`` required: which layers use which rule) gets each rule's spec converted, and
     its default if some layer uses it; ``ValueError`` names the first layer whose spec
     ``arith`` cannot run.
@@ -122,7 +122,7 @@ def _map_weight_spec(spec: SpecMap, arith: str, cfg: ConformerConfig | None) -> 
     if cfg is None:
         raise ValueError(f"weight_spec: a spec map under --arith {arith} needs the model config")
     used = set()
-    for name, s in spec.resolve(cfg).items():
+    for name, s in layers.resolve(spec, cfg).items():
         try:
             weight_spec(s, arith)
         except ValueError as e:

@@ -15,9 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from usmlite_edu.core.compress import CompressionSpec, as_spec
-from usmlite_edu.core.layer_specs import SpecMap
-from usmlite_edu.speech import batching, runs
+from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
+from usmlite_edu.speech import batching, layers, runs
 from usmlite_edu.speech.audio import AudioError, load_audio
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
 from usmlite_edu.speech.tokenizer import Tokenizer
@@ -47,7 +46,7 @@ def transcribe_files(
     The model is a run directory (``run_dir``) or a packed file (``model``, written by
     ``usmlite-edu export``; :mod:`usmlite_edu.deploy.export`), which transcribes exactly as its
     run does under the spec it was exported with. ``spec`` (default: the run's own; a
-    :class:`~usmlite_edu.core.layer_specs.SpecMap` gives each layer its own) runs a run's
+    :class:`~usmlite_edu.core.specs.SpecMap` gives each layer its own) runs a run's
     weights through another compression (PTQ); a packed file holds one spec or map.
     ``arith`` (default: the run's own) chooses the inference arithmetic of the dense
     layers (:mod:`usmlite_edu.deploy.infer`: float32, bf16, w8, w4, w8a8).
@@ -149,7 +148,7 @@ def open_model(
     tcfg = Preset("run", run.config, tcfg).override(overrides).train
     spec = as_spec(spec, run.spec)
     if isinstance(spec, SpecMap):  # refuse a map that does not fit before any mask is made
-        spec.resolve(run.config)
+        layers.resolve(spec, run.config)
     masks = runs.load_masks(run_dir, run, spec)
     trainer, params, masks, tcfg = infer.prepare(
         run.config,

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from usmlite_edu.core import compress, sizes
-from usmlite_edu.core.compress import CompressionSpec, as_spec
+from usmlite_edu.core.specs import CompressionSpec, as_spec
 from usmlite_edu.speech.configs import ConformerConfig, WeightInfo, weight_shapes
 
 __all__ = [

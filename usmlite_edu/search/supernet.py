@@ -30,7 +30,7 @@ together with two Adam optimizers.
 After the search (:func:`select`), each layer takes its most probable candidate
 (``argmax alpha_l``); when that assignment exceeds the budget, the most probable one that
 fits instead: the exact multiple-choice knapsack of :mod:`usmlite_edu.search.sensitivity` with
-cost ``-log softmax(alpha_l)``. The result is a :class:`~usmlite_edu.core.layer_specs.SpecMap`;
+cost ``-log softmax(alpha_l)``. The result is a :class:`~usmlite_edu.core.specs.SpecMap`;
 :func:`usmlite_edu.training.train.train` then fine-tunes it with Algorithm 1 (the seed's optional
 second pass), from the same start and for the same steps as the uniform rows of the
 reproduction, so that searched and uniform models differ only in their specs.
@@ -55,8 +55,7 @@ import numpy as np
 import optax
 
 from usmlite_edu.core import compress
-from usmlite_edu.core.compress import as_spec
-from usmlite_edu.core.layer_specs import SpecMap, layer_name
+from usmlite_edu.core.specs import SpecMap, as_spec, layer_name
 from usmlite_edu.search import sensitivity
 from usmlite_edu.speech import batching, model, runs
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, weight_shapes

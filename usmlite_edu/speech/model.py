@@ -14,7 +14,7 @@ Architecture (Gulati et al. 2020, as configured by :class:`~usmlite_edu.speech.c
       -> softmax layer (vocab)                                       (float)
 
 Every dense matrix of the encoder (and the projection) runs through one
-:class:`~usmlite_edu.core.compress.CompressionSpec`: the native int8 forward of Eq. (1) with
+:class:`~usmlite_edu.core.specs.CompressionSpec`: the native int8 forward of Eq. (1) with
 the STE backward (:func:`usmlite_edu.core.compress.compressed_matmul`). N:M masks are applied
 to the parameters *before* the model sees them (:func:`apply_masks`, Eq. 4), so the
 quantizer computes its scale on the pruned weight: prune-then-quantize, Algorithm 1.
@@ -53,9 +53,9 @@ import numpy as np
 from flax import nnx
 
 from usmlite_edu.core import compress, quant, sparsity
-from usmlite_edu.core.compress import CompressionSpec
-from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.core.specs import CompressionSpec, SpecMap
 from usmlite_edu.scale import mesh as mesh_lib
+from usmlite_edu.speech import layers
 from usmlite_edu.speech.configs import ConformerConfig, weight_shapes
 from usmlite_edu.speech.frontend import subsampled_lengths
 
@@ -117,7 +117,7 @@ class ModelOptions:
     def quant_spec(self) -> CompressionSpec:
         """The spec without its N:M part (masks are applied to the params outside).
 
-        For a per-layer :class:`~usmlite_edu.core.layer_specs.SpecMap`: float, the placeholder
+        For a per-layer :class:`~usmlite_edu.core.specs.SpecMap`: float, the placeholder
         each dense layer is built with before :class:`ConformerCTC` gives it its own."""
         if isinstance(self.spec, SpecMap):
             return CompressionSpec()
@@ -517,7 +517,7 @@ def check_spec(cfg: ConformerConfig, opts: ModelOptions) -> None:
             raise ValueError(
                 "a per-layer spec map compresses dense layers only; drop compress_convs"
             )
-        opts.spec.resolve(cfg, opts.compress_softmax)  # checks every layer's shape
+        layers.resolve(opts.spec, cfg, opts.compress_softmax)  # checks every layer's shape
         return
     for w in weight_shapes(cfg):
         if w.role == "dense" or (w.role == "softmax" and opts.compress_softmax):
@@ -549,7 +549,7 @@ class ConformerCTC(nnx.Module):
         if isinstance(opts.spec, SpecMap):
             # Each dense layer was built float; give it its own spec (a static attribute,
             # so it is part of the graphdef, like a one-spec model's).
-            resolved = opts.spec.resolve(cfg, opts.compress_softmax)
+            resolved = layers.resolve(opts.spec, cfg, opts.compress_softmax)
             for path, node in nnx.iter_graph(self):
                 if isinstance(node, QDense):
                     name = "/".join(str(k) for k in path) + "/kernel"
@@ -864,7 +864,7 @@ def one_shot_masks(
 def nm_pattern_tree(params: Any, cfg: ConformerConfig, opts: ModelOptions) -> Any:
     """Like :func:`compressible_mask_tree`, with each pruned leaf's N:M pattern: a
     :class:`usmlite_edu.core.sparsity.Pattern` where ``opts.spec`` (or, for a
-    :class:`~usmlite_edu.core.layer_specs.SpecMap`, that layer's spec) is sparse, ``False``
+    :class:`~usmlite_edu.core.specs.SpecMap`, that layer's spec) is sparse, ``False``
     elsewhere. The ``where`` of :func:`usmlite_edu.core.sparsity.nm_masked`."""
     spec = opts.spec
 

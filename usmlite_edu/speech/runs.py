@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from usmlite_edu.core.compress import CompressionSpec, as_spec
+from usmlite_edu.core.specs import CompressionSpec, as_spec
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from_dict
 from usmlite_edu.speech.tokenizer import Tokenizer
 

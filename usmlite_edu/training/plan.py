@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from usmlite_edu.core.compress import as_spec
+from usmlite_edu.core.specs import as_spec
 from usmlite_edu.scale import mesh
 from usmlite_edu.speech import batching, model
 from usmlite_edu.speech.presets import get_preset

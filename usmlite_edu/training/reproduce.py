@@ -87,7 +87,7 @@ import jax
 import numpy as np
 
 from usmlite_edu.core import sizes, stats
-from usmlite_edu.core.compress import as_spec
+from usmlite_edu.core.specs import as_spec
 from usmlite_edu.speech import batching, configs, runs
 from usmlite_edu.speech.corpora import CorpusSplit, load_corpus
 from usmlite_edu.speech.presets import PRESETS, Preset, get_preset

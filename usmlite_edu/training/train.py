@@ -50,8 +50,7 @@ import numpy as np
 import optax
 
 from usmlite_edu.core import sparsity
-from usmlite_edu.core.compress import CompressionSpec, as_spec
-from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
 from usmlite_edu.scale import distributed
 from usmlite_edu.scale import mesh as meshlib
 from usmlite_edu.speech import augment, batching, frontend, model, runs
