@@ -23,6 +23,8 @@ import copy
 import re
 from pathlib import Path
 
+from usmlite_edu.course import notebook_runner
+
 __all__ = [
     "ANSWER_MARK",
     "EDITIONS",
@@ -110,8 +112,6 @@ def write_edition(
     the only copy of the solutions).
     """
     import nbformat
-
-    from usmlite_edu.course import notebook_runner
 
     if edition not in EDITIONS:
         raise ValueError(f"unknown edition {edition!r}; choose one of {', '.join(EDITIONS)}")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+import usmlite_edu
 from usmlite_edu.speech.paths import find_checkout
 
 if TYPE_CHECKING:
@@ -74,8 +75,6 @@ def find_repo(start: Path | None = None) -> Path | None:
     ``usmlite-edu notebooks --edition student --out DIR``) gets the clone the package was
     installed from in editable mode, if any, so its data_small/ and results/ are found.
     """
-    import usmlite_edu
-
     return find_checkout(start) or find_checkout(Path(usmlite_edu.__file__).parent)
 
 
@@ -98,8 +97,6 @@ def setup(
     """
     import jax
     import matplotlib
-
-    import usmlite_edu
 
     if fast is None:
         fast = os.environ.get("USMLITE_FAST", "0") == "1"

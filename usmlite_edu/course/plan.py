@@ -18,6 +18,8 @@ import tomllib
 from pathlib import Path
 from urllib.parse import quote
 
+from usmlite_edu.course import editions
+
 __all__ = [
     "PLAN",
     "NotebookPlan",
@@ -171,8 +173,6 @@ def reading_minutes(path: Path) -> int:
     :data:`MINUTES_PER_EXERCISE` per exercise check, rounded up to 5 minutes. A rule of
     thumb that scales with the text, not a measurement of learners."""
     import jupytext
-
-    from usmlite_edu.course import editions
 
     nb = jupytext.read(path)
     words = sum(
