@@ -1,5 +1,6 @@
 """The README, docs/ and the results' READMEs link to files that exist, and to headings that
-exist: every relative Markdown link (and image) resolves from the page that holds it."""
+exist: every relative Markdown link (and image) resolves from the page that holds it. And
+the README stays a front page."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def test_the_reader_finds_links_and_anchors():
 
 def test_the_pages_exist():
     assert (ROOT / "docs" / "architecture.md").is_file() and len(PAGES) > 10
+
+
+def test_the_readme_fits():
+    """The front page says what the project is, its two commands, what the main job prints,
+    the notebooks' map and where the rest lives (issue 24); everything else is in docs/."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 300, f"README.md has {len(lines)} lines; move a section to docs/"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
