@@ -6,7 +6,7 @@
 #   make test-fast PYTHON=python3.13 VENV=.venv-3.13           # the pins of requirements.txt
 #   make test-fast PYTHON=python3.13 VENV=.venv-3.13-new PINS=0 # pyproject's ranges, newest
 #   PINS=lowest: pyproject's lower bounds (requirements-lowest.txt as constraints)
-# The rendered book (README "The book"): make book (notebooks in full mode, long) or
+# The rendered book (docs/book.md): make book (notebooks in full mode, long) or
 # make book-fast (fast mode, minutes); the site is build/book/html/index.html.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)

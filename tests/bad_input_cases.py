@@ -2,7 +2,7 @@
 
 One list, :data:`CASES`, read by ``tests/test_bad_inputs.py`` (which checks every case:
 the message excerpt, skipped or refused, the exit code) and by
-``scripts/bad_inputs_table.py`` (which renders it as the README's table). Only numpy and
+``scripts/bad_inputs_table.py`` (which renders it as the table of ``docs/bad-inputs.md``). Only numpy and
 soundfile here, so the script renders the table without importing JAX.
 
 Groups, and the test that checks them:
@@ -472,7 +472,7 @@ WHERE = {
 
 
 def render_table(cases: list[Case] = CASES) -> str:
-    """The README's bad-input table (markdown), one row per case."""
+    """The bad-input table of docs/bad-inputs.md (markdown), one row per case."""
     rows = [
         "| # | Bad input | Caught by | What it gets | Message (excerpt) | Exit code |",
         "|---|---|---|---|---|---|",

@@ -1,5 +1,5 @@
 """Every failure is loud (issue 17): each kind of bad input in ``bad_input_cases.CASES``
-gets what the README's table says, and fuzzed audio, headers and specs never crash."""
+gets what the table of docs/bad-inputs.md says, and fuzzed audio, headers and specs never crash."""
 
 from __future__ import annotations
 
@@ -38,13 +38,13 @@ def _cases(*groups):
 
 
 # --------------------------------------------------------------------------- the table
-def test_readme_table_is_the_rendered_cases():
-    readme = (REPO / "README.md").read_text()
+def test_docs_table_is_the_rendered_cases():
+    page = (REPO / "docs" / "bad-inputs.md").read_text()
     start, end = "<!-- bad-inputs:start -->\n", "<!-- bad-inputs:end -->"
-    assert start in readme and end in readme, "README lost its bad-inputs markers"
-    block = readme.split(start, 1)[1].split(end, 1)[0]
+    assert start in page and end in page, "docs/bad-inputs.md lost its bad-inputs markers"
+    block = page.split(start, 1)[1].split(end, 1)[0]
     assert block == render_table(), (
-        "README's bad-input table differs from tests/bad_input_cases.py: "
+        "docs/bad-inputs.md's bad-input table differs from tests/bad_input_cases.py: "
         "run `python scripts/bad_inputs_table.py`"
     )
 
@@ -56,16 +56,16 @@ def test_table_lists_at_least_fifteen_kinds_each_checked_here():
 
 
 def test_table_script_check_and_out(tmp_path):
-    out = tmp_path / "README.md"
+    out = tmp_path / "bad-inputs.md"
     out.write_text("# x\n\n<!-- bad-inputs:start -->\nold\n<!-- bad-inputs:end -->\n\nrest\n")
     script = [sys.executable, str(REPO / "scripts" / "bad_inputs_table.py")]
-    r = subprocess.run([*script, "--readme", str(out), "--check"], capture_output=True, text=True)
+    r = subprocess.run([*script, "--page", str(out), "--check"], capture_output=True, text=True)
     assert r.returncode == 1 and "bad_inputs_table.py" in r.stderr
-    r = subprocess.run([*script, "--readme", str(out), "--out", str(out)], capture_output=True)
+    r = subprocess.run([*script, "--page", str(out), "--out", str(out)], capture_output=True)
     assert r.returncode == 0
     text = out.read_text()
     assert render_table() in text and text.endswith("<!-- bad-inputs:end -->\n\nrest\n")
-    r = subprocess.run([*script, "--readme", str(out), "--check"], capture_output=True, text=True)
+    r = subprocess.run([*script, "--page", str(out), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 

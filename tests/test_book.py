@@ -75,7 +75,20 @@ def test_stage_puts_the_readme_first_and_collapses_solutions(tmp_path):
     toc = index[index.index("```{toctree}") :]
     assert re.findall(r"^notebooks/\S+$", toc, re.M) == [f"notebooks/{p.stem}" for p in NOTEBOOKS]
     assert staged.pages == [f"notebooks/{p.stem}" for p in NOTEBOOKS]
-    # the files the README shows come along (its results plot)
+    # docs/ and the results' READMEs are pages, in the contents after the notebooks
+    docs, results = book.doc_pages(ROOT)
+    assert "docs/architecture.md" in docs and "results/cpu/README.md" in results
+    assert set(docs) == {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert list(staged.docs) == [p.removesuffix(".md") for p in docs + results]
+    for page in docs + results:
+        assert (staged.src / page).is_file(), page
+        assert re.search(rf"^{re.escape(page.removesuffix('.md'))}$", toc, re.M), page
+    # a page's link to the README points at the front page; its other links stay
+    notebooks_page = (staged.src / "docs" / "notebooks.md").read_text()
+    assert "](../index.md#the-notebooks)" in notebooks_page and "../README.md" not in notebooks_page
+    assert "](book.md)" in notebooks_page
+    # the files the pages show come along (the results plot of docs/results.md and
+    # results/cpu/README.md)
     assert (staged.src / "results" / "cpu" / "plot.png").read_bytes()[:8] == book.PNG_MAGIC
     solutions = answers = 0
     for p in NOTEBOOKS:

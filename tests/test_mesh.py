@@ -226,7 +226,7 @@ def test_plan_on_8_simulated_devices_shows_what_sharding_remat_and_accumulation_
     # Rematerialisation changes what the backward pass keeps, never what is stored: the
     # same arguments. (Its saving is not asserted here: at the ci model's size the log-mel
     # frontend's spectrogram, not the blocks' activations, dominates the temporaries, and
-    # the CPU compiler showed no difference; the usm_2b plans in the README show it.)
+    # the CPU compiler showed no difference; the usm_2b plans in results/plan/README.md show it.)
     assert plans["fsdp_block"]["arg"] == plans["fsdp"]["arg"]
     assert "figures from the CPU compiler" in plans["fsdp"]["text"]
 

@@ -214,7 +214,7 @@ def test_b0_committed_wer_is_reproduced(b0):
     """The NNX model, through the project's evaluation path (the one ``reproduce`` uses),
     gives the Linen-era B0's recorded WER (``record.json``): exactly on the processor that
     recorded it; elsewhere exactly what the Linen model gives on this processor (XLA's CPU
-    code, hence the summation order, depends on the processor; README "Determinism")."""
+    code, hence the summation order, depends on the processor; results/cpu/README.md, "Determinism")."""
     from usmlite_edu.speech import presets, runs
     from usmlite_edu.training import reproduce, train
 

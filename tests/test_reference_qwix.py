@@ -3,7 +3,7 @@
 What is compared
 ----------------
 ``usmlite_edu.core.quant.quantize(w, bits)`` (bits 8 and 4, ``symmetric=True``,
-``sub_channels=1``, ``clip=1.0``) implements the USM-Lite grid (section 3.2, Eq. 1; README "Conventions")::
+``sub_channels=1``, ``clip=1.0``) implements the USM-Lite grid (section 3.2, Eq. 1; docs/conventions.md)::
 
     s_j = max_i |W_ij| / qmax,   q = clip(round(W / s), -qmax, qmax),   qmax = 127 | 7
 

@@ -115,12 +115,12 @@ def test_published_b0_is_seed_0(results):
     assert (RESULTS / "b0" / "params").is_dir() and (RESULTS / "b0" / "tokenizer").is_dir()
 
 
-def test_readme_shows_the_committed_table():
-    # The README's results table is table.md's, as committed (no hand-edited numbers).
+def test_results_readme_shows_the_committed_table():
+    # results/cpu/README.md's table is table.md's, as committed (no hand-edited numbers).
     if RESULTS != REPO / "results" / "cpu":
         pytest.skip("checking another reproduction")
     table = [ln for ln in (RESULTS / "table.md").read_text().splitlines() if ln.startswith("|")]
-    readme = (REPO / "README.md").read_text()
+    readme = (RESULTS / "README.md").read_text()
     start, end = "<!-- results-table:start -->", "<!-- results-table:end -->"
     assert start in readme and end in readme
     shown = readme.split(start, 1)[1].split(end, 1)[0]

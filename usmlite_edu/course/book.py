@@ -6,8 +6,9 @@ Three steps, each a function:
    glob) with the project's own runner, :func:`usmlite_edu.course.notebook_runner.execute`, in
    full mode (the sizes a learner runs) or fast mode (``USMLITE_FAST=1``, the test command).
 2. :func:`stage` lays out a Sphinx source folder: the README as the front page, the executed
-   notebooks as pages (worked solutions collapsed behind a "show" toggle), and a page that
-   says how this build was made (mode, per-notebook run time, commit, processor).
+   notebooks as pages (worked solutions collapsed behind a "show" toggle), the pages of
+   ``docs/`` and the results' READMEs, and a page that says how this build was made (mode,
+   per-notebook run time, commit, processor).
 3. :func:`sphinx_build` renders it with MyST-NB (configuration: ``book/conf.py``), which
    never executes anything, then :func:`check_site` checks that every notebook has a page
    and every figure of every notebook is on it as a PNG file.
@@ -166,16 +167,68 @@ def _tag(cell, tag: str) -> None:
         tags.append(tag)
 
 
-def _readme_files(readme: str, root: Path) -> list[str]:
-    """Files of the repository the README links or shows (relative paths that exist)."""
+_LINK_TARGET = re.compile(r"\]\(([^)\s#]+)[^)]*\)|src=\"([^\"#]+)\"")
+
+#: the order of ``docs/`` in the book's table of contents (pages not named here follow,
+#: alphabetically; a name here without its page is left out)
+DOCS_ORDER = (
+    "training",
+    "reproduction",
+    "results",
+    "conventions",
+    "packed-format",
+    "integer-inference",
+    "scaling",
+    "mixed-precision",
+    "bad-inputs",
+    "notebooks",
+    "book",
+    "other-pythons",
+    "architecture",
+    "maintainers",
+)
+
+
+def _readme_files(readme: str, root: Path, base: str = "") -> list[str]:
+    """Files of the repository a page links or shows (relative paths that exist, as paths
+    from the repository's root); ``base`` is the page's folder (``""``: the README)."""
     found = []
-    for target in re.findall(r"\]\(([^)\s#]+)[^)]*\)|src=\"([^\"#]+)\"", readme):
+    for target in _LINK_TARGET.findall(readme):
         rel = next(t for t in target if t)
         if "://" in rel or rel.startswith(("/", "mailto:")):
             continue
+        rel = os.path.normpath(os.path.join(base, rel))
+        if rel.startswith(".."):
+            continue
         if (root / rel).is_file() and (root / rel).suffix not in {".md", ".ipynb"}:
-            found.append(rel)
+            found.append(Path(rel).as_posix())
     return sorted(set(found))
+
+
+def doc_pages(root: Path) -> tuple[list[str], list[str]]:
+    """The book's Markdown pages besides the README, as paths from the repository's root:
+    ``docs/*.md`` (in :data:`DOCS_ORDER`) and the results' ``results/*/README.md``."""
+    docs = {p.stem: p for p in (root / "docs").glob("*.md")}
+    order = [n for n in DOCS_ORDER if n in docs] + sorted(set(docs) - set(DOCS_ORDER))
+    results = sorted((root / "results").glob("*/README.md"))
+    rel = [docs[n].relative_to(root).as_posix() for n in order]
+    return rel, [p.relative_to(root).as_posix() for p in results]
+
+
+def _to_front_page(text: str, base: str) -> str:
+    """``text`` with its links to the repository's README pointed at the front page
+    (``index.md``), which is the README in the book."""
+
+    def swap(m: re.Match) -> str:
+        target = m.group(1)
+        path, sep, anchor = target.partition("#")
+        if os.path.normpath(os.path.join(base, path)) != "README.md":
+            return m.group(0)
+        return m.group(0).replace(
+            f"({target}", f"({path[: -len('README.md')]}index.md{sep}{anchor}", 1
+        )
+
+    return re.sub(r"\]\(([^)\s]+)", swap, text)
 
 
 def _processor() -> str:
@@ -210,14 +263,17 @@ class Staged:
     src: Path
     pages: list[str]  # the notebooks' docnames, e.g. "notebooks/01_per_channel_quantization"
     fast: bool
+    docs: tuple[str, ...] = ()  # the other pages' docnames, e.g. "docs/architecture"
 
 
 def stage(
     executed: list[Path], src: Path | str, fast: bool, root: Path, executed_here: bool = True
 ) -> Staged:
     """Write the Sphinx sources to ``src`` (emptied first): the front page ``index.md`` (the
-    README with the table of contents appended), ``notebooks/NN_name.ipynb`` (the executed
-    copies, solutions collapsed), the files the README shows, and ``build.md``."""
+    README with the tables of contents appended), ``notebooks/NN_name.ipynb`` (the executed
+    copies, solutions collapsed), the pages of ``docs/`` and the results' READMEs
+    (:func:`doc_pages`, links to the README pointed at the front page), the files those
+    pages show, and ``build.md``."""
     import nbformat
 
     src = Path(src)
@@ -234,13 +290,30 @@ def stage(
         rows.append(f"| {path.stem} | {'not recorded' if secs is None else f'{secs:,.0f}'} |")
 
     readme = (root / "README.md").read_text()
-    for rel in _readme_files(readme, root):
+    docs, results = doc_pages(root)
+    shown = _readme_files(readme, root)
+    for page in docs + results:
+        base = Path(page).parent.as_posix()
+        text = (root / page).read_text()
+        shown += _readme_files(text, root, base)
+        (src / page).parent.mkdir(parents=True, exist_ok=True)
+        (src / page).write_text(_to_front_page(text, base))
+    for rel in sorted(set(shown)):
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, src / rel)
-    toc = "\n".join(["", "```{toctree}", ":hidden:", ":caption: Notebooks", ":maxdepth: 1", ""])
-    about = "\n".join(["", "```{toctree}", ":hidden:", ":caption: This build", "", "build", "```"])
+
+    def toc(caption: str, names: list[str]) -> str:
+        head = ["", "```{toctree}", ":hidden:", f":caption: {caption}", ":maxdepth: 1", ""]
+        return "\n".join([*head, *names, "```", ""])
+
+    docnames = [p.removesuffix(".md") for p in docs + results]
     (src / "index.md").write_text(
-        readme.rstrip() + "\n" + toc + "\n".join(pages) + "\n```\n" + about
+        readme.rstrip()
+        + "\n"
+        + toc("Notebooks", pages)
+        + toc("Documentation", docnames[: len(docs)])
+        + toc("Results", docnames[len(docs) :])
+        + "\n".join(["", "```{toctree}", ":hidden:", ":caption: This build", "", "build", "```"])
     )
 
     mode = (
@@ -276,7 +349,7 @@ def stage(
         "",
     ]
     (src / "build.md").write_text("\n".join(lines))
-    return Staged(src=src, pages=pages, fast=fast)
+    return Staged(src=src, pages=pages, fast=fast, docs=tuple(docnames))
 
 
 # ----------------------------------------------------------------------------- rendering
