@@ -10,6 +10,7 @@ Three sources, one result type (:class:`CorpusSplit`):
 * **FSDD connected digits** (:func:`load_fsdd_connected`): real single-digit recordings
   (8 kHz) joined into 1-7 digit utterances with random silences, gain and light noise,
   built in memory and fully determined by the seed.
+* **AN4** (:func:`load_an4`): CMU's census database in its Sphinx layout (see below).
 * :func:`load_corpus` picks one of them by name, for the CLI and the notebooks.
 
 A bad file never stops a run: it goes into ``CorpusSplit.skipped`` with the reason and a
@@ -24,6 +25,23 @@ split      recordings (per digit, speaker)  why
 ``dev``    index 5-9                        held out of the official train split for tuning
 ``train``  index 10-49                      the rest of the official train split (5-49)
 =========  ===============================  =================================================
+
+AN4 (CMU census database, 16 kHz close-talking read speech: spelled letters, digits,
+number words, a few commands; 99 words; BSD-style licence kept with the copy) has 948
+training utterances of 74 speakers and 130 test utterances of 10 other speakers (the
+training text has 99 distinct words; the test text adds two, "thirteen" and "november"):
+
+=========  ===========================================================  ================
+split      what                                                         size
+=========  ===========================================================  ================
+``test``   the official test speakers (``etc/an4_test.transcription``)  130 utts, 10 spk
+``dev``    :data:`AN4_DEV_SPEAKERS`, held out of the official training  100 utts, 8 spk
+           set whole, so dev is speaker-disjoint from train as test is
+``train``  the other 66 training speakers                               848 utts
+=========  ===========================================================  ================
+
+Text is normalised once, by :func:`normalize_text`: lower case, and a spelled letter stays
+its own one-letter word (``"RUBOUT G M E F THREE"`` -> ``"rubout g m e f three"``).
 
 With ``heldout_speaker="theo"`` (leave one speaker out) ``train``/``dev`` keep the index
 ranges above without theo, and ``test`` is every recording (index 0-49) of theo only.
@@ -63,6 +81,8 @@ __all__ = [
     "fsdd_speakers",
     "fsdd_recordings",
     "load_fsdd_connected",
+    "load_an4",
+    "AN4_DEV_SPEAKERS",
     "load_corpus",
     "CORPORA",
     "SPLITS",
@@ -75,7 +95,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
-CORPORA = ("fsdd", "data_small", "librispeech", "mini-librispeech", "fsdd_sample")
+CORPORA = ("fsdd", "data_small", "librispeech", "mini-librispeech", "fsdd_sample", "an4")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 FSDD_SAMPLE_RATE = 8000
 #: recording indices per split (without a held-out speaker); dev is carved out of FSDD's
@@ -95,7 +115,29 @@ LIBRISPEECH_SUBSETS: dict[str, dict[str, str]] = {
     # so that nothing can train on it; the speaker folders sit at its root.
     "fsdd_sample": {"test": "."},
 }
+#: AN4's dev speakers: training speakers held out whole. The rule, fixed before any model
+#: was trained on AN4: of each gender (the id's first letter), the four speakers with the
+#: smallest CRC-32 of their id; 100 utterances (tests/test_an4.py checks the rule and the
+#: counts on the corpus).
+AN4_DEV_SPEAKERS: tuple[str, ...] = (
+    "fash",
+    "fejs",
+    "fsaf2",
+    "ftmj",
+    "mcen",
+    "mkdb",
+    "msjm",
+    "msrb",
+)
+_AN4_FILES = {
+    "train": ("etc/an4_train.transcription", "wav/an4_clstk"),
+    "dev": ("etc/an4_train.transcription", "wav/an4_clstk"),
+    "test": ("etc/an4_test.transcription", "wav/an4test_clstk"),
+}
+# "<s> WORDS </s> (utterance-id)" (train) or "WORDS (utterance-id)" (test)
+_AN4_LINE = re.compile(r"^\s*(?:<s>\s+)?(?P<text>.*?)\s*(?:</s>\s*)?\((?P<uid>[^()\s]+)\)\s*$")
 _FETCH_NAMES = {
+    "an4": "an4",
     "fsdd": "fsdd",
     "librispeech": "librispeech-100",
     "mini-librispeech": "mini-librispeech",
@@ -478,6 +520,94 @@ def load_fsdd_connected(
     return CorpusSplit(tag, utterances, skipped, sample_rate, sources)
 
 
+# --------------------------------------------------------------------------------- AN4
+
+
+def _an4_speaker(uid: str) -> str | None:
+    """``an406-fcaw-b`` -> ``fcaw``; ``None`` when the id has no speaker field."""
+    parts = uid.split("-")
+    return parts[1] if len(parts) == 3 and parts[1] else None
+
+
+def load_an4(
+    root: str | os.PathLike[str],
+    split: str,
+    sample_rate: int = 16000,
+    *,
+    check_audio: bool = True,
+) -> CorpusSplit:
+    """Read ``split`` of AN4 from ``root`` (the folder holding ``etc/`` and ``wav/``).
+
+    The splits are in the module docstring. Each transcription line becomes an utterance
+    whose audio ``wav/<an4_clstk|an4test_clstk>/<speaker>/<id>.wav`` is read lazily; a line
+    that does not parse, an id seen before, an empty transcript, missing audio and (with
+    ``check_audio``) audio whose header cannot be decoded are skipped and counted in
+    ``CorpusSplit.skipped``, each naming the file and line. A transcription file that is
+    missing or cannot be read as text stops the load (``FileNotFoundError`` /
+    ``ValueError`` naming it): every utterance of the split would be lost.
+    """
+    if split not in _AN4_FILES:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    root = Path(root)
+    trans_rel, wav_rel = _AN4_FILES[split]
+    trans = root / trans_rel
+    if not trans.is_file():
+        raise FileNotFoundError(f"AN4 transcription {trans} does not exist; {_fetch_hint('an4')}")
+    try:
+        lines = trans.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"AN4 transcription {trans} cannot be read as text ({e}); fetch the corpus "
+            f"again: {_fetch_hint('an4')}"
+        ) from None
+    dev = set(AN4_DEV_SPEAKERS)
+    utterances: list[Utterance] = []
+    skipped: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        m = _AN4_LINE.match(line)
+        speaker = _an4_speaker(m.group("uid")) if m else None
+        if m is None or speaker is None:
+            _skip(
+                skipped,
+                f"{trans}:{number}",
+                f"not '<s> WORDS </s> (id)' nor 'WORDS (id)': {line!r:.80}",
+            )
+            continue
+        uid = m.group("uid")
+        if split != "test" and (speaker in dev) != (split == "dev"):
+            continue
+        if uid in seen:
+            _skip(skipped, uid, f"duplicate utterance id ({trans}:{number})")
+            continue
+        seen.add(uid)
+        text = normalize_text(m.group("text"))
+        if not text:
+            _skip(skipped, uid, f"empty transcript ({trans}:{number})")
+            continue
+        audio = root / wav_rel / speaker / f"{uid}.wav"
+        if not audio.is_file():
+            _skip(skipped, uid, f"missing audio file {audio}")
+            continue
+        if check_audio:
+            reason = _header_problem(audio)
+            if reason:
+                _skip(skipped, uid, f"unreadable audio {audio}: {reason}")
+                continue
+        utterances.append(Utterance(uid, text, speaker, path=str(audio)))
+    result = CorpusSplit(f"an4/{split}", utterances, skipped, sample_rate)
+    if skipped:
+        log.warning(
+            "%s: skipped %d of %d utterances (see CorpusSplit.skipped)",
+            result.name,
+            len(skipped),
+            len(skipped) + len(utterances),
+        )
+    return result
+
+
 # ------------------------------------------------------------------------- dispatching
 
 
@@ -503,7 +633,7 @@ def load_corpus(
     """Load ``split`` ("train"/"dev"/"test") of corpus ``name`` (one of :data:`CORPORA`).
 
     ``data_dir`` is the corpus folder itself or a folder holding it under its usual name
-    (``fsdd/``, ``data_small/``, ``LibriSpeech/``); ``None`` reads it from the environment
+    (``fsdd/``, ``data_small/``, ``LibriSpeech/``, ``an4/``); ``None`` reads it from the environment
     variable ``USMLITE_DATA`` (and, for ``data_small`` and ``fsdd_sample``, falls back to
     the copy in the repository). ``sample_rate`` defaults to the corpus's own (8 kHz FSDD
     and ``fsdd_sample``, 16 kHz others). ``fsdd_sample`` has only a ``test`` split.
@@ -551,6 +681,14 @@ def load_corpus(
             )
     root = Path(data_dir).expanduser()
 
+    if name == "an4":
+        d = _resolve_dir(
+            root,
+            [root, root / "an4"],
+            lambda c: (c / "etc" / "an4_train.transcription").is_file(),
+            "an4",
+        )
+        return load_an4(d, split, sample_rate or 16000)
     if name == "fsdd":
         d = _resolve_dir(root, [root, root / "fsdd"], lambda c: (c / "recordings").is_dir(), "fsdd")
         return load_fsdd_connected(

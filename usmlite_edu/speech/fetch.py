@@ -6,6 +6,9 @@ corpus                    archives                                         verif
 ``fsdd``                  FSDD at the pinned commit 26eb9aa (GitHub zip)   file count: 3,000
                                                                            recordings, 6
                                                                            speakers
+``an4``                   AN4, CMU Sphinx's WAV conversion                 SHA-256 of every
+                          (``cmusphinx/an4`` at the pinned commit          file, combined
+                          b567d13, GitHub zip)                             (:data:`AN4_DIGEST`)
 ``mini-librispeech``      openslr 31: train-clean-5, dev-clean-2           openslr's md5 sums
 ``librispeech-100``       openslr 12: train-clean-100, dev-clean,          openslr's md5 sums
                           test-clean
@@ -13,7 +16,13 @@ corpus                    archives                                         verif
 
 FSDD publishes no checksums, and GitHub does not promise byte-identical zips over time,
 so its archive is checked by content instead: exactly the pinned commit's 3,000
-recordings of 6 speakers, or it is refused. Only ``recordings/`` is unpacked, to
+recordings of 6 speakers, or it is refused. AN4's zip is checked by content too, and more
+strictly: the SHA-256 of every member it keeps (1,078 WAV files, the two transcriptions,
+the licence), combined into one digest (:func:`an4_digest`), must equal
+:data:`AN4_DIGEST`; only those members are unpacked, to ``DIR/an4`` (``etc/``, ``wav/``,
+``LICENSE``: CMU's BSD-style licence travels with the copy). The digest was computed from
+the copy of that commit the project was given; no live download could be made where it
+was written, so the first real download is also the first check of the URL. Only ``recordings/`` is unpacked, to
 ``DIR/recordings``. LibriSpeech archives unpack to ``DIR/LibriSpeech/<subset>``; the md5
 sums are openslr's own (``resources/12/md5sum.txt``, ``resources/31/md5sum.txt``).
 
@@ -45,7 +54,16 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import ProxyHandler, Request, build_opener
 
-__all__ = ["fetch", "FetchError", "Archive", "CORPUS_ARCHIVES", "FSDD_COMMIT"]
+__all__ = [
+    "fetch",
+    "FetchError",
+    "Archive",
+    "CORPUS_ARCHIVES",
+    "FSDD_COMMIT",
+    "AN4_COMMIT",
+    "AN4_DIGEST",
+    "an4_digest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +71,16 @@ FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
 FSDD_RECORDINGS = 3000
 FSDD_SPEAKERS = 6
 _FSDD_NAME = re.compile(r"^\d_[A-Za-z]+_\d+\.wav$")
+AN4_COMMIT = "b567d132f43304e70a2b2eca6077f22255311812"
+AN4_FILES = 1081  # 948 + 130 WAV files, two transcriptions, the licence
+#: :func:`an4_digest` of the pinned commit's members (computed from its copy)
+AN4_DIGEST = "f9a450623e467fb3db0602cdba3fa5002ffa58f95bddd184598165b42ce088ef"
+_AN4_MEMBER = re.compile(
+    r"^(?:etc/an4_(?:train|test)\.transcription"
+    r"|wav/an4(?:_clstk|test_clstk)/[a-z0-9]+/[a-z0-9]+-[a-z0-9]+-[a-z]\.wav"
+    r"|LICENSE)$"
+)
+_MAX_AN4_MEMBER = 4 << 20  # the longest AN4 utterance is well under 1 MB
 _CHUNK = 1 << 20
 _PROGRESS = 200 << 20  # log progress every 200 MB
 _MAX_RECORDING = 10 << 20  # an FSDD recording is ~10 kB; refuse zip-bomb members
@@ -70,7 +98,7 @@ class Archive:
     path: str
     host: str
     md5: str | None
-    kind: str  # "zip" (FSDD: recordings/ only) or "tar.gz" (LibriSpeech layout)
+    kind: str  # "zip" (FSDD: recordings/ only), "an4-zip" or "tar.gz" (LibriSpeech layout)
     subset: str | None = None  # the LibriSpeech subset directory it unpacks to
 
     def url(self, base_url: str | None = None) -> str:
@@ -78,6 +106,15 @@ class Archive:
 
 
 _OPENSLR = "https://www.openslr.org"
+
+
+def an4_digest(members: dict[str, str]) -> str:
+    """One SHA-256 over ``{relative path: SHA-256 of its bytes}``, in path order: the
+    identity of an AN4 copy whatever the zip around it."""
+    h = hashlib.sha256()
+    for rel in sorted(members):
+        h.update(f"{rel}\t{members[rel]}\n".encode())
+    return h.hexdigest()
 
 
 def _slr(resource: int, subset: str, md5: str) -> Archive:
@@ -94,6 +131,15 @@ CORPUS_ARCHIVES: dict[str, tuple[Archive, ...]] = {
             "https://codeload.github.com",
             None,
             "zip",
+        ),
+    ),
+    "an4": (
+        Archive(
+            f"an4-{AN4_COMMIT[:7]}.zip",
+            f"cmusphinx/an4/zip/{AN4_COMMIT}",
+            "https://codeload.github.com",
+            None,
+            "an4-zip",
         ),
     ),
     "mini-librispeech": (
@@ -115,6 +161,12 @@ def _by_hand(archive: Archive, url: str, to_dir: Path, others: list[str]) -> str
             f"download {url} (the FSDD repository at commit {FSDD_COMMIT[:7]}) and unpack "
             f"it so that {to_dir / 'recordings' / '0_jackson_0.wav'} exists, or put the zip "
             f"at {to_dir / archive.filename} and run this command again"
+        )
+    if archive.kind == "an4-zip":
+        return (
+            f"download {url} (the cmusphinx/an4 repository at commit {AN4_COMMIT[:7]}) and "
+            f"put the zip at {to_dir / archive.filename}, then run this command again (it "
+            f"checks the content and unpacks it to {to_dir / 'an4'})"
         )
     also = f" The corpus also needs {' and '.join(others)}, the same way." if others else ""
     return (
@@ -343,10 +395,69 @@ def _extract_fsdd(archive: Path, tmp: Path, url: str) -> None:
         )
 
 
+def _an4_members(zf: zipfile.ZipFile, archive: Path, url: str) -> dict[str, zipfile.ZipInfo]:
+    """The members to keep, by their path below the zip's top folder; any other member
+    (including ``..`` or absolute names, which never match) is ignored."""
+    picked: dict[str, zipfile.ZipInfo] = {}
+    for info in zf.infolist():
+        parts = PurePosixPath(info.filename).parts
+        if info.is_dir() or len(parts) < 2:
+            continue
+        rel = "/".join(parts[1:])
+        if not _AN4_MEMBER.match(rel):
+            continue
+        if info.file_size > _MAX_AN4_MEMBER:
+            raise FetchError(
+                f"refusing {archive.name} from {url}: member {info.filename!r} claims "
+                f"{info.file_size:,} bytes"
+            )
+        picked[rel] = info
+    return picked
+
+
+def _extract_an4(archive: Path, tmp: Path, url: str) -> None:
+    """Unpack AN4's kept members to ``tmp/an4`` after checking their combined digest."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as e:
+        os.replace(archive, archive.with_name(archive.name + ".bad"))
+        raise FetchError(
+            f"{archive.name} from {url} is not a zip archive ({e}); it was moved "
+            f"aside; run the command again to re-download"
+        ) from None
+    with zf:
+        picked = _an4_members(zf, archive, url)
+        sums = {}
+        for rel, info in picked.items():
+            h = hashlib.sha256()
+            with zf.open(info) as src:
+                for chunk in iter(lambda src=src: src.read(_CHUNK), b""):
+                    h.update(chunk)
+            sums[rel] = h.hexdigest()
+        ok = len(picked) == AN4_FILES and an4_digest(sums) == AN4_DIGEST
+        if ok:
+            for rel, info in sorted(picked.items()):
+                dst = tmp / "an4" / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, dst.open("xb") as out:
+                    shutil.copyfileobj(src, out)
+    if not ok:
+        bad = archive.with_name(archive.name + ".bad")
+        os.replace(archive, bad)
+        raise FetchError(
+            f"{archive.name} from {url} is not AN4 at the pinned commit {AN4_COMMIT[:7]}: "
+            f"{len(picked)} of its members are AN4 files ({AN4_FILES:,} expected) and "
+            f"their content digest differs. It was moved to {bad} and will not be used; "
+            f"run the command again to re-download, or fetch the right archive by hand: {url}"
+        )
+
+
 # ------------------------------------------------------------------------------- public
 
 
 def _complete(corpus: str, archive: Archive, to_dir: Path) -> bool:
+    if archive.kind == "an4-zip":
+        return (to_dir / ".usmlite-fetch" / f"{archive.filename}.done").is_file()
     if archive.kind == "zip":
         rec = to_dir / "recordings"
         return (
@@ -370,8 +481,8 @@ def fetch(
 ) -> Path:
     """Download, verify and unpack ``corpus`` into ``to_dir``; return the corpus folder.
 
-    Returns ``to_dir`` for FSDD (holding ``recordings/``) and ``to_dir/LibriSpeech`` for
-    the LibriSpeech corpora: the folder to pass as ``data_dir`` to
+    Returns ``to_dir`` for FSDD (holding ``recordings/``), ``to_dir/an4`` for AN4 and
+    ``to_dir/LibriSpeech`` for the LibriSpeech corpora: the folder to pass as ``data_dir`` to
     :func:`usmlite_edu.speech.corpora.load_corpus`. Parts already unpacked are not fetched again.
     Archives are deleted after unpacking unless ``keep_archives``.
     """
@@ -394,6 +505,8 @@ def fetch(
             log.info("unpacking %s", path)
             if archive.kind == "zip":
                 _extract_fsdd(path, Path(tmp), url)
+            elif archive.kind == "an4-zip":
+                _extract_an4(path, Path(tmp), url)
             else:
                 _extract_tar(path, Path(tmp), url)
             for child in Path(tmp).iterdir():
@@ -401,7 +514,8 @@ def fetch(
         if archive.kind != "zip":
             marker = to / ".usmlite-fetch" / f"{archive.filename}.done"
             marker.parent.mkdir(exist_ok=True)
-            marker.write_text(f"{url}\nmd5 {archive.md5}\n")
+            check = f"sha256 {AN4_DIGEST}" if archive.kind == "an4-zip" else f"md5 {archive.md5}"
+            marker.write_text(f"{url}\n{check}\n")
         if not keep_archives:
             path.unlink()
-    return to if corpus == "fsdd" else to / "LibriSpeech"
+    return {"fsdd": to, "an4": to / "an4"}.get(corpus, to / "LibriSpeech")
