@@ -547,12 +547,12 @@ print(
 # Where does int4 PTQ land for our model, compared with the paper's collapse (86.7)?
 # The paper's own explanation (§5.4) is its training setup: global variational
 # noise was not enabled during fine-tuning (section 4 tests it, C23-C25). Another
-# explanation, a hypothesis of ours (README), is outliers: a pre-trained 2B USM may
+# explanation, a hypothesis of ours (`results/cpu/README.md`), is outliers: a pre-trained 2B USM may
 # have channels with a few very large weights, and one scale per channel then leaves
 # 7 levels for everything else. A 2M-parameter model trained for a few hundred steps
 # may have few such outliers, so int4 PTQ can hurt much less here
 # (`scripts/ptq_outliers.py` measures outlier channels in a B0 of ours and what
-# injected outliers do to PTQ: README, `results/ptq_outliers/`).
+# injected outliers do to PTQ: `results/ptq_outliers/README.md`).
 # int2 is a different story at any scale: four levels per channel (or per group)
 # cannot represent a trained weight distribution without training to adapt to it.
 
@@ -1334,7 +1334,7 @@ for k in ("C20", "C21", "C22"):
 # and E4 do not fail at our scale in the first place, there is little for the noise to
 # recover, and C23 / C24 can hardly be reproduced whatever the hypothesis's merit at 2B.
 #
-# The README's other explanation, **outlier weights**, is a separate, measured
+# The other explanation in `results/cpu/README.md`, **outlier weights**, is a separate, measured
 # experiment, not a conclusion of this table: `scripts/ptq_outliers.py` (output in
 # `results/ptq_outliers/`) injects outlier features into a B0 of ours in a way that
 # leaves the float model's outputs unchanged, and int4 PTQ then breaks. It shows that

@@ -437,8 +437,8 @@ for remat, per in (("block", per_block_remat), ("none", per_block_remat + per_bl
 #   are recomputed in the step from the sharded kernel, a maximum across devices.
 # * The sharded step computes the one-device step up to float32 summation order (same
 #   losses to 1e-5, identical masks); a checkpoint restores on any mesh, and several
-#   processes train as one (`usmlite-edu train --coordinator ...`, see the README's
-#   "Scaling up" section).
+#   processes train as one (`usmlite-edu train --coordinator ...`, see
+#   `docs/scaling.md`).
 # * The paper's setting (§4.2: 2B parameters, batch 2,048 on TPU v3-128) needs FSDP,
 #   because Adam's state alone is 22 GiB, and rematerialisation, because a block's
 #   activations for 16 utterances of 20 s are measured in GiB. With both, the compiled

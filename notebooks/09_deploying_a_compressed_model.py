@@ -239,8 +239,8 @@ plt.show()
 # the dispatch of many small operations dominates, and at any batch the float parts
 # (attention scores, convolutions, norms, the activations' quantization itself) do not
 # speed up. Where the int8 x int8 -> int32 peak is not several times the float32 one
-# (processors without AMX: on the AMD EPYC the README's figures come from, 1.5x), W8A8
-# cannot be 3x faster however the model is written; the README records what each
+# (processors without AMX: on the AMD EPYC the recorded figures come from, 1.5x), W8A8
+# cannot be 3x faster however the model is written; `results/infer/README.md` records what each
 # processor gave (`benchmarks/bench_infer.py`). Weight-only int8 and int4 run a bfloat16
 # dot after unpacking: their speed is bfloat16's, their gain is memory.
 #
@@ -377,8 +377,7 @@ assert bool(jnp.all(jnp.abs(y8 - yf) <= bound + 1e-5))
 #
 # * A packed file holds the paper's compression at its real bit widths; for B0 at int4 +
 #   2:4 its tensor data equals the exact size column byte for byte, and the header adds
-#   well under 1% (USM-Lite Tables 1-3, "Model Size Ratio"; README "Export a packed
-#   model").
+#   well under 1% (USM-Lite Tables 1-3, "Model Size Ratio"; `docs/packed-format.md`).
 # * The file transcribes exactly as the checkpoint under the same spec.
 # * Integer arithmetic is an inference option, beyond the paper (which runs Eq. (1) in
 #   QAT only): its speed is bounded by the processor's integer and bfloat16 matmul peaks

@@ -277,7 +277,7 @@ assert err_of_others(r_row_g) < err_of_others(r_row) / 2
 print("input outliers hurt every channel; sub-channel groups contain them")
 
 # %% [markdown]
-# That is the mechanism of the README's outlier experiment (`scripts/ptq_outliers.py`):
+# That is the mechanism of the outlier experiment in `results/ptq_outliers/` (`scripts/ptq_outliers.py`):
 # B0 has no such rows, but rows scaled by 16 (with the float function unchanged) make int4
 # PTQ of B0 fail as the paper's 2B model does, and groups of 24 inputs limit the damage.
 #
