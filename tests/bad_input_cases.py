@@ -157,6 +157,16 @@ def _duplicate(chapter: Path, lines: list[str]) -> list[str]:
     return [*lines, lines[0].split()[0] + " THREE"]
 
 
+def _audio_without_line(chapter: Path, lines: list[str]) -> list[str]:
+    shutil.copy(GOOD_FLAC, chapter / "3001-10-0099.flac")  # no line names it
+    return lines
+
+
+def _other_script(chapter: Path, lines: list[str]) -> list[str]:
+    shutil.copy(GOOD_FLAC, chapter / "3001-10-0098.flac")
+    return [*lines, "3001-10-0098 \u65e5\u672c\u8a9e \u00c7A VA? 123"]
+
+
 def _truncated_in_corpus(chapter: Path, lines: list[str]) -> list[str]:
     _truncated_wav(chapter / "9-9-0003.wav")
     return [*lines, "9-9-0003 FOUR FIVE"]
@@ -345,6 +355,22 @@ CASES: list[Case] = [
         "duplicate utterance id",
         EXIT_SKIP,
         _duplicate,
+    ),
+    Case(
+        "audio file that no transcript line names",
+        "corpus",
+        "skipped (counted as a lost utterance)",
+        "has no transcript line",
+        EXIT_SKIP,
+        _audio_without_line,
+    ),
+    Case(
+        "transcript mostly in another script or numerals",
+        "corpus",
+        "skipped (normalisation would keep less than half its letters)",
+        "normalisation keeps 4 of 10 letters and digits",
+        EXIT_SKIP,
+        _other_script,
     ),
     Case(
         "truncated WAV listed in a transcript",

@@ -99,6 +99,14 @@ def test_a_corrupt_wav_is_skipped_and_an_unreadable_transcription_stops_the_load
         load_corpus("an4", tmp_path, "train")
 
 
+def test_audio_that_no_line_names_is_counted(tmp_path):
+    root = _tiny_an4(tmp_path / "an4")
+    _wav(root / "wav" / "an4_clstk" / "fzzz" / "an99-fzzz-b.wav")
+    train = load_an4(root, "train")
+    assert any(w == "an99-fzzz-b" and "has no line" in r for w, r in train.skipped)
+    assert not any(w == "an99-fzzz-b" for w, _ in load_an4(root, "dev").skipped)
+
+
 def test_load_corpus_finds_an4_in_a_parent_folder(tmp_path):
     _tiny_an4(tmp_path / "an4")
     assert len(load_corpus("an4", tmp_path, "dev")) == 3

@@ -21,6 +21,7 @@ from usmlite_edu.speech.corpora import (
     load_librispeech,
     normalize_text,
 )
+from usmlite_edu.training.train import too_many_skipped
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_SMALL = REPO / "data_small"
@@ -262,3 +263,24 @@ def test_fsdd_missing_dir_message(tmp_path):
     with pytest.raises(FileNotFoundError, match="0_jackson_0.wav"):
         fsdd_speakers(tmp_path)
     assert corpora.FSDD_SPLIT_INDICES["dev"] == range(5, 10)
+
+
+def test_an_unreadable_transcript_file_counts_every_utterance_it_loses(tmp_path):
+    """Issue 27: one bad byte in a chapter's transcript loses all of its utterances; each
+    is counted (not one skip per file), so the 5% guard sees the real share."""
+    src = REPO / "data_small" / "train"
+    dst = tmp_path / "train"
+    shutil.copytree(src, dst)
+    good = load_librispeech(dst)
+    transcripts = sorted(dst.rglob("*.trans.txt"))[:2]
+    lost = 0
+    for tr in transcripts:
+        lost += sum(1 for line in tr.read_text().splitlines() if line.strip())
+        tr.write_bytes(tr.read_bytes()[:10] + b"\xff" + tr.read_bytes()[11:])
+    bad = load_librispeech(dst)
+    assert len(bad.utterances) == len(good.utterances) - lost
+    assert len(bad.skipped) == lost
+    assert all("is unreadable" in reason for _, reason in bad.skipped)
+    share = {"train": (len(bad.utterances), len(bad.skipped))}
+    assert lost / len(good) > 0.05  # the issue's case: 38 of 600, over the guard's 5%
+    assert too_many_skipped(share) != []

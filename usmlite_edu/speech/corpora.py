@@ -248,6 +248,31 @@ def normalize_text(s: str) -> str:
     return " ".join(s.split())
 
 
+_AUDIO_EXTS = (".flac", ".wav")
+#: a transcript whose normalisation keeps less than this share of its letters and digits is
+#: not the text that was spoken (another script, numerals): skipped, not trained on
+MIN_KEPT_SHARE = 0.5
+
+
+def _chapter_audio(tr: Path, audio_files: dict[Path, list[Path]]) -> list[Path]:
+    """The audio files a transcript ``<spk>-<chap>.trans.txt`` would name."""
+    prefix = tr.name[: -len(".trans.txt")] + "-"
+    return sorted(a for a in audio_files.get(tr.parent, []) if a.name.startswith(prefix))
+
+
+def _mostly_dropped(raw: str, text: str) -> str | None:
+    """Why ``raw`` -> ``text`` lost most of the line, or None. Counts letters and digits
+    (any script) before, letters after (:func:`normalize_text` keeps ``a-z``)."""
+    before = sum(1 for c in raw if unicodedata.category(c)[0] in "LN")
+    after = sum(1 for c in text if c.isalpha())
+    if before and after < MIN_KEPT_SHARE * before:
+        return (
+            f"normalisation keeps {after} of {before} letters and digits ({raw!r:.60} -> "
+            f"{text!r:.60}): write the transcript in English letters, numbers as words"
+        )
+    return None
+
+
 # ------------------------------------------------------------------- LibriSpeech layout
 
 
@@ -267,8 +292,11 @@ def load_librispeech(
     header is opened once (fast; catches corrupt, empty and truncated WAV files up front,
     by their header's frame count; a FLAC cut mid-stream fails later, in
     :meth:`Utterance.load`, naming the file and the frames it lacks).
-    Missing audio, empty transcripts, unreadable audio and duplicate ids are skipped and
-    reported. Raises ``FileNotFoundError`` naming the directory if it holds no transcripts.
+    Every utterance that is lost is skipped and reported, one entry each: missing audio,
+    an empty transcript, one that normalisation mostly removes (less than
+    :data:`MIN_KEPT_SHARE` of its letters and digits survive: another script, numerals),
+    unreadable audio, a duplicate id, audio that no transcript line names, and every
+    audio file of a chapter whose transcript file cannot be read. Raises ``FileNotFoundError`` naming the directory if it holds no transcripts.
     """
     root = Path(root)
     dirs = [root] if not subset_dirs else [root / s for s in subset_dirs]
@@ -288,18 +316,32 @@ def load_librispeech(
                 f"no LibriSpeech transcripts (*.trans.txt) under {d}; expected "
                 f"<speaker>/<chapter>/<speaker>-<chapter>.trans.txt; {hint}"
             )
+        # every audio file is an utterance: one its transcript does not name is lost too
+        audio_files: dict[Path, list[Path]] = defaultdict(list)
+        for ext in _AUDIO_EXTS:
+            for a in d.rglob(f"*{ext}"):
+                audio_files[a.parent].append(a)
+        named: set[Path] = set()
         for tr in transcripts:
             try:
                 lines = tr.read_text(encoding="utf-8").splitlines()
             except (OSError, UnicodeDecodeError) as e:
-                _skip(skipped, str(tr), f"unreadable transcript file ({e})")
+                lost = _chapter_audio(tr, audio_files)
+                named.update(lost)
+                for a in lost:  # each of its utterances is lost: count each one
+                    _skip(skipped, a.stem, f"its transcript file {tr} is unreadable ({e})")
+                if not lost:
+                    _skip(skipped, str(tr), f"unreadable transcript file ({e})")
                 continue
             for line in lines:
                 if not line.strip():
                     continue
                 parts = line.split(maxsplit=1)
                 uid = parts[0]
-                text = normalize_text(parts[1]) if len(parts) > 1 else ""
+                raw = parts[1] if len(parts) > 1 else ""
+                text = normalize_text(raw)
+                for ext in _AUDIO_EXTS:
+                    named.add(tr.parent / (uid + ext))
                 if uid in seen:
                     _skip(skipped, uid, f"duplicate utterance id (again in {tr})")
                     continue
@@ -307,10 +349,14 @@ def load_librispeech(
                 if not text:
                     _skip(skipped, uid, f"empty transcript in {tr}")
                     continue
+                dropped = _mostly_dropped(raw, text)
+                if dropped:
+                    _skip(skipped, uid, f"{dropped} in {tr}")
+                    continue
                 audio = next(
                     (
                         tr.parent / (uid + ext)
-                        for ext in (".flac", ".wav")
+                        for ext in _AUDIO_EXTS
                         if (tr.parent / (uid + ext)).is_file()
                     ),
                     None,
@@ -325,12 +371,16 @@ def load_librispeech(
                         continue
                 speaker = uid.split("-")[0] if "-" in uid else tr.parent.parent.name
                 utterances.append(Utterance(uid, text, speaker, path=str(audio)))
+        for folder in sorted(audio_files):
+            for a in sorted(audio_files[folder]):
+                if a not in named:
+                    _skip(skipped, a.stem, f"audio file {a} has no transcript line")
     if name is None:
         name = "+".join(subset_dirs) if subset_dirs else root.name
     split = CorpusSplit(name, utterances, skipped, sample_rate)
     if skipped:
         log.warning(
-            "%s: skipped %d of %d transcript lines (see CorpusSplit.skipped)",
+            "%s: skipped %d of %d utterances (see CorpusSplit.skipped)",
             split.name,
             len(skipped),
             len(skipped) + len(utterances),
@@ -540,8 +590,9 @@ def load_an4(
 
     The splits are in the module docstring. Each transcription line becomes an utterance
     whose audio ``wav/<an4_clstk|an4test_clstk>/<speaker>/<id>.wav`` is read lazily; a line
-    that does not parse, an id seen before, an empty transcript, missing audio and (with
-    ``check_audio``) audio whose header cannot be decoded are skipped and counted in
+    that does not parse, an id seen before, an empty transcript (or one normalisation
+    mostly removes), missing audio, audio that no line names and (with ``check_audio``)
+    audio whose header cannot be decoded are skipped and counted in
     ``CorpusSplit.skipped``, each naming the file and line. A transcription file that is
     missing or cannot be read as text stops the load (``FileNotFoundError`` /
     ``ValueError`` naming it): every utterance of the split would be lost.
@@ -564,6 +615,7 @@ def load_an4(
     utterances: list[Utterance] = []
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
+    named: set[Path] = set()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -584,8 +636,13 @@ def load_an4(
             continue
         seen.add(uid)
         text = normalize_text(m.group("text"))
+        named.add(root / wav_rel / speaker / f"{uid}.wav")
         if not text:
             _skip(skipped, uid, f"empty transcript ({trans}:{number})")
+            continue
+        dropped = _mostly_dropped(m.group("text"), text)
+        if dropped:
+            _skip(skipped, uid, f"{dropped} ({trans}:{number})")
             continue
         audio = root / wav_rel / speaker / f"{uid}.wav"
         if not audio.is_file():
@@ -597,6 +654,12 @@ def load_an4(
                 _skip(skipped, uid, f"unreadable audio {audio}: {reason}")
                 continue
         utterances.append(Utterance(uid, text, speaker, path=str(audio)))
+    for folder in sorted(p for p in (root / wav_rel).glob("*") if p.is_dir()):
+        if split != "test" and (folder.name in dev) != (split == "dev"):
+            continue
+        for a in sorted(folder.glob("*.wav")):
+            if a not in named:
+                _skip(skipped, a.stem, f"audio file {a} has no line in {trans}")
     result = CorpusSplit(f"an4/{split}", utterances, skipped, sample_rate)
     if skipped:
         log.warning(
