@@ -173,14 +173,25 @@ def test_fetch_unpacks_a_placed_archive_whose_content_matches(tmp_path, monkeypa
     to = tmp_path / "data"
     to.mkdir()
     archive = fetch.CORPUS_ARCHIVES["an4"][0]
-    _zip_of(src, to / archive.filename, extra={"an4-b567d13/../evil.txt": "x", "/abs": "y"})
+    _zip_of(src, to / archive.filename, extra={"an4-b567d13/etc/an4.dic": "A AH\n"})
     got = fetch.fetch("an4", to, base_url="http://127.0.0.1:9")  # never contacted
     assert got == to / "an4"
     assert (got / "LICENSE").read_text() == "CMU licence text\n"
     assert len(load_an4(got, "dev")) == 3
-    assert not (tmp_path / "evil.txt").exists() and not (to / "evil.txt").exists()
+    assert not (got / "etc" / "an4.dic").exists()  # only the kept members are unpacked
     assert not (to / archive.filename).exists()  # archive removed after unpacking
     assert fetch.fetch("an4", to, base_url="http://127.0.0.1:9") == got  # done: no download
+
+
+def test_fetch_refuses_a_zip_with_a_member_outside_the_target(tmp_path):
+    src = _tiny_an4(tmp_path / "src")
+    to = tmp_path / "data"
+    to.mkdir()
+    archive = fetch.CORPUS_ARCHIVES["an4"][0]
+    _zip_of(src, to / archive.filename, extra={"an4-b567d13/../evil.txt": "x"})
+    with pytest.raises(fetch.FetchError, match="outside the target folder"):
+        fetch.fetch("an4", to, base_url="http://127.0.0.1:9")
+    assert not (tmp_path / "evil.txt").exists() and not (to / "an4").exists()
 
 
 def test_fetch_refuses_an_archive_whose_content_differs(tmp_path, monkeypatch):

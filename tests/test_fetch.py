@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
 import io
 import socket
@@ -83,21 +85,34 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+WAV_HEAD = b"RIFF\x24\x00\x00\x00WAVE"
+
+
 @cache
 def _fsdd_zip(
-    speakers=("george", "jackson", "lucas", "nicolas", "theo", "yweweler"), per_digit: int = 50
+    speakers=("george", "jackson", "lucas", "nicolas", "theo", "yweweler"),
+    per_digit: int = 50,
+    content: bytes = WAV_HEAD,
+    extra: tuple[tuple[str, bytes], ...] = (),
+    link: str | None = None,
 ) -> bytes:
-    """A zip shaped like GitHub's archive of FSDD, with tiny placeholder 'recordings'."""
+    """A zip shaped like GitHub's archive of FSDD, with tiny placeholder 'recordings'
+    (``content``), plus ``extra`` members and a symbolic-link member ``link``."""
     top = f"free-spoken-digit-dataset-{F.FSDD_COMMIT}/"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         z.writestr(top + "README.md", "FSDD")
         z.writestr(top + "utils/fsdd.py", "print()")
-        z.writestr(top + "recordings/../../evil.wav", b"x")
+        for name, data in extra:
+            z.writestr(name, data)
+        if link:
+            info = zipfile.ZipInfo(top + link)
+            info.external_attr = (0o120777 << 16) | 0
+            z.writestr(info, "/etc/passwd")
         for spk in speakers:
             for d in range(10):
                 for i in range(per_digit):
-                    z.writestr(f"{top}recordings/{d}_{spk}_{i}.wav", b"RIFF")
+                    z.writestr(f"{top}recordings/{d}_{spk}_{i}.wav", content)
     return buf.getvalue()
 
 
@@ -146,7 +161,6 @@ def test_fsdd_download_verify_extract(server, tmp_path):
     wavs = list((out / "recordings").glob("*.wav"))
     assert len(wavs) == 3000
     assert sorted(p.name for p in out.iterdir()) == ["recordings"]  # only recordings/, no zip
-    assert not (tmp_path / "evil.wav").exists()
     n = len(server.requests)
     F.fetch("fsdd", tmp_path / "fsdd", base_url=server.url)  # complete: no second download
     assert len(server.requests) == n
@@ -257,3 +271,74 @@ def test_hand_placed_archive_needs_no_network(tmp_path):
 def test_unknown_corpus():
     with pytest.raises(ValueError, match="mini-librispeech"):
         F.fetch("timit", "/nonexistent")
+
+
+# --------------------------------------------- zip rules as for tar, limits, targets (issue 27)
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"extra": (("x/recordings/../../evil.wav", b"x"),)}, "outside the target folder"),
+        ({"extra": (("/abs/evil.wav", b"x"),)}, "outside the target folder"),
+        ({"link": "recordings/l.wav"}, "is a link"),
+        ({"content": b"junk junk junk"}, "is not a WAV file"),
+    ],
+)
+def test_unsafe_or_junk_zips_are_refused_whole(server, tmp_path, kwargs, message, capsys):
+    server.files[FSDD_PATH] = _fsdd_zip(**kwargs)
+    from usmlite_edu import cli
+
+    argv = ["data", "fetch", "fsdd", "--to", str(tmp_path / "d"), "--base-url", server.url]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr()
+    assert message in err.err and "is ready" not in err.out
+    assert not (tmp_path / "d" / "recordings").exists() and not (tmp_path / "evil.wav").exists()
+
+
+def test_member_and_size_limits_stop_a_zip_and_a_tar(server, tmp_path, monkeypatch):
+    fsdd = F.CORPUS_ARCHIVES["fsdd"][0]
+    server.files[FSDD_PATH] = _fsdd_zip()
+    monkeypatch.setitem(F.CORPUS_ARCHIVES, "fsdd", (dataclasses.replace(fsdd, max_members=100),))
+    with pytest.raises(F.FetchError, match="more than 100"):
+        F.fetch("fsdd", tmp_path / "a", base_url=server.url, timeout=5)
+    monkeypatch.setitem(F.CORPUS_ARCHIVES, "fsdd", (dataclasses.replace(fsdd, max_bytes=1000),))
+    with pytest.raises(F.FetchError, match="more than the 0.0 MB"):
+        F.fetch("fsdd", tmp_path / "b", base_url=server.url, timeout=5)
+    assert not (tmp_path / "b" / "recordings").exists()
+    many = {f"LibriSpeech/train-clean-5/f{i}.txt": b"x" for i in range(50)}
+    _use_fake_mini_librispeech(
+        monkeypatch, server, {"train-clean-5": _tar(many), "dev-clean-2": _tar(many)}
+    )
+    limited = tuple(
+        dataclasses.replace(a, max_members=10) for a in F.CORPUS_ARCHIVES["mini-librispeech"]
+    )
+    monkeypatch.setitem(F.CORPUS_ARCHIVES, "mini-librispeech", limited)
+    with pytest.raises(F.FetchError, match="more than 10 members"):
+        F.fetch("mini-librispeech", tmp_path / "c", base_url=server.url, timeout=5)
+    assert not (tmp_path / "c" / "LibriSpeech").exists()
+
+
+def test_a_symlinked_target_and_a_file_as_target_are_refused(server, tmp_path):
+    server.files[FSDD_PATH] = _fsdd_zip()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    to = tmp_path / "to"
+    to.mkdir()
+    (to / "recordings").symlink_to(outside)
+    with pytest.raises(F.FetchError, match="is a symbolic link"):
+        F.fetch("fsdd", to, base_url=server.url, timeout=5)
+    assert not any(outside.iterdir())
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(F.FetchError, match="is a file, not a folder"):
+        F.fetch("fsdd", afile, base_url=server.url, timeout=5)
+
+
+def test_a_full_disk_is_one_line(server, tmp_path, monkeypatch):
+    server.files[FSDD_PATH] = _fsdd_zip()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(F, "_merge_into", full)
+    with pytest.raises(F.FetchError, match="no space left on the device"):
+        F.fetch("fsdd", tmp_path, base_url=server.url, timeout=5)

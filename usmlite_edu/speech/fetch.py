@@ -29,14 +29,19 @@ sums are openslr's own (``resources/12/md5sum.txt``, ``resources/31/md5sum.txt``
 Downloads stream to ``<archive>.part`` and resume (HTTP Range) once if the connection
 breaks. A machine without internet fails at once, naming the URL and where to put the
 files by hand; an archive already placed at ``DIR/<archive name>`` is used without any
-download. Extraction refuses absolute paths, ``..``, links and devices, and unpacks into a
-temporary folder inside ``DIR`` first, so a refused archive leaves nothing behind.
+download. Extraction refuses, for zip and tar alike, absolute paths, ``..``, links and
+devices, more members or unpacked bytes than a margin over what the corpus holds
+(``Archive.max_members``, ``max_bytes``), and a zip member that unpacks to more than it
+declares; it unpacks into a temporary folder inside ``DIR`` first, so a refused archive
+leaves nothing behind. A symbolic link where the corpus is to go (``DIR/recordings``) and
+a ``DIR`` that is a file are refused; a full disk is one line.
 ``base_url`` replaces the host (a mirror such as ``https://openslr.elda.org``, or a local
 test server).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import http.client
@@ -100,6 +105,10 @@ class Archive:
     md5: str | None
     kind: str  # "zip" (FSDD: recordings/ only), "an4-zip" or "tar.gz" (LibriSpeech layout)
     subset: str | None = None  # the LibriSpeech subset directory it unpacks to
+    #: at most this many members and unpacked bytes: a margin over what the corpus holds,
+    #: so that a zip bomb or a wrong archive stops before it fills the disk
+    max_members: int = 100_000
+    max_bytes: int = 16 << 30
 
     def url(self, base_url: str | None = None) -> str:
         return (base_url or self.host).rstrip("/") + "/" + self.path
@@ -117,9 +126,16 @@ def an4_digest(members: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-def _slr(resource: int, subset: str, md5: str) -> Archive:
+def _slr(resource: int, subset: str, md5: str, members: int, gib: float) -> Archive:
     return Archive(
-        f"{subset}.tar.gz", f"resources/{resource}/{subset}.tar.gz", _OPENSLR, md5, "tar.gz", subset
+        f"{subset}.tar.gz",
+        f"resources/{resource}/{subset}.tar.gz",
+        _OPENSLR,
+        md5,
+        "tar.gz",
+        subset,
+        max_members=members,
+        max_bytes=int(gib * (1 << 30)),
     )
 
 
@@ -131,6 +147,8 @@ CORPUS_ARCHIVES: dict[str, tuple[Archive, ...]] = {
             "https://codeload.github.com",
             None,
             "zip",
+            max_members=10_000,  # 3,000 recordings and the repository's other files
+            max_bytes=200 << 20,  # the recordings hold about 20 MB
         ),
     ),
     "an4": (
@@ -140,16 +158,18 @@ CORPUS_ARCHIVES: dict[str, tuple[Archive, ...]] = {
             "https://codeload.github.com",
             None,
             "an4-zip",
+            max_members=10_000,  # 1,081 kept files and the repository's others
+            max_bytes=400 << 20,  # the kept files hold 93 MB
         ),
     ),
     "mini-librispeech": (
-        _slr(31, "train-clean-5", "5df7d4e78065366204ca6845bb08f490"),
-        _slr(31, "dev-clean-2", "6d7ab67ac6a1d2c993d050e16d61080d"),
+        _slr(31, "train-clean-5", "5df7d4e78065366204ca6845bb08f490", 4_000, 1.0),
+        _slr(31, "dev-clean-2", "6d7ab67ac6a1d2c993d050e16d61080d", 3_000, 0.5),
     ),
     "librispeech-100": (
-        _slr(12, "train-clean-100", "2a93770f6d5c6c964bc36631d331a522"),
-        _slr(12, "dev-clean", "42e2234ba48799c1f50f24a7926300a1"),
-        _slr(12, "test-clean", "32fa31d27d2e1cad72775fee3f4849a9"),
+        _slr(12, "train-clean-100", "2a93770f6d5c6c964bc36631d331a522", 45_000, 10.0),
+        _slr(12, "dev-clean", "42e2234ba48799c1f50f24a7926300a1", 5_000, 1.0),
+        _slr(12, "test-clean", "32fa31d27d2e1cad72775fee3f4849a9", 5_000, 1.0),
     ),
 }
 
@@ -306,7 +326,14 @@ def _safe_name(name: str) -> PurePosixPath | None:
 
 
 def _merge_into(src: Path, dst: Path) -> None:
-    """Move the tree ``src`` onto ``dst``, replacing files, keeping other files of ``dst``."""
+    """Move the tree ``src`` onto ``dst``, replacing files, keeping other files of ``dst``.
+    A symbolic link where a folder or file is to go is refused: it would send the corpus
+    outside the target folder."""
+    if dst.is_symlink():
+        raise FetchError(
+            f"{dst} is a symbolic link; the corpus is unpacked only into real folders "
+            f"inside the target: remove the link (or choose another --to) and run again"
+        )
     if not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dst)
@@ -320,9 +347,9 @@ def _merge_into(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def _extract_tar(archive: Path, tmp: Path, url: str) -> None:
+def _extract_tar(archive: Path, tmp: Path, url: str, spec: Archive) -> None:
     try:
-        _extract_tar_members(archive, tmp, url)
+        _extract_tar_members(archive, tmp, url, spec)
     except (tarfile.TarError, EOFError, zlib.error) as e:
         raise FetchError(
             f"{archive} from {url} is not a readable .tar.gz ({e}); delete it "
@@ -330,9 +357,18 @@ def _extract_tar(archive: Path, tmp: Path, url: str) -> None:
         ) from None
 
 
-def _extract_tar_members(archive: Path, tmp: Path, url: str) -> None:
+def _extract_tar_members(archive: Path, tmp: Path, url: str, spec: Archive) -> None:
+    members = unpacked = 0
     with tarfile.open(archive, "r:gz") as tf:
         for m in tf:
+            members += 1
+            unpacked += max(m.size, 0)
+            if members > spec.max_members or unpacked > spec.max_bytes:
+                raise FetchError(
+                    f"refusing {archive.name} from {url}: more than {spec.max_members:,} "
+                    f"members or {_mb(spec.max_bytes)} unpacked, far more than "
+                    f"{spec.subset} holds; nothing was kept"
+                )
             if _safe_name(m.name) is None:
                 problem = "a path outside the target folder"
             elif m.issym() or m.islnk():
@@ -348,8 +384,9 @@ def _extract_tar_members(archive: Path, tmp: Path, url: str) -> None:
             )
 
 
-def _extract_fsdd(archive: Path, tmp: Path, url: str) -> None:
-    """Unpack only ``*/recordings/{digit}_{speaker}_{index}.wav``, after counting them."""
+def _open_zip(archive: Path, url: str, spec: Archive) -> zipfile.ZipFile:
+    """The zip, after the rules tar archives follow: no member outside the target (``..``,
+    absolute), no links, at most ``spec.max_members`` members. Refused whole otherwise."""
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as e:
@@ -358,6 +395,54 @@ def _extract_fsdd(archive: Path, tmp: Path, url: str) -> None:
             f"{archive.name} from {url} is not a zip archive ({e}); it was moved "
             f"aside; run the command again to re-download"
         ) from None
+    infos = zf.infolist()
+    problem = None
+    if len(infos) > spec.max_members:
+        problem = f"has {len(infos):,} members, more than {spec.max_members:,}"
+    for info in infos:
+        if problem:
+            break
+        if _safe_name(info.filename) is None:
+            problem = f"member {info.filename!r} is a path outside the target folder"
+        elif (info.external_attr >> 16) & 0o170000 == 0o120000:
+            problem = f"member {info.filename!r} is a link"
+    if problem:
+        zf.close()
+        raise FetchError(f"refusing {archive.name} from {url}: it {problem}; nothing was unpacked")
+    return zf
+
+
+def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dst: Path, url: str) -> None:
+    """Copy one member, refusing one that unpacks to more than it declares (a zip bomb)."""
+    written = 0
+    with zf.open(info) as src, dst.open("xb") as out:
+        while chunk := src.read(_CHUNK):
+            written += len(chunk)
+            if written > info.file_size:
+                raise FetchError(
+                    f"refusing the archive from {url}: member {info.filename!r} unpacks to "
+                    f"more than the {info.file_size:,} bytes it declares; nothing was kept"
+                )
+            out.write(chunk)
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MB"
+
+
+def _check_total(picked, archive: Path, url: str, spec: Archive) -> None:
+    total = sum(i.file_size for i in picked)
+    if total > spec.max_bytes:
+        raise FetchError(
+            f"refusing {archive.name} from {url}: its files would unpack to {_mb(total)}, "
+            f"more than the {_mb(spec.max_bytes)} the corpus needs; nothing was kept"
+        )
+
+
+def _extract_fsdd(archive: Path, tmp: Path, url: str, spec: Archive) -> None:
+    """Unpack only ``*/recordings/{digit}_{speaker}_{index}.wav``, after counting them and
+    checking that each is a WAV file."""
+    zf = _open_zip(archive, url, spec)
     with zf:
         picked: dict[str, zipfile.ZipInfo] = {}
         for info in zf.infolist():
@@ -379,11 +464,20 @@ def _extract_fsdd(archive: Path, tmp: Path, url: str) -> None:
         speakers = {n.split("_")[1] for n in picked}
         ok = len(picked) == FSDD_RECORDINGS and len(speakers) == FSDD_SPEAKERS
         if ok:
+            _check_total(picked.values(), archive, url, spec)
             out_dir = tmp / "recordings"
             out_dir.mkdir(parents=True)
             for name, info in sorted(picked.items()):
-                with zf.open(info) as src, (out_dir / name).open("xb") as dst:
-                    shutil.copyfileobj(src, dst)
+                with zf.open(info) as src:
+                    head = src.read(12)
+                if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                    bad = archive.with_name(archive.name + ".bad")
+                    os.replace(archive, bad)
+                    raise FetchError(
+                        f"refusing {archive.name} from {url}: {info.filename!r} is not a WAV "
+                        f"file; it was moved to {bad}; nothing was unpacked"
+                    )
+                _copy_member(zf, info, out_dir / name, url)
     if not ok:
         bad = archive.with_name(archive.name + ".bad")
         os.replace(archive, bad)
@@ -415,18 +509,12 @@ def _an4_members(zf: zipfile.ZipFile, archive: Path, url: str) -> dict[str, zipf
     return picked
 
 
-def _extract_an4(archive: Path, tmp: Path, url: str) -> None:
+def _extract_an4(archive: Path, tmp: Path, url: str, spec: Archive) -> None:
     """Unpack AN4's kept members to ``tmp/an4`` after checking their combined digest."""
-    try:
-        zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as e:
-        os.replace(archive, archive.with_name(archive.name + ".bad"))
-        raise FetchError(
-            f"{archive.name} from {url} is not a zip archive ({e}); it was moved "
-            f"aside; run the command again to re-download"
-        ) from None
+    zf = _open_zip(archive, url, spec)
     with zf:
         picked = _an4_members(zf, archive, url)
+        _check_total(picked.values(), archive, url, spec)
         sums = {}
         for rel, info in picked.items():
             h = hashlib.sha256()
@@ -439,8 +527,7 @@ def _extract_an4(archive: Path, tmp: Path, url: str) -> None:
             for rel, info in sorted(picked.items()):
                 dst = tmp / "an4" / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, dst.open("xb") as out:
-                    shutil.copyfileobj(src, out)
+                _copy_member(zf, info, dst, url)
     if not ok:
         bad = archive.with_name(archive.name + ".bad")
         os.replace(archive, bad)
@@ -471,6 +558,20 @@ def _complete(corpus: str, archive: Archive, to_dir: Path) -> bool:
     return subset.is_dir() and next(subset.rglob("*.trans.txt"), None) is not None
 
 
+def _unpack(archive: Archive, path: Path, to: Path, url: str) -> None:
+    """Unpack into a temporary folder inside ``to``, then move the result into place."""
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=to) as tmp:
+        log.info("unpacking %s", path)
+        if archive.kind == "zip":
+            _extract_fsdd(path, Path(tmp), url, archive)
+        elif archive.kind == "an4-zip":
+            _extract_an4(path, Path(tmp), url, archive)
+        else:
+            _extract_tar(path, Path(tmp), url, archive)
+        for child in Path(tmp).iterdir():
+            _merge_into(child, to / child.name)
+
+
 def fetch(
     corpus: str,
     to_dir: str | os.PathLike[str],
@@ -489,6 +590,8 @@ def fetch(
     if corpus not in CORPUS_ARCHIVES:
         raise ValueError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPUS_ARCHIVES)}")
     to = Path(to_dir).expanduser().resolve()
+    if to.exists() and not to.is_dir():
+        raise FetchError(f"--to {to} is a file, not a folder: choose a folder for the corpus")
     to.mkdir(parents=True, exist_ok=True)
     for archive in CORPUS_ARCHIVES[corpus]:
         if _complete(corpus, archive, to):
@@ -501,16 +604,16 @@ def fetch(
             if a is not archive and not _complete(corpus, a, to)
         ]
         path = _obtain(archive, to, base_url=base_url, timeout=timeout, others=others)
-        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=to) as tmp:
-            log.info("unpacking %s", path)
-            if archive.kind == "zip":
-                _extract_fsdd(path, Path(tmp), url)
-            elif archive.kind == "an4-zip":
-                _extract_an4(path, Path(tmp), url)
-            else:
-                _extract_tar(path, Path(tmp), url)
-            for child in Path(tmp).iterdir():
-                _merge_into(child, to / child.name)
+        try:
+            _unpack(archive, path, to, url)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise FetchError(
+                f"no space left on the device of {to} while unpacking {archive.filename}; "
+                f"nothing was kept: free space (the corpus needs about "
+                f"{_mb(archive.max_bytes)} at most) and run the command again"
+            ) from None
         if archive.kind != "zip":
             marker = to / ".usmlite-fetch" / f"{archive.filename}.done"
             marker.parent.mkdir(exist_ok=True)
