@@ -206,6 +206,13 @@ def _cli_set(tmp: Path) -> list[str]:
     return ["train", "--preset", "ci", "--out", str(tmp / "x"), "--set", "train.peak_lr=fast"]
 
 
+def _cli_setting(setting: str) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        return ["train", "--preset", "ci", "--out", str(tmp / "x"), "--set", setting]
+
+    return make
+
+
 def _cli_not_a_run(tmp: Path) -> list[str]:
     (tmp / "not_a_run").mkdir(exist_ok=True)
     return ["transcribe", "--checkpoint", str(tmp / "not_a_run"), str(GOOD_FLAC)]
@@ -411,6 +418,70 @@ CASES: list[Case] = [
     Case("spec `3:2`", "cli", "refused", "n=3 > m=2", "2", _cli_nm),
     Case("unknown preset", "cli", "refused", "no_such", "2", _cli_preset),
     Case("`--set train.peak_lr=fast`", "cli", "refused", "train.peak_lr", "2", _cli_set),
+    Case(
+        "`--set train.peak_lr=1e999`",
+        "cli",
+        "refused before the run folder is written",
+        "train.peak_lr must be a finite number",
+        "2",
+        _cli_setting("train.peak_lr=1e999"),
+    ),
+    Case(
+        "`--set model.num_heads=0`",
+        "cli",
+        "refused before the run folder is written",
+        "model.num_heads must be an integer >= 1",
+        "2",
+        _cli_setting("model.num_heads=0"),
+    ),
+    Case(
+        "`--set model.ffn_multiplier=0`",
+        "cli",
+        "refused before the run folder is written",
+        "model.ffn_multiplier must be an integer >= 1",
+        "2",
+        _cli_setting("model.ffn_multiplier=0"),
+    ),
+    Case(
+        "`--set model.conv_kernel=-1`",
+        "cli",
+        "refused before the run folder is written",
+        "model.conv_kernel must be an integer >= 1",
+        "2",
+        _cli_setting("model.conv_kernel=-1"),
+    ),
+    Case(
+        "`--set model.dropout=-1`",
+        "cli",
+        "refused before the run folder is written",
+        "model.dropout must be in [0, 1)",
+        "2",
+        _cli_setting("model.dropout=-1"),
+    ),
+    Case(
+        "`--set model.hop_ms=0`",
+        "cli",
+        "refused before the run folder is written",
+        "0 < hop_ms <= window_ms",
+        "2",
+        _cli_setting("model.hop_ms=0"),
+    ),
+    Case(
+        "`--set model.sample_rate=1000000000`",
+        "cli",
+        "refused before the run folder is written",
+        "model.sample_rate must be an integer in",
+        "2",
+        _cli_setting("model.sample_rate=1000000000"),
+    ),
+    Case(
+        "`--set train.bucket_seconds=[1e6]`",
+        "cli",
+        "refused before the run folder is written",
+        "longer than 600 s",
+        "2",
+        _cli_setting("train.bucket_seconds=[1e6]"),
+    ),
     Case(
         "`--checkpoint` that is not a run directory",
         "cli",

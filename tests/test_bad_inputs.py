@@ -142,6 +142,7 @@ def test_cli_cases_are_refused_with_one_line(tmp_path, case, capsys):
     assert cli.main(case.make(tmp_path)) == cli.EXIT_REFUSED == int(case.exit_code)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and case.message in err[0]
+    assert not (tmp_path / "x" / "config.json").exists()  # refused before anything is written
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from usmlite_edu.speech.configs import SAMPLE_RATE_RANGE  # re-exported: files follow it
+
 __all__ = [
     "AudioError",
     "load_audio",
@@ -62,8 +64,6 @@ log = logging.getLogger(__name__)
 #: share of samples at full scale (``|x| >= 0.999``) above which a loaded file is
 #: reported as clipped (a warning; the audio is still used)
 CLIPPED_WARN_SHARE = 0.01
-#: sample rates a file may declare (Hz); outside them the header is taken to be damaged
-SAMPLE_RATE_RANGE = (1000, 768_000)
 #: WAV format tags whose frames are exactly ``data bytes // block_align``: PCM, IEEE float,
 #: A-law, mu-law, and WAVE_FORMAT_EXTENSIBLE (which wraps one of them)
 _WAV_LINEAR_TAGS = {0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE}

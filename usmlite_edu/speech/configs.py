@@ -34,6 +34,25 @@ __all__ = [
 Role = Literal["dense", "conv", "softmax", "other"]
 
 
+#: sample rates (Hz) a model or an audio file may have; outside them a header or a setting
+#: is taken to be damaged (:mod:`usmlite_edu.speech.audio` applies it to files)
+SAMPLE_RATE_RANGE = (1000, 768_000)
+#: the longest padded batch length a configuration may ask for (seconds): one bucket is one
+#: compiled program holding ``batch_size`` utterances of this length
+MAX_BUCKET_SECONDS = 600.0
+
+
+def _check_finite(cfg, section: str) -> None:
+    """Refuse a NaN or infinite number anywhere in a configuration (``1e999`` in a
+    ``--set`` or a file reads as infinity and would pass every ``>`` check)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{section}.{f.name} must be a finite number, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ConformerConfig:
     """Architecture and frontend of a Conformer-CTC.
@@ -63,6 +82,48 @@ class ConformerConfig:
     vocab_size: int = 16384
 
     def __post_init__(self):
+        _check_finite(self, "model")
+        for field in (
+            "num_mels",
+            "model_dim",
+            "num_layers",
+            "num_heads",
+            "ffn_multiplier",
+            "conv_kernel",
+            "vocab_size",
+        ):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(
+                    f"{self.name}: model.{field} must be an integer >= 1, got {value!r}"
+                )
+        lo, hi = SAMPLE_RATE_RANGE
+        if not isinstance(self.sample_rate, int) or not lo <= self.sample_rate <= hi:
+            raise ValueError(
+                f"{self.name}: model.sample_rate must be an integer in [{lo}, {hi}] Hz, "
+                f"got {self.sample_rate!r}"
+            )
+        if not 0 < self.hop_ms <= self.window_ms <= 1000:
+            raise ValueError(
+                f"{self.name}: model.hop_ms and model.window_ms must satisfy "
+                f"0 < hop_ms <= window_ms <= 1000, got {self.hop_ms!r} and {self.window_ms!r}"
+            )
+        if len(self.subsample_channels) != 2 or any(
+            not isinstance(c, int) or c < 1 for c in self.subsample_channels
+        ):
+            raise ValueError(
+                f"{self.name}: model.subsample_channels must be two integers >= 1, "
+                f"got {self.subsample_channels!r}"
+            )
+        for field in ("left_context", "right_context"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(
+                    f"{self.name}: model.{field} must be None (unlimited) or an integer "
+                    f">= 0, got {value!r}"
+                )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"{self.name}: model.dropout must be in [0, 1), got {self.dropout!r}")
         if self.model_dim % self.num_heads:
             raise ValueError(
                 f"{self.name}: model_dim={self.model_dim} is not divisible by "
@@ -70,9 +131,6 @@ class ConformerConfig:
             )
         if self.conv_kernel % 2 == 0:
             raise ValueError(f"{self.name}: conv_kernel must be odd, got {self.conv_kernel}")
-        for field in ("num_mels", "model_dim", "num_layers", "vocab_size"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{self.name}: {field} must be positive")
 
     @property
     def ffn_dim(self) -> int:
@@ -319,6 +377,7 @@ class TrainConfig:
     grad_accum: int = 1
 
     def __post_init__(self):
+        _check_finite(self, "train")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"train.remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
         if not isinstance(self.grad_accum, int) or self.grad_accum < 1:
@@ -352,6 +411,11 @@ class TrainConfig:
         b = tuple(self.bucket_seconds)
         if not b or any(x <= 0 for x in b) or list(b) != sorted(set(b)):
             raise ValueError(f"train.bucket_seconds must be increasing positive lengths, got {b}")
+        if b[-1] > MAX_BUCKET_SECONDS:
+            raise ValueError(
+                f"train.bucket_seconds: {b[-1]:g} s is longer than {MAX_BUCKET_SECONDS:g} s "
+                "(one padded batch of that length must fit in memory); split long audio"
+            )
         if self.compute_dtype not in (None, "float32", "bfloat16"):
             raise ValueError(
                 f"train.compute_dtype must be None, 'float32' or 'bfloat16', "
@@ -434,6 +498,7 @@ class ReproConfig:
     vn_std: float = 0.01
 
     def __post_init__(self):
+        _check_finite(self, "reproduce")
         if self.pretrain_steps is not None and self.pretrain_steps < 1:
             raise ValueError(f"reproduce.pretrain_steps must be >= 1, got {self.pretrain_steps}")
         if self.finetune_steps < 1:
