@@ -237,7 +237,8 @@ print("axis=0 is the hardware-friendly layout for (in, out) weights")
 # %% [markdown]
 # ## 4. Mask schedules live in the optimizer
 #
-# During fine-tuning the paper uses two schedules (§3.3, Algorithm 1 lines 3-7):
+# During fine-tuning the paper uses two schedules (§3.3; Algorithm 1, lines 4-6: the
+# masks are updated while $t < T_p$, and line 7 prunes through them at every step):
 #
 # * **one-shot**: compute the mask once from the starting weights, freeze it;
 # * **few-shot**: recompute it for the first $T_p$ steps (1k of 200k in the paper),

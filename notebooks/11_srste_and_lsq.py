@@ -108,7 +108,10 @@ I, J = (64, 16) if FAST else (256, 64)  # toy weight (in, out)
 #   first $T$ steps, then frozen (Table 2, E9/E11);
 # * **SR-STE one-shot** (`2:4/srste`): the forward pass is the same $W \odot M$, but the
 #   gradient passes the mask (straight through), so pruned weights move too, and a decay
-#   $\lambda (1-M) \odot W$ pulls them towards zero;
+#   $\lambda (1-M) \odot W$ pulls them towards zero. The library adds the decay to the
+#   gradient *before* Adam (`sparsity.nm_masked` wraps the optimizer), so Adam's
+#   per-weight normalisation rescales it: the pull is not $\lambda w$ per step, as it
+#   would be with plain SGD;
 # * **never frozen** (`2:4/fs<STEPS>`): the mask recomputed every step, without SR-STE;
 # * **SR-STE dynamic** (`2:4/fs<STEPS>/srste`): SR-STE with a mask recomputed every step,
 #   Zhou et al.'s setting.
@@ -220,6 +223,14 @@ print(f"largest move of a pruned weight: SR-STE one-shot {moved:.3f}, one-shot 0
 # the range, the gradient says "the rounding residual": weights just below a level pull
 # the step one way, weights just above it the other; outside, every clipped weight pushes
 # the step up with force $Q_P$. `quant.lsq_step_gradient` is that formula.
+#
+# Mind one difference from notebook 03's STE. There, a weight keeps its gradient while it
+# rounds onto the grid, $|w| \le (Q_P + \tfrac12)\,s$ (7.5 s at int4); LSQ, following
+# Esser et al., passes the weight's gradient only strictly inside $-Q_P < v < Q_P$, so a
+# weight with $Q_P \le |v| < Q_P + \tfrac12$ (one that rounds to the largest level) gets a
+# gradient under min/max QAT and none under LSQ. Section 3's comparison starts both from
+# the same weights and the same step, so its first losses agree; from the first update on,
+# the two differ in this boundary as well as in the learned step.
 
 # %%
 v = jnp.linspace(-9, 9, 721)
@@ -235,8 +246,9 @@ assert np.allclose(np.asarray(g4), [-0.3, 7.0, -7.0])
 print("dw^/ds at v = 0.3, 7.5, -9 (int4):", np.asarray(g4).round(3).tolist())
 
 # %% [markdown]
-# **Initialisation.** The paper starts from $s = 2\,\overline{|w|}/\sqrt{Q_P}$, chosen for
-# training from scratch. The library's `/lsq` specs start from Eq. 2's min/max scale
+# **Initialisation.** The LSQ paper (Esser et al. 2019; the library calls this start
+# `"paper"`) starts from $s = 2\,\overline{|w|}/\sqrt{Q_P}$, chosen for training from
+# scratch. The library's `/lsq` specs start from Eq. 2's min/max scale
 # instead (`quant.lsq_init_step(..., method="minmax")`): a fine-tuned model then starts
 # *exactly* where min/max quantization puts it, and any difference between the two is
 # what learning the step did. The cell compares the two starts on a heavy-tailed weight.
@@ -565,8 +577,9 @@ print(
 # model's LSQ layers train $\log s$ with Adam for the same reason (see `QDense`).
 
 # %% [markdown]
-# **Exercise 3 (prediction: the paper's initialisation at int8).** In section 2, which
-# start gave the larger int8 reconstruction error: `"minmax"` or `"paper"`?
+# **Exercise 3 (prediction: the LSQ paper's initialisation at int8).** In section 2, which
+# start gave the larger int8 reconstruction error: `"minmax"` (Eq. 2 of USM-Lite) or
+# `"paper"` (Esser et al.'s $2\,\overline{|w|}/\sqrt{Q_P}$)?
 
 # %%
 my_int8_worse_init = "paper"  # ANSWER: "minmax" or "paper"
@@ -574,7 +587,7 @@ my_int8_worse_init = "paper"  # ANSWER: "minmax" or "paper"
 # %%
 e_mm8, e_pp8 = init_err[8]
 check_answer(
-    "Exercise 3 (the paper's initialisation at int8)",
+    "Exercise 3 (the LSQ paper's initialisation at int8)",
     my_int8_worse_init,
     "paper" if e_pp8 > e_mm8 else "minmax",
     choices=("minmax", "paper"),
@@ -590,10 +603,12 @@ for bits in (2, 4, 8):
     print(f"int{bits}: paper start reaches {float(jnp.mean(reach)):.2f} x max|w| on average")
 
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
-# **Discussion.** *Paper.* $2\overline{|w|}/\sqrt{Q_P}$ grows like $1/\sqrt{Q_P}$ while
-# min/max's $\max|w|/Q_P$ falls like $1/Q_P$; at $Q_P = 127$ the paper's grid reaches far
-# beyond the largest weight and wastes most of its levels, so the step is several times
-# coarser than needed. At int2 the paper's start clips and wins. For training from
+# **Discussion.** *Paper.* Esser et al.'s $2\overline{|w|}/\sqrt{Q_P}$ falls like
+# $1/\sqrt{Q_P}$, more slowly than min/max's $\max|w|/Q_P$, which falls like $1/Q_P$: the
+# largest value it reaches, $Q_P s = 2\overline{|w|}\sqrt{Q_P}$, grows like $\sqrt{Q_P}$.
+# At $Q_P = 127$ that grid reaches far beyond the largest weight and wastes most of its
+# levels, so the step is several times coarser than needed. At int2 that start clips and
+# wins. For training from
 # scratch that matters little (the step is learned quickly); for fine-tuning a trained
 # model from a min/max starting point, it is why the library starts from Eq. 2.
 #
