@@ -20,7 +20,9 @@ project = "usmlite_edu"
 author = "usmlite_edu contributors"
 copyright = "usmlite_edu contributors, Apache-2.0"
 
-extensions = ["myst_nb"]
+# MathJax ships with the book (sphinx-mathjax-offline copies MathJax 3 into _static and
+# points mathjax_path at it): an offline reader sees formulas, not raw \(...\)
+extensions = ["myst_nb", "sphinx-mathjax-offline"]
 # Rendering only: the notebooks arrive executed (usmlite_edu.course.book runs notebook_runner).
 nb_execution_mode = "off"
 nb_merge_streams = True

@@ -258,3 +258,19 @@ def test_screenshots_show_the_figures(built, tmp_path):
         assert score > 0.98, f"{stem}#{fid} not drawn: best match {score:.3f} ({tmp_path})"
         # the match is the figure, not any busy region: the other page's figure is not there
         assert book.locate(shots[other], figure)[0] < 0.9, f"{stem}#{fid} found on {other}"
+
+
+def test_the_site_check_wants_mathjax_shipped_with_the_book(tmp_path):
+    """Offline, a CDN MathJax leaves every formula as raw \\(...\\): the check refuses it."""
+    (tmp_path / "index.html").write_text(
+        '<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js">'
+        "</script>"
+    )
+    with pytest.raises(RuntimeError) as info:
+        book.check_site(tmp_path, [])
+    assert "MathJax is not shipped" in str(info.value)
+    assert "loads MathJax from https://cdn.jsdelivr.net" in str(info.value)
+    (tmp_path / "_static" / "mathjax").mkdir(parents=True)
+    (tmp_path / "_static" / "mathjax" / "tex-chtml.js").write_text("// MathJax")
+    (tmp_path / "index.html").write_text('<script defer src="_static/mathjax/tex-chtml.js">')
+    assert book.check_site(tmp_path, []) == {}

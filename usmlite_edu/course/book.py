@@ -433,15 +433,22 @@ def page_of(html: Path | str, notebook: Path | str) -> Path:
 
 
 def check_site(html: Path | str, executed: list[Path]) -> dict[str, int]:
-    """Check the built site: a front page, and for every executed notebook a page that shows
-    each of its PNG figures from an existing PNG file. Returns figures per page; raises
-    ``RuntimeError`` listing every problem."""
+    """Check the built site: a front page, MathJax shipped with the site (no page loads it
+    from elsewhere: an offline reader must see formulas), and for every executed notebook a
+    page that shows each of its PNG figures from an existing PNG file. Returns figures per
+    page; raises ``RuntimeError`` listing every problem."""
     import nbformat
 
     html = Path(html)
     problems, counts = [], {}
     if not (html / "index.html").is_file():
         problems.append(f"no front page {html / 'index.html'}")
+    if not (html / "_static" / "mathjax" / "tex-chtml.js").is_file():
+        problems.append(f"MathJax is not shipped in {html / '_static' / 'mathjax'}")
+    for page in sorted(html.rglob("*.html")):
+        for src in re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', page.read_text()):
+            if "://" in src or src.startswith("//"):
+                problems.append(f"{page.name} loads MathJax from {src}, not from the book")
     for path in executed:
         page = page_of(html, path)
         if not page.is_file():
