@@ -35,6 +35,8 @@ suppress_warnings = ["myst.xref_missing", "misc.highlighting_failure"]
 html_theme = "sphinx_book_theme"
 html_title = "usmlite_edu: quantization- and sparsity-aware fine-tuning, in notebooks"
 html_last_updated_fmt = None
+html_static_path = ["_static"]  # book/_static, beside this file
+html_css_files = ["usmlite.css"]  # long code and output lines wrap instead of being cut
 html_copy_source = False  # the executed notebooks are downloadable from each page anyway
 
 

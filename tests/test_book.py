@@ -90,7 +90,7 @@ def test_stage_puts_the_readme_first_and_collapses_solutions(tmp_path):
     # the files the pages show come along (the results plot of docs/results.md and
     # results/cpu/README.md)
     assert (staged.src / "results" / "cpu" / "plot.png").read_bytes()[:8] == book.PNG_MAGIC
-    solutions = answers = 0
+    solutions = answers = colab = 0
     for p in NOTEBOOKS:
         for a, b in zip(
             nbformat.read(p, 4).cells, nbformat.read(staged.src / "notebooks" / p.name, 4).cells
@@ -99,6 +99,9 @@ def test_stage_puts_the_readme_first_and_collapses_solutions(tmp_path):
                 if a.cell_type == "code" and "# ANSWER" in a.source:  # filled-in answers
                     assert b.metadata["tags"] == [*a.metadata.get("tags", []), "hide-input"]
                     answers += 1
+                elif "colab" in a.metadata.get("tags", []):  # the set-up cell is not read
+                    assert b.metadata["tags"] == ["colab", "remove-cell"]
+                    colab += 1
                 else:
                     assert a == b
                 continue
@@ -110,7 +113,7 @@ def test_stage_puts_the_readme_first_and_collapses_solutions(tmp_path):
                 assert b.source.rstrip().endswith("</details>") and not re.search(
                     r"^#", b.source, re.M
                 )
-    assert solutions > 0 and answers > 0
+    assert solutions > 0 and answers > 0 and colab == len(NOTEBOOKS)
     about = (staged.src / "build.md").read_text()
     assert "**fast mode**" in about and "| **all** |" in about
 
@@ -272,5 +275,20 @@ def test_the_site_check_wants_mathjax_shipped_with_the_book(tmp_path):
     assert "loads MathJax from https://cdn.jsdelivr.net" in str(info.value)
     (tmp_path / "_static" / "mathjax").mkdir(parents=True)
     (tmp_path / "_static" / "mathjax" / "tex-chtml.js").write_text("// MathJax")
+    (tmp_path / "_static" / "usmlite.css").write_text("pre { white-space: pre-wrap; }")
     (tmp_path / "index.html").write_text('<script defer src="_static/mathjax/tex-chtml.js">')
     assert book.check_site(tmp_path, []) == {}
+
+
+def test_a_figure_comes_before_its_plotting_code():
+    nb = nbformat.v4.new_notebook()
+    fig = nbformat.v4.new_code_cell("plt.plot(x)\nplt.show()")
+    fig.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBOR"})]
+    text = nbformat.v4.new_code_cell("print(1)")
+    text.outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    solution = nbformat.v4.new_code_cell("plt.plot(y)", metadata={"tags": ["hide-cell"]})
+    solution.outputs = list(fig.outputs)
+    nb.cells = [fig, text, solution]
+    book._for_reading(nb)
+    assert fig.metadata["tags"] == ["hide-input"]
+    assert "tags" not in text.metadata and solution.metadata["tags"] == ["hide-cell"]

@@ -161,6 +161,24 @@ def _collapse_solutions(nb) -> int:
     return n
 
 
+def _for_reading(nb) -> None:
+    """What a reader of the book skips: the Colab set-up cell (``colab`` tag) is removed
+    (the page's launch buttons and the header's badges stand for it), and a cell that draws
+    a figure shows the figure with its code behind a "show code" toggle (MyST-NB's
+    ``hide-input``), so the plotting plumbing does not come before every picture. The
+    notebooks themselves keep all their code in view."""
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        tags = c.metadata.get("tags", [])
+        if "colab" in tags:
+            _tag(c, "remove-cell")
+        elif "hide-cell" not in tags and any(
+            "image/png" in o.get("data", {}) for o in c.get("outputs", [])
+        ):
+            _tag(c, "hide-input")
+
+
 def _tag(cell, tag: str) -> None:
     tags = cell.metadata.setdefault("tags", [])
     if tag not in tags:
@@ -284,6 +302,7 @@ def stage(
     for path in executed:
         nb = nbformat.read(path, as_version=4)
         _collapse_solutions(nb)
+        _for_reading(nb)
         nbformat.write(nb, src / "notebooks" / path.name)
         pages.append(f"notebooks/{path.stem}")
         secs = run_seconds(nb)
@@ -445,6 +464,8 @@ def check_site(html: Path | str, executed: list[Path]) -> dict[str, int]:
         problems.append(f"no front page {html / 'index.html'}")
     if not (html / "_static" / "mathjax" / "tex-chtml.js").is_file():
         problems.append(f"MathJax is not shipped in {html / '_static' / 'mathjax'}")
+    if not (html / "_static" / "usmlite.css").is_file():
+        problems.append("the book's style sheet (book/_static/usmlite.css) was not copied")
     for page in sorted(html.rglob("*.html")):
         for src in re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', page.read_text()):
             if "://" in src or src.startswith("//"):
