@@ -266,8 +266,7 @@ def test_screenshots_show_the_figures(built, tmp_path):
 def test_the_site_check_wants_mathjax_shipped_with_the_book(tmp_path):
     """Offline, a CDN MathJax leaves every formula as raw \\(...\\): the check refuses it."""
     (tmp_path / "index.html").write_text(
-        '<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js">'
-        "</script>"
+        '<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>'
     )
     with pytest.raises(RuntimeError) as info:
         book.check_site(tmp_path, [])

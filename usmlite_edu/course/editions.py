@@ -139,14 +139,14 @@ def count_checks(nb) -> int:
 
 def reported(nb) -> dict[str, int]:
     """What an *executed* notebook's exercise checks reported: counts of ``skipped``,
-    ``correct`` (their printed prefixes) and ``wrong`` (a cell failing with
-    ``ExerciseFailed``)."""
+    ``correct`` and ``wrong`` (their printed prefixes; in strict mode a wrong answer is a
+    cell failing with ``ExerciseFailed``)."""
     counts = {"skipped": 0, "correct": 0, "wrong": 0}
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stdout":
                 for line in out.get("text", "").splitlines():
-                    for status in ("skipped", "correct"):
+                    for status in ("skipped", "correct", "wrong"):
                         counts[status] += line.startswith(f"[{status}] ")
             elif out.get("output_type") == "error" and out.get("ename") == "ExerciseFailed":
                 counts["wrong"] += 1

@@ -15,9 +15,17 @@ A check has three outcomes:
 * **skipped**: the slot still holds ``...`` (or a tuple, list, set or dict holding one).
   The check prints a line starting ``[skipped]`` and returns, so "Run all" carries on past
   exercises nobody has answered yet;
-* **wrong**: raises :class:`ExerciseFailed`, an ``AssertionError`` whose message starts
-  ``[wrong]`` and carries the hint; the cell fails like any check cell's ``assert``;
+* **wrong**: prints a line starting ``[wrong]`` with the hint and returns, so the learner
+  sees the rest of the notebook; in *strict* mode it raises :class:`ExerciseFailed` (an
+  ``AssertionError`` with the same message) instead, and the cell fails like any check
+  cell's ``assert``. Strict mode is ``USMLITE_STRICT_CHECKS=1``, which the project's
+  notebook runner sets for its kernels (the tests, the main job, the book): there a wrong
+  answer in the instructor edition is a bug and must stop the run;
 * **correct**: prints a line starting ``[correct]``.
+
+Every outcome is recorded in the kernel; :func:`score` prints and returns the tally (a
+notebook's last cell calls it), so a learner, or an instructor collecting notebooks, sees
+how many checks passed.
 
 The printed prefixes are stable: ``tests/test_editions.py`` counts them in executed
 notebooks (every check skips in the untouched student edition and passes in the
@@ -28,12 +36,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["ExerciseFailed", "Outcome", "check_answer", "is_unanswered", "matches"]
+__all__ = [
+    "ExerciseFailed",
+    "Outcome",
+    "check_answer",
+    "is_unanswered",
+    "matches",
+    "score",
+    "reset_score",
+    "strict_mode",
+]
 
 #: What an answer slot holds until the learner fills it in (the student edition's value).
 UNANSWERED = ...
@@ -47,10 +65,10 @@ class ExerciseFailed(AssertionError):
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What a check that did not fail reports."""
+    """What a check reports (``wrong`` only outside strict mode, where it raises)."""
 
     label: str
-    status: Literal["skipped", "correct"]
+    status: Literal["skipped", "correct", "wrong"]
     message: str
 
     def __bool__(self) -> bool:  # ``if check_answer(...):`` reads as "if answered correctly"
@@ -58,6 +76,41 @@ class Outcome:
 
     def _ipython_display_(self) -> None:
         """Show nothing as a cell's result: :func:`check_answer` has printed the outcome."""
+
+
+#: the last outcome of each check run in this kernel, by label (:func:`score`)
+_SCORES: dict[str, str] = {}
+
+
+def strict_mode() -> bool:
+    """Whether a wrong answer raises (``USMLITE_STRICT_CHECKS=1``) instead of printing."""
+    return os.environ.get("USMLITE_STRICT_CHECKS", "0") == "1"
+
+
+def reset_score() -> None:
+    """Forget the outcomes recorded so far (a new attempt at the notebook)."""
+    _SCORES.clear()
+
+
+def score(show: bool = True) -> dict[str, int]:
+    """The tally of this kernel's checks, by their last outcome: ``{"correct": .., "wrong":
+    .., "skipped": ..}``; printed as one line (``[score] ...``) with ``show``. A check run
+    again counts once, with its latest answer."""
+    counts = {"correct": 0, "wrong": 0, "skipped": 0}
+    for status in _SCORES.values():
+        counts[status] += 1
+    if show:
+        total = sum(counts.values())
+        print(
+            f"[score] {counts['correct']} of {total} checks correct, {counts['wrong']} wrong, "
+            f"{counts['skipped']} not answered yet"
+            + (
+                ": " + ", ".join(k for k, v in _SCORES.items() if v == "wrong")
+                if counts["wrong"]
+                else ""
+            )
+        )
+    return counts
 
 
 def is_unanswered(answer: Any) -> bool:
@@ -136,6 +189,7 @@ def check_answer(
     rel_tol: float = 1e-9,
     hint: str = "",
     correct: str = "",
+    strict: bool | None = None,
 ) -> Outcome:
     """Check one exercise's answer; see the module docstring for the three outcomes.
 
@@ -152,10 +206,12 @@ def check_answer(
       abs_tol, rel_tol: tolerances for numeric answers.
       hint: shown with a wrong answer. Say where to look, not what to write.
       correct: shown after ``[correct]`` (e.g. the measured value, for the record).
+      strict: raise on a wrong answer instead of printing it; ``None`` reads
+        ``USMLITE_STRICT_CHECKS`` (:func:`strict_mode`).
 
     Returns:
-      An :class:`Outcome` (``skipped`` or ``correct``); a wrong answer raises
-      :class:`ExerciseFailed`.
+      An :class:`Outcome` (``skipped``, ``correct`` or ``wrong``); in strict mode a wrong
+      answer raises :class:`ExerciseFailed` instead.
     """
     if expected is _MISSING and accept is None:
         raise TypeError("check_answer needs `expected` or `accept`")
@@ -165,6 +221,7 @@ def check_answer(
             "then run this cell again"
         )
         print(f"[skipped] {label}: {message}")
+        _SCORES[label] = "skipped"
         return Outcome(label, "skipped", message)
 
     why = ""
@@ -194,6 +251,11 @@ def check_answer(
         message = " ".join(parts) + "."
         if hint:
             message += f" Hint: {hint}"
-        raise ExerciseFailed(message)
+        _SCORES[label] = "wrong"
+        if strict_mode() if strict is None else strict:
+            raise ExerciseFailed(message)
+        print(message)
+        return Outcome(label, "wrong", message)
     print(f"[correct] {label}" + (f": {correct}" if correct else ""))
+    _SCORES[label] = "correct"
     return Outcome(label, "correct", correct)
