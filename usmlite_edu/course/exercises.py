@@ -25,7 +25,10 @@ A check has three outcomes:
 
 Every outcome is recorded in the kernel; :func:`score` prints and returns the tally (a
 notebook's last cell calls it), so a learner, or an instructor collecting notebooks, sees
-how many checks passed.
+how many checks passed. In a Jupyter kernel each check also leaves a machine-readable
+record in its cell's output (MIME type :data:`RECORD_MIME`: the label and the outcome,
+never the expected value), which ``usmlite-edu grade`` reads from executed notebooks
+(:mod:`usmlite_edu.course.grading`).
 
 The printed prefixes are stable: ``tests/test_editions.py`` counts them in executed
 notebooks (every check skips in the untouched student edition and passes in the
@@ -78,8 +81,24 @@ class Outcome:
         """Show nothing as a cell's result: :func:`check_answer` has printed the outcome."""
 
 
+#: the MIME type of a check's record in an executed notebook (label and outcome only)
+RECORD_MIME = "application/vnd.usmlite.check+json"
+
 #: the last outcome of each check run in this kernel, by label (:func:`score`)
 _SCORES: dict[str, str] = {}
+
+
+def _record(label: str, status: str) -> None:
+    """Remember the outcome, and in a Jupyter kernel leave it in the cell's output for the
+    grader (an empty text/plain part keeps it invisible to the learner)."""
+    _SCORES[label] = status
+    try:
+        from IPython import get_ipython  # optional: only inside a kernel
+        from IPython.display import display
+    except ImportError:
+        return
+    if get_ipython() is not None and hasattr(get_ipython(), "kernel"):
+        display({RECORD_MIME: {"label": label, "status": status}, "text/plain": ""}, raw=True)
 
 
 def strict_mode() -> bool:
@@ -221,7 +240,7 @@ def check_answer(
             "then run this cell again"
         )
         print(f"[skipped] {label}: {message}")
-        _SCORES[label] = "skipped"
+        _record(label, "skipped")
         return Outcome(label, "skipped", message)
 
     why = ""
@@ -251,11 +270,11 @@ def check_answer(
         message = " ".join(parts) + "."
         if hint:
             message += f" Hint: {hint}"
-        _SCORES[label] = "wrong"
+        _record(label, "wrong")
         if strict_mode() if strict is None else strict:
             raise ExerciseFailed(message)
         print(message)
         return Outcome(label, "wrong", message)
     print(f"[correct] {label}" + (f": {correct}" if correct else ""))
-    _SCORES[label] = "correct"
+    _record(label, "correct")
     return Outcome(label, "correct", correct)
