@@ -33,7 +33,7 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/usmlite-edu/usmlite_edu/blob/main/notebooks/02_nm_sparsity.ipynb) [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/usmlite-edu/usmlite_edu/main?labpath=notebooks%2F02_nm_sparsity.ipynb)
 #
 # * **Before you start:** Notebook 01.
-# * **Reading time:** about 25 min (its text at 120 words a minute, 5 min an exercise).
+# * **Reading time:** about 40 min (its text at 120 words a minute, 5 min an exercise).
 # * **Running time:** 14 s in fast mode; 28 s in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 
 # %% tags=["colab"]
@@ -79,6 +79,7 @@ import numpy as np
 import optax
 
 from usmlite_edu.core import sparsity
+from usmlite_edu.course import labs
 from usmlite_edu.course.exercises import check_answer
 
 I, J = (256, 64) if FAST else (1536, 256)  # weight for the statistics
@@ -514,6 +515,29 @@ assert worse and agreement[-1] > agreement[0]
 # that changes until the very end has had no time to settle at all. The paper's
 # few-shot phase is short, $T_p$ = 1k of 200k steps (0.5%); whether its length was
 # tuned is not reported.
+
+# %% [markdown]
+# ## Lab (implement it): the N:M mask
+#
+# Write Eq. (3) yourself: `my_nm_mask(w, n, m)` returns a boolean mask of `w`'s shape
+# `(I, J)` that keeps, in every group of `m` consecutive *inputs* of each output channel
+# (down a column, along the reduction axis of section 3), the `n` weights of largest
+# magnitude. Fill in the lines marked `# ANSWER`; the check compares your mask with
+# `sparsity.nm_mask(w, n, m, axis=0)` on 12 random weights and patterns. The **stretch**
+# level adds a group of equal magnitudes, where any `n` of them may be kept.
+
+
+# %%
+def my_nm_mask(w, n, m):
+    groups = jnp.abs(w).reshape(-1, m, w.shape[1])  # ANSWER: (I/m, m, J): a group per column
+    order = jnp.argsort(-groups, axis=1, stable=True)  # ANSWER: largest first, within each group
+    rank = jnp.argsort(order, axis=1, stable=True)  # ANSWER: each weight's place in its group
+    return (rank < n).reshape(w.shape)  # ANSWER: keep the n best of each group
+
+
+# %%
+labs.check_nm_mask(my_nm_mask)
+labs.check_nm_mask(my_nm_mask, "stretch")
 
 # %% [markdown]
 # ## Summary

@@ -33,7 +33,7 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/usmlite-edu/usmlite_edu/blob/main/notebooks/03_straight_through_estimator.ipynb) [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/usmlite-edu/usmlite_edu/main?labpath=notebooks%2F03_straight_through_estimator.ipynb)
 #
 # * **Before you start:** Notebooks 01-02; gradients and the chain rule (any deep-learning course's first weeks).
-# * **Reading time:** about 25 min (its text at 120 words a minute, 5 min an exercise).
+# * **Reading time:** about 35 min (its text at 120 words a minute, 5 min an exercise).
 # * **Running time:** 27 s in fast mode; 47 s in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 
 # %% tags=["colab"]
@@ -79,6 +79,7 @@ import numpy as np
 import optax
 
 from usmlite_edu.core import compress, quant, sizes
+from usmlite_edu.course import labs
 from usmlite_edu.course.exercises import check_answer
 
 D_IN, D_TEACHER, D_HID, D_OUT = 16, 16, 128, 4
@@ -513,6 +514,32 @@ for name, f in (("stop_gradient", my_round_ste), ("custom_vjp", round_ste_vjp)):
 # the forward function is `round`, the backward function passes the incoming gradient
 # through unchanged. The library's `fake_quant` uses the same idea, with the gradient
 # masked to zero outside the clipped range (section 2).
+
+# %% [markdown]
+# ## Lab (implement it): the straight-through estimator
+#
+# Write fake quantization with the STE yourself: `my_fake_quant(w, bits, clip=1.0)`
+# returns `w_hat`, whose *value* is the quantize-dequantize of section 2 (a symmetric
+# per-channel grid whose range is `clip` times each channel's largest `|w|`) and whose
+# *gradient* is 1 for a weight that rounds onto the grid and 0 for one clipped away.
+# The check compares the value and `jax.grad` of `sum(w_hat)` with `quant.fake_quant`'s on
+# 12 random weights. The **core** level uses `clip=1`, where no weight is clipped; the
+# **stretch** level passes `clip < 1`, where the largest weights must lose their gradient.
+# (No gradient flows through the scale, as in the paper.)
+
+
+# %%
+def my_fake_quant(w, bits, clip=1.0):
+    qmax = 2 ** (bits - 1) - 1
+    scale = jax.lax.stop_gradient(jnp.max(jnp.abs(w), axis=0) * clip / qmax)  # ANSWER: per channel
+    w_hat = jnp.clip(jnp.round(w / scale), -qmax, qmax) * scale  # ANSWER: quantize-dequantize
+    w_in = jnp.clip(w, -(qmax + 0.5) * scale, (qmax + 0.5) * scale)  # ANSWER: what keeps a gradient
+    return w_in + jax.lax.stop_gradient(w_hat - w_in)  # ANSWER: value w_hat, gradient of w_in
+
+
+# %%
+labs.check_ste(my_fake_quant)
+labs.check_ste(my_fake_quant, "stretch")
 
 # %% [markdown]
 # ## Summary

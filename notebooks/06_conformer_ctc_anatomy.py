@@ -45,7 +45,7 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/usmlite-edu/usmlite_edu/blob/main/notebooks/06_conformer_ctc_anatomy.ipynb) [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/usmlite-edu/usmlite_edu/main?labpath=notebooks%2F06_conformer_ctc_anatomy.ipynb)
 #
 # * **Before you start:** Notebooks 01-05; convolutions and attention at the level of a deep-learning course.
-# * **Reading time:** about 45 min (its text at 120 words a minute, 5 min an exercise).
+# * **Reading time:** about 55 min (its text at 120 words a minute, 5 min an exercise).
 # * **Running time:** 44 s in fast mode; 2 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 
 # %% tags=["colab"]
@@ -96,6 +96,7 @@ import numpy as np
 from flax import nnx
 from IPython.display import Audio, display
 
+from usmlite_edu.course import labs
 from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.speech import (
     batching,
@@ -1192,6 +1193,26 @@ print(shortest_path, "reads", repr(TARGET_TEXT), f"in {len(shortest_path)} frame
 # path has one frame per piece plus one blank per pair of equal neighbours
 # (`batching.ctc_min_frames`). A trained model's paths are much longer than this and
 # mostly blank (section 5's plateau): blank is the right answer for most 40 ms frames.
+
+# %% [markdown]
+# ## Lab (implement it): greedy CTC decoding's collapse
+#
+# Section 6 decoded the best path by merging repeats and dropping blanks. Write that
+# collapse yourself: `my_collapse(path, blank)` takes the per-frame argmax ids (a NumPy
+# array) and returns the token ids, so that `[a, a, _, a]` gives `[a, a]` and `[a, a, a]`
+# gives `[a]`. The check compares it with `decoding.greedy_decode` on 12 random paths; the
+# **stretch** level adds empty and all-blank paths and a blank id other than 0.
+
+
+# %%
+def my_collapse(path, blank):
+    merged = [t for i, t in enumerate(path) if i == 0 or t != path[i - 1]]  # ANSWER: repeats once
+    return [int(t) for t in merged if t != blank]  # ANSWER: then without blanks
+
+
+# %%
+labs.check_ctc_collapse(my_collapse)
+labs.check_ctc_collapse(my_collapse, "stretch")
 
 # %% [markdown]
 # ## Summary

@@ -129,7 +129,8 @@ def write_edition(
     return written
 
 
-_CHECK_CALL = re.compile(r"\bcheck_answer\(")
+# an exercise's check, or an implement-it lab's (usmlite_edu.course.labs.check_*)
+_CHECK_CALL = re.compile(r"\bcheck_answer\(|\blabs\.check_\w+\(")
 
 
 def count_checks(nb) -> int:
