@@ -248,7 +248,10 @@ def run_all(
 
     ``jobs``: notebooks run at once, each in its own kernel (and, with more than one, its
     own client process); with more than one they start longest first
-    (:func:`recorded_seconds`) so the last to finish is a short one.
+    (:func:`recorded_seconds`) so the last to finish is a short one. The client processes
+    are spawned (a script calling this needs ``if __name__ == "__main__":``) and print
+    their own "executed ..." lines. Why processes: one process driving two kernels from two
+    threads lost a kernel's reply once (notebook 10 idle, the client waiting).
     ``kernel_env``: extra environment of every kernel (see :func:`execute`).
     """
     timeout = CELL_TIMEOUT_S[fast] if timeout is None else timeout
