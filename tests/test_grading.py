@@ -102,3 +102,14 @@ def test_flat_folders_and_bad_input(tmp_path):
         grading.grade(tmp_path)
     with pytest.raises(FileNotFoundError, match="no notebooks"):
         grading.grade(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None)
+
+
+def test_the_grade_command(submissions, tmp_path, capsys):
+    from usmlite_edu import cli
+
+    assert cli.main(["grade", str(submissions), "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "bob: 1 / 3 (1 correct, 1 wrong, 1 skipped)" in out and "(9 rows)" in out
+    assert (tmp_path / "s.csv").is_file() and (tmp_path / "s.json").is_file()
+    assert cli.main(["grade", str(tmp_path / "nothing")]) == cli.EXIT_REFUSED
+    assert "is not a folder of submitted notebooks" in capsys.readouterr().err

@@ -140,14 +140,15 @@ def test_ptq_on_sample_sizes_in_order(ptq):
 
 
 @pytest.mark.slow
-def test_main_job_notebook_step(tmp_path, capsys):
+def test_main_job_notebook_step(tmp_path, capfd):
     """The main job's notebook step (usmlite_edu.course.main_job.run_notebooks, what `make run`
-    ends with) on two real notebooks in fast mode: 01, and 10 (the ipywidgets explorer and
-    its PTQ button, the one that once stalled). Executed copies land in out/notebooks."""
+    ends with) on two real notebooks in fast mode, two at a time as the job runs them: 01,
+    and 10 (the ipywidgets explorer and its PTQ button, the one that once stalled). Executed
+    copies land in out/notebooks."""
     from usmlite_edu.course.main_job import run_notebooks
 
     assert run_notebooks(tmp_path, names=["01_", "10_"]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out  # "executed ..." comes from the worker processes
     assert "== Notebooks, executed headless (tiny sizes) ==" in out
     done = sorted(p.name for p in (tmp_path / "notebooks").glob("*.ipynb"))
     assert done == [
@@ -162,3 +163,17 @@ def test_main_job_notebook_step(tmp_path, capsys):
     )
     # the set-up cell ran in fast mode; the explorer's check cell ran to its end
     assert "FAST=True" in text and "explorer: " in text
+
+
+def test_main_job_ends_with_where_its_outputs_are(tmp_path, monkeypatch, capsys):
+    """The job's last lines: one block naming each output and each step's time."""
+    from usmlite_edu.course import main_job
+
+    monkeypatch.setattr(main_job, "ptq_on_sample", lambda *a, **k: None)  # tested above
+    assert main_job.run(tmp_path, notebooks=False) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("== Main job done in") :]
+    for name in ("sizes.md", "ptq_sample.md", "ptq_sample.json", "ptq_sample.png"):
+        assert str(tmp_path / name) in block
+    assert "step times: size table" in block and "PTQ" in block and "notebooks" not in block
+    assert (tmp_path / "sizes.md").read_text().count("\n| ") == 18  # header + 17 rows

@@ -5,6 +5,7 @@ a failing cell is never retried. Tiny generated notebooks, a few kernel starts e
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -98,3 +99,57 @@ def test_cell_time_limits_leave_room_over_the_recorded_run_times():
     for mode, fast in (("fast", True), ("full", False)):
         slowest = max(t[mode] for t in times.values())
         assert CELL_TIMEOUT_S[fast] >= 3 * slowest, (mode, slowest)
+
+
+def test_two_at_a_time_runs_every_notebook_with_the_kernel_env(tmp_path, capfd):
+    """jobs=2 (the main job's setting): every notebook is executed, each kernel sees
+    USMLITE_FAST and kernel_env, and this process's environment is left as it was."""
+    d = tmp_path / "nb"
+    show = "import os\nprint('env', os.environ['USMLITE_FAST'], os.environ.get('USMLITE_TEST_VAR'))"
+    for name in ("01_a.ipynb", "02_b.ipynb", "03_c.ipynb"):
+        _notebook(d, name, show)
+    before = dict(os.environ)
+    out_dir = tmp_path / "out"
+    assert (
+        notebook_runner.run_all(
+            None,
+            directory=d,
+            out_dir=out_dir,
+            timeout=LIMIT * 5,
+            jobs=2,
+            kernel_env={"USMLITE_TEST_VAR": "yes"},
+        )
+        == 0
+    )
+    out = capfd.readouterr().out  # printed by the worker processes
+    for name in ("01_a.ipynb", "02_b.ipynb", "03_c.ipynb"):
+        assert f"executed {name} in" in out, out
+        assert "env 1 yes" in _outputs(out_dir / name)
+    assert dict(os.environ) == before
+
+
+def test_two_at_a_time_a_failing_cell_stops_the_queue(tmp_path):
+    d = tmp_path / "nb"
+    _notebook(d, "01_fails.ipynb", COUNT, "assert n == 0, 'a check cell fails'")
+    _notebook(d, "02_fails_too.ipynb", "assert False, 'the second one fails too'")
+    _notebook(d, "03_never_reached.ipynb", "open('reached', 'w').close()")
+    with pytest.raises(CellExecutionError, match="fails"):
+        notebook_runner.run_all(None, directory=d, out_dir=tmp_path / "out", timeout=LIMIT, jobs=2)
+    assert not (d / "reached").exists()  # no notebook starts after a failure
+    assert (d / "runs.txt").read_text() == "1"  # never retried
+
+
+def test_recorded_seconds_reads_run_times():
+    nb = REPO / "notebooks" / "07_compression_aware_finetuning.ipynb"
+    times = json.loads((REPO / "notebooks" / "run_times.json").read_text())["notebooks"]
+    assert notebook_runner.recorded_seconds(nb, True) == times["07"]["fast"]
+    assert notebook_runner.recorded_seconds(Path("/nowhere/99_x.ipynb"), True) == 0.0
+
+
+def test_a_stall_reported_by_a_worker_process_keeps_its_fields():
+    import pickle
+
+    e = NotebookStalled(Path("01_x.ipynb"), 3, "`import time`", "busy", "a cell ran past")
+    e.args = (f"{e} (gave up after 2 tries)",)
+    back = pickle.loads(pickle.dumps(e))
+    assert (back.cell, back.source, back.path, str(back)) == (3, e.source, e.path, str(e))

@@ -11,8 +11,11 @@ directory or with an explicit directory.
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from usmlite_edu.speech.paths import find_checkout
@@ -54,6 +57,15 @@ class NotebookStalled(RuntimeError):
         where = "while starting its kernel" if cell is None else f"at cell {cell} ({source})"
         super().__init__(f"{path.name}: {what} {where}; {state}")
 
+    def __reduce__(self):  # pickled back from a worker process of run_all(jobs > 1)
+        return _stalled_again, (self.path, self.cell, self.source, self.state, self.what, self.args)
+
+
+def _stalled_again(path, cell, source, state, what, args) -> NotebookStalled:
+    e = NotebookStalled(path, cell, source, state, what)
+    e.args = args
+    return e
+
 
 _STATE = {
     None: "the kernel was given no cell yet",
@@ -71,9 +83,17 @@ def _first_line(source: str) -> str:
     return f"`{code[0][:70]}`{more}"
 
 
-def execute(path: Path, out_dir: Path | None = None, fast: bool = True, timeout: int = 900) -> Path:
+def execute(
+    path: Path,
+    out_dir: Path | None = None,
+    fast: bool = True,
+    timeout: int = 900,
+    *,
+    kernel_env: dict[str, str] | None = None,
+) -> Path:
     """Run every cell of ``path`` top to bottom in a fresh kernel; write the executed copy
-    to ``out_dir``. ``timeout``: seconds each cell may run.
+    to ``out_dir``. ``timeout``: seconds each cell may run. ``kernel_env``: variables set
+    for the kernel on top of this process's environment (e.g. ``XLA_FLAGS``).
 
     Raises ``nbclient.exceptions.CellExecutionError`` (with the failing cell's traceback)
     if any cell fails, including a check cell's ``assert``, and :class:`NotebookStalled`
@@ -101,9 +121,11 @@ def execute(path: Path, out_dir: Path | None = None, fast: bool = True, timeout:
                 now["states"].append((time.monotonic(), msg["content"]["execution_state"]))
             return super().process_message(msg, cell, cell_index)
 
-    old = os.environ.get("USMLITE_FAST")
-    os.environ["USMLITE_FAST"] = "1" if fast else "0"
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    # The kernel's own environment: this process's is left as it was.
+    # strict checks: in what this runner executes (the tests, the main job, the book) a
+    # wrong answer is a bug and stops the run; a caller's environment may say otherwise
+    env = {"MPLBACKEND": "Agg", "USMLITE_STRICT_CHECKS": "1", **os.environ, **(kernel_env or {})}
+    env["USMLITE_FAST"] = "1" if fast else "0"
     try:
         Client(
             nb,
@@ -111,7 +133,7 @@ def execute(path: Path, out_dir: Path | None = None, fast: bool = True, timeout:
             kernel_name="python3",
             resources={"metadata": {"path": str(path.parent)}},
             on_cell_execute=on_execute,
-        ).execute()
+        ).execute(env=env)
     except (CellTimeoutError, DeadKernelError, RuntimeError) as e:
         started = isinstance(e, (CellTimeoutError, DeadKernelError))
         # jupyter_client's RuntimeErrors for a kernel that never answered kernel_info
@@ -136,11 +158,6 @@ def execute(path: Path, out_dir: Path | None = None, fast: bool = True, timeout:
             _STATE.get(state, f"its last status: {state}"),
             what,
         ) from e
-    finally:
-        if old is None:
-            os.environ.pop("USMLITE_FAST", None)
-        else:
-            os.environ["USMLITE_FAST"] = old
     out_dir = out_dir or path.parent / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / path.name
@@ -174,6 +191,42 @@ def select(names: list[str] | None, directory: Path | str | None = None) -> list
     return paths
 
 
+def recorded_seconds(path: Path, fast: bool) -> float:
+    """The notebook's recorded run time (``run_times.json`` beside it), 0 if none."""
+    try:
+        times = json.loads((path.parent / "run_times.json").read_text())["notebooks"]
+        return float(times[path.name[:2]]["fast" if fast else "full"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def _run_one(
+    p: Path,
+    fast: bool,
+    out_dir: Path | None,
+    timeout: int,
+    retries: int,
+    kernel_env: dict[str, str] | None,
+) -> bool:
+    """Execute ``p``, retrying a stall in a fresh kernel up to ``retries`` times; whether
+    it stalled (and passed on a retry)."""
+    for attempt in range(retries + 1):
+        t0 = time.time()
+        try:
+            out = execute(p, out_dir=out_dir, fast=fast, timeout=timeout, kernel_env=kernel_env)
+        except NotebookStalled as e:
+            took = f"after {time.time() - t0:.0f} s"
+            if attempt == retries:
+                e.args = (f"{e} ({took}; gave up after {attempt + 1} tries)",)
+                raise
+            print(f"STALLED {e} ({took}); retrying {p.name} in a fresh kernel", flush=True)
+            continue
+        retried = f" (on try {attempt + 1})" if attempt else ""
+        print(f"executed {p.name} in {time.time() - t0:.0f} s{retried} -> {out}", flush=True)
+        return attempt > 0
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
 def run_all(
     names: list[str] | None = None,
     fast: bool = True,
@@ -182,34 +235,64 @@ def run_all(
     *,
     timeout: int | None = None,
     retries: int = 1,
+    jobs: int = 1,
+    kernel_env: dict[str, str] | None = None,
 ) -> int:
-    """Execute the selected notebooks in order (see :func:`select`); returns 0.
+    """Execute the selected notebooks (see :func:`select`); returns 0.
 
     ``timeout``: seconds one cell may run (default :data:`CELL_TIMEOUT_S` of the mode). A
     notebook that stalls (:class:`NotebookStalled`: a cell past ``timeout``, a dead or
     unresponsive kernel) is reported and run again from the top in a fresh kernel, up to
     ``retries`` times; if it stalls every time, raises :class:`NotebookStalled` (the last
     one, its message saying how many tries). A cell that fails (``CellExecutionError``, e.g.
-    a check cell's ``assert``) is a real error: it propagates at once, never retried.
+    a check cell's ``assert``) is a real error, never retried: no further notebook starts
+    and it propagates (with ``jobs > 1``, once the notebooks already running have ended).
+
+    ``jobs``: notebooks run at once, each in its own kernel (and, with more than one, its
+    own client process); with more than one they start longest first
+    (:func:`recorded_seconds`) so the last to finish is a short one. The client processes
+    are spawned (a script calling this needs ``if __name__ == "__main__":``) and print
+    their own "executed ..." lines. Why processes: one process driving two kernels from two
+    threads lost a kernel's reply once (notebook 10 idle, the client waiting).
+    ``kernel_env``: extra environment of every kernel (see :func:`execute`).
     """
     timeout = CELL_TIMEOUT_S[fast] if timeout is None else timeout
-    stalled = []
-    for p in select(names, directory):
-        for attempt in range(retries + 1):
-            t0 = time.time()
-            try:
-                out = execute(p, out_dir=out_dir, fast=fast, timeout=timeout)
-            except NotebookStalled as e:
-                took = f"after {time.time() - t0:.0f} s"
-                if attempt == retries:
-                    e.args = (f"{e} ({took}; gave up after {attempt + 1} tries)",)
-                    raise
-                print(f"STALLED {e} ({took}); retrying {p.name} in a fresh kernel", flush=True)
-                stalled.append(p.name)
-                continue
-            retried = f" (on try {attempt + 1})" if attempt else ""
-            print(f"executed {p.name} in {time.time() - t0:.0f} s{retried} -> {out}", flush=True)
-            break
+    paths = select(names, directory)
+    args = (fast, out_dir, timeout, retries, kernel_env)
+    if jobs <= 1:
+        stalled = [p.name for p in paths if _run_one(p, *args)]
+    else:
+        order = sorted(paths, key=lambda p: -recorded_seconds(p, fast))
+        stalled = _run_parallel(order, jobs, args)
     if stalled:
         print(f"note: stalled once and passed on retry: {', '.join(stalled)}", flush=True)
     return 0
+
+
+def _run_parallel(paths: list[Path], jobs: int, args: tuple) -> list[str]:
+    """:func:`_run_one` on ``paths``, ``jobs`` at a time, each in a fresh child process
+    (its own kernel client: one process never drives two kernels); the names of those that
+    stalled and passed on a retry. After the first error no notebook starts; it is raised
+    once the running ones end."""
+    stalled, error, queue = [], None, list(paths)
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process holding threads
+    with ProcessPoolExecutor(jobs, mp_context=spawn, max_tasks_per_child=1) as pool:
+        running: dict = {}
+        while queue or running:
+            # submitted one by one as workers free up: the pool would queue ahead otherwise
+            while queue and error is None and len(running) < jobs:
+                p = queue.pop(0)
+                running[pool.submit(_run_one, p, *args)] = p
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                p = running.pop(f)
+                try:
+                    if f.result():
+                        stalled.append(p.name)
+                except Exception as e:
+                    error = error or e
+    if error is not None:
+        raise error
+    return stalled
