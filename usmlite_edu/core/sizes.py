@@ -24,13 +24,14 @@ import dataclasses
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from usmlite_edu.core.compress import CompressionSpec, as_spec
 from usmlite_edu.speech.configs import ConformerConfig, WeightInfo, weight_shapes
 from usmlite_edu.speech.presets import model_config
 
 __all__ = [
+    "ParamInfo",
     "SizeBreakdown",
     "model_size",
     "size_ratio",
@@ -38,6 +39,34 @@ __all__ = [
     "size_table",
     "format_size_table",
 ]
+
+
+class ParamInfo(NamedTuple):
+    """One parameter of a model, as the model declares it (a row of
+    :func:`usmlite_edu.speech.model.param_table`, read off the NNX module's parameters and
+    their metadata).
+
+    Attributes:
+      name: slash-separated path in the parameter tree (``encoder/blocks/0/ffn1/dense1/kernel``).
+      shape: its shape.
+      role: ``"dense"`` (a compressible matmul kernel), ``"conv"``, ``"softmax"`` (the
+        output kernel) or ``"other"`` (biases, norms, position biases, LSQ steps).
+      compressible: whether the model's options put it through the quantizer / N:M
+        masks (``dense``, and ``softmax`` with ``compress_softmax``).
+      axes: logical sharding axis names, one per dimension
+        (:data:`usmlite_edu.scale.mesh.LOGICAL_RULES`).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    role: str
+    compressible: bool = False
+    axes: tuple[str | None, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
 
 Convention = Literal["paper", "exact"]
 ModelLike = str | ConformerConfig | Sequence[WeightInfo]

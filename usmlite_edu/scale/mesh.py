@@ -73,6 +73,7 @@ LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
     "vector": None,  # biases, LayerNorm scales: small, replicated
     "length": None,
     "act_embed": None,  # an activation's feature dimension
+    "layers": None,  # the stacked blocks' axis (scan layout): every device holds all blocks
 }
 
 # Dense layers that map the hidden side back to the model dimension: their kernel is
@@ -142,9 +143,16 @@ def logical_axes(path: Sequence[Any], shape: Sequence[int]) -> tuple[str | None,
     Kernels ``(..., in, out)``: ``(embed, mlp)``, or ``(mlp, embed)`` for the layers that
     project back to the model dimension, ``(embed, vocab)`` for the softmax; leading
     convolution dimensions are ``taps``. ``u_bias`` / ``v_bias``: ``(heads, head_dim)``.
-    Vectors and scalars are replicated.
+    Vectors and scalars are replicated. A stacked leaf of the scan layout
+    (``encoder/blocks/ffn1/...``, no block index) has ``layers`` first, then its block's.
     """
     names = [_key_name(k) for k in path]
+    for j in range(len(names) - 2):
+        # scan layout: encoder/blocks/<name>... (no block index) has a leading block axis
+        if names[j : j + 2] == ["encoder", "blocks"] and not names[j + 2].isdigit():
+            if len(shape) == 0:
+                return ()
+            return ("layers", *logical_axes(names[j + 2 :], shape[1:]))
     leaf = names[-1] if names else ""
     layer = names[-2] if len(names) > 1 else ""
     nd = len(shape)

@@ -20,6 +20,10 @@ The devices come from one of two places:
   decisions: its figures show how sharding and rematerialisation scale memory, not what a
   TPU or GPU will allocate.
 
+The step is compiled in the scan layout (:attr:`usmlite_edu.speech.model.ModelOptions.scan_layers`:
+the blocks stacked and run by one ``lax.scan``, remat per block), so the compiler holds one
+block however deep the model is.
+
 The step is planned for the preset's *largest* bucket (``train.bucket_seconds[-1]``): the
 padded length of the longest batch bounds the activations, and every bucket compiles its
 own program, so the largest one is the one that must fit.
@@ -201,7 +205,10 @@ def plan_memory(
             "devices; choose a batch or mesh where it does"
         )
 
-    trainer = train.Trainer(cfg, spec_obj, tcfg)
+    # The scan layout (ModelOptions.scan_layers): the compiler sees one Conformer block,
+    # so compile time and the compiler's memory do not grow with the number of blocks
+    # (unrolled, the 32-block usm_2b step ran this machine out of memory).
+    trainer = train.Trainer(cfg, spec_obj, tcfg, scan_layers=True)
     abstract_params = model.split_model(
         model.abstract_model(cfg, spec_obj, **trainer.model_options)
     )[1]

@@ -180,6 +180,7 @@ def make_optimizer(
             spec.m if one else None,
             update_steps=spec.mask_update_steps,
             where=compressible,
+            axis=-2,  # the input dimension, also of stacked (scan-layout) kernels
             sr_ste_decay=2e-4 if spec.sr_ste else None,
         )
     # Outermost, so a skipped step leaves every inner state (Adam moments, mask schedule)
