@@ -22,6 +22,7 @@ from flax import nnx
 from usmlite_edu.core.compress import as_spec
 from usmlite_edu.scale import mesh
 from usmlite_edu.speech import configs, frontend
+from usmlite_edu.speech import linen_migration as LM
 from usmlite_edu.speech import model as M
 from usmlite_edu.speech.configs import ConformerConfig
 from usmlite_edu.speech.corpora import load_corpus
@@ -147,6 +148,9 @@ def test_dropout_runs_in_the_scan_layout():
 def test_stacked_parameters_carry_the_layers_axis():
     cfg = configs.CI
     m = M.abstract_model(cfg, "int4", scan_layers=True)
+    table = M.param_table(cfg, "int4", scan_layers=True)
+    assert [r.name for r in table if r.compressible] == [r.name for r in table if r.role == "dense"]
+    assert len(table) == len(jax.tree.leaves(M.split_model(m)[1]))
     seen = 0
     for path, v in nnx.iter_graph(m):
         if not isinstance(v, nnx.Param):
@@ -154,13 +158,13 @@ def test_stacked_parameters_carry_the_layers_axis():
         axes = v.get_metadata()["out_sharding"]
         assert len(axes) == len(v.shape), (path, axes, v.shape)
         # the metadata declared at creation agrees with the mesh's rules for that path
-        assert tuple(axes) == mesh.logical_axes(path, v.shape), (path, axes)
+        assert tuple(axes) == mesh.logical_axes(path, v.shape, table), (path, axes)
         if path[:2] == ("encoder", "blocks"):
             assert axes[0] == M.LAYERS_AXIS and v.shape[0] == cfg.num_layers
             seen += 1
     assert seen > 20
     devices = np.asarray(jax.devices() * 1)[:1]
-    specs = mesh.param_specs(M.split_model(m)[1], mesh.make_mesh(None, list(devices)))
+    specs = mesh.param_specs(M.split_model(m)[1], mesh.make_mesh(None, list(devices)), table)
     assert specs["encoder"]["blocks"]["ffn1"]["dense1"]["kernel"] == jax.sharding.PartitionSpec(
         None, None, None
     )
@@ -186,7 +190,7 @@ def b0():
     cfg = ConformerConfig(**{**mc, "subsample_channels": tuple(mc["subsample_channels"])})
     with ocp.StandardCheckpointer() as ckptr:
         tree = ckptr.restore((RUN / "params").absolute())
-    return cfg, M.params_from_checkpoint(tree, cfg)
+    return cfg, LM.params_from_checkpoint(tree, cfg)
 
 
 @pytest.mark.parametrize("spec", ["float", "int8", "int4", "int2/g4", "int4+2:4"])

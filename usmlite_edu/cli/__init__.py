@@ -66,7 +66,7 @@ def _spec(args):
 
 def _cmd_sizes(args) -> int:
     from usmlite_edu.core import sizes
-    from usmlite_edu.core.layer_specs import compressible_layers, layer_table
+    from usmlite_edu.speech.model import compressible_layers, layer_table
     from usmlite_edu.speech.presets import model_config
 
     if args.layers:

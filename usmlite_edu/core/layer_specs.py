@@ -30,14 +30,14 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from usmlite_edu.core.compress import CompressionSpec, as_spec
-from usmlite_edu.speech.configs import ConformerConfig, weight_shapes
+from usmlite_edu.core.sizes import ModelLike, ParamInfo, table_of
 
-__all__ = ["SpecMap", "MAP_PREFIX", "layer_name", "compressible_layers", "layer_table"]
+__all__ = ["SpecMap", "MAP_PREFIX", "layer_name"]
 
 #: The prefix of a map's string form (``str(spec_map)``).
 MAP_PREFIX = "map:"
@@ -48,13 +48,10 @@ def layer_name(weight: str) -> str:
     return weight[: -len("/kernel")] if weight.endswith("/kernel") else weight
 
 
-def compressible_layers(cfg: ConformerConfig, compress_softmax: bool = False) -> list[str]:
-    """Layer names (without ``/kernel``) of ``cfg``'s compressible weights, in model order:
-    role ``dense``, plus the output layer with ``compress_softmax`` (the rule of
-    :func:`usmlite_edu.speech.model.compressible_mask_tree`)."""
+def _compressible(table: Sequence[ParamInfo], compress_softmax: bool) -> list[str]:
     return [
         layer_name(w.name)
-        for w in weight_shapes(cfg)
+        for w in table
         if w.role == "dense" or (w.role == "softmax" and compress_softmax)
     ]
 
@@ -120,21 +117,25 @@ class SpecMap:
         return _lookup(self.rules, self.default, layer_name(name))
 
     def resolve(
-        self, cfg: ConformerConfig, compress_softmax: bool = False
+        self, model: ModelLike, compress_softmax: bool = False
     ) -> dict[str, CompressionSpec]:
-        """``{weight name: spec}`` for every compressible weight of ``cfg``, each checked
-        against its shape. Refuses (``ValueError``) a rule that matches no layer: a typo
-        in a pattern must not silently leave layers at the default."""
-        layers = compressible_layers(cfg, compress_softmax)
+        """``{weight name: spec}`` for every compressible weight of ``model`` (its
+        parameter table, :func:`usmlite_edu.speech.model.param_table`, or a config or preset
+        name, :func:`usmlite_edu.core.sizes.table_of`), each checked against its shape.
+        Refuses (``ValueError``) a rule that matches no layer: a typo in a pattern must
+        not silently leave layers at the default."""
+        table = table_of(model)
+        layers = _compressible(table, compress_softmax)
+        model_name = getattr(model, "name", model if isinstance(model, str) else "given")
         label = f"spec map {self.source}" if self.source else "spec map"
         for pattern, _ in self.rules:
             if not any(re.fullmatch(pattern, n) for n in layers):
                 raise ValueError(
                     f"{label}: pattern {pattern!r} matches no compressible layer of config "
-                    f"{cfg.name!r} (layers look like {layers[0]!r}; `usmlite-edu sizes "
-                    f"--model {cfg.name} --layers` lists them)"
+                    f"{model_name!r} (layers look like {layers[0]!r}; `usmlite-edu sizes "
+                    f"--model {model_name} --layers` lists them)"
                 )
-        shapes = {w.name: w.shape for w in weight_shapes(cfg)}
+        shapes = {w.name: w.shape for w in table}
         out = {}
         for n in layers:
             spec = self.spec_for(n)
@@ -249,27 +250,6 @@ class SpecMap:
         return cls(
             tuple((re.escape(layer_name(n)), as_spec(s)) for n, s in assignment.items()), default
         )
-
-
-def layer_table(spec_map: SpecMap, cfg: ConformerConfig) -> list[dict[str, Any]]:
-    """One row per compressible weight: its layer, shape, spec and stored bits (exact
-    convention: values, scales, zero points, N:M index) and the paper's estimate (%)."""
-    from usmlite_edu.core import sizes
-
-    shapes = {w.name: w for w in weight_shapes(cfg)}
-    rows = []
-    for name, spec in spec_map.resolve(cfg).items():
-        w = shapes[name]
-        rows.append(
-            {
-                "layer": layer_name(name),
-                "shape": tuple(w.shape),
-                "spec": str(spec),
-                "exact_bits": sizes.model_size(spec, [w]).total,
-                "paper_percent": sizes.size_ratio(spec, [w], "paper", paper_in_dim=cfg.model_dim),
-            }
-        )
-    return rows
 
 
 @functools.lru_cache(maxsize=4096)

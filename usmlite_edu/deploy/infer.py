@@ -54,7 +54,8 @@ import numpy as np
 from usmlite_edu.core import compress, quant
 from usmlite_edu.core.compress import CompressionSpec, as_spec
 from usmlite_edu.core.layer_specs import SpecMap, layer_name
-from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, weight_shapes
+from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
+from usmlite_edu.speech.model import param_table
 
 __all__ = [
     "ARITHS",
@@ -147,7 +148,7 @@ def train_config_for(tcfg: TrainConfig, arith: str | None) -> TrainConfig:
 
 
 def _dense_names(cfg: ConformerConfig) -> list[tuple[str, tuple[int, int]]]:
-    return [(w.name, w.shape) for w in weight_shapes(cfg) if w.role == "dense"]
+    return [(w.name, w.shape) for w in param_table(cfg) if w.role == "dense"]
 
 
 def _replace_leaves(tree: Any, new: dict[str, Any]) -> Any:

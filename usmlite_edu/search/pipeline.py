@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from usmlite_edu.core import sizes, stats
-from usmlite_edu.core.layer_specs import SpecMap, layer_table
+from usmlite_edu.core.layer_specs import SpecMap
 from usmlite_edu.search import supernet
 from usmlite_edu.speech import batching, runs
 from usmlite_edu.speech.corpora import load_corpus
+from usmlite_edu.speech.model import layer_table
 from usmlite_edu.speech.presets import get_preset
 from usmlite_edu.training import reproduce, train
 
@@ -83,7 +84,7 @@ def compare_rows(
 
 def map_record(smap: SpecMap, cfg: Any) -> dict[str, Any]:
     """A map as a result record states it: the map, its size in both conventions (% of
-    B0) and every layer's spec and bytes (:func:`usmlite_edu.core.layer_specs.layer_table`)."""
+    B0) and every layer's spec and bytes (:func:`usmlite_edu.speech.model.layer_table`)."""
     return {
         "spec_map": smap.to_dict(),
         "size_paper": sizes.size_ratio(smap, cfg, "paper"),

@@ -34,7 +34,7 @@ Two ways to run it:
   split_model(model)`` (or :func:`model_graph` and :func:`init_params`), then
   ``forward(graphdef, params, feats, mask)``. ``params`` is a plain nested dict of arrays
   (the keys of ``encoder/blocks`` are ints), so optax, Orbax and ``jax.tree.map`` take it
-  as it is; its paths are the names of :func:`usmlite_edu.speech.configs.weight_shapes`.
+  as it is; its paths are the names of :func:`param_table`.
 
 The attention weights of every block are sown as ``nnx.Intermediate`` named
 ``"attention"`` when the call runs under ``nnx.capture`` (see :func:`attention_maps`).
@@ -53,13 +53,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from usmlite_edu.core import compress, quant, sparsity
+from usmlite_edu.core import compress, quant, sizes, sparsity
 from usmlite_edu.core.compress import CompressionSpec
-from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.core.layer_specs import SpecMap, layer_name
 from usmlite_edu.core.sizes import ParamInfo
 from usmlite_edu.scale import mesh as mesh_lib
-from usmlite_edu.speech.configs import ConformerConfig, weight_shapes
+from usmlite_edu.speech.configs import ConformerConfig
 from usmlite_edu.speech.frontend import subsampled_lengths
+from usmlite_edu.speech.presets import model_config
 
 __all__ = [
     "ModelOptions",
@@ -79,12 +80,14 @@ __all__ = [
     "attention_maps",
     "param_shapes",
     "param_table",
+    "num_params",
+    "compressible_layers",
+    "layer_table",
     "LAYERS_AXIS",
     "is_stacked",
     "stack_blocks",
     "unstack_blocks",
     "normalize_param_keys",
-    "params_from_linen",
     "compressible_mask_tree",
     "apply_masks",
     "LSQ_LEAF",
@@ -623,7 +626,9 @@ def check_spec(cfg: ConformerConfig, opts: ModelOptions) -> None:
             )
         opts.spec.resolve(cfg, opts.compress_softmax)  # checks every layer's shape
         return
-    for w in weight_shapes(cfg):
+    if opts.spec.is_float:
+        return  # float: nothing to check (and param_table builds a float model)
+    for w in param_table(cfg):
         if w.role == "dense" or (w.role == "softmax" and opts.compress_softmax):
             opts.spec.check_shape(w.shape, w.name)
 
@@ -848,13 +853,41 @@ def param_shapes(model: ConformerCTC | ConformerConfig) -> dict[str, tuple[int, 
     return {_path_name(path): tuple(v.shape) for path, v in flat}
 
 
-@functools.lru_cache(maxsize=32)
-def _param_table(cfg: ConformerConfig, spec: Any, options: tuple) -> tuple[ParamInfo, ...]:
-    m = abstract_model(cfg, spec, **dict(options))
+def _params_in_creation_order(node: Any, path: tuple = ()) -> list[tuple[tuple, nnx.Param]]:
+    """``(path, Param)`` of every parameter under ``node``, in the order the modules
+    assigned them (attribute order; list items by index): frontend, blocks 0, 1, ...,
+    softmax, as a reader of the architecture expects (``nnx.iter_graph`` sorts by name)."""
+    if isinstance(node, nnx.Param):
+        return [(path, node)]
+    if isinstance(node, nnx.List):
+        items = list(enumerate(node))
+    elif isinstance(node, nnx.Module):
+        items = list(vars(node).items())
+    else:
+        return []
+    out = []
+    for k, child in items:
+        out += _params_in_creation_order(child, (*path, k))
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _declared_rows(cfg: ConformerConfig, spec: Any, options: tuple) -> tuple[ParamInfo, ...]:
+    """The rows of :func:`param_table` for ``cfg`` exactly as built (``nnx.eval_shape``)."""
+    order: list[tuple] = []
+
+    def build() -> ConformerCTC:
+        model = build_model(cfg, spec, **dict(options))
+        # static: the paths in the order the modules made them (eval_shape's output
+        # module holds its attributes sorted by name)
+        order.extend(path for path, _ in _params_in_creation_order(model))
+        return model
+
+    m = nnx.eval_shape(build)
+    params = dict(_params_in_creation_order(m))
     rows = []
-    for path, v in nnx.iter_graph(m):
-        if not isinstance(v, nnx.Param):
-            continue
+    for path in order:
+        v = params[path]
         meta = v.get_metadata()
         role = meta.get("role", "other")
         rows.append(
@@ -869,6 +902,30 @@ def _param_table(cfg: ConformerConfig, spec: Any, options: tuple) -> tuple[Param
     return tuple(rows)
 
 
+@functools.lru_cache(maxsize=64)
+def _param_table(cfg: ConformerConfig, spec: Any, options: tuple) -> tuple[ParamInfo, ...]:
+    # Built for one block and repeated: every block is the same module with the same
+    # parameters (Encoder), and tracing grows quadratically with the model (about 10 s
+    # for the 32-block usm_2b, well under 1 s for one block).
+    rows = _declared_rows(cfg.replace(num_layers=1), spec, options)
+    scan = dict(options).get("scan_layers", False)
+    out: list[ParamInfo] = []
+    block = [r for r in rows if r.name.startswith("encoder/blocks/")]
+    for r in rows:
+        if r not in block:
+            out.append(r)
+        elif r is block[0]:  # the blocks' rows are contiguous: emit all blocks here
+            if scan:
+                out += [b._replace(shape=(cfg.num_layers, *b.shape[1:])) for b in block]
+            else:
+                out += [
+                    b._replace(name=b.name.replace("encoder/blocks/0/", f"encoder/blocks/{i}/", 1))
+                    for i in range(cfg.num_layers)
+                    for b in block
+                ]
+    return tuple(out)
+
+
 def param_table(
     cfg: ConformerConfig, spec: CompressionSpec | str = "float", **options
 ) -> tuple[ParamInfo, ...]:
@@ -879,9 +936,60 @@ def param_table(
     ``nnx.eval_shape``, role and axes from the metadata each parameter is created with
     (:func:`_param`). With ``scan_layers=True`` the block parameters are stacked
     (``encoder/blocks/ffn1/...``, leading ``num_layers`` axis, axis name ``"layers"``).
-    Cached per (config, spec, options).
+    Cached per (config, spec, options); built for one block and repeated for the others
+    (the blocks are one module built ``num_layers`` times), so it is fast at any depth.
     """
-    return _param_table(cfg, spec, tuple(sorted(options.items())))
+    if isinstance(spec, SpecMap):
+        # a map builds every dense layer float and then sets its spec: the same parameters
+        spec = "float"
+    return _param_table(cfg, compress.as_spec(spec), tuple(sorted(options.items())))
+
+
+def _table_of(model: ConformerConfig | str) -> tuple[tuple[ParamInfo, ...], int]:
+    """``(param_table, model_dim)`` of a preset name or config: the resolver
+    :mod:`usmlite_edu.core.sizes` uses for names and configs."""
+    cfg = model_config(model) if isinstance(model, str) else model
+    return param_table(cfg), cfg.model_dim
+
+
+sizes.register_model_tables(_table_of)
+
+
+def num_params(cfg: ConformerConfig) -> int:
+    """The number of parameters of ``cfg``'s model (float, loop layout), from :func:`param_table`."""
+    return sum(w.size for w in param_table(cfg))
+
+
+def compressible_layers(cfg: ConformerConfig, compress_softmax: bool = False) -> list[str]:
+    """Layer names (without ``/kernel``) of ``cfg``'s compressible weights, in model order:
+    role ``dense`` in :func:`param_table`, plus the output layer with ``compress_softmax``
+    (the rule of :func:`compressible_mask_tree`)."""
+    return [
+        layer_name(w.name)
+        for w in param_table(cfg)
+        if w.role == "dense" or (w.role == "softmax" and compress_softmax)
+    ]
+
+
+def layer_table(spec_map: SpecMap, cfg: ConformerConfig) -> list[dict[str, Any]]:
+    """One row per compressible weight of ``cfg`` under ``spec_map``: its layer, shape,
+    spec and stored bits (exact convention: values, scales, zero points, N:M index) and the
+    paper's estimate (%), from :mod:`usmlite_edu.core.sizes` on that weight's table row."""
+    table = param_table(cfg)
+    rows_of = {w.name: w for w in table}
+    rows = []
+    for name, spec in spec_map.resolve(table).items():
+        w = rows_of[name]
+        rows.append(
+            {
+                "layer": layer_name(name),
+                "shape": tuple(w.shape),
+                "spec": str(spec),
+                "exact_bits": sizes.model_size(spec, [w]).total,
+                "paper_percent": sizes.size_ratio(spec, [w], "paper", paper_in_dim=cfg.model_dim),
+            }
+        )
+    return rows
 
 
 def normalize_param_keys(tree: Any) -> Any:
@@ -953,73 +1061,17 @@ def _loop_name(name: str) -> str:
     return re.sub(r"^encoder/blocks/(?!\d+(/|$))", "encoder/blocks/0/", name)
 
 
-def _name_templates() -> set[str]:
-    """Every parameter name, with the block index written ``*`` (names do not depend on
-    sizes, so a one-layer config gives them all)."""
-    names = {w.name for w in weight_shapes(ConformerConfig(num_layers=1))}
-    return {re.sub(r"^encoder/blocks/0/", "encoder/blocks/*/", n) for n in names}
-
-
-def params_from_linen(tree: Any, cfg: ConformerConfig | None = None) -> dict:
-    """Convert a Linen checkpoint's parameter tree to this model's ``params`` dict.
-
-    The Linen model named the blocks ``encoder/block_{i}``; here they are the int keys of
-    ``encoder/blocks``. Every other name is the same. A ``{"params": ...}`` wrapper (what
-    Linen's ``init`` returns) is removed. Raises ``ValueError`` naming the first path that
-    is not a parameter of the Conformer-CTC, and, with ``cfg``, if any name or shape differs
-    from :func:`usmlite_edu.speech.configs.weight_shapes` (a missing weight included).
-    """
-    if isinstance(tree, dict) and set(tree) == {"params"}:
-        tree = tree["params"]
-    templates = _name_templates()
-    out: dict = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        keys: list = [str(getattr(k, "key", k)) for k in path]
-        linen_name = "/".join(keys)
-        if len(keys) > 1 and keys[0] == "encoder":
-            m = re.fullmatch(r"block_(\d+)", keys[1])
-            if m is None:
-                raise ValueError(
-                    f"params_from_linen: unexpected path {linen_name!r} "
-                    "(encoder children are block_<i>)"
-                )
-            keys = ["encoder", "blocks", int(m.group(1)), *keys[2:]]
-        name = "/".join(str(k) for k in keys)
-        if re.sub(r"^encoder/blocks/\d+/", "encoder/blocks/*/", name) not in templates:
-            raise ValueError(
-                f"params_from_linen: unexpected path {linen_name!r} "
-                "(not a parameter of the Conformer-CTC)"
-            )
-        node = out
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = leaf
-    if cfg is not None:
-        want = {w.name: w.shape for w in weight_shapes(cfg)}
-        got = {
-            _path_name(p): tuple(np.shape(v))
-            for p, v in jax.tree_util.tree_flatten_with_path(out)[0]
-        }
-        if got != want:
-            diff = sorted(set(got) ^ set(want)) or sorted(k for k in want if got[k] != want[k])
-            raise ValueError(
-                f"params_from_linen: the tree does not match config "
-                f"{cfg.name!r}; first differences: {diff[:3]}"
-            )
-    return out
-
-
 def compressible_mask_tree(
     params: Any, cfg: ConformerConfig, opts: ModelOptions = ModelOptions()
 ) -> Any:
     """Pytree of bools like ``params``: which leaves get N:M masks (Eq. 4).
 
-    One rule, from the role table :func:`usmlite_edu.speech.configs.weight_shapes`: ``dense``
+    One rule, from the roles the parameters declare (:func:`param_table`): ``dense``
     weights are masked, the ``softmax`` kernel only with ``opts.compress_softmax``, nothing
     else (N:M on convolutions is not part of the paper's recipe). Works on any subtree of
     the parameters (keys as ints or digit strings); an unknown path is a ``ValueError``.
     """
-    roles = {w.name: w.role for w in weight_shapes(cfg)}
+    roles = {w.name: w.role for w in param_table(cfg)}
 
     def pick(path, _leaf) -> bool:
         name = _loop_name(_path_name(path))
@@ -1084,17 +1136,6 @@ def nm_pattern_tree(params: Any, cfg: ConformerConfig, opts: ModelOptions) -> An
     return jax.tree_util.tree_map_with_path(pattern, where)
 
 
-def params_from_checkpoint(tree: Any, cfg: ConformerConfig | None = None) -> dict:
-    """A parameter (or mask) tree as Orbax restored it without a target, in this model's
-    layout: Linen-era trees (``encoder/block_0/...``, e.g. ``results/cpu/b0``) go through
-    :func:`params_from_linen`; NNX trees get their block indices back as ints."""
-    tree = normalize_param_keys(tree)
-    encoder = tree.get("encoder", {}) if isinstance(tree, dict) else {}
-    if any(isinstance(k, str) and k.startswith("block_") for k in encoder):
-        return params_from_linen(tree, cfg)
-    return tree
-
-
 #: The leaf name of an LSQ layer's step size (its logarithm), beside ``kernel``.
 LSQ_LEAF = "log_step"
 
@@ -1123,7 +1164,7 @@ def conform_lsq(
     if spec.lsq:
         want = {
             w.name.rsplit("/", 1)[0]
-            for w in weight_shapes(cfg)
+            for w in param_table(cfg)
             if w.role == "dense" or (w.role == "softmax" and compress_softmax)
         }
         want |= {re.sub(r"^encoder/blocks/0/", "encoder/blocks/", n) for n in want}  # scan

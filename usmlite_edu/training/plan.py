@@ -123,10 +123,10 @@ def _tpu_devices(topology: str) -> tuple[list[Any], float | None, str]:
     return devices, DEVICE_MEMORY_GIB.get(gen), f"TPU {gen} (compile-only), {len(devices)} devices"
 
 
-def _abstract(tree: Any, m: jax.sharding.Mesh) -> Any:
+def _abstract(tree: Any, m: jax.sharding.Mesh, table: mesh.AxesTable) -> Any:
     """``tree`` (arrays or shape structs) as ShapeDtypeStructs carrying their mesh
-    shardings (:func:`usmlite_edu.scale.mesh.tree_specs`)."""
-    specs = mesh.tree_specs(tree, m)
+    shardings (:func:`usmlite_edu.scale.mesh.tree_specs`, axes from the model's ``table``)."""
+    specs = mesh.tree_specs(tree, m, table)
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=NamedSharding(m, s)),
         tree,
@@ -214,8 +214,9 @@ def plan_memory(
     )[1]
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params))
     abstract_state = jax.eval_shape(trainer.setup_optimizer, abstract_params)
-    params = _abstract(abstract_params, m)
-    state = _abstract(abstract_state, m)
+    table = trainer.param_table
+    params = _abstract(abstract_params, m, table)
+    state = _abstract(abstract_state, m, table)
     b = tcfg.batch_size
     batch_spec = NamedSharding(m, PartitionSpec(("data", "fsdp")))
     batch = batching.Batch(

@@ -247,6 +247,12 @@ class Trainer:
         feats, mask = frontend.log_mel(waveforms, lengths, self.mel)
         return frontend.normalize(feats, mask), mask
 
+    @property
+    def param_table(self) -> tuple:
+        """The model's parameters as it declares them (path, shape, role, compressible,
+        logical axes): :func:`usmlite_edu.speech.model.param_table`; what the mesh reads."""
+        return model.param_table(self.cfg, self.spec, **self.model_options)
+
     def init_params(self, seed: int) -> Any:
         """Freshly initialised parameters (a pure pytree) for ``seed``."""
         return model.init_params(self.cfg, self.spec, seed=seed, **self.model_options)
@@ -641,7 +647,7 @@ def train(
     key = jax.random.key(seed)  # concrete: made before any mesh context
     step, position = 0, (0, 0)
     if dmesh is not None:
-        params, opt_state = meshlib.shard_train_state(params, opt_state, dmesh)
+        params, opt_state = meshlib.shard_train_state(params, opt_state, dmesh, trainer.param_table)
         print(f"mesh {dict(dmesh.shape)} over {dmesh.devices.size} devices", flush=True)
 
     import orbax.checkpoint as ocp
