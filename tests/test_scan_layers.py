@@ -118,8 +118,13 @@ def test_scan_gradients_match_loop(remat):
     g_scan = jax.jit(jax.grad(loss, argnums=1), static_argnums=0)(
         M.model_graph(cfg, "int4", remat=remat, scan_layers=True), M.stack_blocks(params)
     )
-    for a, b in zip(jax.tree.leaves(M.stack_blocks(g_loop)), jax.tree.leaves(g_scan), strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(a))) + 1e-7)
+    # one absolute tolerance for all leaves: some leaves' true gradient is zero (a bias
+    # in front of a LayerNorm) and what both layouts give there is rounding noise
+    want = jax.tree.leaves(M.stack_blocks(g_loop))
+    got = jax.tree.leaves(g_scan)
+    scale = max(float(jnp.max(jnp.abs(a))) for a in want)
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_dropout_runs_in_the_scan_layout():
@@ -176,7 +181,9 @@ def test_scan_refuses_a_spec_map():
     with pytest.raises(ValueError, match="loop layout"):
         M.check_spec(
             configs.CI,
-            M.ModelOptions(spec=SpecMap.parse("ffn=int4,*=int8"), scan_layers=True),
+            M.ModelOptions(
+                spec=SpecMap(((r"encoder/blocks/0/.*", "int4"),), "int8"), scan_layers=True
+            ),
         )
 
 
