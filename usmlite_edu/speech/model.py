@@ -37,7 +37,24 @@ Two ways to run it:
   as it is; its paths are the names of :func:`param_table`.
 
 The attention weights of every block are sown as ``nnx.Intermediate`` named
-``"attention"`` when the call runs under ``nnx.capture`` (see :func:`attention_maps`).
+``"attention"`` when the call runs under ``nnx.capture`` (see :func:`attention_maps`;
+loop layout only).
+
+Every parameter declares what it is where it is created: its ``role`` (``dense``,
+``conv``, ``softmax``, ``other``) and its logical sharding axes (flax's ``out_sharding``
+metadata, names of :data:`usmlite_edu.scale.mesh.LOGICAL_RULES`). :func:`param_table`
+reads them off the abstract model; the size accounting (:mod:`usmlite_edu.core.sizes`),
+the N:M mask rule (:func:`compressible_mask_tree`) and the mesh's sharding
+(:mod:`usmlite_edu.scale.mesh`) all use that table, so a new layer is described once.
+
+Two parameter layouts (:attr:`ModelOptions.scan_layers`): the *loop* layout above (the
+default; every checkpoint and per-layer tool uses it), and the *scan* layout, where the
+blocks' parameters are stacked on a leading ``layers`` axis (``encoder/blocks/ffn1/...``)
+and one ``jax.lax.scan`` runs them, the layout MaxText calls ``scan_layers``: XLA compiles
+one block instead of ``num_layers``, which is what lets the 32-block 2B step compile on a
+small machine (:mod:`usmlite_edu.training.plan`). :func:`stack_blocks` and
+:func:`unstack_blocks` convert trees (params, masks, Adam moments, checkpoints) between
+them; the logits agree to float rounding (``tests/test_scan_layers.py``).
 """
 
 from __future__ import annotations
