@@ -55,7 +55,7 @@ from flax import nnx
 
 from usmlite_edu.core import sparsity
 from usmlite_edu.deploy.infer import interleaved_min
-from usmlite_edu.speech import batching, configs, frontend, model, presets, runs
+from usmlite_edu.speech import batching, frontend, model, presets, runs
 from usmlite_edu.training import train
 
 
@@ -488,7 +488,7 @@ def main() -> None:
     batch = fake_batch(cfg, args.batch_size, args.seconds)
     print(f"machine: {runs.machine_info()}")
     print(
-        f"preset {args.preset}: {configs.num_params(cfg):,} parameters, batch "
+        f"preset {args.preset}: {model.num_params(cfg):,} parameters, batch "
         f"{args.batch_size} x {args.seconds} s, matmul dtype {args.dtype or 'float32'}"
     )
 

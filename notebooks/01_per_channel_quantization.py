@@ -81,7 +81,7 @@ import numpy as np
 from usmlite_edu.core import quant
 from usmlite_edu.course import labs
 from usmlite_edu.course.exercises import check_answer
-from usmlite_edu.speech import configs, presets
+from usmlite_edu.speech import model, presets
 
 # A weight the size of one USM projection (1536 inputs); tiny in FAST mode.
 I, J = (128, 32) if FAST else (1536, 256)
@@ -509,9 +509,7 @@ limit = (2**31 - 1) // (127 * 127)
 print(f"largest safe width: {limit}; sum there {worst_case_dot(limit)}")
 print(f"at {limit + 1}: the int32 sum wraps around to {worst_case_dot(limit + 1)}")
 widest = max(
-    w.shape[0]
-    for w in configs.weight_shapes(presets.get_preset("usm_2b").model)
-    if w.role == "dense"
+    w.shape[0] for w in model.param_table(presets.get_preset("usm_2b").model) if w.role == "dense"
 )
 print(f"widest input of a dense layer in the 2B model: {widest} ({limit / widest:.0f}x below)")
 

@@ -82,7 +82,7 @@ from IPython.display import Markdown, display
 
 from usmlite_edu.core import compress, quant, sizes, sparsity
 from usmlite_edu.course.exercises import check_answer
-from usmlite_edu.speech import configs, presets
+from usmlite_edu.speech import model, presets
 
 # Toy weight with the paper's input width, so sub-channel groups have the paper's
 # length (1536 / g rows); FAST only has fewer output channels.
@@ -231,13 +231,13 @@ print(
 
 # %%
 cfg = presets.get_preset("usm_2b").model  # the paper's 2B Conformer (§4.2)
-dense_weights = sum(w.size for w in configs.weight_shapes(cfg) if w.role == "dense")
+dense_weights = sum(w.size for w in model.param_table(cfg) if w.role == "dense")
 parts = ["values", "scales", "zero_points", "index", "float_layers"]
 breakdown = {s: sizes.model_size(s, "usm_2b") for s in PAPER_SPECS}
 B0_bits = breakdown["int8"].float_total
 print(
     f"dense (compressible) weights: {dense_weights / 1e9:.3f}B of "
-    f"{configs.num_params(cfg) / 1e9:.3f}B parameters"
+    f"{model.num_params(cfg) / 1e9:.3f}B parameters"
 )
 print(f"{'spec':10s}" + "".join(f"{p:>13s}" for p in parts) + f"{'exact':>9s}{'paper est.':>11s}")
 for s, b in breakdown.items():

@@ -100,7 +100,6 @@ from usmlite_edu.course import labs
 from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.speech import (
     batching,
-    configs,
     corpora,
     decoding,
     frontend,
@@ -401,7 +400,7 @@ assert (
     block0.ffn1.dense1.kernel[...].shape == (d, cfg.ffn_dim)
     and len(m.encoder.blocks) == cfg.num_layers
 )
-assert n_param_nnx == configs.num_params(cfg), "nnx.state holds every parameter of the config"
+assert n_param_nnx == model.num_params(cfg), "nnx.state holds every parameter of the config"
 print(
     f"query/key/value/out kernels are ({d}, {d}); {cfg.num_heads} heads of {cfg.head_dim}; "
     f"{n_param_nnx:,} parameters"
@@ -531,16 +530,17 @@ print(
 # %% [markdown]
 # ### Which weights does USM-Lite compress?
 #
-# `configs.weight_shapes(cfg)` lists every parameter with its role. The paper applies
+# `model.param_table(cfg)` lists every parameter with its role, read off the model: each
+# `nnx.Param` is created with its role and logical sharding axes as metadata. The paper applies
 # quantization and N:M sparsity to the **dense** matrices (the frontend projection and
 # every matrix in the blocks) and keeps the convolutions and the softmax layer in
 # float "as their parameter counts are much lower" (§4.2); biases, norms and the
 # attention biases $u, v$ are float too (`other`). The same list is the single source
-# of the size accounting of notebook 05, and its names are the paths of `params`
-# (`encoder/blocks/0/mhsa/query/kernel`): it must match the tree the NNX model builds.
+# of the size accounting of notebook 05 and of the mesh's sharding (notebook 08), and its
+# names are the paths of `params` (`encoder/blocks/0/mhsa/query/kernel`).
 
 # %%
-ws = configs.weight_shapes(cfg)
+ws = model.param_table(cfg)
 print(f"{'parameter':42s} {'shape':>14s}  role")
 for w in ws:
     if not w.name.startswith("encoder/") or w.name.startswith("encoder/blocks/0/"):
@@ -550,14 +550,14 @@ print(f"... and {cfg.num_layers - 1} more block(s) like encoder/blocks/0")
 
 def by_role(c):
     out = {}
-    for w in configs.weight_shapes(c):
+    for w in model.param_table(c):
         out[w.role] = out.get(w.role, 0) + w.size
     return out
 
 
 shapes_nnx = model.param_shapes(m)  # {"/"-joined path of params: shape}
 roles_ci, roles_2b = by_role(cfg), by_role(cfg_2b)
-n_ci, n_2b = configs.num_params(cfg), configs.num_params(cfg_2b)
+n_ci, n_2b = model.num_params(cfg), model.num_params(cfg_2b)
 print(
     f"\nci: {n_ci:,} parameters ({len(ws)} arrays);  usm_2b: {n_2b:,} parameters "
     f"({n_2b / 1e9:.2f}B, {4 * n_2b / 1e9:.1f} GB in float32), counted without allocating it"
@@ -568,7 +568,7 @@ for role in ("dense", "conv", "softmax", "other"):
     )
 
 # %%
-assert {w.name: w.shape for w in ws} == shapes_nnx, "weight_shapes agrees with the NNX model's tree"
+assert {w.name: w.shape for w in ws} == shapes_nnx, "param_table agrees with the NNX model's tree"
 assert sum(x.size for x in jax.tree.leaves(params)) == n_ci == sum(w.size for w in ws)
 assert {w.role for w in ws if "kernel" in w.name and "/conv/pointwise" in w.name} == {"dense"}
 assert {w.role for w in ws if w.name.startswith("frontend/conv")} <= {"conv", "other"}

@@ -173,7 +173,7 @@ rc = b0_preset.reproduce  # the reproduction's settings (group sizes, T_p, ...)
 TCFG = b0_preset.train  # training / evaluation settings of the preset
 
 n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-weights = configs.weight_shapes(cfg)
+weights = model.param_table(cfg)
 n_dense = sum(w.size for w in weights if w.role == "dense")
 b0_bytes = sizes.model_size("float", cfg)
 print(
@@ -195,7 +195,7 @@ print(
 
 # %%
 assert str(b0_spec) == "float" and meta["spec"] == "float", "B0 is the dense float model"
-assert n_params == configs.num_params(cfg), "the checkpoint holds exactly the model's parameters"
+assert n_params == model.num_params(cfg), "the checkpoint holds exactly the model's parameters"
 assert abs(b0_bytes.megabytes - 4 * n_params / 1e6) < 1e-6, "float32: 4 bytes a parameter"
 assert cfg.vocab_size == tok.vocab_size
 assert 0.5 < n_dense / n_params < 1.0, "most of the weights are in the compressible dense layers"
@@ -211,7 +211,7 @@ print("B0 loaded: float spec, fine-tuned from W0; parameter count and size consi
 # `params["encoder"]["blocks"][0]["mhsa"]["query"]["kernel"]`. A checkpoint written by
 # this version of the library stores exactly these names. One saved by an earlier
 # version, whose Flax Linen model named the blocks `block_0`, `block_1`, ..., is
-# renamed on the way in (`model.params_from_linen`), which changes no number, so the
+# renamed on the way in (`linen_migration.params_from_linen`), which changes no number, so the
 # converted model computes the same logits (`tests/test_model_golden.py` checks it
 # against the Linen model). The cells compare the file as stored (`runs.load_params`)
 # with what `load_run` returned, whichever of the two kinds of checkpoint this is.

@@ -121,8 +121,9 @@ print("this kernel's devices:", jax.devices())
 #   several devices.
 #
 # `mesh.parse_mesh_spec` reads the spec; the product of the sizes must be the device
-# count. Each parameter gets *logical* axis names from its path (`mesh.logical_axes`),
-# and one table, `mesh.LOGICAL_RULES`, maps them to mesh axes. The spec of an array only
+# count. Each parameter declares *logical* axis names where the model creates it
+# (metadata on its `nnx.Param`, listed by `model.param_table`; `mesh.logical_axes` looks
+# a leaf up there), and one table, `mesh.LOGICAL_RULES`, maps them to mesh axes. The spec of an array only
 # needs the axis sizes, so we can ask for the pod's layout here without any pod:
 
 # %%
@@ -135,7 +136,7 @@ params = model.split_model(model.abstract_model(cfg))[1]  # shapes only
 w = params
 for k in WEIGHT_PATH:
     w = w[k]
-logical = mesh.logical_axes(WEIGHT_PATH, w.shape)
+logical = mesh.logical_axes(WEIGHT_PATH, w.shape, model.param_table(cfg))
 sizes_of = lambda d, f, t: SimpleNamespace(shape={"data": d, "fsdp": f, "tensor": t})
 print(f"{'/'.join(map(str, WEIGHT_PATH))}: shape {w.shape}, logical axes {logical}")
 for name, m in {"data=2,fsdp=4": sizes_of(2, 4, 1), "fsdp=4,tensor=2": sizes_of(1, 4, 2),

@@ -84,10 +84,10 @@ import numpy as np
 from IPython.display import display
 
 from usmlite_edu.core import compress, sizes
+from usmlite_edu.core.sizes import ParamInfo
 from usmlite_edu.course import explorer
 from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.course.explorer import B0Layer, Setting, ToyWeights, explore
-from usmlite_edu.speech.configs import WeightInfo
 
 SHAPE = (256, 64) if FAST else (1024, 128)  # (inputs, output channels) of the toy weights
 PTQ_UTTERANCES = 4 if FAST else 16  # utterances of data_small/fsdd_sample per PTQ run
@@ -335,7 +335,7 @@ print(
 my_exact_size = 100 * (2 / 32 + 6 / 144 + 2 * 6 / (32 * 144))  # ANSWER: exact size in %
 
 # %%
-exact = sizes.size_ratio("int2/g6", [WeightInfo("ffn1", (144, 576), "dense")], "exact")
+exact = sizes.size_ratio("int2/g6", [ParamInfo("ffn1", (144, 576), "dense")], "exact")
 check_answer(
     "Exercise 3 (an int2 layer's bytes)",
     my_exact_size,
@@ -344,12 +344,12 @@ check_answer(
     hint="per weight: 2 bits of value; per group and channel: one float32 scale and one "
     "2-bit zero point; divide everything by 32 bits per float32 weight",
     correct=f"exact {exact:.3f}%, paper convention "
-    f"{sizes.size_ratio('int2/g6', [WeightInfo('ffn1', (144, 576), 'dense')], 'paper'):.3f}%",
+    f"{sizes.size_ratio('int2/g6', [ParamInfo('ffn1', (144, 576), 'dense')], 'paper'):.3f}%",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: the exact breakdown, component by component (usmlite_edu.core.sizes.model_size).
-b = sizes.model_size("int2/g6", [WeightInfo("ffn1", (144, 576), "dense")])
+b = sizes.model_size("int2/g6", [ParamInfo("ffn1", (144, 576), "dense")])
 total = 32 * 144 * 576
 for part in ("values", "scales", "zero_points", "index"):
     print(f"{part:>12}: {getattr(b, part):>9,.0f} bits = {100 * getattr(b, part) / total:.3f}%")

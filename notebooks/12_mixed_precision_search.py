@@ -97,7 +97,7 @@ from usmlite_edu.search import sensitivity as S
 from usmlite_edu.search import supernet
 from usmlite_edu.speech import batching, model, runs
 from usmlite_edu.speech.corpora import CorpusSplit, load_corpus
-from usmlite_edu.speech.layers import resolve as resolve_layers
+from usmlite_edu.speech.model import resolve_specs as resolve_layers
 from usmlite_edu.speech.presets import get_preset
 from usmlite_edu.speech.tokenizer import Tokenizer
 from usmlite_edu.training import train

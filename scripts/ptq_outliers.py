@@ -59,8 +59,9 @@ def _mean_err(errs: dict, names, spec: str) -> float:
 
 
 def weight_section(params, cfg, threshold: float) -> dict:
-    per_layer = ws.model_stats(params, cfg, threshold)
-    errs = ws.model_quant_errors(params, cfg, ERR_SPECS)
+    table = model.param_table(cfg)
+    per_layer = ws.model_stats(params, table, threshold)
+    errs = ws.model_quant_errors(params, table, ERR_SPECS)
     return {
         "per_layer": per_layer,
         "by_kind": ws.by_kind(per_layer),
@@ -126,9 +127,9 @@ def main() -> None:
     touched = list(row_scales[args.ks[0]])
     rows = []
     for k in args.ks:
-        per_layer = ws.model_stats(variants[k], cfg, args.threshold)
-        errs = ws.model_quant_errors(variants[k], cfg, ERR_SPECS)
-        func = ws.model_quant_errors(variants[k], cfg, ERR_SPECS, row_scales[k])
+        per_layer = ws.model_stats(variants[k], model.param_table(cfg), args.threshold)
+        errs = ws.model_quant_errors(variants[k], model.param_table(cfg), ERR_SPECS)
+        func = ws.model_quant_errors(variants[k], model.param_table(cfg), ERR_SPECS, row_scales[k])
         rows.append(
             {
                 "k": k,

@@ -390,11 +390,11 @@ def build_model(
     Raises ``ValueError`` (naming the weight) before any work if, e.g., the sub-channel
     count does not divide some layer's input dimension.
     """
-    from usmlite_edu.speech.configs import weight_shapes
+    from usmlite_edu.speech.model import param_table
 
     spec = spec if isinstance(spec, CompressionSpec) else CompressionSpec.parse(spec)
     opts = ModelOptions(spec=spec, **options)
-    for w in weight_shapes(cfg):
+    for w in param_table(cfg):
         if w.role == "dense" or (w.role == "softmax" and opts.compress_softmax):
             spec.check_shape(w.shape, w.name)
     return ConformerCTC(cfg, opts)

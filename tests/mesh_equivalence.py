@@ -35,7 +35,7 @@ def run(trainer, batch, key, spec):
     ctx = contextlib.nullcontext()
     if spec is not None:
         m = mesh.make_mesh(spec)
-        params, opt_state = mesh.shard_train_state(params, opt_state, m)
+        params, opt_state = mesh.shard_train_state(params, opt_state, m, trainer.param_table)
         batch = mesh.shard_batch(batch, m)
         ctx = mesh.use_mesh(m)
     losses = []

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from usmlite_edu.core import compress, quant, sizes, sparsity
+from usmlite_edu.core.sizes import ParamInfo
 from usmlite_edu.course import explorer as E
-from usmlite_edu.speech.configs import WeightInfo
 from usmlite_edu.speech.runs import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def test_clip_search_is_never_worse_than_no_clipping():
 )
 def test_size_ratios_are_those_of_sizes_py(setting):
     r = E.explore(setting, _toy())
-    info = [WeightInfo("w", SMALL, "dense")]
+    info = [ParamInfo("w", SMALL, "dense")]
     assert r.size_paper == sizes.size_ratio(str(setting.spec()), info, "paper")
     assert r.size_exact == sizes.model_size(str(setting.spec()), info).ratio
     i, j = SMALL

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from usmlite_edu import cli
 from usmlite_edu.core import compress, quant, sizes
+from usmlite_edu.core.sizes import ParamInfo
 from usmlite_edu.deploy import export
 from usmlite_edu.speech import configs, model, runs
-from usmlite_edu.speech.configs import WeightInfo
 from usmlite_edu.speech.tokenizer import Tokenizer
 from usmlite_edu.training import train
 
@@ -83,7 +83,7 @@ def sparse_run(tmp_path_factory):
     """An int4 + 2:4 run with saved masks that are not the one-shot masks of its weights."""
     rng = np.random.default_rng(1)
     masks = {}
-    for w in configs.weight_shapes(CFG):
+    for w in model.param_table(CFG):
         mask = _nm_mask(w.shape, 2, 4, rng) if w.role == "dense" else np.ones((), bool)
         export._set(masks, w.name, mask)
     return _make_run(tmp_path_factory.mktemp("export") / "sparse", "int4+2:4", masks)
@@ -203,7 +203,7 @@ def test_kernel_round_trip_odd_shapes(spec, shape):
         if q.zero_point is not None:
             assert np.array_equal(qa.zero_point, q.zero_point)
     # each array holds the exact accounting's bits of its component, padded to a byte
-    e = sizes.model_size(spec, [WeightInfo("w", shape, "dense")])
+    e = sizes.model_size(spec, [ParamInfo("w", shape, "dense")])
     for got, bits in zip(pk, (e.values, e.scales, e.zero_points, e.index)):
         assert got.nbytes == math.ceil(bits / 8), (spec, got.nbytes, bits)
 
@@ -235,7 +235,7 @@ def test_file_round_trip_and_bytes_every_family(float_run, tmp_path, spec):
     layer_spec = model.ModelOptions(spec=compress.as_spec(spec)).quant_spec
     matmul = jax.jit(lambda x, w: compress.compressed_matmul(x, w, layer_spec))
     rng = np.random.default_rng(0)
-    for w in configs.weight_shapes(CFG):
+    for w in model.param_table(CFG):
         orig = np.asarray(model.weight_at(run.params, w.name))
         back = model.weight_at(got.params, w.name)
         if w.role != "dense" or spec == "float":

@@ -1,5 +1,5 @@
 """Packed files and integer inference under a per-layer spec map (usmlite_edu.deploy.export,
-usmlite_edu.deploy.infer with layer_specs.SpecMap): each kernel packed under its own spec, the
+usmlite_edu.deploy.infer with specs.SpecMap): each kernel packed under its own spec, the
 bytes equal to the exact accounting, logits and transcripts from the file equal to the
 run's, per-layer --arith, and bad map files refused by train/eval/export."""
 
@@ -20,7 +20,7 @@ from usmlite_edu.core import compress, quant, sizes
 from usmlite_edu.core.specs import SpecMap
 from usmlite_edu.deploy import export, infer
 from usmlite_edu.speech import configs, model, runs
-from usmlite_edu.speech.layers import compressible_layers
+from usmlite_edu.speech.model import compressible_layers
 from usmlite_edu.speech.tokenizer import Tokenizer
 from usmlite_edu.training import train
 
@@ -78,7 +78,7 @@ def map_run(tmp_path_factory):
     one-shot masks of its weights: N:M where the layer's spec is, a scalar elsewhere."""
     rng = np.random.default_rng(1)
     masks: dict = {}
-    for w in configs.weight_shapes(CFG):
+    for w in model.param_table(CFG):
         s = MAP.spec_for(w.name) if w.role == "dense" else None
         m = _nm_mask(w.shape, s.n, s.m, rng) if s is not None and s.sparse else np.ones((), bool)
         export._set(masks, w.name, m)
@@ -119,7 +119,7 @@ def test_each_kernel_is_packed_under_its_own_spec_and_read_back_bit_for_bit(map_
             continue
         assert rows[name + "/kernel"][4] == str(MAP.spec_for(name)), name
     quantized = export.read_packed(info.path, dequantize=False).params
-    for w in configs.weight_shapes(CFG):
+    for w in model.param_table(CFG):
         orig = np.asarray(model.weight_at(run.params, w.name))
         back = model.weight_at(got.params, w.name)
         spec = MAP.spec_for(w.name) if w.role == "dense" else compress.as_spec("float")

@@ -16,8 +16,9 @@ from tiny_model import TINY, TINY_CFG
 from usmlite_edu import cli
 from usmlite_edu.core import compress, sizes, sparsity
 from usmlite_edu.core.specs import SpecMap
-from usmlite_edu.speech import model
-from usmlite_edu.speech.layers import compressible_layers, layer_table, resolve
+from usmlite_edu.speech import linen_migration, model
+from usmlite_edu.speech.model import compressible_layers, layer_table
+from usmlite_edu.speech.model import resolve_specs as resolve
 from usmlite_edu.speech.presets import get_preset
 from usmlite_edu.training import train
 
@@ -172,7 +173,9 @@ def test_train_resume_and_eval_under_a_map(tmp_path, capsys):
     masks = runs.load_params(tmp_path / "full" / "masks")
     cfg = get_preset("ci").model.replace(**TINY_CFG)
     for name in compressible_layers(cfg):
-        m = np.asarray(model.weight_at(model.params_from_checkpoint(masks), name + "/kernel"))
+        m = np.asarray(
+            model.weight_at(linen_migration.params_from_checkpoint(masks), name + "/kernel")
+        )
         if "blocks/0/mhsa" in name:  # int8: no mask (a scalar True)
             assert m.ndim == 0 and m, name
         else:

@@ -215,7 +215,7 @@ def test_model_holds_one_log_step_per_compressible_dense_layer():
         for n in model.param_shapes(model.build_model(cfg, "int4/g4/lsq+2:4"))
         if n.endswith("log_step")
     ]
-    dense = [w for w in configs.weight_shapes(cfg) if w.role == "dense"]
+    dense = [w for w in model.param_table(cfg) if w.role == "dense"]
     assert len(names) == len(dense)
     proj = params["frontend"]["proj"]
     assert proj["log_step"].shape == (4, cfg.model_dim)

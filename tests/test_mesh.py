@@ -108,8 +108,9 @@ def test_spec_for_uses_the_rules_and_falls_back_to_replication():
 
 
 def test_param_specs_of_the_ci_model():
-    params = model.split_model(model.abstract_model(presets.get_preset("ci").model))[1]
-    specs = mesh.param_specs(params, FakeMesh(data=1, fsdp=4, tensor=2))
+    cfg = presets.get_preset("ci").model
+    params = model.split_model(model.abstract_model(cfg))[1]
+    specs = mesh.param_specs(params, FakeMesh(data=1, fsdp=4, tensor=2), model.param_table(cfg))
     blk = specs["encoder"]["blocks"][0]
     assert blk["ffn1"]["dense1"]["kernel"] == P("fsdp", "tensor")  # (64, 256)
     assert blk["ffn1"]["dense2"]["kernel"] == P("tensor", "fsdp")  # (256, 64)
@@ -119,6 +120,30 @@ def test_param_specs_of_the_ci_model():
     assert blk["conv"]["depthwise"]["kernel"] == P(None, None, "tensor")  # (5, 1, 64)
     assert specs["softmax"]["kernel"] == P("fsdp", "tensor")
     assert specs["frontend"]["conv1"]["kernel"] == P(None, None, None, "tensor")
+
+
+def test_param_specs_of_the_scan_layout_and_of_optimizer_state():
+    """Stacked blocks keep their block's sharding behind a replicated ``layers`` axis; an
+    Adam moment and an N:M mask get their kernel's spec (axes read from the parameters'
+    metadata, through the model's table), a scalar mask is replicated."""
+    cfg = presets.get_preset("ci").model
+    table = model.param_table(cfg, "int4+2:4", scan_layers=True)
+    fake = FakeMesh(data=1, fsdp=4, tensor=2)
+    params = model.split_model(model.abstract_model(cfg, "int4+2:4", scan_layers=True))[1]
+    specs = mesh.param_specs(params, fake, table)
+    blk = specs["encoder"]["blocks"]
+    assert blk["ffn1"]["dense1"]["kernel"] == P(None, "fsdp", "tensor")  # (2, 64, 256)
+    assert blk["ffn1"]["dense2"]["kernel"] == P(None, "tensor", "fsdp")
+    assert blk["mhsa"]["u_bias"] == P(None, "tensor", None)
+    assert blk["ffn1"]["dense1"]["bias"] == P(None, None)
+    state = {"mu": params, "masks": {"encoder": {"blocks": {"ffn1": {"norm": {"scale": True}}}}}}
+    state_specs = mesh.tree_specs(state, fake, table)
+    assert state_specs["mu"]["encoder"]["blocks"]["ffn1"]["dense2"]["kernel"] == P(
+        None, "tensor", "fsdp"
+    )
+    assert state_specs["masks"]["encoder"]["blocks"]["ffn1"]["norm"]["scale"] == P()
+    # a leaf that names no parameter is replicated, whatever its path says
+    assert mesh.logical_axes(("other", "dense2", "kernel"), (64, 256), table) == (None, None)
 
 
 def test_constrain_is_a_no_op_without_a_mesh():

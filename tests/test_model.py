@@ -49,13 +49,13 @@ def test_relative_logits_equal_the_direct_definition(t):
 def test_param_tree_equals_the_size_accounting_weight_list(name):
     cfg = PRESETS[name]
     shapes = M.param_shapes(cfg)  # nnx.eval_shape: the 2B model is never allocated
-    assert shapes == {w.name: w.shape for w in configs.weight_shapes(cfg)}
+    assert shapes == {w.name: w.shape for w in M.param_table(cfg)}
     if name == "usm_2b":
         assert 1.6e9 <= sum(int(np.prod(s)) for s in shapes.values()) <= 2.1e9
 
 
 def test_cpu_preset_is_about_two_million_parameters():
-    assert 1.5e6 <= configs.num_params(configs.CPU) <= 3e6
+    assert 1.5e6 <= M.num_params(configs.CPU) <= 3e6
 
 
 def test_weights_are_attributes_and_initialised_as_documented():
@@ -195,7 +195,7 @@ def test_dropout_uses_the_call_rngs():
 def test_masks_follow_the_role_table():
     cfg = configs.CI
     params = M.init_params(cfg, "2:4")
-    roles = {w.name: w.role for w in configs.weight_shapes(cfg)}
+    roles = {w.name: w.role for w in M.param_table(cfg)}
     for compress_softmax in (False, True):
         opts = M.ModelOptions(compress_softmax=compress_softmax)
         where = M.compressible_mask_tree(params, cfg, opts)

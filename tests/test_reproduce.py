@@ -8,7 +8,7 @@ import json
 import jiwer
 import pytest
 
-from usmlite_edu.speech import configs, presets, runs
+from usmlite_edu.speech import configs, model, presets, runs
 from usmlite_edu.training import claims, reproduce
 
 pytestmark = pytest.mark.xdist_group("train")
@@ -135,7 +135,7 @@ def test_only_runs_the_named_rows_and_their_starts():
 def test_dense_baselines_hit_the_paper_ratios(target):
     over, r = reproduce.dense_baseline_config(configs.CPU, target)
     assert abs(r - target) < 0.03
-    assert configs.num_params(configs.CPU.replace(**over)) / configs.num_params(
+    assert model.num_params(configs.CPU.replace(**over)) / model.num_params(
         configs.CPU
     ) == pytest.approx(r)
 

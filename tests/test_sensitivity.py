@@ -11,7 +11,7 @@ import scipy.stats
 
 from usmlite_edu.core import compress, sizes
 from usmlite_edu.search import sensitivity as S
-from usmlite_edu.speech import batching, configs
+from usmlite_edu.speech import batching, model
 from usmlite_edu.speech.presets import model_config
 
 
@@ -161,7 +161,7 @@ def test_groupings_and_spec_checks():
     assert list(S.group_layers(names, "block")) == ["frontend", "b0", "b1", "b2", "b3"]
     with pytest.raises(ValueError, match="grouping"):
         S.group_layers(names, "head")
-    shapes = {w.name: w.shape for w in configs.weight_shapes(cfg) if w.name in names}
+    shapes = {w.name: w.shape for w in model.param_table(cfg) if w.name in names}
     assert S.check_specs(["float", *S.DEFAULT_SPECS], shapes)[1:] == list(S.DEFAULT_SPECS)
     with pytest.raises(ValueError, match="ffn1/dense1.*does not divide"):
         S.check_specs(["int2/gs96"], shapes)

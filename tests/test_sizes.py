@@ -5,7 +5,7 @@ import math
 import pytest
 
 from usmlite_edu.core import sizes
-from usmlite_edu.speech import configs
+from usmlite_edu.speech import configs, model
 
 
 @pytest.mark.parametrize("row", sizes.PAPER_ROWS, ids=lambda r: r.exp)
@@ -31,8 +31,8 @@ def test_exact_is_larger_than_paper_for_quantized_and_explained():
 def test_exact_breakdown_by_hand():
     # a toy model: one 8x4 dense matrix and a 4-element float bias
     weights = [
-        configs.WeightInfo("d/kernel", (8, 4), "dense"),
-        configs.WeightInfo("d/bias", (4,), "other"),
+        sizes.ParamInfo("d/kernel", (8, 4), "dense"),
+        sizes.ParamInfo("d/bias", (4,), "other"),
     ]
     b = sizes.model_size("int2/g2+2:4", weights)
     assert b.values == 32 * 0.5 * 2  # 16 kept weights, 2 bits each
@@ -45,11 +45,11 @@ def test_exact_breakdown_by_hand():
 
 
 def test_usm_2b_parameter_count_and_roles():
-    n = configs.num_params(configs.USM_2B)
+    n = model.num_params(configs.USM_2B)
     assert 1.6e9 <= n <= 2.1e9
-    roles = {w.role for w in configs.weight_shapes(configs.USM_2B)}
+    roles = {w.role for w in model.param_table(configs.USM_2B)}
     assert roles == {"dense", "conv", "softmax", "other"}
-    dense = [w for w in configs.weight_shapes(configs.USM_2B) if w.role == "dense"]
+    dense = [w for w in model.param_table(configs.USM_2B) if w.role == "dense"]
     assert len(dense) == 1 + 32 * 11  # projection + 11 matrices per block
 
 
@@ -64,8 +64,6 @@ def test_group_size_overhead():
     exact = sizes.model_size("int2/gs24", "cpu")
     cfg = configs.CPU
     expected_scales = sum(
-        32 * (w.shape[0] // 24) * w.shape[1]
-        for w in configs.weight_shapes(cfg)
-        if w.role == "dense"
+        32 * (w.shape[0] // 24) * w.shape[1] for w in model.param_table(cfg) if w.role == "dense"
     )
     assert exact.scales == expected_scales

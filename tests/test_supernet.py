@@ -21,7 +21,7 @@ from usmlite_edu.search import pipeline as search
 from usmlite_edu.search import sensitivity, supernet
 from usmlite_edu.speech import batching
 from usmlite_edu.speech.corpora import load_corpus
-from usmlite_edu.speech.layers import resolve
+from usmlite_edu.speech.model import resolve_specs as resolve
 from usmlite_edu.speech.presets import get_preset
 from usmlite_edu.speech.tokenizer import Tokenizer
 from usmlite_edu.training import train

@@ -95,7 +95,8 @@ def test_inject_outliers_keeps_the_float_function(k, exact):
         np.testing.assert_allclose(b, a, atol=1e-4 * float(jnp.max(jnp.abs(a))))
     # ... and the touched kernels now have outlier channels; the others are unchanged
     assert len(touched) == 1 + 7 * cfg.num_layers
-    before, after = ws.model_stats(params, cfg), ws.model_stats(new, cfg)
+    table = M.param_table(cfg)
+    before, after = ws.model_stats(params, table), ws.model_stats(new, table)
     for name in after:
         if name in touched:
             assert after[name]["max_over_std_median"] > before[name]["max_over_std_median"] + 1

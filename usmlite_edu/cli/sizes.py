@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from usmlite_edu.core import sizes  # lazy: imports jax; keeps --help fast
-    from usmlite_edu.speech.layers import compressible_layers, layer_table  # lazy: jax
+    from usmlite_edu.speech.model import compressible_layers, layer_table  # lazy: jax
 
     if args.layers:
         print("\n".join(compressible_layers(model_config(args.model))))

@@ -24,13 +24,14 @@ import dataclasses
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 from usmlite_edu.core.specs import CompressionSpec, as_spec
-from usmlite_edu.speech.configs import ConformerConfig, WeightInfo, weight_shapes
-from usmlite_edu.speech.presets import model_config
 
 __all__ = [
+    "ParamInfo",
+    "register_model_tables",
+    "table_of",
     "SizeBreakdown",
     "model_size",
     "size_ratio",
@@ -39,8 +40,50 @@ __all__ = [
     "format_size_table",
 ]
 
+
+class ParamInfo(NamedTuple):
+    """One parameter of a model, as the model declares it (a row of
+    :func:`usmlite_edu.speech.model.param_table`, read off the NNX module's parameters and
+    their metadata).
+
+    Attributes:
+      name: slash-separated path in the parameter tree (``encoder/blocks/0/ffn1/dense1/kernel``).
+      shape: its shape.
+      role: ``"dense"`` (a compressible matmul kernel), ``"conv"``, ``"softmax"`` (the
+        output kernel) or ``"other"`` (biases, norms, position biases, LSQ steps).
+      compressible: whether the model's options put it through the quantizer / N:M
+        masks (``dense``, and ``softmax`` with ``compress_softmax``).
+      axes: logical sharding axis names, one per dimension
+        (:data:`usmlite_edu.scale.mesh.LOGICAL_RULES`).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    role: str
+    compressible: bool = False
+    axes: tuple[str | None, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
 Convention = Literal["paper", "exact"]
-ModelLike = str | ConformerConfig | Sequence[WeightInfo]
+#: A model whose size is asked: its parameter table, or a preset name or model config
+#: that the registered resolver (:func:`register_model_tables`) turns into one.
+ModelLike = str | Any | Sequence[ParamInfo]
+
+# name or config -> (table, model_dim); installed by usmlite_edu.speech.model, which
+# knows the model (this bottom wing must not import it).
+_model_tables: Callable[[Any], tuple[Sequence[ParamInfo], int]] | None = None
+
+
+def register_model_tables(resolve: Callable[[Any], tuple[Sequence[ParamInfo], int]]) -> None:
+    """Install the function that turns a preset name or model config into ``(parameter
+    table, model_dim)`` (:mod:`usmlite_edu.speech.model` does when it is imported), so the
+    functions here accept names and configs as well as tables."""
+    global _model_tables
+    _model_tables = resolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,12 +110,23 @@ class SizeBreakdown:
         return self.total / 8 / 1e6
 
 
-def _weights(model: ModelLike) -> tuple[list[WeightInfo], int | None]:
-    if isinstance(model, str):
-        model = model_config(model)
-    if isinstance(model, ConformerConfig):
-        return weight_shapes(model), model.model_dim
-    return list(model), None
+def table_of(model: ModelLike) -> list[ParamInfo]:
+    """The parameter table of ``model``: itself if it is one, else what the registered
+    resolver (:func:`register_model_tables`) makes of a preset name or config."""
+    return _weights(model)[0]
+
+
+def _weights(model: ModelLike) -> tuple[list[ParamInfo], int | None]:
+    if isinstance(model, Sequence) and not isinstance(model, str):
+        return list(model), None
+    if _model_tables is None:
+        raise RuntimeError(
+            f"sizes: {model!r} is not a parameter table, and no resolver of names and "
+            "configs is installed: import usmlite_edu.speech.model (it installs one) or "
+            "pass model.param_table(cfg)"
+        )
+    table, model_dim = _model_tables(model)
+    return list(table), model_dim
 
 
 def model_size(
@@ -137,7 +191,8 @@ def size_ratio(
 
     Args:
       spec: the compression (``"int4+2:4"``, a :class:`CompressionSpec`, ...).
-      model: preset name, config or list of :class:`WeightInfo` being compressed.
+      model: preset name, config or parameter table (:class:`ParamInfo` rows) being
+        compressed.
       convention: ``"paper"`` (the paper's estimate) or ``"exact"`` (stored bits).
       reference: the float32 model the ratio is relative to (default ``model``). A dense
         float ``model`` smaller than ``reference`` gives the B1-B3 ratios.
@@ -233,11 +288,10 @@ def size_table(model: str = "usm_2b") -> list[dict]:
 
 def format_size_table(model: str = "usm_2b") -> str:
     """The size table as Markdown (what ``usmlite-edu sizes`` prints)."""
-    cfg = model_config(model)
     b0 = model_size("float", model)
     lines = [
         f"Model size ratio relative to float32 B0 = {model} "
-        f"({sum(w.size for w in weight_shapes(cfg)) / 1e9:.3f}B parameters, "
+        f"({sum(w.size for w in _weights(model)[0]) / 1e9:.3f}B parameters, "
         f"{b0.megabytes:,.0f} MB)",
         "",
         "| exp | model | spec | paper | ours (paper convention) | exact stored | exact MB |",

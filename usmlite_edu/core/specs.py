@@ -380,7 +380,7 @@ class SpecMap:
         self, weights: Mapping[str, tuple[int, ...]], model: str = "?"
     ) -> dict[str, CompressionSpec]:
         """``{weight name: spec}`` for every compressible weight of a model, given as
-        ``{name: shape}`` in model order (:func:`usmlite_edu.speech.layers.resolve` passes
+        ``{name: shape}`` in model order (:func:`usmlite_edu.speech.model.resolve_specs` passes
         a configuration's), each spec checked against its shape. Refuses (``ValueError``) a
         rule that matches no layer: a typo in a pattern must not silently leave layers at
         the default. ``model`` is the configuration's name, for that message."""

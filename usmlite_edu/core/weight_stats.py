@@ -32,8 +32,8 @@ import jax
 import numpy as np
 
 from usmlite_edu.core import quant
+from usmlite_edu.core.sizes import ParamInfo
 from usmlite_edu.core.specs import CompressionSpec, as_spec
-from usmlite_edu.speech.configs import ConformerConfig, weight_shapes
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -93,19 +93,19 @@ def layer_stats(w: Any, threshold: float = DEFAULT_THRESHOLD) -> dict[str, float
     }
 
 
-def dense_kernels(params: Any, cfg: ConformerConfig, softmax: bool = False) -> dict[str, Any]:
-    """``{name: kernel}`` of every compressible dense kernel (role ``dense`` of
-    :func:`usmlite_edu.speech.configs.weight_shapes`, and the softmax kernel with ``softmax``),
-    in tree order."""
+def dense_kernels(params: Any, table: Sequence[ParamInfo], softmax: bool = False) -> dict[str, Any]:
+    """``{name: kernel}`` of every compressible dense kernel (role ``dense`` in the model's
+    ``table``, :func:`usmlite_edu.speech.model.param_table`, and the softmax kernel with
+    ``softmax``), in the table's order."""
     roles = ("dense", "softmax") if softmax else ("dense",)
-    return {w.name: get_param(params, w.name) for w in weight_shapes(cfg) if w.role in roles}
+    return {w.name: get_param(params, w.name) for w in table if w.role in roles}
 
 
 def model_stats(
-    params: Any, cfg: ConformerConfig, threshold: float = DEFAULT_THRESHOLD
+    params: Any, table: Sequence[ParamInfo], threshold: float = DEFAULT_THRESHOLD
 ) -> dict[str, dict[str, float]]:
     """``{kernel name: layer_stats(kernel)}`` over :func:`dense_kernels`."""
-    return {n: layer_stats(w, threshold) for n, w in dense_kernels(params, cfg).items()}
+    return {n: layer_stats(w, threshold) for n, w in dense_kernels(params, table).items()}
 
 
 def layer_kind(name: str) -> str:
@@ -173,7 +173,7 @@ def quant_error(w: Any, spec: CompressionSpec | str, row_scale: Any | None = Non
 
 def model_quant_errors(
     params: Any,
-    cfg: ConformerConfig,
+    table: Sequence[ParamInfo],
     specs: Sequence[str] = ("int4", "int2"),
     row_scales: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
@@ -182,7 +182,7 @@ def model_quant_errors(
     row_scales = row_scales or {}
     return {
         n: {s: quant_error(w, s, row_scales.get(n)) for s in specs}
-        for n, w in dense_kernels(params, cfg).items()
+        for n, w in dense_kernels(params, table).items()
     }
 
 
@@ -205,7 +205,7 @@ def _copy_tree(tree: Any) -> Any:
     return np.array(tree, np.float32, copy=True)
 
 
-def outlier_targets(cfg: ConformerConfig) -> list[dict]:
+def outlier_targets(cfg: Any) -> list[dict]:
     """Where :func:`inject_outliers` can scale rows without changing the float function.
 
     Each entry: ``kernels`` whose input rows get ``* k``, ``divide`` the vectors (indexed
@@ -267,7 +267,7 @@ def outlier_targets(cfg: ConformerConfig) -> list[dict]:
 
 
 def inject_outliers(
-    params: Any, cfg: ConformerConfig, k: float, rows: int = 1, seed: int = 0
+    params: Any, cfg: Any, k: float, rows: int = 1, seed: int = 0
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """A copy of ``params`` with outlier input rows, computing the same float function.
 

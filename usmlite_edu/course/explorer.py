@@ -43,8 +43,8 @@ from typing import Any, Literal
 import numpy as np
 
 from usmlite_edu.core import compress, quant, sizes
-from usmlite_edu.core.specs import CompressionSpec
-from usmlite_edu.speech.configs import WeightInfo, weight_shapes
+from usmlite_edu.core.sizes import ParamInfo
+from usmlite_edu.core.specs import CompressionSpec, as_spec
 
 __all__ = [
     "Setting",
@@ -91,7 +91,7 @@ class Setting:
         """The setting as a :class:`CompressionSpec` (the library checks every field)."""
         n = m = None
         if self.nm is not None:
-            parsed = compress.CompressionSpec.parse(str(self.nm))
+            parsed = CompressionSpec.parse(str(self.nm))
             if parsed.quantized or not parsed.sparse:
                 raise ValueError(f"nm must be an N:M pattern such as '2:4', got {self.nm!r}")
             n, m = parsed.n, parsed.m
@@ -250,9 +250,11 @@ def _b0_run(b0_dir: str):
 @functools.lru_cache(maxsize=2)
 def _b0_kernels(b0_dir: str) -> dict[str, np.ndarray]:
     from usmlite_edu.core.weight_stats import dense_kernels
+    from usmlite_edu.speech.model import param_table  # why: flax, for the B0 paths only
 
     run = _b0_run(b0_dir)
-    return {n: np.asarray(w, np.float32) for n, w in dense_kernels(run.params, run.config).items()}
+    kernels = dense_kernels(run.params, param_table(run.config))
+    return {n: np.asarray(w, np.float32) for n, w in kernels.items()}
 
 
 def b0_layer_names(b0_dir: str | os.PathLike | None = None) -> list[str]:
@@ -418,7 +420,7 @@ def explore(
         if spec.clip == "search"
         else np.full((g, j_dim), float(spec.clip))
     )
-    info = [WeightInfo("explored", (i_dim, j_dim), "dense")]
+    info = [ParamInfo("explored", (i_dim, j_dim), "dense", True)]
     extra: dict[str, Any] = {}
     if isinstance(source, B0Layer):
         run = _b0_run(_b0_dir(source.b0_dir))
@@ -530,7 +532,7 @@ def ptq_wer(
         if in_dim is None:
             raise ValueError("a Setting needs in_dim (the explored layer's input width)")
         spec = spec.model_spec(in_dim)
-    spec = compress.as_spec(spec)
+    spec = as_spec(spec)
     from usmlite_edu.course.main_job import SAMPLE_IN_CLONE
     from usmlite_edu.speech.paths import in_checkout
 
@@ -539,8 +541,10 @@ def ptq_wer(
         sample_dir = in_checkout(
             SAMPLE_IN_CLONE, "the FSDD test sample", "pass sample_dir", start=_clone()
         )
+    from usmlite_edu.speech.model import param_table  # why: flax, for the B0 paths only
+
     run = _b0_run(b0)
-    for w in weight_shapes(run.config):
+    for w in param_table(run.config):
         if w.role == "dense":
             spec.check_shape(w.shape, w.name)  # refuse before compiling anything
     res = dict(_ptq_cached(b0, str(sample_dir), int(utterances), str(spec)))

@@ -135,7 +135,7 @@ def _child(args) -> dict[str, Any]:
         opt_state = trainer.setup_optimizer(params)
         b, ctx = batch, contextlib.nullcontext()
         if m is not None:
-            params, opt_state = mesh.shard_train_state(params, opt_state, m)
+            params, opt_state = mesh.shard_train_state(params, opt_state, m, trainer.param_table)
             b, ctx = mesh.shard_batch(batch, m), mesh.use_mesh(m)
         before = (params, opt_state)
         out = {}

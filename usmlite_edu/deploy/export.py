@@ -27,7 +27,7 @@ width, grid, groups, N:M, zero points, packing order and one row per kernel), th
 the model and training configs, the tokenizer and a SHA-256 per tensor. The file is
 self-contained: :func:`read_packed` rebuilds the model config, spec, parameters and
 tokenizer from it alone. Five tensors hold everything (one per kind above, the kernels
-one after another in :func:`usmlite_edu.speech.configs.weight_shapes` order), so that the header
+one after another in :func:`usmlite_edu.speech.model.param_table` order), so that the header
 stays a fraction of a percent of even the ``cpu`` preset's int4 + 2:4 file.
 
 Exactness. :func:`write_packed` compresses each kernel exactly as transcription does
@@ -81,8 +81,9 @@ import numpy as np
 
 from usmlite_edu.core import compress, quant
 from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
-from usmlite_edu.speech import layers
-from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from_dict, weight_shapes
+from usmlite_edu.speech import model as model_lib
+from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from_dict
+from usmlite_edu.speech.model import param_table
 
 __all__ = [
     "FORMAT",
@@ -113,12 +114,12 @@ FORMAT = "usmlite_edu.packed"
 FORMAT_VERSION = "1"
 #: the order every packed array follows (also written into the file's layout)
 ORDER = (
-    "kernels in configs.weight_shapes order, one after another; each (in, out) kernel "
+    "kernels in model.param_table order, one after another; each (in, out) kernel "
     "transposed to (out, in) and read row-major, so that one output channel's inputs, its "
     "sub-channel groups and its N:M groups are contiguous; codes packed least-significant "
     "bit first, each kernel's codes, zero points and indices padded to a whole byte; "
     "scales and zero points (out, groups) row-major; float32 holds every other parameter "
-    "in weight_shapes order, each row-major"
+    "in param_table order, each row-major"
 )
 #: the five tensors of a packed file
 TENSORS = ("values", "scales", "zero_points", "index", "float32")
@@ -492,10 +493,10 @@ def kernel_specs(
     layer cannot take, and a map rule that matches no layer."""
     spec = as_spec(spec)
     if isinstance(spec, SpecMap):
-        return {n: s for n, s in layers.resolve(spec, cfg).items() if not s.is_float}
+        return {n: s for n, s in model_lib.resolve_specs(spec, cfg).items() if not s.is_float}
     out = {}
     if not spec.is_float:
-        for w in weight_shapes(cfg):
+        for w in param_table(cfg):
             if w.role == "dense":
                 spec.check_shape(w.shape, w.name)
                 out[w.name] = spec
@@ -517,17 +518,17 @@ def file_layout(cfg: ConformerConfig, spec: CompressionSpec | SpecMap | str) -> 
     ``kernels`` lists ``[name, in, out, groups]`` per packed kernel in file order (a
     :class:`~usmlite_edu.core.specs.SpecMap`: ``[name, in, out, groups, spec]``, each
     kernel's own spec); ``float32`` counts the parameters that stay float (their names
-    and shapes are the rest of :func:`usmlite_edu.speech.configs.weight_shapes`, in its order).
+    and shapes are the rest of :func:`usmlite_edu.speech.model.param_table`, in its order).
     """
     spec = as_spec(spec)
     specs = kernel_specs(cfg, spec)
-    shapes = {w.name: w.shape for w in weight_shapes(cfg)}
+    shapes = {w.name: w.shape for w in param_table(cfg)}
     kernels = []
     for name, s in specs.items():
         i, j = shapes[name]
         row = [name, i, j, s.groups_for(i) if s.quantized else 0]
         kernels.append(row + [str(s)] if isinstance(spec, SpecMap) else row)
-    nfloat = len(weight_shapes(cfg)) - len(kernels)
+    nfloat = len(param_table(cfg)) - len(kernels)
     if isinstance(spec, SpecMap):
         return {
             "order": ORDER,
@@ -684,7 +685,7 @@ def write_packed(
     specs = kernel_specs(cfg, spec)
     values_dtype = np.uint8 if spec.quantized else np.float32
     parts: dict[str, list[np.ndarray]] = {t: [] for t in TENSORS}
-    for w in weight_shapes(cfg):
+    for w in param_table(cfg):
         value = np.asarray(model.weight_at(params, w.name), np.float32)
         if value.shape != w.shape:
             raise ValueError(
@@ -891,7 +892,7 @@ def _unpack_params(cfg, spec, tensors, dequantize: bool) -> dict:
 
     specs = kernel_specs(cfg, spec)
     params: dict = {}
-    for w in weight_shapes(cfg):
+    for w in param_table(cfg):
         kspec = specs.get(w.name)
         if kspec is not None:
             n = _kernel_sizes(w.shape, kspec)
@@ -948,7 +949,7 @@ def _packed_trainer(cfg: ConformerConfig, spec: CompressionSpec | SpecMap, tcfg:
 
         def __init__(self):
             super().__init__(cfg, spec, tcfg)
-            shapes = {w.name: w.shape for w in weight_shapes(cfg)}
+            shapes = {w.name: w.shape for w in param_table(cfg)}
             kernels = {}
             for name, s in kernel_specs(cfg, spec).items():
                 if not s.quantized:  # a float N:M layer of a map: float weights

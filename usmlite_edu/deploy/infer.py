@@ -53,8 +53,9 @@ import numpy as np
 
 from usmlite_edu.core import compress, quant
 from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec, layer_name
-from usmlite_edu.speech import layers
-from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, weight_shapes
+from usmlite_edu.speech import model as model_lib
+from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
+from usmlite_edu.speech.model import param_table
 
 __all__ = [
     "ARITHS",
@@ -122,7 +123,7 @@ def _map_weight_spec(spec: SpecMap, arith: str, cfg: ConformerConfig | None) -> 
     if cfg is None:
         raise ValueError(f"weight_spec: a spec map under --arith {arith} needs the model config")
     used = set()
-    for name, s in layers.resolve(spec, cfg).items():
+    for name, s in model_lib.resolve_specs(spec, cfg).items():
         try:
             weight_spec(s, arith)
         except ValueError as e:
@@ -147,7 +148,7 @@ def train_config_for(tcfg: TrainConfig, arith: str | None) -> TrainConfig:
 
 
 def _dense_names(cfg: ConformerConfig) -> list[tuple[str, tuple[int, int]]]:
-    return [(w.name, w.shape) for w in weight_shapes(cfg) if w.role == "dense"]
+    return [(w.name, w.shape) for w in param_table(cfg) if w.role == "dense"]
 
 
 def _replace_leaves(tree: Any, new: dict[str, Any]) -> Any:

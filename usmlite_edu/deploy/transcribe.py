@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
-from usmlite_edu.speech import batching, layers, runs
+from usmlite_edu.speech import batching, runs
+from usmlite_edu.speech import model as model_lib
 from usmlite_edu.speech.audio import AudioError, load_audio
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
 from usmlite_edu.speech.tokenizer import Tokenizer
@@ -148,7 +149,7 @@ def open_model(
     tcfg = Preset("run", run.config, tcfg).override(overrides).train
     spec = as_spec(spec, run.spec)
     if isinstance(spec, SpecMap):  # refuse a map that does not fit before any mask is made
-        layers.resolve(spec, run.config)
+        model_lib.resolve_specs(spec, run.config)
     masks = runs.load_masks(run_dir, run, spec)
     trainer, params, masks, tcfg = infer.prepare(
         run.config,

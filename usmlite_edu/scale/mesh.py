@@ -4,12 +4,14 @@ A :class:`jax.sharding.Mesh` has the three axes :data:`AXES` = ``("data", "fsdp"
 "tensor")``, built from a spec string such as ``"data=2,fsdp=4,tensor=1"`` (missing axes
 are 1; no spec at all puts every device on ``fsdp``).
 
-Every parameter gets *logical* axis names from its path and shape
-(:func:`logical_axes`), and one table, :data:`LOGICAL_RULES`, maps logical names to mesh
-axes: the batch over ``(data, fsdp)``, a kernel's model dimension (``embed``) over
+Every parameter declares *logical* axis names where the model creates it (flax's
+``out_sharding`` metadata on its ``nnx.Param``; the model's
+:func:`usmlite_edu.speech.model.param_table` lists them, and :func:`logical_axes` looks a
+leaf up there), and one table, :data:`LOGICAL_RULES`, maps logical names to mesh axes: the batch over ``(data, fsdp)``, a kernel's model dimension (``embed``) over
 ``fsdp`` (ZeRO-3 style: each device holds a slice of every weight), its hidden / head /
 vocabulary dimension (``mlp``, ``vocab``) over ``tensor``, and every vector (biases,
-LayerNorm scales) replicated.
+LayerNorm scales) replicated; the stacked blocks of the scan layout have a leading
+``layers`` axis, replicated (every device holds its slice of every block).
 
 A dimension that its mesh axes do not divide falls back to replication on those axes (for
 a tuple of axes, the trailing axes are dropped until the rest divide the dimension)
@@ -18,8 +20,8 @@ channel, which stays whole on every device.
 
 The optimizer state (Adam moments, N:M masks, counters) is sharded by the same function
 applied to its own leaves: a leaf's trailing path (``.../ffn1/dense1/kernel``) and shape are
-those of its parameter, so moments and masks follow their kernel; scalars (step counts, a
-dense leaf's ``True`` mask) are replicated. Quantization scales are not stored: they are
+those of its parameter, so moments and masks get their kernel's declared axes and follow
+it; scalars (step counts, a dense leaf's ``True`` mask) are replicated. Quantization scales are not stored: they are
 computed in the step from the (sharded) kernel, so they follow it.
 
 Two traps in jax 0.10 / flax 0.12: ``with mesh:`` does not set the *abstract* mesh that
@@ -39,11 +41,14 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from usmlite_edu.core.sizes import ParamInfo
+
 __all__ = [
     "AXES",
     "LOGICAL_RULES",
     "parse_mesh_spec",
     "make_mesh",
+    "AxesTable",
     "logical_axes",
     "spec_for",
     "tree_specs",
@@ -73,11 +78,12 @@ LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
     "vector": None,  # biases, LayerNorm scales: small, replicated
     "length": None,
     "act_embed": None,  # an activation's feature dimension
+    "layers": None,  # the stacked blocks' axis (scan layout): every device holds all blocks
 }
 
-# Dense layers that map the hidden side back to the model dimension: their kernel is
-# (mlp, embed); every other kernel is (embed, mlp).
-_DOWN_PROJECTIONS = frozenset({"dense2", "out", "pointwise2"})
+#: What :func:`logical_axes` reads: the model's parameter table (rows with ``name`` and
+#: ``axes``), or a mapping ``name -> axes``.
+AxesTable = Sequence[ParamInfo] | Mapping[str, Sequence[str | None]]
 
 
 # --------------------------------------------------------------------------- the mesh
@@ -136,33 +142,33 @@ def _key_name(k) -> str:
     return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
 
 
-def logical_axes(path: Sequence[Any], shape: Sequence[int]) -> tuple[str | None, ...]:
-    """Logical axis names of the leaf at ``path`` (jax key path or names) with ``shape``.
+def _as_mapping(table: AxesTable) -> Mapping[str, tuple[str | None, ...]]:
+    if isinstance(table, Mapping):
+        return table
+    return {row.name: tuple(row.axes) for row in table}
 
-    Kernels ``(..., in, out)``: ``(embed, mlp)``, or ``(mlp, embed)`` for the layers that
-    project back to the model dimension, ``(embed, vocab)`` for the softmax; leading
-    convolution dimensions are ``taps``. ``u_bias`` / ``v_bias``: ``(heads, head_dim)``.
-    Vectors and scalars are replicated.
+
+def logical_axes(
+    path: Sequence[Any], shape: Sequence[int], table: AxesTable
+) -> tuple[str | None, ...]:
+    """Logical axis names of the leaf at ``path`` (jax key path or names) with ``shape``,
+    as its parameter declares them in ``table`` (the model's
+    :func:`~usmlite_edu.speech.model.param_table`).
+
+    The leaf is the parameter whose name is the longest trailing part of ``path``, so an
+    optimizer-state leaf (``.../mu/encoder/blocks/0/ffn1/dense1/kernel``) gets its
+    parameter's axes. A leaf that names no parameter, or whose rank differs from the
+    declared one (a scalar mask, a counter), is replicated.
     """
+    axes_of = _as_mapping(table)
     names = [_key_name(k) for k in path]
-    leaf = names[-1] if names else ""
-    layer = names[-2] if len(names) > 1 else ""
-    nd = len(shape)
-    if nd == 0:
-        return ()
-    if nd == 1:
-        return ("vector",)
-    if leaf in ("u_bias", "v_bias") and nd == 2:
-        return ("heads", "head_dim")
-    if leaf == "kernel":
-        if layer == "softmax":
-            last = ("embed", "vocab")
-        elif layer in _DOWN_PROJECTIONS:
-            last = ("mlp", "embed")
-        else:
-            last = ("embed", "mlp")
-        return ("taps",) * (nd - 2) + last
-    return (None,) * nd
+    for j in range(len(names)):
+        axes = axes_of.get("/".join(names[j:]))
+        if axes is not None:
+            if len(axes) == len(shape):
+                return tuple(axes)
+            break
+    return (None,) * len(shape)
 
 
 def _mesh_axes_for(
@@ -201,41 +207,54 @@ def spec_for(
     return _mesh_axes_for(logical, shape, dict(mesh.shape), rules)
 
 
-def tree_specs(tree: Any, mesh: Mesh, rules: Mapping[str, Any] = LOGICAL_RULES) -> Any:
+def tree_specs(
+    tree: Any, mesh: Mesh, table: AxesTable, rules: Mapping[str, Any] = LOGICAL_RULES
+) -> Any:
     """A :class:`PartitionSpec` for every array leaf of ``tree`` (params or an optimizer
-    state) from its trailing path and shape (:func:`logical_axes`)."""
+    state) from the axes its parameter declares in ``table`` (:func:`logical_axes`)."""
+    table = _as_mapping(table)
 
     def one(path, leaf):
         shape = np.shape(leaf)
-        return spec_for(logical_axes(path, shape), shape, mesh, rules)
+        return spec_for(logical_axes(path, shape, table), shape, mesh, rules)
 
     return jax.tree_util.tree_map_with_path(one, tree)
 
 
-def param_specs(params: Any, mesh: Mesh, rules: Mapping[str, Any] = LOGICAL_RULES) -> Any:
+def param_specs(
+    params: Any, mesh: Mesh, table: AxesTable, rules: Mapping[str, Any] = LOGICAL_RULES
+) -> Any:
     """The :class:`PartitionSpec` pytree of ``params`` (the dict of
     :func:`usmlite_edu.speech.model.split_model`; arrays or ``ShapeDtypeStruct``)."""
-    return tree_specs(params, mesh, rules)
+    return tree_specs(params, mesh, table, rules)
 
 
-def shard_tree(tree: Any, mesh: Mesh, rules: Mapping[str, Any] = LOGICAL_RULES) -> Any:
+def shard_tree(
+    tree: Any, mesh: Mesh, table: AxesTable, rules: Mapping[str, Any] = LOGICAL_RULES
+) -> Any:
     """``tree`` placed on ``mesh`` with the NamedShardings of :func:`tree_specs`.
 
     With several processes, every process must hold the same ``tree`` (e.g. the same
     seed's initial parameters): each one places only the shards of its own devices,
     from host copies of the leaves."""
-    shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), tree_specs(tree, mesh, rules))
+    shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), tree_specs(tree, mesh, table, rules))
     if jax.process_count() > 1:
         tree = jax.tree.map(np.asarray, tree)
     return jax.device_put(tree, shardings)
 
 
 def shard_train_state(
-    params: Any, opt_state: Any, mesh: Mesh, rules: Mapping[str, Any] = LOGICAL_RULES
+    params: Any,
+    opt_state: Any,
+    mesh: Mesh,
+    table: AxesTable,
+    rules: Mapping[str, Any] = LOGICAL_RULES,
 ) -> tuple[Any, Any]:
     """``(params, opt_state)`` placed on ``mesh``: each kernel, its Adam moments and its
-    N:M mask with the kernel's sharding; vectors and counters replicated."""
-    return shard_tree(params, mesh, rules), shard_tree(opt_state, mesh, rules)
+    N:M mask with the kernel's sharding (its axes in ``table``, the model's
+    :func:`~usmlite_edu.speech.model.param_table`); vectors and counters replicated."""
+    table = _as_mapping(table)
+    return shard_tree(params, mesh, table, rules), shard_tree(opt_state, mesh, table, rules)
 
 
 def shard_batch(batch: Any, mesh: Mesh, rules: Mapping[str, Any] = LOGICAL_RULES) -> Any:

@@ -36,7 +36,7 @@ from usmlite_edu.core.specs import SpecMap
 from usmlite_edu.search import supernet
 from usmlite_edu.speech import batching, runs
 from usmlite_edu.speech.corpora import load_corpus
-from usmlite_edu.speech.layers import layer_table
+from usmlite_edu.speech.model import layer_table
 from usmlite_edu.speech.presets import get_preset
 from usmlite_edu.training import reproduce, train
 
@@ -84,7 +84,7 @@ def compare_rows(
 
 def map_record(smap: SpecMap, cfg: Any) -> dict[str, Any]:
     """A map as a result record states it: the map, its size in both conventions (% of
-    B0) and every layer's spec and bytes (:func:`usmlite_edu.speech.layers.layer_table`)."""
+    B0) and every layer's spec and bytes (:func:`usmlite_edu.speech.model.layer_table`)."""
     return {
         "spec_map": smap.to_dict(),
         "size_paper": sizes.size_ratio(smap, cfg, "paper"),

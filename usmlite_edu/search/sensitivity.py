@@ -50,8 +50,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from usmlite_edu.core import compress, sizes
+from usmlite_edu.core.sizes import ParamInfo
 from usmlite_edu.core.specs import CompressionSpec, as_spec
-from usmlite_edu.speech.configs import ConformerConfig, WeightInfo, weight_shapes
+from usmlite_edu.speech.configs import ConformerConfig
+from usmlite_edu.speech.model import param_table
 
 __all__ = [
     "DEFAULT_SPECS",
@@ -93,10 +95,10 @@ def _name(path) -> str:
 
 def compressible_names(cfg: ConformerConfig) -> list[str]:
     """The weights USM-Lite compresses (role ``dense`` of
-    :func:`usmlite_edu.speech.configs.weight_shapes`, the rule of
+    :func:`usmlite_edu.speech.model.param_table`, the rule of
     :func:`usmlite_edu.speech.model.compressible_mask_tree` without ``compress_softmax``), in
     the model's order."""
-    return [w.name for w in weight_shapes(cfg) if w.role == "dense"]
+    return [w.name for w in param_table(cfg) if w.role == "dense"]
 
 
 def get_weights(params: Any, names: Sequence[str]) -> dict[str, jax.Array]:
@@ -306,11 +308,11 @@ def first_order_sensitivity(
 
 
 # --------------------------------------------------------------------------- sizes
-def _infos(cfg: ConformerConfig) -> dict[str, WeightInfo]:
-    return {w.name: w for w in weight_shapes(cfg)}
+def _infos(cfg: ConformerConfig) -> dict[str, ParamInfo]:
+    return {w.name: w for w in param_table(cfg)}
 
 
-def _layer_bits(spec: str, w: WeightInfo, cfg: ConformerConfig, convention: Convention) -> float:
+def _layer_bits(spec: str, w: ParamInfo, cfg: ConformerConfig, convention: Convention) -> float:
     """Bits of one compressible weight under ``spec``, reusing :mod:`usmlite_edu.core.sizes`."""
     if convention == "paper":  # the paper's fraction of float32, per kept weight
         frac = sizes.size_ratio(spec, [w], "paper", paper_in_dim=cfg.model_dim) / 100.0

@@ -58,7 +58,7 @@ from usmlite_edu.core import compress
 from usmlite_edu.core.specs import SpecMap, as_spec, layer_name
 from usmlite_edu.search import sensitivity
 from usmlite_edu.speech import batching, model, runs
-from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, weight_shapes
+from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
 
 __all__ = [
     "CANDIDATES",
@@ -158,7 +158,7 @@ def problem(cfg: ConformerConfig, scfg: SearchConfig) -> Problem:
     """The search problem of ``cfg`` under ``scfg``; refuses (``ValueError``) a candidate
     some layer cannot take and a budget below the smallest model the candidates allow."""
     names = sensitivity.compressible_names(cfg)
-    shapes = {w.name: w.shape for w in weight_shapes(cfg)}
+    shapes = {w.name: w.shape for w in model.param_table(cfg)}
     cands = tuple(sensitivity.check_specs(scfg.candidates, {n: shapes[n] for n in names}))
     groups = {n: [n] for n in names}
     bits = sensitivity.spec_sizes(cfg, groups, cands, scfg.convention)

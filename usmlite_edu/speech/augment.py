@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.signal import resample_poly
 
-from usmlite_edu.speech.configs import ConformerConfig, weight_shapes
+from usmlite_edu.speech import model
+from usmlite_edu.speech.configs import ConformerConfig
 
 __all__ = [
     "SpecAugmentConfig",
@@ -184,7 +185,7 @@ def noise_targets(params: Any, cfg: ConformerConfig) -> Any:
     """Pytree of bools like ``params``: the leaves :func:`weight_noise` perturbs.
 
     Every kernel (the roles ``dense``, ``conv`` and ``softmax`` of
-    :func:`usmlite_edu.speech.configs.weight_shapes`): the compressible dense kernels must be in,
+    :func:`usmlite_edu.speech.model.param_table`, in the params' layout): the compressible dense kernels must be in,
     since making the loss flat where the quantizer moves them is what VN is for in QAT
     (Rybakov et al. 2023), and the float convolution and softmax kernels are weight
     matrices too, which Graves' variational noise perturbs as a regulariser against
@@ -192,7 +193,8 @@ def noise_targets(params: Any, cfg: ConformerConfig) -> Any:
     relative-position biases (role ``other``) are not: they start at 0 or 1, not at the
     kernels' ``1/sqrt(fan_in)`` scale, so one absolute ``std`` does not fit them.
     """
-    roles = {w.name: w.role for w in weight_shapes(cfg)}
+    stacked = model.is_stacked(params) if "encoder" in params else False
+    roles = {w.name: w.role for w in model.param_table(cfg, scan_layers=stacked)}
 
     def pick(path, _leaf) -> bool:
         name = _name(path)

@@ -1,9 +1,10 @@
 """Model configurations: the paper's Conformer-CTC (section 3.1, 4.2) and smaller presets.
 
 One frozen dataclass describes the architecture; presets go from a CI-sized toy to the
-2B-parameter USM-CTC of the paper. :func:`weight_shapes` lists every parameter with its
-role, and is the single source for model-size accounting (:mod:`usmlite_edu.core.sizes`) and
-for the parameter tree the Conformer builds (a test checks that the two agree).
+2B-parameter USM-CTC of the paper. The parameters themselves, with their roles, are
+declared by the model where it creates them and listed by
+:func:`usmlite_edu.speech.model.param_table` (the single source for model-size accounting,
+:mod:`usmlite_edu.core.sizes`, and for the mesh's sharding).
 
 Roles:
 
@@ -18,17 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
-from typing import Literal, NamedTuple
+from typing import Literal
 
 __all__ = [
     "ConformerConfig",
     "TrainConfig",
     "ReproConfig",
     "config_from_dict",
-    "WeightInfo",
-    "weight_shapes",
-    "num_params",
 ]
 
 Role = Literal["dense", "conv", "softmax", "other"]
@@ -151,78 +148,6 @@ class ConformerConfig:
 
     def replace(self, **changes) -> ConformerConfig:
         return dataclasses.replace(self, **changes)
-
-
-class WeightInfo(NamedTuple):
-    name: str  # slash-separated path in the parameter tree
-    shape: tuple[int, ...]
-    role: Role
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-
-def _dense(prefix: str, i: int, o: int, bias: bool = True) -> Iterator[WeightInfo]:
-    yield WeightInfo(f"{prefix}/kernel", (i, o), "dense")
-    if bias:
-        yield WeightInfo(f"{prefix}/bias", (o,), "other")
-
-
-def _norm(prefix: str, d: int) -> Iterator[WeightInfo]:
-    yield WeightInfo(f"{prefix}/scale", (d,), "other")
-    yield WeightInfo(f"{prefix}/bias", (d,), "other")
-
-
-def weight_shapes(cfg: ConformerConfig) -> list[WeightInfo]:
-    """Every parameter of the Conformer-CTC, in tree order, with its role."""
-    d, f, c1, c2 = cfg.model_dim, cfg.ffn_dim, *cfg.subsample_channels
-    out: list[WeightInfo] = [
-        WeightInfo("frontend/conv1/kernel", (3, 3, 1, c1), "conv"),
-        WeightInfo("frontend/conv1/bias", (c1,), "other"),
-        WeightInfo("frontend/conv2/kernel", (3, 3, c1, c2), "conv"),
-        WeightInfo("frontend/conv2/bias", (c2,), "other"),
-        *_dense("frontend/proj", cfg.proj_in_dim, d),
-    ]
-    for layer in range(cfg.num_layers):
-        b = f"encoder/blocks/{layer}"  # the NNX path: Encoder.blocks is an nnx.List
-        out += [
-            *_norm(f"{b}/ffn1/norm", d),
-            *_dense(f"{b}/ffn1/dense1", d, f),
-            *_dense(f"{b}/ffn1/dense2", f, d),
-        ]
-        out += [*_norm(f"{b}/mhsa/norm", d)]
-        for proj in ("query", "key", "value"):
-            out += [*_dense(f"{b}/mhsa/{proj}", d, d)]
-        out += [
-            *_dense(f"{b}/mhsa/pos", d, d, bias=False),
-            WeightInfo(f"{b}/mhsa/u_bias", (cfg.num_heads, cfg.head_dim), "other"),
-            WeightInfo(f"{b}/mhsa/v_bias", (cfg.num_heads, cfg.head_dim), "other"),
-            *_dense(f"{b}/mhsa/out", d, d),
-        ]
-        out += [
-            *_norm(f"{b}/conv/norm", d),
-            *_dense(f"{b}/conv/pointwise1", d, 2 * d),
-            WeightInfo(f"{b}/conv/depthwise/kernel", (cfg.conv_kernel, 1, d), "conv"),
-            WeightInfo(f"{b}/conv/depthwise/bias", (d,), "other"),
-            *_norm(f"{b}/conv/conv_norm", d),
-            *_dense(f"{b}/conv/pointwise2", d, d),
-        ]
-        out += [
-            *_norm(f"{b}/ffn2/norm", d),
-            *_dense(f"{b}/ffn2/dense1", d, f),
-            *_dense(f"{b}/ffn2/dense2", f, d),
-            *_norm(f"{b}/final_norm", d),
-        ]
-    out += [
-        WeightInfo("softmax/kernel", (d, cfg.vocab_size), "softmax"),
-        WeightInfo("softmax/bias", (cfg.vocab_size,), "other"),
-    ]
-    return out
-
-
-def num_params(cfg: ConformerConfig) -> int:
-    return sum(w.size for w in weight_shapes(cfg))
 
 
 # --------------------------------------------------------------------------- presets

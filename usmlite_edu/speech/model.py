@@ -34,15 +34,33 @@ Two ways to run it:
   split_model(model)`` (or :func:`model_graph` and :func:`init_params`), then
   ``forward(graphdef, params, feats, mask)``. ``params`` is a plain nested dict of arrays
   (the keys of ``encoder/blocks`` are ints), so optax, Orbax and ``jax.tree.map`` take it
-  as it is; its paths are the names of :func:`usmlite_edu.speech.configs.weight_shapes`.
+  as it is; its paths are the names of :func:`param_table`.
 
 The attention weights of every block are sown as ``nnx.Intermediate`` named
-``"attention"`` when the call runs under ``nnx.capture`` (see :func:`attention_maps`).
+``"attention"`` when the call runs under ``nnx.capture`` (see :func:`attention_maps`;
+loop layout only).
+
+Every parameter declares what it is where it is created: its ``role`` (``dense``,
+``conv``, ``softmax``, ``other``) and its logical sharding axes (flax's ``out_sharding``
+metadata, names of :data:`usmlite_edu.scale.mesh.LOGICAL_RULES`). :func:`param_table`
+reads them off the abstract model; the size accounting (:mod:`usmlite_edu.core.sizes`),
+the N:M mask rule (:func:`compressible_mask_tree`) and the mesh's sharding
+(:mod:`usmlite_edu.scale.mesh`) all use that table, so a new layer is described once.
+
+Two parameter layouts (:attr:`ModelOptions.scan_layers`): the *loop* layout above (the
+default; every checkpoint and per-layer tool uses it), and the *scan* layout, where the
+blocks' parameters are stacked on a leading ``layers`` axis (``encoder/blocks/ffn1/...``)
+and one ``jax.lax.scan`` runs them, the layout MaxText calls ``scan_layers``: XLA compiles
+one block instead of ``num_layers``, which is what lets the 32-block 2B step compile on a
+small machine (:mod:`usmlite_edu.training.plan`). :func:`stack_blocks` and
+:func:`unstack_blocks` convert trees (params, masks, Adam moments, checkpoints) between
+them; the logits agree to float rounding (``tests/test_scan_layers.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -52,12 +70,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from usmlite_edu.core import compress, quant, sparsity
-from usmlite_edu.core.specs import CompressionSpec, SpecMap
+from usmlite_edu.core import compress, quant, sizes, sparsity
+from usmlite_edu.core.sizes import ParamInfo
+from usmlite_edu.core.specs import CompressionSpec, Spec, SpecMap, as_spec, layer_name
 from usmlite_edu.scale import mesh as mesh_lib
-from usmlite_edu.speech import layers
-from usmlite_edu.speech.configs import ConformerConfig, weight_shapes
+from usmlite_edu.speech.configs import ConformerConfig
 from usmlite_edu.speech.frontend import subsampled_lengths
+from usmlite_edu.speech.presets import model_config
 
 __all__ = [
     "ModelOptions",
@@ -76,8 +95,17 @@ __all__ = [
     "forward",
     "attention_maps",
     "param_shapes",
+    "param_table",
+    "num_params",
+    "compressible_weights",
+    "compressible_layers",
+    "resolve_specs",
+    "layer_table",
+    "LAYERS_AXIS",
+    "is_stacked",
+    "stack_blocks",
+    "unstack_blocks",
     "normalize_param_keys",
-    "params_from_linen",
     "compressible_mask_tree",
     "apply_masks",
     "LSQ_LEAF",
@@ -105,6 +133,16 @@ class ModelOptions:
         the CPU's AMX / a GPU's tensor cores, accumulating in float32).
       remat: rematerialisation of each encoder block (``"none"``, ``"block"``, ``"dots"``;
         see :class:`usmlite_edu.speech.configs.TrainConfig`).
+      scan_layers: hold the Conformer blocks *stacked* (every block parameter gets a
+        leading ``num_layers`` axis, logical axis ``"layers"``) and run them with one
+        ``jax.lax.scan`` whose body is one block (rematerialised per block when ``remat``
+        is set), as MaxText's ``scan_layers``: the compiler sees one block instead of
+        ``num_layers`` copies, so compile time and compiler memory stop growing with depth.
+        Off by default (the loop layout ``encoder/blocks/{i}/...`` of every checkpoint and
+        of the per-layer tools); :func:`stack_blocks` / :func:`unstack_blocks` convert a
+        parameter tree (or a mask tree, or a checkpoint) between the two layouts. The
+        logits are the same to float rounding. Needs one spec for every block: a
+        :class:`~usmlite_edu.core.specs.SpecMap` is refused (the loop runs it).
     """
 
     spec: CompressionSpec = CompressionSpec()
@@ -112,6 +150,7 @@ class ModelOptions:
     compress_convs: bool = False
     compute_dtype: str | None = None
     remat: str = "none"
+    scan_layers: bool = False
 
     @property
     def quant_spec(self) -> CompressionSpec:
@@ -128,8 +167,24 @@ def _quant_only(spec: CompressionSpec) -> CompressionSpec:
     return spec.replace(n=None, m=None, mask_update_steps=1, sr_ste=False)
 
 
+def _param(value: Any, axes: tuple[str | None, ...], role: str = "other") -> nnx.Param:
+    """A parameter carrying its logical sharding axes (flax's ``out_sharding`` metadata,
+    names of :data:`usmlite_edu.scale.mesh.LOGICAL_RULES`; not applied at creation) and its
+    ``role`` (``"dense"``, ``"conv"``, ``"softmax"`` or ``"other"``)."""
+    return nnx.Param(value, out_sharding=axes, eager_sharding=False, role=role)
+
+
+def _tag(var: nnx.Variable, axes: tuple[str | None, ...], role: str = "other") -> None:
+    """Give a parameter made by a flax layer (LayerNorm, Linear) the metadata of
+    :func:`_param`."""
+    var.set_metadata(out_sharding=axes, role=role)
+
+
 def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
+    norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
+    _tag(norm.scale, ("vector",))
+    _tag(norm.bias, ("vector",))
+    return norm
 
 
 # --------------------------------------------------------------------------- layers
@@ -160,16 +215,19 @@ class QDense(nnx.Module):
         *,
         use_bias: bool = True,
         compute_dtype: str | None = None,
+        axes: tuple[str, str] = ("embed", "mlp"),
+        role: str = "dense",
         rngs: nnx.Rngs,
     ):
         self.spec = spec
         self.compute_dtype = compute_dtype
-        self.kernel = nnx.Param(_KERNEL_INIT(rngs.params(), (in_features, out_features)))
-        self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+        kernel = _KERNEL_INIT(rngs.params(), (in_features, out_features))
+        self.kernel = _param(kernel, axes, role)
+        self.bias = _param(jnp.zeros((out_features,)), ("vector",)) if use_bias else None
         if spec.lsq:
             g = spec.for_input_dim(in_features).sub_channels
             step = quant.lsq_init_step(self.kernel.get_value(), spec.bits, sub_channels=g)
-            self.log_step = nnx.Param(jnp.log(step))
+            self.log_step = _param(jnp.log(step), (None, None))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel.get_value()
@@ -228,8 +286,9 @@ class QConv(nnx.Module):
         self.spec = spec
         self.feature_group_count = feature_group_count
         shape = (*kernel_size, in_features // feature_group_count, out_features)
-        self.kernel = nnx.Param(_KERNEL_INIT(rngs.params(), shape))
-        self.bias = nnx.Param(jnp.zeros((out_features,)))
+        axes = ("taps",) * len(kernel_size) + ("embed", "mlp")
+        self.kernel = _param(_KERNEL_INIT(rngs.params(), shape), axes, "conv")
+        self.bias = _param(jnp.zeros((out_features,)), ("vector",))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...]
@@ -292,6 +351,11 @@ class Subsampler(nnx.Module):
         return x * mask[..., None], mask
 
 
+#: Logical axes of a kernel that maps the hidden side back to the model dimension
+#: (``dense2``, ``out``, ``pointwise2``); every other dense kernel is ``(embed, mlp)``.
+_DOWN = ("mlp", "embed")
+
+
 class FeedForward(nnx.Module):
     """LayerNorm, dense to ``ffn_dim``, swish, dropout, dense back to ``model_dim``, dropout."""
 
@@ -302,7 +366,7 @@ class FeedForward(nnx.Module):
             cfg.model_dim, cfg.ffn_dim, opts.quant_spec, compute_dtype=dt, rngs=rngs
         )
         self.dense2 = QDense(
-            cfg.ffn_dim, cfg.model_dim, opts.quant_spec, compute_dtype=dt, rngs=rngs
+            cfg.ffn_dim, cfg.model_dim, opts.quant_spec, compute_dtype=dt, axes=_DOWN, rngs=rngs
         )
         self.dropout = nnx.Dropout(cfg.dropout)
 
@@ -384,15 +448,16 @@ class RelPositionAttention(nnx.Module):
     def __init__(self, cfg: ConformerConfig, opts: ModelOptions, *, rngs: nnx.Rngs):
         self.cfg = cfg
         d, dt = cfg.model_dim, opts.compute_dtype
-        dense = lambda bias=True: QDense(
-            d, d, opts.quant_spec, use_bias=bias, compute_dtype=dt, rngs=rngs
+        dense = lambda bias=True, axes=("embed", "mlp"): QDense(
+            d, d, opts.quant_spec, use_bias=bias, compute_dtype=dt, axes=axes, rngs=rngs
         )
         self.norm = _layer_norm(d, rngs)
         self.query, self.key, self.value = dense(), dense(), dense()
         self.pos = dense(bias=False)
-        self.u_bias = nnx.Param(jnp.zeros((cfg.num_heads, cfg.head_dim)))
-        self.v_bias = nnx.Param(jnp.zeros((cfg.num_heads, cfg.head_dim)))
-        self.out = dense()
+        bias_axes = ("heads", "head_dim")
+        self.u_bias = _param(jnp.zeros((cfg.num_heads, cfg.head_dim)), bias_axes)
+        self.v_bias = _param(jnp.zeros((cfg.num_heads, cfg.head_dim)), bias_axes)
+        self.out = dense(axes=_DOWN)
         self.dropout = nnx.Dropout(cfg.dropout)
 
     def __call__(
@@ -444,7 +509,7 @@ class ConvModule(nnx.Module):
             d, d, (k,), (1,), ((k // 2, k // 2),), conv_spec, feature_group_count=d, rngs=rngs
         )
         self.conv_norm = _layer_norm(d, rngs)
-        self.pointwise2 = QDense(d, d, opts.quant_spec, compute_dtype=dt, rngs=rngs)
+        self.pointwise2 = QDense(d, d, opts.quant_spec, compute_dtype=dt, axes=_DOWN, rngs=rngs)
         self.dropout = nnx.Dropout(cfg.dropout)
 
     def __call__(
@@ -483,43 +548,105 @@ def _constrain_act(x: jax.Array) -> jax.Array:
 
 
 class Encoder(nnx.Module):
-    """``num_layers`` Conformer blocks, ``blocks[0]`` first."""
+    """``num_layers`` Conformer blocks, ``blocks[0]`` first.
+
+    Loop layout (default): ``blocks`` is an ``nnx.List`` of blocks, run by a Python loop
+    (the compiled program holds ``num_layers`` copies of the block).
+
+    Scan layout (``opts.scan_layers``): ``blocks`` is *one* :class:`ConformerBlock` whose
+    every parameter has a leading ``num_layers`` axis (block ``i``'s weights at index
+    ``i``: the blocks are built one after another from the same RNG stream as the loop
+    layout's and then stacked, so both layouts start from the same numbers). The call is
+    ``jax.lax.scan`` over that axis; the body merges one slice back into a block and runs
+    it (what ``nnx.scan`` does, written out). With ``remat`` the body is wrapped in
+    ``jax.checkpoint``: the backward pass keeps each block's input only and recomputes
+    the inside, one block at a time. Dropout draws one key per block from ``rngs``
+    before the scan, so its masks differ from the loop layout's (eval is identical).
+    """
 
     def __init__(self, cfg: ConformerConfig, opts: ModelOptions, *, rngs: nnx.Rngs):
-        self.blocks = nnx.List(
-            [ConformerBlock(cfg, opts, rngs=rngs) for _ in range(cfg.num_layers)]
-        )
+        blocks = [ConformerBlock(cfg, opts, rngs=rngs) for _ in range(cfg.num_layers)]
+        self.scan_layers = opts.scan_layers
+        self.num_layers = cfg.num_layers
+        self.blocks = _stack_modules(blocks) if opts.scan_layers else nnx.List(blocks)
         self.remat = opts.remat
+
+    def _policy(self):
+        if self.remat == "dots":
+            return jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+        return None
 
     def __call__(
         self, x: jax.Array, mask: jax.Array, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
+        if self.scan_layers:
+            return self._scan(x, mask, deterministic, rngs)
+
         def call(block, x, mask, rngs):  # positional only: nnx.remat's signature
             return block(x, mask, deterministic, rngs)
 
         if self.remat != "none":
             # jax.checkpoint per block: the backward pass recomputes the block's insides
             # from its input (and, for "dots", keeps the weight products).
-            policy = None
-            if self.remat == "dots":
-                policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
-            call = nnx.remat(call, policy=policy)
+            call = nnx.remat(call, policy=self._policy())
         for block in self.blocks:
             x = _constrain_act(call(block, x, mask, rngs))
         return x
+
+    def _scan(
+        self, x: jax.Array, mask: jax.Array, deterministic: bool, rngs: nnx.Rngs | None
+    ) -> jax.Array:
+        graphdef, stacked = nnx.split(self.blocks)
+        keys = None if rngs is None else jax.random.split(rngs.dropout(), self.num_layers)
+
+        def body(x, xs):
+            state, key = xs
+            block = nnx.merge(graphdef, state)
+            r = None if key is None else nnx.Rngs(dropout=key)
+            return _constrain_act(block(x, mask, deterministic, r)), None
+
+        if self.remat != "none":
+            body = jax.checkpoint(body, policy=self._policy())
+        x, _ = jax.lax.scan(body, x, (stacked, keys))
+        return x
+
+
+#: Logical axis name of the leading (block) axis of a stacked parameter.
+LAYERS_AXIS = "layers"
+
+
+def _stack_modules(blocks: list[nnx.Module]) -> nnx.Module:
+    """One module whose every parameter is the stack (new leading axis) of ``blocks``'
+    parameters, with :data:`LAYERS_AXIS` prepended to its ``out_sharding`` metadata."""
+    graphdef, first = nnx.split(blocks[0])
+    states = [first] + [nnx.split(b)[1] for b in blocks[1:]]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    for v in jax.tree.leaves(stacked, is_leaf=lambda x: isinstance(x, nnx.Variable)):
+        if isinstance(v, nnx.Variable):
+            axes = v.get_metadata().get("out_sharding")
+            if axes is not None:
+                v.set_metadata(out_sharding=(LAYERS_AXIS, *axes))
+    return nnx.merge(graphdef, stacked)
 
 
 def check_spec(cfg: ConformerConfig, opts: ModelOptions) -> None:
     """Refuse (``ValueError`` naming the weight) a spec that some compressible weight of
     ``cfg`` cannot take, e.g. a sub-channel count that does not divide its input dimension."""
     if isinstance(opts.spec, SpecMap):
+        if opts.scan_layers:
+            raise ValueError(
+                "scan_layers stacks the blocks under one spec; a per-layer spec map runs "
+                "in the loop layout (scan_layers=False)"
+            )
         if opts.compress_convs:
             raise ValueError(
                 "a per-layer spec map compresses dense layers only; drop compress_convs"
             )
-        layers.resolve(opts.spec, cfg, opts.compress_softmax)  # checks every layer's shape
+        resolve_specs(opts.spec, cfg, opts.compress_softmax)  # checks every layer's shape
         return
-    for w in weight_shapes(cfg):
+    if opts.spec.is_float:
+        return  # float: nothing to check (and param_table builds a float model)
+    for w in param_table(cfg):
         if w.role == "dense" or (w.role == "softmax" and opts.compress_softmax):
             opts.spec.check_shape(w.shape, w.name)
 
@@ -541,15 +668,24 @@ class ConformerCTC(nnx.Module):
         if opts.compress_softmax:
             # As in the Linen model: a compressed softmax computes in float32 whatever
             # compute_dtype is.
-            self.softmax = QDense(cfg.model_dim, cfg.vocab_size, opts.quant_spec, rngs=rngs)
+            self.softmax = QDense(
+                cfg.model_dim,
+                cfg.vocab_size,
+                opts.quant_spec,
+                axes=("embed", "vocab"),
+                role="softmax",
+                rngs=rngs,
+            )
         else:
             self.softmax = nnx.Linear(
                 cfg.model_dim, cfg.vocab_size, kernel_init=_KERNEL_INIT, rngs=rngs
             )
+            _tag(self.softmax.kernel, ("embed", "vocab"), "softmax")
+            _tag(self.softmax.bias, ("vector",))
         if isinstance(opts.spec, SpecMap):
             # Each dense layer was built float; give it its own spec (a static attribute,
             # so it is part of the graphdef, like a one-spec model's).
-            resolved = layers.resolve(opts.spec, cfg, opts.compress_softmax)
+            resolved = resolve_specs(opts.spec, cfg, opts.compress_softmax)
             for path, node in nnx.iter_graph(self):
                 if isinstance(node, QDense):
                     name = "/".join(str(k) for k in path) + "/kernel"
@@ -590,7 +726,7 @@ def build_model(
     (naming the weight) before any parameter is made if, e.g., the sub-channel count does
     not divide some layer's input dimension.
     """
-    opts = ModelOptions(spec=compress.as_spec(spec), **options)
+    opts = ModelOptions(spec=as_spec(spec), **options)
     return ConformerCTC(cfg, opts, rngs=nnx.Rngs(seed))  # checks the spec first
 
 
@@ -656,7 +792,7 @@ def init_params(
 ) -> dict:
     """Fresh parameters of ``build_model(cfg, spec, seed=seed, **options)``, as a dict."""
     params = split_model(build_model(cfg, spec, seed=seed, **options))[1]
-    spec = compress.as_spec(spec)
+    spec = as_spec(spec)
     if spec.lsq and spec.sparse:  # the step of a pruned layer starts from the kept weights
         params = conform_lsq(
             params,
@@ -735,6 +871,165 @@ def param_shapes(model: ConformerCTC | ConformerConfig) -> dict[str, tuple[int, 
     return {_path_name(path): tuple(v.shape) for path, v in flat}
 
 
+def _params_in_creation_order(node: Any, path: tuple = ()) -> list[tuple[tuple, nnx.Param]]:
+    """``(path, Param)`` of every parameter under ``node``, in the order the modules
+    assigned them (attribute order; list items by index): frontend, blocks 0, 1, ...,
+    softmax, as a reader of the architecture expects (``nnx.iter_graph`` sorts by name)."""
+    if isinstance(node, nnx.Param):
+        return [(path, node)]
+    if isinstance(node, nnx.List):
+        items = list(enumerate(node))
+    elif isinstance(node, nnx.Module):
+        items = list(vars(node).items())
+    else:
+        return []
+    out = []
+    for k, child in items:
+        out += _params_in_creation_order(child, (*path, k))
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _declared_rows(cfg: ConformerConfig, spec: Any, options: tuple) -> tuple[ParamInfo, ...]:
+    """The rows of :func:`param_table` for ``cfg`` exactly as built (``nnx.eval_shape``)."""
+    order: list[tuple] = []
+
+    def build() -> ConformerCTC:
+        model = build_model(cfg, spec, **dict(options))
+        # static: the paths in the order the modules made them (eval_shape's output
+        # module holds its attributes sorted by name)
+        order.extend(path for path, _ in _params_in_creation_order(model))
+        return model
+
+    m = nnx.eval_shape(build)
+    params = dict(_params_in_creation_order(m))
+    rows = []
+    for path in order:
+        v = params[path]
+        meta = v.get_metadata()
+        role = meta.get("role", "other")
+        rows.append(
+            ParamInfo(
+                "/".join(str(k) for k in path),
+                tuple(v.shape),
+                role,
+                role == "dense" or (role == "softmax" and m.opts.compress_softmax),
+                tuple(meta["out_sharding"]),
+            )
+        )
+    return tuple(rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _param_table(cfg: ConformerConfig, spec: Any, options: tuple) -> tuple[ParamInfo, ...]:
+    # Built for one block and repeated: every block is the same module with the same
+    # parameters (Encoder), and tracing grows quadratically with the model (about 10 s
+    # for the 32-block usm_2b, well under 1 s for one block).
+    rows = _declared_rows(cfg.replace(num_layers=1), spec, options)
+    scan = dict(options).get("scan_layers", False)
+    out: list[ParamInfo] = []
+    block = [r for r in rows if r.name.startswith("encoder/blocks/")]
+    for r in rows:
+        if r not in block:
+            out.append(r)
+        elif r is block[0]:  # the blocks' rows are contiguous: emit all blocks here
+            if scan:
+                out += [b._replace(shape=(cfg.num_layers, *b.shape[1:])) for b in block]
+            else:
+                out += [
+                    b._replace(name=b.name.replace("encoder/blocks/0/", f"encoder/blocks/{i}/", 1))
+                    for i in range(cfg.num_layers)
+                    for b in block
+                ]
+    return tuple(out)
+
+
+def param_table(
+    cfg: ConformerConfig, spec: CompressionSpec | str = "float", **options
+) -> tuple[ParamInfo, ...]:
+    """Every parameter of ``build_model(cfg, spec, **options)``, as the model declares it:
+    path, shape, role, compressible, logical axes (:class:`usmlite_edu.core.sizes.ParamInfo`).
+
+    Read off the abstract model (:func:`abstract_model`, no memory): shapes from
+    ``nnx.eval_shape``, role and axes from the metadata each parameter is created with
+    (:func:`_param`). With ``scan_layers=True`` the block parameters are stacked
+    (``encoder/blocks/ffn1/...``, leading ``num_layers`` axis, axis name ``"layers"``).
+    Cached per (config, spec, options); built for one block and repeated for the others
+    (the blocks are one module built ``num_layers`` times), so it is fast at any depth.
+    """
+    if isinstance(spec, SpecMap):
+        # a map builds every dense layer float and then sets its spec: the same parameters
+        spec = "float"
+    return _param_table(cfg, as_spec(spec), tuple(sorted(options.items())))
+
+
+def _table_of(model: ConformerConfig | str) -> tuple[tuple[ParamInfo, ...], int]:
+    """``(param_table, model_dim)`` of a preset name or config: the resolver
+    :mod:`usmlite_edu.core.sizes` uses for names and configs."""
+    cfg = model_config(model) if isinstance(model, str) else model
+    return param_table(cfg), cfg.model_dim
+
+
+sizes.register_model_tables(_table_of)
+
+
+def num_params(cfg: ConformerConfig) -> int:
+    """The number of parameters of ``cfg``'s model (float, loop layout), from :func:`param_table`."""
+    return sum(w.size for w in param_table(cfg))
+
+
+def compressible_weights(
+    cfg: ConformerConfig, compress_softmax: bool = False
+) -> dict[str, tuple[int, ...]]:
+    """``{kernel name: shape}`` of ``cfg``'s compressible weights, in model order: role
+    ``dense`` in :func:`param_table`, plus the output layer with ``compress_softmax`` (the
+    rule of :func:`compressible_mask_tree`)."""
+    return {
+        w.name: tuple(w.shape)
+        for w in param_table(cfg)
+        if w.role == "dense" or (w.role == "softmax" and compress_softmax)
+    }
+
+
+def compressible_layers(cfg: ConformerConfig, compress_softmax: bool = False) -> list[str]:
+    """Layer names (kernel names without ``/kernel``) of ``cfg``'s compressible weights."""
+    return [layer_name(n) for n in compressible_weights(cfg, compress_softmax)]
+
+
+def resolve_specs(
+    spec: Spec, cfg: ConformerConfig, compress_softmax: bool = False
+) -> dict[str, CompressionSpec]:
+    """``{kernel name: spec}`` for every compressible weight of ``cfg``, each checked against
+    its shape (a map's rules also against the layer names: :meth:`SpecMap.resolve`); one
+    spec gives every layer itself."""
+    weights = compressible_weights(cfg, compress_softmax)
+    if isinstance(spec, SpecMap):
+        return spec.resolve(weights, cfg.name)
+    for name, shape in weights.items():
+        spec.check_shape(shape, name)
+    return dict.fromkeys(weights, spec)
+
+
+def layer_table(spec_map: Spec, cfg: ConformerConfig) -> list[dict[str, Any]]:
+    """One row per compressible weight of ``cfg`` under ``spec_map``: its layer, shape,
+    spec and stored bits (exact convention: values, scales, zero points, N:M index) and the
+    paper's estimate (%), from :mod:`usmlite_edu.core.sizes` on that weight's table row."""
+    rows_of = {w.name: w for w in param_table(cfg)}
+    rows = []
+    for name, spec in resolve_specs(spec_map, cfg).items():
+        w = rows_of[name]
+        rows.append(
+            {
+                "layer": layer_name(name),
+                "shape": tuple(w.shape),
+                "spec": str(spec),
+                "exact_bits": sizes.model_size(spec, [w]).total,
+                "paper_percent": sizes.size_ratio(spec, [w], "paper", paper_in_dim=cfg.model_dim),
+            }
+        )
+    return rows
+
+
 def normalize_param_keys(tree: Any) -> Any:
     """The tree with every all-digit string key turned into an int.
 
@@ -749,60 +1044,59 @@ def normalize_param_keys(tree: Any) -> Any:
     return tree
 
 
-def _name_templates() -> set[str]:
-    """Every parameter name, with the block index written ``*`` (names do not depend on
-    sizes, so a one-layer config gives them all)."""
-    names = {w.name for w in weight_shapes(ConformerConfig(num_layers=1))}
-    return {re.sub(r"^encoder/blocks/0/", "encoder/blocks/*/", n) for n in names}
+def _blocks_of(tree: Any) -> Any:
+    enc = tree.get("encoder") if isinstance(tree, Mapping) else None
+    if not isinstance(enc, Mapping) or "blocks" not in enc:
+        raise ValueError("not a Conformer-CTC tree: no encoder/blocks")
+    return enc["blocks"]
 
 
-def params_from_linen(tree: Any, cfg: ConformerConfig | None = None) -> dict:
-    """Convert a Linen checkpoint's parameter tree to this model's ``params`` dict.
+def is_stacked(tree: Any) -> bool:
+    """Whether ``tree`` (params, masks, a restored checkpoint) is in the scan layout:
+    ``encoder/blocks`` holds one block's names with stacked leaves, not block indices."""
+    blocks = _blocks_of(tree)
+    return not any(isinstance(k, int) or str(k).isdigit() for k in blocks)
 
-    The Linen model named the blocks ``encoder/block_{i}``; here they are the int keys of
-    ``encoder/blocks``. Every other name is the same. A ``{"params": ...}`` wrapper (what
-    Linen's ``init`` returns) is removed. Raises ``ValueError`` naming the first path that
-    is not a parameter of the Conformer-CTC, and, with ``cfg``, if any name or shape differs
-    from :func:`usmlite_edu.speech.configs.weight_shapes` (a missing weight included).
-    """
-    if isinstance(tree, dict) and set(tree) == {"params"}:
-        tree = tree["params"]
-    templates = _name_templates()
-    out: dict = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        keys: list = [str(getattr(k, "key", k)) for k in path]
-        linen_name = "/".join(keys)
-        if len(keys) > 1 and keys[0] == "encoder":
-            m = re.fullmatch(r"block_(\d+)", keys[1])
-            if m is None:
-                raise ValueError(
-                    f"params_from_linen: unexpected path {linen_name!r} "
-                    "(encoder children are block_<i>)"
-                )
-            keys = ["encoder", "blocks", int(m.group(1)), *keys[2:]]
-        name = "/".join(str(k) for k in keys)
-        if re.sub(r"^encoder/blocks/\d+/", "encoder/blocks/*/", name) not in templates:
-            raise ValueError(
-                f"params_from_linen: unexpected path {linen_name!r} "
-                "(not a parameter of the Conformer-CTC)"
-            )
-        node = out
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = leaf
-    if cfg is not None:
-        want = {w.name: w.shape for w in weight_shapes(cfg)}
-        got = {
-            _path_name(p): tuple(np.shape(v))
-            for p, v in jax.tree_util.tree_flatten_with_path(out)[0]
-        }
-        if got != want:
-            diff = sorted(set(got) ^ set(want)) or sorted(k for k in want if got[k] != want[k])
-            raise ValueError(
-                f"params_from_linen: the tree does not match config "
-                f"{cfg.name!r}; first differences: {diff[:3]}"
-            )
-    return out
+
+def stack_blocks(tree: Any) -> dict:
+    """Loop layout -> scan layout (:attr:`ModelOptions.scan_layers`): the blocks'
+    subtrees ``encoder/blocks/{i}/...`` become one subtree ``encoder/blocks/...`` whose
+    leaves are ``jnp.stack`` of block 0, 1, ... (a new leading axis). Works on params,
+    N:M mask trees and Adam moments; a 0-d leaf (the scalar ``True`` mask of an unpruned
+    leaf) is kept as it is. Digit-string keys (Orbax) are accepted; a tree already
+    stacked is returned unchanged. ``unstack_blocks(stack_blocks(t)) == t``."""
+    tree = normalize_param_keys(tree)
+    if is_stacked(tree):
+        return tree
+    blocks = _blocks_of(tree)
+    per = [blocks[i] for i in range(len(blocks))]
+    stacked = jax.tree.map(lambda *xs: xs[0] if np.ndim(xs[0]) == 0 else jnp.stack(xs), *per)
+    return {**tree, "encoder": {**tree["encoder"], "blocks": stacked}}
+
+
+def unstack_blocks(tree: Any) -> dict:
+    """Scan layout -> loop layout, the inverse of :func:`stack_blocks`: leaf ``[i]`` of
+    every stacked leaf goes to ``encoder/blocks/{i}`` (0-d leaves are copied to every
+    block). A tree already in the loop layout is returned unchanged."""
+    tree = normalize_param_keys(tree)
+    if not is_stacked(tree):
+        return tree
+    stacked = _blocks_of(tree)
+    n = {np.shape(x)[0] for x in jax.tree.leaves(stacked) if np.ndim(x) > 0}
+    if len(n) != 1:
+        raise ValueError(f"unstack_blocks: stacked leaves disagree on the block count: {n}")
+    (n,) = n
+    blocks = {
+        i: jax.tree.map(lambda x, i=i: x if np.ndim(x) == 0 else x[i], stacked) for i in range(n)
+    }
+    return {**tree, "encoder": {**tree["encoder"], "blocks": blocks}}
+
+
+def _loop_name(name: str) -> str:
+    """A scan-layout parameter name as block 0's loop-layout name
+    (``encoder/blocks/ffn1/dense1/kernel`` -> ``encoder/blocks/0/ffn1/dense1/kernel``);
+    other names unchanged."""
+    return re.sub(r"^encoder/blocks/(?!\d+(/|$))", "encoder/blocks/0/", name)
 
 
 def compressible_mask_tree(
@@ -810,15 +1104,15 @@ def compressible_mask_tree(
 ) -> Any:
     """Pytree of bools like ``params``: which leaves get N:M masks (Eq. 4).
 
-    One rule, from the role table :func:`usmlite_edu.speech.configs.weight_shapes`: ``dense``
+    One rule, from the roles the parameters declare (:func:`param_table`): ``dense``
     weights are masked, the ``softmax`` kernel only with ``opts.compress_softmax``, nothing
     else (N:M on convolutions is not part of the paper's recipe). Works on any subtree of
     the parameters (keys as ints or digit strings); an unknown path is a ``ValueError``.
     """
-    roles = {w.name: w.role for w in weight_shapes(cfg)}
+    roles = {w.name: w.role for w in param_table(cfg)}
 
     def pick(path, _leaf) -> bool:
-        name = _path_name(path)
+        name = _loop_name(_path_name(path))
         if name not in roles:
             raise ValueError(
                 f"compressible_mask_tree: {name!r} is not a parameter of config {cfg.name!r}"
@@ -852,12 +1146,14 @@ def one_shot_masks(
     """Eq. (3) once on the given weights, on every compressible kernel: post-training
     N:M pruning (``None`` for a dense spec). Other leaves get a scalar ``True``, as in the
     masks :func:`usmlite_edu.core.sparsity.nm_masked` keeps during training."""
-    spec = compress.as_spec(spec)
+    spec = as_spec(spec)
     if not spec.sparse:
         return None
     where = nm_pattern_tree(params, cfg, ModelOptions(spec=spec, **options))
     return jax.tree.map(
-        lambda w, p: sparsity.nm_mask(w, p.n, p.m) if p else jnp.ones((), bool), params, where
+        lambda w, p: sparsity.nm_mask(w, p.n, p.m, axis=-2) if p else jnp.ones((), bool),
+        params,
+        where,
     )
 
 
@@ -876,17 +1172,6 @@ def nm_pattern_tree(params: Any, cfg: ConformerConfig, opts: ModelOptions) -> An
 
     where = compressible_mask_tree(params, cfg, opts)
     return jax.tree_util.tree_map_with_path(pattern, where)
-
-
-def params_from_checkpoint(tree: Any, cfg: ConformerConfig | None = None) -> dict:
-    """A parameter (or mask) tree as Orbax restored it without a target, in this model's
-    layout: Linen-era trees (``encoder/block_0/...``, e.g. ``results/cpu/b0``) go through
-    :func:`params_from_linen`; NNX trees get their block indices back as ints."""
-    tree = normalize_param_keys(tree)
-    encoder = tree.get("encoder", {}) if isinstance(tree, dict) else {}
-    if any(isinstance(k, str) and k.startswith("block_") for k in encoder):
-        return params_from_linen(tree, cfg)
-    return tree
 
 
 #: The leaf name of an LSQ layer's step size (its logarithm), beside ``kernel``.
@@ -912,14 +1197,15 @@ def conform_lsq(
     existing ones too. A spec without ``lsq`` drops every ``log_step`` (evaluating an LSQ
     run under min/max scales). Pure; works under ``jax.jit``.
     """
-    spec = compress.as_spec(spec)
+    spec = as_spec(spec)
     want: set[str] = set()
     if spec.lsq:
         want = {
             w.name.rsplit("/", 1)[0]
-            for w in weight_shapes(cfg)
+            for w in param_table(cfg)
             if w.role == "dense" or (w.role == "softmax" and compress_softmax)
         }
+        want |= {re.sub(r"^encoder/blocks/0/", "encoder/blocks/", n) for n in want}  # scan
 
     def walk(node, mnode, prefix):
         if not isinstance(node, dict):
@@ -936,10 +1222,13 @@ def conform_lsq(
             else:
                 w = jnp.asarray(node["kernel"], jnp.float32)
                 m = mnode.get("kernel") if isinstance(mnode, dict) else None
-                if m is not None and jnp.ndim(m) == 2:
+                if m is not None and jnp.ndim(m) >= 2:
                     w = jnp.where(m, w, 0.0)
-                g = spec.for_input_dim(w.shape[0]).sub_channels
-                out[LSQ_LEAF] = jnp.log(quant.lsq_init_step(w, spec.bits, sub_channels=g))
+                g = spec.for_input_dim(w.shape[-2]).sub_channels
+                init = lambda k: quant.lsq_init_step(k, spec.bits, sub_channels=g)  # noqa: E731
+                for _ in range(w.ndim - 2):  # stacked blocks (scan layout): one per block
+                    init = jax.vmap(init)
+                out[LSQ_LEAF] = jnp.log(init(w))
         return out
 
     return walk(params, masks, "")

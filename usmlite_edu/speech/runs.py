@@ -84,7 +84,7 @@ def load_params(path: Path, target: Any | None = None) -> Any:
     With ``target`` (arrays or ``jax.ShapeDtypeStruct``), shapes and dtypes are checked and
     the tree comes back with ``target``'s structure. Without it, Orbax returns the dict it
     stored, where the integer keys of the model's block list have become strings: pass the
-    result through :func:`usmlite_edu.speech.model.params_from_checkpoint`.
+    result through :func:`usmlite_edu.speech.linen_migration.params_from_checkpoint`.
     """
     import orbax.checkpoint as ocp
 
@@ -148,14 +148,14 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     """The model config, spec, tokenizer, final parameters and ``config.json`` of a run.
 
     Parameters saved by the Flax Linen model of earlier versions (``results/cpu/b0``) are
-    converted to the NNX layout on the way in (:func:`usmlite_edu.speech.model.params_from_linen`).
+    converted to the NNX layout on the way in (:func:`usmlite_edu.speech.linen_migration.params_from_linen`).
     """
-    from usmlite_edu.speech import model
+    from usmlite_edu.speech import linen_migration
 
     run_dir = Path(run_dir)
     cfg, _, meta = read_config(run_dir)
     tok = Tokenizer.load(run_dir / "tokenizer")
-    params = model.params_from_checkpoint(load_params(run_dir / "params"), cfg)
+    params = linen_migration.params_from_checkpoint(load_params(run_dir / "params"), cfg)
     return Run(cfg, as_spec(meta["spec"]), tok, params, meta)
 
 
@@ -168,14 +168,16 @@ def load_masks(
     it saved them; otherwise one-shot masks, Eq. (3) on the run's weights (post-training
     pruning).
     """
-    from usmlite_edu.speech import model
+    from usmlite_edu.speech import linen_migration, model
 
     spec = as_spec(spec, run.spec)
     if not spec.sparse:
         return None
     mask_dir = Path(run_dir) / "masks"
     if spec == run.spec and mask_dir.exists():
-        return model.params_from_checkpoint(load_params(mask_dir))  # scalars on dense leaves
+        return linen_migration.params_from_checkpoint(
+            load_params(mask_dir)
+        )  # scalars on dense leaves
     return model.one_shot_masks(run.params, spec, run.config, **model_options)
 
 

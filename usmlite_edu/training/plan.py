@@ -20,6 +20,10 @@ The devices come from one of two places:
   decisions: its figures show how sharding and rematerialisation scale memory, not what a
   TPU or GPU will allocate.
 
+The step is compiled in the scan layout (:attr:`usmlite_edu.speech.model.ModelOptions.scan_layers`:
+the blocks stacked and run by one ``lax.scan``, remat per block), so the compiler holds one
+block however deep the model is.
+
 The step is planned for the preset's *largest* bucket (``train.bucket_seconds[-1]``): the
 padded length of the longest batch bounds the activations, and every bucket compiles its
 own program, so the largest one is the one that must fit.
@@ -119,10 +123,10 @@ def _tpu_devices(topology: str) -> tuple[list[Any], float | None, str]:
     return devices, DEVICE_MEMORY_GIB.get(gen), f"TPU {gen} (compile-only), {len(devices)} devices"
 
 
-def _abstract(tree: Any, m: jax.sharding.Mesh) -> Any:
+def _abstract(tree: Any, m: jax.sharding.Mesh, table: mesh.AxesTable) -> Any:
     """``tree`` (arrays or shape structs) as ShapeDtypeStructs carrying their mesh
-    shardings (:func:`usmlite_edu.scale.mesh.tree_specs`)."""
-    specs = mesh.tree_specs(tree, m)
+    shardings (:func:`usmlite_edu.scale.mesh.tree_specs`, axes from the model's ``table``)."""
+    specs = mesh.tree_specs(tree, m, table)
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=NamedSharding(m, s)),
         tree,
@@ -201,14 +205,18 @@ def plan_memory(
             "devices; choose a batch or mesh where it does"
         )
 
-    trainer = train.Trainer(cfg, spec_obj, tcfg)
+    # The scan layout (ModelOptions.scan_layers): the compiler sees one Conformer block,
+    # so compile time and the compiler's memory do not grow with the number of blocks
+    # (unrolled, the 32-block usm_2b step ran this machine out of memory).
+    trainer = train.Trainer(cfg, spec_obj, tcfg, scan_layers=True)
     abstract_params = model.split_model(
         model.abstract_model(cfg, spec_obj, **trainer.model_options)
     )[1]
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params))
     abstract_state = jax.eval_shape(trainer.setup_optimizer, abstract_params)
-    params = _abstract(abstract_params, m)
-    state = _abstract(abstract_state, m)
+    table = trainer.param_table
+    params = _abstract(abstract_params, m, table)
+    state = _abstract(abstract_state, m, table)
     b = tcfg.batch_size
     batch_spec = NamedSharding(m, PartitionSpec(("data", "fsdp")))
     batch = batching.Batch(

@@ -88,7 +88,7 @@ import numpy as np
 
 from usmlite_edu.core import sizes, stats
 from usmlite_edu.core.specs import as_spec
-from usmlite_edu.speech import batching, configs, runs
+from usmlite_edu.speech import batching, configs, model, runs
 from usmlite_edu.speech.corpora import CorpusSplit, load_corpus
 from usmlite_edu.speech.presets import PRESETS, Preset, get_preset
 from usmlite_edu.training import claims, train
@@ -176,12 +176,12 @@ def dense_baseline_config(cfg: configs.ConformerConfig, ratio: float) -> tuple[d
     Searches widths (multiples of 2 x heads) and depths up to ``cfg``'s; returns the
     overrides and the achieved ratio.
     """
-    b0 = configs.num_params(cfg)
+    b0 = model.num_params(cfg)
     best = None
     step = 2 * cfg.num_heads
     for d in range(step, cfg.model_dim + 1, step):
         for layers in range(1, cfg.num_layers + 1):
-            r = configs.num_params(cfg.replace(model_dim=d, num_layers=layers)) / b0
+            r = model.num_params(cfg.replace(model_dim=d, num_layers=layers)) / b0
             cand = (abs(r - ratio), -layers, d, layers, r)
             best = cand if best is None or cand < best else best
     _, _, d, layers, r = best

@@ -179,6 +179,7 @@ def make_optimizer(
             spec.m if one else None,
             update_steps=spec.mask_update_steps,
             where=compressible,
+            axis=-2,  # the input dimension, also of stacked (scan-layout) kernels
             sr_ste_decay=2e-4 if spec.sr_ste else None,
         )
     # Outermost, so a skipped step leaves every inner state (Adam moments, mask schedule)
@@ -244,6 +245,12 @@ class Trainer:
         """Normalised log-mel features and frame mask of a padded waveform batch."""
         feats, mask = frontend.log_mel(waveforms, lengths, self.mel)
         return frontend.normalize(feats, mask), mask
+
+    @property
+    def param_table(self) -> tuple:
+        """The model's parameters as it declares them (path, shape, role, compressible,
+        logical axes): :func:`usmlite_edu.speech.model.param_table`; what the mesh reads."""
+        return model.param_table(self.cfg, self.spec, **self.model_options)
 
     def init_params(self, seed: int) -> Any:
         """Freshly initialised parameters (a pure pytree) for ``seed``."""
@@ -639,7 +646,7 @@ def train(
     key = jax.random.key(seed)  # concrete: made before any mesh context
     step, position = 0, (0, 0)
     if dmesh is not None:
-        params, opt_state = meshlib.shard_train_state(params, opt_state, dmesh)
+        params, opt_state = meshlib.shard_train_state(params, opt_state, dmesh, trainer.param_table)
         print(f"mesh {dict(dmesh.shape)} over {dmesh.devices.size} devices", flush=True)
 
     import orbax.checkpoint as ocp
