@@ -79,10 +79,13 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from usmlite_edu.core import compress, quant
+from usmlite_edu.core import compress, quant, sizes
 from usmlite_edu.core.compress import CompressionSpec, as_spec
 from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.deploy.forward import Forward, get_forward
+from usmlite_edu.speech import model, runs
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from_dict, weight_shapes
+from usmlite_edu.speech.tokenizer import Tokenizer
 
 __all__ = [
     "FORMAT",
@@ -105,6 +108,7 @@ __all__ = [
     "file_layout",
     "kernel_specs",
     "inference",
+    "packed_forward",
 ]
 
 #: the ``format`` entry of the header's metadata that marks a file as ours
@@ -600,8 +604,6 @@ def _builtin_charsmap(rule: str) -> bytes | None:
 def _tokenizer_from_meta(d: dict):
     from sentencepiece import sentencepiece_model_pb2 as pb
 
-    from usmlite_edu.speech.tokenizer import Tokenizer
-
     proto = base64.b64decode(d["model"], validate=True)
     if d["charsmap"] != "included":
         m = pb.ModelProto()
@@ -620,9 +622,7 @@ def _tokenizer_from_meta(d: dict):
 
 
 def _json_default(o):
-    from usmlite_edu.speech.runs import json_default
-
-    return json_default(o)
+    return runs.json_default(o)
 
 
 def write_packed(
@@ -634,6 +634,7 @@ def write_packed(
     tokenizer=None,
     train_config: TrainConfig | None = None,
     masks: Any = None,
+    source_meta: dict[str, str] | None = None,
 ) -> ExportInfo:
     """Pack a run's (or a parameter dict's) weights under ``spec`` into ``path``.
 
@@ -648,15 +649,14 @@ def write_packed(
         ``masks`` or one-shot. A :class:`~usmlite_edu.core.layer_specs.SpecMap` packs each
         dense kernel under its own spec (module docstring, "Per-layer specs").
       path: the ``.safetensors`` file to write (replaced atomically).
+      source_meta: for a dict, extra metadata entries (a run directory writes its own:
+        ``source``, ``source_spec``).
 
     Returns the :class:`ExportInfo` (file bytes beside the ``exact`` accounting).
     """
     from safetensors.numpy import save_file
 
-    from usmlite_edu.core import sizes
-    from usmlite_edu.speech import model, runs
-
-    meta_extra: dict = {}
+    meta_extra: dict = dict(source_meta or {})
     if isinstance(source, dict):
         if config is None:
             raise ValueError("write_packed: a parameter dict needs config=")
@@ -912,20 +912,19 @@ def _unpack_params(cfg, spec, tensors, dequantize: bool) -> dict:
 
 
 # --------------------------------------------------------------------------- inference
-def inference(packed: Packed):
-    """``(trainer, params)`` that transcribe from a packed file (masks: ``None``).
+def inference(packed: Packed) -> tuple[Forward, dict]:
+    """``(forward, params)`` that transcribe from a packed file (masks: ``None``).
 
-    Float and unquantized N:M specs: the ordinary :func:`usmlite_edu.training.train.get_trainer`
-    with the float parameters (pruned entries already zero). Quantized specs: a trainer
-    whose model holds each compressed kernel as its stored integers, scales and zero
-    points, so every dense layer computes Eq. (1), ``s * (X @ q - z * sum(X))``
-    (:func:`usmlite_edu.core.quant.native_matmul`): the forward pass native QAT runs, from the
-    same integers. A :class:`~usmlite_edu.core.layer_specs.SpecMap`: the same, layer by layer
-    (a quantized layer holds its integers, a float or float N:M layer its float weights).
-    Requires a file with a training config (buckets) and a tokenizer.
+    Float and unquantized N:M specs: the ordinary float
+    :func:`~usmlite_edu.deploy.forward.get_forward` with the float parameters (pruned entries
+    already zero). Quantized specs: a forward whose model holds each compressed kernel as
+    its stored integers, scales and zero points, so every dense layer computes Eq. (1),
+    ``s * (X @ q - z * sum(X))`` (:func:`usmlite_edu.core.quant.native_matmul`): the forward
+    pass native QAT runs, from the same integers. A
+    :class:`~usmlite_edu.core.layer_specs.SpecMap`: the same, layer by layer (a quantized
+    layer holds its integers, a float or float N:M layer its float weights). Requires a
+    file with a training config (buckets) and a tokenizer.
     """
-    from usmlite_edu.training import train
-
     if packed.train_config is None or packed.tokenizer is None:
         raise ValueError(
             "this packed model has no tokenizer or training config; export it from a run "
@@ -933,36 +932,30 @@ def inference(packed: Packed):
         )
     cfg, spec, tcfg = packed.config, packed.spec, packed.train_config
     if not spec.quantized:
-        return train.get_trainer(cfg, spec, tcfg), packed.params
-    return _packed_trainer(cfg, spec, tcfg), packed.params
+        return get_forward(cfg, spec, tcfg), packed.params
+    return packed_forward(cfg, spec, tcfg), packed.params
 
 
 @functools.lru_cache(maxsize=2)
-def _packed_trainer(cfg: ConformerConfig, spec: CompressionSpec | SpecMap, tcfg: TrainConfig):
-    from usmlite_edu.speech import model
-    from usmlite_edu.training import train
-
-    class PackedTrainer(train.Trainer):
-        """A :class:`usmlite_edu.training.train.Trainer` whose model's compressible kernels are
-        :class:`usmlite_edu.core.quant.QuantizedArray` (for inference from packed files)."""
-
-        def __init__(self):
-            super().__init__(cfg, spec, tcfg)
-            shapes = {w.name: w.shape for w in weight_shapes(cfg)}
-            kernels = {}
-            for name, s in kernel_specs(cfg, spec).items():
-                if not s.quantized:  # a float N:M layer of a map: float weights
-                    continue
-                (i, j), g = shapes[name], s.groups_for(shapes[name][0])
-                kernels[name] = quant.QuantizedArray(
-                    jax.ShapeDtypeStruct((i, j), np.int8),
-                    jax.ShapeDtypeStruct((g, j), np.float32),
-                    None if s.symmetric else jax.ShapeDtypeStruct((g, j), np.int8),
-                    s.bits,
-                    s.symmetric,
-                )
-            self.graphdef = model.graphdef_with_kernels(
-                cfg, spec, kernels, compute_dtype=tcfg.compute_dtype
-            )
-
-    return PackedTrainer()
+def packed_forward(
+    cfg: ConformerConfig, spec: CompressionSpec | SpecMap, tcfg: TrainConfig
+) -> Forward:
+    """A :class:`~usmlite_edu.deploy.forward.Forward` whose model's packed kernels are
+    :class:`usmlite_edu.core.quant.QuantizedArray` (the parameters :func:`read_packed` gives
+    with ``dequantize=False``)."""
+    shapes = {w.name: w.shape for w in weight_shapes(cfg)}
+    kernels = {}
+    for name, s in kernel_specs(cfg, spec).items():
+        if not s.quantized:  # a float N:M layer of a map: float weights
+            continue
+        (i, j), g = shapes[name], s.groups_for(shapes[name][0])
+        kernels[name] = quant.QuantizedArray(
+            jax.ShapeDtypeStruct((i, j), np.int8),
+            jax.ShapeDtypeStruct((g, j), np.float32),
+            None if s.symmetric else jax.ShapeDtypeStruct((g, j), np.int8),
+            s.bits,
+            s.symmetric,
+        )
+    options = {"compute_dtype": tcfg.compute_dtype}
+    graphdef = model.graphdef_with_kernels(cfg, spec, kernels, **options)
+    return Forward(cfg, spec, graphdef=graphdef, remat=tcfg.remat, **options)
