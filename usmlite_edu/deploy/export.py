@@ -8,7 +8,8 @@ reads it back. The bytes are those of the ``exact`` convention of
 
 * **values**: the integer grid values ``q`` of Eq. (2) (section 3.2) at their bit width,
   as unsigned *codes* ``q + 2**(bits-1)`` (``0 .. 2**bits - 1``): int8 one per byte,
-  int4 two per byte, int2 four per byte (:func:`pack_bits`); for N:M (section 3.3, Eq. 3)
+  int4 two per byte, int2 four per byte (:func:`usmlite_edu.core.quant.pack_bits`, the
+  package's one bit packer); for N:M (section 3.3, Eq. 3)
   only the ``n`` kept values of every group of ``m`` (:func:`pack_nm`); a float (not
   quantized) N:M spec keeps its kept values as float32;
 * **scales**: one float32 per output channel and sub-channel group (Eq. 2);
@@ -82,6 +83,7 @@ import numpy as np
 from usmlite_edu.core import compress, quant, sizes
 from usmlite_edu.core.compress import CompressionSpec, as_spec
 from usmlite_edu.core.layer_specs import SpecMap
+from usmlite_edu.core.quant import from_codes, pack_bits, to_codes, unpack_bits
 from usmlite_edu.deploy.forward import Forward, get_forward
 from usmlite_edu.speech import model, runs
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from_dict, weight_shapes
@@ -127,79 +129,6 @@ ORDER = (
 #: the five tensors of a packed file
 TENSORS = ("values", "scales", "zero_points", "index", "float32")
 _MAX_HEADER = 64 * 2**20  # a header larger than this is not one we wrote
-
-
-# --------------------------------------------------------------------------- bit packing
-def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Pack unsigned integer codes, each ``< 2**bits``, into bytes, least-significant first.
-
-    Code ``k`` occupies bits ``k*bits .. (k+1)*bits - 1`` of the little-endian bit stream:
-    with ``bits=8`` one code per byte; ``bits=4`` two per byte, the first in the low
-    nibble (``byte = c0 | c1 << 4``); ``bits=2`` four per byte (``c0 | c1 << 2 | c2 << 4
-    | c3 << 6``). Widths that do not divide 8 (3, 5, 6, 7) run across byte boundaries. The
-    last byte is padded with zero bits. Returns ``ceil(len(codes) * bits / 8)`` bytes.
-    """
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise ValueError(f"pack_bits: bits must be an integer from 1 to 8, got {bits!r}")
-    codes = np.asarray(codes).ravel()
-    if codes.size and (codes.min() < 0 or codes.max() >= 2**bits):
-        raise ValueError(
-            f"pack_bits: codes must lie in [0, {2**bits - 1}] for {bits} bits, "
-            f"got [{codes.min()}, {codes.max()}]"
-        )
-    codes = codes.astype(np.uint8)
-    if 8 % bits == 0:  # whole codes per byte: shift each into its slot and OR them
-        per = 8 // bits
-        padded = np.zeros(-(-codes.size // per) * per, np.uint8)
-        padded[: codes.size] = codes
-        slots = padded.reshape(-1, per)
-        out = np.zeros(slots.shape[0], np.uint8)
-        for t in range(per):
-            out |= slots[:, t] << (bits * t)
-        return out
-    # other widths: write every code's bits, lowest first, into one bit stream
-    planes = (codes[:, None] >> np.arange(bits, dtype=np.uint8)) & 1
-    return np.packbits(planes.ravel(), bitorder="little")
-
-
-def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
-    """The inverse of :func:`pack_bits`: ``count`` codes of ``bits`` bits, as ``uint8``.
-
-    Refuses (``ValueError``) a byte count other than ``ceil(count * bits / 8)`` and
-    padding bits that are not zero, the signs of a damaged or misread array.
-    """
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise ValueError(f"unpack_bits: bits must be an integer from 1 to 8, got {bits!r}")
-    packed = np.asarray(packed, np.uint8).ravel()
-    need = -(-count * bits // 8)
-    if packed.size != need:
-        raise ValueError(
-            f"unpack_bits: {count} codes of {bits} bits need {need} bytes, got {packed.size}"
-        )
-    if 8 % bits == 0:
-        per, mask = 8 // bits, (1 << bits) - 1
-        slots = np.empty((packed.size, per), np.uint8)
-        for t in range(per):
-            slots[:, t] = (packed >> (bits * t)) & mask
-        codes, pad = slots.ravel()[:count], slots.ravel()[count:]
-    else:
-        stream = np.unpackbits(packed, bitorder="little")
-        planes = stream[: count * bits].reshape(count, bits)
-        codes = (planes << np.arange(bits, dtype=np.uint8)).sum(axis=1).astype(np.uint8)
-        pad = stream[count * bits :]
-    if pad.any():
-        raise ValueError("unpack_bits: the padding bits after the last code are not zero")
-    return codes
-
-
-def to_codes(q: np.ndarray, bits: int) -> np.ndarray:
-    """Integer grid values ``q`` (Eq. 2, ``int8``) as unsigned codes ``q + 2**(bits-1)``."""
-    return (np.asarray(q, np.int16) + 2 ** (bits - 1)).astype(np.uint8)
-
-
-def from_codes(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Codes back to the grid values ``q = code - 2**(bits-1)``, as ``int8``."""
-    return (np.asarray(codes, np.int16) - 2 ** (bits - 1)).astype(np.int8)
 
 
 # --------------------------------------------------------------------------- N:M
