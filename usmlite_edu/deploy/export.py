@@ -610,33 +610,7 @@ def write_packed(
             f"write_packed: tokenizer has {tok.vocab_size} classes, the model {cfg.vocab_size}"
         )
 
-    specs = kernel_specs(cfg, spec)
-    values_dtype = np.uint8 if spec.quantized else np.float32
-    parts: dict[str, list[np.ndarray]] = {t: [] for t in TENSORS}
-    for w in weight_shapes(cfg):
-        value = np.asarray(model.weight_at(params, w.name), np.float32)
-        if value.shape != w.shape:
-            raise ValueError(
-                f"write_packed: {w.name} has shape {value.shape}, config says {w.shape}"
-            )
-        kspec = specs.get(w.name)
-        if kspec is not None:
-            mask = None  # a dense layer of a map: its mask is a scalar True
-            if kspec.sparse and masks is not None:
-                mask = np.asarray(model.weight_at(masks, w.name), bool)
-            pk = pack_kernel(value, kspec, mask)
-            if pk.values.dtype != values_dtype:  # float N:M values among quantized layers
-                pk = pk._replace(values=pk.values.astype("<f4").view(np.uint8))
-            for t, arr in zip(("values", "scales", "zero_points", "index"), pk):
-                parts[t].append(arr)
-        else:
-            parts["float32"].append(value.ravel())
-    dtypes = {"values": values_dtype, "scales": np.float32, "zero_points": np.uint8}
-    dtypes |= {"index": np.uint8, "float32": np.float32}
-    tensors = {
-        t: np.concatenate(parts[t]).astype(dtypes[t]) if parts[t] else np.zeros(0, dtypes[t])
-        for t in TENSORS
-    }
+    tensors = _pack_tensors(cfg, spec, params, masks)
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -667,6 +641,41 @@ def write_packed(
         {t: int(a.nbytes) for t, a in tensors.items()},
         sizes.model_size(spec, cfg),
     )
+
+
+def _pack_tensors(
+    cfg: ConformerConfig, spec: CompressionSpec | SpecMap, params: Any, masks: Any
+) -> dict[str, np.ndarray]:
+    """The five tensors of :data:`TENSORS`: every weight of ``params`` in
+    :func:`usmlite_edu.speech.configs.weight_shapes` order, each dense kernel packed under
+    its spec (:func:`pack_kernel`, its N:M mask from ``masks``), the rest float32."""
+    specs = kernel_specs(cfg, spec)
+    values_dtype = np.uint8 if spec.quantized else np.float32
+    parts: dict[str, list[np.ndarray]] = {t: [] for t in TENSORS}
+    for w in weight_shapes(cfg):
+        value = np.asarray(model.weight_at(params, w.name), np.float32)
+        if value.shape != w.shape:
+            raise ValueError(
+                f"write_packed: {w.name} has shape {value.shape}, config says {w.shape}"
+            )
+        kspec = specs.get(w.name)
+        if kspec is not None:
+            mask = None  # a dense layer of a map: its mask is a scalar True
+            if kspec.sparse and masks is not None:
+                mask = np.asarray(model.weight_at(masks, w.name), bool)
+            pk = pack_kernel(value, kspec, mask)
+            if pk.values.dtype != values_dtype:  # float N:M values among quantized layers
+                pk = pk._replace(values=pk.values.astype("<f4").view(np.uint8))
+            for t, arr in zip(("values", "scales", "zero_points", "index"), pk):
+                parts[t].append(arr)
+        else:
+            parts["float32"].append(value.ravel())
+    dtypes = {"values": values_dtype, "scales": np.float32, "zero_points": np.uint8}
+    dtypes |= {"index": np.uint8, "float32": np.float32}
+    return {
+        t: np.concatenate(parts[t]).astype(dtypes[t]) if parts[t] else np.zeros(0, dtypes[t])
+        for t in TENSORS
+    }
 
 
 def _check_exportable(spec) -> None:

@@ -399,11 +399,30 @@ def search(
             )
         if stop_after is not None and ran >= stop_after:
             return {"stopped_at": step}
-    logits = np.asarray(state["logits"])
+    smap, result = _result(
+        np.asarray(state["logits"]), prob, cfg, scfg, seed, history, time.time() - t0, step
+    )
+    smap.save(out / "spec_map.json")
+    runs.write_json(out / "search.json", result)
+    return result
+
+
+def _result(
+    logits: np.ndarray,
+    prob: Problem,
+    cfg: ConformerConfig,
+    scfg: SearchConfig,
+    seed: int,
+    history: list[dict],
+    seconds: float,
+    steps: int,
+) -> tuple[SpecMap, dict[str, Any]]:
+    """``(map, search.json record)`` of a finished search: the selected assignment
+    (:func:`select`) as a :class:`~usmlite_edu.core.layer_specs.SpecMap`, and the record of
+    :func:`search`'s docstring."""
     choice, how = select(logits, prob)
     assignment = {n: prob.candidates[k] for n, k in zip(prob.names, choice)}
     smap = SpecMap.from_assignment(assignment, "float")
-    smap.save(out / "spec_map.json")
     result = {
         "search_config": dataclasses.asdict(scfg),
         "seed": seed,
@@ -419,11 +438,10 @@ def search(
         "size_paper": sensitivity.size_of(cfg, assignment, "paper"),
         "size_exact": sensitivity.size_of(cfg, assignment, "exact"),
         "history": history,
-        "search_time_s": time.time() - t0,
-        "steps": step,
+        "search_time_s": seconds,
+        "steps": steps,
     }
-    runs.write_json(out / "search.json", result)
-    return result
+    return smap, result
 
 
 def _percent(bits: float, prob: Problem, cfg: ConformerConfig) -> float:

@@ -498,7 +498,6 @@ def train(
     """
     spec = as_spec(spec)
     p, cfg, tcfg, init_run, overrides = _settings(preset, overrides, steps, init)
-    init_dir = Path(init) if init else None
     # Refuse an impossible spec or mesh before loading any data.
     model.check_spec(cfg, model.ModelOptions(spec=spec))
     if mesh_spec is None and jax.process_count() > 1:
@@ -520,25 +519,9 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     tok = _run_tokenizer(out, splits["train"], tcfg, seed, init_run)
     cfg = cfg.replace(vocab_size=tok.vocab_size)
-    meta = {
-        "preset": p.name,
-        "model_config": cfg,
-        "spec": str(spec),
-        "train_config": tcfg,
-        "overrides": sorted(f"{k}={v}" for k, v in overrides.items())
-        if isinstance(overrides, dict)
-        else list(overrides),
-        "corpus": corpus,
-        "data_dir": str(data_dir),
-        "seed": seed,
-        "heldout_speaker": heldout_speaker,
-        "init": str(init_dir) if init_dir else None,
-        "machine": runs.machine_info(),
-        "git_commit": runs.git_commit(),
-        # the last call's mesh and processes (a run may resume on others; not compared)
-        "mesh": mesh_spec,
-        "processes": jax.process_count(),
-    }
+    meta = _run_meta(
+        p, cfg, spec, tcfg, overrides, corpus, data_dir, seed, heldout_speaker, init, mesh_spec
+    )
     _write_run_config(out, meta, spec)
 
     datasets = _prepare_datasets(splits, tok, cfg, tcfg)
@@ -555,22 +538,7 @@ def train(
         print(f"mesh {dict(dmesh.shape)} over {dmesh.devices.size} devices", flush=True)
 
     mngr = runs.checkpoint_manager(out)
-    step, position = 0, (0, 0)
-    state = {
-        "params": params,
-        "opt_state": opt_state,
-        "position": np.zeros(2, np.int64),
-        "step": np.zeros((), np.int64),
-    }
-    # Restored onto this call's placement (the mesh's shardings, or one device), whatever
-    # mesh wrote the checkpoint.
-    resumed = runs.restore_latest(mngr, state)
-    if resumed is not None:
-        _, restored = resumed
-        params, opt_state = restored["params"], restored["opt_state"]
-        position = tuple(int(v) for v in restored["position"])
-        step = int(restored["step"])
-        print(f"resumed from {out / 'checkpoints'} at step {step}", flush=True)
+    params, opt_state, step, position = _resume(mngr, params, opt_state, out)
 
     metrics_path = out / "metrics.jsonl"
     logged, previous = runs.read_metrics(out) if metrics_path.exists() else ([], None)
@@ -600,7 +568,6 @@ def train(
         return {"stopped_at": loop.step}
     params, opt_state, step, losses = done
     _save_tree(out / "params", params)
-
     masks = sparsity.masks_from_state(opt_state)
     if losses:
         final_loss = float(np.nanmean(losses[-tcfg.log_every :]))
@@ -614,19 +581,48 @@ def train(
         "train": train_data,
     }
     # evaluation: the forward-only model of the final parameters
-    rec = trainer.recognizer(params, masks, tok)
-    for s in eval_splits:
-        r = rec.evaluate(datasets[s])
-        result[s] = {k: r[k] for k in ("wer", "cer", "utterances", "skipped")}
-        print(
-            f"{s}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  ({r['utterances']} utterances)",
-            flush=True,
-        )
+    evaluations = _evaluate(trainer.recognizer(params, masks, tok), datasets, eval_splits)
+    result.update(evaluations)
     loop.log({"final": result})
     if masks is not None:
         _save_tree(out / "masks", masks)
     _warn_skipped(result)
     return result
+
+
+def _resume(mngr: Any, params: Any, opt_state: Any, out: Path) -> tuple[Any, Any, int, tuple]:
+    """``(params, opt_state, step, data position)``: the latest checkpoint's, restored onto
+    this call's placement (the mesh's shardings, or one device, whatever mesh wrote it), or
+    the given state at step 0."""
+    like = {
+        "params": params,
+        "opt_state": opt_state,
+        "position": np.zeros(2, np.int64),
+        "step": np.zeros((), np.int64),
+    }
+    resumed = runs.restore_latest(mngr, like)
+    if resumed is None:
+        return params, opt_state, 0, (0, 0)
+    _, restored = resumed
+    step = int(restored["step"])
+    print(f"resumed from {out / 'checkpoints'} at step {step}", flush=True)
+    position = tuple(int(v) for v in restored["position"])
+    return restored["params"], restored["opt_state"], step, position
+
+
+def _evaluate(
+    rec: Recognizer, datasets: Mapping[str, batching.Dataset], splits: Sequence[str]
+) -> dict[str, dict]:
+    """``{split: {wer, cer, utterances, skipped}}`` of the final model, one line printed each."""
+    out = {}
+    for s in splits:
+        r = rec.evaluate(datasets[s])
+        out[s] = {k: r[k] for k in ("wer", "cer", "utterances", "skipped")}
+        print(
+            f"{s}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  ({r['utterances']} utterances)",
+            flush=True,
+        )
+    return out
 
 
 def _settings(
@@ -670,6 +666,42 @@ def _settings(
     if "train.rewarm_steps" not in given:
         tcfg = tcfg.replace(rewarm_steps=max(tcfg.steps // 10, 1))
     return p, cfg, tcfg, init_run, overrides
+
+
+def _run_meta(
+    p: Preset,
+    cfg: ConformerConfig,
+    spec: CompressionSpec | SpecMap,
+    tcfg: TrainConfig,
+    overrides: Any,
+    corpus: str,
+    data_dir: str | None,
+    seed: int,
+    heldout_speaker: str | None,
+    init: str | os.PathLike | None,
+    mesh_spec: str | None,
+) -> dict:
+    """The run's ``config.json``: what it is (compared when it resumes) and where it ran."""
+    init_dir = Path(init) if init else None
+    return {
+        "preset": p.name,
+        "model_config": cfg,
+        "spec": str(spec),
+        "train_config": tcfg,
+        "overrides": sorted(f"{k}={v}" for k, v in overrides.items())
+        if isinstance(overrides, dict)
+        else list(overrides),
+        "corpus": corpus,
+        "data_dir": str(data_dir),
+        "seed": seed,
+        "heldout_speaker": heldout_speaker,
+        "init": str(init_dir) if init_dir else None,
+        "machine": runs.machine_info(),
+        "git_commit": runs.git_commit(),
+        # the last call's mesh and processes (a run may resume on others; not compared)
+        "mesh": mesh_spec,
+        "processes": jax.process_count(),
+    }
 
 
 def _run_tokenizer(
