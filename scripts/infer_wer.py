@@ -31,7 +31,7 @@ from pathlib import Path
 
 from usmlite_edu.core import stats
 from usmlite_edu.deploy import infer
-from usmlite_edu.deploy.transcribe import open_model
+from usmlite_edu.deploy.recognizer import Recognizer
 from usmlite_edu.speech import presets, runs
 from usmlite_edu.training import reproduce
 
@@ -57,17 +57,17 @@ def main() -> None:
     sets = None
     for arith in args.ariths:
         t = time.perf_counter()
-        m = open_model(args.checkpoint, arith=arith)
+        m = Recognizer.from_run(args.checkpoint, arith=arith)
         if sets is None:
             sets = reproduce.eval_sets(
                 rc, data_dir, m.config, m.tokenizer, m.train_config, heldout=heldout, splits=SPLITS
             )
         per = {}
         for split, ds in sets.items():
-            r = m.trainer.evaluate(m.params, m.masks, ds, m.tokenizer)
+            r = m.evaluate(ds)
             per[split] = {k: r[k] for k in ("wer", "cer", "utterances", "skipped", "transcripts")}
         results[arith] = {
-            "spec": str(m.trainer.spec),
+            "spec": str(m.spec),
             "seconds": time.perf_counter() - t,
             "splits": per,
         }

@@ -192,7 +192,7 @@ def test_logits_from_the_file_equal_the_checkpoints(map_run, map_file, arith):
         trainer, params = export.inference(packed)
         ref, ref_params = train.get_trainer(CFG, MAP, TCFG), run.params
     else:
-        trainer = infer.int_trainer(CFG, MAP, TCFG, arith)
+        trainer = infer.int_forward(CFG, MAP, TCFG, arith)
         params = infer.int_params(packed.params, None, CFG, MAP, arith)
         ref, ref_params = trainer, infer.int_params(run.params, masks, CFG, MAP, arith)
         masks = None

@@ -131,7 +131,7 @@ def ci_logits():
     }
     for a in quant.INT_ARITHS:
         spec = "int4" if a == "w4" else "int8"
-        gd = infer.int_trainer(CI, infer.weight_spec(spec, a), TCFG, a).graphdef
+        gd = infer.int_forward(CI, infer.weight_spec(spec, a), TCFG, a).graphdef
         out[a] = run(gd, infer.int_params(params, None, CI, spec, a))
     out["bf16 int4"] = run(model.model_graph(CI, "int4", compute_dtype="bfloat16"), params)
     return out
@@ -162,7 +162,7 @@ def test_w8a8_model_compiles_integer_dots():
     """Every dense layer of the W8A8 model is an s8 x s8 -> s32 dot (the projection, and
     per block 2 FFN x 2 + q, k, v, out, pos + 2 pointwise)."""
     params = infer.int_params(_params(), None, CI, "float", "w8a8")
-    gd = infer.int_trainer(CI, infer.weight_spec("float", "w8a8"), TCFG, "w8a8").graphdef
+    gd = infer.int_forward(CI, infer.weight_spec("float", "w8a8"), TCFG, "w8a8").graphdef
     feats, mask = _feats(CI)
     dots = quant.compiled_ops(lambda p, f, m: model.forward(gd, p, f, m), params, feats, mask)
     int_dots = [d for d in dots if d.opcode == "dot" and d.operand_dtypes == ("s8", "s8")]

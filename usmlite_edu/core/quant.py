@@ -58,7 +58,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +78,10 @@ __all__ = [
     "int8_matmul",
     "INT_ARITHS",
     "IntKernel",
+    "pack_bits",
+    "unpack_bits",
+    "to_codes",
+    "from_codes",
     "pack_int4",
     "unpack_int4",
     "search_clip",
@@ -501,21 +505,101 @@ def int8_matmul(x: jax.Array, q: QuantizedArray, *, act_bits: int = 8) -> jax.Ar
     return acc.astype(jnp.float32) * xs * q.scale[0]
 
 
+# --------------------------------------------------------------------------- bit packing
+# The package's one bit packer: the packed files (:mod:`usmlite_edu.deploy.export`) and the
+# int4 inference kernels (:func:`pack_int4`) both write their codes with :func:`pack_bits`.
+def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Pack unsigned integer codes, each ``< 2**bits``, into bytes, least-significant first.
+
+    Code ``k`` occupies bits ``k*bits .. (k+1)*bits - 1`` of the little-endian bit stream:
+    with ``bits=8`` one code per byte; ``bits=4`` two per byte, the first in the low
+    nibble (``byte = c0 | c1 << 4``); ``bits=2`` four per byte (``c0 | c1 << 2 | c2 << 4
+    | c3 << 6``). Widths that do not divide 8 (3, 5, 6, 7) run across byte boundaries. The
+    last byte is padded with zero bits. Returns ``ceil(len(codes) * bits / 8)`` bytes.
+    """
+    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+        raise ValueError(f"pack_bits: bits must be an integer from 1 to 8, got {bits!r}")
+    codes = np.asarray(codes).ravel()
+    if codes.size and (codes.min() < 0 or codes.max() >= 2**bits):
+        raise ValueError(
+            f"pack_bits: codes must lie in [0, {2**bits - 1}] for {bits} bits, "
+            f"got [{codes.min()}, {codes.max()}]"
+        )
+    codes = codes.astype(np.uint8)
+    if 8 % bits == 0:  # whole codes per byte: shift each into its slot and OR them
+        per = 8 // bits
+        padded = np.zeros(-(-codes.size // per) * per, np.uint8)
+        padded[: codes.size] = codes
+        slots = padded.reshape(-1, per)
+        out = np.zeros(slots.shape[0], np.uint8)
+        for t in range(per):
+            out |= slots[:, t] << (bits * t)
+        return out
+    # other widths: write every code's bits, lowest first, into one bit stream
+    planes = (codes[:, None] >> np.arange(bits, dtype=np.uint8)) & 1
+    return np.packbits(planes.ravel(), bitorder="little")
+
+
+def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """The inverse of :func:`pack_bits`: ``count`` codes of ``bits`` bits, as ``uint8``.
+
+    Refuses (``ValueError``) a byte count other than ``ceil(count * bits / 8)`` and
+    padding bits that are not zero, the signs of a damaged or misread array.
+    """
+    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+        raise ValueError(f"unpack_bits: bits must be an integer from 1 to 8, got {bits!r}")
+    packed = np.asarray(packed, np.uint8).ravel()
+    need = -(-count * bits // 8)
+    if packed.size != need:
+        raise ValueError(
+            f"unpack_bits: {count} codes of {bits} bits need {need} bytes, got {packed.size}"
+        )
+    if 8 % bits == 0:
+        per, mask = 8 // bits, (1 << bits) - 1
+        slots = np.empty((packed.size, per), np.uint8)
+        for t in range(per):
+            slots[:, t] = (packed >> (bits * t)) & mask
+        codes, pad = slots.ravel()[:count], slots.ravel()[count:]
+    else:
+        stream = np.unpackbits(packed, bitorder="little")
+        planes = stream[: count * bits].reshape(count, bits)
+        codes = (planes << np.arange(bits, dtype=np.uint8)).sum(axis=1).astype(np.uint8)
+        pad = stream[count * bits :]
+    if pad.any():
+        raise ValueError("unpack_bits: the padding bits after the last code are not zero")
+    return codes
+
+
+def to_codes(q: np.ndarray, bits: int) -> np.ndarray:
+    """Integer grid values ``q`` (Eq. 2, ``int8``) as unsigned codes ``q + 2**(bits-1)``."""
+    return (np.asarray(q, np.int16) + 2 ** (bits - 1)).astype(np.uint8)
+
+
+def from_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Codes back to the grid values ``q = code - 2**(bits-1)``, as ``int8``."""
+    return (np.asarray(codes, np.int16) - 2 ** (bits - 1)).astype(np.int8)
+
+
 # --------------------------------------------------------------------------- inference kernels
 #: the integer arithmetics of :class:`IntKernel` (``usmlite-edu ... --arith``)
 INT_ARITHS = ("w8", "w4", "w8a8")
 
 
-def pack_int4(values: jax.Array) -> jax.Array:
-    """Int4 grid values ``(I, J)`` in ``[-8, 7]`` -> ``uint8`` ``(ceil(I/2), J)``, two per byte.
+def pack_int4(values: Any) -> np.ndarray:
+    """Int4 grid values ``(I, J)`` in ``[-8, 7]`` -> ``uint8`` ``(ceil(I/2), J)``, two per byte
+    (:func:`pack_bits` at 4 bits, on the host).
 
     Byte ``k`` of a column holds row ``2k`` in its low nibble and row ``2k + 1`` in its high
-    nibble, each as the code ``q + 8``; an odd ``I`` gets a zero row of padding."""
-    v = jnp.asarray(values, jnp.int32)
+    nibble, each as the code ``q + 8``; an odd ``I`` gets a row of zeros (code 8) as padding.
+    """
+    v = np.asarray(values, np.int8)
     if v.shape[0] % 2:
-        v = jnp.concatenate([v, jnp.zeros((1, v.shape[1]), jnp.int32)])
-    codes = (v + 8).reshape(v.shape[0] // 2, 2, v.shape[1])
-    return (codes[:, 0] | (codes[:, 1] << 4)).astype(jnp.uint8)
+        v = np.concatenate([v, np.zeros((1, v.shape[1]), np.int8)])
+    rows, cols = v.shape[0] // 2, v.shape[1]
+    # (pair, row in pair, column) -> (pair, column, row in pair): the two rows of one
+    # byte next to each other in the code stream, the first in the low nibble
+    pairs = to_codes(v, 4).reshape(rows, 2, cols).transpose(0, 2, 1)
+    return pack_bits(pairs, 4).reshape(rows, cols)
 
 
 def unpack_int4(packed: jax.Array, rows: int) -> jax.Array:
@@ -585,7 +669,9 @@ class IntKernel:
                 + ": use w8 or w4 (weight-only) for int2 / sub-channel specs"
             )
         rows = int(q.values.shape[0])
-        values = pack_int4(q.values) if arith == "w4" else jnp.asarray(q.values, jnp.int8)
+        values = (
+            jnp.asarray(pack_int4(q.values)) if arith == "w4" else jnp.asarray(q.values, jnp.int8)
+        )
         return cls(values, q.scale, q.zero_point, q.bits, q.symmetric, arith, rows)
 
     def quantized(self) -> QuantizedArray:

@@ -45,6 +45,16 @@ import numpy as np
 from usmlite_edu.core import compress, quant, sizes
 from usmlite_edu.core.sizes import ParamInfo
 from usmlite_edu.core.specs import CompressionSpec, as_spec
+from usmlite_edu.core.weight_stats import dense_kernels
+from usmlite_edu.course.main_job import B0_IN_CLONE, SAMPLE_IN_CLONE, _score
+from usmlite_edu.course.notebook_setup import find_repo
+from usmlite_edu.deploy.forward import get_forward
+from usmlite_edu.deploy.recognizer import Recognizer
+from usmlite_edu.speech.batching import prepare
+from usmlite_edu.speech.corpora import CorpusSplit, load_corpus
+from usmlite_edu.speech.model import param_table
+from usmlite_edu.speech.paths import in_checkout
+from usmlite_edu.speech.runs import load_masks, load_run, read_config
 
 __all__ = [
     "Setting",
@@ -219,9 +229,6 @@ class B0Layer:
 
 
 def _b0_dir(b0_dir: str | os.PathLike | None) -> str:
-    from usmlite_edu.course.main_job import B0_IN_CLONE
-    from usmlite_edu.speech.paths import in_checkout
-
     if b0_dir is not None:
         return str(b0_dir)
     return str(
@@ -235,23 +242,16 @@ def _clone():
     """Where to look for the clone's files: the working directory's clone or, outside one
     (e.g. a student edition written elsewhere), the clone the package was installed from
     (:func:`usmlite_edu.course.notebook_setup.find_repo`)."""
-    from usmlite_edu.course.notebook_setup import find_repo
-
     return find_repo() or Path.cwd()
 
 
 @functools.lru_cache(maxsize=2)
 def _b0_run(b0_dir: str):
-    from usmlite_edu.speech.runs import load_run
-
     return load_run(b0_dir)
 
 
 @functools.lru_cache(maxsize=2)
 def _b0_kernels(b0_dir: str) -> dict[str, np.ndarray]:
-    from usmlite_edu.core.weight_stats import dense_kernels
-    from usmlite_edu.speech.model import param_table  # why: flax, for the B0 paths only
-
     run = _b0_run(b0_dir)
     kernels = dense_kernels(run.params, param_table(run.config))
     return {n: np.asarray(w, np.float32) for n, w in kernels.items()}
@@ -471,8 +471,6 @@ def _default_channel(source: Any, w: np.ndarray) -> int:
 def _sample(sample_dir: str, n: int, sample_rate: int):
     """``n`` utterances evenly spaced through the sample, first and last included (the
     sample is ordered by speaker, so a few utterances cover several speakers)."""
-    from usmlite_edu.speech.corpora import CorpusSplit, load_corpus
-
     split = load_corpus("fsdd_sample", sample_dir, "test", sample_rate=sample_rate)
     if not 1 <= n <= len(split):
         raise ValueError(f"utterances={n}: the sample has {len(split)}; choose 1..{len(split)}")
@@ -483,11 +481,6 @@ def _sample(sample_dir: str, n: int, sample_rate: int):
 
 @functools.lru_cache(maxsize=32)
 def _ptq_cached(b0_dir: str, sample_dir: str, n: int, spec: str) -> dict[str, Any]:
-    from usmlite_edu.course.main_job import _score
-    from usmlite_edu.speech.batching import prepare
-    from usmlite_edu.speech.runs import load_masks, read_config
-    from usmlite_edu.training.train import get_trainer
-
     run = _b0_run(b0_dir)
     cfg, tok = run.config, run.tokenizer
     split = _sample(sample_dir, n, cfg.sample_rate)
@@ -499,9 +492,9 @@ def _ptq_cached(b0_dir: str, sample_dir: str, n: int, spec: str) -> dict[str, An
     ds = prepare(split, tok, cfg, tcfg.bucket_seconds, keep_long=True)
     if ds.skipped:
         raise ValueError(f"{sample_dir}: unusable utterances {ds.skipped[:3]}")
-    trainer = get_trainer(cfg, spec, tcfg)
     masks = load_masks(b0_dir, run, spec)  # one-shot N:M (Eq. 3) on B0's weights
-    done = trainer.evaluate(run.params, masks, ds, tok)["transcripts"]
+    rec = Recognizer(get_forward(cfg, spec, tcfg), run.params, masks, tok, tcfg)
+    done = rec.evaluate(ds)["transcripts"]
     score = _score([t["ref"] for t in done], [t["hyp"] for t in done])
     return {"spec": spec, **score, "transcripts": done}
 
@@ -533,15 +526,11 @@ def ptq_wer(
             raise ValueError("a Setting needs in_dim (the explored layer's input width)")
         spec = spec.model_spec(in_dim)
     spec = as_spec(spec)
-    from usmlite_edu.course.main_job import SAMPLE_IN_CLONE
-    from usmlite_edu.speech.paths import in_checkout
-
     b0 = _b0_dir(b0_dir)
     if sample_dir is None:
         sample_dir = in_checkout(
             SAMPLE_IN_CLONE, "the FSDD test sample", "pass sample_dir", start=_clone()
         )
-    from usmlite_edu.speech.model import param_table  # why: flax, for the B0 paths only
 
     run = _b0_run(b0)
     for w in param_table(run.config):

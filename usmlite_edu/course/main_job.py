@@ -30,6 +30,8 @@ import numpy as np
 from usmlite_edu.core import sizes
 from usmlite_edu.core.specs import as_spec
 from usmlite_edu.course import notebook_runner
+from usmlite_edu.deploy.forward import get_forward
+from usmlite_edu.deploy.recognizer import Recognizer
 
 # Every library call this module makes, in one block, so that moving one is one edit.
 from usmlite_edu.speech.batching import prepare
@@ -37,7 +39,6 @@ from usmlite_edu.speech.corpora import load_corpus
 from usmlite_edu.speech.decoding import wer_cer
 from usmlite_edu.speech.paths import in_checkout
 from usmlite_edu.speech.runs import load_masks, load_run, read_config
-from usmlite_edu.training.train import get_trainer
 
 __all__ = [
     "ptq_on_sample",
@@ -222,9 +223,9 @@ def ptq_on_sample(
     for s in specs:
         spec = as_spec(s)
         t_spec = time.time()
-        trainer = get_trainer(cfg, spec, tcfg)
         masks = load_masks(b0_dir, run, spec)  # one-shot N:M (Eq. 3) on B0's weights
-        done = trainer.evaluate(params, masks, ds, tok)["transcripts"]
+        rec = Recognizer(get_forward(cfg, spec, tcfg), params, masks, tok, tcfg)
+        done = rec.evaluate(ds)["transcripts"]
         hyps[s] = {t["id"]: t["hyp"] for t in done}
         row = {"spec": s}
         for name, us in parts.items():

@@ -73,7 +73,7 @@ def synthetic_batch(b: int = 8, samples: int = 8000, labels: int = 6):
     samples (the first one full length), ``labels`` token ids below 32 each."""
     import numpy as np
 
-    from usmlite_edu.speech import batching
+    from usmlite_edu.speech import batching  # JAX: imported only where arrays are made
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(samples // 2, samples + 1, b).astype(np.int32)
@@ -114,10 +114,11 @@ def _child(args) -> dict[str, Any]:
     import jax
     import numpy as np
 
-    from usmlite_edu.core import quant, sparsity
-    from usmlite_edu.scale import mesh
-    from usmlite_edu.speech import presets
-    from usmlite_edu.training import train
+    # The child process's entry: JAX (which these import) must start after XLA_FLAGS.
+    from usmlite_edu.core import quant, sparsity  # child only: after XLA_FLAGS
+    from usmlite_edu.scale import mesh  # child only: after XLA_FLAGS
+    from usmlite_edu.speech import presets  # child only: after XLA_FLAGS
+    from usmlite_edu.training import train  # child only: after XLA_FLAGS
 
     p = presets.get_preset(args.preset)
     cfg = p.model.replace(num_layers=args.layers)

@@ -8,7 +8,8 @@ reads it back. The bytes are those of the ``exact`` convention of
 
 * **values**: the integer grid values ``q`` of Eq. (2) (section 3.2) at their bit width,
   as unsigned *codes* ``q + 2**(bits-1)`` (``0 .. 2**bits - 1``): int8 one per byte,
-  int4 two per byte, int2 four per byte (:func:`pack_bits`); for N:M (section 3.3, Eq. 3)
+  int4 two per byte, int2 four per byte (:func:`usmlite_edu.core.quant.pack_bits`, the
+  package's one bit packer); for N:M (section 3.3, Eq. 3)
   only the ``n`` kept values of every group of ``m`` (:func:`pack_nm`); a float (not
   quantized) N:M spec keeps its kept values as float32;
 * **scales**: one float32 per output channel and sub-channel group (Eq. 2);
@@ -79,11 +80,14 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from usmlite_edu.core import compress, quant
+from usmlite_edu.core import compress, quant, sizes
+from usmlite_edu.core.quant import from_codes, pack_bits, to_codes, unpack_bits
 from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
-from usmlite_edu.speech import model as model_lib
+from usmlite_edu.deploy.forward import Forward, get_forward
+from usmlite_edu.speech import model, runs
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from_dict
 from usmlite_edu.speech.model import param_table
+from usmlite_edu.speech.tokenizer import Tokenizer
 
 __all__ = [
     "FORMAT",
@@ -106,6 +110,7 @@ __all__ = [
     "file_layout",
     "kernel_specs",
     "inference",
+    "packed_forward",
 ]
 
 #: the ``format`` entry of the header's metadata that marks a file as ours
@@ -124,79 +129,6 @@ ORDER = (
 #: the five tensors of a packed file
 TENSORS = ("values", "scales", "zero_points", "index", "float32")
 _MAX_HEADER = 64 * 2**20  # a header larger than this is not one we wrote
-
-
-# --------------------------------------------------------------------------- bit packing
-def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Pack unsigned integer codes, each ``< 2**bits``, into bytes, least-significant first.
-
-    Code ``k`` occupies bits ``k*bits .. (k+1)*bits - 1`` of the little-endian bit stream:
-    with ``bits=8`` one code per byte; ``bits=4`` two per byte, the first in the low
-    nibble (``byte = c0 | c1 << 4``); ``bits=2`` four per byte (``c0 | c1 << 2 | c2 << 4
-    | c3 << 6``). Widths that do not divide 8 (3, 5, 6, 7) run across byte boundaries. The
-    last byte is padded with zero bits. Returns ``ceil(len(codes) * bits / 8)`` bytes.
-    """
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise ValueError(f"pack_bits: bits must be an integer from 1 to 8, got {bits!r}")
-    codes = np.asarray(codes).ravel()
-    if codes.size and (codes.min() < 0 or codes.max() >= 2**bits):
-        raise ValueError(
-            f"pack_bits: codes must lie in [0, {2**bits - 1}] for {bits} bits, "
-            f"got [{codes.min()}, {codes.max()}]"
-        )
-    codes = codes.astype(np.uint8)
-    if 8 % bits == 0:  # whole codes per byte: shift each into its slot and OR them
-        per = 8 // bits
-        padded = np.zeros(-(-codes.size // per) * per, np.uint8)
-        padded[: codes.size] = codes
-        slots = padded.reshape(-1, per)
-        out = np.zeros(slots.shape[0], np.uint8)
-        for t in range(per):
-            out |= slots[:, t] << (bits * t)
-        return out
-    # other widths: write every code's bits, lowest first, into one bit stream
-    planes = (codes[:, None] >> np.arange(bits, dtype=np.uint8)) & 1
-    return np.packbits(planes.ravel(), bitorder="little")
-
-
-def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
-    """The inverse of :func:`pack_bits`: ``count`` codes of ``bits`` bits, as ``uint8``.
-
-    Refuses (``ValueError``) a byte count other than ``ceil(count * bits / 8)`` and
-    padding bits that are not zero, the signs of a damaged or misread array.
-    """
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise ValueError(f"unpack_bits: bits must be an integer from 1 to 8, got {bits!r}")
-    packed = np.asarray(packed, np.uint8).ravel()
-    need = -(-count * bits // 8)
-    if packed.size != need:
-        raise ValueError(
-            f"unpack_bits: {count} codes of {bits} bits need {need} bytes, got {packed.size}"
-        )
-    if 8 % bits == 0:
-        per, mask = 8 // bits, (1 << bits) - 1
-        slots = np.empty((packed.size, per), np.uint8)
-        for t in range(per):
-            slots[:, t] = (packed >> (bits * t)) & mask
-        codes, pad = slots.ravel()[:count], slots.ravel()[count:]
-    else:
-        stream = np.unpackbits(packed, bitorder="little")
-        planes = stream[: count * bits].reshape(count, bits)
-        codes = (planes << np.arange(bits, dtype=np.uint8)).sum(axis=1).astype(np.uint8)
-        pad = stream[count * bits :]
-    if pad.any():
-        raise ValueError("unpack_bits: the padding bits after the last code are not zero")
-    return codes
-
-
-def to_codes(q: np.ndarray, bits: int) -> np.ndarray:
-    """Integer grid values ``q`` (Eq. 2, ``int8``) as unsigned codes ``q + 2**(bits-1)``."""
-    return (np.asarray(q, np.int16) + 2 ** (bits - 1)).astype(np.uint8)
-
-
-def from_codes(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Codes back to the grid values ``q = code - 2**(bits-1)``, as ``int8``."""
-    return (np.asarray(codes, np.int16) - 2 ** (bits - 1)).astype(np.int8)
 
 
 # --------------------------------------------------------------------------- N:M
@@ -493,7 +425,7 @@ def kernel_specs(
     layer cannot take, and a map rule that matches no layer."""
     spec = as_spec(spec)
     if isinstance(spec, SpecMap):
-        return {n: s for n, s in model_lib.resolve_specs(spec, cfg).items() if not s.is_float}
+        return {n: s for n, s in model.resolve_specs(spec, cfg).items() if not s.is_float}
     out = {}
     if not spec.is_float:
         for w in param_table(cfg):
@@ -601,8 +533,6 @@ def _builtin_charsmap(rule: str) -> bytes | None:
 def _tokenizer_from_meta(d: dict):
     from sentencepiece import sentencepiece_model_pb2 as pb
 
-    from usmlite_edu.speech.tokenizer import Tokenizer
-
     proto = base64.b64decode(d["model"], validate=True)
     if d["charsmap"] != "included":
         m = pb.ModelProto()
@@ -621,9 +551,7 @@ def _tokenizer_from_meta(d: dict):
 
 
 def _json_default(o):
-    from usmlite_edu.speech.runs import json_default
-
-    return json_default(o)
+    return runs.json_default(o)
 
 
 def write_packed(
@@ -635,6 +563,7 @@ def write_packed(
     tokenizer=None,
     train_config: TrainConfig | None = None,
     masks: Any = None,
+    source_meta: dict[str, str] | None = None,
 ) -> ExportInfo:
     """Pack a run's (or a parameter dict's) weights under ``spec`` into ``path``.
 
@@ -649,15 +578,14 @@ def write_packed(
         ``masks`` or one-shot. A :class:`~usmlite_edu.core.specs.SpecMap` packs each
         dense kernel under its own spec (module docstring, "Per-layer specs").
       path: the ``.safetensors`` file to write (replaced atomically).
+      source_meta: for a dict, extra metadata entries (a run directory writes its own:
+        ``source``, ``source_spec``).
 
     Returns the :class:`ExportInfo` (file bytes beside the ``exact`` accounting).
     """
     from safetensors.numpy import save_file
 
-    from usmlite_edu.core import sizes
-    from usmlite_edu.speech import model, runs
-
-    meta_extra: dict = {}
+    meta_extra: dict = dict(source_meta or {})
     if isinstance(source, dict):
         if config is None:
             raise ValueError("write_packed: a parameter dict needs config=")
@@ -682,33 +610,7 @@ def write_packed(
             f"write_packed: tokenizer has {tok.vocab_size} classes, the model {cfg.vocab_size}"
         )
 
-    specs = kernel_specs(cfg, spec)
-    values_dtype = np.uint8 if spec.quantized else np.float32
-    parts: dict[str, list[np.ndarray]] = {t: [] for t in TENSORS}
-    for w in param_table(cfg):
-        value = np.asarray(model.weight_at(params, w.name), np.float32)
-        if value.shape != w.shape:
-            raise ValueError(
-                f"write_packed: {w.name} has shape {value.shape}, config says {w.shape}"
-            )
-        kspec = specs.get(w.name)
-        if kspec is not None:
-            mask = None  # a dense layer of a map: its mask is a scalar True
-            if kspec.sparse and masks is not None:
-                mask = np.asarray(model.weight_at(masks, w.name), bool)
-            pk = pack_kernel(value, kspec, mask)
-            if pk.values.dtype != values_dtype:  # float N:M values among quantized layers
-                pk = pk._replace(values=pk.values.astype("<f4").view(np.uint8))
-            for t, arr in zip(("values", "scales", "zero_points", "index"), pk):
-                parts[t].append(arr)
-        else:
-            parts["float32"].append(value.ravel())
-    dtypes = {"values": values_dtype, "scales": np.float32, "zero_points": np.uint8}
-    dtypes |= {"index": np.uint8, "float32": np.float32}
-    tensors = {
-        t: np.concatenate(parts[t]).astype(dtypes[t]) if parts[t] else np.zeros(0, dtypes[t])
-        for t in TENSORS
-    }
+    tensors = _pack_tensors(cfg, spec, params, masks)
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -739,6 +641,41 @@ def write_packed(
         {t: int(a.nbytes) for t, a in tensors.items()},
         sizes.model_size(spec, cfg),
     )
+
+
+def _pack_tensors(
+    cfg: ConformerConfig, spec: CompressionSpec | SpecMap, params: Any, masks: Any
+) -> dict[str, np.ndarray]:
+    """The five tensors of :data:`TENSORS`: every weight of ``params`` in
+    :func:`usmlite_edu.speech.model.param_table` order, each dense kernel packed under
+    its spec (:func:`pack_kernel`, its N:M mask from ``masks``), the rest float32."""
+    specs = kernel_specs(cfg, spec)
+    values_dtype = np.uint8 if spec.quantized else np.float32
+    parts: dict[str, list[np.ndarray]] = {t: [] for t in TENSORS}
+    for w in param_table(cfg):
+        value = np.asarray(model.weight_at(params, w.name), np.float32)
+        if value.shape != w.shape:
+            raise ValueError(
+                f"write_packed: {w.name} has shape {value.shape}, config says {w.shape}"
+            )
+        kspec = specs.get(w.name)
+        if kspec is not None:
+            mask = None  # a dense layer of a map: its mask is a scalar True
+            if kspec.sparse and masks is not None:
+                mask = np.asarray(model.weight_at(masks, w.name), bool)
+            pk = pack_kernel(value, kspec, mask)
+            if pk.values.dtype != values_dtype:  # float N:M values among quantized layers
+                pk = pk._replace(values=pk.values.astype("<f4").view(np.uint8))
+            for t, arr in zip(("values", "scales", "zero_points", "index"), pk):
+                parts[t].append(arr)
+        else:
+            parts["float32"].append(value.ravel())
+    dtypes = {"values": values_dtype, "scales": np.float32, "zero_points": np.uint8}
+    dtypes |= {"index": np.uint8, "float32": np.float32}
+    return {
+        t: np.concatenate(parts[t]).astype(dtypes[t]) if parts[t] else np.zeros(0, dtypes[t])
+        for t in TENSORS
+    }
 
 
 def _check_exportable(spec) -> None:
@@ -913,20 +850,19 @@ def _unpack_params(cfg, spec, tensors, dequantize: bool) -> dict:
 
 
 # --------------------------------------------------------------------------- inference
-def inference(packed: Packed):
-    """``(trainer, params)`` that transcribe from a packed file (masks: ``None``).
+def inference(packed: Packed) -> tuple[Forward, dict]:
+    """``(forward, params)`` that transcribe from a packed file (masks: ``None``).
 
-    Float and unquantized N:M specs: the ordinary :func:`usmlite_edu.training.train.get_trainer`
-    with the float parameters (pruned entries already zero). Quantized specs: a trainer
-    whose model holds each compressed kernel as its stored integers, scales and zero
-    points, so every dense layer computes Eq. (1), ``s * (X @ q - z * sum(X))``
-    (:func:`usmlite_edu.core.quant.native_matmul`): the forward pass native QAT runs, from the
-    same integers. A :class:`~usmlite_edu.core.specs.SpecMap`: the same, layer by layer
-    (a quantized layer holds its integers, a float or float N:M layer its float weights).
-    Requires a file with a training config (buckets) and a tokenizer.
+    Float and unquantized N:M specs: the ordinary float
+    :func:`~usmlite_edu.deploy.forward.get_forward` with the float parameters (pruned entries
+    already zero). Quantized specs: a forward whose model holds each compressed kernel as
+    its stored integers, scales and zero points, so every dense layer computes Eq. (1),
+    ``s * (X @ q - z * sum(X))`` (:func:`usmlite_edu.core.quant.native_matmul`): the forward
+    pass native QAT runs, from the same integers. A
+    :class:`~usmlite_edu.core.specs.SpecMap`: the same, layer by layer (a quantized
+    layer holds its integers, a float or float N:M layer its float weights). Requires a
+    file with a training config (buckets) and a tokenizer.
     """
-    from usmlite_edu.training import train
-
     if packed.train_config is None or packed.tokenizer is None:
         raise ValueError(
             "this packed model has no tokenizer or training config; export it from a run "
@@ -934,36 +870,30 @@ def inference(packed: Packed):
         )
     cfg, spec, tcfg = packed.config, packed.spec, packed.train_config
     if not spec.quantized:
-        return train.get_trainer(cfg, spec, tcfg), packed.params
-    return _packed_trainer(cfg, spec, tcfg), packed.params
+        return get_forward(cfg, spec, tcfg), packed.params
+    return packed_forward(cfg, spec, tcfg), packed.params
 
 
 @functools.lru_cache(maxsize=2)
-def _packed_trainer(cfg: ConformerConfig, spec: CompressionSpec | SpecMap, tcfg: TrainConfig):
-    from usmlite_edu.speech import model
-    from usmlite_edu.training import train
-
-    class PackedTrainer(train.Trainer):
-        """A :class:`usmlite_edu.training.train.Trainer` whose model's compressible kernels are
-        :class:`usmlite_edu.core.quant.QuantizedArray` (for inference from packed files)."""
-
-        def __init__(self):
-            super().__init__(cfg, spec, tcfg)
-            shapes = {w.name: w.shape for w in param_table(cfg)}
-            kernels = {}
-            for name, s in kernel_specs(cfg, spec).items():
-                if not s.quantized:  # a float N:M layer of a map: float weights
-                    continue
-                (i, j), g = shapes[name], s.groups_for(shapes[name][0])
-                kernels[name] = quant.QuantizedArray(
-                    jax.ShapeDtypeStruct((i, j), np.int8),
-                    jax.ShapeDtypeStruct((g, j), np.float32),
-                    None if s.symmetric else jax.ShapeDtypeStruct((g, j), np.int8),
-                    s.bits,
-                    s.symmetric,
-                )
-            self.graphdef = model.graphdef_with_kernels(
-                cfg, spec, kernels, compute_dtype=tcfg.compute_dtype
-            )
-
-    return PackedTrainer()
+def packed_forward(
+    cfg: ConformerConfig, spec: CompressionSpec | SpecMap, tcfg: TrainConfig
+) -> Forward:
+    """A :class:`~usmlite_edu.deploy.forward.Forward` whose model's packed kernels are
+    :class:`usmlite_edu.core.quant.QuantizedArray` (the parameters :func:`read_packed` gives
+    with ``dequantize=False``)."""
+    shapes = {w.name: w.shape for w in param_table(cfg)}
+    kernels = {}
+    for name, s in kernel_specs(cfg, spec).items():
+        if not s.quantized:  # a float N:M layer of a map: float weights
+            continue
+        (i, j), g = shapes[name], s.groups_for(shapes[name][0])
+        kernels[name] = quant.QuantizedArray(
+            jax.ShapeDtypeStruct((i, j), np.int8),
+            jax.ShapeDtypeStruct((g, j), np.float32),
+            None if s.symmetric else jax.ShapeDtypeStruct((g, j), np.int8),
+            s.bits,
+            s.symmetric,
+        )
+    options = {"compute_dtype": tcfg.compute_dtype}
+    graphdef = model.graphdef_with_kernels(cfg, spec, kernels, **options)
+    return Forward(cfg, spec, graphdef=graphdef, remat=tcfg.remat, **options)

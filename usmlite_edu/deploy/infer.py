@@ -46,14 +46,19 @@ what each does to the WER: ``scripts/infer_wer.py`` (README "Export a packed mod
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from usmlite_edu.core import compress, quant
 from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec, layer_name
-from usmlite_edu.speech import model as model_lib
+from usmlite_edu.deploy.forward import Forward, get_forward
+from usmlite_edu.speech import frontend, model
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
 from usmlite_edu.speech.model import param_table
 
@@ -63,7 +68,7 @@ __all__ = [
     "weight_spec",
     "train_config_for",
     "int_params",
-    "int_trainer",
+    "int_forward",
     "prepare",
     "arith_models",
     "interleaved_min",
@@ -123,7 +128,7 @@ def _map_weight_spec(spec: SpecMap, arith: str, cfg: ConformerConfig | None) -> 
     if cfg is None:
         raise ValueError(f"weight_spec: a spec map under --arith {arith} needs the model config")
     used = set()
-    for name, s in model_lib.resolve_specs(spec, cfg).items():
+    for name, s in model.resolve_specs(spec, cfg).items():
         try:
             weight_spec(s, arith)
         except ValueError as e:
@@ -177,8 +182,6 @@ def int_params(
     the spec is N:M, then Eq. 2), a :class:`~usmlite_edu.core.quant.QuantizedArray` (a packed
     file's) is stored as it is.
     """
-    from usmlite_edu.speech import model
-
     wspec = weight_spec(spec, arith, cfg)
     new = {}
     for name, _ in _dense_names(cfg):
@@ -194,79 +197,71 @@ def int_params(
     return _replace_leaves(params, new)
 
 
+def _abstract_int_kernel(ls: CompressionSpec, shape: tuple[int, int], arith: str) -> Any:
+    """The :class:`~usmlite_edu.core.quant.IntKernel` of an ``(in, out)`` kernel under
+    ``ls`` for ``arith``, with ``jax.ShapeDtypeStruct`` leaves (no memory)."""
+    i, j = shape
+    g = ls.groups_for(i)
+    values = (
+        jax.ShapeDtypeStruct((-(-i // 2), j), np.uint8)  # two int4 values a byte
+        if arith == "w4"
+        else jax.ShapeDtypeStruct((i, j), np.int8)
+    )
+    zero = None if ls.symmetric else jax.ShapeDtypeStruct((g, j), np.int8)
+    scale = jax.ShapeDtypeStruct((g, j), np.float32)
+    return quant.IntKernel(values, scale, zero, ls.bits, ls.symmetric, arith, i)
+
+
 @functools.lru_cache(maxsize=2)
-def int_trainer(
+def int_forward(
     cfg: ConformerConfig, spec: CompressionSpec | SpecMap, tcfg: TrainConfig, arith: str
-):
-    """A :class:`usmlite_edu.training.train.Trainer` whose model holds an
+) -> Forward:
+    """A :class:`~usmlite_edu.deploy.forward.Forward` whose model holds an
     :class:`~usmlite_edu.core.quant.IntKernel` for every dense kernel (the parameters of
-    :func:`int_params` with the same ``spec`` and ``arith``); for evaluation and
-    transcription only (its training step would have no float weights to update)."""
-    from usmlite_edu.speech import model
-    from usmlite_edu.training import train
-
+    :func:`int_params` with the same ``spec`` and ``arith``): each dense layer runs
+    ``arith``'s integer arithmetic; the rest of the model as under ``spec``."""
     wspec = weight_spec(spec, arith, cfg)
-
-    class IntTrainer(train.Trainer):
-        def __init__(self):
-            super().__init__(cfg, wspec, tcfg)
-
-            def abstract_kernel(name: str, i: int, j: int):
-                ls = wspec.spec_for(name) if isinstance(wspec, SpecMap) else wspec
-                g = ls.groups_for(i)
-                shapes = (
-                    jax.ShapeDtypeStruct((i, j), np.int8),
-                    jax.ShapeDtypeStruct((g, j), np.float32),
-                    None if ls.symmetric else jax.ShapeDtypeStruct((g, j), np.int8),
-                )
-                return jax.eval_shape(
-                    lambda v, s, z: quant.IntKernel.from_quantized(
-                        quant.QuantizedArray(v, s, z, ls.bits, ls.symmetric), arith
-                    ),
-                    *shapes,
-                )
-
-            kernels = {name: abstract_kernel(name, *shape) for name, shape in _dense_names(cfg)}
-            self.graphdef = model.graphdef_with_kernels(
-                cfg, wspec, kernels, compute_dtype=tcfg.compute_dtype
-            )
-            self.arith = arith
-
-    return IntTrainer()
+    kernels = {}
+    for name, shape in _dense_names(cfg):
+        ls = wspec.spec_for(name) if isinstance(wspec, SpecMap) else wspec
+        kernels[name] = _abstract_int_kernel(ls, shape, arith)
+    options = {"compute_dtype": tcfg.compute_dtype}
+    graphdef = model.graphdef_with_kernels(cfg, wspec, kernels, **options)
+    return Forward(cfg, wspec, graphdef=graphdef, remat=tcfg.remat, **options)
 
 
 def prepare(
     cfg: ConformerConfig,
-    spec: CompressionSpec,
+    spec: CompressionSpec | SpecMap,
     tcfg: TrainConfig,
     params: Any,
     masks: Any | None,
     arith: str | None,
-    float_trainer,
-) -> tuple[Any, Any, Any, TrainConfig]:
-    """``(trainer, params, masks, train_config)`` that run ``arith`` (``None``: the run's own
-    arithmetic). ``float_trainer(tcfg)`` makes the trainer of the float ariths (the caller's
-    usual one, with the evaluation config of :func:`train_config_for`)."""
+    float_forward: Callable[[TrainConfig], Forward] | None = None,
+) -> tuple[Forward, Any, Any, TrainConfig]:
+    """``(forward, params, masks, train_config)`` that run ``arith`` (``None``: the run's own
+    arithmetic). ``float_forward(tcfg)`` makes the forward of the float ariths (default:
+    :func:`~usmlite_edu.deploy.forward.get_forward`), with the evaluation config of
+    :func:`train_config_for`."""
     check_arith(arith)
     tcfg = train_config_for(tcfg, arith)
     if arith not in quant.INT_ARITHS:
-        return float_trainer(tcfg), params, masks, tcfg
-    trainer = int_trainer(cfg, as_spec(spec), tcfg, arith)
-    return trainer, int_params(params, masks, cfg, spec, arith), None, tcfg
+        make = float_forward or (lambda t: get_forward(cfg, spec, t))
+        return make(tcfg), params, masks, tcfg
+    fwd = int_forward(cfg, as_spec(spec), tcfg, arith)
+    return fwd, int_params(params, masks, cfg, spec, arith), None, tcfg
 
 
 # --------------------------------------------------------------------------- timing
 def arith_models(cfg: ConformerConfig, params: Any, ariths=ARITHS) -> dict[str, tuple]:
     """``{arith: (graphdef, params)}`` of a float model's parameters in each arith (the
     integer ones quantize its dense weights per channel: :func:`weight_spec` of float)."""
-    from usmlite_edu.speech import model
-
     out = {}
     for a in ariths:
         check_arith(a)
         if a in quant.INT_ARITHS:
-            tr = int_trainer(cfg, weight_spec("float", a), TrainConfig(), a)
-            out[a] = (tr.graphdef, int_params(params, None, cfg, "float", a))
+            fwd = int_forward(cfg, weight_spec("float", a), TrainConfig(), a)
+            out[a] = (fwd.graphdef, int_params(params, None, cfg, "float", a))
         else:
             dt = "bfloat16" if a == "bf16" else None
             out[a] = (model.model_graph(cfg, "float", compute_dtype=dt), params)
@@ -278,8 +273,6 @@ def interleaved_min(fns: dict, reps: int) -> dict:
     call of each per round for ``reps`` rounds, the fastest round kept (on a shared
     machine other jobs only ever add time, and interleaving gives every variant the same
     background load)."""
-    import time
-
     for f, args in fns.values():
         jax.block_until_ready(f(*args))
     best = dict.fromkeys(fns, float("inf"))
@@ -307,11 +300,6 @@ def time_forward(
     Conformer blocks on the subsampled ``(B, T', D)`` input; ``model``: subsampling
     convolutions + encoder + softmax on precomputed log-mel features (``parts`` chooses;
     each is one compile per arith). Timed with :func:`interleaved_min`."""
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from usmlite_edu.speech import frontend, model
-
     n = int(seconds * cfg.sample_rate)
     wav = jnp.asarray(0.1 * np.random.default_rng(seed).standard_normal((batch, n)), jnp.float32)
     feats, mask = frontend.log_mel(
@@ -335,10 +323,6 @@ def matmul_peak(dtype, n: int = 1024, reps: int = 20) -> float:
     ``float32``, ``bfloat16`` (accumulating in float32), or ``int8`` (``int8 x int8 ->
     int32`` through ``jax.lax.dot_general``): the ceiling of what an arith can gain on
     a matmul-bound model (as ``benchmarks/bench_train.py`` measures it)."""
-    import time
-
-    import jax.numpy as jnp
-
     a = jnp.ones((n, n), dtype)
     if jnp.dtype(dtype) == jnp.int8:
         dims = (((1,), (0,)), ((), ()))

@@ -33,6 +33,7 @@ from typing import Any
 
 from usmlite_edu.core import sizes, stats
 from usmlite_edu.core.specs import SpecMap
+from usmlite_edu.deploy.recognizer import Recognizer
 from usmlite_edu.search import supernet
 from usmlite_edu.speech import batching, runs
 from usmlite_edu.speech.corpora import load_corpus
@@ -99,14 +100,13 @@ def score(
     """WER, CER, 95% interval (utterances resampled) and every transcript of a run under
     its own spec, on the reproduction's splits (``rc``: its ``ReproConfig``) of the seed
     that held out ``heldout``."""
-    ft = runs.load_run(run_dir)
-    _, tcfg, _ = runs.read_config(run_dir)
-    trainer = train.get_trainer(ft.config, ft.spec, tcfg)
-    masks = runs.load_masks(run_dir, ft, ft.spec)
-    sets = reproduce.eval_sets(rc, data_dir, ft.config, ft.tokenizer, tcfg, heldout=heldout)
+    rec = Recognizer.from_run(run_dir)
+    sets = reproduce.eval_sets(
+        rc, data_dir, rec.config, rec.tokenizer, rec.train_config, heldout=heldout
+    )
     splits = {}
     for name, d in sets.items():
-        r = trainer.evaluate(ft.params, masks, d, ft.tokenizer)
+        r = rec.evaluate(d)
         iv = stats.wer_interval([stats.score(r["transcripts"])])
         splits[name] = {
             "wer": r["wer"],

@@ -52,6 +52,7 @@ import numpy as np
 from usmlite_edu.core import compress, sizes
 from usmlite_edu.core.sizes import ParamInfo
 from usmlite_edu.core.specs import CompressionSpec, as_spec
+from usmlite_edu.speech import batching
 from usmlite_edu.speech.configs import ConformerConfig
 from usmlite_edu.speech.model import param_table
 
@@ -180,8 +181,6 @@ def compress_layers(
 def fixed_batch(ds: Any, indices: Sequence[int]) -> Any:
     """One :class:`usmlite_edu.speech.batching.Batch` of ``ds.examples[indices]``, padded to the
     longest of them (waveform and labels): the fixed batch the sensitivities use."""
-    from usmlite_edu.speech import batching
-
     ex = [ds.examples[i] for i in indices]
     if not ex:
         raise ValueError("fixed_batch needs at least one example")
@@ -211,8 +210,9 @@ def loss_sensitivity(
 
     ``loss_fn(params)`` is the loss on a fixed batch (jit it: it is called
     ``1 + len(groups) * len(specs)`` times with trees of one shape). Any scalar of the
-    parameters works: a dev WER (e.g. ``Trainer.evaluate(params, None, ds, tok)["wer"]``)
-    gives the WER sensitivity, one full evaluation per (group, spec).
+    parameters works: a dev WER (e.g. ``Recognizer(forward, params, None, tok,
+    tcfg).evaluate(ds)["wer"]``, :mod:`usmlite_edu.deploy.recognizer`) gives the WER
+    sensitivity, one full evaluation per (group, spec).
     """
     names = [n for ms in groups.values() for n in ms]
     weights = get_weights(params, names)

@@ -56,9 +56,11 @@ import optax
 
 from usmlite_edu.core import compress
 from usmlite_edu.core.specs import SpecMap, as_spec, layer_name
+from usmlite_edu.deploy.forward import Forward, get_forward
 from usmlite_edu.search import sensitivity
 from usmlite_edu.speech import batching, model, runs
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
+from usmlite_edu.training.train import ctc_per_token
 
 __all__ = [
     "CANDIDATES",
@@ -231,25 +233,23 @@ def search_loss(
     key: jax.Array,
     tau: jax.Array,
     *,
-    trainer: Any,
+    forward: Forward,
     prob: Problem,
     scfg: SearchConfig,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The supernet's loss (module doc) and its parts, for ``state = {"params", "logits"}``.
 
-    ``trainer`` is a float :class:`usmlite_edu.training.train.Trainer` of the model (its features
-    and graphdef); ``teacher`` the teacher's parameters (not differentiated)."""
-    from usmlite_edu.training.train import ctc_per_token
-
+    ``forward`` is the float :class:`usmlite_edu.deploy.forward.Forward` of the model (its
+    features and graphdef); ``teacher`` the teacher's parameters (not differentiated)."""
     params, logits = state["params"], state["logits"]
     probs = gumbel_probs(logits, key, tau)
     weights = sensitivity.get_weights(params, prob.names)
     mixed = sensitivity.with_weights(
         params, mix_weights(weights, probs, prob.names, prob.candidates)
     )
-    feats, mask = trainer.features(batch.waveforms, batch.lengths)
-    s_logits, omask = model.forward(trainer.graphdef, mixed, feats, mask)
-    t_logits, _ = model.forward(trainer.graphdef, jax.lax.stop_gradient(teacher), feats, mask)
+    feats, mask = forward.features(batch.waveforms, batch.lengths)
+    s_logits, omask = model.forward(forward.graphdef, mixed, feats, mask)
+    t_logits, _ = model.forward(forward.graphdef, jax.lax.stop_gradient(teacher), feats, mask)
     ctc = ctc_per_token(s_logits, omask, batch)
     kl = kl_to_teacher(s_logits, jax.lax.stop_gradient(t_logits), omask)
     e_bits = expected_bits(probs, jnp.asarray(prob.bits, jnp.float32))
@@ -299,14 +299,10 @@ def search(
     assignment with its size in both conventions, and ``out_dir/spec_map.json`` the map.
     ``stop_after``: return after that many steps of this call (tests: an interruption).
     """
-    import orbax.checkpoint as ocp
-
-    from usmlite_edu.training import train as trainlib
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prob = problem(cfg, scfg)
-    trainer = trainlib.get_trainer(cfg, "float", tcfg)
+    forward = get_forward(cfg, "float", tcfg)
     tx_w, tx_a = _optimizers(scfg, tcfg.clip_norm)
     state = {
         "params": jax.tree.map(lambda x: jnp.array(x, copy=True), init_params),  # donated below
@@ -319,7 +315,7 @@ def search(
         k = jax.random.fold_in(key, step)
         tau = temperature(step, scfg)
         (loss, parts), g = jax.value_and_grad(search_loss, has_aux=True)(
-            state, teacher, batch, k, tau, trainer=trainer, prob=prob, scfg=scfg
+            state, teacher, batch, k, tau, forward=forward, prob=prob, scfg=scfg
         )
         uw, ow = tx_w.update(g["params"], opt["params"], state["params"])
         ua, oa = tx_a.update(g["logits"], opt["logits"], state["logits"])
@@ -335,14 +331,15 @@ def search(
     step, position = 0, (0, 0)
     mngr = runs.checkpoint_manager(out)
     hist_path = out / "history.jsonl"
-    if mngr.latest_step() is not None:
-        target = {
-            "state": state,
-            "opt": opt,
-            "position": np.zeros(2, np.int64),
-            "step": np.zeros((), np.int64),
-        }
-        restored = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(target))
+    like = {
+        "state": state,
+        "opt": opt,
+        "position": np.zeros(2, np.int64),
+        "step": np.zeros((), np.int64),
+    }
+    resumed = runs.restore_latest(mngr, like)
+    if resumed is not None:
+        _, restored = resumed
         state, opt = restored["state"], restored["opt"]
         position = tuple(int(v) for v in restored["position"])
         step = int(restored["step"])
@@ -389,26 +386,42 @@ def search(
         if step % scfg.log_every == 0 or step == scfg.steps:
             record(step, loss, parts, tau)
         if step % scfg.checkpoint_every == 0 or step == scfg.steps:
-            mngr.save(
+            runs.save_checkpoint(
+                mngr,
                 step,
-                args=ocp.args.StandardSave(
-                    {
-                        "state": state,
-                        "opt": opt,
-                        "position": np.asarray(stream.position, np.int64),
-                        "step": np.asarray(step, np.int64),
-                    }
-                ),
-                force=True,
+                {
+                    "state": state,
+                    "opt": opt,
+                    "position": np.asarray(stream.position, np.int64),
+                    "step": np.asarray(step, np.int64),
+                },
             )
-            mngr.wait_until_finished()
         if stop_after is not None and ran >= stop_after:
             return {"stopped_at": step}
-    logits = np.asarray(state["logits"])
+    smap, result = _result(
+        np.asarray(state["logits"]), prob, cfg, scfg, seed, history, time.time() - t0, step
+    )
+    smap.save(out / "spec_map.json")
+    runs.write_json(out / "search.json", result)
+    return result
+
+
+def _result(
+    logits: np.ndarray,
+    prob: Problem,
+    cfg: ConformerConfig,
+    scfg: SearchConfig,
+    seed: int,
+    history: list[dict],
+    seconds: float,
+    steps: int,
+) -> tuple[SpecMap, dict[str, Any]]:
+    """``(map, search.json record)`` of a finished search: the selected assignment
+    (:func:`select`) as a :class:`~usmlite_edu.core.specs.SpecMap`, and the record of
+    :func:`search`'s docstring."""
     choice, how = select(logits, prob)
     assignment = {n: prob.candidates[k] for n, k in zip(prob.names, choice)}
     smap = SpecMap.from_assignment(assignment, "float")
-    smap.save(out / "spec_map.json")
     result = {
         "search_config": dataclasses.asdict(scfg),
         "seed": seed,
@@ -424,11 +437,10 @@ def search(
         "size_paper": sensitivity.size_of(cfg, assignment, "paper"),
         "size_exact": sensitivity.size_of(cfg, assignment, "exact"),
         "history": history,
-        "search_time_s": time.time() - t0,
-        "steps": step,
+        "search_time_s": seconds,
+        "steps": steps,
     }
-    runs.write_json(out / "search.json", result)
-    return result
+    return smap, result
 
 
 def _percent(bits: float, prob: Problem, cfg: ConformerConfig) -> float:

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from usmlite_edu.core.specs import CompressionSpec, as_spec
+from usmlite_edu.speech import linen_migration, model
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from_dict
 from usmlite_edu.speech.tokenizer import Tokenizer
 
@@ -43,6 +44,8 @@ __all__ = [
     "write_json",
     "json_default",
     "checkpoint_manager",
+    "restore_latest",
+    "save_checkpoint",
     "machine_info",
     "git_commit",
 ]
@@ -112,6 +115,39 @@ def checkpoint_manager(run_dir: Path):
     return ocp.CheckpointManager((Path(run_dir) / "checkpoints").absolute(), options=options)
 
 
+def _abstract(x: Any) -> jax.ShapeDtypeStruct:
+    if isinstance(x, jax.Array):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
+
+
+def restore_latest(mngr: Any, like: Any) -> tuple[int, Any] | None:
+    """``(step, state)`` of the latest checkpoint of ``mngr`` (:func:`checkpoint_manager`),
+    or ``None`` when there is none yet: the resume of every loop that checkpoints (training,
+    the supernet search).
+
+    ``like`` is a state of the same tree (the loop's freshly initialised one): each saved
+    array comes back with its shape and dtype, on its placement (a jax array's sharding,
+    whatever mesh or device wrote the checkpoint: Orbax reshards on read; a NumPy value as
+    a host array)."""
+    import orbax.checkpoint as ocp  # heavy: loaded by the loops that checkpoint only
+
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    abstract = jax.tree.map(_abstract, like)
+    return int(step), mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def save_checkpoint(mngr: Any, step: int, state: Any) -> None:
+    """Save ``state`` as checkpoint ``step`` of ``mngr`` and wait until it is on disk (a
+    killed loop resumes from the last whole one: :func:`restore_latest`)."""
+    import orbax.checkpoint as ocp  # heavy: loaded by the loops that checkpoint only
+
+    mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+    mngr.wait_until_finished()
+
+
 # --------------------------------------------------------------------------- runs
 class Run(NamedTuple):
     """A finished run, as :func:`load_run` reads it (unpacks as a 5-tuple)."""
@@ -150,8 +186,6 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     Parameters saved by the Flax Linen model of earlier versions (``results/cpu/b0``) are
     converted to the NNX layout on the way in (:func:`usmlite_edu.speech.linen_migration.params_from_linen`).
     """
-    from usmlite_edu.speech import linen_migration
-
     run_dir = Path(run_dir)
     cfg, _, meta = read_config(run_dir)
     tok = Tokenizer.load(run_dir / "tokenizer")
@@ -168,8 +202,6 @@ def load_masks(
     it saved them; otherwise one-shot masks, Eq. (3) on the run's weights (post-training
     pruning).
     """
-    from usmlite_edu.speech import linen_migration, model
-
     spec = as_spec(spec, run.spec)
     if not spec.sparse:
         return None

@@ -51,12 +51,14 @@ import optax
 
 from usmlite_edu.core import sparsity
 from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
+from usmlite_edu.deploy import export, infer
+from usmlite_edu.deploy import forward as forwardlib
+from usmlite_edu.deploy.recognizer import Recognizer
 from usmlite_edu.scale import distributed
 from usmlite_edu.scale import mesh as meshlib
 from usmlite_edu.speech import augment, batching, frontend, model, runs
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
 from usmlite_edu.speech.corpora import load_corpus
-from usmlite_edu.speech.decoding import greedy_decode, wer_cer
 from usmlite_edu.speech.presets import Preset, get_preset
 from usmlite_edu.speech.tokenizer import Tokenizer
 
@@ -212,10 +214,12 @@ def ctc_per_token(logits: jax.Array, omask: jax.Array, batch: batching.Batch) ->
 
 
 class Trainer:
-    """One model (architecture + spec) with its jitted train step and forward pass.
+    """One model (architecture + spec) with its jitted train step.
 
     Parameters and masks are plain pytrees passed in and out, never stored here, so one
-    trainer serves every seed and run of its spec.
+    trainer serves every seed and run of its spec. Evaluation is the forward-only
+    :class:`~usmlite_edu.deploy.recognizer.Recognizer`'s (:meth:`recognizer`), on this
+    trainer's graph (:attr:`forward`).
     """
 
     def __init__(
@@ -238,13 +242,15 @@ class Trainer:
         self.noise_targets = augment.noise_targets(abstract, cfg)
         self.tx = make_optimizer(tcfg, self.spec, model.nm_pattern_tree(abstract, cfg, self.opts))
         self._step = jax.jit(self._step_impl, donate_argnums=(0, 1))
-        self._forward = jax.jit(self._forward_impl)
+        # the evaluation forward pass: the same graph, compiled on its first use
+        self.forward = forwardlib.Forward(
+            cfg, self.spec, graphdef=self.graphdef, **self.model_options
+        )
 
     # -- model pieces
     def features(self, waveforms, lengths):
         """Normalised log-mel features and frame mask of a padded waveform batch."""
-        feats, mask = frontend.log_mel(waveforms, lengths, self.mel)
-        return frontend.normalize(feats, mask), mask
+        return self.forward.features(waveforms, lengths)
 
     @property
     def param_table(self) -> tuple:
@@ -255,14 +261,6 @@ class Trainer:
     def init_params(self, seed: int) -> Any:
         """Freshly initialised parameters (a pure pytree) for ``seed``."""
         return model.init_params(self.cfg, self.spec, seed=seed, **self.model_options)
-
-    def _forward_impl(self, params, masks, waveforms, lengths):
-        feats, mask = self.features(waveforms, lengths)
-        p = model.apply_masks(params, masks)
-        # LSQ: step sizes for a model that has none (PTQ of a float run: the min/max
-        # initialisation of the pruned weights), none for a spec without lsq.
-        p = model.conform_lsq(p, self.cfg, self.spec, compress_softmax=self.opts.compress_softmax)
-        return model.forward(self.graphdef, p, feats, mask)
 
     def loss(self, params, masks, batch, dropout_key, deterministic=False, step=None):
         """Mean CTC loss per label token of a batch (padding utterances weigh 0).
@@ -353,47 +351,25 @@ class Trainer:
         b = batching.Batch(*(jnp.asarray(x) for x in batch))
         return self._step(params, opt_state, b, key, jnp.asarray(step, jnp.int32))
 
-    # -- evaluation
+    # -- evaluation: the Recognizer's
+    def recognizer(self, params, masks, tok: Tokenizer | None = None) -> Recognizer:
+        """The forward-only model of ``params`` and N:M ``masks`` (``None``: dense), on this
+        trainer's graph and evaluation settings (``tcfg.eval_batch_size``, buckets)."""
+        return Recognizer(self.forward, params, masks, tok, self.tcfg)
+
     def logits(self, params, masks, waveforms, lengths) -> tuple[jax.Array, jax.Array]:
-        """CTC logits ``(B, T', V)`` and output mask of a padded waveform batch (jitted);
-        ``masks`` are the N:M masks (``None`` for dense)."""
-        return self._forward(params, masks, jnp.asarray(waveforms), jnp.asarray(lengths))
+        """CTC logits ``(B, T', V)`` and output mask of a padded waveform batch (jitted):
+        :meth:`usmlite_edu.deploy.forward.Forward.logits`."""
+        return self.forward.logits(params, masks, waveforms, lengths)
 
     def transcribe_batch(self, params, masks, batch) -> list[list[int]]:
-        logits, omask = self.logits(params, masks, batch.waveforms, batch.lengths)
-        # spread over several processes: gathered (every process decodes the same batch)
-        logits, omask = meshlib.to_host((logits, omask))
-        return greedy_decode(logits, omask)
+        """Greedy CTC token ids of every row of ``batch``."""
+        return self.forward.transcribe_batch(params, masks, batch)
 
     def evaluate(self, params, masks, ds: batching.Dataset, tok: Tokenizer) -> dict:
-        """WER and CER (%) over a prepared dataset, and every transcript.
-
-        Returns ``wer``, ``cer``, ``utterances`` (how many were scored), ``skipped`` (how
-        many the dataset could not prepare), ``transcripts`` (every utterance as ``{"id",
-        "ref", "hyp"}``: normalised reference and greedy hypothesis, in the order decoded,
-        so that the WER can be recomputed and compared utterance by utterance, see
-        :mod:`usmlite_edu.core.stats`) and ``examples`` (the first 20 as ``{"uid", "ref",
-        "hyp"}``, for display).
-        """
-        refs, hyps, uids = [], [], []
-        for batch, idx in batching.eval_batches(ds, self.tcfg.eval_batch_size):
-            ids = self.transcribe_batch(params, masks, batch)
-            for row, i in enumerate(idx):
-                e = ds.examples[i]
-                refs.append(tok.normalize(e.text))
-                hyps.append(tok.decode(ids[row]))
-                uids.append(e.uid)
-        wer, cer = wer_cer(refs, hyps)
-        return {
-            "wer": wer,
-            "cer": cer,
-            "utterances": len(refs),
-            "skipped": len(ds.skipped),
-            "transcripts": [{"id": u, "ref": r, "hyp": h} for u, r, h in zip(uids, refs, hyps)],
-            "examples": [
-                {"uid": u, "ref": r, "hyp": h} for u, r, h in list(zip(uids, refs, hyps))[:20]
-            ],
-        }
+        """WER and CER (%) over a prepared dataset, and every transcript:
+        :meth:`usmlite_edu.deploy.recognizer.Recognizer.evaluate` of :meth:`recognizer`."""
+        return self.recognizer(params, masks, tok).evaluate(ds)
 
 
 # Keep only a few trainers: every compiled XLA:CPU executable holds its own memory
@@ -421,9 +397,13 @@ def trainer_cache_info():
 
 
 def release_compiled() -> None:
-    """Drop every cached :class:`Trainer` and JAX's compilation caches (frees their memory
-    and memory mappings; the next use of a spec compiles it again)."""
+    """Drop every cached :class:`Trainer` and forward pass (float, packed, integer) and
+    JAX's compilation caches (frees their memory and memory mappings; the next use of a
+    spec compiles it again)."""
     _cached_trainer.cache_clear()
+    forwardlib.clear_forward_cache()
+    export.packed_forward.cache_clear()
+    infer.int_forward.cache_clear()
     jax.clear_caches()
     gc.collect()
 
@@ -523,44 +503,13 @@ def train(
     Returns the final metrics dict (also in ``metrics.jsonl``).
     """
     spec = as_spec(spec)
-    overrides = dict(overrides.items()) if isinstance(overrides, Mapping) else list(overrides)
-    given = (
-        set(overrides)
-        if isinstance(overrides, dict)
-        else {o.split("=", 1)[0].strip() for o in overrides}
-    )
-    p = get_preset(preset).override(overrides)
-    if steps is not None:
-        p = p.override({"train.steps": int(steps)})
-    cfg, tcfg = p.model, p.train
-    out = Path(out_dir)
-    init_dir = Path(init) if init else None
-    if init_dir is not None:
-        init_run = runs.load_run(init_dir)
-        # The model is the init run's: only settings that do not reshape it may change.
-        reshaping = sorted(k for k in given if k.startswith("model.") and k != "model.dropout")
-        if reshaping:
-            raise ValueError(
-                f"--init {init_dir} fixes the model; {', '.join(reshaping)} "
-                "cannot change when fine-tuning (only model.dropout can)"
-            )
-        cfg = init_run.config.replace(
-            **{f: getattr(p.model, f) for f in ("dropout",) if f"model.{f}" in given}
-        )
-        tok = init_run.tokenizer
-        itc = init_run.meta.get("train_config", {})
-        if "train.schedule_offset" not in given:
-            tcfg = tcfg.replace(
-                schedule_offset=int(itc.get("schedule_offset", 0)) + int(itc.get("steps", 0))
-            )
-        if "train.rewarm_steps" not in given:
-            tcfg = tcfg.replace(rewarm_steps=max(tcfg.steps // 10, 1))
+    p, cfg, tcfg, init_run, overrides = _settings(preset, overrides, steps, init)
     # Refuse an impossible spec or mesh before loading any data.
     model.check_spec(cfg, model.ModelOptions(spec=spec))
     if mesh_spec is None and jax.process_count() > 1:
         mesh_spec = ""  # several processes: one mesh over all their devices, all on fsdp
     dmesh = meshlib.make_mesh(mesh_spec) if mesh_spec is not None else None
-    primary = distributed.is_primary()
+    out = Path(out_dir)
 
     splits = {
         s: load_corpus(
@@ -574,106 +523,28 @@ def train(
         for s in ("train", *eval_splits)
     }
     out.mkdir(parents=True, exist_ok=True)
-    if init_dir is None:
-        if primary and not (out / "tokenizer" / "tokenizer.model").exists():
-            tok = Tokenizer.train(
-                [u.text for u in splits["train"]], tcfg.vocab_size, None, seed=seed
-            )
-            tok.save(out / "tokenizer")
-        distributed.barrier("tokenizer")  # the others read what process 0 wrote
-        tok = Tokenizer.load(out / "tokenizer")
-    elif primary:
-        tok.save(out / "tokenizer")
+    tok = _run_tokenizer(out, splits["train"], tcfg, seed, init_run)
     cfg = cfg.replace(vocab_size=tok.vocab_size)
+    meta = _run_meta(
+        p, cfg, spec, tcfg, overrides, corpus, data_dir, seed, heldout_speaker, init, mesh_spec
+    )
+    _write_run_config(out, meta, spec)
 
-    meta = {
-        "preset": p.name,
-        "model_config": cfg,
-        "spec": str(spec),
-        "train_config": tcfg,
-        "overrides": sorted(f"{k}={v}" for k, v in overrides.items())
-        if isinstance(overrides, dict)
-        else list(overrides),
-        "corpus": corpus,
-        "data_dir": str(data_dir),
-        "seed": seed,
-        "heldout_speaker": heldout_speaker,
-        "init": str(init_dir) if init_dir else None,
-        "machine": runs.machine_info(),
-        "git_commit": runs.git_commit(),
-        # the last call's mesh and processes (a run may resume on others; not compared)
-        "mesh": mesh_spec,
-        "processes": jax.process_count(),
-    }
-    cfg_path = out / "config.json"
-    if cfg_path.exists():
-        _check_same_run(cfg_path, meta)
-    distributed.barrier("config-checked")  # every process read the old one
-    if primary:
-        runs.write_json(cfg_path, meta)
-        if isinstance(spec, SpecMap):  # the per-layer specs, readable beside config.json
-            spec.save(out / "spec_map.json")
-
-    datasets = {
-        s: batching.prepare(
-            sp,
-            tok,
-            cfg,
-            tcfg.bucket_seconds,
-            keep_long=s != "train",
-            speed_factors=tcfg.speed_perturb if s == "train" else (),
-        )
-        for s, sp in splits.items()
-    }
-    for d in datasets.values():
-        print(d.summary(), flush=True)
+    datasets = _prepare_datasets(splits, tok, cfg, tcfg)
     train_data = {
         "utterances": len(datasets["train"].examples),
         "skipped": len(datasets["train"].skipped),
     }
 
     trainer = get_trainer(cfg, spec, tcfg)
-    if init_dir is not None:
-        # an /lsq spec: step sizes from the init run's (pruned) weights, Eq. 2's scale;
-        # another spec: none (an LSQ run fine-tuned under min/max scales)
-        first_masks = model.one_shot_masks(init_run.params, spec, cfg) if spec.lsq else None
-        params = model.conform_lsq(
-            init_run.params, cfg, spec, first_masks, compress_softmax=trainer.opts.compress_softmax
-        )
-    else:
-        params = trainer.init_params(seed)
-    opt_state = trainer.setup_optimizer(params)
+    params, opt_state = _initial_state(trainer, seed, init_run)
     key = jax.random.key(seed)  # concrete: made before any mesh context
-    step, position = 0, (0, 0)
     if dmesh is not None:
         params, opt_state = meshlib.shard_train_state(params, opt_state, dmesh, trainer.param_table)
         print(f"mesh {dict(dmesh.shape)} over {dmesh.devices.size} devices", flush=True)
 
-    import orbax.checkpoint as ocp
-
     mngr = runs.checkpoint_manager(out)
-    if mngr.latest_step() is not None:
-        target = {
-            "params": params,
-            "opt_state": opt_state,
-            "position": np.zeros(2, np.int64),
-            "step": np.zeros((), np.int64),
-        }
-        # Restore onto this call's placement (the mesh's shardings, or one device),
-        # whatever mesh wrote the checkpoint: Orbax reshards on read.
-        abstract = jax.tree.map(
-            lambda x: (
-                jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
-                if not isinstance(x, jax.Array)
-                else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-            ),
-            target,
-        )
-        restored = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
-        params, opt_state = restored["params"], restored["opt_state"]
-        position = tuple(int(v) for v in restored["position"])
-        step = int(restored["step"])
-        print(f"resumed from {out / 'checkpoints'} at step {step}", flush=True)
+    params, opt_state, step, position = _resume(mngr, params, opt_state, out)
 
     metrics_path = out / "metrics.jsonl"
     logged, previous = runs.read_metrics(out) if metrics_path.exists() else ([], None)
@@ -696,70 +567,13 @@ def train(
     if jax.process_count() > 1:
         print(f"{distributed.describe()}; batch rows {rows[0]}:{rows[1]}", flush=True)
     stream = batching.BatchStream(datasets["train"], tcfg.batch_size, seed, position, rows)
-
-    def log_metrics(obj):
-        if not primary:
-            return
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(obj, default=runs.json_default) + "\n")
-
-    def save(step_):
-        state = {
-            "params": params,
-            "opt_state": opt_state,
-            "position": np.asarray(stream.position, np.int64),
-            "step": np.asarray(step_, np.int64),
-        }
-        mngr.save(step_, args=ocp.args.StandardSave(state), force=True)
-        mngr.wait_until_finished()
-
-    bar = _progress(tcfg.steps, step)
-    t0, t_last, s_last = time.time(), time.time(), step
-    losses: list[float] = []
-    ran = 0
-    while step < tcfg.steps:
-        batch = next(stream)
-        if dmesh is not None:
-            batch = meshlib.global_batch(batch, dmesh, tcfg.batch_size)
-        with meshlib.use_mesh(dmesh) if dmesh is not None else contextlib.nullcontext():
-            params, opt_state, loss, applied = trainer.step(params, opt_state, batch, key, step)
-        step += 1
-        ran += 1
-        if not bool(applied):
-            log.warning("step %d: non-finite loss/gradient, update skipped", step)
-            if int(opt_state.notfinite_count) >= tcfg.max_nonfinite:
-                bar.close()
-                raise RuntimeError(
-                    f"{tcfg.max_nonfinite} updates in a row had a non-finite loss or "
-                    f"gradient (step {step}); lower train.peak_lr or check the data. The "
-                    f"last good state is in {out / 'checkpoints'}"
-                )
-        losses.append(float(loss))
-        bar.update(1)
-        if step % tcfg.log_every == 0 or step == tcfg.steps:
-            now = time.time()
-            sps = (step - s_last) / max(now - t_last, 1e-9)
-            t_last, s_last = now, step
-            rec = {
-                "step": step,
-                "loss": float(np.nanmean(losses[-tcfg.log_every :])),
-                "steps_per_sec": sps,
-                "elapsed_s": now - t0,
-                "nonfinite_skipped": int(opt_state.total_notfinite),
-                "epoch": stream.position[0],
-            }
-            log_metrics(rec)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", sps=f"{sps:.2f}")
-        if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0:
-            save(step)
-        if stop_after is not None and ran >= stop_after:
-            bar.close()
-            return {"stopped_at": step}
-    bar.close()
-    if mngr.latest_step() != step:
-        save(step)
+    loop = _Loop(trainer, tcfg, out, mngr, stream, dmesh, key)
+    t0 = time.time()
+    done = loop.run(params, opt_state, step, stop_after)
+    if done is None:
+        return {"stopped_at": loop.step}
+    params, opt_state, step, losses = done
     _save_tree(out / "params", params)
-
     masks = sparsity.masks_from_state(opt_state)
     if losses:
         final_loss = float(np.nanmean(losses[-tcfg.log_every :]))
@@ -772,18 +586,292 @@ def train(
         "final_loss": final_loss,
         "train": train_data,
     }
-    for s in eval_splits:
-        r = trainer.evaluate(params, masks, datasets[s], tok)
-        result[s] = {k: r[k] for k in ("wer", "cer", "utterances", "skipped")}
-        print(
-            f"{s}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  ({r['utterances']} utterances)",
-            flush=True,
-        )
-    log_metrics({"final": result})
+    # evaluation: the forward-only model of the final parameters
+    evaluations = _evaluate(trainer.recognizer(params, masks, tok), datasets, eval_splits)
+    result.update(evaluations)
+    loop.log({"final": result})
     if masks is not None:
         _save_tree(out / "masks", masks)
     _warn_skipped(result)
     return result
+
+
+def _resume(mngr: Any, params: Any, opt_state: Any, out: Path) -> tuple[Any, Any, int, tuple]:
+    """``(params, opt_state, step, data position)``: the latest checkpoint's, restored onto
+    this call's placement (the mesh's shardings, or one device, whatever mesh wrote it), or
+    the given state at step 0."""
+    like = {
+        "params": params,
+        "opt_state": opt_state,
+        "position": np.zeros(2, np.int64),
+        "step": np.zeros((), np.int64),
+    }
+    resumed = runs.restore_latest(mngr, like)
+    if resumed is None:
+        return params, opt_state, 0, (0, 0)
+    _, restored = resumed
+    step = int(restored["step"])
+    print(f"resumed from {out / 'checkpoints'} at step {step}", flush=True)
+    position = tuple(int(v) for v in restored["position"])
+    return restored["params"], restored["opt_state"], step, position
+
+
+def _evaluate(
+    rec: Recognizer, datasets: Mapping[str, batching.Dataset], splits: Sequence[str]
+) -> dict[str, dict]:
+    """``{split: {wer, cer, utterances, skipped}}`` of the final model, one line printed each."""
+    out = {}
+    for s in splits:
+        r = rec.evaluate(datasets[s])
+        out[s] = {k: r[k] for k in ("wer", "cer", "utterances", "skipped")}
+        print(
+            f"{s}: WER {r['wer']:.2f}%  CER {r['cer']:.2f}%  ({r['utterances']} utterances)",
+            flush=True,
+        )
+    return out
+
+
+def _settings(
+    preset: str | Preset,
+    overrides: Iterable[str] | Mapping[str, object],
+    steps: int | None,
+    init: str | os.PathLike | None,
+) -> tuple[Preset, ConformerConfig, TrainConfig, runs.Run | None, Any]:
+    """``(preset, model config, training config, init run, overrides)`` of a call of
+    :func:`train`: the preset with the overrides; fine-tuning (``init``) keeps the init
+    run's model (only ``model.dropout`` may change) and continues its schedule."""
+    overrides = dict(overrides.items()) if isinstance(overrides, Mapping) else list(overrides)
+    given = (
+        set(overrides)
+        if isinstance(overrides, dict)
+        else {o.split("=", 1)[0].strip() for o in overrides}
+    )
+    p = get_preset(preset).override(overrides)
+    if steps is not None:
+        p = p.override({"train.steps": int(steps)})
+    cfg, tcfg = p.model, p.train
+    if not init:
+        return p, cfg, tcfg, None, overrides
+    init_dir = Path(init)
+    init_run = runs.load_run(init_dir)
+    # The model is the init run's: only settings that do not reshape it may change.
+    reshaping = sorted(k for k in given if k.startswith("model.") and k != "model.dropout")
+    if reshaping:
+        raise ValueError(
+            f"--init {init_dir} fixes the model; {', '.join(reshaping)} "
+            "cannot change when fine-tuning (only model.dropout can)"
+        )
+    cfg = init_run.config.replace(
+        **{f: getattr(p.model, f) for f in ("dropout",) if f"model.{f}" in given}
+    )
+    itc = init_run.meta.get("train_config", {})
+    if "train.schedule_offset" not in given:
+        tcfg = tcfg.replace(
+            schedule_offset=int(itc.get("schedule_offset", 0)) + int(itc.get("steps", 0))
+        )
+    if "train.rewarm_steps" not in given:
+        tcfg = tcfg.replace(rewarm_steps=max(tcfg.steps // 10, 1))
+    return p, cfg, tcfg, init_run, overrides
+
+
+def _run_meta(
+    p: Preset,
+    cfg: ConformerConfig,
+    spec: CompressionSpec | SpecMap,
+    tcfg: TrainConfig,
+    overrides: Any,
+    corpus: str,
+    data_dir: str | None,
+    seed: int,
+    heldout_speaker: str | None,
+    init: str | os.PathLike | None,
+    mesh_spec: str | None,
+) -> dict:
+    """The run's ``config.json``: what it is (compared when it resumes) and where it ran."""
+    init_dir = Path(init) if init else None
+    return {
+        "preset": p.name,
+        "model_config": cfg,
+        "spec": str(spec),
+        "train_config": tcfg,
+        "overrides": sorted(f"{k}={v}" for k, v in overrides.items())
+        if isinstance(overrides, dict)
+        else list(overrides),
+        "corpus": corpus,
+        "data_dir": str(data_dir),
+        "seed": seed,
+        "heldout_speaker": heldout_speaker,
+        "init": str(init_dir) if init_dir else None,
+        "machine": runs.machine_info(),
+        "git_commit": runs.git_commit(),
+        # the last call's mesh and processes (a run may resume on others; not compared)
+        "mesh": mesh_spec,
+        "processes": jax.process_count(),
+    }
+
+
+def _run_tokenizer(
+    out: Path, train_split: Any, tcfg: TrainConfig, seed: int, init_run: runs.Run | None
+) -> Tokenizer:
+    """The run's tokenizer, saved in ``out/tokenizer``: the init run's when fine-tuning,
+    else the one already there (a resumed run), else one trained on the train split by
+    process 0 and read by every process."""
+    primary = distributed.is_primary()
+    if init_run is not None:
+        if primary:
+            init_run.tokenizer.save(out / "tokenizer")
+        return init_run.tokenizer
+    if primary and not (out / "tokenizer" / "tokenizer.model").exists():
+        tok = Tokenizer.train([u.text for u in train_split], tcfg.vocab_size, None, seed=seed)
+        tok.save(out / "tokenizer")
+    distributed.barrier("tokenizer")  # the others read what process 0 wrote
+    return Tokenizer.load(out / "tokenizer")
+
+
+def _write_run_config(out: Path, meta: dict, spec: CompressionSpec | SpecMap) -> None:
+    """``config.json`` (and ``spec_map.json`` of a per-layer spec), after checking that a
+    ``config.json`` already there describes the same run (a resumed one)."""
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        _check_same_run(cfg_path, meta)
+    distributed.barrier("config-checked")  # every process read the old one
+    if distributed.is_primary():
+        runs.write_json(cfg_path, meta)
+        if isinstance(spec, SpecMap):  # the per-layer specs, readable beside config.json
+            spec.save(out / "spec_map.json")
+
+
+def _prepare_datasets(
+    splits: Mapping[str, Any], tok: Tokenizer, cfg: ConformerConfig, tcfg: TrainConfig
+) -> dict[str, batching.Dataset]:
+    """Every split bucketed and tokenised (:func:`usmlite_edu.speech.batching.prepare`): the
+    train split with its speed perturbation and without over-long utterances, the
+    evaluation splits whole."""
+    datasets = {
+        s: batching.prepare(
+            sp,
+            tok,
+            cfg,
+            tcfg.bucket_seconds,
+            keep_long=s != "train",
+            speed_factors=tcfg.speed_perturb if s == "train" else (),
+        )
+        for s, sp in splits.items()
+    }
+    for d in datasets.values():
+        print(d.summary(), flush=True)
+    return datasets
+
+
+def _initial_state(trainer: Trainer, seed: int, init_run: runs.Run | None) -> tuple[Any, Any]:
+    """``(params, optimizer state)`` at step 0: fresh parameters for ``seed``, or the init
+    run's; an /lsq spec gets step sizes from the init run's (pruned) weights, Eq. 2's scale,
+    another spec none (an LSQ run fine-tuned under min/max scales)."""
+    if init_run is None:
+        params = trainer.init_params(seed)
+    else:
+        spec, cfg = trainer.spec, trainer.cfg
+        first_masks = model.one_shot_masks(init_run.params, spec, cfg) if spec.lsq else None
+        params = model.conform_lsq(
+            init_run.params, cfg, spec, first_masks, compress_softmax=trainer.opts.compress_softmax
+        )
+    return params, trainer.setup_optimizer(params)
+
+
+class _Loop:
+    """The training loop of one :func:`train` call: steps, logs to ``metrics.jsonl`` (process
+    0), checkpoints, a progress bar, and the stop on ``max_nonfinite`` skips in a row."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        tcfg: TrainConfig,
+        out: Path,
+        mngr: Any,
+        stream: batching.BatchStream,
+        dmesh: Any,
+        key: jax.Array,
+    ):
+        self.trainer, self.tcfg, self.out, self.mngr = trainer, tcfg, out, mngr
+        self.stream, self.dmesh, self.key = stream, dmesh, key
+        self.step = 0
+
+    def log(self, obj: dict) -> None:
+        """Append one record to ``metrics.jsonl`` (process 0 only)."""
+        if distributed.is_primary():
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(obj, default=runs.json_default) + "\n")
+
+    def _save(self, params: Any, opt_state: Any) -> None:
+        state = {
+            "params": params,
+            "opt_state": opt_state,
+            "position": np.asarray(self.stream.position, np.int64),
+            "step": np.asarray(self.step, np.int64),
+        }
+        runs.save_checkpoint(self.mngr, self.step, state)
+
+    def _one_step(self, params: Any, opt_state: Any) -> tuple[Any, Any, float]:
+        batch = next(self.stream)
+        if self.dmesh is not None:
+            batch = meshlib.global_batch(batch, self.dmesh, self.tcfg.batch_size)
+        on_mesh = meshlib.use_mesh(self.dmesh) if self.dmesh is not None else None
+        with on_mesh or contextlib.nullcontext():
+            params, opt_state, loss, applied = self.trainer.step(
+                params, opt_state, batch, self.key, self.step
+            )
+        self.step += 1
+        if not bool(applied):
+            log.warning("step %d: non-finite loss/gradient, update skipped", self.step)
+            if int(opt_state.notfinite_count) >= self.tcfg.max_nonfinite:
+                raise RuntimeError(
+                    f"{self.tcfg.max_nonfinite} updates in a row had a non-finite loss or "
+                    f"gradient (step {self.step}); lower train.peak_lr or check the data. The "
+                    f"last good state is in {self.out / 'checkpoints'}"
+                )
+        return params, opt_state, float(loss)
+
+    def run(
+        self, params: Any, opt_state: Any, step: int, stop_after: int | None
+    ) -> tuple[Any, Any, int, list[float]] | None:
+        """Train from ``step`` to ``tcfg.steps``; ``(params, opt_state, step, losses of
+        this call)``, checkpointed at the end; ``None`` when ``stop_after`` steps of this
+        call stopped it first (as if killed)."""
+        tcfg = self.tcfg
+        self.step = step
+        bar = _progress(tcfg.steps, step)
+        t0, t_last, s_last = time.time(), time.time(), step
+        losses: list[float] = []
+        ran = 0
+        try:
+            while self.step < tcfg.steps:
+                params, opt_state, loss = self._one_step(params, opt_state)
+                ran += 1
+                losses.append(loss)
+                bar.update(1)
+                if self.step % tcfg.log_every == 0 or self.step == tcfg.steps:
+                    now = time.time()
+                    sps = (self.step - s_last) / max(now - t_last, 1e-9)
+                    t_last, s_last = now, self.step
+                    rec = {
+                        "step": self.step,
+                        "loss": float(np.nanmean(losses[-tcfg.log_every :])),
+                        "steps_per_sec": sps,
+                        "elapsed_s": now - t0,
+                        "nonfinite_skipped": int(opt_state.total_notfinite),
+                        "epoch": self.stream.position[0],
+                    }
+                    self.log(rec)
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", sps=f"{sps:.2f}")
+                if tcfg.checkpoint_every and self.step % tcfg.checkpoint_every == 0:
+                    self._save(params, opt_state)
+                if stop_after is not None and ran >= stop_after:
+                    return None
+        finally:
+            bar.close()
+        if self.mngr.latest_step() != self.step:
+            self._save(params, opt_state)
+        return params, opt_state, self.step, losses
 
 
 def _save_tree(path: Path, tree: Any) -> None:
@@ -830,8 +918,6 @@ def evaluate_run(
     (:mod:`usmlite_edu.deploy.export`), which scores exactly as its run under its spec.
     ``arith`` is the dense layers' inference arithmetic (:mod:`usmlite_edu.deploy.infer`).
     """
-    from usmlite_edu.deploy.transcribe import open_model
-
     keys = (
         overrides.keys()
         if isinstance(overrides, Mapping)
@@ -842,19 +928,19 @@ def evaluate_run(
             "evaluation takes only train.* overrides (e.g. train.eval_batch_size=8); "
             "the model is fixed by the checkpoint"
         )
-    m = open_model(run_dir, model, spec, overrides, arith=arith)
+    rec = Recognizer.open(run_dir, model, spec, overrides, arith=arith)
     split_data = load_corpus(
         corpus,
         data_dir,
         split,
         seed=seed,
-        sample_rate=m.config.sample_rate,
+        sample_rate=rec.config.sample_rate,
         heldout_speaker=heldout_speaker,
     )
     ds = batching.prepare(
-        split_data, m.tokenizer, m.config, m.train_config.bucket_seconds, keep_long=True
+        split_data, rec.tokenizer, rec.config, rec.train_config.bucket_seconds, keep_long=True
     )
-    r = m.trainer.evaluate(m.params, m.masks, ds, m.tokenizer)
-    r["spec"] = str(m.trainer.spec)
+    r = rec.evaluate(ds)
+    r["spec"] = str(rec.spec)
     r["arith"] = arith
     return r

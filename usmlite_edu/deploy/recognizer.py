@@ -1,0 +1,261 @@
+"""The :class:`Recognizer`: a trained model, forward only, ready to transcribe, evaluate
+and export.
+
+One object holds what inference needs and nothing of training: the compiled forward pass
+(:class:`usmlite_edu.deploy.forward.Forward`: graph definition, spec or spec map, frontend
+settings), the parameters and N:M masks, the tokenizer, and the evaluation settings of
+the training config (bucket lengths, evaluation batch size, compute dtype). It comes from
+a run directory (:meth:`Recognizer.from_run`), a packed ``.safetensors`` file
+(:meth:`Recognizer.from_packed`) or a trainer's parameters
+(:meth:`usmlite_edu.training.train.Trainer.recognizer`); transcription, ``eval``, the
+explorer, the search and the mesh tour all run through it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from usmlite_edu.core import quant
+from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
+from usmlite_edu.deploy import export, infer
+from usmlite_edu.deploy.forward import Forward, get_forward
+from usmlite_edu.speech import batching, model, runs
+from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
+from usmlite_edu.speech.presets import Preset
+from usmlite_edu.speech.tokenizer import Tokenizer
+
+__all__ = ["Recognizer", "open_model"]
+
+
+class Recognizer:
+    """A model ready to transcribe: a :class:`~usmlite_edu.deploy.forward.Forward` bound to
+    its parameters, masks, tokenizer and evaluation settings.
+
+    Attributes:
+      forward: the compiled forward pass (graph, spec, frontend).
+      params: the parameter dict (float arrays; a packed file's quantized kernels as
+        :class:`~usmlite_edu.core.quant.QuantizedArray`, an integer ``arith``'s dense kernels
+        as :class:`~usmlite_edu.core.quant.IntKernel`).
+      masks: the N:M masks applied to ``params`` before each forward pass (``None``: dense,
+        or already applied).
+      tokenizer: turns token ids into text (``None``: :meth:`logits` only).
+      train_config: the evaluation settings (``bucket_seconds``, ``eval_batch_size``,
+        ``compute_dtype``); the model was trained with the same file's other fields.
+      arith: the inference arithmetic of the dense layers (``None``: the run's own;
+        :mod:`usmlite_edu.deploy.infer`).
+      source_meta: where it came from (a run directory and its spec), written into an
+        exported file's metadata.
+    """
+
+    def __init__(
+        self,
+        forward: Forward,
+        params: Any,
+        masks: Any = None,
+        tokenizer: Tokenizer | None = None,
+        train_config: TrainConfig | None = None,
+        *,
+        arith: str | None = None,
+        source_meta: Mapping[str, str] | None = None,
+    ):
+        self.forward, self.params, self.masks = forward, params, masks
+        self.tokenizer = tokenizer
+        self.train_config = train_config if train_config is not None else TrainConfig()
+        self.arith = arith
+        self.source_meta = dict(source_meta or {})
+
+    # -- what it is
+    @property
+    def config(self) -> ConformerConfig:
+        """The model's architecture."""
+        return self.forward.cfg
+
+    @property
+    def spec(self) -> CompressionSpec | SpecMap:
+        """The compression its forward pass applies (an integer ``arith``: the spec whose
+        integers it multiplies, :func:`usmlite_edu.deploy.infer.weight_spec`)."""
+        return self.forward.spec
+
+    # -- loading
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | os.PathLike,
+        spec: str | CompressionSpec | SpecMap | None = None,
+        overrides: Iterable[str] | Mapping[str, object] = (),
+        arith: str | None = None,
+    ) -> Recognizer:
+        """A run directory's final parameters under ``spec`` (default: its own; another
+        spec is post-training compression: one-shot N:M masks, Eq. 3, and the spec's
+        quantizer on the run's weights). ``overrides`` are ``train.*`` evaluation
+        settings (batch size, buckets); ``arith`` the dense layers' arithmetic
+        (:mod:`usmlite_edu.deploy.infer`)."""
+        infer.check_arith(arith)
+        run = runs.load_run(run_dir)
+        _, tcfg, _ = runs.read_config(run_dir)
+        tcfg = Preset("run", run.config, tcfg).override(overrides).train
+        spec = as_spec(spec, run.spec)
+        if isinstance(spec, SpecMap):  # refuse a map that does not fit before any mask is made
+            model.resolve_specs(spec, run.config)
+        masks = runs.load_masks(run_dir, run, spec)
+        fwd, params, masks, tcfg = infer.prepare(
+            run.config,
+            spec,
+            tcfg,
+            run.params,
+            masks,
+            arith,
+            lambda t: get_forward(run.config, spec, t),
+        )
+        source = {"source": str(run_dir), "source_spec": str(run.spec)}
+        return cls(fwd, params, masks, run.tokenizer, tcfg, arith=arith, source_meta=source)
+
+    @classmethod
+    def from_packed(
+        cls,
+        path: str | os.PathLike,
+        spec: str | CompressionSpec | SpecMap | None = None,
+        overrides: Iterable[str] | Mapping[str, object] = (),
+        arith: str | None = None,
+    ) -> Recognizer:
+        """A packed file of ``usmlite-edu export`` (:mod:`usmlite_edu.deploy.export`), which
+        transcribes exactly as its run does under the spec it was exported with. A
+        ``spec`` other than the file's is refused (its weights are already compressed),
+        and so is a file without a tokenizer or training config."""
+        infer.check_arith(arith)
+        packed = export.read_packed(path, dequantize=False)
+        if spec is not None and as_spec(spec) != packed.spec:
+            spec = as_spec(spec)
+            asked = (
+                f"--spec-map {spec.source or 'FILE'}"
+                if isinstance(spec, SpecMap)
+                else f"--spec {spec}"
+            )
+            raise ValueError(
+                f"{path} holds the model compressed with {packed.spec}; it cannot run "
+                f"under {asked} (export the run again with {asked})"
+            )
+        if packed.train_config is None or packed.tokenizer is None:
+            raise ValueError(
+                f"{path} has no tokenizer or training config: export it from a run "
+                "directory (usmlite-edu export --checkpoint RUN) to transcribe with it"
+            )
+        cfg = packed.config
+        tcfg = Preset("packed", cfg, packed.train_config).override(overrides).train
+        fwd, params, _, tcfg = infer.prepare(
+            cfg,
+            packed.spec,
+            tcfg,
+            packed.params,
+            None,
+            arith,
+            lambda t: export.inference(packed._replace(train_config=t))[0],
+        )
+        return cls(fwd, params, None, packed.tokenizer, tcfg, arith=arith)
+
+    @classmethod
+    def open(
+        cls,
+        run_dir: str | os.PathLike | None,
+        model: str | os.PathLike | None = None,
+        spec: str | CompressionSpec | SpecMap | None = None,
+        overrides: Iterable[str] | Mapping[str, object] = (),
+        arith: str | None = None,
+    ) -> Recognizer:
+        """:meth:`from_run` of ``run_dir`` or :meth:`from_packed` of ``model`` (exactly one
+        of them: the CLI's ``--checkpoint RUN`` / ``--model FILE``)."""
+        if (run_dir is None) == (model is None):
+            raise ValueError(
+                "give a run directory (--checkpoint RUN) or a packed file (--model FILE)"
+            )
+        if model is not None:
+            return cls.from_packed(model, spec, overrides, arith)
+        return cls.from_run(run_dir, spec, overrides, arith)
+
+    # -- running
+    def logits(self, waveforms, lengths) -> tuple[jax.Array, jax.Array]:
+        """CTC logits ``(B, T', V)`` and output mask of a padded waveform batch (jitted)."""
+        return self.forward.logits(self.params, self.masks, waveforms, lengths)
+
+    def transcribe_batch(self, batch: batching.Batch) -> list[list[int]]:
+        """Greedy CTC token ids of every row of ``batch``."""
+        return self.forward.transcribe_batch(self.params, self.masks, batch)
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        """The text of one utterance (float32 samples at the model's sample rate).
+
+        It is padded to the smallest training bucket that holds it (one compile per
+        bucket, shared by every file); audio longer than the largest bucket runs in one
+        pass of its own length (one extra compile for that length)."""
+        sr = self.config.sample_rate
+        buckets = [int(s * sr) for s in self.train_config.bucket_seconds]
+        n = next((b for b in buckets if audio.size <= b), audio.size)
+        wav = np.zeros((1, n), np.float32)
+        wav[0, : audio.size] = audio
+        batch = batching.Batch(
+            wav,
+            np.array([audio.size], np.int32),
+            np.zeros((1, 1), np.int32),
+            np.zeros(1, np.int32),
+            np.ones(1, np.float32),
+        )
+        return self._tokenizer().decode(self.transcribe_batch(batch)[0])
+
+    def evaluate(self, ds: batching.Dataset) -> dict:
+        """WER and CER (%) over a prepared dataset, and every transcript
+        (:func:`usmlite_edu.deploy.forward.evaluate`: ``wer``, ``cer``, ``utterances``,
+        ``skipped``, ``transcripts``, ``examples``), in batches of
+        ``train_config.eval_batch_size``."""
+        return self.forward.evaluate(
+            self.params, self.masks, ds, self._tokenizer(), self.train_config.eval_batch_size
+        )
+
+    def export(self, path: str | os.PathLike) -> export.ExportInfo:
+        """Write this model as a packed ``.safetensors`` file
+        (:func:`usmlite_edu.deploy.export.write_packed`: its spec, parameters, masks,
+        tokenizer and evaluation settings); from a run directory the file's bytes are those
+        of ``usmlite-edu export --checkpoint RUN``. Float parameters only: a recognizer of a
+        packed file or of an integer ``--arith`` holds compressed kernels already."""
+        if self.arith is not None or _holds_integers(self.params):
+            raise ValueError(
+                "export: this model's kernels are already integers (a packed file or an "
+                "integer --arith); export its run directory instead"
+            )
+        return export.write_packed(
+            self.params,
+            self.spec,
+            path,
+            config=self.config,
+            tokenizer=self.tokenizer,
+            train_config=self.train_config,
+            masks=self.masks,
+            source_meta=self.source_meta,
+        )
+
+    def _tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise ValueError("this recognizer has no tokenizer: it gives logits only")
+        return self.tokenizer
+
+
+def _holds_integers(params: Any) -> bool:
+    leaves = jax.tree.leaves(
+        params, is_leaf=lambda x: isinstance(x, (quant.QuantizedArray, quant.IntKernel))
+    )
+    return any(isinstance(x, (quant.QuantizedArray, quant.IntKernel)) for x in leaves)
+
+
+def open_model(
+    run_dir: str | os.PathLike | None,
+    model: str | os.PathLike | None = None,
+    spec: str | CompressionSpec | SpecMap | None = None,
+    overrides: Iterable[str] | Mapping[str, object] = (),
+    arith: str | None = None,
+) -> Recognizer:
+    """:meth:`Recognizer.open` (the name earlier versions gave it)."""
+    return Recognizer.open(run_dir, model, spec, overrides, arith)
