@@ -45,7 +45,7 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/usmlite-edu/usmlite_edu/blob/main/notebooks/06_conformer_ctc_anatomy.ipynb) [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/usmlite-edu/usmlite_edu/main?labpath=notebooks%2F06_conformer_ctc_anatomy.ipynb)
 #
 # * **Before you start:** Notebooks 01-05; convolutions and attention at the level of a deep-learning course.
-# * **Reading time:** about 55 min (its text at 120 words a minute, 5 min an exercise).
+# * **Reading time:** about 60 min (its text at 120 words a minute, 5 min an exercise).
 # * **Running time:** 44 s in fast mode; 2 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 
 # %% tags=["colab"]
