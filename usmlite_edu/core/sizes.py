@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
-from usmlite_edu.core.specs import CompressionSpec, as_spec
+from usmlite_edu.core.specs import CompressionSpec, Spec, as_spec
 
 __all__ = [
     "ParamInfo",
@@ -130,7 +130,7 @@ def _weights(model: ModelLike) -> tuple[list[ParamInfo], int | None]:
 
 
 def model_size(
-    spec: CompressionSpec | str, model: ModelLike = "usm_2b", reference: ModelLike | None = None
+    spec: Spec | str, model: ModelLike = "usm_2b", reference: ModelLike | None = None
 ) -> SizeBreakdown:
     """Exact stored bits of ``model`` compressed with ``spec``, relative to ``reference``.
 
@@ -180,7 +180,7 @@ def _paper_fraction(spec: CompressionSpec, ref_in_dim: int) -> float:
 
 
 def size_ratio(
-    spec: CompressionSpec | str,
+    spec: Spec | str,
     model: ModelLike = "usm_2b",
     convention: Convention = "paper",
     *,

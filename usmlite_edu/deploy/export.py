@@ -82,7 +82,7 @@ import numpy as np
 
 from usmlite_edu.core import compress, quant, sizes
 from usmlite_edu.core.quant import from_codes, pack_bits, to_codes, unpack_bits
-from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
+from usmlite_edu.core.specs import CompressionSpec, Spec, SpecMap, as_spec
 from usmlite_edu.deploy.forward import Forward, get_forward
 from usmlite_edu.speech import model, runs
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from_dict
@@ -353,7 +353,7 @@ class Packed(NamedTuple):
     """
 
     config: ConformerConfig
-    spec: CompressionSpec | SpecMap
+    spec: Spec
     params: dict
     tokenizer: Any
     train_config: TrainConfig | None = None
@@ -369,7 +369,7 @@ class ExportInfo:
     """
 
     path: Path
-    spec: CompressionSpec | SpecMap
+    spec: Spec
     file_bytes: int
     header_bytes: int  # the 8-byte length and the JSON header
     tensor_bytes: dict
@@ -415,9 +415,7 @@ def _set(tree: dict, name: str, value) -> None:
     node[keys[-1]] = value
 
 
-def kernel_specs(
-    cfg: ConformerConfig, spec: CompressionSpec | SpecMap | str
-) -> dict[str, CompressionSpec]:
+def kernel_specs(cfg: ConformerConfig, spec: Spec | str) -> dict[str, CompressionSpec]:
     """``{weight name: spec}`` of every kernel a packed file of ``cfg`` under ``spec``
     packs, in file order: the dense kernels, each under its own spec for a
     :class:`~usmlite_edu.core.specs.SpecMap`, except those whose spec is float (they go
@@ -444,7 +442,7 @@ PER_LAYER = (
 )
 
 
-def file_layout(cfg: ConformerConfig, spec: CompressionSpec | SpecMap | str) -> dict:
+def file_layout(cfg: ConformerConfig, spec: Spec | str) -> dict:
     """The ``layout`` entry of a packed file's metadata for ``cfg`` under ``spec``.
 
     ``kernels`` lists ``[name, in, out, groups]`` per packed kernel in file order (a
@@ -556,7 +554,7 @@ def _json_default(o):
 
 def write_packed(
     source: str | os.PathLike | dict,
-    spec: CompressionSpec | SpecMap | str | None,
+    spec: Spec | str | None,
     path: str | os.PathLike,
     *,
     config: ConformerConfig | None = None,
@@ -644,7 +642,7 @@ def write_packed(
 
 
 def _pack_tensors(
-    cfg: ConformerConfig, spec: CompressionSpec | SpecMap, params: Any, masks: Any
+    cfg: ConformerConfig, spec: Spec, params: Any, masks: Any
 ) -> dict[str, np.ndarray]:
     """The five tensors of :data:`TENSORS`: every weight of ``params`` in
     :func:`usmlite_edu.speech.model.param_table` order, each dense kernel packed under
@@ -875,9 +873,7 @@ def inference(packed: Packed) -> tuple[Forward, dict]:
 
 
 @functools.lru_cache(maxsize=2)
-def packed_forward(
-    cfg: ConformerConfig, spec: CompressionSpec | SpecMap, tcfg: TrainConfig
-) -> Forward:
+def packed_forward(cfg: ConformerConfig, spec: Spec, tcfg: TrainConfig) -> Forward:
     """A :class:`~usmlite_edu.deploy.forward.Forward` whose model's packed kernels are
     :class:`usmlite_edu.core.quant.QuantizedArray` (the parameters :func:`read_packed` gives
     with ``dequantize=False``)."""

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
+from usmlite_edu.core.specs import Spec, as_spec
 from usmlite_edu.scale import mesh as meshlib
 from usmlite_edu.speech import batching, frontend, model
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
@@ -45,7 +45,7 @@ class Forward:
     def __init__(
         self,
         cfg: ConformerConfig,
-        spec: CompressionSpec | SpecMap | str,
+        spec: Spec | str,
         *,
         graphdef: Any = None,
         **model_options: Any,
@@ -130,15 +130,13 @@ def evaluate(transcribe_batch, ds: batching.Dataset, tok: Tokenizer, batch_size:
 # executables once it is garbage-collected.
 @functools.lru_cache(maxsize=4)
 def _cached_forward(
-    cfg: ConformerConfig, spec: CompressionSpec | SpecMap, compute_dtype: str | None, remat: str
+    cfg: ConformerConfig, spec: Spec, compute_dtype: str | None, remat: str
 ) -> Forward:
     gc.collect()  # collect the forward the cache just evicted, if any
     return Forward(cfg, spec, compute_dtype=compute_dtype, remat=remat)
 
 
-def get_forward(
-    cfg: ConformerConfig, spec: CompressionSpec | SpecMap | str, tcfg: TrainConfig
-) -> Forward:
+def get_forward(cfg: ConformerConfig, spec: Spec | str, tcfg: TrainConfig) -> Forward:
     """A cached float :class:`Forward` of ``cfg`` under ``spec`` with ``tcfg``'s compute
     options (``compute_dtype``, ``remat``): evaluations of runs that share them reuse one
     compiled forward. At most four are kept (least recently used dropped)."""

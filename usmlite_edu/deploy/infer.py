@@ -56,7 +56,7 @@ import numpy as np
 from flax import nnx
 
 from usmlite_edu.core import compress, quant
-from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec, layer_name
+from usmlite_edu.core.specs import CompressionSpec, Spec, SpecMap, as_spec, layer_name
 from usmlite_edu.deploy.forward import Forward, get_forward
 from usmlite_edu.speech import frontend, model
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
@@ -88,7 +88,7 @@ def check_arith(arith: str | None) -> str | None:
 
 
 def weight_spec(
-    spec: CompressionSpec | SpecMap | str, arith: str, cfg: ConformerConfig | None = None
+    spec: Spec | str, arith: str, cfg: ConformerConfig | None = None
 ) -> CompressionSpec | SpecMap:
     """The spec whose integers an integer ``arith`` multiplies (module docstring).
 
@@ -213,9 +213,7 @@ def _abstract_int_kernel(ls: CompressionSpec, shape: tuple[int, int], arith: str
 
 
 @functools.lru_cache(maxsize=2)
-def int_forward(
-    cfg: ConformerConfig, spec: CompressionSpec | SpecMap, tcfg: TrainConfig, arith: str
-) -> Forward:
+def int_forward(cfg: ConformerConfig, spec: Spec, tcfg: TrainConfig, arith: str) -> Forward:
     """A :class:`~usmlite_edu.deploy.forward.Forward` whose model holds an
     :class:`~usmlite_edu.core.quant.IntKernel` for every dense kernel (the parameters of
     :func:`int_params` with the same ``spec`` and ``arith``): each dense layer runs
@@ -232,7 +230,7 @@ def int_forward(
 
 def prepare(
     cfg: ConformerConfig,
-    spec: CompressionSpec | SpecMap,
+    spec: Spec,
     tcfg: TrainConfig,
     params: Any,
     masks: Any | None,

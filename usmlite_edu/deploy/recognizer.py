@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from usmlite_edu.core import quant
-from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
+from usmlite_edu.core.specs import CompressionSpec, Spec, SpecMap, as_spec
 from usmlite_edu.deploy import export, infer
 from usmlite_edu.deploy.forward import Forward, get_forward
 from usmlite_edu.speech import batching, model, runs
@@ -86,7 +86,7 @@ class Recognizer:
     def from_run(
         cls,
         run_dir: str | os.PathLike,
-        spec: str | CompressionSpec | SpecMap | None = None,
+        spec: Spec | str | None = None,
         overrides: Iterable[str] | Mapping[str, object] = (),
         arith: str | None = None,
     ) -> Recognizer:
@@ -119,7 +119,7 @@ class Recognizer:
     def from_packed(
         cls,
         path: str | os.PathLike,
-        spec: str | CompressionSpec | SpecMap | None = None,
+        spec: Spec | str | None = None,
         overrides: Iterable[str] | Mapping[str, object] = (),
         arith: str | None = None,
     ) -> Recognizer:
@@ -163,7 +163,7 @@ class Recognizer:
         cls,
         run_dir: str | os.PathLike | None,
         model: str | os.PathLike | None = None,
-        spec: str | CompressionSpec | SpecMap | None = None,
+        spec: Spec | str | None = None,
         overrides: Iterable[str] | Mapping[str, object] = (),
         arith: str | None = None,
     ) -> Recognizer:
@@ -253,7 +253,7 @@ def _holds_integers(params: Any) -> bool:
 def open_model(
     run_dir: str | os.PathLike | None,
     model: str | os.PathLike | None = None,
-    spec: str | CompressionSpec | SpecMap | None = None,
+    spec: Spec | str | None = None,
     overrides: Iterable[str] | Mapping[str, object] = (),
     arith: str | None = None,
 ) -> Recognizer:

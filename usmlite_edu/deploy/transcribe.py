@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
-from usmlite_edu.core.specs import CompressionSpec
+from usmlite_edu.core.specs import Spec
 from usmlite_edu.deploy.recognizer import Recognizer, open_model
 from usmlite_edu.speech.audio import AudioError, load_audio
 
@@ -31,7 +31,7 @@ def transcribe_files(
     run_dir: str | os.PathLike | None,
     files: Sequence[str],
     *,
-    spec: str | CompressionSpec | None = None,
+    spec: Spec | str | None = None,
     model: str | os.PathLike | None = None,
     arith: str | None = None,
 ) -> Iterator[tuple[str, str]]:

@@ -718,7 +718,7 @@ class ConformerCTC(nnx.Module):
 
 # --------------------------------------------------------------------------- functional core
 def build_model(
-    cfg: ConformerConfig, spec: CompressionSpec | str = "float", *, seed: int = 0, **options
+    cfg: ConformerConfig, spec: Spec | str = "float", *, seed: int = 0, **options
 ) -> ConformerCTC:
     """A model whose every compressible weight is checked against ``spec`` up front.
 
@@ -730,9 +730,7 @@ def build_model(
     return ConformerCTC(cfg, opts, rngs=nnx.Rngs(seed))  # checks the spec first
 
 
-def abstract_model(
-    cfg: ConformerConfig, spec: CompressionSpec | str = "float", **options
-) -> ConformerCTC:
+def abstract_model(cfg: ConformerConfig, spec: Spec | str = "float", **options) -> ConformerCTC:
     """The model with ``jax.ShapeDtypeStruct`` for every parameter (``nnx.eval_shape``):
     the tree and shapes of any preset, the 2B one included, without allocating it.
 
@@ -754,7 +752,7 @@ def weight_at(tree: Any, name: str) -> Any:
 
 def graphdef_with_kernels(
     cfg: ConformerConfig,
-    spec: CompressionSpec | str,
+    spec: Spec | str,
     kernels: Mapping[str, Any],
     **options,
 ) -> nnx.GraphDef:
@@ -780,16 +778,12 @@ def split_model(model: ConformerCTC) -> tuple[nnx.GraphDef, dict]:
     return graphdef, nnx.to_pure_dict(params)
 
 
-def model_graph(
-    cfg: ConformerConfig, spec: CompressionSpec | str = "float", **options
-) -> nnx.GraphDef:
+def model_graph(cfg: ConformerConfig, spec: Spec | str = "float", **options) -> nnx.GraphDef:
     """The graphdef of ``build_model(cfg, spec, **options)``, built abstractly (no memory)."""
     return split_model(abstract_model(cfg, spec, **options))[0]
 
 
-def init_params(
-    cfg: ConformerConfig, spec: CompressionSpec | str = "float", seed: int = 0, **options
-) -> dict:
+def init_params(cfg: ConformerConfig, spec: Spec | str = "float", seed: int = 0, **options) -> dict:
     """Fresh parameters of ``build_model(cfg, spec, seed=seed, **options)``, as a dict."""
     params = split_model(build_model(cfg, spec, seed=seed, **options))[1]
     spec = as_spec(spec)
@@ -945,7 +939,7 @@ def _param_table(cfg: ConformerConfig, spec: Any, options: tuple) -> tuple[Param
 
 
 def param_table(
-    cfg: ConformerConfig, spec: CompressionSpec | str = "float", **options
+    cfg: ConformerConfig, spec: Spec | str = "float", **options
 ) -> tuple[ParamInfo, ...]:
     """Every parameter of ``build_model(cfg, spec, **options)``, as the model declares it:
     path, shape, role, compressible, logical axes (:class:`usmlite_edu.core.sizes.ParamInfo`).
@@ -1140,9 +1134,7 @@ def apply_masks(params: Any, masks: Any | None, straight_through: bool = False) 
     return jax.tree.map(lambda w, m: sparsity.apply_mask(w, m, straight_through), params, masks)
 
 
-def one_shot_masks(
-    params: Any, spec: CompressionSpec | str, cfg: ConformerConfig, **options
-) -> Any | None:
+def one_shot_masks(params: Any, spec: Spec | str, cfg: ConformerConfig, **options) -> Any | None:
     """Eq. (3) once on the given weights, on every compressible kernel: post-training
     N:M pruning (``None`` for a dense spec). Other leaves get a scalar ``True``, as in the
     masks :func:`usmlite_edu.core.sparsity.nm_masked` keeps during training."""
@@ -1181,7 +1173,7 @@ LSQ_LEAF = "log_step"
 def conform_lsq(
     params: Any,
     cfg: ConformerConfig,
-    spec: CompressionSpec | str,
+    spec: Spec | str,
     masks: Any | None = None,
     *,
     reset: bool = False,

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from usmlite_edu.core.specs import CompressionSpec, as_spec
+from usmlite_edu.core.specs import CompressionSpec, Spec, as_spec
 from usmlite_edu.speech import linen_migration, model
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from_dict
 from usmlite_edu.speech.tokenizer import Tokenizer
@@ -194,7 +194,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
 
 
 def load_masks(
-    run_dir: str | os.PathLike, run: Run, spec: CompressionSpec | str | None = None, **model_options
+    run_dir: str | os.PathLike, run: Run, spec: Spec | str | None = None, **model_options
 ) -> Any | None:
     """The N:M masks to evaluate ``run`` under ``spec`` (default: the run's own spec).
 

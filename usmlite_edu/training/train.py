@@ -50,7 +50,7 @@ import numpy as np
 import optax
 
 from usmlite_edu.core import sparsity
-from usmlite_edu.core.specs import CompressionSpec, SpecMap, as_spec
+from usmlite_edu.core.specs import CompressionSpec, Spec, SpecMap, as_spec
 from usmlite_edu.deploy import export, infer
 from usmlite_edu.deploy import forward as forwardlib
 from usmlite_edu.deploy.recognizer import Recognizer
@@ -222,9 +222,7 @@ class Trainer:
     trainer's graph (:attr:`forward`).
     """
 
-    def __init__(
-        self, cfg: ConformerConfig, spec: CompressionSpec | str, tcfg: TrainConfig, **model_options
-    ):
+    def __init__(self, cfg: ConformerConfig, spec: Spec | str, tcfg: TrainConfig, **model_options):
         self.cfg, self.spec, self.tcfg = cfg, as_spec(spec), tcfg
         # the model options the training config decides (remat changes no parameter)
         model_options = {"compute_dtype": tcfg.compute_dtype, "remat": tcfg.remat, **model_options}
@@ -383,7 +381,7 @@ def _cached_trainer(cfg: ConformerConfig, spec: CompressionSpec, tcfg: TrainConf
     return Trainer(cfg, spec, tcfg)
 
 
-def get_trainer(cfg: ConformerConfig, spec: CompressionSpec | str, tcfg: TrainConfig) -> Trainer:
+def get_trainer(cfg: ConformerConfig, spec: Spec | str, tcfg: TrainConfig) -> Trainer:
     """A cached :class:`Trainer`: runs that share the model, spec and optimizer settings
     (seeds, step counts, resumed runs) reuse its compiled step instead of recompiling.
     At most four are kept (least recently used dropped; see the comment on memory maps)."""
@@ -460,7 +458,7 @@ def train(
     data_dir: str | None,
     out_dir: str | os.PathLike,
     *,
-    spec: str | CompressionSpec = "float",
+    spec: Spec | str = "float",
     init: str | os.PathLike | None = None,
     steps: int | None = None,
     seed: int = 0,
@@ -677,7 +675,7 @@ def _settings(
 def _run_meta(
     p: Preset,
     cfg: ConformerConfig,
-    spec: CompressionSpec | SpecMap,
+    spec: Spec,
     tcfg: TrainConfig,
     overrides: Any,
     corpus: str,
@@ -728,7 +726,7 @@ def _run_tokenizer(
     return Tokenizer.load(out / "tokenizer")
 
 
-def _write_run_config(out: Path, meta: dict, spec: CompressionSpec | SpecMap) -> None:
+def _write_run_config(out: Path, meta: dict, spec: Spec) -> None:
     """``config.json`` (and ``spec_map.json`` of a per-layer spec), after checking that a
     ``config.json`` already there describes the same run (a resumed one)."""
     cfg_path = out / "config.json"
@@ -901,7 +899,7 @@ def evaluate_run(
     data_dir: str | None,
     split: str,
     *,
-    spec: str | CompressionSpec | None = None,
+    spec: Spec | str | None = None,
     seed: int = 0,
     heldout_speaker: str | None = None,
     overrides: Iterable[str] | Mapping[str, object] = (),
