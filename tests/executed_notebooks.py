@@ -27,6 +27,17 @@ def cache_dir(tmp_path_factory) -> Path:
     return d
 
 
+def _execute_with_one_retry(path: Path, out_dir: Path) -> Path:
+    """Execute in fast mode (10 min a cell, as the runner's fast mode); a stall (a cell past
+    that, or a dead kernel: the intermittent idle-kernel hang seen with notebook 10) is
+    retried once in a fresh kernel, as the main job does; a failing cell is not."""
+    try:
+        return notebook_runner.execute(path, out_dir=out_dir, fast=True, timeout=600)
+    except notebook_runner.NotebookStalled as e:
+        print(f"{path.name} stalled ({e}); running it again in a fresh kernel", flush=True)
+        return notebook_runner.execute(path, out_dir=out_dir, fast=True, timeout=600)
+
+
 def executed(path: Path, tmp_path_factory) -> Path:
     """The fast-mode executed copy of ``path``, executing it if this run has not yet."""
     d = cache_dir(tmp_path_factory)
@@ -39,7 +50,7 @@ def executed(path: Path, tmp_path_factory) -> Path:
             )
         if not out.exists():
             try:
-                written = notebook_runner.execute(path, out_dir=d / "tmp", fast=True)
+                written = _execute_with_one_retry(path, d / "tmp")
             except Exception as e:
                 failed.write_text(f"{type(e).__name__}: {e}"[-6000:])
                 raise

@@ -21,6 +21,7 @@ Both return percentages of the float32 B0 model.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -120,10 +121,15 @@ def _weights(model: ModelLike) -> tuple[list[ParamInfo], int | None]:
     if isinstance(model, Sequence) and not isinstance(model, str):
         return list(model), None
     if _model_tables is None:
+        # A name or config needs the model's parameter table: the model registers its
+        # resolver when imported. Imported by name here, the one place the bottom wing
+        # reaches up (docs/architecture.md), so that `size_ratio("int4", "usm_2b")` works
+        # in a notebook that never imported the model.
+        importlib.import_module("usmlite_edu.speech.model")
+    if _model_tables is None:
         raise RuntimeError(
-            f"sizes: {model!r} is not a parameter table, and no resolver of names and "
-            "configs is installed: import usmlite_edu.speech.model (it installs one) or "
-            "pass model.param_table(cfg)"
+            f"sizes: {model!r} is not a parameter table and usmlite_edu.speech.model did "
+            "not register its resolver; pass model.param_table(cfg)"
         )
     table, model_dim = _model_tables(model)
     return list(table), model_dim
