@@ -1,25 +1,7 @@
 """Joint prune-then-quantize of one weight: USM-Lite section 3.4, Algorithm 1.
 
-A :class:`CompressionSpec` names everything that is done to a dense weight: the integer
-grid (bits, symmetric or not, sub-channels, clipping) and the N:M pattern with its mask
-schedule. Specs are written as short strings used everywhere in the project, the CLI and
-the notebooks::
-
-    float            no compression (B0)
-    int8, int4       symmetric per-channel grid [-127,127], [-7,7]   (E0-E3)
-    int2             asymmetric 4-level grid                          (E4)
-    int2/g64         ... with 64 sub-channel groups per channel       (E5-E7)
-    int2/gs24        ... groups of 24 inputs in every layer (g = in_dim / 24)
-    2:4, 1:4         N:M magnitude pruning, one-shot mask             (E8, E10)
-    2:4/fs100        ... few-shot: mask updated for the first 100 steps  (E9, E11)
-    int4+2:4         prune, then quantize the kept weights            (E12, E13)
-    int4/lsq         learned step sizes (LSQ, Esser et al. 2019; the paper's future work)
-
-Options after ``/``: ``g<G>`` sub-channels (a count), ``gs<N>`` (a group size), ``sym`` / ``asym``, ``clip<r>`` (e.g.
-``clip0.9``) or ``clipsearch`` on a quantizer, or ``lsq`` (a trained step size per
-(group, channel) instead of Eq. 2's min/max scale; symmetric grids only, no clip); ``fs<T>`` (few-shot, ``T_p = T``),
-``oneshot``, ``srste`` on a pattern. ``str(spec)`` is the canonical name and
-``CompressionSpec.parse(str(spec)) == spec``.
+The spec (what is done to a weight, and its string grammar ``"int4+2:4"``, ``"int2/g64"``,
+...) is :class:`usmlite_edu.core.specs.CompressionSpec`; this module applies one.
 
 Prune-then-quantize (Algorithm 1, lines 7-8): the mask is applied first; the scale is then
 computed on the masked weight, so pruned entries do not widen the range, and because

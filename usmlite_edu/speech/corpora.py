@@ -234,6 +234,18 @@ def _skip(skipped: list[tuple[str, str]], what: str, reason: str) -> None:
     log.warning("skipping %s: %s", what, reason)
 
 
+def _split(name: str, utterances, skipped, sample_rate: int) -> CorpusSplit:
+    """The loaded split, with one warning line counting what was skipped."""
+    if skipped:
+        log.warning(
+            "%s: skipped %d of %d utterances (see CorpusSplit.skipped)",
+            name,
+            len(skipped),
+            len(skipped) + len(utterances),
+        )
+    return CorpusSplit(name, utterances, skipped, sample_rate)
+
+
 def normalize_text(s: str) -> str:
     """Lower-case ``a-z``, apostrophes and single spaces: the CTC alphabet's view of text.
 
@@ -377,15 +389,7 @@ def load_librispeech(
                     _skip(skipped, a.stem, f"audio file {a} has no transcript line")
     if name is None:
         name = "+".join(subset_dirs) if subset_dirs else root.name
-    split = CorpusSplit(name, utterances, skipped, sample_rate)
-    if skipped:
-        log.warning(
-            "%s: skipped %d of %d utterances (see CorpusSplit.skipped)",
-            split.name,
-            len(skipped),
-            len(skipped) + len(utterances),
-        )
-    return split
+    return _split(name, utterances, skipped, sample_rate)
 
 
 def _header_problem(path: Path) -> str | None:
@@ -660,15 +664,7 @@ def load_an4(
         for a in sorted(folder.glob("*.wav")):
             if a not in named:
                 _skip(skipped, a.stem, f"audio file {a} has no line in {trans}")
-    result = CorpusSplit(f"an4/{split}", utterances, skipped, sample_rate)
-    if skipped:
-        log.warning(
-            "%s: skipped %d of %d utterances (see CorpusSplit.skipped)",
-            result.name,
-            len(skipped),
-            len(skipped) + len(utterances),
-        )
-    return result
+    return _split(f"an4/{split}", utterances, skipped, sample_rate)
 
 
 # ------------------------------------------------------------------------- dispatching
