@@ -216,3 +216,48 @@ def test_fetch_refuses_an_archive_whose_content_differs(tmp_path, monkeypatch):
 @needs_an4
 def test_the_pinned_digest_is_the_shared_copy(tmp_path):
     assert _digest_of(SHARED_AN4) == (fetch.AN4_FILES, fetch.AN4_DIGEST)
+
+
+# ------------------------------------------------- data_small/an4_sample (the main job's)
+AN4_SAMPLE = REPO / "data_small" / "an4_sample"
+
+
+def _make_an4_sample():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_an4_sample", REPO / "scripts" / "make_an4_sample.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_an4_sample_is_the_whole_test_set_with_its_licence():
+    """130 utterances of 10 speakers, test only, the licence beside them, the README's
+    content checksum that of the files (so an edit by hand shows)."""
+    split = load_corpus("an4_sample", None, "test")
+    assert len(split) == 130 and not split.skipped and split.sample_rate == 16000
+    assert len({u.speaker for u in split}) == 10
+    assert not {u.speaker for u in split} & set(AN4_DEV_SPEAKERS)
+    assert all(u.speaker in u.uid.split("-") for u in split)
+    assert "Carnegie Mellon" in (AN4_SAMPLE / "LICENSE").read_text()
+    assert sum(p.stat().st_size for p in AN4_SAMPLE.rglob("*")) < 7e6
+    digest = _make_an4_sample().content_digest(AN4_SAMPLE)
+    assert f"content\nsha256 `{digest}`" in (AN4_SAMPLE / "README.md").read_text()
+    for name in ("train", "dev"):  # a test sample must never be trainable
+        with pytest.raises(ValueError, match="AN4's official test set"):
+            load_corpus("an4_sample", None, name)
+
+
+@needs_an4
+def test_an4_sample_rebuilds_to_the_same_bytes_and_text(tmp_path):
+    _make_an4_sample().build(SHARED_AN4, tmp_path / "s")
+    files = sorted(p.relative_to(AN4_SAMPLE) for p in AN4_SAMPLE.rglob("*") if p.is_file())
+    assert files == sorted(
+        p.relative_to(tmp_path / "s") for p in (tmp_path / "s").rglob("*") if p.is_file()
+    )
+    for rel in files:
+        assert (AN4_SAMPLE / rel).read_bytes() == (tmp_path / "s" / rel).read_bytes(), rel
+    full = {u.uid: u.text for u in load_corpus("an4", SHARED_AN4, "test")}
+    assert {u.uid: u.text for u in load_corpus("an4_sample", AN4_SAMPLE, "test")} == full

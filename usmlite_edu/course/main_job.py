@@ -1,15 +1,23 @@
-"""The main job's first result: the committed B0 transcribing real speech under PTQ.
+"""The main job's first result: the committed B0s transcribing real speech under PTQ.
 
-:func:`ptq_on_sample` loads B0 (``results/cpu/b0``: the float Conformer-CTC of the reduced-
-scale reproduction, trained on FSDD connected digits without speaker ``theo``) and
-transcribes ``data_small/fsdd_sample`` (real FSDD *test* speech, never trained on) as float
-and under post-training quantization: B0's float weights quantized per spec (USM-Lite
+:func:`ptq_on_sample` loads a committed B0 and transcribes a test sample that ships in the
+repository, as float and under post-training quantization. Two pairs (:data:`SAMPLES`):
+
+* ``an4``: the AN4 B0 (``results/an4/b0``: Conformer-CTC trained on AN4's training
+  speakers, recipe chosen on its dev speakers) on ``data_small/an4_sample``, all 130
+  utterances of AN4's official test set (ten speakers never trained on), with ESPnet's
+  published 7.6% WER on the same test set named beside the float row;
+* ``fsdd``: the FSDD B0 (``results/cpu/b0``, trained on FSDD connected digits without
+  speaker ``theo``) on ``data_small/fsdd_sample`` (real FSDD *test* speech).
+
+PTQ here is B0's float weights quantized per spec (USM-Lite
 Eqs. 1-2), and for N:M specs masks computed once from those weights (Eq. 3, one-shot; no
 fine-tuning: the PTQ setting of the paper's rows E0 and E2, not Algorithm 1). Offline, and
-under a minute on 2 CPU cores (one compile per spec).
+under a minute each on 2 CPU cores (one compile per spec).
 
-Outputs in ``out_dir``: ``ptq_sample.md`` (WER/CER and sizes per spec), ``ptq_sample.json``
-(the same numbers and every transcript) and ``ptq_sample.png`` (WER against size).
+Outputs in ``out_dir``, per pair (``ptq_an4``, ``ptq_sample`` for FSDD): ``.md`` (WER/CER
+and sizes per spec), ``.json`` (the same numbers and every transcript) and ``.png`` (WER
+against size).
 Sizes are those of section 5's "Model Size Ratio" for B0's own shapes
 (:mod:`usmlite_edu.core.sizes`: the paper's convention and the exact packed bytes).
 """
@@ -47,12 +55,38 @@ __all__ = [
     "DEFAULT_SPECS",
     "B0_IN_CLONE",
     "SAMPLE_IN_CLONE",
+    "SAMPLES",
+    "ESPNET_AN4",
 ]
 
 DEFAULT_SPECS = ("float", "int8", "int4", "int2", "int4+2:4")
 #: where a clone of the repository holds them (found from the working directory)
 B0_IN_CLONE = "results/cpu/b0"
 SAMPLE_IN_CLONE = "data_small/fsdd_sample"
+#: ESPnet's ``egs2/an4/asr1`` result on AN4's test set without a language model (its
+#: README: Transformer encoder-decoder with CTC, 30 BPE units, speed perturbation, joint
+#: CTC/attention beam search of width 10): what the AN4 B0's float row is set beside.
+ESPNET_AN4 = ("ESPnet egs2/an4/asr1, Transformer enc-dec + CTC, beam 10, no LM", 7.6)
+#: The main job's pairs: (committed B0, shipped test sample, corpus name, output stem,
+#: the sample in words, a published reference WER or None).
+SAMPLES: dict[str, tuple[str, str, str, str, str, tuple[str, float] | None]] = {
+    "an4": (
+        "results/an4/b0",
+        "data_small/an4_sample",
+        "an4_sample",
+        "ptq_an4",
+        "AN4's official test set (10 speakers never trained on)",
+        ESPNET_AN4,
+    ),
+    "fsdd": (
+        B0_IN_CLONE,
+        SAMPLE_IN_CLONE,
+        "fsdd_sample",
+        "ptq_sample",
+        "real FSDD test speech",
+        None,
+    ),
+}
 
 
 def _score(refs: Sequence[str], hyps: Sequence[str]) -> dict:
@@ -79,16 +113,23 @@ def _write_md(res: dict, path: Path) -> None:
     n_all = rows[0]["all"]["words"]
     seen, unseen = rows[0]["seen"], rows[0].get("unseen")
     b0_mb = rows[0]["exact_bytes"] / 1e6
+    ref = res.get("reference")
+    held = res["heldout_speaker"]
     lines = [
         f"# B0 under post-training quantization on `{res['sample_name']}`",
         "",
-        f"B0 = `{res['b0_dir']}` ({res['params']:,} parameters, {b0_mb:.2f} MB in float32), "
-        f"trained without speaker `{res['heldout_speaker']}`. Sample: "
-        f"{rows[0]['all']['utterances']} utterances of real FSDD test speech, "
-        f"{n_all} words: one word = {100 / n_all:.2f} WER points "
-        f"(seen speakers: {seen['words']} words"
-        + (f"; unseen `{res['heldout_speaker']}`: {unseen['words']} words" if unseen else "")
-        + "). PTQ = B0's float weights quantized as is (USM-Lite Eqs. 1-2), N:M masks "
+        f"B0 = `{res['b0_dir']}` ({res['params']:,} parameters, {b0_mb:.2f} MB in float32)"
+        + (f", trained without speaker `{held}`" if held else "")
+        + f". Sample: {rows[0]['all']['utterances']} utterances of {res['sample_words']}, "
+        f"{n_all} words: one word = {100 / n_all:.2f} WER points"
+        + (
+            f" (seen speakers: {seen['words']} words"
+            + (f"; unseen `{held}`: {unseen['words']} words" if unseen else "")
+            + ")"
+            if held
+            else ""
+        )
+        + ". Greedy CTC decoding, no language model. PTQ = B0's float weights quantized as is (USM-Lite Eqs. 1-2), N:M masks "
         "one-shot from them (Eq. 3); no fine-tuning. Size: section 5's ratio to float32 B0 "
         "(paper convention) and the exact packed bytes (`usmlite_edu.core.sizes`).",
         "",
@@ -105,6 +146,10 @@ def _write_md(res: dict, path: Path) -> None:
             + (f"| {r['unseen']['wer']:.2f} " if unseen else "")
             + f"| {r['size_paper']:.1f}% | {r['size_exact']:.1f}% | {r['exact_bytes']:,} |"
         )
+        if ref and r["spec"] == "float":
+            lines.append(
+                f"| *{ref[0]}* | *{ref[1]:.1f}* | | | | " + ("| " if unseen else "") + "| | | |"
+            )
     lines += [
         "",
         f"Wall time {res['wall_time_s']:.0f} s (loading, compiling and decoding "
@@ -158,6 +203,17 @@ def _plot(res: dict, path: Path) -> None:
     ax.set_ylim(0, max(10.0, top * 1.2))
     ax.set_xlabel("model size, % of float32 B0 (paper convention, log scale)")
     ax.set_ylabel("WER (%)")
+    ref = res.get("reference")
+    if ref:
+        ax.axhline(ref[1], color="0.4", ls="--", lw=1)
+        ax.annotate(
+            f"{ref[0].split(',')[0]}: {ref[1]:.1f}%",
+            (min(x) / 1.5, ref[1]),
+            textcoords="offset points",
+            xytext=(0, 3),
+            fontsize=8,
+            color="0.3",
+        )
     ax.set_title(
         f"B0 post-training quantization on {res['sample_name']} (real speech)", fontsize=10
     )
@@ -176,8 +232,13 @@ def ptq_on_sample(
     *,
     show: int = 4,
     verbose: bool = True,
+    sample: str = "fsdd",
 ) -> dict[str, Any]:
-    """Transcribe the sample with B0 under each spec; write the table, JSON and plot.
+    """Transcribe a test sample with a B0 under each spec; write the table, JSON and plot.
+
+    ``sample`` names the pair of :data:`SAMPLES` (``"fsdd"`` or ``"an4"``): which committed
+    B0 and shipped sample the ``None`` defaults mean, the corpus the sample is read as,
+    the output file stem and the reference WER named beside the float row.
 
     Returns the results: ``rows`` (one per spec, in order: ``all``/``seen``/``unseen``
     scores, ``size_paper`` and ``size_exact`` in %, ``exact_bytes``), ``references`` and
@@ -188,22 +249,25 @@ def ptq_on_sample(
     directory is in.
     """
     t0 = time.time()
+    if sample not in SAMPLES:
+        raise ValueError(f"sample must be one of {', '.join(SAMPLES)}, got {sample!r}")
+    b0_rel, sample_rel, corpus, stem, words, reference = SAMPLES[sample]
     if b0_dir is None:
         b0_dir = in_checkout(
-            B0_IN_CLONE, "the committed B0", "pass b0_dir (a run directory of `usmlite-edu train`)"
+            b0_rel, "the committed B0", "pass b0_dir (a run directory of `usmlite-edu train`)"
         )
     if sample_dir is None:
         sample_dir = in_checkout(
-            SAMPLE_IN_CLONE,
-            "the FSDD test sample",
-            "pass sample_dir (scripts/make_fsdd_sample.py writes one)",
+            sample_rel,
+            f"the {sample} test sample",
+            f"pass sample_dir (scripts/make_{sample_rel.split('/')[-1]}.py writes one)",
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = load_run(b0_dir)
     cfg, tok, params = run.config, run.tokenizer, run.params
     heldout = run.meta.get("heldout_speaker")
-    split = load_corpus("fsdd_sample", sample_dir, "test", sample_rate=cfg.sample_rate)
+    split = load_corpus(corpus, sample_dir, "test", sample_rate=cfg.sample_rate)
     # One padded length and one batch for the whole sample: one compile per spec instead
     # of one per bucket (about 3x faster). Padding is masked out, so the transcripts are
     # those of B0's own buckets (checked: identical for all five default specs).
@@ -251,6 +315,8 @@ def ptq_on_sample(
         "b0_dir": str(b0_dir),
         "sample_dir": str(sample_dir),
         "sample_name": split.name,
+        "sample_words": words,
+        "reference": reference,
         "heldout_speaker": heldout,
         "params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
         "specs": list(specs),
@@ -259,12 +325,12 @@ def ptq_on_sample(
         "hypotheses": hyps,
         "wall_time_s": time.time() - t0,
     }
-    _write_md(res, out / "ptq_sample.md")
-    (out / "ptq_sample.json").write_text(json.dumps(res, indent=2))
-    _plot(res, out / "ptq_sample.png")
+    _write_md(res, out / f"{stem}.md")
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
+    _plot(res, out / f"{stem}.png")
     res["wall_time_s"] = time.time() - t0
     if verbose:
-        print("\n" + (out / "ptq_sample.md").read_text())
+        print("\n" + (out / f"{stem}.md").read_text())
         shown = [s for s in ("float", "int2") if s in hyps]
         if shown:
             print(f"Example transcripts ({', '.join(shown)}):")
@@ -272,7 +338,7 @@ def ptq_on_sample(
                 print(f"  {u}\n    ref:   {refs[u]}")
                 for s in shown:
                     print(f"    {s + ':':<6} {hyps[s][u]}")
-        print(f"Wrote {out / 'ptq_sample.md'}, .json, .png", flush=True)
+        print(f"Wrote {out / stem}.md, .json, .png", flush=True)
     return res
 
 
@@ -325,9 +391,11 @@ def _where(out: Path, steps: dict[str, float], notebooks: bool) -> str:
     lines = [
         f"== Main job done in {sum(steps.values()):.0f} s; outputs in {out}/ ==",
         f"  {out / 'sizes.md'}: model size ratio of Tables 1-3 (2B model)",
-        f"  {out / 'ptq_sample.md'}: B0 under PTQ on real speech, WER and size per spec",
-        f"  {out / 'ptq_sample.json'}: the same numbers and every transcript",
-        f"  {out / 'ptq_sample.png'}: WER against model size",
+        f"  {out / 'ptq_an4.md'}: AN4 B0 under PTQ on AN4's test set, beside ESPnet's 7.6%",
+        f"  {out / 'ptq_sample.md'}: FSDD B0 under PTQ on real FSDD test speech",
+        f"  {out / 'ptq_an4.json'}, {out / 'ptq_sample.json'}: the same numbers and every "
+        "transcript",
+        f"  {out / 'ptq_an4.png'}, {out / 'ptq_sample.png'}: WER against model size",
     ]
     if notebooks:
         lines.append(f"  {out / 'notebooks'}/: {len(nbs)} executed notebooks (open in JupyterLab)")
@@ -340,7 +408,7 @@ def run(
 ) -> int:
     """``make run``: the size table, B0 on real speech under PTQ, then the notebooks.
 
-    Everything is offline: B0 and the sample ship in the repository. Executed notebooks
+    Everything is offline: both B0s and both samples ship in the repository. Executed notebooks
     go to ``out_dir/notebooks`` (tiny sizes unless ``full``; see :func:`run_notebooks`).
     Ends with one block naming every output. Returns 0; a failing step raises.
     """
@@ -354,12 +422,20 @@ def run(
     (out / "sizes.md").write_text(table + "\n")
     steps["size table"] = time.time() - t0
     print(
-        "\n== The committed B0 on real FSDD test speech, float and post-training quantized ==",
+        "\n== The committed AN4 B0 on AN4's official test set, float and post-training "
+        "quantized ==",
         flush=True,
     )
     t0 = time.time()
-    ptq_on_sample(None, None, out)
-    steps["PTQ"] = time.time() - t0
+    ptq_on_sample(None, None, out, sample="an4")
+    steps["PTQ AN4"] = time.time() - t0
+    print(
+        "\n== The committed FSDD B0 on real FSDD test speech, float and post-training quantized ==",
+        flush=True,
+    )
+    t0 = time.time()
+    ptq_on_sample(None, None, out, sample="fsdd")
+    steps["PTQ FSDD"] = time.time() - t0
     if notebooks:
         t0 = time.time()
         run_notebooks(out, full=full)

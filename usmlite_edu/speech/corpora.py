@@ -3,8 +3,9 @@
 Three sources, one result type (:class:`CorpusSplit`):
 
 * **LibriSpeech layout** (:func:`load_librispeech`): LibriSpeech, mini-LibriSpeech, the
-  repository's own ``data_small/`` and ``data_small/fsdd_sample/`` (corpus ``fsdd_sample``:
-  real FSDD connected-digit *test* utterances, its only split is ``test``) all use
+  repository's own ``data_small/``, ``data_small/fsdd_sample/`` (corpus ``fsdd_sample``:
+  real FSDD connected-digit *test* utterances, its only split is ``test``) and
+  ``data_small/an4_sample/`` (corpus ``an4_sample``: AN4's official test set, FLAC) all use
   ``<speaker>/<chapter>/<spk>-<chap>-<utt>.flac`` plus one ``<spk>-<chap>.trans.txt`` per
   chapter. Audio is read lazily (by path).
 * **FSDD connected digits** (:func:`load_fsdd_connected`): real single-digit recordings
@@ -95,7 +96,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
-CORPORA = ("fsdd", "data_small", "librispeech", "mini-librispeech", "fsdd_sample", "an4")
+CORPORA = (
+    "fsdd",
+    "data_small",
+    "librispeech",
+    "mini-librispeech",
+    "fsdd_sample",
+    "an4",
+    "an4_sample",
+)
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 FSDD_SAMPLE_RATE = 8000
 #: recording indices per split (without a held-out speaker); dev is carved out of FSDD's
@@ -114,6 +123,14 @@ LIBRISPEECH_SUBSETS: dict[str, dict[str, str]] = {
     # A sample of FSDD's test split only (scripts/make_fsdd_sample.py): no train or dev,
     # so that nothing can train on it; the speaker folders sit at its root.
     "fsdd_sample": {"test": "."},
+    # AN4's official test set (scripts/make_an4_sample.py), likewise test only.
+    "an4_sample": {"test": "."},
+}
+#: The test-only samples that ship in ``data_small/``: native sample rate, the script that
+#: regenerates each, and what it is a sample of (for the refusal of other splits).
+_SAMPLES: dict[str, tuple[int, str, str]] = {
+    "fsdd_sample": (8000, "make_fsdd_sample.py --fsdd FSDD_DIR", "FSDD's test recordings"),
+    "an4_sample": (16000, "make_an4_sample.py --an4 AN4_DIR", "AN4's official test set"),
 }
 #: AN4's dev speakers: training speakers held out whole. The rule, fixed before any model
 #: was trained on AN4: of each gender (the id's first letter), the four speakers with the
@@ -152,10 +169,10 @@ def _fetch_hint(corpus: str, where: str | os.PathLike[str] = "DIR") -> str:
             "data_small/ ships in the repository; regenerate it with "
             "`python scripts/make_data_small.py` (needs espeak-ng)"
         )
-    if corpus == "fsdd_sample":
+    if corpus in _SAMPLES:
         return (
-            "data_small/fsdd_sample/ ships in the repository; regenerate it with "
-            "`python scripts/make_fsdd_sample.py --fsdd FSDD_DIR`"
+            f"data_small/{corpus}/ ships in the repository; regenerate it with "
+            f"`python scripts/{_SAMPLES[corpus][1]}`"
         )
     return f"fetch it with `usmlite-edu data fetch {_FETCH_NAMES[corpus]} --to {where}`"
 
@@ -381,7 +398,14 @@ def load_librispeech(
                     if reason:
                         _skip(skipped, uid, f"unreadable audio {audio}: {reason}")
                         continue
-                speaker = uid.split("-")[0] if "-" in uid else tr.parent.parent.name
+                # the speaker folder (LibriSpeech's id prefix, and AN4's ids in an4_sample,
+                # whose speaker is their middle field); the id prefix in a shallower tree
+                spk_dir = tr.parent.parent
+                speaker = (
+                    spk_dir.name
+                    if spk_dir != d and d in spk_dir.parents
+                    else uid.split("-")[0]
+                )
                 utterances.append(Utterance(uid, text, speaker, path=str(audio)))
         for folder in sorted(audio_files):
             for a in sorted(audio_files[folder]):
@@ -693,9 +717,9 @@ def load_corpus(
 
     ``data_dir`` is the corpus folder itself or a folder holding it under its usual name
     (``fsdd/``, ``data_small/``, ``LibriSpeech/``, ``an4/``); ``None`` reads it from the environment
-    variable ``USMLITE_DATA`` (and, for ``data_small`` and ``fsdd_sample``, falls back to
+    variable ``USMLITE_DATA`` (and, for ``data_small``, ``fsdd_sample`` and ``an4_sample``, falls back to
     the copy in the repository). ``sample_rate`` defaults to the corpus's own (8 kHz FSDD
-    and ``fsdd_sample``, 16 kHz others). ``fsdd_sample`` has only a ``test`` split.
+    and ``fsdd_sample``, 16 kHz others). The samples have only a ``test`` split.
     ``seed`` and ``heldout_speaker`` only apply to FSDD, whose utterances are synthesised.
     mini-LibriSpeech has no test subset: its ``test`` is ``dev-clean-2`` again (logged).
     """
@@ -708,8 +732,8 @@ def load_corpus(
             f"{name} has only the split(s) "
             f"{', '.join(LIBRISPEECH_SUBSETS[name])}, not {split!r}"
             + (
-                ": it is a sample of FSDD's test recordings, never to be trained or tuned on"
-                if name == "fsdd_sample"
+                f": it is a sample of {_SAMPLES[name][2]}, never to be trained or tuned on"
+                if name in _SAMPLES
                 else ""
             )
         )
@@ -725,15 +749,15 @@ def load_corpus(
             data_dir = env
         elif name == "data_small" and (repo_copy / "train").is_dir():
             data_dir = repo_copy
-        elif name == "fsdd_sample" and (repo_copy / "fsdd_sample").is_dir():
-            data_dir = repo_copy / "fsdd_sample"
+        elif name in _SAMPLES and (repo_copy / name).is_dir():
+            data_dir = repo_copy / name
         else:
             raise ValueError(
                 f"no data directory for {name}: pass data_dir (--data) or set "
                 f"the environment variable USMLITE_DATA"
                 + (
                     " (or run from a clone of the repository, which ships it)"
-                    if name in ("data_small", "fsdd_sample")
+                    if name == "data_small" or name in _SAMPLES
                     else ""
                 )
                 + f"; {_fetch_hint(name)}"
@@ -759,17 +783,17 @@ def load_corpus(
         )
 
     subset = LIBRISPEECH_SUBSETS[name][split]
-    if name == "fsdd_sample":  # its root holds the speakers: look for transcripts there
+    if name in _SAMPLES:  # its root holds the speakers: look for transcripts there
         d = _resolve_dir(
             root,
-            [root, root / "fsdd_sample", root / "data_small" / "fsdd_sample"],
+            [root, root / name, root / "data_small" / name],
             lambda c: any(c.glob("*/*/*.trans.txt")),
             name,
         )
         return load_librispeech(
             d,
             None,
-            sample_rate or FSDD_SAMPLE_RATE,
+            sample_rate or _SAMPLES[name][0],
             name=f"{name}/{split}",
             fetch_hint=_fetch_hint(name),
         )

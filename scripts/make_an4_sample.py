@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Build ``data_small/an4_sample/``: AN4's official test set, shipped for the offline main job.
+
+Why it exists: ``make run`` shows the committed AN4 B0 (``results/an4/b0``) on the test
+set that ESPnet's 7.6% WER is measured on, on a fresh offline machine, and AN4 itself is
+a download (``usmlite-edu data fetch an4``). This script writes **all 130 utterances of
+AN4's official test speakers** (``load_corpus("an4", AN4, "test")``: the ten speakers of
+``etc/an4_test.transcription``, never trained on or tuned on) as 16 kHz 16-bit FLAC, with
+the corpus's licence beside them (CMU's BSD-style licence asks that its notice travel with
+every copy).
+
+Layout (what :func:`usmlite_edu.speech.corpora.load_librispeech` reads; corpus
+``an4_sample``)::
+
+    OUT/<speaker>/an4test/<utterance-id>.flac                AN4's own id, e.g. an406-fcaw-b
+    OUT/<speaker>/an4test/<speaker>-an4test.trans.txt        "ID WORDS", normalised text
+    OUT/LICENSE                                              AN4's licence, unchanged
+    OUT/README.md                                            provenance, counts, checksum
+
+The transcripts are the text ``load_an4`` produces (normalised once; the same as every
+AN4 row's ``ref``). The script refuses to write anything if the test split lost an
+utterance. Same AN4 copy, same bytes.
+
+Usage: ``python scripts/make_an4_sample.py --an4 ../shared/corpora/an4``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from usmlite_edu.speech.audio import write_audio  # noqa: E402
+from usmlite_edu.speech.corpora import load_corpus  # noqa: E402
+
+DEFAULT_OUT = ROOT / "data_small" / "an4_sample"
+SAMPLE_RATE = 16000
+
+
+def content_digest(out: Path) -> str:
+    """sha256 over every file's relative path and bytes, README excluded (it holds this)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in out.rglob("*") if p.is_file() and p.name != "README.md"):
+        h.update(str(f.relative_to(out)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build(an4_dir: str | Path, out: str | Path) -> dict:
+    """Write the sample to ``out`` (replacing it); returns its counts."""
+    an4_dir, out = Path(an4_dir), Path(out)
+    split = load_corpus("an4", an4_dir, "test", sample_rate=SAMPLE_RATE)
+    if split.skipped:
+        raise RuntimeError(
+            f"AN4 test lost utterances, refusing a partial sample: {split.skipped[:3]}"
+        )
+    tmp = Path(tempfile.mkdtemp(prefix=".an4_sample.", dir=out.parent))
+    try:
+        by_speaker: dict[str, list] = {}
+        for u in split.utterances:
+            by_speaker.setdefault(u.speaker, []).append(u)
+        seconds = 0.0
+        for spk, utts in sorted(by_speaker.items()):
+            d = tmp / spk / "an4test"
+            d.mkdir(parents=True)
+            lines = []
+            for u in utts:
+                audio = u.load(SAMPLE_RATE)
+                seconds += len(audio) / SAMPLE_RATE
+                write_audio(d / f"{u.uid}.flac", audio, SAMPLE_RATE)
+                lines.append(f"{u.uid} {u.text}")
+            (d / f"{spk}-an4test.trans.txt").write_text("\n".join(lines) + "\n")
+        shutil.copyfile(an4_dir / "LICENSE", tmp / "LICENSE")
+        counts = {
+            "utterances": len(split.utterances),
+            "words": sum(len(u.text.split()) for u in split.utterances),
+            "speakers": len(by_speaker),
+            "minutes": round(seconds / 60, 2),
+            "flac_mb": round(sum(f.stat().st_size for f in tmp.rglob("*.flac")) / 1e6, 2),
+            "per_speaker": dict(sorted(Counter(u.speaker for u in split.utterances).items())),
+        }
+        (tmp / "README.md").write_text(readme(counts, content_digest(tmp)))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return counts
+
+
+def readme(c: dict, digest: str) -> str:
+    spk = ", ".join(f"{s} {n}" for s, n in c["per_speaker"].items())
+    return f"""# an4_sample: AN4's official test set (CMU census database)
+
+{c["utterances"]} utterances ({c["words"]} words, {c["minutes"]} minutes, {c["flac_mb"]} MB of
+FLAC: 16000 Hz, 1 channel, 16-bit) of {c["speakers"]} speakers: every utterance of AN4's
+official test set, the one ESPnet's `egs2/an4/asr1` recipe reports 7.6% WER on without a
+language model. It is what `make run` transcribes with the committed AN4 B0
+(`results/an4/b0`), offline; as corpus `an4_sample` any command can read it
+(`usmlite-edu eval --checkpoint results/an4/b0 --corpus an4_sample`).
+
+**Licence.** AN4 is Copyright (c) Carnegie Mellon University, distributed under the
+BSD-style licence in `LICENSE` beside this file, which asks that the notice stays with
+every copy: keep `LICENSE` with these files.
+
+**Provenance.** Generated by `python scripts/make_an4_sample.py --an4 AN4_DIR` from the
+WAV conversion in the public `cmusphinx/an4` repository (commit
+b567d132f43304e70a2b2eca6077f22255311812), the copy `usmlite-edu data fetch an4` installs.
+Do not edit by hand: re-run the script; the same AN4 copy gives the same bytes (content
+sha256 `{digest}`).
+
+* **Test speakers only, never trained on or tuned on**: `etc/an4_test.transcription` and
+  `wav/an4test_clstk/`; the `an4` preset trains on the other 64 training speakers and
+  chooses its recipe on 8 held-out training speakers (`AN4_DEV_SPEAKERS`).
+* File names are AN4's own utterance ids; the transcripts are the text the project's AN4
+  loader produces (lower case, one word per spelled letter; AN4's own files are upper case).
+* WAV samples became 16-bit FLAC losslessly (AN4's WAV files are 16-bit).
+* Utterances per speaker: {spk}.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--an4", required=True, help="the AN4 folder (holding etc/ and wav/)")
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    a = ap.parse_args(argv)
+    counts = build(a.an4, a.out)
+    print(f"wrote {a.out}: {counts}")
+
+
+if __name__ == "__main__":
+    main()
