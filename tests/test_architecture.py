@@ -143,3 +143,23 @@ def test_old_module_names_still_import_with_a_deprecation(old):
         mod = importlib.import_module(f"usmlite_edu.{old}")
     assert mod is importlib.import_module(_compat.new_home(old))
     assert mod.__spec__.name == _compat.new_home(old)
+
+
+def test_inference_and_the_plan_do_not_reach_the_training_loop():
+    """transcribe, export, infer and the memory plan never import the training loop
+    (usmlite_edu.training.train: data, checkpoints, Trainer), directly or through another
+    module; the plan compiles the step alone (usmlite_edu.training.step)."""
+    graph = {m: {t for t, *_ in e} for m, e in import_graph().items()}
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    for m in ("deploy.transcribe", "deploy.export", "deploy.infer", "training.plan"):
+        assert "usmlite_edu.training.train" not in reach(f"usmlite_edu.{m}"), m
+    assert "usmlite_edu.training.step" in reach("usmlite_edu.training.plan")

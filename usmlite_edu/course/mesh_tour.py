@@ -118,11 +118,11 @@ def _child(args) -> dict[str, Any]:
     from usmlite_edu.core import quant, sparsity  # child only: after XLA_FLAGS
     from usmlite_edu.scale import mesh  # child only: after XLA_FLAGS
     from usmlite_edu.speech import presets  # child only: after XLA_FLAGS
-    from usmlite_edu.training import train  # child only: after XLA_FLAGS
+    from usmlite_edu.training.step import TrainStep  # child only: after XLA_FLAGS
 
     p = presets.get_preset(args.preset)
     cfg = p.model.replace(num_layers=args.layers)
-    trainer = train.Trainer(cfg, args.spec, p.train)
+    trainer = TrainStep(cfg, args.spec, p.train)
     batch = synthetic_batch(b=p.train.batch_size)
     key = jax.random.key(0)  # concrete: made outside the mesh context
 

@@ -402,9 +402,7 @@ def load_librispeech(
                 # whose speaker is their middle field); the id prefix in a shallower tree
                 spk_dir = tr.parent.parent
                 speaker = (
-                    spk_dir.name
-                    if spk_dir != d and d in spk_dir.parents
-                    else uid.split("-")[0]
+                    spk_dir.name if spk_dir != d and d in spk_dir.parents else uid.split("-")[0]
                 )
                 utterances.append(Utterance(uid, text, speaker, path=str(audio)))
         for folder in sorted(audio_files):

@@ -1,7 +1,7 @@
 """Memory planned before the hardware exists: compile the real train step for a mesh of
 devices and read the compiler's per-device memory figures.
 
-:func:`plan_memory` builds the :class:`~usmlite_edu.training.train.Trainer` step of a preset and
+:func:`plan_memory` builds the :class:`~usmlite_edu.training.step.TrainStep` of a preset and
 spec (Algorithm 1: N:M masks in the optimizer state, fake-quantized forward), gives every
 input an abstract value with its :mod:`usmlite_edu.scale.mesh` sharding (no array is
 allocated), lowers and compiles it ahead of time, and reports what
@@ -46,7 +46,7 @@ from usmlite_edu.core.specs import as_spec
 from usmlite_edu.scale import mesh
 from usmlite_edu.speech import batching, model
 from usmlite_edu.speech.presets import get_preset
-from usmlite_edu.training import train
+from usmlite_edu.training.step import TrainStep
 
 __all__ = ["DEVICE_MEMORY_GIB", "MemoryPlan", "plan_memory", "format_plan"]
 
@@ -208,7 +208,7 @@ def plan_memory(
     # The scan layout (ModelOptions.scan_layers): the compiler sees one Conformer block,
     # so compile time and the compiler's memory do not grow with the number of blocks
     # (unrolled, the 32-block usm_2b step ran this machine out of memory).
-    trainer = train.Trainer(cfg, spec_obj, tcfg, scan_layers=True)
+    trainer = TrainStep(cfg, spec_obj, tcfg, scan_layers=True)
     abstract_params = model.split_model(
         model.abstract_model(cfg, spec_obj, **trainer.model_options)
     )[1]
