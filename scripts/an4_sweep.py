@@ -19,6 +19,12 @@ time. Seconds per step and compile time come from a separate timing pass
 candidates interleaved, two rounds, the faster round kept (the machine's other load is
 printed beside it).
 
+**Halving (added at 05:10 UTC on 2026-12-05, while both candidates were at step 600 and
+before any dev WER existed):** two cores cannot train both candidates to 3,000 steps in one
+session, so after the first stage only the candidate with the lower dev WER continues
+(``--halve``: a candidate whose first-stage dev WER is above another's stops there, its
+finished pairs staying in the report).
+
 **Selection rule (written before the sweep ran):** among the (candidate, stage) pairs
 whose projected table time is at most ``--budget-hours`` (4 h, the issue's bound), the
 one with the lowest dev WER is the recipe; a dev WER within 0.5 points of the lowest goes
@@ -71,13 +77,31 @@ def _read_stages(work: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
 
 
-def train_candidate(name: str, data: str, work: Path, stages: tuple[int, ...]) -> None:
+def _loses_first_stage(work: Path, name: str, first: int) -> bool:
+    """Whether another candidate's dev WER at ``first`` steps is lower than ``name``'s
+    (waits until every candidate has finished its first stage)."""
+    while True:
+        wers = {
+            c: next((r["dev_wer"] for r in _read_stages(work, c) if r["steps"] == first), None)
+            for c in CANDIDATES
+        }
+        if all(w is not None for w in wers.values()):
+            return any(w < wers[name] for c, w in wers.items() if c != name)
+        time.sleep(20)
+
+
+def train_candidate(
+    name: str, data: str, work: Path, stages: tuple[int, ...], halve: bool = False
+) -> None:
     """Train ``name`` stage by stage; record dev WER after each (resumable)."""
     from usmlite_edu.training.train import train
 
     done = {r["steps"] for r in _read_stages(work, name)}
     run = work / name / "run"
-    for steps in stages:
+    for i, steps in enumerate(stages):
+        if halve and i == 1 and _loses_first_stage(work, name, stages[0]):
+            print(f"{name}: halved after stage {stages[0]} (another candidate's dev WER is lower)")
+            return
         if steps in done:
             print(f"{name}: stage {steps} done already", flush=True)
             continue
@@ -257,13 +281,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, required=True, help="run folders and stage records")
     ap.add_argument("--only", choices=list(CANDIDATES), help="train this candidate")
     ap.add_argument("--stages", default=",".join(map(str, STAGES)))
+    ap.add_argument("--halve", action="store_true", help="only the first stage's best continues")
     ap.add_argument("--time", action="store_true", help="the interleaved timing pass")
     ap.add_argument("--report", action="store_true", help="write sweep.md / sweep.json")
     ap.add_argument("--out", type=Path, default=Path("results/an4/sweep"))
     ap.add_argument("--budget-hours", type=float, default=4.0)
     a = ap.parse_args(argv)
     if a.only:
-        train_candidate(a.only, a.data, a.work, tuple(int(s) for s in a.stages.split(",")))
+        stages = tuple(int(s) for s in a.stages.split(","))
+        train_candidate(a.only, a.data, a.work, stages, a.halve)
     if a.time:
         time_candidates(a.data, a.work)
     if a.report:
