@@ -10,12 +10,25 @@ from usmlite_edu.speech import configs, presets
 
 
 def test_every_preset_names_its_model_and_recipe():
-    assert list(presets.PRESETS)[:4] == ["ci", "cpu", "small", "usm_2b"]
+    assert list(presets.PRESETS)[:5] == ["ci", "cpu", "an4", "small", "usm_2b"]
     for name, p in presets.PRESETS.items():
         assert p.name == name and p.model.name == name
         assert isinstance(p.train, configs.TrainConfig)
-    assert {n for n, p in presets.PRESETS.items() if p.reproduce} == {"ci", "cpu"}
+    assert {n for n, p in presets.PRESETS.items() if p.reproduce} == {"ci", "cpu", "an4"}
     assert presets.get_preset("cpu").reproduce.heldout_speaker == "theo"
+
+
+def test_an4_preset_is_16khz_with_the_small_corpus_regularisers():
+    """AN4 at its own 16 kHz with 80 mel bins; SpecAugment, speed perturbation and dropout
+    on; the largest bucket holds AN4's longest training utterance (6.4 s) slowed to 0.9;
+    its table runs on AN4 with dev = held-out training speakers, no "unseen" split."""
+    p = presets.get_preset("an4")
+    assert (p.model.sample_rate, p.model.num_mels) == (16000, 80)
+    assert p.model.dropout > 0 and p.train.specaug_freq_masks > 0 and p.train.specaug_time_masks > 0
+    assert min(p.train.speed_perturb) < 1 < max(p.train.speed_perturb)
+    assert p.train.bucket_seconds[-1] >= 6.4 / min(p.train.speed_perturb)
+    assert p.reproduce.corpus == "an4" and p.reproduce.heldout_speaker is None
+    assert len(p.reproduce.seeds) == 3
 
 
 def test_unknown_preset_is_refused_with_the_known_ones():
