@@ -235,6 +235,16 @@ def _cli_packed_flipped(tmp: Path) -> list[str]:
     return ["transcribe", "--model", str(tmp / "flipped.safetensors"), str(GOOD_FLAC)]
 
 
+def _cli_packed_header_edited(tmp: Path) -> list[str]:
+    data = _packed_b0(tmp).read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    old, new = b'hop_ms\\": 10.0', b'hop_ms\\": 19.0'  # one byte, as a hex editor would
+    head = data[8 : 8 + n]
+    assert head.count(old) == 1
+    (tmp / "edited.safetensors").write_bytes(data[:8] + head.replace(old, new) + data[8 + n :])
+    return ["eval", "--model", str(tmp / "edited.safetensors"), "--corpus", "fsdd_sample"]
+
+
 def _cli_packed_cut(tmp: Path) -> list[str]:
     data = _packed_b0(tmp).read_bytes()
     (tmp / "cut.safetensors").write_bytes(data[: len(data) // 2])
@@ -498,6 +508,14 @@ CASES: list[Case] = [
         "does not match its checksum: the file is damaged",
         "2",
         _cli_packed_flipped,
+    ),
+    Case(
+        "packed model with one header byte edited (`hop_ms` 10.0 -> 19.0)",
+        "cli",
+        "refused",
+        "its header does not match its header checksum",
+        "2",
+        _cli_packed_header_edited,
     ),
     Case(
         "packed model cut short (truncated copy)",
