@@ -20,6 +20,7 @@ Groups, and the test that checks them:
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 from collections.abc import Callable
@@ -259,6 +260,31 @@ def _cli_packed_foreign(tmp: Path) -> list[str]:
 
 
 B0 = REPO / "results" / "cpu" / "b0"
+#: writer locks the cases hold for the rest of the test process (see _cli_run_in_use)
+_HELD: list = []
+
+
+def _cli_resume_other_data(tmp: Path) -> list[str]:
+    """A run directory of the ci preset trained on another copy of data_small (its
+    config.json and a tokenizer, as a run leaves them), resumed without that --data."""
+    run = tmp / "run_other_data"
+    run.mkdir(exist_ok=True)
+    meta = {"preset": "ci", "spec": "float", "corpus": "data_small", "seed": 0}
+    meta |= {"data_dir": "/elsewhere/data_small", "heldout_speaker": None, "init": None}
+    (run / "config.json").write_text(json.dumps(meta))
+    shutil.copytree(B0 / "tokenizer", run / "tokenizer", dirs_exist_ok=True)
+    return ["train", "--preset", "ci", "--out", str(run), "--steps", "1"]
+
+
+def _cli_run_in_use(tmp: Path) -> list[str]:
+    """A run directory whose writer lock is held (as by a ``train`` still running; the
+    lock is taken in this process, which the lock refuses like any other holder)."""
+    from usmlite_edu.speech import runs  # JAX: only when a test makes the case
+
+    lock = runs.writer_lock(tmp / "x")
+    lock.__enter__()
+    _HELD.append(lock)
+    return ["train", "--preset", "ci", "--out", str(tmp / "x"), "--steps", "1"]
 
 
 def _map_file(tmp: Path, name: str, text: str) -> str:
@@ -557,6 +583,23 @@ CASES: list[Case] = [
         "map_unfit_spec.json: encoder/blocks/0/ffn1/dense1/kernel: group size 7 does not divide",
         "2",
         _cli_map_unfit_spec,
+    ),
+    # run directories
+    Case(
+        "second `train` on a run directory another `train` is writing",
+        "cli",
+        "refused before anything is written (advisory lock `RUN/train.lock`)",
+        "is being written by another training process (PID",
+        "2",
+        _cli_run_in_use,
+    ),
+    Case(
+        "resuming a run with another `--data`",
+        "cli",
+        "refused before anything is written, like other changed settings",
+        "holds a run trained on --data /elsewhere/data_small, not the corpus's default folder",
+        "2",
+        _cli_resume_other_data,
     ),
     # training
     Case(

@@ -4,6 +4,7 @@ gets what the table of docs/bad-inputs.md says, and fuzzed audio, headers and sp
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -22,7 +23,7 @@ from tiny_model import TINY
 
 from usmlite_edu import cli
 from usmlite_edu.core.specs import CompressionSpec, as_spec
-from usmlite_edu.speech import batching, configs, frontend
+from usmlite_edu.speech import batching, configs, frontend, runs
 from usmlite_edu.speech.audio import AudioError, load_audio, min_samples
 from usmlite_edu.speech.corpora import CorpusSplit, Utterance, load_corpus, load_librispeech
 from usmlite_edu.speech.tokenizer import Tokenizer
@@ -227,6 +228,87 @@ def test_train_and_reproduce_exit_4_above_the_skip_share(tmp_path, monkeypatch, 
     (out / "runs" / "W0-s0" / "metrics.jsonl").unlink()
     rec["results"]["test"]["skipped"] = 0
     assert cli.main(["reproduce", "--out", str(out)]) == 0
+
+
+# --------------------------------------------------------------------- run directories
+_HOLD = (
+    "import sys, time\n"
+    "from usmlite_edu.speech import runs\n"
+    "runs.writer_lock(sys.argv[1]).__enter__()\n"
+    "print('held', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_writer_lock_names_its_holder_and_dies_with_it(tmp_path):
+    run = tmp_path / "run"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(run)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(runs.RunLocked, match=rf"{run} is being written .*PID {proc.pid}"):
+            with runs.writer_lock(run):
+                pass
+    finally:
+        proc.kill()  # SIGKILL: the holder runs no cleanup
+        proc.wait()
+    with runs.writer_lock(run):  # the kernel dropped the killed holder's lock
+        with pytest.raises(runs.RunLocked, match=f"PID {os.getpid()}"):
+            with runs.writer_lock(run):
+                pass
+    with runs.writer_lock(run):  # and the with block released this one
+        pass
+
+
+def _tiny_train(out, data_dir=None, **kw):
+    overrides = {**TINY, "train.batch_size": 8, "train.checkpoint_every": 0}
+    return train.train(
+        "ci", "data_small", data_dir, out, steps=1, eval_splits=(), overrides=overrides, **kw
+    )
+
+
+def test_train_releases_its_lock_and_refuses_other_data(tiny_run):
+    with runs.writer_lock(tiny_run):  # the fixture's train released it
+        pass
+    before = (tiny_run / "config.json").read_text()
+    with pytest.raises(ValueError, match="trained on the corpus's default folder, not --data"):
+        _tiny_train(tiny_run, str(REPO / "data_small"))
+    assert (tiny_run / "config.json").read_text() == before  # data_dir not overwritten
+    with runs.writer_lock(tiny_run):  # released after the refusal too
+        pass
+
+
+def test_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "metrics.jsonl"
+    good = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    text = "".join(json.dumps(r) + "\n" for r in good)
+    path.write_text(text + '{"step": 3, "lo')
+    with caplog.at_level("WARNING", logger="usmlite_edu.speech.runs"):
+        assert runs.read_metrics(tmp_path) == (good, None)
+    assert f"{path}: its last line is torn" in caplog.text
+    assert path.read_text().endswith('"lo')  # read only: the file is as it was
+    runs.read_metrics(tmp_path, repair=True)
+    assert path.read_text() == text  # repaired: the next record starts its own line
+    path.write_text('{"step": 1, "lo\n' + text)  # damage before the last line: refused
+    with pytest.raises(ValueError, match=f"{path}: line 1 is not JSON"):
+        runs.read_metrics(tmp_path)
+
+
+def test_train_resumes_past_a_torn_metrics_line(tiny_run, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 1, "loss": 0.')  # killed while appending
+    with caplog.at_level("WARNING", logger="usmlite_edu.speech.runs"):
+        _tiny_train(run)
+    assert f"{run / 'metrics.jsonl'}: its last line is torn" in caplog.text
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "final" in records[-1]
 
 
 # ------------------------------------------------------------------- the training step
