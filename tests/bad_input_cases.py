@@ -15,6 +15,8 @@ Groups, and the test that checks them:
 * ``batch``: an utterance that cannot train, skipped by ``batching.prepare``.
 * ``cli``: a command line refused with one line on stderr, exit 2.
 * ``step``: a training batch with a NaN waveform: the update is skipped.
+* ``out``: an output location in a folder that cannot be written (``RO``, made read-only
+  by the test): refused with one line before the work, exit 2.
 * ``share``: a split that lost more than 5% of its utterances: ``train``/``reproduce`` exit 4.
 """
 
@@ -274,6 +276,28 @@ def _cli_resume_other_data(tmp: Path) -> list[str]:
     (run / "config.json").write_text(json.dumps(meta))
     shutil.copytree(B0 / "tokenizer", run / "tokenizer", dirs_exist_ok=True)
     return ["train", "--preset", "ci", "--out", str(run), "--steps", "1"]
+
+
+def _cli_out_under_a_file(tmp: Path) -> list[str]:
+    (tmp / "a_file").write_text("not a folder\n")
+    return ["train", "--preset", "ci", "--out", str(tmp / "a_file" / "run")]
+
+
+#: the read-only folder of the ``out`` cases, inside the test's temporary folder
+RO = "read_only"
+
+
+def _out_train(tmp: Path) -> list[str]:
+    return ["train", "--preset", "ci", "--out", str(tmp / RO / "run")]
+
+
+def _out_export(tmp: Path) -> list[str]:
+    return ["export", "--checkpoint", str(B0), "--out", str(tmp / RO / "m.safetensors")]
+
+
+def _out_eval_json(tmp: Path) -> list[str]:
+    argv = ["eval", "--checkpoint", str(B0), "--corpus", "fsdd_sample"]
+    return [*argv, "--json", str(tmp / RO / "r.json")]
 
 
 def _cli_run_in_use(tmp: Path) -> list[str]:
@@ -601,6 +625,39 @@ CASES: list[Case] = [
         "2",
         _cli_resume_other_data,
     ),
+    # output locations: refused before the work (no training, export or evaluation)
+    Case(
+        "`train --out` below a file",
+        "cli",
+        "refused before any data is read",
+        "a_file is a file, not a folder",
+        "2",
+        _cli_out_under_a_file,
+    ),
+    Case(
+        "`train --out` in a read-only folder",
+        "out",
+        "refused before any data is read",
+        "cannot write in",
+        "2",
+        _out_train,
+    ),
+    Case(
+        "`export --out` in a read-only folder",
+        "out",
+        "refused before the run is read",
+        "cannot write in",
+        "2",
+        _out_export,
+    ),
+    Case(
+        "`eval --json` in a read-only folder",
+        "out",
+        "refused before the evaluation (was: after computing the WER)",
+        "cannot write in",
+        "2",
+        _out_eval_json,
+    ),
     # training
     Case(
         "NaN in a training batch's waveform",
@@ -626,6 +683,7 @@ WHERE = {
     "cli": "command line",
     "step": "training step",
     "share": "`train`, `reproduce`",
+    "out": "command line",
 }
 
 

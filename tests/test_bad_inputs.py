@@ -52,7 +52,7 @@ def test_docs_table_is_the_rendered_cases():
 
 def test_table_lists_at_least_fifteen_kinds_each_checked_here():
     assert len(CASES) >= 15 and len({c.kind for c in CASES}) == len(CASES)
-    checked = {"file", "file_ok", "corpus", "batch", "cli", "step", "share"}
+    checked = {"file", "file_ok", "corpus", "batch", "cli", "step", "share", "out"}
     assert {c.group for c in CASES} <= checked
 
 
@@ -144,6 +144,42 @@ def test_cli_cases_are_refused_with_one_line(tmp_path, case, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and case.message in err[0]
     assert not (tmp_path / "x" / "config.json").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("case", _cases("out"))
+def test_unwritable_outputs_are_refused_before_the_work(tmp_path, case, capsys, monkeypatch):
+    """A read-only folder: real permission bits for a user, and for root (whom they do
+    not stop) a probe that fails as a read-only mount would."""
+    from bad_input_cases import RO
+
+    from usmlite_edu.cli import common
+    from usmlite_edu.deploy import export
+
+    ro = tmp_path / RO
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:
+        real = common.tempfile.TemporaryFile
+
+        def probe(*a, dir=None, **k):
+            if Path(dir) == ro:
+                raise PermissionError(13, "Permission denied")
+            return real(*a, dir=dir, **k)
+
+        monkeypatch.setattr(common.tempfile, "TemporaryFile", probe)
+
+    def no_work(*a, **k):
+        raise AssertionError("the work started before the output was checked")
+
+    for mod, name in ((train, "train"), (train, "evaluate_run"), (export, "write_packed")):
+        monkeypatch.setattr(mod, name, no_work)
+    try:
+        assert cli.main(case.make(tmp_path)) == cli.EXIT_REFUSED == int(case.exit_code)
+    finally:
+        ro.chmod(0o755)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and case.message in err[0] and str(ro) in err[0], err
+    assert "Permission denied" in err[0]
 
 
 @pytest.fixture(scope="module")
