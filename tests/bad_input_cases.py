@@ -17,6 +17,9 @@ Groups, and the test that checks them:
 * ``step``: a training batch with a NaN waveform: the update is skipped.
 * ``out``: an output location in a folder that cannot be written (``RO``, made read-only
   by the test): refused with one line before the work, exit 2.
+* ``output``: what ``transcribe`` writes: odd file names and a closed pipe
+  (``test_transcribe_escapes_tabs_and_newlines_in_names``,
+  ``test_transcribe_into_a_closed_pipe_exits_quietly``).
 * ``share``: a split that lost more than 5% of its utterances: ``train``/``reproduce`` exit 4.
 """
 
@@ -131,6 +134,14 @@ def _too_short(p: Path) -> None:
 
 def _missing(p: Path) -> None:
     p.unlink(missing_ok=True)
+
+
+def _folder(p: Path) -> None:
+    p.mkdir()
+
+
+def _symlink_loop(p: Path) -> None:
+    p.symlink_to(p.name)  # a link to itself: resolving it loops
 
 
 def _stereo_44k(p: Path) -> None:
@@ -388,6 +399,22 @@ CASES: list[Case] = [
         _too_short,
     ),
     Case("file that does not exist", "file", "skipped", "no such file", EXIT_FILE, _missing),
+    Case(
+        "a folder given as an audio file",
+        "file",
+        "skipped, named as a folder",
+        "a folder, not an audio file",
+        EXIT_FILE,
+        _folder,
+    ),
+    Case(
+        "a symlink loop given as an audio file",
+        "file",
+        "skipped, named as a loop",
+        "a symlink loop (too many levels of symbolic links)",
+        EXIT_FILE,
+        _symlink_loop,
+    ),
     # unusual but usable
     Case("stereo at 44.1 kHz", "file_ok", "loaded (mixed down, resampled)", "", "0", _stereo_44k),
     Case(
@@ -658,6 +685,21 @@ CASES: list[Case] = [
         "2",
         _out_eval_json,
     ),
+    # what transcribe writes
+    Case(
+        "file names with a tab, newline or backslash (`transcribe`)",
+        "output",
+        "transcribed; the name escaped as `\\t`, `\\n`, `\\\\` (one line, one tab per file)",
+        "",
+        "0",
+    ),
+    Case(
+        "`transcribe ... | head -1` (the reader closes the pipe)",
+        "output",
+        "stops quietly at the first failed write, no traceback",
+        "",
+        "0",
+    ),
     # training
     Case(
         "NaN in a training batch's waveform",
@@ -684,6 +726,7 @@ WHERE = {
     "step": "training step",
     "share": "`train`, `reproduce`",
     "out": "command line",
+    "output": "`transcribe` output",
 }
 
 

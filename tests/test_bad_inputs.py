@@ -52,7 +52,7 @@ def test_docs_table_is_the_rendered_cases():
 
 def test_table_lists_at_least_fifteen_kinds_each_checked_here():
     assert len(CASES) >= 15 and len({c.kind for c in CASES}) == len(CASES)
-    checked = {"file", "file_ok", "corpus", "batch", "cli", "step", "share", "out"}
+    checked = {"file", "file_ok", "corpus", "batch", "cli", "step", "share", "out", "output"}
     assert {c.group for c in CASES} <= checked
 
 
@@ -214,6 +214,39 @@ def test_transcribe_exits_3_and_counts_the_failed_files(tmp_path, tiny_run, caps
     good = [str(GOOD_FLAC), *map(str, ok)]
     assert cli.main(["transcribe", "--checkpoint", str(tiny_run), *good]) == 0
     assert "failed" not in capsys.readouterr().err
+
+
+def test_transcribe_escapes_tabs_and_newlines_in_names(tmp_path, tiny_run, capsys):
+    names = ["tab\there.flac", "new\nline.flac", "back\\slash.flac"]
+    for name in names:
+        shutil.copy(GOOD_FLAC, tmp_path / name)
+    files = [str(tmp_path / n) for n in names]
+    capsys.readouterr()
+    assert cli.main(["transcribe", "--checkpoint", str(tiny_run), *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(line.count("\t") == 1 for line in lines)
+    want = [f.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n") for f in files]
+    assert [line.split("\t")[0] for line in lines] == want
+
+
+def test_transcribe_into_a_closed_pipe_exits_quietly(tmp_path, tiny_run):
+    """`transcribe ... | head -1`: the reader goes away after one line; no traceback."""
+    shutil.copy(GOOD_FLAC, tmp_path / "a.flac")
+    long = str(tmp_path / ("./" * 500) / "a.flac")  # 1 kB a line: more than a pipe holds
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    argv = [sys.executable, "-m", "usmlite_edu", "transcribe", "--checkpoint", str(tiny_run)]
+    proc = subprocess.Popen(
+        [*argv, *[long] * 200], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert first.endswith(b"\n") and b"\t" in first
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
 
 
 def test_eval_exits_3_when_an_utterance_is_skipped(tmp_path, tiny_run, capsys):
