@@ -17,9 +17,10 @@ Groups, and the test that checks them:
 * ``step``: a training batch with a NaN waveform: the update is skipped.
 * ``out``: an output location in a folder that cannot be written (``RO``, made read-only
   by the test): refused with one line before the work, exit 2.
-* ``output``: what ``transcribe`` writes: odd file names and a closed pipe
+* ``output``: what ``transcribe`` does with odd file names, a closed pipe and long audio
   (``test_transcribe_escapes_tabs_and_newlines_in_names``,
-  ``test_transcribe_into_a_closed_pipe_exits_quietly``).
+  ``test_transcribe_into_a_closed_pipe_exits_quietly``,
+  ``test_long_audio_is_transcribed_in_bounded_memory``).
 * ``share``: a split that lost more than 5% of its utterances: ``train``/``reproduce`` exit 4.
 """
 
@@ -697,6 +698,13 @@ CASES: list[Case] = [
         "`transcribe ... | head -1` (the reader closes the pipe)",
         "output",
         "stops quietly at the first failed write, no traceback",
+        "",
+        "0",
+    ),
+    Case(
+        "4 minutes of audio (`transcribe`; largest bucket a few seconds)",
+        "output",
+        "transcribed in overlapping windows of the largest bucket, in bounded memory",
         "",
         "0",
     ),
