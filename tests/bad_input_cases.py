@@ -713,7 +713,14 @@ CASES: list[Case] = [
         "NaN in a training batch's waveform",
         "step",
         "update skipped, parameters bit-identical",
-        "non-finite loss/gradient, update skipped",
+        "non-finite loss/gradient/update, update skipped",
+        "0; 2 after `train.max_nonfinite` in a row",
+    ),
+    Case(
+        "a learning rate that overflows float32 (`train.peak_lr=1e300`)",
+        "step",
+        "update skipped (finite gradients, non-finite update), parameters bit-identical",
+        "non-finite loss/gradient/update, update skipped",
         "0; 2 after `train.max_nonfinite` in a row",
     ),
     Case(

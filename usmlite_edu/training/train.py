@@ -137,6 +137,26 @@ def transformer_schedule(
     return schedule
 
 
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point leaf of ``tree`` is finite (a scalar bool)."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _counted_skip(state: Any) -> Any:
+    """``optax.apply_if_finite``'s state after one more skipped step: inner state as it
+    was, the consecutive and total counts one higher, ``last_finite`` false."""
+    return state._replace(
+        notfinite_count=state.notfinite_count + 1,
+        last_finite=jnp.asarray(False),
+        total_notfinite=state.total_notfinite + 1,
+    )
+
+
 def _param_group(params: Any) -> Any:
     return {
         k: jax.tree.map(lambda _, g="softmax" if k == "softmax" else "encoder": g, v)
@@ -341,7 +361,17 @@ class Trainer:
         # A non-finite loss with finite gradients still means a broken batch: skip it too.
         grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
         updates, new_state = self.tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_state, loss, new_state.last_finite
+        new_params = optax.apply_updates(params, updates)
+        # Finite gradients can still give a non-finite update (a learning rate that
+        # overflows float32, Adam moments that do): such a step is skipped and counted
+        # like a non-finite gradient, parameters and optimizer state left as they were.
+        ok = jnp.logical_and(new_state.last_finite, _all_finite(new_params))
+        new_params, new_state = jax.lax.cond(
+            ok,
+            lambda: (new_params, new_state),
+            lambda: (params, _counted_skip(opt_state)),
+        )
+        return new_params, new_state, loss, ok
 
     def step(self, params, opt_state, batch, key, step):
         """One jitted update; returns ``(params, opt_state, loss, applied)``. The inputs
@@ -853,7 +883,7 @@ class _Loop:
             )
         self.step += 1
         if not bool(applied):
-            log.warning("step %d: non-finite loss/gradient, update skipped", self.step)
+            log.warning("step %d: non-finite loss/gradient/update, update skipped", self.step)
             if int(opt_state.notfinite_count) >= self.tcfg.max_nonfinite:
                 raise RuntimeError(
                     f"{self.tcfg.max_nonfinite} updates in a row had a non-finite loss or "
