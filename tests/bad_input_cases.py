@@ -695,7 +695,7 @@ CASES: list[Case] = [
         "0",
     ),
     Case(
-        "`transcribe ... | head -1` (the reader closes the pipe)",
+        "`transcribe` piped into `head -1` (the reader closes the pipe)",
         "output",
         "stops quietly at the first failed write, no traceback",
         "",
