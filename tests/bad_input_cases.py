@@ -15,11 +15,18 @@ Groups, and the test that checks them:
 * ``batch``: an utterance that cannot train, skipped by ``batching.prepare``.
 * ``cli``: a command line refused with one line on stderr, exit 2.
 * ``step``: a training batch with a NaN waveform: the update is skipped.
+* ``out``: an output location in a folder that cannot be written (``RO``, made read-only
+  by the test): refused with one line before the work, exit 2.
+* ``output``: what ``transcribe`` does with odd file names, a closed pipe and long audio
+  (``test_transcribe_escapes_tabs_and_newlines_in_names``,
+  ``test_transcribe_into_a_closed_pipe_exits_quietly``,
+  ``test_long_audio_is_transcribed_in_bounded_memory``).
 * ``share``: a split that lost more than 5% of its utterances: ``train``/``reproduce`` exit 4.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 from collections.abc import Callable
@@ -130,6 +137,14 @@ def _missing(p: Path) -> None:
     p.unlink(missing_ok=True)
 
 
+def _folder(p: Path) -> None:
+    p.mkdir()
+
+
+def _symlink_loop(p: Path) -> None:
+    p.symlink_to(p.name)  # a link to itself: resolving it loops
+
+
 def _stereo_44k(p: Path) -> None:
     x = _sine(44100, 44100)
     sf.write(p, np.stack([x, 0.5 * x], 1), 44100)
@@ -235,6 +250,16 @@ def _cli_packed_flipped(tmp: Path) -> list[str]:
     return ["transcribe", "--model", str(tmp / "flipped.safetensors"), str(GOOD_FLAC)]
 
 
+def _cli_packed_header_edited(tmp: Path) -> list[str]:
+    data = _packed_b0(tmp).read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    old, new = b'hop_ms\\": 10.0', b'hop_ms\\": 19.0'  # one byte, as a hex editor would
+    head = data[8 : 8 + n]
+    assert head.count(old) == 1
+    (tmp / "edited.safetensors").write_bytes(data[:8] + head.replace(old, new) + data[8 + n :])
+    return ["eval", "--model", str(tmp / "edited.safetensors"), "--corpus", "fsdd_sample"]
+
+
 def _cli_packed_cut(tmp: Path) -> list[str]:
     data = _packed_b0(tmp).read_bytes()
     (tmp / "cut.safetensors").write_bytes(data[: len(data) // 2])
@@ -249,6 +274,53 @@ def _cli_packed_foreign(tmp: Path) -> list[str]:
 
 
 B0 = REPO / "results" / "cpu" / "b0"
+#: writer locks the cases hold for the rest of the test process (see _cli_run_in_use)
+_HELD: list = []
+
+
+def _cli_resume_other_data(tmp: Path) -> list[str]:
+    """A run directory of the ci preset trained on another copy of data_small (its
+    config.json and a tokenizer, as a run leaves them), resumed without that --data."""
+    run = tmp / "run_other_data"
+    run.mkdir(exist_ok=True)
+    meta = {"preset": "ci", "spec": "float", "corpus": "data_small", "seed": 0}
+    meta |= {"data_dir": "/elsewhere/data_small", "heldout_speaker": None, "init": None}
+    (run / "config.json").write_text(json.dumps(meta))
+    shutil.copytree(B0 / "tokenizer", run / "tokenizer", dirs_exist_ok=True)
+    return ["train", "--preset", "ci", "--out", str(run), "--steps", "1"]
+
+
+def _cli_out_under_a_file(tmp: Path) -> list[str]:
+    (tmp / "a_file").write_text("not a folder\n")
+    return ["train", "--preset", "ci", "--out", str(tmp / "a_file" / "run")]
+
+
+#: the read-only folder of the ``out`` cases, inside the test's temporary folder
+RO = "read_only"
+
+
+def _out_train(tmp: Path) -> list[str]:
+    return ["train", "--preset", "ci", "--out", str(tmp / RO / "run")]
+
+
+def _out_export(tmp: Path) -> list[str]:
+    return ["export", "--checkpoint", str(B0), "--out", str(tmp / RO / "m.safetensors")]
+
+
+def _out_eval_json(tmp: Path) -> list[str]:
+    argv = ["eval", "--checkpoint", str(B0), "--corpus", "fsdd_sample"]
+    return [*argv, "--json", str(tmp / RO / "r.json")]
+
+
+def _cli_run_in_use(tmp: Path) -> list[str]:
+    """A run directory whose writer lock is held (as by a ``train`` still running; the
+    lock is taken in this process, which the lock refuses like any other holder)."""
+    from usmlite_edu.speech import runs  # JAX: only when a test makes the case
+
+    lock = runs.writer_lock(tmp / "x")
+    lock.__enter__()
+    _HELD.append(lock)
+    return ["train", "--preset", "ci", "--out", str(tmp / "x"), "--steps", "1"]
 
 
 def _map_file(tmp: Path, name: str, text: str) -> str:
@@ -328,6 +400,22 @@ CASES: list[Case] = [
         _too_short,
     ),
     Case("file that does not exist", "file", "skipped", "no such file", EXIT_FILE, _missing),
+    Case(
+        "a folder given as an audio file",
+        "file",
+        "skipped, named as a folder",
+        "a folder, not an audio file",
+        EXIT_FILE,
+        _folder,
+    ),
+    Case(
+        "a symlink loop given as an audio file",
+        "file",
+        "skipped, named as a loop",
+        "a symlink loop (too many levels of symbolic links)",
+        EXIT_FILE,
+        _symlink_loop,
+    ),
     # unusual but usable
     Case("stereo at 44.1 kHz", "file_ok", "loaded (mixed down, resampled)", "", "0", _stereo_44k),
     Case(
@@ -500,6 +588,14 @@ CASES: list[Case] = [
         _cli_packed_flipped,
     ),
     Case(
+        "packed model with one header byte edited (`hop_ms` 10.0 -> 19.0)",
+        "cli",
+        "refused",
+        "its header does not match its header checksum",
+        "2",
+        _cli_packed_header_edited,
+    ),
+    Case(
         "packed model cut short (truncated copy)",
         "cli",
         "refused",
@@ -540,12 +636,91 @@ CASES: list[Case] = [
         "2",
         _cli_map_unfit_spec,
     ),
+    # run directories
+    Case(
+        "second `train` on a run directory another `train` is writing",
+        "cli",
+        "refused before anything is written (advisory lock `RUN/train.lock`)",
+        "is being written by another training process (PID",
+        "2",
+        _cli_run_in_use,
+    ),
+    Case(
+        "resuming a run with another `--data`",
+        "cli",
+        "refused before anything is written, like other changed settings",
+        "holds a run trained on --data /elsewhere/data_small, not the corpus's default folder",
+        "2",
+        _cli_resume_other_data,
+    ),
+    # output locations: refused before the work (no training, export or evaluation)
+    Case(
+        "`train --out` below a file",
+        "cli",
+        "refused before any data is read",
+        "a_file is a file, not a folder",
+        "2",
+        _cli_out_under_a_file,
+    ),
+    Case(
+        "`train --out` in a read-only folder",
+        "out",
+        "refused before any data is read",
+        "cannot write in",
+        "2",
+        _out_train,
+    ),
+    Case(
+        "`export --out` in a read-only folder",
+        "out",
+        "refused before the run is read",
+        "cannot write in",
+        "2",
+        _out_export,
+    ),
+    Case(
+        "`eval --json` in a read-only folder",
+        "out",
+        "refused before the evaluation (was: after computing the WER)",
+        "cannot write in",
+        "2",
+        _out_eval_json,
+    ),
+    # what transcribe writes
+    Case(
+        "file names with a tab, newline or backslash (`transcribe`)",
+        "output",
+        "transcribed; the name escaped as `\\t`, `\\n`, `\\\\` (one line, one tab per file)",
+        "",
+        "0",
+    ),
+    Case(
+        "`transcribe` piped into `head -1` (the reader closes the pipe)",
+        "output",
+        "stops quietly at the first failed write, no traceback",
+        "",
+        "0",
+    ),
+    Case(
+        "4 minutes of audio (`transcribe`; largest bucket a few seconds)",
+        "output",
+        "transcribed in overlapping windows of the largest bucket, in bounded memory",
+        "",
+        "0",
+    ),
     # training
     Case(
         "NaN in a training batch's waveform",
         "step",
         "update skipped, parameters bit-identical",
-        "non-finite loss/gradient, update skipped",
+        "non-finite loss/gradient/update, update skipped",
+        "0; 2 after `train.max_nonfinite` in a row",
+    ),
+    Case(
+        "a learning rate that overflows float32 (`train.peak_lr=1e300`)",
+        "step",
+        "update skipped (finite gradients, non-finite update), parameters bit-identical",
+        "non-finite loss/gradient/update, update skipped",
         "0; 2 after `train.max_nonfinite` in a row",
     ),
     Case(
@@ -565,6 +740,8 @@ WHERE = {
     "cli": "command line",
     "step": "training step",
     "share": "`train`, `reproduce`",
+    "out": "command line",
+    "output": "`transcribe` output",
 }
 
 

@@ -4,6 +4,7 @@ gets what the table of docs/bad-inputs.md says, and fuzzed audio, headers and sp
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -18,11 +19,11 @@ import soundfile as sf
 from bad_input_cases import CASES, GOOD_FLAC, REPO, render_table, wav_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tiny_model import TINY
+from tiny_model import TINY, TINY_CFG
 
 from usmlite_edu import cli
 from usmlite_edu.core.specs import CompressionSpec, as_spec
-from usmlite_edu.speech import batching, configs, frontend
+from usmlite_edu.speech import batching, configs, frontend, runs
 from usmlite_edu.speech.audio import AudioError, load_audio, min_samples
 from usmlite_edu.speech.corpora import CorpusSplit, Utterance, load_corpus, load_librispeech
 from usmlite_edu.speech.tokenizer import Tokenizer
@@ -51,7 +52,7 @@ def test_docs_table_is_the_rendered_cases():
 
 def test_table_lists_at_least_fifteen_kinds_each_checked_here():
     assert len(CASES) >= 15 and len({c.kind for c in CASES}) == len(CASES)
-    checked = {"file", "file_ok", "corpus", "batch", "cli", "step", "share"}
+    checked = {"file", "file_ok", "corpus", "batch", "cli", "step", "share", "out", "output"}
     assert {c.group for c in CASES} <= checked
 
 
@@ -145,6 +146,42 @@ def test_cli_cases_are_refused_with_one_line(tmp_path, case, capsys):
     assert not (tmp_path / "x" / "config.json").exists()  # refused before anything is written
 
 
+@pytest.mark.parametrize("case", _cases("out"))
+def test_unwritable_outputs_are_refused_before_the_work(tmp_path, case, capsys, monkeypatch):
+    """A read-only folder: real permission bits for a user, and for root (whom they do
+    not stop) a probe that fails as a read-only mount would."""
+    from bad_input_cases import RO
+
+    from usmlite_edu.cli import common
+    from usmlite_edu.deploy import export
+
+    ro = tmp_path / RO
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:
+        real = common.tempfile.TemporaryFile
+
+        def probe(*a, dir=None, **k):
+            if Path(dir) == ro:
+                raise PermissionError(13, "Permission denied")
+            return real(*a, dir=dir, **k)
+
+        monkeypatch.setattr(common.tempfile, "TemporaryFile", probe)
+
+    def no_work(*a, **k):
+        raise AssertionError("the work started before the output was checked")
+
+    for mod, name in ((train, "train"), (train, "evaluate_run"), (export, "write_packed")):
+        monkeypatch.setattr(mod, name, no_work)
+    try:
+        assert cli.main(case.make(tmp_path)) == cli.EXIT_REFUSED == int(case.exit_code)
+    finally:
+        ro.chmod(0o755)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and case.message in err[0] and str(ro) in err[0], err
+    assert "Permission denied" in err[0]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny") / "run"
@@ -177,6 +214,99 @@ def test_transcribe_exits_3_and_counts_the_failed_files(tmp_path, tiny_run, caps
     good = [str(GOOD_FLAC), *map(str, ok)]
     assert cli.main(["transcribe", "--checkpoint", str(tiny_run), *good]) == 0
     assert "failed" not in capsys.readouterr().err
+
+
+def test_transcribe_escapes_tabs_and_newlines_in_names(tmp_path, tiny_run, capsys):
+    names = ["tab\there.flac", "new\nline.flac", "back\\slash.flac"]
+    for name in names:
+        shutil.copy(GOOD_FLAC, tmp_path / name)
+    files = [str(tmp_path / n) for n in names]
+    capsys.readouterr()
+    assert cli.main(["transcribe", "--checkpoint", str(tiny_run), *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(line.count("\t") == 1 for line in lines)
+    want = [f.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n") for f in files]
+    assert [line.split("\t")[0] for line in lines] == want
+
+
+def test_transcribe_into_a_closed_pipe_exits_quietly(tmp_path, tiny_run):
+    """`transcribe ... | head -1`: the reader goes away after one line; no traceback."""
+    shutil.copy(GOOD_FLAC, tmp_path / "a.flac")
+    long = str(tmp_path / ("./" * 500) / "a.flac")  # 1 kB a line: more than a pipe holds
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    argv = [sys.executable, "-m", "usmlite_edu", "transcribe", "--checkpoint", str(tiny_run)]
+    proc = subprocess.Popen(
+        [*argv, *[long] * 200], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert first.endswith(b"\n") and b"\t" in first
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+_RSS = (
+    "import resource, sys\n"
+    "from usmlite_edu.deploy.recognizer import Recognizer\n"
+    "from usmlite_edu.speech.audio import load_audio\n"
+    "rec = Recognizer.open(sys.argv[1])\n"
+    "def peak():\n"
+    "    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+    "rec.transcribe(load_audio(sys.argv[2], rec.config.sample_rate))\n"
+    "base = peak()\n"
+    "rec.transcribe(load_audio(sys.argv[3], rec.config.sample_rate))\n"
+    "print(peak() - base)\n"
+)
+
+
+def test_long_audio_is_transcribed_in_bounded_memory(tmp_path, tiny_run):
+    """Four minutes of 8 kHz noise after 30 s: the peak RSS grows by the audio's own
+    bytes at most (one pass over all of it grew by 168 MB at 3 min, quadratically)."""
+    rng = np.random.default_rng(0)
+    for name, seconds in (("short.wav", 30), ("long.wav", 240)):
+        noise = (0.1 * rng.standard_normal(8000 * seconds)).astype(np.float32)
+        sf.write(tmp_path / name, noise, 8000)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    argv = [
+        sys.executable,
+        "-c",
+        _RSS,
+        str(tiny_run),
+        *(str(tmp_path / n) for n in ("short.wav", "long.wav")),
+    ]
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    growth = int(r.stdout.split()[-1])
+    # 240 s at the model's 16 kHz: 15 MB of float32 samples, read and resampled
+    assert growth < 64 * 2**20, f"peak RSS grew by {growth / 2**20:.0f} MB"
+
+
+def test_long_form_stitching_takes_every_frame_once(tiny_run, monkeypatch):
+    """The windows' kept frames tile the whole utterance: with a fake model whose output
+    frame k "says" its global index k, the stitched sequence is 1, 2, ..., T-1 (0 is the
+    blank), T the frames of one pass over all of it."""
+    from usmlite_edu.deploy.recognizer import Recognizer
+
+    rec = Recognizer.open(tiny_run)
+    step = 4 * rec.forward.mel.hop_length
+
+    def fake(chunk, n):
+        first = int(chunk[0]) // step  # the samples are their own indices
+        t = int(frontend.subsampled_lengths(frontend.num_frames(chunk.size, rec.forward.mel)))
+        return np.arange(first, first + t)
+
+    monkeypatch.setattr(rec, "_window_argmax", fake)
+    width = int(rec.train_config.bucket_seconds[-1] * rec.config.sample_rate)
+    for n in (width + 1, width + step, 3 * width + 1234, 10 * width + 7):
+        total = int(frontend.subsampled_lengths(frontend.num_frames(n, rec.forward.mel)))
+        assert rec.long_form_ids(np.arange(n, dtype=np.float64)) == list(range(1, total)), n
 
 
 def test_eval_exits_3_when_an_utterance_is_skipped(tmp_path, tiny_run, capsys):
@@ -229,6 +359,87 @@ def test_train_and_reproduce_exit_4_above_the_skip_share(tmp_path, monkeypatch, 
     assert cli.main(["reproduce", "--out", str(out)]) == 0
 
 
+# --------------------------------------------------------------------- run directories
+_HOLD = (
+    "import sys, time\n"
+    "from usmlite_edu.speech import runs\n"
+    "runs.writer_lock(sys.argv[1]).__enter__()\n"
+    "print('held', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_writer_lock_names_its_holder_and_dies_with_it(tmp_path):
+    run = tmp_path / "run"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(run)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(runs.RunLocked, match=rf"{run} is being written .*PID {proc.pid}"):
+            with runs.writer_lock(run):
+                pass
+    finally:
+        proc.kill()  # SIGKILL: the holder runs no cleanup
+        proc.wait()
+    with runs.writer_lock(run):  # the kernel dropped the killed holder's lock
+        with pytest.raises(runs.RunLocked, match=f"PID {os.getpid()}"):
+            with runs.writer_lock(run):
+                pass
+    with runs.writer_lock(run):  # and the with block released this one
+        pass
+
+
+def _tiny_train(out, data_dir=None, **kw):
+    overrides = {**TINY, "train.batch_size": 8, "train.checkpoint_every": 0}
+    return train.train(
+        "ci", "data_small", data_dir, out, steps=1, eval_splits=(), overrides=overrides, **kw
+    )
+
+
+def test_train_releases_its_lock_and_refuses_other_data(tiny_run):
+    with runs.writer_lock(tiny_run):  # the fixture's train released it
+        pass
+    before = (tiny_run / "config.json").read_text()
+    with pytest.raises(ValueError, match="trained on the corpus's default folder, not --data"):
+        _tiny_train(tiny_run, str(REPO / "data_small"))
+    assert (tiny_run / "config.json").read_text() == before  # data_dir not overwritten
+    with runs.writer_lock(tiny_run):  # released after the refusal too
+        pass
+
+
+def test_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "metrics.jsonl"
+    good = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    text = "".join(json.dumps(r) + "\n" for r in good)
+    path.write_text(text + '{"step": 3, "lo')
+    with caplog.at_level("WARNING", logger="usmlite_edu.speech.runs"):
+        assert runs.read_metrics(tmp_path) == (good, None)
+    assert f"{path}: its last line is torn" in caplog.text
+    assert path.read_text().endswith('"lo')  # read only: the file is as it was
+    runs.read_metrics(tmp_path, repair=True)
+    assert path.read_text() == text  # repaired: the next record starts its own line
+    path.write_text('{"step": 1, "lo\n' + text)  # damage before the last line: refused
+    with pytest.raises(ValueError, match=f"{path}: line 1 is not JSON"):
+        runs.read_metrics(tmp_path)
+
+
+def test_train_resumes_past_a_torn_metrics_line(tiny_run, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 1, "loss": 0.')  # killed while appending
+    with caplog.at_level("WARNING", logger="usmlite_edu.speech.runs"):
+        _tiny_train(run)
+    assert f"{run / 'metrics.jsonl'}: its last line is torn" in caplog.text
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "final" in records[-1]
+
+
 # ------------------------------------------------------------------- the training step
 @pytest.fixture(scope="module")
 def nan_trainer(tokenizer):
@@ -270,9 +481,29 @@ def test_nan_waveform_skips_the_update_bit_identically(nan_trainer, data):
         assert a.dtype == b.dtype and a.tobytes() == np.asarray(b).tobytes()
 
 
+def test_a_non_finite_update_from_finite_gradients_is_skipped(tokenizer):
+    """peak_lr 1e300 passes the finite check but overflows float32: the gradients are
+    finite, the update is not; the step is skipped and counted, parameters bit-identical
+    (it turned all 82 parameter leaves NaN and the run exited 0)."""
+    cfg = configs.CI.replace(vocab_size=tokenizer.vocab_size, **TINY_CFG)
+    tcfg = configs.TrainConfig(batch_size=2, bucket_seconds=(2.5,), peak_lr=1e300)
+    tr = train.Trainer(cfg, "float", tcfg)
+    split = load_corpus("data_small", None, "test", sample_rate=16000)
+    ds = batching.prepare(split, tokenizer, cfg, (2.5,))
+    batch, _ = next(batching.eval_batches(ds, 2))
+    params0 = jax.tree.map(np.asarray, tr.init_params(0))
+    params = jax.tree.map(jnp.array, params0)
+    state = tr.setup_optimizer(params)
+    params, state, loss, applied = tr.step(params, state, batch, KEY, 0)
+    assert np.isfinite(float(loss)) and not bool(applied)
+    assert int(state.total_notfinite) == 1 and int(state.notfinite_count) == 1
+    for a, b in zip(jax.tree.leaves(params0), jax.tree.leaves(params)):
+        assert a.tobytes() == np.asarray(b).tobytes()
+
+
 def test_nan_step_is_logged_by_the_training_loop():
-    case = [c for c in CASES if c.group == "step"][0]
-    assert case.message in Path(train.__file__).read_text()
+    for case in (c for c in CASES if c.group == "step"):
+        assert case.message in Path(train.__file__).read_text()
 
 
 # --------------------------------------------------------------------- fuzzed audio

@@ -308,8 +308,30 @@ def _rewrite(path: Path, out: Path, *, meta=None, tensors=None, resum: bool = Tr
         md["sha256"] = json.dumps(
             {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in ts.items()}
         )
+        md[export.HEADER_SUM] = export.header_checksum(md)
     save_file(ts, str(out), metadata=md)
     return out
+
+
+def _edit_config(key: str, **changes):
+    """A ``meta`` editor for :func:`_rewrite`: set ``changes`` in the JSON config ``key``."""
+
+    def edit(md):
+        d = json.loads(md[key])
+        d.update(changes)
+        md[key] = json.dumps(d)
+
+    return edit
+
+
+def _edit_header_bytes(path: Path, old: bytes, new: bytes) -> bytes:
+    """The file's bytes with one occurrence of ``old`` in its header replaced by ``new``
+    (same length: the data offsets stay valid), as a hex editor would."""
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    head = data[8 : 8 + n]
+    assert len(old) == len(new) and head.count(old) == 1, head[:400]
+    return data[:8] + head.replace(old, new) + data[8 + n :]
 
 
 def _set_first(ts, name, value):
@@ -352,8 +374,8 @@ BAD_FILES = {
     ),
     "foreign safetensors": (_foreign, "not a packed usmlite_edu model"),
     "another format version": (
-        lambda p, o: _rewrite(p, o, meta=lambda m: m.update(format_version="2")),
-        "format version '2'",
+        lambda p, o: _rewrite(p, o, meta=lambda m: m.update(format_version="99")),
+        "format version '99'",
     ),
     "layout edited": (
         lambda p, o: _rewrite(p, o, meta=lambda m: m.update(spec="int8")),
@@ -384,6 +406,43 @@ BAD_FILES = {
         "tokenizer cannot be rebuilt",
     ),
     "a folder": (lambda p, o: o.mkdir() or o, "not a file"),
+    "a header byte changed (hop_ms 10.0 -> 19.0)": (
+        lambda p, o: _write(o, _edit_header_bytes(p, b'hop_ms\\": 10.0', b'hop_ms\\": 19.0')),
+        "does not match its header checksum",
+    ),
+    "header checksum edited away": (
+        lambda p, o: _rewrite(p, o, meta=lambda m: m.update(model_config="{}"), resum=False),
+        "does not match its header checksum",
+    ),
+    # the checks behind the checksum: a file whose header was rewritten consistently
+    "sample_rate 1e9 (checksum recomputed)": (
+        lambda p, o: _rewrite(p, o, meta=_edit_config("model_config", sample_rate=10**9)),
+        "model.sample_rate must be an integer in",
+    ),
+    "left_context -5 (checksum recomputed)": (
+        lambda p, o: _rewrite(p, o, meta=_edit_config("model_config", left_context=-5)),
+        "model.left_context must be None",
+    ),
+    "dropout 5 (checksum recomputed)": (
+        lambda p, o: _rewrite(p, o, meta=_edit_config("model_config", dropout=5.0)),
+        "model.dropout must be in [0, 1)",
+    ),
+    "window_ms below hop_ms (checksum recomputed)": (
+        lambda p, o: _rewrite(p, o, meta=_edit_config("model_config", window_ms=1.0)),
+        "0 < hop_ms <= window_ms",
+    ),
+    "bucket_seconds [1e6] (checksum recomputed)": (
+        lambda p, o: _rewrite(p, o, meta=_edit_config("train_config", bucket_seconds=[1e6])),
+        "longer than 600 s",
+    ),
+    "a batch that cannot fit in memory (checksum recomputed)": (
+        lambda p, o: _rewrite(
+            p,
+            o,
+            meta=_edit_config("train_config", bucket_seconds=[600.0], eval_batch_size=10**6),
+        ),
+        "needs at least",
+    ),
     "a short tensor": (
         lambda p, o: _rewrite(p, o, tensors=lambda t: t.update(float32=t["float32"][:-1])),
         "shorter than its layout",
@@ -398,6 +457,46 @@ def test_damaged_or_foreign_files_are_refused(packed_file, tmp_path, case):
     with pytest.raises(ValueError) as e:
         export.read_packed(bad)
     assert str(bad) in str(e.value) and says in str(e.value), str(e.value)
+
+
+def test_version_1_files_are_read_with_a_warning(packed_file, tmp_path, caplog):
+    def to_v1(md):
+        md.pop(export.HEADER_SUM)
+        md["format_version"] = "1"
+
+    old = _rewrite(packed_file, tmp_path / "v1.safetensors", meta=to_v1, resum=False)
+    with caplog.at_level("WARNING", logger="usmlite_edu.deploy.export"):
+        got = export.read_packed(old)
+    assert str(old) in caplog.text and "no header checksum" in caplog.text
+    want = export.read_packed(packed_file)
+    assert got.config == want.config and got.spec == want.spec
+    # a version 1 file is still validated: its configs go through the same checks
+    edit = _edit_config("model_config", dropout=5.0)
+    bad = _rewrite(old, tmp_path / "v1bad.safetensors", meta=edit, resum=False)
+    with pytest.raises(ValueError, match=r"model.dropout must be in \[0, 1\)"):
+        export.read_packed(bad)
+
+
+def test_file_mode_follows_the_umask(float_run, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        export.write_packed(float_run, "int8", tmp_path / "a.safetensors")
+        os.umask(0o077)
+        export.write_packed(float_run, "int8", tmp_path / "b.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.safetensors").stat().st_mode & 0o777 == 0o600
+
+
+def test_memory_estimate_grows_with_rate_and_bucket():
+    small = export.batch_memory_bytes(CFG, TCFG)
+    assert 0 < small < export.memory_limit_bytes()
+    assert export.batch_memory_bytes(CFG.replace(sample_rate=768_000), TCFG) > 10 * small
+    big = TCFG.replace(bucket_seconds=(600.0,), eval_batch_size=10**6)
+    assert export.batch_memory_bytes(CFG, big) > 2**50
 
 
 def test_bad_nm_positions_are_refused(sparse_run, tmp_path):

@@ -170,6 +170,7 @@ def test_an_edited_kernel_spec_in_the_layout_is_refused(map_file, tmp_path):
     layout = json.loads(md["layout"])
     layout["kernels"][0][4] = "int8"
     md["layout"] = json.dumps(layout, separators=(",", ":"))
+    md[export.HEADER_SUM] = export.header_checksum(md)  # edited consistently: the layout check
     save_file(ts, str(tmp_path / "bad.safetensors"), metadata=md)
     with pytest.raises(ValueError, match="layout does not match"):
         export.read_packed(tmp_path / "bad.safetensors")

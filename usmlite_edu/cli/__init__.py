@@ -18,12 +18,15 @@ Exit codes:
   stderr names each such split.
 * 5 (:data:`EXIT_DOES_NOT_COMPILE`): ``plan`` printed its plan, but the step did not
   compile for that mesh (the compiler's message, e.g. out of memory, is printed).
+* 0 also when stdout's reader closed the pipe (``usmlite-edu transcribe ... | head``):
+  the command stops quietly at the first write that fails.
 * 130: interrupted (a training run resumes when started again with the same ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from usmlite_edu import enable_compilation_cache
@@ -96,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()  # a global JAX setting: the CLI opts in, importing does not
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader of stdout went away (`... | head`): stop quietly
+        _silence_stdout()
+        return 0
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad input: one clear line
         print(f"usmlite-edu: error: {e}", file=sys.stderr)
         return EXIT_REFUSED
@@ -106,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit does not hit
+    the closed pipe again (and print "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout: nothing to do
+        pass
 
 
 if __name__ == "__main__":

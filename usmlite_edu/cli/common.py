@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from usmlite_edu.speech.corpora import CORPORA
 from usmlite_edu.speech.presets import PRESETS
@@ -17,6 +19,34 @@ EXIT_INPUTS_FAILED = 3
 #: ``train`` / ``reproduce``: more than ``train.MAX_SKIP_SHARE`` of a split was skipped
 EXIT_TOO_MANY_SKIPPED = 4
 EXIT_DOES_NOT_COMPILE = 5
+
+
+def check_writable(path: str | os.PathLike, option: str, *, folder: bool = False) -> None:
+    """Refuse, before any work, an output the command could not write: ``ValueError``
+    naming ``option`` (``--out``, ``--json``), the path and why.
+
+    ``path`` is a file to write (``folder=False``: its folder must be writable) or a
+    folder to create or fill (``folder=True``). The nearest part of the path that exists
+    must be a folder in which a file can be created: a probe file is created there and
+    removed (permission bits alone say nothing for root, a read-only mount says no).
+    """
+    where = Path(path) if folder else Path(path).parent
+    where = Path(os.path.abspath(where))
+    probe = where
+    while not os.path.lexists(probe) and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(
+            f"{option} {path}: {probe} is a file, not a folder; choose another location"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=probe, prefix=".usmlite-write-check-"):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"{option} {path}: cannot write in {probe} ({e.strerror or e}); choose a folder "
+            "you can write to"
+        ) from None
 
 
 def preset_names() -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from usmlite_edu.cli.common import (
     EXIT_INPUTS_FAILED,
+    check_writable,
     data_args,
     data_dir,
     model_args,
@@ -54,6 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from usmlite_edu.training import train  # lazy: imports jax; keeps --help fast
 
+    if args.json:  # before the evaluation, not after it
+        check_writable(args.json, "--json")
     r = train.evaluate_run(
         args.checkpoint,
         args.corpus,

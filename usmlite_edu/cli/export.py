@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from usmlite_edu.cli.common import spec_arg
+from usmlite_edu.cli.common import check_writable, spec_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out}: name the packed file FILE.safetensors")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
+    check_writable(out, "--out")
     info = export.write_packed(args.checkpoint, spec_arg(args), out)
     print(info.summary())
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from usmlite_edu.cli.common import data_dir, set_arg, too_many_skipped
+from usmlite_edu.cli.common import check_writable, data_dir, set_arg, too_many_skipped
 from usmlite_edu.speech import presets
 from usmlite_edu.speech.corpora import CORPORA
 
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from usmlite_edu.training import reproduce  # lazy: imports jax; keeps --help fast
 
     p = presets.get_preset(args.preset).override(args.set)
+    check_writable(args.out, "--out", folder=True)
     if p.reproduce is None:
         raise ValueError(
             f"preset {p.name!r} has no reproduction plan; use one of "

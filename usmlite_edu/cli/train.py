@@ -6,6 +6,7 @@ import argparse
 import json
 
 from usmlite_edu.cli.common import (
+    check_writable,
     data_args,
     data_dir,
     preset_names,
@@ -86,6 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable(args.out, "--out", folder=True)  # before any data or device
     from usmlite_edu.scale import distributed  # lazy: imports jax; keeps --help fast
 
     # before anything touches a device: several processes become one run

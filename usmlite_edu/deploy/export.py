@@ -59,8 +59,18 @@ little-endian float32 bytes inside the ``U8`` values tensor (4 bytes a value, wh
 ``exact`` accounting counts), so the tensor bytes still equal :func:`usmlite_edu.core.sizes.model_size`
 of the map, component by component.
 
+Checks. Version 2 files carry :data:`HEADER_SUM`, a SHA-256 over the canonical metadata
+(:func:`header_checksum`: configs, spec, layout, tokenizer, the per-tensor checksums), so
+that every byte of the file is covered by one checksum or another; version 1 files (no
+header checksum) are still read, with a warning. The configs read from a file pass the
+same validation as the command line's (the config classes' ``__post_init__``), and a
+memory estimate of one evaluation batch of the largest bucket
+(:func:`batch_memory_bytes`) must fit in this machine's memory. The file is written with
+the mode the umask gives (0666 less the umask), like any file the user creates.
+
 A file that is not a safetensors file, not one of ours, of another format version,
-truncated, or whose bytes changed (checksums), is refused with a ``ValueError`` that names
+truncated, whose bytes changed (checksums), whose header was edited, or whose settings
+are out of range, is refused with a ``ValueError`` that names
 the file and says what is wrong, before any array reaches JAX.
 """
 
@@ -71,6 +81,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import struct
@@ -115,8 +126,14 @@ __all__ = [
 
 #: the ``format`` entry of the header's metadata that marks a file as ours
 FORMAT = "usmlite_edu.packed"
-#: the layout version this module writes and reads
-FORMAT_VERSION = "1"
+#: the layout version this module writes (version 2 adds :data:`HEADER_SUM`)
+FORMAT_VERSION = "2"
+#: versions :func:`read_packed` reads; version 1 has no header checksum and is read with a
+#: warning that its metadata is unchecked
+READ_VERSIONS = ("1", "2")
+#: the metadata entry holding :func:`header_checksum` of every other metadata entry
+HEADER_SUM = "header_sha256"
+_LOG = logging.getLogger(__name__)
 #: the order every packed array follows (also written into the file's layout)
 ORDER = (
     "kernels in model.param_table order, one after another; each (in, out) kernel "
@@ -129,6 +146,46 @@ ORDER = (
 #: the five tensors of a packed file
 TENSORS = ("values", "scales", "zero_points", "index", "float32")
 _MAX_HEADER = 64 * 2**20  # a header larger than this is not one we wrote
+
+
+def header_checksum(meta: dict) -> str:
+    """SHA-256 (hex) of a packed file's metadata in canonical form: every entry except
+    :data:`HEADER_SUM` itself, as one JSON object with sorted keys, no spaces, UTF-8.
+
+    It covers what the per-tensor checksums do not: format, spec, configs, tokenizer,
+    layout and the per-tensor checksums themselves, so a changed header byte is caught.
+    """
+    body = {k: v for k, v in meta.items() if k != HEADER_SUM}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def memory_limit_bytes() -> int:
+    """The bound :func:`read_packed` holds a file's largest evaluation batch to: the
+    machine's physical memory (``os.sysconf``), or 64 GiB where it cannot be read."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return 64 * 2**30
+
+
+def batch_memory_bytes(cfg: ConformerConfig, tcfg: TrainConfig) -> int:
+    """A lower estimate of the float32 memory one padded evaluation batch of the largest
+    bucket takes: ``eval_batch_size`` waveforms, their log-mel frames, and one Conformer
+    layer's widest activations (the feed-forward's ``ffn_dim`` and the attention scores
+    over the context window) after the 4x subsampling. Used to refuse, before anything is
+    allocated, a file whose frontend and buckets could never run (``sample_rate`` or
+    ``bucket_seconds`` edited to absurd values)."""
+    batch = tcfg.eval_batch_size
+    samples = math.ceil(max(tcfg.bucket_seconds) * cfg.sample_rate)
+    hop = max(1, round(cfg.sample_rate * cfg.hop_ms / 1000))
+    frames = samples // hop + 1
+    sub = -(-frames // 4)
+    span = sub
+    if cfg.left_context is not None and cfg.right_context is not None:
+        span = min(sub, cfg.left_context + cfg.right_context + 1)
+    per_row = samples + frames * cfg.num_mels + sub * (cfg.ffn_dim + cfg.num_heads * span)
+    return 4 * batch * per_row
 
 
 # --------------------------------------------------------------------------- N:M
@@ -625,9 +682,11 @@ def write_packed(
         ),
         **{k: str(v) for k, v in meta_extra.items()},
     }
+    metadata[HEADER_SUM] = header_checksum(metadata)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600; the user's umask decides
     os.replace(tmp, path)
     with path.open("rb") as f:
         header = 8 + struct.unpack("<Q", f.read(8))[0]
@@ -674,6 +733,13 @@ def _pack_tensors(
         t: np.concatenate(parts[t]).astype(dtypes[t]) if parts[t] else np.zeros(0, dtypes[t])
         for t in TENSORS
     }
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _check_exportable(spec) -> None:
@@ -727,11 +793,27 @@ def _read_header(path: Path) -> tuple[dict, dict, int]:
             f"a safetensors file, but not a packed usmlite_edu model (its metadata has no "
             f"'format: {FORMAT}'); write one with `usmlite-edu export`",
         )
-    if meta.get("format_version") != FORMAT_VERSION:
+    version = meta.get("format_version")
+    if version not in READ_VERSIONS:
         raise _refuse(
             path,
-            f"packed with format version {meta.get('format_version')!r}; this usmlite_edu "
-            f"reads version {FORMAT_VERSION}",
+            f"packed with format version {version!r}; this usmlite_edu reads versions "
+            f"{', '.join(READ_VERSIONS)}",
+        )
+    if version == "1":
+        _LOG.warning(
+            "%s: format version 1 has no header checksum: its configs, layout and tokenizer "
+            "are unchecked (export the run again to get version %s)",
+            path,
+            FORMAT_VERSION,
+        )
+    elif not all(isinstance(v, str) for v in meta.values()) or meta.get(
+        HEADER_SUM
+    ) != header_checksum(meta):
+        raise _refuse(
+            path,
+            "its header does not match its header checksum: the metadata (configs, layout "
+            "or tokenizer) was changed or damaged; export the run again",
         )
     data = size - 8 - n
     try:
@@ -789,6 +871,16 @@ def _read_packed(path: Path, dequantize: bool) -> Packed:
         ) from None
     if layout != want:
         raise _refuse(path, "its layout does not match its model config and spec (damaged header)")
+    if tcfg is not None:
+        need, limit = batch_memory_bytes(cfg, tcfg), memory_limit_bytes()
+        if need > limit:
+            raise _refuse(
+                path,
+                f"one evaluation batch of its largest bucket ({max(tcfg.bucket_seconds):g} s "
+                f"x {tcfg.eval_batch_size} at {cfg.sample_rate} Hz) needs at least "
+                f"{need / 2**30:,.1f} GiB, more than this machine's {limit / 2**30:,.1f} GiB; "
+                "the header's train config is not one a run could have written",
+            )
     if set(header) != set(TENSORS):
         raise _refuse(path, f"holds tensors {sorted(header)}, expected {list(TENSORS)}")
     try:

@@ -189,12 +189,15 @@ class Recognizer:
     def transcribe(self, audio: np.ndarray) -> str:
         """The text of one utterance (float32 samples at the model's sample rate).
 
-        It is padded to the smallest training bucket that holds it (one compile per
-        bucket, shared by every file); audio longer than the largest bucket runs in one
-        pass of its own length (one extra compile for that length)."""
+        Audio up to the largest training bucket is padded to the smallest bucket that
+        holds it (one compile per bucket, shared by every file). Longer audio is
+        transcribed in overlapping windows of the largest bucket (:meth:`long_form_ids`),
+        so memory does not grow with its length."""
         sr = self.config.sample_rate
         buckets = [int(s * sr) for s in self.train_config.bucket_seconds]
-        n = next((b for b in buckets if audio.size <= b), audio.size)
+        if audio.size > buckets[-1]:
+            return self._tokenizer().decode(self.long_form_ids(audio))
+        n = next(b for b in buckets if audio.size <= b)
         wav = np.zeros((1, n), np.float32)
         wav[0, : audio.size] = audio
         batch = batching.Batch(
@@ -205,6 +208,56 @@ class Recognizer:
             np.ones(1, np.float32),
         )
         return self._tokenizer().decode(self.transcribe_batch(batch)[0])
+
+    def _window_argmax(self, audio: np.ndarray, n: int) -> np.ndarray:
+        """The frame-wise argmax of ``audio`` padded to ``n`` samples (the output frames
+        of its real samples only)."""
+        wav = np.zeros((1, n), np.float32)
+        wav[0, : audio.size] = audio
+        logits, omask = self.logits(wav, np.array([audio.size], np.int32))
+        return np.asarray(logits[0]).argmax(-1)[np.asarray(omask[0], bool)]
+
+    def long_form_ids(self, audio: np.ndarray) -> list[int]:
+        """Greedy CTC ids of audio of any length, in bounded memory: chunked inference
+        with overlap, and the CTC frames stitched from the middle of each window.
+
+        Windows are the largest training bucket long (``W`` samples: a length the model
+        was trained on and has compiled) and start every ``keep`` output frames (``4 *
+        hop`` samples each, the encoder's frame rate), so consecutive windows overlap by
+        ``2 * margin`` frames, ``margin = W_frames // 6`` (one sixth of a window on each
+        side: 0.75 s of a 4.5 s bucket). Of each window's frames the first ``margin`` and
+        the last ``margin`` are dropped (context cut at an edge the speech runs across),
+        except at the start of the first window and the end of the last: every output
+        frame of the audio is taken from exactly one window, the one where it is farthest
+        from an edge. The stitched frame-wise argmax is then decoded as one utterance
+        (merge repeats, drop blanks), so a token spanning a seam is not doubled. Each
+        window's features are normalised over the window alone, as a training utterance
+        of that length is.
+
+        Memory: one batch of one window (what the largest bucket takes), the audio, and
+        one argmax id per output frame; it does not grow with the audio's length beyond
+        the audio itself (4 bytes a sample).
+        """
+        sr = self.config.sample_rate
+        width = int(self.train_config.bucket_seconds[-1] * sr)
+        step = 4 * self.forward.mel.hop_length  # samples per output frame
+        frames = max(1, width // step)
+        margin = frames // 6
+        keep = max(1, frames - 2 * margin)
+        stride = keep * step
+        kept: list[np.ndarray] = []
+        start = 0
+        while True:
+            chunk = audio[start : start + width]
+            last = start + width >= audio.size
+            best = self._window_argmax(chunk, width)
+            lo = 0 if start == 0 else margin
+            hi = best.size if last else min(best.size, margin + keep)
+            kept.append(best[lo:hi])
+            if last:
+                break
+            start += stride
+        return _collapse(np.concatenate(kept))
 
     def evaluate(self, ds: batching.Dataset) -> dict:
         """WER and CER (%) over a prepared dataset, and every transcript
@@ -241,6 +294,15 @@ class Recognizer:
         if self.tokenizer is None:
             raise ValueError("this recognizer has no tokenizer: it gives logits only")
         return self.tokenizer
+
+
+def _collapse(best: np.ndarray, blank: int = 0) -> list[int]:
+    """Greedy CTC of one frame-wise argmax: merge repeats, drop blanks."""
+    if best.size == 0:
+        return []
+    keep = np.ones(best.size, bool)
+    keep[1:] = best[1:] != best[:-1]
+    return [int(t) for t in best[keep] if t != blank]
 
 
 def _holds_integers(params: Any) -> bool:

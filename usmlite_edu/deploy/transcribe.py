@@ -47,8 +47,10 @@ def transcribe_files(
     A file that cannot be used yields ``(path, "<error: ...>")`` (see :func:`is_error`)
     and the rest go on; audio too short for one CTC output frame of this model is such
     a file (:func:`usmlite_edu.speech.audio.min_samples` states the rule).
-    Audio longer than the largest training bucket is transcribed in one padded pass of
-    its own length (one extra compile for that length).
+    Audio longer than the largest training bucket is transcribed in overlapping windows of
+    that bucket, the CTC frames stitched from the middle of each window
+    (:meth:`Recognizer.long_form_ids`): memory stays that of one window plus the audio
+    itself (4 bytes a sample), whatever the length.
     """
     rec = Recognizer.open(run_dir, model, spec, arith=arith)
     for path in files:

@@ -33,9 +33,11 @@ loaded, with a warning naming the file (clipping damages speech but does not era
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -189,6 +191,27 @@ def min_duration_rule(cfg) -> str:
     )
 
 
+def _not_a_file(p: Path) -> str:
+    """Why ``p`` (not a regular file) cannot be read: a folder, a symlink loop, a broken
+    symlink, a device or pipe, a path through a file, a folder it may not search, or no
+    such file."""
+    try:
+        st = p.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop (too many levels of symbolic links)"
+        if e.errno == errno.ENOTDIR:
+            return "not a path to a file: a part of it is a file, not a folder"
+        if e.errno == errno.EACCES:
+            return "cannot be reached (permission denied)"
+        if p.is_symlink():
+            return f"a broken symlink (to {os.readlink(p)}, which does not exist)"
+        return "no such file"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder, not an audio file (give the files in it, e.g. FOLDER/*.flac)"
+    return "not a regular file (a device, pipe or socket), not an audio file"
+
+
 def load_audio(path: PathLike, sample_rate: int, *, model=None) -> np.ndarray:
     """Read a WAV/FLAC file as float32 mono in ``[-1, 1]`` at ``sample_rate``.
 
@@ -203,7 +226,7 @@ def load_audio(path: PathLike, sample_rate: int, *, model=None) -> np.ndarray:
     """
     p = Path(path)
     if not p.is_file():
-        raise AudioError(p, "no such file")
+        raise AudioError(p, _not_a_file(p))
     if p.stat().st_size == 0:
         raise AudioError(p, "the file is empty (0 bytes)")
     try:

@@ -9,6 +9,7 @@
     RUN/params/            final parameters (what ``--init``, ``eval`` and ``transcribe`` read)
     RUN/masks/             final N:M masks of a sparse run
     RUN/metrics.jsonl      one JSON object per logged step and per evaluation
+    RUN/train.lock         the advisory lock of the process writing the run, and its PID
 
 Also here: the machine a result was measured on (XLA's CPU code depends on it) and the
 git commit, recorded with every result.
@@ -17,7 +18,9 @@ git commit, recorded with every result.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import logging
 import os
 import platform
 import shutil
@@ -34,6 +37,8 @@ from usmlite_edu.speech.configs import ConformerConfig, TrainConfig, config_from
 from usmlite_edu.speech.tokenizer import Tokenizer
 
 __all__ = [
+    "RunLocked",
+    "writer_lock",
     "Run",
     "load_run",
     "read_config",
@@ -49,6 +54,59 @@ __all__ = [
     "machine_info",
     "git_commit",
 ]
+
+
+_LOG = logging.getLogger(__name__)
+#: the lock file inside a run directory (:func:`writer_lock`)
+LOCK_NAME = "train.lock"
+
+
+# --------------------------------------------------------------------------- one writer
+class RunLocked(RuntimeError):
+    """Another process holds a run directory's writer lock (:func:`writer_lock`)."""
+
+
+class writer_lock:  # noqa: N801 - used as a context manager, like open()
+    """The one-writer lock of a run directory: an exclusive ``fcntl.flock`` on
+    ``RUN/train.lock``, held from ``__enter__`` to ``__exit__``.
+
+    A second writer (another process, or another ``writer_lock`` of this process) is
+    refused with :class:`RunLocked`, whose message names the directory and the holder's
+    PID (written into the lock file by the holder). The lock is advisory and the kernel
+    drops it when its holder's file is closed, so a writer killed with ``kill -9`` leaves
+    the file behind but not the lock: the next ``train`` on the directory resumes. The
+    directory is created if needed.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    def __enter__(self) -> writer_lock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLocked(
+                f"{self.path.parent} is being written by another training process "
+                f"(PID {holder}, holding {self.path}); wait for it to end, or use "
+                "another --out"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file releases the flock
+            self._fd = None
 
 
 # --------------------------------------------------------------------------- JSON
@@ -213,17 +271,50 @@ def load_masks(
     return model.one_shot_masks(run.params, spec, run.config, **model_options)
 
 
-def read_metrics(run_dir: str | os.PathLike) -> tuple[list[dict], dict | None]:
+def read_metrics(
+    run_dir: str | os.PathLike, *, repair: bool = False
+) -> tuple[list[dict], dict | None]:
     """``(logged steps, final result)`` of ``RUN/metrics.jsonl``.
 
     Each logged step is ``{"step", "loss", "steps_per_sec", "elapsed_s", ...}`` (every
     ``train.log_every`` steps, in order; a resumed run appends, so a step may repeat);
     the final result is the last ``{"final": ...}`` record, or ``None`` before the run ends.
+
+    A last line that is not JSON (torn: the writer was killed while appending it) is
+    dropped with a warning naming the file; with ``repair=True`` it is also cut from the
+    file, so that the next record starts on a line of its own (what a resuming ``train``
+    does). A line that is not JSON before the last one is damage, not a torn write:
+    ``ValueError`` naming the file and the line.
     """
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run directory?")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as e:
+            if any(rest.strip() for rest in lines[i + 1 :]):
+                raise ValueError(
+                    f"{path}: line {i + 1} is not JSON ({e}); the file is damaged: "
+                    "fix or delete that line"
+                ) from None
+            _LOG.warning(
+                "%s: its last line is torn (%d bytes, not JSON: the writer was stopped "
+                "while appending it); dropped",
+                path,
+                len(line.encode()),
+            )
+            if repair:
+                keep = "".join(f"{x}\n" for x in lines[:i])
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text(keep, encoding="utf-8")
+                os.replace(tmp, path)
+            break
     final = next((r["final"] for r in reversed(records) if "final" in r), None)
     return [r for r in records if "step" in r], final
 

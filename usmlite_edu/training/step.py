@@ -20,7 +20,7 @@ One step (Algorithm 1, lines 4-10), as :meth:`TrainStep._step_impl` runs it unde
    encoder: multiplier 0.5, long warm-up; softmax: multiplier 2.0, short warm-up), global
    gradient clipping, and the update masked so pruned weights never move.
 
-A non-finite loss or gradient skips the update (``optax.apply_if_finite``, whose counters
+A non-finite loss, gradient or updated parameter skips the update (``optax.apply_if_finite``, whose counters
 live in the optimizer state and so in the checkpoint).
 """
 
@@ -66,6 +66,26 @@ def transformer_schedule(
         return lr
 
     return schedule
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point leaf of ``tree`` is finite (a scalar bool)."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _counted_skip(state: Any) -> Any:
+    """``optax.apply_if_finite``'s state after one more skipped step: inner state as it
+    was, the consecutive and total counts one higher, ``last_finite`` false."""
+    return state._replace(
+        notfinite_count=state.notfinite_count + 1,
+        last_finite=jnp.asarray(False),
+        total_notfinite=state.total_notfinite + 1,
+    )
 
 
 def _param_group(params: Any) -> Any:
@@ -272,7 +292,17 @@ class TrainStep:
         # A non-finite loss with finite gradients still means a broken batch: skip it too.
         grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
         updates, new_state = self.tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_state, loss, new_state.last_finite
+        new_params = optax.apply_updates(params, updates)
+        # Finite gradients can still give a non-finite update (a learning rate that
+        # overflows float32, Adam moments that do): such a step is skipped and counted
+        # like a non-finite gradient, parameters and optimizer state left as they were.
+        ok = jnp.logical_and(new_state.last_finite, _all_finite(new_params))
+        new_params, new_state = jax.lax.cond(
+            ok,
+            lambda: (new_params, new_state),
+            lambda: (params, _counted_skip(opt_state)),
+        )
+        return new_params, new_state, loss, ok
 
     def step(self, params, opt_state, batch, key, step):
         """One jitted update; returns ``(params, opt_state, loss, applied)``. The inputs

@@ -164,6 +164,18 @@ def _progress(total: int, initial: int):
 _RESUME_FREE = ("steps", "checkpoint_every", "log_every", "eval_every")
 
 
+def _same_data_dir(old: Any, new: Any) -> bool:
+    """Whether two recorded ``data_dir`` values name the same corpus folder: equal as
+    written, or both paths that resolve to the same folder (``None``, the corpus's
+    default, equals only ``None``)."""
+    old, new = str(old), str(new)
+    if old == new:
+        return True
+    if "None" in (old, new):
+        return False
+    return Path(old).resolve() == Path(new).resolve()
+
+
 def _check_same_run(path: Path, meta: dict) -> None:
     """Refuse to resume a run directory that holds a different run."""
     old = json.loads(path.read_text())
@@ -173,6 +185,15 @@ def _check_same_run(path: Path, meta: dict) -> None:
                 f"{path.parent} holds a run with {k}={old.get(k)!r}, not "
                 f"{meta[k]!r}; use a new --out directory or delete the old one"
             )
+    if "data_dir" in old and not _same_data_dir(old["data_dir"], meta["data_dir"]):
+        was, now = (
+            "the corpus's default folder" if str(d) == "None" else f"--data {d}"
+            for d in (old["data_dir"], meta["data_dir"])
+        )
+        raise ValueError(
+            f"{path.parent} holds a run trained on {was}, not {now}; resume it with the "
+            "same --data, or use a new --out directory"
+        )
     new = json.loads(json.dumps(meta, default=runs.json_default))
     # A field added after the old run was written (e.g. train.specaug_*) ran with its
     # default then: compare a field the old file lacks as that default.
@@ -261,78 +282,90 @@ def train(
         )
         for s in ("train", *eval_splits)
     }
+    # One writer per run directory (refused naming the holder's PID); the kernel drops
+    # the lock of a killed writer, so a run killed with -9 still resumes.
     out.mkdir(parents=True, exist_ok=True)
-    tok = _run_tokenizer(out, splits["train"], tcfg, seed, init_run)
-    cfg = cfg.replace(vocab_size=tok.vocab_size)
-    meta = _run_meta(
-        p, cfg, spec, tcfg, overrides, corpus, data_dir, seed, heldout_speaker, init, mesh_spec
-    )
-    _write_run_config(out, meta, spec)
+    lock = runs.writer_lock(out) if distributed.is_primary() else contextlib.nullcontext()
+    with lock:
+        tok = _run_tokenizer(out, splits["train"], tcfg, seed, init_run)
+        cfg = cfg.replace(vocab_size=tok.vocab_size)
+        meta = _run_meta(
+            p, cfg, spec, tcfg, overrides, corpus, data_dir, seed, heldout_speaker, init, mesh_spec
+        )
+        _write_run_config(out, meta, spec)
 
-    datasets = _prepare_datasets(splits, tok, cfg, tcfg)
-    train_data = {
-        "utterances": len(datasets["train"].examples),
-        "skipped": len(datasets["train"].skipped),
-    }
+        datasets = _prepare_datasets(splits, tok, cfg, tcfg)
+        train_data = {
+            "utterances": len(datasets["train"].examples),
+            "skipped": len(datasets["train"].skipped),
+        }
 
-    trainer = get_trainer(cfg, spec, tcfg)
-    params, opt_state = _initial_state(trainer, seed, init_run)
-    key = jax.random.key(seed)  # concrete: made before any mesh context
-    if dmesh is not None:
-        params, opt_state = meshlib.shard_train_state(params, opt_state, dmesh, trainer.param_table)
-        print(f"mesh {dict(dmesh.shape)} over {dmesh.devices.size} devices", flush=True)
+        trainer = get_trainer(cfg, spec, tcfg)
+        params, opt_state = _initial_state(trainer, seed, init_run)
+        key = jax.random.key(seed)  # concrete: made before any mesh context
+        if dmesh is not None:
+            params, opt_state = meshlib.shard_train_state(
+                params, opt_state, dmesh, trainer.param_table
+            )
+            print(f"mesh {dict(dmesh.shape)} over {dmesh.devices.size} devices", flush=True)
 
-    mngr = runs.checkpoint_manager(out)
-    params, opt_state, step, position = _resume(mngr, params, opt_state, out)
+        mngr = runs.checkpoint_manager(out)
+        params, opt_state, step, position = _resume(mngr, params, opt_state, out)
 
-    metrics_path = out / "metrics.jsonl"
-    logged, previous = runs.read_metrics(out) if metrics_path.exists() else ([], None)
-    if (
-        step >= tcfg.steps
-        and previous is not None
-        and previous.get("step") == step
-        and all(s in previous for s in eval_splits)
-        and (out / "params").exists()
-    ):
-        # Started again after it finished: nothing to train or evaluate. Its final record
-        # is the answer, as it was (not a new one with no losses and no time).
-        print(f"{out} finished at step {step} already: nothing to train or evaluate", flush=True)
-        result = {"train": train_data, **previous}
+        metrics_path = out / "metrics.jsonl"
+        logged, previous = (
+            runs.read_metrics(out, repair=distributed.is_primary())
+            if metrics_path.exists()
+            else ([], None)
+        )
+        if (
+            step >= tcfg.steps
+            and previous is not None
+            and previous.get("step") == step
+            and all(s in previous for s in eval_splits)
+            and (out / "params").exists()
+        ):
+            # Started again after it finished: nothing to train or evaluate. Its final record
+            # is the answer, as it was (not a new one with no losses and no time).
+            print(
+                f"{out} finished at step {step} already: nothing to train or evaluate", flush=True
+            )
+            result = {"train": train_data, **previous}
+            _warn_skipped(result)
+            return result
+
+        # This process's rows of every batch: all of them with one process.
+        rows = meshlib.process_rows(dmesh, tcfg.batch_size) if dmesh is not None else None
+        if jax.process_count() > 1:
+            print(f"{distributed.describe()}; batch rows {rows[0]}:{rows[1]}", flush=True)
+        stream = batching.BatchStream(datasets["train"], tcfg.batch_size, seed, position, rows)
+        loop = _Loop(trainer, tcfg, out, mngr, stream, dmesh, key)
+        t0 = time.time()
+        done = loop.run(params, opt_state, step, stop_after)
+        if done is None:
+            return {"stopped_at": loop.step}
+        params, opt_state, step, losses = done
+        _save_tree(out / "params", params)
+        masks = sparsity.masks_from_state(opt_state)
+        if losses:
+            final_loss = float(np.nanmean(losses[-tcfg.log_every :]))
+        else:  # no step ran in this call: the loss logged at this step is the same number
+            final_loss = next((r["loss"] for r in reversed(logged) if r.get("step") == step), None)
+        result = {
+            "step": step,
+            "train_time_s": time.time() - t0,
+            "nonfinite_skipped": int(opt_state.total_notfinite),
+            "final_loss": final_loss,
+            "train": train_data,
+        }
+        # evaluation: the forward-only model of the final parameters
+        evaluations = _evaluate(trainer.recognizer(params, masks, tok), datasets, eval_splits)
+        result.update(evaluations)
+        loop.log({"final": result})
+        if masks is not None:
+            _save_tree(out / "masks", masks)
         _warn_skipped(result)
         return result
-
-    # This process's rows of every batch: all of them with one process.
-    rows = meshlib.process_rows(dmesh, tcfg.batch_size) if dmesh is not None else None
-    if jax.process_count() > 1:
-        print(f"{distributed.describe()}; batch rows {rows[0]}:{rows[1]}", flush=True)
-    stream = batching.BatchStream(datasets["train"], tcfg.batch_size, seed, position, rows)
-    loop = _Loop(trainer, tcfg, out, mngr, stream, dmesh, key)
-    t0 = time.time()
-    done = loop.run(params, opt_state, step, stop_after)
-    if done is None:
-        return {"stopped_at": loop.step}
-    params, opt_state, step, losses = done
-    _save_tree(out / "params", params)
-    masks = sparsity.masks_from_state(opt_state)
-    if losses:
-        final_loss = float(np.nanmean(losses[-tcfg.log_every :]))
-    else:  # no step ran in this call: the loss logged at this step is the same number
-        final_loss = next((r["loss"] for r in reversed(logged) if r.get("step") == step), None)
-    result = {
-        "step": step,
-        "train_time_s": time.time() - t0,
-        "nonfinite_skipped": int(opt_state.total_notfinite),
-        "final_loss": final_loss,
-        "train": train_data,
-    }
-    # evaluation: the forward-only model of the final parameters
-    evaluations = _evaluate(trainer.recognizer(params, masks, tok), datasets, eval_splits)
-    result.update(evaluations)
-    loop.log({"final": result})
-    if masks is not None:
-        _save_tree(out / "masks", masks)
-    _warn_skipped(result)
-    return result
 
 
 def _resume(mngr: Any, params: Any, opt_state: Any, out: Path) -> tuple[Any, Any, int, tuple]:
@@ -561,7 +594,7 @@ class _Loop:
             )
         self.step += 1
         if not bool(applied):
-            log.warning("step %d: non-finite loss/gradient, update skipped", self.step)
+            log.warning("step %d: non-finite loss/gradient/update, update skipped", self.step)
             if int(opt_state.notfinite_count) >= self.tcfg.max_nonfinite:
                 raise RuntimeError(
                     f"{self.tcfg.max_nonfinite} updates in a row had a non-finite loss or "
