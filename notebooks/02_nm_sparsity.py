@@ -545,8 +545,8 @@ labs.check_nm_mask(my_nm_mask, "stretch")
 # * Eq. (3) keeps the $N$ largest magnitudes of each group of $M$; Eq. (4) multiplies by
 #   the mask. `nm_mask` reproduces Fig. 1 and keeps exactly $N$ even with ties.
 # * At the same density, N:M keeps less of a weight's energy than unstructured pruning;
-#   on a Gaussian weight the loss is small for 2:4 and larger for 1:4 (section 2), and
-#   smaller still with heavy tails (Exercise 2). Table 2 points the same way after
+#   on a Gaussian weight the loss is small for 2:4 and larger for 1:4 (section 2);
+#   Exercise 2 asks what heavy tails do to it. Table 2 points the same way after
 #   fine-tuning (E8/E9 near the float WER, E10/E11 far from it), but energy kept before
 #   training is not WER.
 # * Groups run along the input (contraction) dimension, `axis=0` for `(in, out)`
@@ -554,3 +554,8 @@ labs.check_nm_mask(my_nm_mask, "stretch")
 # * The schedule (one-shot, or few-shot with $T_p$) lives in the optimizer state;
 #   pruned weights are never updated and stay exactly zero (§3.3, Algorithm 1).
 #   Notebook 05 combines the mask with quantization.
+
+# %% [markdown] tags=["solution"]
+# *Instructor's summary of Exercise 2:* with heavy tails the gap between 2:4 and
+# unstructured 50% pruning shrinks: a few weights hold most of the energy, and a group of
+# four rarely holds three of them.

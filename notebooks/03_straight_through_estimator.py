@@ -98,7 +98,9 @@ FLOAT_STEPS, QAT_STEPS = (400, 300) if FAST else (1500, 1500)
 # %%
 xs = jnp.linspace(-2.5, 2.5, 501)
 d_round = jax.vmap(jax.grad(jnp.round))(xs)
-d_ste = jax.vmap(jax.grad(lambda x: x + jax.lax.stop_gradient(jnp.round(x) - x)))(xs)
+# what the STE pretends in the backward pass: the identity's gradient (how to build an
+# STE in JAX is Exercise 3, and section 2's fake_quant holds one)
+d_ste = jax.vmap(jax.grad(lambda x: x))(xs)
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))
 axes[0].plot(xs, jnp.round(xs), label="round(x)")
@@ -391,8 +393,8 @@ check_answer(
     "Exercise 1 (where clipping starts to block)",
     my_gamma_star,
     accept=blocking_starts_at,
-    hint="section 2's check: a weight keeps its gradient while |w| <= 7.5 s, with "
-    "s = clip * max|w| / 7; when does the largest |w| cross that line?",
+    hint="section 2's check says which weights keep a gradient, in terms of the step s; "
+    "write s for a given clip and ask when the largest |w| stops passing",
     correct="just below it, the largest weight of every channel loses its gradient",
 )
 
@@ -463,8 +465,8 @@ assert results["int4 QAT"] < qat_g4  # ... but two more bits help more
 
 # %% [markdown]
 # **Exercise 3 (write your own STE).** Replace `...` in `my_round_ste` by an expression
-# whose forward value is `round(x)` and whose gradient is 1 everywhere. One way is the
-# `stop_gradient` trick of section 1; `jax.custom_vjp` is another.
+# whose forward value is `round(x)` and whose gradient is 1 everywhere. Two tools do it:
+# `jax.lax.stop_gradient` (its argument is a constant to autodiff) and `jax.custom_vjp`.
 
 
 # %%
@@ -487,8 +489,9 @@ check_answer(
     "Exercise 3 (write your own STE)",
     my_round_ste(xs_ex),
     accept=is_an_ste,
-    hint="jnp.round alone has gradient 0; add something whose value is zero but whose "
-    "gradient is 1, e.g. x - stop_gradient(x)",
+    hint="jnp.round alone has gradient 0; autodiff differentiates only what is not "
+    "inside stop_gradient, so split the expression into a part that carries the gradient "
+    "and a part that carries the forward value",
     correct="forward rounds, gradient passes straight through",
 )
 

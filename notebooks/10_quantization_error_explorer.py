@@ -453,8 +453,7 @@ print(
 # ## Summary
 #
 # * Rounding error follows the step: $\Delta^2/12$ per weight (§3.2, Eq. 2) predicts it
-#   well from 4 bits up and overestimates it with three levels, where most weights round
-#   to zero.
+#   well from 4 bits up; Exercise 1 asks what happens with only three levels.
 # * The step is set by each channel's largest weight: heavy tails and outlier *input* rows
 #   inflate every channel's error, while a whole loud *output* channel costs nothing under
 #   per-channel scales. Sub-channel groups (the 2-bit Conformer paper, the paper's E5-E7)
@@ -464,3 +463,8 @@ print(
 #   zero points, index bits and the float layers: both are shown for every setting.
 # * PTQ of the whole B0 at your setting shows which of these errors the recognizer
 #   tolerates; notebook 07 shows what fine-tuning (Algorithm 1) recovers when it does not.
+
+# %% [markdown] tags=["solution"]
+# *Instructor's summary of Exercise 1:* with three levels $\Delta^2/12$ overestimates the
+# error, because most of a Gaussian's weights round to zero and sit much nearer to it
+# than $s/2$.

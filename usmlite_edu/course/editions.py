@@ -129,12 +129,14 @@ def write_edition(
     return written
 
 
-# an exercise's check, or an implement-it lab's (usmlite_edu.course.labs.check_*)
-_CHECK_CALL = re.compile(r"\bcheck_answer\(|\blabs\.check_\w+\(")
+# an exercise's check, one that hides its expected value (usmlite_edu.course.answers.check_*),
+# or an implement-it lab's (usmlite_edu.course.labs.check_*)
+_CHECK_CALL = re.compile(r"\bcheck_answer\(|\b(?:labs|answers)\.check_\w+\(")
 
 
 def count_checks(nb) -> int:
-    """How many exercise checks (calls of ``check_answer``) the notebook's code cells make."""
+    """How many exercise checks (calls of ``check_answer``, ``answers.check_*`` or
+    ``labs.check_*``) the notebook's code cells make."""
     return sum(len(_CHECK_CALL.findall(c.source)) for c in nb.cells if c.cell_type == "code")
 
 
