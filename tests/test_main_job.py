@@ -177,3 +177,31 @@ def test_main_job_ends_with_where_its_outputs_are(tmp_path, monkeypatch, capsys)
         assert str(tmp_path / name) in block
     assert "step times: size table" in block and "PTQ" in block and "notebooks" not in block
     assert (tmp_path / "sizes.md").read_text().count("\n| ") == 18  # header + 17 rows
+
+
+# ------------------------------------------------------------- the AN4 pair of the job
+@pytest.fixture(scope="module")
+def ptq_an4(tmp_path_factory):
+    from usmlite_edu.course.main_job import ptq_on_sample
+
+    out = tmp_path_factory.mktemp("main_job_an4")
+    return out, ptq_on_sample(None, None, out, sample="an4", verbose=False)
+
+
+def test_ptq_an4_float_row_is_b0s_test_wer_beside_espnet(ptq_an4):
+    """The job's float row on the shipped test set is B0's committed test WER (the same
+    130 utterances, within one word), and ESPnet's 7.6% stands beside it."""
+    out, res = ptq_an4
+    rows = {r["spec"]: r for r in res["rows"]}
+    committed = json.loads((REPO / "results" / "an4" / "b0_test.json").read_text())
+    assert rows["float"]["all"]["utterances"] == committed["utterances"] == 130
+    words = rows["float"]["all"]["words"]
+    assert words == 773  # AN4's test set, as ESPnet counts it
+    assert abs(rows["float"]["all"]["wer"] - committed["wer"]) <= 100 / words + 1e-9
+    md = (out / "ptq_an4.md").read_text()
+    table = md.splitlines()
+    i = next(k for k, line in enumerate(table) if line.startswith("| `float`"))
+    assert "ESPnet" in table[i + 1] and "7.6" in table[i + 1]
+    order = ["float", "int8", "int4", "int4+2:4", "int2"]
+    sizes_ = [rows[s]["exact_bytes"] for s in order]
+    assert sizes_ == sorted(sizes_, reverse=True)
