@@ -555,7 +555,7 @@ labs.check_nm_mask(my_nm_mask, "stretch")
 #   pruned weights are never updated and stay exactly zero (§3.3, Algorithm 1).
 #   Notebook 05 combines the mask with quantization.
 
-# %% [markdown] tags=["solution"]
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # *Instructor's summary of Exercise 2:* with heavy tails the gap between 2:4 and
 # unstructured 50% pruning shrinks: a few weights hold most of the energy, and a group of
 # four rarely holds three of them.

@@ -1668,7 +1668,7 @@ print(
 #   variational noise, redundancy, training length, few-shot length) are what to
 #   test next, e.g. with your own spec in section 5.
 
-# %% [markdown] tags=["solution"]
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # *Instructor's summary of Exercise 2:* the 1:4 mask sits inside the 2:4 mask and keeps
 # half of its weights, the smaller of each kept pair; what it drops is the weight
 # fine-tuning would need to compensate, and a pruned weight stays zero.

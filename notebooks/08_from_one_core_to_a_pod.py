@@ -469,7 +469,7 @@ for remat, per in (("block", per_block_remat), ("none", per_block_remat + per_bl
 #   (Exercise 3). With both, the whole model compiles (its blocks stacked and scanned) to
 #   8.25 GiB per core; the 2- and 4-block plans had estimated 9.
 
-# %% [markdown] tags=["solution"]
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # *Instructor's summary of Exercises 2 and 3:* data parallelism alone cannot train the
 # model on v3, because Adam's state alone is 22 GiB per core; without remat the
 # activations of 32 blocks do not fit either, because a block's activations for 16

@@ -464,7 +464,7 @@ print(
 # * PTQ of the whole B0 at your setting shows which of these errors the recognizer
 #   tolerates; notebook 07 shows what fine-tuning (Algorithm 1) recovers when it does not.
 
-# %% [markdown] tags=["solution"]
+# %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # *Instructor's summary of Exercise 1:* with three levels $\Delta^2/12$ overestimates the
 # error, because most of a Gaussian's weights round to zero and sit much nearer to it
 # than $s/2$.

@@ -18,7 +18,7 @@ from tiny_model import TINY, TINY_CFG
 from usmlite_edu.speech import augment, batching, configs, model, presets, runs
 from usmlite_edu.speech.corpora import CorpusSplit, load_corpus
 from usmlite_edu.speech.tokenizer import Tokenizer
-from usmlite_edu.training import train
+from usmlite_edu.training import step, train
 
 pytestmark = pytest.mark.xdist_group("train")  # share the compile cache on one worker
 
@@ -287,7 +287,7 @@ def test_weight_noise_comes_before_prune_then_quantize_and_none_acts_at_eval(los
     # the step-3 loss is the step-2 loss (same dropout and SpecAugment) at the noisy
     # weights: noise first, then W * M and the quantizer
     w = augment.weight_noise(
-        params, jax.random.fold_in(k, train._NOISE_STREAM), 0.05, reg.noise_targets
+        params, jax.random.fold_in(k, step._NOISE_STREAM), 0.05, reg.noise_targets
     )
     assert on == reg.jloss(w, masks, batch, k, step=jnp.int32(2))
     # ... and the gradient at the noisy point goes to the clean weights
