@@ -19,7 +19,7 @@ from usmlite_edu.core import compress
 from usmlite_edu.core.specs import SpecMap
 from usmlite_edu.search import pipeline as search
 from usmlite_edu.search import sensitivity, supernet
-from usmlite_edu.speech import batching
+from usmlite_edu.speech import batching, runs
 from usmlite_edu.speech.corpora import load_corpus
 from usmlite_edu.speech.model import resolve_specs as resolve
 from usmlite_edu.speech.presets import get_preset
@@ -278,9 +278,29 @@ def test_search_command_at_the_ci_preset(tmp_path, capsys):
     smap = SpecMap.load(out / "spec_map.json")
     assert compress.as_spec(json.loads((out / "run" / "config.json").read_text())["spec"]) == smap
     assert all(0 <= v["low"] <= v["wer"] <= v["high"] for v in r["splits"].values())
+    # the three models share the map; Pass 1 holds the supernet's weights, not the start's,
+    # and Pass 2 fine-tuned them (other weights again); each has its compression time
+    assert list(r["methods"]) == ["two_stage", "one_stage_pass1", "one_stage_pass2"]
+    assert r["methods"]["two_stage"]["splits"] == r["splits"]
+    for m in ("pass1", "pass2"):
+        assert compress.as_spec(json.loads((out / m / "config.json").read_text())["spec"]) == smap
+    w = {d: runs.load_run(out / d).params for d in ("pass1", "pass2")}
+    w["start"] = runs.load_run(start).params
+    w["search"] = runs.load_params(out / "search" / "params", w["start"])
+
+    def same(a, b):
+        return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+    assert same(w["pass1"], w["search"]) and not same(w["pass1"], w["start"])
+    assert not same(w["pass2"], w["pass1"])
+    t = {m: v["compression_s"] for m, v in r["methods"].items()}
+    assert 0 < t["one_stage_pass1"] < t["one_stage_pass2"] and t["one_stage_pass1"] < t["two_stage"]
+    assert "one-stage Pass 1" in printed and "one-stage Pass 2" in printed
     # a second call finds every stage done and gives the same result
     assert cli.main(args) == 0
     again = json.loads((out / "result.json").read_text())
     assert again["splits"]["test"]["wer"] == r["splits"]["test"]["wer"]
+    for m in r["methods"]:
+        assert again["methods"][m]["splits"] == r["methods"][m]["splits"]
     assert cli.main([*args[:-4], "--budget", "1"]) == 2
     assert "below the smallest model" in capsys.readouterr().err

@@ -70,6 +70,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a reproduction's rows/ directory (e.g. results/cpu/rows) to compare with",
     )
     se.add_argument("--uniform", nargs="+", metavar="EXP", help="rows of --compare, e.g. E12 E5 E3")
+    se.add_argument(
+        "--no-one-stage",
+        dest="one_stage",
+        action="store_false",
+        help="make only the two-stage model (the start fine-tuned under the map), not the "
+        "one-stage Pass 1 (the supernet's weights under the map) and Pass 2 (those fine-tuned)",
+    )
     se.set_defaults(func=run)
 
 
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         finetune_steps=args.finetune_steps,
         compare=args.compare,
         uniform=args.uniform or (),
+        one_stage=args.one_stage,
     )
     print(search.summary(r))
     return 0

@@ -1,4 +1,4 @@
-"""``usmlite-edu search``: a per-layer spec map under a size budget, fine-tuned and scored.
+"""``usmlite-edu search``: a per-layer spec map under a size budget, its models, scored.
 
 One call, for one seed, in ``--out DIR``:
 
@@ -7,25 +7,47 @@ One call, for one seed, in ``--out DIR``:
    the float model whose posteriors the KL term follows. Without ``--init``, a start is
    pre-trained first in ``DIR/start`` with the preset's recipe (as the reproduction's W0).
 2. **Search** (:func:`usmlite_edu.search.supernet.search`, ``DIR/search``): Gumbel-softmax
-   choice per layer among the candidates, then the map (``DIR/spec_map.json``).
-3. **Fine-tune** the start under the map with Algorithm 1 for the reproduction's
-   ``finetune_steps`` (``DIR/run``; the uniform rows E1-E13 get exactly that recipe, so
-   searched and uniform models differ only in their specs).
-4. **Score** on the reproduction's splits of this seed (``dev``, ``test``, ``unseen``:
-   :func:`usmlite_edu.training.reproduce.eval_sets`), each WER with its 95% bootstrap interval;
-   with ``--compare ROWS --uniform E12 ...``, the paired difference (searched minus
-   uniform, same utterances, :func:`usmlite_edu.core.stats.paired_difference`) against each
-   named row of a reproduction's ``rows/`` directory for the same seed.
+   choice per layer among the candidates, then the map (``DIR/spec_map.json``) and the
+   supernet's own weights (``DIR/search/params``).
+3. **Models at the map's size**, each a run directory:
 
-Writes ``DIR/result.json`` (sizes in both conventions, per-layer table, WERs, intervals,
-comparisons, every transcript, wall times) and ``DIR/summary.md``. A second call resumes
-each stage (the search and the fine-tuning checkpoint; finished stages are skipped).
+   * ``DIR/run``, **two-stage** (the controlled comparison): only the map is kept; the
+     start is fine-tuned under it with Algorithm 1 for the reproduction's
+     ``finetune_steps`` (the uniform rows E1-E13 get exactly that recipe, so searched and
+     uniform models differ only in their specs);
+   * ``DIR/pass1``, **one-stage Pass 1** (the method of Xu et al., 2025): the supernet's
+     jointly learned weights, compressed under the map (one-shot N:M masks, Eq. 3, from
+     those weights, as every search step made them), with no further training;
+   * ``DIR/pass2``, **one-stage Pass 2**: Pass 1 fine-tuned under the map with the same
+     recipe and steps as the two-stage run, so the two differ only in their starting
+     weights.
+
+   ``one_stage=False`` (``--no-one-stage``) makes the two-stage run only.
+4. **Score** every model on the reproduction's splits of this seed (``dev``, ``test``,
+   ``unseen``: :func:`usmlite_edu.training.reproduce.eval_sets`), each WER with its 95%
+   bootstrap interval; with ``--compare ROWS --uniform E12 ...``, each model's paired
+   difference (model minus uniform, same utterances,
+   :func:`usmlite_edu.core.stats.paired_difference`) against each named row of a
+   reproduction's ``rows/`` directory for the same seed.
+
+Each model's **compression time** is the wall time from the float start to it: search
+plus fine-tuning (two-stage, Pass 2) or the search alone (Pass 1); scoring is not counted.
+A stage's time is summed over the calls that worked on it (``DIR/times.json``), so an
+interrupted and resumed search reports the time its stages ran, not the last call's.
+
+Writes ``DIR/result.json`` (sizes in both conventions, per-layer table, every model's WERs,
+intervals, comparisons, transcripts and compression time, wall times) and
+``DIR/summary.md``. ``result["splits"]`` and ``result["compare"]`` are the two-stage
+model's (the layout of earlier versions); ``result["methods"]`` holds all of them. A
+second call resumes each stage (the search and the fine-tuning checkpoints; finished
+stages are skipped).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,15 +63,42 @@ from usmlite_edu.speech.model import layer_table
 from usmlite_edu.speech.presets import get_preset
 from usmlite_edu.training import reproduce, train
 
-__all__ = ["run", "score", "map_record", "compare_rows", "summary"]
+__all__ = ["run", "score", "map_record", "compare_rows", "write_pass1", "summary", "METHODS"]
+
+#: The models of one search, in report order: ``result["methods"]`` keys.
+METHODS = ("two_stage", "one_stage_pass1", "one_stage_pass2")
+_RUN_DIRS = {"two_stage": "run", "one_stage_pass1": "pass1", "one_stage_pass2": "pass2"}
+
+
+class _StageTimes:
+    """Seconds per stage, summed over the calls of one ``DIR`` and kept in ``path``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        if stage == "eval_s":  # scoring reruns whole on every call: this call's time
+            self.seconds[stage] = seconds
+        else:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        runs.write_json(self.path, self.seconds)
+
+    def __getitem__(self, stage: str) -> float:
+        return self.seconds[stage]
 
 
 def compare_rows(
-    result: dict[str, Any], rows_dir: str | Path, exps: Sequence[str], seed: int
+    result: dict[str, Any],
+    rows_dir: str | Path,
+    exps: Sequence[str],
+    seed: int,
+    splits: dict[str, dict] | None = None,
 ) -> dict[str, dict]:
     """Paired differences (points, searched minus the row) against each ``exps`` row of
     ``rows_dir`` for ``seed``, per split both have; refuses a row of another held-out
-    speaker or other utterances."""
+    speaker or other utterances. ``splits``: the scored model (default
+    ``result["splits"]``, the two-stage one)."""
     out: dict[str, dict] = {}
     for exp in exps:
         path = Path(rows_dir) / f"{exp}_s{seed}.json"
@@ -65,7 +114,7 @@ def compare_rows(
                 f"{result['heldout_speaker']!r}: compare rows of the same seed and split"
             )
         diffs = {}
-        for split, mine in result["splits"].items():
+        for split, mine in (result["splits"] if splits is None else splits).items():
             theirs = rec["results"].get(split)
             if not isinstance(theirs, dict):
                 continue
@@ -92,6 +141,41 @@ def map_record(smap: SpecMap, cfg: Any) -> dict[str, Any]:
         "size_exact": sizes.model_size(smap, cfg).ratio,
         "layers": [{**r, "shape": list(r["shape"])} for r in layer_table(smap, cfg)],
     }
+
+
+def write_pass1(
+    start_dir: str | Path, search_dir: str | Path, smap: SpecMap, out: str | Path
+) -> Path:
+    """One-stage Pass 1 as a run directory ``out``: the start's ``config.json`` (model,
+    training settings, so that fine-tuning it continues the same schedule as the two-stage
+    run) with the map as its spec, the start's tokenizer, and the supernet's final weights
+    (``search_dir/params``) as its parameters. A run's evaluation compresses its weights
+    under its spec, so :class:`~usmlite_edu.deploy.recognizer.Recognizer` reads it as the
+    compressed model. Idempotent: an existing complete ``out`` is kept."""
+    start_dir, search_dir, out = Path(start_dir), Path(search_dir), Path(out)
+    if (out / "config.json").exists():
+        return out
+    if not (search_dir / "params").exists():
+        raise FileNotFoundError(
+            f"{search_dir / 'params'}: the search did not save its weights (a search of an "
+            f"earlier version); delete {search_dir} and search again for the one-stage models"
+        )
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copytree(start_dir / "tokenizer", tmp / "tokenizer")
+    shutil.copytree(search_dir / "params", tmp / "params")
+    meta = json.loads((start_dir / "config.json").read_text())
+    meta.update(
+        spec=str(smap),
+        init=str(start_dir),
+        weights=f"one-stage Pass 1: the supernet's weights ({search_dir / 'params'})",
+        git_commit=runs.git_commit(),
+    )
+    runs.write_json(tmp / "config.json", meta)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)  # config.json appears with the rest: a killed copy is redone
+    return out
 
 
 def score(
@@ -132,6 +216,7 @@ def run(
     finetune_steps: int | None = None,
     compare: str | Path | None = None,
     uniform: Sequence[str] = (),
+    one_stage: bool = True,
 ) -> dict[str, Any]:
     """Steps 1-4 of the module doc; returns (and writes) ``DIR/result.json``."""
     p = get_preset(preset)
@@ -145,7 +230,7 @@ def run(
     heldout = rc.heldout_for(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    times: dict[str, float] = {}
+    times = _StageTimes(out / "times.json")
     common = dict(seed=seed, heldout_speaker=heldout, eval_splits=())
 
     # 1. the start and the teacher
@@ -162,7 +247,7 @@ def run(
     if teacher_run.config != start.config:
         raise ValueError(f"--teacher {teacher} is another model than --init {init}")
     cfg, (_, tcfg, _) = start.config, runs.read_config(init)
-    times["start_s"] = time.time() - t
+    times.add("start_s", time.time() - t)
 
     # 2. the search, on the training split the start was trained on
     t = time.time()
@@ -180,18 +265,44 @@ def run(
     )
     smap = SpecMap.load(out / "search" / "spec_map.json")
     smap.save(out / "spec_map.json")
-    times["search_s"] = time.time() - t
+    times.add("search_s", time.time() - t)
 
-    # 3. fine-tune under the map, as the reproduction fine-tunes a uniform spec
-    t = time.time()
+    # 3. the models at the map's size
     steps = rc.finetune_steps if finetune_steps is None else finetune_steps
+    t = time.time()  # two-stage: the start fine-tuned under the map
     train.train(p, rc.corpus, data_dir, out / "run", spec=smap, init=init, steps=steps, **common)
-    times["finetune_s"] = time.time() - t
+    times.add("finetune_s", time.time() - t)
+    compression = {"two_stage": times["search_s"] + times["finetune_s"]}
+    if one_stage:  # Pass 1: the supernet's weights under the map; Pass 2: those fine-tuned
+        write_pass1(init, out / "search", smap, out / "pass1")
+        compression["one_stage_pass1"] = times["search_s"]
+        t = time.time()
+        train.train(
+            p,
+            rc.corpus,
+            data_dir,
+            out / "pass2",
+            spec=smap,
+            init=out / "pass1",
+            steps=steps,
+            **common,
+        )
+        times.add("pass2_finetune_s", time.time() - t)
+        compression["one_stage_pass2"] = times["search_s"] + times["pass2_finetune_s"]
 
     # 4. score
     t = time.time()
-    splits = score(out / "run", rc, data_dir, heldout)
-    times["eval_s"] = time.time() - t
+    methods = {
+        m: {
+            "run": str(out / _RUN_DIRS[m]),
+            "compression_s": compression[m],
+            "splits": score(out / _RUN_DIRS[m], rc, data_dir, heldout),
+        }
+        for m in METHODS
+        if m in compression
+    }
+    splits = methods["two_stage"]["splits"]
+    times.add("eval_s", time.time() - t)
     result: dict[str, Any] = {
         "preset": p.name,
         "corpus": rc.corpus,
@@ -204,38 +315,62 @@ def run(
         "selected_by": sres["selected_by"],
         **map_record(smap, cfg),
         "splits": splits,
-        "wall_time_s": times,
+        "methods": methods,
+        "wall_time_s": dict(times.seconds),
         "machine": runs.machine_info(),
         "git_commit": runs.git_commit(),
     }
     if compare is not None:
-        result["compare"] = compare_rows(result, compare, uniform, seed)
+        for m in methods.values():
+            m["compare"] = compare_rows(result, compare, uniform, seed, m["splits"])
+        result["compare"] = methods["two_stage"]["compare"]
     runs.write_json(out / "result.json", result)
     (out / "summary.md").write_text(summary(result))
     return result
 
 
+_LABELS = {
+    "two_stage": "two-stage (start fine-tuned)",
+    "one_stage_pass1": "one-stage Pass 1",
+    "one_stage_pass2": "one-stage Pass 2",
+}
+
+
 def summary(result: dict[str, Any]) -> str:
-    """A short Markdown report of one search's result."""
+    """A short Markdown report of one search's result: every model's WER per split with
+    its interval and compression time, and each comparison with a uniform row."""
+    methods = result.get("methods") or {
+        "two_stage": {"splits": result["splits"], "compare": result.get("compare", {})}
+    }
     lines = [
         f"# Searched spec map: budget {result['search_config']['budget']}% "
         f"({result['search_config']['convention']}), seed {result['seed']}",
         "",
         f"Size: paper {result['size_paper']:.2f}%, exact {result['size_exact']:.2f}% of B0 "
-        f"(selected by {result['selected_by']}).",
+        f"(selected by {result['selected_by']}); every model below has this map.",
         "",
-        "| split | WER % | 95% interval |",
-        "|---|---|---|",
+        "| model | split | WER % | 95% interval | compression time |",
+        "|---|---|---|---|---|",
     ]
-    for s, v in result["splits"].items():
-        lines.append(f"| {s} | {v['wer']:.2f} | [{v['low']:.2f}, {v['high']:.2f}] |")
-    for exp, c in result.get("compare", {}).items():
-        lines += ["", f"Against {exp} ({c['spec']}), searched minus uniform (points):", ""]
-        for s, d in c["splits"].items():
+    for m, r in methods.items():
+        took = f"{r['compression_s']:.0f} s" if "compression_s" in r else "-"
+        for s, v in r["splits"].items():
             lines.append(
-                f"* {s}: {d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] "
-                f"({d['searched_wer']:.2f} vs {d['uniform_wer']:.2f})"
+                f"| {_LABELS.get(m, m)} | {s} | {v['wer']:.2f} | "
+                f"[{v['low']:.2f}, {v['high']:.2f}] | {took} |"
             )
+    for m, r in methods.items():
+        for exp, c in r.get("compare", {}).items():
+            lines += [
+                "",
+                f"{_LABELS.get(m, m)} against {exp} ({c['spec']}), model minus uniform (points):",
+                "",
+            ]
+            for s, d in c["splits"].items():
+                lines.append(
+                    f"* {s}: {d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] "
+                    f"({d['searched_wer']:.2f} vs {d['uniform_wer']:.2f})"
+                )
     counts: dict[str, int] = {}
     for row in result["layers"]:
         counts[row["spec"]] = counts.get(row["spec"], 0) + 1

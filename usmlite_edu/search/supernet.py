@@ -31,9 +31,12 @@ After the search (:func:`select`), each layer takes its most probable candidate
 (``argmax alpha_l``); when that assignment exceeds the budget, the most probable one that
 fits instead: the exact multiple-choice knapsack of :mod:`usmlite_edu.search.sensitivity` with
 cost ``-log softmax(alpha_l)``. The result is a :class:`~usmlite_edu.core.specs.SpecMap`;
-:func:`usmlite_edu.training.train.train` then fine-tunes it with Algorithm 1 (the seed's optional
-second pass), from the same start and for the same steps as the uniform rows of the
-reproduction, so that searched and uniform models differ only in their specs.
+Two ways to a model follow (:mod:`usmlite_edu.search.pipeline` runs both): **one-stage**,
+the seed's own method: the supernet's jointly learned weights, compressed under the map,
+are the model (Pass 1), optionally fine-tuned under it with Algorithm 1 (Pass 2); and
+**two-stage**, the baseline the seed compares with: only the map is kept and the original
+start is fine-tuned under it, for the same steps as the uniform rows of the reproduction,
+so that searched and uniform models differ only in their specs.
 
 The search runs deterministically from ``seed`` (Gumbel noise, batch order) and
 checkpoints its whole state (weights, logits, both optimizer states, the batch stream's
@@ -296,7 +299,9 @@ def search(
     The record holds the problem (layers, candidates, bits, budget), the history (every
     ``log_every`` steps: the noise-free choice probabilities ``softmax(alpha)`` per layer,
     the expected size, the losses and the temperature), the final logits, the selected
-    assignment with its size in both conventions, and ``out_dir/spec_map.json`` the map.
+    assignment with its size in both conventions, and ``out_dir/spec_map.json`` the map;
+    ``out_dir/params`` holds the supernet's final float weights (shared by all candidates),
+    which one-stage Pass 1 quantizes under the map.
     ``stop_after``: return after that many steps of this call (tests: an interruption).
     """
     out = Path(out_dir)
@@ -402,6 +407,9 @@ def search(
         np.asarray(state["logits"]), prob, cfg, scfg, seed, history, time.time() - t0, step
     )
     smap.save(out / "spec_map.json")
+    # the supernet's own weights: one-stage Pass 1 is these under the map
+    # (usmlite_edu.search.pipeline); saved after the map, read only once search.json exists
+    runs.save_params(out / "params", state["params"])
     runs.write_json(out / "search.json", result)
     return result
 
