@@ -255,3 +255,38 @@ def test_summarize_intervals_follow_stats():
         assert lines[v]["size_paper"] == lines[e]["size_paper"], v
         assert lines[v]["size_exact"] == lines[e]["size_exact"], v
         assert lines[v]["paper_wer"] is None and lines[v]["paper_size"] is None
+
+
+def test_largest_lossless_reads_both_rules_and_rewards_a_noisy_row_only_under_the_loose_one():
+    """E12 (9.375%) is 0.2 points worse on two utterances: lossless under both rules. E7
+    (8%) adds ten insertions to one utterance: its interval reaches 0 (the utterance is
+    often not drawn) and passes the loose rule, but its top is far above one point, so the
+    strict rule stops at E12. E5 (7.64%) is clearly worse and E3 is larger."""
+    base = _transcripts(2.0, 200, "t")
+    noisy = [dict(u) for u in base]
+    noisy[150]["hyp"] += " oh" * 10
+    rows = {
+        "B0": base,
+        "E3": base,
+        "E12": _transcripts(2.2, 200, "t"),
+        "E7": noisy,
+        "E5": _transcripts(10.0, 200, "t"),
+    }
+    scored = {(e, 0, "test"): stats.score(u) for e, u in rows.items()}
+    sizes = {"B0": 100.0, "E3": 12.5, "E12": 9.375, "E7": 8.0, "E5": 7.64}
+    loose, strict = claims.largest_lossless(scored, sizes, "test", resamples=1000)
+    assert (loose.exp, strict.exp) == ("E7", "E12")
+    assert loose.ratio == pytest.approx(12.5) and strict.ratio == pytest.approx(100 / 9.375)
+    assert loose.difference.lo <= 0 < 1.0 < loose.difference.hi
+    assert [e for e, _ in loose.candidates] == ["E7", "E12", "E3"]
+    assert [e for e, _ in strict.candidates] == ["E12", "E3"]
+    text = claims.render_lossless([loose, strict])
+    assert "| test | not significantly worse | E7 | 8.00 | 12.5x |" in text
+    assert "| test | within the margin | E12 | 9.38 | 10.7x |" in text
+    # nothing qualifies: said, not hidden
+    worse = {k: v for k, v in scored.items() if k[0] in ("B0", "E5")}
+    none = claims.largest_lossless(worse, sizes, "test", resamples=200)
+    assert all(r.exp is None for r in none)
+    assert "| test | within the margin | none |" in claims.render_lossless(none)
+    with pytest.raises(ValueError, match="no B0 record on 'dev'"):
+        claims.largest_lossless(scored, sizes, "dev")

@@ -682,6 +682,13 @@ def write_outputs(
         if any(k[0] == "B0" and k[2] == s for k in scored)
     }
     size_of = {l["exp"]: l["size_paper"] for l in lines}
+    # the paper's summary figure, on the judged splits B0 ran
+    lossless = [
+        r
+        for s in claims.JUDGED_SPLITS
+        if any(k[0] == "B0" and k[2] == s for k in scored)
+        for r in claims.largest_lossless(scored, size_of, s)
+    ]
     (out / "claims.md").write_text(
         claims.render(
             judgements,
@@ -690,6 +697,7 @@ def write_outputs(
             detectable=detectable,
             notes=[f"Made at {at}. {_plan_text(p, rc)}"],
         )
+        + ("\n" + claims.render_lossless(lossless) if lossless else "")
     )
     slim = [
         {
@@ -716,6 +724,18 @@ def write_outputs(
                 "runs": slim,
                 "summary": lines,
                 "detectable": detectable,
+                "largest_lossless": [
+                    {
+                        "split": r.split,
+                        "rule": r.rule,
+                        "exp": r.exp,
+                        "size_paper": r.size,
+                        "ratio": r.ratio,
+                        "difference": dataclasses.asdict(r.difference) if r.difference else None,
+                        "qualifying": [list(c) for c in r.candidates],
+                    }
+                    for r in lossless
+                ],
                 "claims": [
                     {
                         "key": j.claim.key,
