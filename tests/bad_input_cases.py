@@ -708,6 +708,14 @@ CASES: list[Case] = [
         "",
         "0",
     ),
+    Case(
+        "a 40 s utterance in an evaluation set (`eval`; largest bucket 3 s)",
+        "eval_output",
+        "decoded in overlapping windows of the largest bucket, as `transcribe` decodes it; "
+        "no forward pass wider than that bucket",
+        "",
+        "0",
+    ),
     # training
     Case(
         "NaN in a training batch's waveform",
@@ -742,6 +750,7 @@ WHERE = {
     "share": "`train`, `reproduce`",
     "out": "command line",
     "output": "`transcribe` output",
+    "eval_output": "`eval` decoding",
 }
 
 

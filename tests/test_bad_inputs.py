@@ -53,6 +53,7 @@ def test_docs_table_is_the_rendered_cases():
 def test_table_lists_at_least_fifteen_kinds_each_checked_here():
     assert len(CASES) >= 15 and len({c.kind for c in CASES}) == len(CASES)
     checked = {"file", "file_ok", "corpus", "batch", "cli", "step", "share", "out", "output"}
+    checked.add("eval_output")  # test_eval_decodes_a_long_utterance_in_windows_as_transcribe_does
     assert {c.group for c in CASES} <= checked
 
 
@@ -307,6 +308,53 @@ def test_long_form_stitching_takes_every_frame_once(tiny_run, monkeypatch):
     for n in (width + 1, width + step, 3 * width + 1234, 10 * width + 7):
         total = int(frontend.subsampled_lengths(frontend.num_frames(n, rec.forward.mel)))
         assert rec.long_form_ids(np.arange(n, dtype=np.float64)) == list(range(1, total)), n
+
+
+def test_eval_decodes_a_long_utterance_in_windows_as_transcribe_does(tiny_run, monkeypatch):
+    """An evaluation set with a 40 s utterance (the ci model's largest bucket is 3 s):
+    no forward pass is wider than that bucket, the long utterance gets transcribe's
+    hypothesis, and the short ones are decoded as without it."""
+    import dataclasses
+    import math
+
+    from usmlite_edu.deploy.recognizer import Recognizer
+
+    rec = Recognizer.open(tiny_run)
+    sr, tok = rec.config.sample_rate, rec.tokenizer
+    split = load_corpus("data_small", None, "test", seed=0, sample_rate=sr)
+    split = CorpusSplit("test", split.utterances[:6], [], sr)
+    ds = batching.prepare(split, tok, rec.config, rec.train_config.bucket_seconds, keep_long=True)
+    audio = np.concatenate([e.audio for e in ds.examples] * 8)[: 40 * sr]
+    text = " ".join(e.text for e in ds.examples)
+    longest = int(max(rec.train_config.bucket_seconds) * sr)
+    assert audio.size > 13 * longest
+    long_ex = batching.Example("long", text, audio, np.asarray(tok.encode(text), np.int32), 1)
+    with_long = dataclasses.replace(
+        ds,
+        examples=[*ds.examples, long_ex],
+        bucket_samples=(*ds.bucket_samples, math.ceil(audio.size / sr) * sr),
+        label_lengths=(*ds.label_lengths, 8 * math.ceil(len(long_ex.tokens) / 8)),
+    )
+    widths = []
+    logits, batch_ids = rec.logits, rec.transcribe_batch
+
+    def seen_logits(w, n):
+        widths.append(np.shape(w)[1])
+        return logits(w, n)
+
+    def seen_batch(b):
+        widths.append(b.waveforms.shape[1])
+        return batch_ids(b)
+
+    monkeypatch.setattr(rec, "logits", seen_logits)
+    monkeypatch.setattr(rec, "transcribe_batch", seen_batch)
+    r = rec.evaluate(with_long)
+    assert max(widths) <= longest and widths.count(longest) >= 10
+    got = {t["id"]: t["hyp"] for t in r["transcripts"]}
+    assert r["utterances"] == len(ds.examples) + 1
+    assert got["long"] == rec.transcribe(audio)
+    short = {t["id"]: t["hyp"] for t in rec.evaluate(ds)["transcripts"]}
+    assert {k: v for k, v in got.items() if k != "long"} == short
 
 
 def test_eval_exits_3_when_an_utterance_is_skipped(tmp_path, tiny_run, capsys):

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import functools
 import gc
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from usmlite_edu.core.specs import Spec, as_spec
 from usmlite_edu.scale import mesh as meshlib
@@ -87,16 +89,25 @@ class Forward:
     def evaluate(
         self, params: Any, masks: Any, ds: batching.Dataset, tok: Tokenizer, batch_size: int
     ) -> dict:
-        """:func:`evaluate` with this forward pass."""
+        """:func:`evaluate` with this forward pass (every utterance in one piece)."""
         return evaluate(lambda b: self.transcribe_batch(params, masks, b), ds, tok, batch_size)
 
 
-def evaluate(transcribe_batch, ds: batching.Dataset, tok: Tokenizer, batch_size: int) -> dict:
+def evaluate(
+    transcribe_batch,
+    ds: batching.Dataset,
+    tok: Tokenizer,
+    batch_size: int,
+    long_form: tuple[int, Callable[[np.ndarray], list[int]]] | None = None,
+) -> dict:
     """WER and CER (%) over a prepared dataset, and every transcript.
 
     ``transcribe_batch(batch)`` gives each row's token ids; the dataset is read with
     :func:`usmlite_edu.speech.batching.eval_batches` (``batch_size`` rows a batch, padding
-    rows dropped). Returns ``wer``, ``cer``, ``utterances`` (how many were scored),
+    rows dropped). ``long_form=(max_samples, ids_of)``: an utterance of more than
+    ``max_samples`` samples is decoded alone by ``ids_of(audio)`` (windowed long-form
+    decoding, :meth:`usmlite_edu.deploy.recognizer.Recognizer.long_form_ids`) after the
+    batches, instead of in a bucket of its own length. Returns ``wer``, ``cer``, ``utterances`` (how many were scored),
     ``skipped`` (how many the dataset could not prepare), ``transcripts`` (every utterance
     as ``{"id", "ref", "hyp"}``: normalised reference and greedy hypothesis, in the order
     decoded, so that the WER can be recomputed and compared utterance by utterance, see
@@ -104,13 +115,21 @@ def evaluate(transcribe_batch, ds: batching.Dataset, tok: Tokenizer, batch_size:
     "hyp"}``, for display).
     """
     refs, hyps, uids = [], [], []
-    for batch, idx in batching.eval_batches(ds, batch_size):
+    long = (
+        [i for i, e in enumerate(ds.examples) if e.audio.size > long_form[0]] if long_form else []
+    )
+    for batch, idx in batching.eval_batches(ds, batch_size, skip=long):
         ids = transcribe_batch(batch)
         for row, i in enumerate(idx):
             e = ds.examples[i]
             refs.append(tok.normalize(e.text))
             hyps.append(tok.decode(ids[row]))
             uids.append(e.uid)
+    for i in long:
+        e = ds.examples[i]
+        refs.append(tok.normalize(e.text))
+        hyps.append(tok.decode(long_form[1](e.audio)))
+        uids.append(e.uid)
     wer, cer = wer_cer(refs, hyps)
     return {
         "wer": wer,

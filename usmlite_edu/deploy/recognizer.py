@@ -22,7 +22,7 @@ import numpy as np
 
 from usmlite_edu.core import quant
 from usmlite_edu.core.specs import CompressionSpec, Spec, SpecMap, as_spec
-from usmlite_edu.deploy import export, infer
+from usmlite_edu.deploy import export, forward, infer
 from usmlite_edu.deploy.forward import Forward, get_forward
 from usmlite_edu.speech import batching, model, runs
 from usmlite_edu.speech.configs import ConformerConfig, TrainConfig
@@ -263,9 +263,21 @@ class Recognizer:
         """WER and CER (%) over a prepared dataset, and every transcript
         (:func:`usmlite_edu.deploy.forward.evaluate`: ``wer``, ``cer``, ``utterances``,
         ``skipped``, ``transcripts``, ``examples``), in batches of
-        ``train_config.eval_batch_size``."""
-        return self.forward.evaluate(
-            self.params, self.masks, ds, self._tokenizer(), self.train_config.eval_batch_size
+        ``train_config.eval_batch_size``.
+
+        An utterance longer than the largest training bucket is decoded as
+        :meth:`transcribe` decodes it: in overlapping windows of that bucket
+        (:meth:`long_form_ids`), so that an evaluation set with long recordings needs no
+        more memory than its longest bucket of ``eval_batch_size`` rows, and ``eval`` and
+        ``transcribe`` give a file the same hypothesis. Shorter utterances are decoded
+        whole, in batches, as before (no committed evaluation set has a longer one)."""
+        limit = int(max(self.train_config.bucket_seconds) * self.config.sample_rate)
+        return forward.evaluate(
+            self.transcribe_batch,
+            ds,
+            self._tokenizer(),
+            self.train_config.eval_batch_size,
+            long_form=(limit, self.long_form_ids),
         )
 
     def export(self, path: str | os.PathLike) -> export.ExportInfo:

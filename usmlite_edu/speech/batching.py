@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -278,11 +278,15 @@ class BatchStream:
         return _make_batch(self.ds, idx, bucket, self.batch_size, self.rows)
 
 
-def eval_batches(ds: Dataset, batch_size: int) -> Iterator[tuple[Batch, list[int]]]:
-    """Every example once, in order, bucket by bucket; the last batch of a bucket is
-    filled with weight-0 copies. Yields ``(batch, example indices)``."""
+def eval_batches(
+    ds: Dataset, batch_size: int, skip: Collection[int] = ()
+) -> Iterator[tuple[Batch, list[int]]]:
+    """Every example once (but those whose index is in ``skip``), in order, bucket by
+    bucket; the last batch of a bucket is filled with weight-0 copies. Yields ``(batch,
+    example indices)``."""
+    skip = frozenset(skip)
     for b in range(len(ds.bucket_samples)):
-        members = [i for i, e in enumerate(ds.examples) if e.bucket == b]
+        members = [i for i, e in enumerate(ds.examples) if e.bucket == b and i not in skip]
         for k in range(0, len(members), batch_size):
             idx = members[k : k + batch_size]
             yield _make_batch(ds, idx, b, batch_size), idx
