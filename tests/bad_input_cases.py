@@ -740,6 +740,72 @@ CASES: list[Case] = [
     ),
 ]
 
+# ``usmlite-edu data fetch``: each refusal is tested in tests/test_fetch.py, against a local
+# server; the message excerpt is the string that test matches
+# (test_bad_inputs.test_fetch_cases_are_tested_in_test_fetch checks that it does)
+CASES += [
+    Case(
+        "`data fetch`: a zip member named `x/recordings/../../evil.wav`",
+        "fetch",
+        "refused whole, nothing unpacked",
+        "outside the target folder",
+        "2",
+    ),
+    Case(
+        "`data fetch`: a zip member with an absolute path",
+        "fetch",
+        "refused whole, nothing unpacked",
+        "outside the target folder",
+        "2",
+    ),
+    Case(
+        "`data fetch`: a zip member that is a symlink", "fetch", "refused whole", "is a link", "2"
+    ),
+    Case(
+        "`data fetch`: a zip whose recordings are junk (was: 'fsdd is ready')",
+        "fetch",
+        "refused whole, nothing unpacked",
+        "is not a WAV file",
+        "2",
+    ),
+    Case(
+        "`data fetch`: a tar member with `../`, an absolute path or a link",
+        "fetch",
+        "refused, nothing half-unpacked",
+        "refusing",
+        "2",
+    ),
+    Case(
+        "`data fetch`: more archive members than the corpus holds (zip or tar; 200,000 files)",
+        "fetch",
+        "refused at the limit (`Archive.max_members`)",
+        "more than 10 members",
+        "2",
+    ),
+    Case(
+        "`data fetch`: a zip bomb (more unpacked bytes than the corpus holds)",
+        "fetch",
+        "refused at the limit (`Archive.max_bytes`), nothing unpacked",
+        "more than the 0.0 MB",
+        "2",
+    ),
+    Case(
+        "`data fetch`: `DIR/recordings` is a symlink to elsewhere",
+        "fetch",
+        "refused, nothing written through it",
+        "is a symbolic link",
+        "2",
+    ),
+    Case("`data fetch --to` naming a file", "fetch", "refused", "is a file, not a folder", "2"),
+    Case(
+        "`data fetch`: the disk fills while unpacking (ENOSPC)",
+        "fetch",
+        "one line, no traceback",
+        "no space left on the device",
+        "2",
+    ),
+]
+
 WHERE = {
     "file": "audio loader",
     "file_ok": "audio loader",
@@ -751,6 +817,7 @@ WHERE = {
     "out": "command line",
     "output": "`transcribe` output",
     "eval_output": "`eval` decoding",
+    "fetch": "`data fetch`",
 }
 
 

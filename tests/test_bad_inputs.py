@@ -54,7 +54,18 @@ def test_table_lists_at_least_fifteen_kinds_each_checked_here():
     assert len(CASES) >= 15 and len({c.kind for c in CASES}) == len(CASES)
     checked = {"file", "file_ok", "corpus", "batch", "cli", "step", "share", "out", "output"}
     checked.add("eval_output")  # test_eval_decodes_a_long_utterance_in_windows_as_transcribe_does
+    checked.add("fetch")  # tests/test_fetch.py: test_fetch_cases_are_tested_in_test_fetch
     assert {c.group for c in CASES} <= checked
+
+
+def test_fetch_cases_are_tested_in_test_fetch():
+    """Every ``data fetch`` row's message is a string a test of tests/test_fetch.py
+    matches (``match=`` or ``in err``), and a fetch refusal exits 2 there."""
+    source = (REPO / "tests" / "test_fetch.py").read_text()
+    for c in (c for c in CASES if c.group == "fetch"):
+        assert f'"{c.message}"' in source, f"no test in test_fetch.py matches {c.message!r}"
+        assert c.exit_code == "2"
+    assert "cli.main(argv) == 2" in source
 
 
 def test_table_script_check_and_out(tmp_path):
