@@ -1,0 +1,172 @@
+"""The subsampler's 3x3 stride-2 convolution: XLA's form against three rewrites.
+
+    .venv/bin/python benchmarks/bench_subsampler.py [--preset an4] [--reps 15]
+
+Issue 25 (item 6) named the stride-2 convolution's backward (the input gradient as a
+base-dilated convolution, its layout copy, the weight gradient) as the most expensive
+single instructions of the ``cpu`` step for its FLOPs, and suggested a space-to-depth or
+patches-plus-dot form. This script measures, at the preset's training shapes (batch,
+largest-but-one bucket, mel bins, ``subsample_channels``), the forward and backward
+(``jax.vjp`` with a fixed cotangent, jitted) of each convolution of the subsampler in
+four forms, interleaved (fastest of ``--reps`` rounds), after checking that all four
+give the same outputs and gradients (to float32 rounding) on odd and even shapes:
+
+* ``conv``: ``lax.conv_general_dilated`` with stride 2, what ``model.QConv`` runs;
+* ``patches``: the nine strided slices of the padded input concatenated, one dot;
+* ``space-to-depth``: the input folded into 2x2 blocks (4x the channels), a 2x2 stride-1
+  convolution with the kernel zero-padded to 4x4 and folded the same way;
+* ``parity gradient``: XLA's forward and weight gradient, and the input gradient written
+  by hand as its four output-parity phases (each a sum of shifted dots), through a
+  ``jax.custom_vjp``.
+
+It prints each time and its ratio to ``conv``; the model keeps ``conv`` unless a form is
+faster by more than the noise, and the decision with the numbers is in
+``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from usmlite_edu.deploy.infer import interleaved_min
+from usmlite_edu.speech import frontend
+from usmlite_edu.speech.presets import get_preset
+
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def conv(x: jax.Array, k: jax.Array) -> jax.Array:
+    """What the model runs: a 3x3 stride-2 convolution, one frame of padding each side."""
+    return jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DIMS)
+
+
+def patches(x: jax.Array, k: jax.Array) -> jax.Array:
+    """The same as nine strided slices (taps ``(i, j)``, channels last) and one dot."""
+    _, t, f, c = x.shape
+    to, fo = (t + 1) // 2, (f + 1) // 2
+    xp = jnp.pad(x, ((0, 0), (1, 2), (1, 2), (0, 0)))
+    cols = [xp[:, i : i + 2 * to : 2, j : j + 2 * fo : 2, :] for i in range(3) for j in range(3)]
+    return jnp.concatenate(cols, axis=-1) @ k.reshape(9 * c, -1)
+
+
+def space_to_depth(x: jax.Array, k: jax.Array) -> jax.Array:
+    """The same as a 2x2 stride-1 convolution of the input folded into 2x2 blocks: tap
+    ``i = 2 * di + p`` of the 3x3 kernel reads block row ``t + di``, phase ``p``."""
+    b, t, f, c = x.shape
+    to, fo = (t + 1) // 2, (f + 1) // 2
+    xp = jnp.pad(x, ((0, 0), (1, 2 * (to + 1) - t - 1), (1, 2 * (fo + 1) - f - 1), (0, 0)))
+    z = xp.reshape(b, to + 1, 2, fo + 1, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    z = z.reshape(b, to + 1, fo + 1, 4 * c)
+    kp = jnp.pad(k, ((0, 1), (0, 1), (0, 0), (0, 0)))  # 4x4, the last row and column zero
+    k2 = kp.reshape(2, 2, 2, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, -1)
+    return jax.lax.conv_general_dilated(z, k2, (1, 1), "VALID", dimension_numbers=_DIMS)
+
+
+def input_grad_by_parity(ct: jax.Array, k: jax.Array, xshape: tuple[int, ...]) -> jax.Array:
+    """The input gradient of :func:`conv`: input row ``u = 2a + p`` received tap ``i = 1``
+    of output row ``a`` (``p = 0``), or taps ``i = 2`` of row ``a`` and ``i = 0`` of row
+    ``a + 1`` (``p = 1``); likewise along frequency. Four phases, interleaved."""
+    b, t, f, c = xshape
+    to, fo = ct.shape[1], ct.shape[2]
+    cte = jnp.pad(ct, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    taps = {0: ((0, 1),), 1: ((0, 2), (1, 0))}  # phase -> (output row shift, tap)
+    phases = []
+    for p in (0, 1):
+        row = []
+        for q in (0, 1):
+            acc = 0.0
+            for di, i in taps[p]:
+                for dj, j in taps[q]:
+                    acc = acc + cte[:, di : di + to, dj : dj + fo, :] @ k[i, j].T
+            row.append(acc)
+        phases.append(jnp.stack(row, axis=3))
+    return jnp.stack(phases, axis=2).reshape(b, 2 * to, 2 * fo, c)[:, :t, :f, :]
+
+
+@jax.custom_vjp
+def parity_gradient(x: jax.Array, k: jax.Array) -> jax.Array:
+    """:func:`conv` whose input gradient is :func:`input_grad_by_parity`."""
+    return conv(x, k)
+
+
+def _fwd(x, k):
+    return conv(x, k), (x, k)
+
+
+def _bwd(res, ct):
+    x, k = res
+    gk = jax.vjp(lambda k_: conv(x, k_), k)[1](ct)[0]
+    return input_grad_by_parity(ct, k, x.shape), gk
+
+
+parity_gradient.defvjp(_fwd, _bwd)
+
+FORMS = {
+    "conv": conv,
+    "patches": patches,
+    "space-to-depth": space_to_depth,
+    "parity gradient": parity_gradient,
+}
+
+
+def check_same(shape: tuple[int, int, int, int], out: int, seed: int = 0) -> None:
+    """Every form's output and both gradients equal :func:`conv`'s (float32 rounding)."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((3, 3, shape[-1], out)), jnp.float32)
+    y0, vjp0 = jax.vjp(conv, x, k)
+    ct = jnp.asarray(rng.standard_normal(y0.shape), jnp.float32)
+    g0 = vjp0(ct)
+    for name, f in FORMS.items():
+        y, vjp = jax.vjp(f, x, k)
+        np.testing.assert_allclose(y, y0, atol=1e-4, rtol=1e-4, err_msg=name)
+        for a, b in zip(vjp(ct), g0):
+            np.testing.assert_allclose(a, b, atol=1e-2, rtol=1e-4, err_msg=name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="an4")
+    ap.add_argument("--reps", type=int, default=15)
+    args = ap.parse_args()
+    p = get_preset(args.preset)
+    cfg, tcfg = p.model, p.train
+    for shape, out in (((2, 27, 9, 1), 4), ((2, 26, 10, 8), 6), ((3, 51, 17, 5), 3)):
+        check_same(shape, out)
+    secs = (
+        sorted(tcfg.bucket_seconds)[-2] if len(tcfg.bucket_seconds) > 1 else tcfg.bucket_seconds[0]
+    )
+    t = int(frontend.num_frames(int(secs * cfg.sample_rate), frontend.LogMelConfig.from_model(cfg)))
+    c1, c2 = cfg.subsample_channels
+    shapes = {
+        "conv1": ((tcfg.batch_size, t, cfg.num_mels, 1), c1),
+        "conv2": ((tcfg.batch_size, (t + 1) // 2, (cfg.num_mels + 1) // 2, c1), c2),
+    }
+    print(
+        f"preset {p.name}: batch {tcfg.batch_size}, {secs:g} s bucket ({t} frames), "
+        f"{cfg.num_mels} mel; {platform.machine()}, {os.cpu_count()} cores, "
+        f"load {os.getloadavg()[0]:.2f}; forms agree on odd and even shapes"
+    )
+    rng = np.random.default_rng(0)
+    for layer, (shape, out) in shapes.items():
+        x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+        k = jnp.asarray(rng.standard_normal((3, 3, shape[-1], out)), jnp.float32)
+        ct = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, x, k).shape), jnp.float32)
+        fns = {
+            name: (jax.jit(lambda x, k, ct, f=f: jax.vjp(f, x, k)[1](ct)), (x, k, ct))
+            for name, f in FORMS.items()
+        }
+        times = interleaved_min(fns, args.reps)
+        print(f"{layer} {shape} -> {out} channels, forward + backward (fastest of {args.reps}):")
+        for name, s in times.items():
+            print(f"  {name:16s} {s * 1e3:8.2f} ms  {s / times['conv']:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
