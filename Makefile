@@ -7,7 +7,8 @@
 #   make test-fast PYTHON=python3.13 VENV=.venv-3.13-new PINS=0 # pyproject's ranges, newest
 #   PINS=lowest: pyproject's lower bounds (requirements-lowest.txt as constraints)
 # The rendered book (docs/book.md): make book (notebooks in full mode, long) or
-# make book-fast (fast mode, minutes); the site is build/book/html/index.html.
+# make book-fast (fast mode, minutes); the site is build/book/html/index.html;
+# make book-student: the student edition (no solutions), build/book-student.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -15,7 +16,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PINS   ?= 1
 
-.PHONY: run test test-fast venv lock notebooks lab book book-fast clean
+.PHONY: run test test-fast venv lock notebooks lab book book-fast book-student clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,9 @@ book: $(STAMP)
 
 book-fast: $(STAMP)
 	$(BIN)/usmlite-edu book --fast --out build/book-fast
+
+book-student: $(STAMP)
+	$(BIN)/usmlite-edu book --edition student --out build/book-student
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

@@ -23,7 +23,7 @@ from nbclient.exceptions import CellExecutionError
 from PIL import Image
 
 from usmlite_edu import cli
-from usmlite_edu.course import book, notebook_runner
+from usmlite_edu.course import book, editions, notebook_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -241,6 +241,20 @@ def _fits(html, stem, max_width=600, max_height=800):
 
 
 @pytest.mark.slow
+def test_formulas_are_typeset_offline(built):
+    """Every host name unresolvable: a notebook page's formulas are typeset by the MathJax
+    shipped with the book (``mjx-container`` elements), none left as raw ``\\(...\\)``."""
+    chromium = book.find_chromium()
+    if chromium is None:
+        pytest.skip("Chromium not installed (apt-get install chromium; or set USMLITE_CHROMIUM)")
+    html, copies = built
+    stem = next(p.stem for p in copies if p.stem.startswith("04"))  # Eq. (1), g/I, ...
+    dom = book.rendered_dom((html / "notebooks" / f"{stem}.html").as_uri(), chromium)
+    assert dom.count("<mjx-container") >= 10, "MathJax typeset nothing"
+    assert book.raw_formulas(dom) == []
+
+
+@pytest.mark.slow
 def test_screenshots_show_the_figures(built, tmp_path):
     chromium = book.find_chromium()
     if chromium is None:
@@ -261,6 +275,54 @@ def test_screenshots_show_the_figures(built, tmp_path):
         assert score > 0.98, f"{stem}#{fid} not drawn: best match {score:.3f} ({tmp_path})"
         # the match is the figure, not any busy region: the other page's figure is not there
         assert book.locate(shots[other], figure)[0] < 0.9, f"{stem}#{fid} found on {other}"
+
+
+def test_the_student_book_has_no_solution_and_no_exercise_output(tmp_path):
+    """Staged as the student edition: every page's cells are the student edition's (no
+    solution, answer slots ``...``, so the answer-leak scan of tests/test_answer_leaks.py
+    covers them), and outputs planted in an answer cell and a check cell are cleared while
+    another cell's output stays."""
+    planted = tmp_path / "executed"
+    planted.mkdir()
+    out = nbformat.v4.new_output("stream", name="stdout", text="planted 4.17\n")
+    for p in NOTEBOOKS:
+        nb = nbformat.read(p, 4)
+        for c in nb.cells:
+            if c.cell_type == "code":
+                c.outputs = [out]
+        nbformat.write(nb, planted / p.name)
+    staged = book.stage(
+        sorted(planted.glob("*.ipynb")), tmp_path / "src", fast=True, root=ROOT, edition="student"
+    )
+    cleared = kept = 0
+    for p in NOTEBOOKS:
+        page = nbformat.read(staged.src / "notebooks" / p.name, 4)
+        student = editions.make_edition(nbformat.read(p, 4), "student")
+        assert [c.source for c in page.cells] == [c.source for c in student.cells], p.name
+        assert page.metadata["usmlite_edu"]["edition"] == "student"
+        for c in page.cells:
+            assert not editions.is_solution(c)
+            if c.cell_type != "code":
+                continue
+            if editions.answer_lines(c.source) or editions.has_check(c.source):
+                assert c.outputs == [], (p.name, c.source[:60])
+                cleared += 1
+            elif "remove-cell" not in c.metadata.get("tags", []):
+                assert c.outputs == [out]
+                kept += 1
+    assert cleared > 20 and kept > 100
+    with pytest.raises(ValueError, match="unknown edition 'teacher'"):
+        book.for_edition(nbformat.read(NOTEBOOKS[0], 4), "teacher")
+
+
+def test_raw_formulas_finds_untypeset_math_outside_code():
+    dom = (
+        "<html><body><p>size \\(g/I\\) and \\[x^2\\]</p><pre>print('\\(a\\)')</pre>"
+        "<mjx-container>g/I</mjx-container><script>var s = '\\(b\\)';</script></body></html>"
+    )
+    found = book.raw_formulas(dom)  # the code block's and the script's are left out
+    assert len(found) == 2 and found[0].startswith("\\(g/I") and found[1].startswith("\\[x^2")
+    assert book.raw_formulas("<html><body><mjx-container>g</mjx-container></body></html>") == []
 
 
 def test_the_site_check_wants_mathjax_shipped_with_the_book(tmp_path):

@@ -18,7 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     bk.add_argument("--fast", action="store_true", help="fast mode (USMLITE_FAST=1), as the tests")
     bk.add_argument(
-        "--out", type=Path, default=Path("build/book"), metavar="DIR", help="default build/book"
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="default build/book (instructor) or build/book-student (--edition student)",
     )
     bk.add_argument("--dir", type=Path, metavar="DIR", help="folder holding NN_*.ipynb")
     bk.add_argument(
@@ -28,9 +31,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="render the executed copies in DIR (same file names, executed in the same "
         "mode) instead of executing the series",
     )
+    bk.add_argument(
+        "--edition",
+        choices=("instructor", "student"),
+        default="instructor",
+        help="instructor (default): worked solutions behind 'show' toggles; student: no "
+        "solutions, answer slots empty, exercise outputs cleared (a book to hand out)",
+    )
     bk.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    book.build(out=args.out, fast=args.fast, directory=args.dir, executed_dir=args.executed)
+    book.build(
+        out=args.out
+        or Path("build/book" if args.edition == "instructor" else "build/book-student"),
+        fast=args.fast,
+        directory=args.dir,
+        executed_dir=args.executed,
+        edition=args.edition,
+    )
     return 0

@@ -161,6 +161,39 @@ def _collapse_solutions(nb) -> int:
     return n
 
 
+def _student_pages(nb) -> int:
+    """The student edition of an executed notebook, for the student book; returns how many
+    solution cells were dropped.
+
+    As :func:`usmlite_edu.course.editions.make_edition` makes it (solutions dropped, every
+    answer slot ``...``), but the other cells keep their executed outputs (figures,
+    printed values: what a student sees on running them), except the cells that hold an
+    answer slot or an exercise check, whose outputs were computed from the instructor's
+    answers and are cleared."""
+    n = sum(editions.is_solution(c) for c in nb.cells)
+    nb.cells = [c for c in nb.cells if not editions.is_solution(c)]
+    nb.metadata.setdefault("usmlite_edu", {})["edition"] = "student"
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        if editions.answer_lines(c.source) or editions.has_check(c.source):
+            c.source = editions.student_source(c.source)
+            c.outputs = []
+            c.execution_count = None
+    return n
+
+
+def for_edition(nb, edition: str) -> int:
+    """Prepare an executed notebook (in place) as a page of ``edition``'s book: the
+    instructor book collapses the solutions (:func:`_collapse_solutions`), the student book
+    has none (:func:`_student_pages`); returns how many solution cells there were."""
+    if edition not in editions.EDITIONS:
+        raise ValueError(
+            f"unknown edition {edition!r}; choose one of {', '.join(editions.EDITIONS)}"
+        )
+    return _collapse_solutions(nb) if edition == "instructor" else _student_pages(nb)
+
+
 def _for_reading(nb) -> None:
     """What a reader of the book skips: the Colab set-up cell (``colab`` tag) is removed
     (the page's launch buttons and the header's badges stand for it), and a cell that draws
@@ -285,11 +318,17 @@ class Staged:
 
 
 def stage(
-    executed: list[Path], src: Path | str, fast: bool, root: Path, executed_here: bool = True
+    executed: list[Path],
+    src: Path | str,
+    fast: bool,
+    root: Path,
+    executed_here: bool = True,
+    edition: str = "instructor",
 ) -> Staged:
     """Write the Sphinx sources to ``src`` (emptied first): the front page ``index.md`` (the
     README with the tables of contents appended), ``notebooks/NN_name.ipynb`` (the executed
-    copies, solutions collapsed), the pages of ``docs/`` and the results' READMEs
+    copies, solutions collapsed, or for the student ``edition`` left out:
+    :func:`for_edition`), the pages of ``docs/`` and the results' READMEs
     (:func:`doc_pages`, links to the README pointed at the front page), the files those
     pages show, and ``build.md``."""
     import nbformat
@@ -301,7 +340,7 @@ def stage(
     pages, rows = [], []
     for path in executed:
         nb = nbformat.read(path, as_version=4)
-        _collapse_solutions(nb)
+        for_edition(nb, edition)
         _for_reading(nb)
         nbformat.write(nb, src / "notebooks" / path.name)
         pages.append(f"notebooks/{path.stem}")
@@ -451,11 +490,15 @@ def page_of(html: Path | str, notebook: Path | str) -> Path:
     return Path(html) / "notebooks" / f"{Path(notebook).stem}.html"
 
 
-def check_site(html: Path | str, executed: list[Path]) -> dict[str, int]:
+def check_site(
+    html: Path | str, executed: list[Path], edition: str = "instructor"
+) -> dict[str, int]:
     """Check the built site: a front page, MathJax shipped with the site (no page loads it
     from elsewhere: an offline reader must see formulas), and for every executed notebook a
-    page that shows each of its PNG figures from an existing PNG file. Returns figures per
-    page; raises ``RuntimeError`` listing every problem."""
+    page that shows each of its PNG figures from an existing PNG file (those of the
+    ``edition``'s page: the student book has no solution and no exercise output), and in a
+    student book no page that holds a solution. Returns figures per page; raises
+    ``RuntimeError`` listing every problem."""
     import nbformat
 
     html = Path(html)
@@ -475,8 +518,12 @@ def check_site(html: Path | str, executed: list[Path]) -> dict[str, int]:
         if not page.is_file():
             problems.append(f"{path.name}: no page {page}")
             continue
-        want = png_outputs(nbformat.read(path, as_version=4))
+        nb = nbformat.read(path, as_version=4)
+        for_edition(nb, edition)
+        want = png_outputs(nb)
         figures = page_figures(page)
+        if edition == "student" and "usmlite-solution" in page.read_text():
+            problems.append(f"{page.name}: a solution in the student book")
         counts[path.stem] = len(figures)
         if len(figures) != want:
             problems.append(f"{page.name}: {len(figures)} figures on the page, {want} in {path}")
@@ -496,9 +543,12 @@ def build(
     fast: bool = False,
     directory: Path | str | None = None,
     executed_dir: Path | str | None = None,
+    edition: str = "instructor",
 ) -> Path:
     """Execute the series (or take ``executed_dir``'s copies), stage, render and check the
-    book; returns the site's folder ``out/html`` (open ``out/html/index.html``).
+    book of ``edition`` (``instructor``: worked solutions behind toggles; ``student``: no
+    solutions, answer slots empty, exercise outputs cleared); returns the site's folder
+    ``out/html`` (open ``out/html/index.html``).
 
     Executed copies go to ``out/executed-fast`` or ``out/executed-full``.
     """
@@ -513,13 +563,15 @@ def build(
         executed = execute_series(out / f"executed-{'fast' if fast else 'full'}", fast, directory)
     else:
         executed = collect_executed(executed_dir, fast, directory)
-    staged = stage(executed, out / "src", fast, root, executed_here=executed_dir is None)
+    staged = stage(
+        executed, out / "src", fast, root, executed_here=executed_dir is None, edition=edition
+    )
     html = sphinx_build(staged, out / "html", root)
-    counts = check_site(html, executed)
+    counts = check_site(html, executed, edition)
     warnings = out / "sphinx-warnings.txt"
     n_warn = len(warnings.read_text().splitlines()) if warnings.is_file() else 0
     print(
-        f"book ({'fast' if fast else 'full'} mode): {len(counts)} notebook pages, "
+        f"{edition} book ({'fast' if fast else 'full'} mode): {len(counts)} notebook pages, "
         f"{sum(counts.values())} figures -> {html / 'index.html'}"
         + (f" ({n_warn} lines of Sphinx warnings in {warnings})" if n_warn else ""),
         flush=True,
@@ -591,6 +643,44 @@ def screenshot(
             f"{run.stderr[-2000:]}"
         )
     return np.asarray(Image.open(out).convert("RGB"))
+
+
+def rendered_dom(url: str, chromium: str | None = None, timeout: float = 120) -> str:
+    """The DOM of ``url`` after its scripts ran (headless Chromium ``--dump-dom``, 10 s of
+    virtual time, every host name unresolvable as in :func:`screenshot`): what MathJax
+    typeset is there as ``mjx-container`` elements, and a formula it could not typeset is
+    left as its raw ``\\(...\\)`` text."""
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError(
+            "no Chromium found: install Debian's chromium or set USMLITE_CHROMIUM"
+        )
+    with tempfile.TemporaryDirectory(prefix="usmlite_chromium_") as tmp:
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={Path(tmp) / 'profile'}",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            url,
+        ]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if run.returncode != 0 or "<html" not in run.stdout:
+        raise RuntimeError(f"Chromium dumped no page (exit {run.returncode}): {run.stderr[-2000:]}")
+    return run.stdout
+
+
+def raw_formulas(dom: str) -> list[str]:
+    """The ``\\(...\\)`` and ``\\[...\\]`` formulas left as text in a rendered page's body
+    (scripts, styles and code blocks, which may hold such text on purpose, left out): the
+    first 24 characters from each opening ``\\(`` or ``\\[``."""
+    body = re.sub(r"<(script|style|pre|code)\b.*?</\1>", "", dom, flags=re.S | re.I)
+    text = re.sub(r"<[^>]+>", "", body)
+    return [text[m.start() : m.start() + 24] for m in re.finditer(r"\\[(\[]", text)]
 
 
 def _gray(image: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ __all__ = [
     "SOLUTION_TAG",
     "answer_lines",
     "count_checks",
+    "has_check",
     "is_solution",
     "make_edition",
     "reported",
@@ -132,6 +133,12 @@ def write_edition(
 # an exercise's check, one that hides its expected value (usmlite_edu.course.answers.check_*),
 # or an implement-it lab's (usmlite_edu.course.labs.check_*)
 _CHECK_CALL = re.compile(r"\bcheck_answer\(|\b(?:labs|answers)\.check_\w+\(")
+
+
+def has_check(source: str) -> bool:
+    """Whether a code cell's ``source`` calls an exercise check (``check_answer``,
+    ``answers.check_*`` or ``labs.check_*``)."""
+    return bool(_CHECK_CALL.search(source))
 
 
 def count_checks(nb) -> int:
