@@ -16,7 +16,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PINS   ?= 1
 
-.PHONY: run test test-fast venv lock notebooks lab book book-fast book-student clean
+.PHONY: run test test-fast venv lock notebooks lab book book-fast book-student slides clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ book-fast: $(STAMP)
 
 book-student: $(STAMP)
 	$(BIN)/usmlite-edu book --edition student --out build/book-student
+
+# a reveal.js deck per notebook (offline), build/slides/index.html (docs/book.md)
+slides: $(STAMP)
+	$(BIN)/usmlite-edu slides --out build/slides
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

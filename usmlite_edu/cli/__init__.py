@@ -45,6 +45,7 @@ from usmlite_edu.cli import (
     reproduce,
     search,
     sizes,
+    slides,
     train,
     transcribe,
 )
@@ -69,6 +70,7 @@ COMMANDS = (
     sizes,
     notebooks,
     book,
+    slides,
     grade,
     train,
     export,
