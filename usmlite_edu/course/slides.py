@@ -26,7 +26,7 @@ import shutil
 from html import escape
 from pathlib import Path
 
-from usmlite_edu.course import editions
+from usmlite_edu.course import book, editions
 
 __all__ = ["SLIDE_TAG", "SKIP_TAG", "slides_of", "render", "write_deck", "copy_assets", "build"]
 
@@ -175,8 +175,6 @@ def build(
     ``out/_deck``, and ``out/index.html`` linking the decks; the notebooks are executed
     first (fast or full mode) unless ``executed_dir`` holds executed copies. Returns
     ``out/index.html``."""
-    from usmlite_edu.course import book
-
     out = Path(out)
     if executed_dir is None:
         executed = book.execute_series(
