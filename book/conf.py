@@ -26,6 +26,9 @@ extensions = ["myst_nb", "sphinx-mathjax-offline"]
 # Rendering only: the notebooks arrive executed (usmlite_edu.course.book runs notebook_runner).
 nb_execution_mode = "off"
 nb_merge_streams = True
+# An output that is both a live widget and a PNG (the explorer of notebook 10: a picture of
+# its state) shows the PNG: a page has no kernel to run the widget (lower is preferred)
+nb_mime_priority_overrides = [("html", "image/png", 5)]
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]

@@ -416,37 +416,39 @@ if HAVE_B0:
 
 # %%
 ui = explorer.build_explorer(toy_shape=SHAPE, utterances=PTQ_UTTERANCES, reference=not FAST)
-display(ui.widget)
+display(ui)  # the live controls; saved or rendered without a kernel, a picture of this state
 
 # %%
-# Check (what the test command runs headless): moving a control recomputes and redraws,
-# and the figure shows the numbers of the exploration.
-before = ui.result.rel_error
-ui.controls["bits"].value = 3
-after = ui.result
-assert ui.result.spec == "int3" and after.rel_error > before
-np.testing.assert_allclose(ui.figure.axes[1].lines[0].get_ydata(), np.sqrt(after.mse))
-np.testing.assert_allclose(ui.figure.axes[0].get_lines()[0].get_xdata()[0], after.grid_levels[0])
-ui.controls["nm"].value = "2:4"
-assert ui.result.pruned_fraction == 0.5 and ui.result.rel_error > after.rel_error
-heights = [p.get_height() for p in ui.figure.axes[3].patches]
-assert heights == [ui.result.size_paper, ui.result.size_exact]
-ui.controls["nm"].value = None
+# Check (what the test command runs headless), on an explorer of its own: moving a control
+# recomputes and redraws, and the figure shows the numbers of the exploration. The one
+# above stays as you left it.
+probe = explorer.build_explorer(toy_shape=SHAPE, utterances=PTQ_UTTERANCES, reference=not FAST)
+before = probe.result.rel_error
+probe.controls["bits"].value = 3
+after = probe.result
+assert probe.result.spec == "int3" and after.rel_error > before
+np.testing.assert_allclose(probe.figure.axes[1].lines[0].get_ydata(), np.sqrt(after.mse))
+np.testing.assert_allclose(probe.figure.axes[0].get_lines()[0].get_xdata()[0], after.grid_levels[0])
+probe.controls["nm"].value = "2:4"
+assert probe.result.pruned_fraction == 0.5 and probe.result.rel_error > after.rel_error
+heights = [p.get_height() for p in probe.figure.axes[3].patches]
+assert heights == [probe.result.size_paper, probe.result.size_exact]
+probe.controls["nm"].value = "none"
 if HAVE_B0:  # the B0 layer of section 5 and the button (its PTQ result is cached)
-    ui.controls["source"].value = "b0"
-    ui.controls["grid"].value = "asymmetric"
-    ui.controls["bits"].value = 2
-    ui.controls["groups"].value = 6
-    assert ui.result.model_spec == "int2/gs24" and ui.result.rel_error == r_b0.rel_error
-    ui.ptq_button.click()
-    assert ui.ptq["wer"] == ptq["wer"] and f"{ptq['wer']:.2f}</b>%" in ui.ptq_out.value
-    ui.controls["source"].value = "gaussian"
-    ui.controls["groups"].value = 1
-    ui.controls["grid"].value = "symmetric"
-ui.controls["bits"].value = 4
-assert ui.result.spec == "int4" and ui.result.rel_error == before
+    probe.controls["source"].value = "b0"
+    probe.controls["grid"].value = "asymmetric"
+    probe.controls["bits"].value = 2
+    probe.controls["groups"].value = 6
+    assert probe.result.model_spec == "int2/gs24" and probe.result.rel_error == r_b0.rel_error
+    probe.ptq_button.click()
+    assert probe.ptq["wer"] == ptq["wer"] and f"{ptq['wer']:.2f}</b>%" in probe.ptq_out.value
+    probe.controls["source"].value = "gaussian"
+    probe.controls["groups"].value = 1
+    probe.controls["grid"].value = "symmetric"
+probe.controls["bits"].value = 4
+assert probe.result.spec == "int4" and probe.result.rel_error == before
 print(
-    f"explorer: {ui.updates} updates; now {ui.result.spec}, relative error {ui.result.rel_error:.4g}"
+    f"explorer: {probe.updates} updates; now {probe.result.spec}, relative error {probe.result.rel_error:.4g}"
 )
 
 # %% [markdown]

@@ -3,9 +3,10 @@
 Starts JupyterLab (a free port, a random token, a temporary copy of notebook 10 inside
 the clone's ignored ``build/`` so that the notebook finds ``results/`` and ``data_small/``)
 and headless Chromium, driven through the Chrome DevTools Protocol (websocket-client).
-It runs every cell of the notebook in fast mode, drags the explorer's ``bits`` slider with
-the mouse, and checks that the rendered relative error and the plotted image change the
-way they must (more bits, less error). Skipped, with the reason, when Chromium is not
+It runs every cell of the notebook in fast mode, reads every control's shown value (a
+readout, a selected option; none empty, none cut), drags the explorer's ``bits`` slider
+with the mouse, and checks that the rendered relative error and the plotted image change
+the way they must (more bits, less error). Skipped, with the reason, when Chromium is not
 installed (``.ci/run`` installs it: ``apt-get install chromium``).
 """
 
@@ -176,6 +177,31 @@ BITS_READOUT = """(() => {
   }
   return null; })()"""
 
+# Every control of the explorer as drawn: its label, what it shows (a slider's readout, a
+# drop-down's selected text, a toggle's pressed button) and whether label or value is cut
+# (text wider than its box; a <select>'s text measured with its font, less its arrow).
+CONTROLS = """(() => {
+  const ctx = document.createElement('canvas').getContext('2d');
+  const cut = (e) => e.scrollWidth > e.clientWidth + 1;
+  const out = [];
+  for (const w of document.querySelectorAll('.usmlite-explorer .widget-inline-hbox')) {
+    const label = w.querySelector('.widget-label');
+    const name = label ? label.textContent.trim() : '';
+    let shown = null, clipped = label ? cut(label) : false;
+    const r = w.querySelector('.widget-readout'), sel = w.querySelector('select');
+    const on = w.querySelector('.widget-toggle-button.mod-active, button.mod-active');
+    if (r) { shown = r.textContent.trim(); clipped = clipped || cut(r); }
+    else if (sel) {
+      // ipywidgets writes an option's spaces as no-break spaces
+      shown = sel.selectedIndex >= 0 ? sel.options[sel.selectedIndex].text.replace(/\u00a0/g, ' ') : '';
+      ctx.font = getComputedStyle(sel).font;
+      clipped = clipped || ctx.measureText(shown).width > sel.clientWidth - 20;
+    } else if (on) { shown = on.textContent.trim(); }
+    else continue;
+    out.push({name, shown, clipped});
+  }
+  return out; })()"""
+
 
 # The notebook panel (headless Chromium has no focus, so the shell's currentWidget is null).
 NOTEBOOK_PANEL = """(() => {
@@ -267,7 +293,7 @@ def test_explorer_in_jupyterlab_in_headless_chromium(tmp_path):
                     "--remote-debugging-port=0",
                     "--remote-allow-origins=*",
                     f"--user-data-dir={profile}",
-                    "--window-size=1500,1100",
+                    "--window-size=1400,1100",  # the width issue 26 saw cut read-outs at
                     "about:blank",
                 ],
                 env=env,
@@ -316,6 +342,18 @@ def test_explorer_in_jupyterlab_in_headless_chromium(tmp_path):
         before = _error_value(devtools.js(ERROR_TEXT))
         plot_before = devtools.js(PLOT_SRC)
         assert devtools.js(BITS_READOUT) == "4"
+        # every control shows its value, uncut; the check cell ran on an explorer of its
+        # own, so the learner's still shows the defaults it was built with (int4)
+        shown = {c["name"]: c for c in devtools.js(CONTROLS)}
+        want = {"bits": "4", "outliers": "0", "channel": "0", "tail df": "4.00",
+                "outlier x": "10.0", "clip ratio": "1.00", "N:M": "none", "groups": "1",
+                "weights": "Gaussian (toy)", "B0 layer": None}  # fmt: skip
+        for name, value in want.items():
+            assert name in shown, f"no control {name!r} among {sorted(shown)}"
+            assert shown[name]["shown"], f"{name} shows no value"
+            assert value is None or shown[name]["shown"] == value, shown[name]
+            assert not shown[name]["clipped"], f"{name}: label or value cut: {shown[name]}"
+        assert devtools.js(SPEC_TEXT) == "int4"
         assert plot_before and plot_before.startswith("data:image/png"), plot_before
 
         # Drag the bits slider's handle with the mouse to the right end of its track (8).

@@ -269,6 +269,29 @@ def test_widgets_update_and_refuse(monkeypatch):
     assert ui.update() is None and "n=8 &gt; m=4" in ui.summary.value and ui.result is None
 
 
+def test_the_explorer_shows_its_values_and_a_picture_of_its_state():
+    pytest.importorskip("ipywidgets")
+    import base64
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ui = E.build_explorer(toy_shape=SMALL)
+    c = ui.controls
+    # dense N:M is a named option (a None value showed an empty box), and reads as dense
+    assert c["nm"].value == "none" and c["nm"].label == "none" and ui.setting().nm is None
+    c["nm"].value = "2:4"
+    assert ui.setting().nm == "2:4"
+    c["nm"].value = "none"
+    assert ui.result.pruned_fraction == 0.0
+    for k in ("df", "outliers", "outlier_scale", "bits", "clip", "channel"):
+        assert c[k].readout and c[k].readout_format, k
+    bundle = ui._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ui.widget.model_id
+    assert base64.b64decode(bundle["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"{ui.result.spec}, relative error" in bundle["text/plain"]
+
+
 @pytest.mark.slow
 def test_ptq_wer_of_b0_on_a_few_utterances():
     import time

@@ -574,22 +574,41 @@ class ExplorerUI:
         sources = [("Gaussian (toy)", "gaussian"), ("heavy-tailed, Student-t (toy)", "student_t")]
         if layers:
             sources.append(("a layer of the committed B0", "b0"))
-        style = {"description_width": "110px"}
-        lay = W.Layout(width="360px")
+        # Every slider shows its value (readout), in a readout wide enough for it; the
+        # columns keep their width and wrap to a new row in a narrow window rather than
+        # squeezing the readouts to one character (issue 26: JupyterLab at 1400 px).
+        style = {"description_width": "90px"}
+        lay = W.Layout(width="330px", min_width="330px")
+        slider = {"readout": True, "style": style, "layout": lay}
         c = {
             "source": W.Dropdown(options=sources, value="gaussian", description="weights"),
-            "df": W.FloatLogSlider(value=4.0, base=10, min=math.log10(2.2), max=2, step=0.05),
-            "outliers": W.IntSlider(value=0, min=0, max=16),
-            "outlier_scale": W.FloatLogSlider(value=10.0, base=10, min=0, max=2, step=0.05),
+            "df": W.FloatLogSlider(
+                value=4.0,
+                base=10,
+                min=math.log10(2.2),
+                max=2,
+                step=0.05,
+                readout_format=".3g",
+                **slider,
+            ),
+            "outliers": W.IntSlider(value=0, min=0, max=16, readout_format="d", **slider),
+            "outlier_scale": W.FloatLogSlider(
+                value=10.0, base=10, min=0, max=2, step=0.05, readout_format=".3g", **slider
+            ),
             "outlier_axis": W.ToggleButtons(options=["input", "output"], value="input"),
             "layer": W.Dropdown(options=layers or ["(B0 not found)"]),
-            "bits": W.IntSlider(value=4, min=2, max=8),
+            "bits": W.IntSlider(value=4, min=2, max=8, readout_format="d", **slider),
             "grid": W.ToggleButtons(options=["symmetric", "asymmetric"], value="symmetric"),
             "groups": W.Dropdown(options=divisors(self._toy_shape[0]), value=1),
-            "clip": W.FloatSlider(value=1.0, min=0.1, max=1.0, step=0.05),
+            "clip": W.FloatSlider(
+                value=1.0, min=0.1, max=1.0, step=0.05, readout_format=".2f", **slider
+            ),
             "clip_search": W.Checkbox(value=False, description="search the clip ratio"),
-            "nm": W.Dropdown(options=[("none", None)] + [(p, p) for p in NM_CHOICES[1:]]),
-            "channel": W.IntSlider(value=0, min=0, max=self._toy_shape[1] - 1),
+            # a string value for "none": a Dropdown whose value is None shows a blank box
+            "nm": W.Dropdown(options=[("none", "none")] + [(p, p) for p in NM_CHOICES[1:]]),
+            "channel": W.IntSlider(
+                value=0, min=0, max=self._toy_shape[1] - 1, readout_format="d", **slider
+            ),
         }
         labels = {
             "df": "tail df",
@@ -611,7 +630,9 @@ class ExplorerUI:
                 wdg.description = labels[k]
             wdg.style = style
             if not isinstance(wdg, W.ToggleButtons):
-                wdg.layout = lay
+                wdg.layout = W.Layout(width="330px", min_width="330px")
+        # layer paths are long (encoder/blocks/0/mhsa/value/kernel): a row of their own
+        c["layer"].layout = W.Layout(width="520px", min_width="520px")
         if layers and DEFAULT_LAYER in layers:
             c["layer"].value = DEFAULT_LAYER
         self.controls = c
@@ -623,10 +644,17 @@ class ExplorerUI:
         self.ptq_out = W.HTML("<i>(choose the B0 layer source to run the whole B0)</i>")
         self.ptq_button.on_click(lambda _b: self.run_ptq())
         left = W.VBox([c[k] for k in ("source", "df", "outliers", "outlier_scale", "outlier_axis")])
-        mid = W.VBox([c[k] for k in ("layer", "bits", "grid", "groups", "clip", "clip_search")])
+        mid = W.VBox([c[k] for k in ("bits", "grid", "groups", "clip", "clip_search")])
         right = W.VBox([c["nm"], c["channel"], self.ptq_button, self.ptq_out])
+        for col in (left, mid, right):
+            col.layout = W.Layout(min_width="340px")
         self.widget = W.VBox(
-            [W.HBox([left, mid, right]), self.summary, self.plot],
+            [
+                W.HBox([left, mid, right], layout=W.Layout(flex_flow="row wrap")),
+                c["layer"],
+                self.summary,
+                self.plot,
+            ],
             layout=W.Layout(border="1px solid #ddd", padding="6px"),
         )
         self.widget.add_class("usmlite-explorer")
@@ -634,6 +662,36 @@ class ExplorerUI:
             wdg.observe(self._changed, names="value")
         self._source_changed()
         self.update()
+
+    # -- showing it
+    def snapshot_png(self) -> bytes | None:
+        """The current figure as PNG bytes (``None`` after a refused setting): the static
+        picture of the explorer's state."""
+        if self.figure is None or self.result is None:
+            return None
+        import io
+
+        buf = io.BytesIO()
+        self.figure.savefig(buf, format="png", dpi=80)
+        return buf.getvalue()
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        """``display(ui)``: the live widget where a kernel and the widget manager run, and,
+        in the same output, a PNG of the current state and a line of text, which a saved
+        notebook opened without a kernel, nbconvert or the book can show instead of
+        "Loading widget..." (the book prefers the PNG: ``book/conf.py``)."""
+        import base64
+
+        bundle = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude))
+        png = self.snapshot_png()
+        if png is not None:
+            bundle["image/png"] = base64.b64encode(png).decode("ascii")
+        r = self.result
+        bundle["text/plain"] = (
+            "quantization-error explorer (run the notebook for the live controls): "
+            + (f"{r.spec}, relative error {r.rel_error:.4g}" if r is not None else "refused")
+        )
+        return bundle
 
     # -- reading the controls
     def setting(self) -> Setting:
@@ -643,7 +701,7 @@ class ExplorerUI:
             symmetric=c["grid"].value == "symmetric",
             groups=int(c["groups"].value),
             clip="search" if c["clip_search"].value else float(c["clip"].value),
-            nm=c["nm"].value,
+            nm=None if c["nm"].value == "none" else c["nm"].value,
         )
 
     def source(self) -> ToyWeights | B0Layer:
