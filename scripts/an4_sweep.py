@@ -1,7 +1,7 @@
 """Choose the ``an4`` preset's recipe on AN4's dev speakers: learning rate and steps.
 
 Each candidate is the ``an4`` preset with its ``--set`` overrides (``CANDIDATES``), trained
-with seed 0 in stages (``--stages``, default 1000, 2000, 3000 steps). The learning-rate
+with seed 0 in stages (``--stages``, default 1000, 2000, ..., 6000 steps). The learning-rate
 schedule (linear warm-up, inverse-square-root decay) does not depend on the total step
 count, so a run stopped at 1,000 steps and continued to 2,000 is the run that went to
 2,000 at once; after each stage the model is decoded greedily on **dev** only (the
@@ -24,6 +24,12 @@ before any dev WER existed):** two cores cannot train both candidates to 3,000 s
 session, so after the first stage only the candidate with the lower dev WER continues
 (``--halve``: a candidate whose first-stage dev WER is above another's stops there, its
 finished pairs staying in the report).
+
+**Longer training (started at 10:38 UTC on 2026-12-05, when the continuing candidate's
+dev WER was 26.4 / 16.4 / 12.6% at 1,000 / 2,000 / 3,000 steps and still falling; before
+any later dev WER existed):** the continuing candidate trains on to 6,000 steps in stages
+of 1,000 (``STAGES``), each stage decoded on dev as before. The rule below is unchanged:
+the new stages are more (candidate, stage) pairs for it to choose among.
 
 **Selection rule (written before the sweep ran):** among the (candidate, stage) pairs
 whose projected table time is at most ``--budget-hours`` (4 h, the issue's bound), the
@@ -61,7 +67,7 @@ CANDIDATES: dict[str, list[str]] = {
     # train a small corpus further in the same steps
     "lr4e-3": ["train.peak_lr=4e-3"],
 }
-STAGES = (1000, 2000, 3000)
+STAGES = (1000, 2000, 3000, 4000, 5000, 6000)
 TIE_POINTS = 0.5
 TIMING_STEPS = 60
 
