@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,6 +52,7 @@ __all__ = [
     "checkpoint_manager",
     "restore_latest",
     "save_checkpoint",
+    "average_checkpoints",
     "machine_info",
     "git_commit",
 ]
@@ -204,6 +206,36 @@ def save_checkpoint(mngr: Any, step: int, state: Any) -> None:
 
     mngr.save(step, args=ocp.args.StandardSave(state), force=True)
     mngr.wait_until_finished()
+
+
+def average_checkpoints(checkpoints: Sequence[str | os.PathLike]) -> Any:
+    """The element-wise mean of the ``params`` of several training checkpoints (each a
+    ``RUN/checkpoints/<step>`` folder of :func:`save_checkpoint`, or a copy of one):
+    checkpoint averaging, as ESPnet's recipes average their last or best epochs. The
+    checkpoints must hold the same parameter tree; the mean is accumulated in float64 and
+    returned in each leaf's dtype, as the stored (string-keyed) tree, which
+    :func:`save_params` writes and :func:`load_run` reads back."""
+    import orbax.checkpoint as ocp  # heavy: loaded by the loops that checkpoint only
+
+    if not checkpoints:
+        raise ValueError("average_checkpoints: no checkpoint given")
+    total, dtypes, structure = None, None, None
+    with ocp.StandardCheckpointer() as ckptr:
+        for c in checkpoints:
+            path = Path(c).absolute() / "default"
+            if not path.is_dir():
+                raise FileNotFoundError(f"{Path(c)} is not a training checkpoint (no default/)")
+            params = ckptr.restore(path)["params"]
+            leaves, treedef = jax.tree.flatten(params)
+            if structure is None:
+                structure, dtypes = treedef, [np.asarray(x).dtype for x in leaves]
+                total = [np.asarray(x, np.float64) for x in leaves]
+            elif treedef != structure:
+                raise ValueError(f"{Path(c)} holds another parameter tree than {checkpoints[0]}")
+            else:
+                total = [t + np.asarray(x, np.float64) for t, x in zip(total, leaves)]
+    n = len(checkpoints)
+    return jax.tree.unflatten(structure, [(t / n).astype(d) for t, d in zip(total, dtypes)])
 
 
 # --------------------------------------------------------------------------- runs
