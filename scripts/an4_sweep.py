@@ -31,7 +31,7 @@ any later dev WER existed):** the continuing candidate trains on to 6,000 steps 
 of 1,000 (``STAGES``), each stage decoded on dev as before. The rule below is unchanged:
 the new stages are more (candidate, stage) pairs for it to choose among.
 
-**Checkpoint averaging (written at 11:15 UTC on 2026-12-05, before any averaged model was
+**Checkpoint averaging (written at 11:13 UTC on 2026-12-05, before any averaged model was
 decoded; the 4,000-step dev WER, 11.37%, was known):** as ESPnet's recipe averages its best
 checkpoints, the mean of the parameters of the chosen stage's last 1,000 steps of
 checkpoints (one every 250 steps: five, the stage's own included;
