@@ -35,7 +35,7 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/usmlite-edu/usmlite_edu/blob/main/notebooks/05_prune_then_quantize_and_model_size.ipynb) [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/usmlite-edu/usmlite_edu/main?labpath=notebooks%2F05_prune_then_quantize_and_model_size.ipynb)
 #
 # * **Before you start:** Notebooks 01-04.
-# * **Reading time:** about 30 min (its text at 120 words a minute, 5 min an exercise).
+# * **Reading time:** about 35 min (its text at 120 words a minute, 5 min an exercise).
 # * **Running time:** 11 s in fast mode; 25 s in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 
 # %% tags=["colab"]
@@ -81,6 +81,7 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from usmlite_edu.core import compress, quant, sizes, sparsity
+from usmlite_edu.course import answers
 from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.speech import model, presets
 
@@ -525,10 +526,13 @@ print("frontier, heavy tails:  ", [p["spec"] for p in points_heavy if p["frontie
 # **Exercise 3 (prediction: a narrow model's overhead).** The exact size exceeds the paper's
 # estimate because of per-channel scales, zero points, index bits and the float layers.
 # For `int4+2:4`, is that excess `"larger"` or `"smaller"` for the project's `cpu` model
-# (`presets.get_preset("cpu").model`) than for the 2B model?
+# (`presets.get_preset("cpu").model`) than for the 2B model? Answer with a pair: your
+# choice, and the `cpu` model's excess in points of percent of float32 (exact size minus
+# the paper's estimate: `sizes.model_size(spec, "cpu").ratio` and `sizes.size_ratio`),
+# within 0.05 points.
 
 # %%
-my_cpu_excess = "larger"  # ANSWER: "larger" or "smaller"
+my_cpu_excess = ("larger", 1.90)  # ANSWER: ("larger" or "smaller", the cpu excess in points)
 
 
 # %%
@@ -537,10 +541,13 @@ def excess(preset, spec="int4+2:4"):
     return sizes.model_size(spec, preset).ratio - sizes.size_ratio(spec, preset)
 
 
-check_answer(
+answers.check_choice_and_number(
     "Exercise 3 (a narrow model's overhead)",
     my_cpu_excess,
     "larger" if excess("cpu") > excess("usm_2b") else "smaller",
+    excess("cpu"),
+    abs_tol=0.05,
+    rel_tol=0.0,
     choices=("larger", "smaller"),
     hint="a per-channel scale costs 32 bits per output channel, i.e. 32 / I bits per "
     "weight; and how big is the float softmax layer next to a small encoder?",

@@ -85,7 +85,7 @@ from IPython.display import display
 
 from usmlite_edu.core import compress, sizes
 from usmlite_edu.core.sizes import ParamInfo
-from usmlite_edu.course import explorer
+from usmlite_edu.course import answers, explorer
 from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.course.explorer import B0Layer, Setting, ToyWeights, explore
 
@@ -133,9 +133,11 @@ print("Delta^2/12 holds at 4-8 bits")
 # $\{-s, 0, s\}$ with $s = \max_i|w_{ij}|$. On the same Gaussian weights, is the measured
 # rounding error `"larger"` than $\Delta^2/12$, `"smaller"`, or `"about equal"` (within 5%)?
 # Think about where a Gaussian's weights lie relative to the three levels before running.
+# Answer with a pair: your choice, and the reason as a number: the fraction of the weights
+# (`gauss.sample()`, all channels) that round to the level 0 (within 0.03).
 
 # %%
-my_int2_vs_prediction = "smaller"  # ANSWER: "larger", "smaller" or "about equal"
+my_int2_vs_prediction = ("smaller", 0.89)  # ANSWER: (choice, fraction of weights at 0)
 
 # %%
 r2 = explore(Setting(bits=2), gauss)
@@ -144,13 +146,17 @@ measured = (
     if abs(r2.prediction_ratio - 1) < 0.05
     else ("larger" if r2.prediction_ratio > 1 else "smaller")
 )
-check_answer(
+w_g = gauss.sample()
+answers.check_choice_and_number(
     "Exercise 1 (three levels)",
     my_int2_vs_prediction,
     measured,
+    float((np.abs(w_g) < np.abs(w_g).max(axis=0) / 2).mean()),
     choices=("larger", "smaller", "about equal"),
-    hint="with s = max|w|, how many of the weights round to 0, and how far is a typical one "
-    "from 0 compared with s/2?",
+    abs_tol=0.03,
+    rel_tol=0.0,
+    hint="with s = max|w|, a weight rounds to 0 when |w| < s/2: how many do, and how far is "
+    "a typical one from 0 compared with s/2?",
     correct=f"measured / predicted = {r2.prediction_ratio:.3f}",
 )
 

@@ -157,12 +157,21 @@ def leaks(number: str, student, instructor) -> list[str]:
             value = ast.literal_eval(expr)
         except (ValueError, SyntaxError):
             value = None
-        if isinstance(value, str):
-            # a choice's word in a section heading or in the summary
-            word = _words(value)
+        # a choice (a string answer, or the string of a (choice, number) pair) in a
+        # section heading or in the summary
+        words = (
+            [value]
+            if isinstance(value, str)
+            else [v for v in value if isinstance(v, str)]
+            if isinstance(value, tuple | list)
+            else []
+        )
+        for choice in words:
+            word = _words(choice)
             for where in headings + summaries:
                 if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", where):
-                    found.append(f"{line}: the choice {value!r} in {where[:60]!r}")
+                    found.append(f"{line}: the choice {choice!r} in {where[:60]!r}")
+        if isinstance(value, str):
             continue
         # the slot's own expression (blanked in the student edition) anywhere else
         if (number, expr) in ALLOWED:
