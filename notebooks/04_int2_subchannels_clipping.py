@@ -77,7 +77,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from usmlite_edu.core import compress, quant, sizes
-from usmlite_edu.course import labs
+from usmlite_edu.course import answers, labs
 from usmlite_edu.course.exercises import check_answer
 
 # I = 1536 as in USM (g/I then equals the paper's g/1536); FAST has fewer channels.
@@ -400,19 +400,25 @@ assert all(sym_errs[g] > asym_errs[g] for g in sym_errs)
 # **Exercise 3 (prediction: which groups get clipped harder?).** The search picks a
 # clip ratio per (group, channel). With $g = 64$ groups of 24 rows, is the median ratio
 # it picks `"larger"` or `"smaller"` than with whole channels ($g = 1$, 1536 rows)?
+# Answer with a pair: your choice, and the reason as a number: the median, over the
+# 24-row groups of every channel, of a group's $\max|w|$ divided by its RMS (within 5%;
+# a whole channel's is about 7).
 
 # %%
-my_g64_ratio = "larger"  # ANSWER: "larger" or "smaller"
+my_g64_ratio = ("larger", 2.6)  # ANSWER: ("larger" or "smaller", median max|w| / RMS)
 
 # %%
 median_ratio = {
     g: float(jnp.median(quant.search_clip(W, 2, symmetric=False, sub_channels=g, grid=CLIP_GRID)))
     for g in (1, 64)
 }
-check_answer(
+groups24 = np.asarray(W).reshape(64, I // 64, J)
+answers.check_choice_and_number(
     "Exercise 3 (which groups get clipped harder?)",
     my_g64_ratio,
     "larger" if median_ratio[64] > median_ratio[1] else "smaller",
+    float(np.median(np.abs(groups24).max(axis=1) / np.sqrt((groups24**2).mean(axis=1)))),
+    rel_tol=0.05,
     choices=("larger", "smaller"),
     hint="the range of a group is set by its largest |w|; how does the largest of n "
     "heavy-tailed draws grow with n?",
