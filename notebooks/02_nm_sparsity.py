@@ -79,7 +79,7 @@ import numpy as np
 import optax
 
 from usmlite_edu.core import sparsity
-from usmlite_edu.course import labs
+from usmlite_edu.course import answers, labs
 from usmlite_edu.course.exercises import check_answer
 
 I, J = (256, 64) if FAST else (1536, 256)  # weight for the statistics
@@ -404,11 +404,16 @@ print("contained in Fig. 1's 2:4 mask:", bool(np.all(FIG1_MASK | (mask_1_4 == 0)
 # than a Gaussian. Draw the weight from a Student-t with `df` degrees of freedom
 # (smaller = heavier tails; 3 is heavy) and predict: compared with the Gaussian weight of
 # section 2, does the energy given up by 2:4 against unstructured 50% pruning (the gap
-# printed there) grow or shrink?
+# printed there) grow or shrink? Answer with a pair: your choice, and the reason as a
+# number: the share of `W_t`'s energy ($\sum w^2$) held by its largest 5% of weights
+# (within 0.04).
 
 # %%
 df = 3.0  # EXERCISE: Student-t degrees of freedom; try 2.5, 5, 30 after answering
-my_gap_change = "shrinks"  # ANSWER: "grows" or "shrinks"
+W_t = jax.random.t(jax.random.fold_in(key, 4), df, (I, J))
+
+# %%
+my_gap_change = ("shrinks", 0.55)  # ANSWER: ("grows" or "shrinks", top-5% energy share)
 
 
 # %%
@@ -418,12 +423,15 @@ def energy_gap(w):
     return kept_by(unstructured(w, 0.5)) - kept_by(sparsity.nm_mask(w, 2, 4))
 
 
-W_t = jax.random.t(jax.random.fold_in(key, 4), df, (I, J))
 gap_t = energy_gap(W_t)
-check_answer(
+e_t = np.sort(np.asarray(W_t).ravel() ** 2)[::-1]
+answers.check_choice_and_number(
     "Exercise 2 (heavier tails)",
     my_gap_change,
     "grows" if gap_t > gap24 else "shrinks",
+    float(e_t[: e_t.size // 20].sum() / e_t.sum()),
+    abs_tol=0.04,
+    rel_tol=0.0,
     choices=("grows", "shrinks"),
     hint="with heavy tails a few weights hold most of the energy; how often does a group "
     "of four hold three of them?",
