@@ -79,7 +79,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from usmlite_edu.core import quant
-from usmlite_edu.course import labs
+from usmlite_edu.course import answers, labs
 from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.speech import model, presets
 
@@ -412,13 +412,14 @@ assert np.allclose(step_ratio, 127 / 7, rtol=1e-5) and abs(factor / (127 / 7) - 
 # **Exercise 2 (prediction: an outlier moves).** Set the planted weight `W[5, 3]` to
 # `outlier_value` and predict, at int4: (a) how many of the `J` channels change their
 # per-channel error, and (b) whether the mean per-tensor error of the *other* channels
-# goes `"up"`, `"down"` or stays `"unchanged"`. Answer for 1.0 first; then try 0.05
-# and -100 and predict again.
+# goes `"up"`, `"down"` or stays `"unchanged"`, with the reason as a number: the new
+# per-tensor int4 scale divided by the old one (within 1%). Answer for 1.0 first; then
+# try 0.05 and -100 and predict again.
 
 # %%
 outlier_value = 1.0  # EXERCISE: the new value of W[5, 3]
 my_changed_channels = 1  # ANSWER: how many channels' per-channel int4 error change
-my_per_tensor_others = "up"  # ANSWER: "up", "down" or "unchanged"
+my_per_tensor_others = ("up", abs(outlier_value) / float(jnp.abs(W).max()))  # ANSWER: (dir, ratio)
 
 # %%
 W_ex = W.at[OUTLIER_ROW, OUTLIER_COL].set(outlier_value)
@@ -438,10 +439,12 @@ check_answer(
     hint="which channels' scales does W[5, 3] enter? Section 3's check is the clue",
     correct=f"channels whose error changed: {changed.tolist()}",
 )
-check_answer(
+answers.check_choice_and_number(
     "Exercise 2b (per-tensor)",
     my_per_tensor_others,
     direction,
+    float(s_tensor_ex[0, 0] / s_tensor[0, 0]),
+    rel_tol=0.01,
     choices=("up", "down", "unchanged"),
     hint="with one scale for the whole matrix, what sets it, and does outlier_value change it?",
     correct=f"mean RMS error of the other channels {before:.2e} -> {after:.2e}",
