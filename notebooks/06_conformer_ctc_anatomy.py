@@ -1054,8 +1054,9 @@ from usmlite_edu.deploy.recognizer import Recognizer
 
 AN4_B0 = (env.results or REPO / "results") / "an4" / "b0"
 an4_rec = Recognizer.from_run(AN4_B0)
+AN4_SAMPLE = (env.data_small or REPO / "data_small") / "an4_sample"
 an4_test = corpora.load_corpus(
-    "an4_sample", None, "test", seed=SEED, sample_rate=an4_rec.config.sample_rate
+    "an4_sample", AN4_SAMPLE, "test", seed=SEED, sample_rate=an4_rec.config.sample_rate
 )
 # the first spelled name of six or more letters (every word a single letter)
 an4_utt = next(
