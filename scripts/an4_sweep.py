@@ -40,6 +40,14 @@ STEPS``), and it replaces the stage's final parameters as B0 if its dev WER is l
 tie margin: the mean costs nothing at inference). The training loop keeps only its last
 two checkpoints, so a copy of each was kept as it appeared (``WORK/lr2e-3/kept``).
 
+**The longer run was lost (noted at 16:40 UTC on 2026-12-05):** the machine that held
+``runs/an4_sweep`` was replaced before the 6,000-step stage finished, and the run folder,
+its stage records and kept checkpoints went with it (only ``results/an4/sweep`` was
+committed). Two cores cannot retrain 6,000 steps and run the CI in one session, so the
+stages were retrained from scratch to 4,000 steps (``--stages 1000,2000,3000,4000``; the
+same seed, so the first three stages check that the committed records reproduce), and the
+rule below chooses among the stages that exist. The lost records are not used.
+
 **Selection rule (written before the sweep ran):** among the (candidate, stage) pairs
 whose projected table time is at most ``--budget-hours`` (4 h, the issue's bound), the
 one with the lowest dev WER is the recipe; a dev WER within 0.5 points of the lowest goes
