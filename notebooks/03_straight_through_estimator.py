@@ -79,7 +79,7 @@ import numpy as np
 import optax
 
 from usmlite_edu.core import compress, quant, sizes
-from usmlite_edu.course import labs
+from usmlite_edu.course import answers, labs
 from usmlite_edu.course.exercises import check_answer
 
 D_IN, D_TEACHER, D_HID, D_OUT = 16, 16, 128, 4
@@ -421,18 +421,26 @@ assert blocked(gamma_star * 1.001) == 0 and blocked(gamma_star * 0.999) == w_ex.
 # `int2/g4` gives every channel of the student 4 scales (groups of 4 rows of `w1`, 32 of
 # `w2`), `int4` gives every weight 2 more bits. After QAT from the same float student,
 # which one reaches the lower test error?
+#
+# Answer with a pair: your choice, and the number it follows from, the median over the
+# float student's `w1` of the step a weight gets under `int2/g4` divided by the step it
+# gets under `int4` (the grids below as `(bits, symmetric, sub_channels)`;
+# `answers.median_step_ratio` reads the steps off `quant.quantize`'s scales).
 
 # %%
-my_better = "int4"  # ANSWER: "int2/g4" or "int4"
+INT2_G4, INT4 = (2, False, 4), (4, True, 1)  # the asymmetric int2 grid, symmetric int4
+my_better = ("int4", answers.median_step_ratio(p_float["w1"], INT2_G4, INT4))  # ANSWER
 
 # %%
 ptq_g4 = float(mse(p_float, X_te, Y_te, "int2/g4"))
 p_g4, _ = train(p_float, "int2/g4", QAT_STEPS, 1e-2)
 qat_g4 = float(mse(p_g4, X_te, Y_te, "int2/g4"))
-check_answer(
+answers.check_choice_and_number(
     "Exercise 2 (sub-channels or bits?)",
     my_better,
     "int2/g4" if qat_g4 < results["int4 QAT"] else "int4",
+    answers.median_step_ratio(p_float["w1"], (2, False, 4), (4, True, 1)),
+    rel_tol=0.02,
     choices=("int2/g4", "int4"),
     hint="count the levels each weight can take, and how far a weight is from its level",
     correct=f"QAT test MSE: int2/g4 {qat_g4:.2e}, int4 {results['int4 QAT']:.2e}",
@@ -451,6 +459,8 @@ for e in ("E3", "E4", "E5", "E6", "E7"):
     print(f"paper {e}: {paper[e].description:27s} WER {paper[e].paper_wer}")
 assert ptq_g4 < results["int2 PTQ"] and qat_g4 < results["int2 QAT"]  # g4 helps int2 ...
 assert results["int4 QAT"] < qat_g4  # ... but two more bits help more
+step_ratio = answers.median_step_ratio(p_float["w1"], INT2_G4, INT4)
+print(f"median int2/g4 step / int4 step over w1: {step_ratio:.2f}")
 
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # **Discussion.** Sub-channels shrink int2's step wherever a group's range is smaller
@@ -458,7 +468,8 @@ assert results["int4 QAT"] < qat_g4  # ... but two more bits help more
 # still has only four levels. int4's step is $\max|w|/7$; asymmetric int2 splits the
 # range $[\min, \max]$ into 3 steps, about $2\max|w|/3$ for weights spread around zero:
 # $14/3 \approx 4.7$ times coarser, and a group of a quarter of the rows narrows the range
-# by much less than that. QAT moves weights between levels; it cannot add levels. The
+# by much less than that: the median ratio printed above is the step int2/g4 gives a
+# weight of `w1` in units of the step int4 gives it. QAT moves weights between levels; it cannot add levels. The
 # paper's Table 1 (printed above) orders them the same way: int4 QAT (E3) is close to
 # float, while int2 QAT needs sub-channels, and more of them, to come down (E4 to E7)
 # and still ends well above E3.

@@ -355,17 +355,25 @@ print(
 # **Exercise 2 (prediction: more scales or a better grid?).** Is symmetric int2 with 64
 # sub-channels (three levels, four times the scales) a substitute for the asymmetric
 # grid with 16? Predict which of the two has the lower relative error on `W`.
+#
+# Answer with a pair: your choice, and the number it follows from, the median over `W`'s
+# weights of the step a weight gets under symmetric g=64 divided by the step it gets
+# under asymmetric g=16 (the grids below as `(bits, symmetric, sub_channels)`;
+# `answers.median_step_ratio` reads the steps off `quant.quantize`'s scales).
 
 # %%
-my_more_accurate = "asymmetric g=16"  # ANSWER: "symmetric g=64" or "asymmetric g=16"
+SYM64, ASYM16 = (2, True, 64), (2, False, 16)
+my_more_accurate = ("asymmetric g=16", answers.median_step_ratio(W, SYM64, ASYM16))  # ANSWER
 
 # %%
 err_sym64 = rel_err(W, quant.dequantize(quant.quantize(W, 2, symmetric=True, sub_channels=64)))
 err_asym16 = rows[GROUPS.index(16)]["err"]
-check_answer(
+answers.check_choice_and_number(
     "Exercise 2 (more scales or a better grid?)",
     my_more_accurate,
     "symmetric g=64" if err_sym64 < err_asym16 else "asymmetric g=16",
+    answers.median_step_ratio(W, (2, True, 64), (2, False, 16)),
+    rel_tol=0.02,
     choices=("symmetric g=64", "asymmetric g=16"),
     hint="count the levels each grid can use per group, and compare with what four "
     "times shorter groups buy (section 2's table)",
@@ -385,13 +393,19 @@ for g in (1, 16, 32, 64, 128, 256):
     print(f"{g:4d} {100 * g / 1536:8.2f}% {sym_errs[g]:10.3f} {asym_errs[g]:11.3f}")
 catch_up = min((g for g in sym_errs if sym_errs[g] <= asym_errs[16]), default=None)
 print("smallest g at which symmetric matches asymmetric g=16:", catch_up)
+print(
+    f"median step, symmetric g=64 / asymmetric g=16: {answers.median_step_ratio(W, SYM64, ASYM16):.2f}"
+)
 assert all(sym_errs[g] > asym_errs[g] for g in sym_errs)
 
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # **Discussion.** No: at every group count the symmetric grid is worse than the
 # asymmetric one with the same groups, and it needs many times more scales to match
 # asymmetric $g=16$ (the table above). The symmetric grid throws away one of the four
-# codes everywhere, and a group's scale cannot give that code back. The asymmetric grid
+# codes everywhere, and a group's scale cannot give that code back: the median step
+# printed last is how much coarser its grid stays, even with four times the scales,
+# because a symmetric grid of three levels spans $[-\max|w|, \max|w|]$ with two steps
+# where the asymmetric one spans $[\min, \max]$ with three. The asymmetric grid
 # costs one small integer zero point per group and uses all four codes. For int2, a
 # better grid is cheaper than more scales; that is why the paper (following the 2-bit
 # Conformer paper) switches int2 to the asymmetric grid and only then adds sub-channels.

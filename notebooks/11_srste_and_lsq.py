@@ -85,7 +85,7 @@ import numpy as np
 import optax
 
 from usmlite_edu.core import quant, sparsity, stats
-from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.course import answers
 from usmlite_edu.speech import runs
 from usmlite_edu.training import train
 
@@ -468,17 +468,23 @@ print("every run scored on the same", len(scored[MODEL_SPECS[0]]), "utterances")
 # **Exercise 1 (prediction: SR-STE with a frozen mask).** On the toy of section 1, plain
 # one-shot (`2:4`) and SR-STE one-shot (`2:4/srste`) start from the same weights and
 # mask and use the same Adam. Compared with one-shot, does SR-STE one-shot end with a
-# `"lower"`, `"higher"` or `"equal"` training loss?
+# `"lower"`, `"higher"` or `"equal"` training loss? Answer with a pair: your choice, and
+# the number it follows from, the share of the toy weight's entries whose final values
+# differ between the two runs (by more than float32 rounding).
 
 # %%
-my_srste_frozen = "equal"  # ANSWER: "lower", "higher" or "equal"
+my_srste_frozen = ("equal", 0.5)  # ANSWER: (choice, share of the weights that differ)
 
 # %%
 gap = sr_one["losses"][-1] - one["losses"][-1]
-check_answer(
+w_one, w_sr = np.asarray(one["w"]), np.asarray(sr_one["w"])
+answers.check_choice_and_number(
     "Exercise 1 (SR-STE with a frozen mask)",
     my_srste_frozen,
     "equal" if abs(gap) <= 1e-4 * one["losses"][-1] else ("lower" if gap < 0 else "higher"),
+    float(np.mean(~np.isclose(w_one, w_sr, rtol=1e-3, atol=1e-6))),
+    rel_tol=0.0,
+    abs_tol=0.02,
     choices=("lower", "higher", "equal"),
     hint="which weights does the forward pass read when the mask never changes, and does "
     "Adam's update of a kept weight depend on the pruned ones?",
@@ -512,10 +518,12 @@ assert np.allclose(one["losses"], sr_one["losses"], rtol=1e-4, atol=0)
 # **Exercise 2 (prediction: the learned int2 step).** In section 3, LSQ trained the
 # step sizes of symmetric int2 (three levels, $-s, 0, s$) on the heavy-tailed toy weight,
 # starting from min/max. At the end, is the average learned step `"larger"` or
-# `"smaller"` than the min/max step it started from?
+# `"smaller"` than the min/max step it started from? Answer with a pair: your choice, and
+# the number it follows from, the share of `W_teach`'s weights that round to 0 at the
+# min/max start.
 
 # %%
-my_int2_step = "smaller"  # ANSWER: "larger" or "smaller"
+my_int2_step = ("smaller", float(np.mean(np.abs(W_teach) < np.abs(W_teach).max(0) / 2)))  # ANSWER
 
 
 # %%
@@ -541,10 +549,12 @@ def learned_log_steps(bits: int, steps: int = TOY_STEPS) -> tuple[np.ndarray, np
 
 s0, s1 = learned_log_steps(2)
 ratio = float(np.exp(np.mean(s1 - s0)))
-check_answer(
+answers.check_choice_and_number(
     "Exercise 2 (the learned int2 step)",
     my_int2_step,
     "larger" if ratio > 1 else "smaller",
+    float(jnp.mean(jnp.abs(W_teach / jnp.exp(s0)) < 0.5)),
+    rel_tol=0.01,
     choices=("larger", "smaller"),
     hint="with three levels, where does min/max put the step for a heavy-tailed channel, "
     "and how many weights then round to zero?",
@@ -579,17 +589,23 @@ print(
 # %% [markdown]
 # **Exercise 3 (prediction: the LSQ paper's initialisation at int8).** In section 2, which
 # start gave the larger int8 reconstruction error: `"minmax"` (Eq. 2 of USM-Lite) or
-# `"paper"` (Esser et al.'s $2\,\overline{|w|}/\sqrt{Q_P}$)?
+# `"paper"` (Esser et al.'s $2\,\overline{|w|}/\sqrt{Q_P}$)? Answer with a pair: your
+# choice, and the number it follows from, the largest value the paper's int8 grid reaches,
+# $Q_P s$, as a multiple of $\overline{|w|}$.
 
 # %%
-my_int8_worse_init = "paper"  # ANSWER: "minmax" or "paper"
+my_int8_worse_init = ("paper", 2 * 127**0.5)  # ANSWER: (choice, Q_P * s / mean|w|)
 
 # %%
 e_mm8, e_pp8 = init_err[8]
-check_answer(
+qp8 = quant.int_range(8, True)[1]
+reach = qp8 * quant.lsq_init_step(W_t, 8, method="paper") / jnp.mean(jnp.abs(W_t), axis=0)
+answers.check_choice_and_number(
     "Exercise 3 (the LSQ paper's initialisation at int8)",
     my_int8_worse_init,
     "paper" if e_pp8 > e_mm8 else "minmax",
+    float(jnp.mean(reach)),
+    rel_tol=0.01,
     choices=("minmax", "paper"),
     hint="compare Q_P * s, the largest value each grid reaches, with max|w| for Q_P = 127",
     correct=f"int8 relative error: min/max {e_mm8:.2e}, paper {e_pp8:.2e}",

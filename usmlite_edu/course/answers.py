@@ -19,9 +19,33 @@ from typing import Any
 
 import numpy as np
 
+from usmlite_edu.core import quant
 from usmlite_edu.course.exercises import Outcome, check_answer, matches
 
-__all__ = ["check_choice_and_number", "check_w8a8_bound", "w8a8_bound"]
+__all__ = ["check_choice_and_number", "check_w8a8_bound", "median_step_ratio", "w8a8_bound"]
+
+
+#: a quantization grid as ``(bits, symmetric, sub_channels)``, the arguments of
+#: :func:`usmlite_edu.core.quant.quantize`
+Grid = tuple[int, bool, int]
+
+
+def median_step_ratio(w: Any, a: Grid, b: Grid) -> float:
+    """The median, over the weights of the ``(in, out)`` matrix ``w``, of the step of the
+    grid ``a`` that a weight is quantized on divided by the step of grid ``b``.
+
+    Each grid's step is :func:`usmlite_edu.core.quant.quantize`'s scale of the weight's
+    (sub-channel group, output channel), the min/max step of Eq. (2); above 1, ``b``'s grid
+    is the finer one for most weights.
+    """
+    w = np.asarray(w, np.float32)
+
+    def step(grid: Grid) -> np.ndarray:
+        bits, symmetric, groups = grid
+        scale = np.asarray(quant.quantize(w, bits, symmetric=symmetric, sub_channels=groups).scale)
+        return np.repeat(scale, w.shape[0] // groups, axis=0)
+
+    return float(np.median(step(a) / step(b)))
 
 
 def w8a8_bound(x: Any, bits: int = 8) -> float:
