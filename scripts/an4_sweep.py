@@ -47,6 +47,10 @@ committed). Two cores cannot retrain 6,000 steps and run the CI in one session, 
 stages were retrained from scratch to 4,000 steps (``--stages 1000,2000,3000,4000``; the
 same seed, so the first three stages check that the committed records reproduce), and the
 rule below chooses among the stages that exist. The lost records are not used.
+``--restore`` puts back what the committed report holds and the new work folder lacks:
+the stage records of the candidate that is not retrained (``lr4e-3``, halved after its
+first stage) and the timing the projections used (the candidates' training rates), so that
+the report's projected table times stay those of the measured runs.
 
 **Selection rule (written before the sweep ran):** among the (candidate, stage) pairs
 whose projected table time is at most ``--budget-hours`` (4 h, the issue's bound), the
@@ -60,6 +64,8 @@ takes, so that the table's time is the open problem rather than a hidden one.
     # train every candidate (one process each; resumable: finished stages are skipped)
     python scripts/an4_sweep.py --data ../shared/corpora/an4 --work runs/an4_sweep --only lr2e-3
     python scripts/an4_sweep.py --data ../shared/corpora/an4 --work runs/an4_sweep --only lr4e-3
+    # after the lost run (see above): the committed records the new folder lacks
+    python scripts/an4_sweep.py --work runs/an4_sweep --restore results/an4/sweep/sweep.json
     # time the candidates on an otherwise idle machine, then write the report
     python scripts/an4_sweep.py --data ../shared/corpora/an4 --work runs/an4_sweep --time
     python scripts/an4_sweep.py --work runs/an4_sweep --report --out results/an4/sweep
@@ -278,6 +284,23 @@ def projected_hours(name: str, steps: int, timing: dict) -> float:
     return seconds / 3600
 
 
+def restore(work: Path, committed: Path) -> None:
+    """Write the committed report's stage records of each candidate that has none under
+    ``work``, and its timing as ``work/timing.json`` when there is none (see the module
+    docstring: the lost run)."""
+    old = json.loads(committed.read_text())
+    for name in CANDIDATES:
+        if _read_stages(work, name):
+            continue
+        recs = [r for r in old["pairs"] if r["candidate"] == name]
+        _stage_file(work, name).parent.mkdir(parents=True, exist_ok=True)
+        _stage_file(work, name).write_text("".join(json.dumps(r) + "\n" for r in recs))
+        print(f"{name}: restored {len(recs)} stage record(s) from {committed}")
+    if not (work / "timing.json").exists():
+        (work / "timing.json").write_text(json.dumps(old["timing"], indent=1))
+        print(f"timing restored from {committed}")
+
+
 def report(work: Path, out: Path, budget: float) -> None:
     if (work / "timing.json").exists():
         timing = json.loads((work / "timing.json").read_text())
@@ -404,7 +427,15 @@ def main(argv: list[str] | None = None) -> None:
         metavar="STEPS",
         help="decode on dev the checkpoint average of --only's last 1,000 steps up to STEPS",
     )
+    ap.add_argument(
+        "--restore",
+        type=Path,
+        metavar="SWEEP_JSON",
+        help="put back the committed report's records that WORK lacks (the lost run)",
+    )
     a = ap.parse_args(argv)
+    if a.restore:
+        restore(a.work, a.restore)
     if a.average:
         if not a.only:
             ap.error("--average needs --only NAME")
@@ -417,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
         time_candidates(a.data, a.work)
     if a.report:
         report(a.work, a.out, a.budget_hours)
-    if not (a.only or a.time or a.report):
+    if not (a.only or a.time or a.report or a.restore):
         ap.error("nothing to do: give --only NAME, --time or --report")
 
 
