@@ -40,7 +40,7 @@
 # %% [markdown] tags=["header"]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/usmlite-edu/usmlite_edu/blob/main/notebooks/12_mixed_precision_search.ipynb) [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/usmlite-edu/usmlite_edu/main?labpath=notebooks%2F12_mixed_precision_search.ipynb)
 #
-# * **Before you start:** Notebooks 01-05 (specs and the size column) and 07 (B0, paired comparisons).
+# * **Before you start:** Notebooks 01-05 (specs and the size column) and 07 (B0); paired comparisons: 13 (optional).
 # * **Reading time:** about 30 min (its text at 120 words a minute, 5 min an exercise).
 # * **Running time:** 41 s in fast mode; 7 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 

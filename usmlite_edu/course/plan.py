@@ -86,9 +86,15 @@ PLAN: dict[str, NotebookPlan] = {
         ),
         NotebookPlan(
             "07",
-            "Notebook 06 (its run or the committed B0); paired bootstrap intervals (explained inside).",
-            "L7 The reproduction: Tables 1-3 at reduced scale, claims with intervals",
-            "Exercises 1-3 (the size column, nested masks, the Pareto frontier); fine-tune your own spec (section 5) and compare it paired with a row",
+            "Notebook 06 (its run or the committed B0).",
+            "L7 Compression-aware fine-tuning: B0, PTQ live, Algorithm 1 on int4 + 2:4 and its invariants",
+            "Exercises 1-2 (the size column, nested masks); fine-tune your own spec (section 4)",
+        ),
+        NotebookPlan(
+            "13",
+            "Notebook 07; paired bootstrap intervals (explained inside). Optional: no later notebook needs it.",
+            "Deep dive after L7 (optional): the reduced-scale Tables 1-3, every WER from its transcripts, the paper's claims with paired intervals",
+            "Exercises 1-3 (the Pareto frontier, what one word weighs, a halved margin); compare your spec of 07 paired with a row",
         ),
         NotebookPlan(
             "08",
@@ -116,7 +122,7 @@ PLAN: dict[str, NotebookPlan] = {
         ),
         NotebookPlan(
             "12",
-            "Notebooks 01-05 (specs and the size column) and 07 (B0, paired comparisons).",
+            "Notebooks 01-05 (specs and the size column) and 07 (B0); paired comparisons: 13 (optional).",
             "L11 Beyond the paper: a spec per layer, from sensitivities and a knapsack or a Gumbel-softmax supernet",
             "Exercises 1-3 (a hand-made map's size, the size penalty, the most decided layer); rerun with your own BUDGET",
         ),
