@@ -203,7 +203,7 @@ print(f"energy given up for the N:M structure: 2:4 {gap24:.3f}, 1:4 {gap14:.3f}"
 # paper's Table 2 (2:4 nearly free, 1:4 not: E8 vs E10), but it is a statement about
 # one Gaussian matrix's energy before any training, not a measurement of word error
 # rate: Exercise 2 shows the gap changes with the weights' distribution, and
-# fine-tuning moves the kept weights (section 4, notebook 07).
+# fine-tuning moves the kept weights (notebook 07, section 3).
 #
 # ## 3. Why the groups run along the input dimension
 #
