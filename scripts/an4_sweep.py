@@ -69,6 +69,8 @@ takes, so that the table's time is the open problem rather than a hidden one.
     # time the candidates on an otherwise idle machine, then write the report
     python scripts/an4_sweep.py --data ../shared/corpora/an4 --work runs/an4_sweep --time
     python scripts/an4_sweep.py --work runs/an4_sweep --report --out results/an4/sweep
+    # B0 as the report chose it (then decode test once: README of results/an4)
+    python scripts/an4_sweep.py --work runs/an4_sweep --out results/an4/sweep --publish results/an4/b0
 
 Writes ``sweep.md`` and ``sweep.json`` to ``--out``.
 """
@@ -410,6 +412,38 @@ def report(work: Path, out: Path, budget: float) -> None:
     print("\n".join(lines))
 
 
+def publish(work: Path, report_dir: Path, to: Path) -> None:
+    """Write B0 as the report chose it (``report_dir/sweep.json``) to the run folder ``to``:
+    the candidate's config (its ``train_config.steps`` the chosen steps), training log and
+    tokenizer, and as ``params`` the checkpoint average where the averaging rule took it,
+    else the chosen stage's checkpoint (a kept copy, or the run's own)."""
+    from usmlite_edu.speech import runs
+
+    chosen = json.loads((report_dir / "sweep.json").read_text())
+    pick, averaged = chosen["pick"], chosen.get("averaged")
+    name, steps = pick["candidate"], pick["steps"]
+    run = work / name / "run"
+    if averaged and averaged.get("used"):
+        sources = [work / name / "kept" / str(s) for s in averaged["averaged"]]
+    else:
+        kept = work / name / "kept" / str(steps)
+        sources = [kept if kept.is_dir() else run / "checkpoints" / str(steps)]
+    missing = [str(p) for p in sources if not (p / "default").is_dir()]
+    if missing:
+        raise SystemExit(f"no checkpoint at {', '.join(missing)}: train the stage again")
+    params = runs.average_checkpoints(sources)  # one checkpoint: its own parameters
+    config = json.loads((run / "config.json").read_text())
+    config["train_config"]["steps"] = steps
+    shutil.rmtree(to, ignore_errors=True)
+    to.mkdir(parents=True)
+    (to / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    shutil.copy(run / "metrics.jsonl", to / "metrics.jsonl")
+    shutil.copytree(run / "tokenizer", to / "tokenizer")
+    runs.save_params(to / "params", params)
+    what = "mean of steps " + ", ".join(p.name for p in sources) if len(sources) > 1 else ""
+    print(f"B0 written to {to}: {name} at {steps} steps {('(' + what + ')') if what else ''}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", help="the AN4 folder")
@@ -433,6 +467,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SWEEP_JSON",
         help="put back the committed report's records that WORK lacks (the lost run)",
     )
+    ap.add_argument(
+        "--publish",
+        type=Path,
+        metavar="DIR",
+        help="write B0 as the report (--out) chose it to the run folder DIR",
+    )
     a = ap.parse_args(argv)
     if a.restore:
         restore(a.work, a.restore)
@@ -448,7 +488,9 @@ def main(argv: list[str] | None = None) -> None:
         time_candidates(a.data, a.work)
     if a.report:
         report(a.work, a.out, a.budget_hours)
-    if not (a.only or a.time or a.report or a.restore):
+    if a.publish:
+        publish(a.work, a.out, a.publish)
+    if not (a.only or a.time or a.report or a.restore or a.publish):
         ap.error("nothing to do: give --only NAME, --time or --report")
 
 
