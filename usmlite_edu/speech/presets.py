@@ -132,7 +132,7 @@ PRESETS: dict[str, Preset] = {
             # utterances are 2.5 s long), speed perturbation 0.9 / 1.0 / 1.1 (one copy of
             # the training set each) and dropout 0.1 (configs.AN4).
             TrainConfig(
-                steps=3000,
+                steps=4000,
                 batch_size=32,
                 peak_lr=2e-3,
                 encoder_warmup=300,
