@@ -107,18 +107,12 @@ RESULTS = Path(os.environ.get("USMLITE_RESULTS") or REPO / "results" / "cpu").ex
 B0_DIR = RESULTS / "b0"  # the dense baseline B0
 if not (B0_DIR / "config.json").exists():
     B0_DIR = RESULTS / "runs" / "B0_s0"  # where `reproduce` itself keeps it
-if not (B0_DIR / "config.json").exists() or not (RESULTS / "results.json").exists():
+RESULTS_JSON = reproduce.read_results(RESULTS)  # refused with what to run if missing or old
+if not (B0_DIR / "config.json").exists():
     raise FileNotFoundError(
-        f"no reproduction in {RESULTS.resolve()} (need results.json and b0/ or runs/B0_s0/): "
-        "run `usmlite-edu reproduce --preset cpu --corpus fsdd --data DIR --out results/cpu`, "
-        "or point USMLITE_RESULTS at another output directory of `usmlite-edu reproduce`"
-    )
-RESULTS_JSON = json.loads((RESULTS / "results.json").read_text())
-if "claims" not in RESULTS_JSON or not (RESULTS / "rows").is_dir():
-    raise ValueError(
-        f"{RESULTS / 'results.json'} was written by an older `usmlite-edu reproduce` (no claims "
-        "list, no rows/ with transcripts): run the reproduction again with this version, or "
-        "point USMLITE_RESULTS at an output directory it wrote"
+        f"no B0 in {RESULTS.resolve()} (need b0/ or runs/B0_s0/): run `usmlite-edu reproduce "
+        "--preset cpu --corpus fsdd --data DIR --out results/cpu`, or point USMLITE_RESULTS "
+        "at another output directory of `usmlite-edu reproduce`"
     )
 
 STEPS = 5 if FAST else 100  # fine-tuning steps of section 3 (the table's E rows: more)

@@ -101,19 +101,8 @@ from usmlite_edu.training import claims, reproduce
 REPO = env.repo or Path.cwd()  # the clone (outside one, the working directory)
 # The output of `usmlite-edu reproduce --preset cpu ... --out results/cpu` ($USMLITE_RESULTS: another).
 RESULTS = Path(os.environ.get("USMLITE_RESULTS") or REPO / "results" / "cpu").expanduser()
-if not (RESULTS / "results.json").exists():
-    raise FileNotFoundError(
-        f"no reproduction in {RESULTS.resolve()} (need results.json, table.md, rows/): "
-        "run `usmlite-edu reproduce --preset cpu --corpus fsdd --data DIR --out results/cpu`, "
-        "or point USMLITE_RESULTS at another output directory of `usmlite-edu reproduce`"
-    )
-RESULTS_JSON = json.loads((RESULTS / "results.json").read_text())
-if "claims" not in RESULTS_JSON or not (RESULTS / "rows").is_dir():
-    raise ValueError(
-        f"{RESULTS / 'results.json'} was written by an older `usmlite-edu reproduce` (no claims "
-        "list, no rows/ with transcripts): run the reproduction again with this version, or "
-        "point USMLITE_RESULTS at an output directory it wrote"
-    )
+# read and checked by the library: a missing or outdated folder says what to run
+RESULTS_JSON = reproduce.read_results(RESULTS)
 PRESET = RESULTS_JSON["preset"]  # the preset the reproduction ran (cpu: B0 of notebook 07)
 SUMMARY = {line["exp"]: line for line in RESULTS_JSON["summary"]}  # row -> its table line
 RECORDS = {(r["exp"], r["seed"]): r for r in RESULTS_JSON["runs"]}  # (row, seed) -> its run

@@ -213,3 +213,14 @@ def test_ci_reproduction_end_to_end_and_resume(tmp_path, capsys):
     bad.write_text(json.dumps({**rec, "start": "B0"}))
     with pytest.raises(ValueError, match="another plan"):
         reproduce.run("ci", None, tmp_path)
+
+
+def test_read_results_refuses_a_missing_or_old_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="usmlite-edu reproduce"):
+        reproduce.read_results(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"summary": [], "runs": []}))
+    with pytest.raises(ValueError, match="older `usmlite-edu reproduce`"):
+        reproduce.read_results(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"claims": [], "runs": []}))
+    (tmp_path / "rows").mkdir()
+    assert reproduce.read_results(tmp_path) == {"claims": [], "runs": []}

@@ -103,6 +103,7 @@ __all__ = [
     "summarize",
     "write_outputs",
     "publish_b0",
+    "read_results",
     "MAX_WORKING_WER",
 ]
 
@@ -473,6 +474,29 @@ def run(
     if any(r["exp"] == "B0" and r["seed"] == rc.seeds[0] for r in records):
         publish_b0(out, rc.seeds[0])
     return records
+
+
+def read_results(out: str | Path) -> dict:
+    """The ``results.json`` of a reproduction's output folder ``out`` (what
+    :func:`write_outputs` wrote), refused with a line that says what to run when the folder
+    holds none (``FileNotFoundError``) or one from a version without claims or the ``rows/``
+    transcripts (``ValueError``)."""
+    out = Path(out).expanduser()
+    path = out / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no reproduction in {out.resolve()} (need results.json, table.md, rows/): "
+            "run `usmlite-edu reproduce --preset cpu --corpus fsdd --data DIR --out results/cpu`, "
+            "or point USMLITE_RESULTS at another output directory of `usmlite-edu reproduce`"
+        )
+    results = json.loads(path.read_text())
+    if "claims" not in results or not (out / "rows").is_dir():
+        raise ValueError(
+            f"{path} was written by an older `usmlite-edu reproduce` (no claims list, no rows/ "
+            "with transcripts): run the reproduction again with this version, or point "
+            "USMLITE_RESULTS at an output directory it wrote"
+        )
+    return results
 
 
 def publish_b0(out: str | Path, seed: int = 0) -> Path:
