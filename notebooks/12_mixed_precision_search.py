@@ -42,7 +42,7 @@
 #
 # * **Before you start:** Notebooks 01-05 (specs and the size column) and 07 (B0); paired comparisons: 13 (optional).
 # * **Reading time:** about 30 min (its text at 120 words a minute, 5 min an exercise).
-# * **Running time:** 41 s in fast mode; 7 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
+# * **Running time:** 34 s in fast mode; 7 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 
 # %% tags=["colab"]
 # Colab only (elsewhere this cell does nothing): clone the repository, install the
@@ -499,7 +499,7 @@ else:  # FAST: the randomly initialised model itself (one compiled training step
         **{k.removeprefix("model."): v for k, v in TINY.items() if k.startswith("model.")},
         vocab_size=t_tok.vocab_size,
     )
-    t_tcfg = CI.train.replace(batch_size=8, bucket_seconds=(2.5, 4.5))
+    t_tcfg = CI.train.replace(batch_size=8, bucket_seconds=(4.5,))  # one compiled step
     start_params = model.init_params(t_cfg, "float", seed=SEED)
 assert train_split.sample_rate == t_cfg.sample_rate
 train_ds = batching.prepare(train_split, t_tok, t_cfg, t_tcfg.bucket_seconds)
