@@ -80,7 +80,6 @@ import optax
 
 from usmlite_edu.core import sparsity
 from usmlite_edu.course import answers, labs
-from usmlite_edu.course.exercises import check_answer
 
 I, J = (256, 64) if FAST else (1536, 256)  # weight for the statistics
 TOY_I, TOY_J, TOY_N = (32, 8, 256) if FAST else (64, 16, 1024)  # least squares
@@ -371,14 +370,15 @@ print("schedule checks passed")
 my_mask_1_4 = [[0, 0, 0, 1, 0, 1, 0, 0], [0, 0, 1, 0, 0, 0, 0, 1]]  # ANSWER: 2 rows of 0/1
 
 # %%
-mask_1_4 = np.asarray(sparsity.nm_mask(W_fig, 1, 4, axis=1)).astype(int)
-check_answer(
+answers.check_nm_mask_answer(
     "Exercise 1 (1:4 on Fig. 1)",
     my_mask_1_4,
-    mask_1_4,
+    W_fig,
+    1,
+    4,
+    axis=1,
     hint="in every group of 4 consecutive entries of a row keep only the largest |w|; "
     "W_fig has 2 rows of 2 groups",
-    correct=f"nm_mask gives {mask_1_4.tolist()}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -389,6 +389,7 @@ for r in range(2):
         print(
             f"row {r}, group {k}: {groups[r, k].tolist()} -> keep {groups[r, k][np.argmax(np.abs(groups[r, k]))]}"
         )
+mask_1_4 = np.asarray(sparsity.nm_mask(W_fig, 1, 4, axis=1)).astype(int)
 print("1:4 mask:\n", mask_1_4)
 print("contained in Fig. 1's 2:4 mask:", bool(np.all(FIG1_MASK | (mask_1_4 == 0))))
 
@@ -423,19 +424,14 @@ def energy_gap(w):
     return kept_by(unstructured(w, 0.5)) - kept_by(sparsity.nm_mask(w, 2, 4))
 
 
-gap_t = energy_gap(W_t)
-e_t = np.sort(np.asarray(W_t).ravel() ** 2)[::-1]
-answers.check_choice_and_number(
+answers.check_tail_gap_change(
     "Exercise 2 (heavier tails)",
     my_gap_change,
-    "grows" if gap_t > gap24 else "shrinks",
-    float(e_t[: e_t.size // 20].sum() / e_t.sum()),
-    abs_tol=0.04,
-    rel_tol=0.0,
-    choices=("grows", "shrinks"),
+    W_t,
+    energy_gap(W_t),
+    gap24,
     hint="with heavy tails a few weights hold most of the energy; how often does a group "
     "of four hold three of them?",
-    correct=f"gap {gap_t:.3f} at df={df} against {gap24:.3f} for the Gaussian",
 )
 
 
@@ -472,10 +468,13 @@ assert all(a > b for a, b in zip(gaps, gaps[1:]))  # heavier tails, smaller gap
 # **Exercise 3 (prediction: the length of the few-shot phase).** Section 4 compared
 # one-shot ($T_p = 1$) with $T_p =$ `T_P`. Does a longer few-shot phase *always* give a
 # lower final training loss on the toy? The check runs the schedule for a few more
-# $T_p$, up to the whole run (`STEPS`, a mask that never freezes).
+# $T_p$, up to the whole run (`STEPS`, a mask that never freezes), and prints the final
+# loss of each. Answer with a pair: `"always"` or `"not always"`, and the number your
+# choice follows from: the $T_p$ of the sweep with the lowest final loss, as a fraction of
+# `STEPS` (1.0 is the mask that never freezes; within 2%). Predict, then run and correct.
 
 # %%
-my_longer_always_better = False  # ANSWER: True or False
+my_longer_always_better = ("not always", 2 / 3)  # ANSWER: (choice, best T_p / STEPS)
 
 # %%
 # One-shot and T_p = T_P ran in section 4; three longer phases, the last never frozen.
@@ -487,10 +486,12 @@ final_loss = np.array([sweep[tp]["losses"][-1] for tp in TP_SWEEP])
 agreement = np.array([(sweep[tp]["used"][-1] == support_np).mean() for tp in TP_SWEEP])
 for tp, loss, agree in zip(TP_SWEEP, final_loss, agreement):
     print(f"T_p={tp:4d}: final loss {loss:.4f}, mask agrees with the true support on {agree:.3f}")
-check_answer(
+answers.check_longer_phase_always_better(
     "Exercise 3 (the length of the few-shot phase)",
     my_longer_always_better,
-    bool(np.all(np.diff(final_loss) <= 0)),
+    TP_SWEEP,
+    final_loss,
+    STEPS,
     hint="a step spent re-ranking the mask is a step the final mask's weights do not "
     "train under that mask; look at the last steps of a mask that is never frozen",
 )
