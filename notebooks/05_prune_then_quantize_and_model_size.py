@@ -82,7 +82,6 @@ from IPython.display import Markdown, display
 
 from usmlite_edu.core import compress, quant, sizes, sparsity
 from usmlite_edu.course import answers
-from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.speech import model, presets
 
 # Toy weight with the paper's input width, so sub-channel groups have the paper's
@@ -431,15 +430,13 @@ print(
 my_int8_1_4 = 100 * (1 / 4 * 8 / 32 + 1 / 32)  # ANSWER: percent of float32
 
 # %%
-paper_int8_1_4 = sizes.size_ratio("int8+1:4")
-check_answer(
+answers.check_size_ratio(
     "Exercise 1 (a size the paper did not print)",
     my_int8_1_4,
-    paper_int8_1_4,
+    "int8+1:4",
     abs_tol=0.01,
     hint="bits / 32 per kept weight times the kept fraction, plus 1 bit per weight for the "
     "mask; no sub-channel scales",
-    correct=f"{paper_int8_1_4:.3f}% (exact: {sizes.size_ratio('int8+1:4', convention='exact'):.2f}%)",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -450,7 +447,7 @@ print(
     ", ".join(f"{k} {100 * v:.3f}%" for k, v in terms.items()),
     f"= {100 * sum(terms.values()):.3f}%",
 )
-assert abs(100 * sum(terms.values()) - paper_int8_1_4) < 1e-9
+assert abs(100 * sum(terms.values()) - sizes.size_ratio("int8+1:4")) < 1e-9
 for spec_name in ("int4+2:4", "int8+1:4", "int2/g64"):
     toy_err = rel_err(W_toy, compress.compress_weight(W_toy, spec_name))
     print(
@@ -480,22 +477,21 @@ my_leave_heavy = {"int4"}  # ANSWER: specs that leave it with the heavy-tailed w
 W_heavy = jax.random.t(jax.random.fold_in(key, 3), 3.0, (I, J)) * 0.02
 points_exact = pareto_points(W_toy, PAPER_SPECS, "exact")
 points_heavy = pareto_points(W_heavy, PAPER_SPECS)
-front_of = lambda pts: {p["spec"] for p in pts if p["frontier"]}
-base_front = front_of(points)
-check_answer(
+answers.check_frontier_leavers(
     "Exercise 2a (exact sizes)",
     my_leave_exact,
-    base_front - front_of(points_exact),
+    points,
+    points_exact,
     hint="the exact size adds scales, zero points, index and float layers to every spec; "
     "does that reorder the sizes of the specs on the frontier?",
 )
-check_answer(
+answers.check_frontier_leavers(
     "Exercise 2b (heavy tails)",
     my_leave_heavy,
-    base_front - front_of(points_heavy),
+    points,
+    points_heavy,
     hint="which spec's error depends most on a channel's largest weight, and which "
     "nearby spec has many scales per channel?",
-    correct=f"joining it instead: {sorted(front_of(points_heavy) - base_front)}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -536,26 +532,19 @@ my_cpu_excess = ("larger", 1.90)  # ANSWER: ("larger" or "smaller", the cpu exce
 
 
 # %%
-def excess(preset, spec="int4+2:4"):
-    """Exact size minus the paper's estimate, in points of percent of float32."""
-    return sizes.model_size(spec, preset).ratio - sizes.size_ratio(spec, preset)
-
-
-answers.check_choice_and_number(
+answers.check_size_excess(
     "Exercise 3 (a narrow model's overhead)",
     my_cpu_excess,
-    "larger" if excess("cpu") > excess("usm_2b") else "smaller",
-    excess("cpu"),
-    abs_tol=0.05,
-    rel_tol=0.0,
-    choices=("larger", "smaller"),
+    "int4+2:4",
+    "cpu",
+    "usm_2b",
     hint="a per-channel scale costs 32 bits per output channel, i.e. 32 / I bits per "
     "weight; and how big is the float softmax layer next to a small encoder?",
-    correct=f"excess: cpu {excess('cpu'):.2f} points, usm_2b {excess('usm_2b'):.2f} points",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: every preset's breakdown for int4+2:4, in percent of its own float32 size.
+excess = lambda preset: answers.size_excess("int4+2:4", preset)  # exact - paper estimate
 print(
     f"{'preset':9s} {'dim':>5s} {'vocab':>6s} {'estimate':>9s} {'exact':>7s} {'excess':>7s} "
     f"{'scales':>7s} {'index':>6s} {'float layers':>13s}"

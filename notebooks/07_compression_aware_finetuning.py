@@ -97,7 +97,7 @@ import numpy as np
 
 from usmlite_edu.core import compress, sizes, sparsity
 from usmlite_edu.core.specs import CompressionSpec
-from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.course import answers
 from usmlite_edu.speech import batching, corpora, model, presets, runs
 from usmlite_edu.training import reproduce, train
 
@@ -907,16 +907,14 @@ ex1_spec = "int4+2:4"  # EXERCISE: any spec that fits (e.g. "int2/gs24" for the 
 my_ratio = 9.375  # ANSWER: your prediction, in percent of B0
 
 # %%
-true_ratio = sizes.size_ratio(ex1_spec, cfg)
-check_answer(
+answers.check_size_ratio(
     "Exercise 1 (the size column)",
     my_ratio,
-    true_ratio,
+    ex1_spec,
+    cfg,
     abs_tol=0.01,
     hint="100 * (n/m * bits/32 + 1/32 [mask] + 1/group_size [scales]); a dense spec has no "
     "mask term, and per-channel scales count 1/(rows of the layer), about 0 for the 2B model",
-    correct=f"{ex1_spec} = {true_ratio:.3f}% in the paper's convention; the exact stored "
-    f"size of our model is {sizes.size_ratio(ex1_spec, cfg, 'exact'):.2f}%",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -945,40 +943,29 @@ for spec_s in ("int4+2:4", "int2/gs24"):
 
 # %% [markdown]
 # **Exercise 2 (prediction: why 1:4 hurts more than 2:4).** On B0's weights, is every
-# weight that 1:4 keeps also kept by 2:4? And what fraction of 2:4's kept weights does
-# 1:4 keep? Predict, then the check computes both with `sparsity.nm_mask` on every
-# compressible kernel. Then think about Table 2: what does 1:4 throw away that 2:4
+# weight that 1:4 keeps also kept by 2:4? Answer with a pair: `"nested"` or `"not
+# nested"`, and the number it follows from, the fraction of 1:4's kept weights that 2:4
+# keeps too. And what fraction of 2:4's kept weights does 1:4 keep? Predict, then the
+# check computes all of them with `sparsity.nm_mask` on every compressible kernel. Then think about Table 2: what does 1:4 throw away that 2:4
 # keeps, and why can fine-tuning not bring it back?
 
 # %%
-my_nested = True  # ANSWER: is the 1:4 mask contained in the 2:4 mask? (True / False)
+my_nested = ("nested", 1.0)  # ANSWER: ("nested" or "not nested", share of 1:4 kept by 2:4)
 my_fraction = 0.5  # ANSWER: fraction of 2:4's kept weights that 1:4 keeps
 
 # %%
-nested, kept24, kept14, lost_mass = True, 0, 0, []
-for name, p in P.items():
-    if not p:
-        continue
-    w = np.asarray(W_b0[name])
-    m24, m14 = np.asarray(sparsity.nm_mask(w, 2, 4)), np.asarray(sparsity.nm_mask(w, 1, 4))
-    nested &= bool(np.all(m24 | ~m14))
-    kept24 += int(m24.sum())
-    kept14 += int((m14 & m24).sum())
-    lost_mass.append(np.sum(w[m24 & ~m14] ** 2) / np.sum(w[m24] ** 2))
-check_answer(
+kernels = [W_b0[name] for name, p in P.items() if p]  # every compressible kernel
+answers.check_nested_masks(
     "Exercise 2a (nested masks)",
     my_nested,
-    nested,
+    kernels,
     hint="both masks keep the largest |w| of each group of 4 along the input axis",
 )
-check_answer(
+answers.check_kept_fraction(
     "Exercise 2b (what 1:4 keeps of 2:4)",
     my_fraction,
-    kept14 / kept24,
-    abs_tol=1e-9,
+    kernels,
     hint="count the kept weights per group of 4: n of them",
-    correct=f"1:4 keeps {kept14 / kept24:.2f} of 2:4's weights; the ones it drops hold "
-    f"{100 * np.mean(lost_mass):.0f}% of their squared magnitude on average (per layer)",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -986,6 +973,7 @@ check_answer(
 g = np.array([0.3, -0.9, 0.05, 0.6], np.float32)[:, None]
 print("group", g.ravel(), "2:4 keeps", np.asarray(sparsity.nm_mask(g, 2, 4)).ravel())
 print("               1:4 keeps", np.asarray(sparsity.nm_mask(g, 1, 4)).ravel())
+lost_mass = [answers.nm_nesting([w])[2] for w in kernels]
 print(
     f"share of 2:4's kept energy that 1:4 drops: min {100 * min(lost_mass):.0f}%, "
     f"median {100 * np.median(lost_mass):.0f}%, max {100 * max(lost_mass):.0f}%"

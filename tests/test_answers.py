@@ -94,3 +94,118 @@ def test_longer_phase_always_better_reads_the_sweep_in_phase_order():
     assert check(("not always", 1.0)) == "wrong"  # the longest phase is not the best
     mono = answers.check_longer_phase_always_better("Ex", ("always", 1.0), [1, 2, 3], [3, 2, 1], 3)
     assert mono.status == "correct"
+
+
+def test_size_ratio_check_takes_the_paper_size_and_the_scales_price():
+    # int4 + 2:4 in the paper's convention: half the weights at 4 bits and a 1-bit mask
+    assert answers.check_size_ratio("Ex", 9.375, "int4+2:4", abs_tol=0.01).status == "correct"
+    assert answers.check_size_ratio("Ex", 6.25, "int4+2:4", abs_tol=0.01).status == "wrong"
+    # 128 float32 scales per column of the paper's 1536 inputs: 100 * 128 / 1536 points more
+    check = answers.check_size_ratio
+    assert check("Ex", 100 * 128 / 1536, "int2/g128", relative_to="int2").status == "correct"
+    assert check("Ex", 100 / 128, "int2/g128", relative_to="int2", abs_tol=0.005).status == "wrong"
+
+
+def test_frontier_leavers_is_a_set_difference_of_frontiers():
+    a = [{"spec": "x", "frontier": True}, {"spec": "y", "frontier": True}]
+    b = [{"spec": "x", "frontier": True}, {"spec": "y", "frontier": False}]
+    assert answers.frontier_leavers(a, b) == {"y"} and answers.frontier_leavers(b, a) == set()
+    assert answers.check_frontier_leavers("Ex", ["y"], a, b).status == "correct"
+    assert answers.check_frontier_leavers("Ex", set(), a, b).status == "wrong"
+
+
+def test_size_excess_of_a_narrow_model_is_larger():
+    cpu, big = answers.size_excess("int4+2:4", "cpu"), answers.size_excess("int4+2:4", "usm_2b")
+    assert cpu > big > 0
+    check = answers.check_size_excess
+    assert check("Ex", ("larger", cpu), "int4+2:4", "cpu", "usm_2b").status == "correct"
+    assert check("Ex", ("smaller", cpu), "int4+2:4", "cpu", "usm_2b").status == "wrong"
+    assert check("Ex", ("larger", cpu + 0.2), "int4+2:4", "cpu", "usm_2b").status == "wrong"
+
+
+def test_size_part_ratio_of_values_and_index():
+    check = answers.check_size_part_ratio
+    assert check("Ex", 4.0, "values", "int8", "int4+2:4", "cpu").status == "correct"
+    assert check("Ex", 2.0, "values", "int8", "int4+2:4", "cpu").status == "wrong"
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**16))
+def test_one_of_four_always_sits_inside_two_of_four(seed):
+    ws = [np.random.default_rng(seed).standard_normal((16, 6)).astype(np.float32)]
+    inside, kept, lost = answers.nm_nesting(ws)
+    assert inside == 1.0 and kept == 0.5 and 0.0 < lost < 0.5
+    assert answers.check_nested_masks("Ex", ("nested", 1.0), ws).status == "correct"
+    assert answers.check_nested_masks("Ex", ("not nested", 0.5), ws).status == "wrong"
+    assert answers.check_kept_fraction("Ex", 0.5, ws).status == "correct"
+    assert answers.check_kept_fraction("Ex", 0.25, ws).status == "wrong"
+
+
+def test_error_factor_is_the_ratio_of_the_two_widths_errors():
+    errors = {4: 0.18, 8: 0.01}
+    assert answers.check_error_factor("Ex", 18.0, errors, 4, 8).status == "correct"
+    assert answers.check_error_factor("Ex", 16.0, errors, 4, 8).status == "wrong"
+
+
+def test_an_outlier_changes_one_channel_and_the_per_tensor_scale():
+    w = np.random.default_rng(0).standard_normal((32, 6)).astype(np.float32) * 0.1
+    w_new = w.copy()
+    w_new[5, 3] = 1.0
+    assert answers.changed_channels(w, w_new, 4) == [3]
+    assert answers.check_changed_channels("Ex", 1, w, w_new).status == "correct"
+    assert answers.check_changed_channels("Ex", 6, w, w_new).status == "wrong"
+    others = np.arange(6) != 3
+    ratio = 1.0 / np.abs(w).max()  # the new largest |w| sets the one scale
+    check = answers.check_per_tensor_others
+    assert check("Ex", ("up", ratio), w, w_new, others).status == "correct"
+    assert check("Ex", ("down", ratio), w, w_new, others).status == "wrong"
+    assert check("Ex", ("unchanged", 1.0), w, w, others).status == "correct"
+
+
+def test_grid_choice_takes_the_more_accurate_grid_and_the_step_ratio():
+    w = np.random.default_rng(1).standard_t(4, (64, 8)).astype(np.float32)
+    grids = {"sym g=4": (2, True, 4), "asym g=1": (2, False, 1)}
+    errs = {k: answers.quantization_error(w, g) for k, g in grids.items()}
+    best = min(errs, key=errs.get)
+    ratio = answers.median_step_ratio(w, grids["sym g=4"], grids["asym g=1"])
+    assert answers.check_grid_choice("Ex", (best, ratio), w, grids).status == "correct"
+    other = next(k for k in grids if k != best)
+    assert answers.check_grid_choice("Ex", (other, ratio), w, grids).status == "wrong"
+    # measured errors, when given, decide the choice instead
+    flipped = {best: 1.0, other: 0.5}
+    assert answers.check_grid_choice("Ex", (other, ratio), w, grids, flipped).status == "correct"
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**16), st.floats(1e-2, 1e2))
+def test_tail_ratio_and_zero_share_do_not_depend_on_the_scale(seed, c):
+    w = np.random.default_rng(seed).standard_t(3, (64, 4))
+    assert answers.tail_ratio(c * w, 8) == pytest.approx(answers.tail_ratio(w, 8), rel=1e-9)
+    # the max over a group is at least its RMS and at most sqrt(n) times it
+    assert 1.0 <= answers.tail_ratio(w, 8) <= np.sqrt(8)
+    assert answers.zero_share(c * w) == pytest.approx(answers.zero_share(w))
+    assert 0.0 <= answers.zero_share(w) < 1.0  # a column's largest never rounds to 0
+
+
+def test_three_levels_and_channel_factor():
+    w = np.random.default_rng(2).standard_normal((256, 8))
+    share = answers.zero_share(w)
+    check = answers.check_three_levels
+    assert check("Ex", ("smaller", share), 0.8, w).status == "correct"
+    assert check("Ex", ("about equal", share), 0.8, w).status == "wrong"
+    assert check("Ex", ("about equal", share), 1.03, w).status == "correct"
+    errs, ref = np.array([0.1, 0.2, 0.3]), np.array([0.1, 0.1, 0.3])
+    assert answers.check_channel_factor("Ex", 1.0, errs, ref, [0, 2]).status == "correct"
+    assert answers.check_channel_factor("Ex", 2.0, errs, ref, [0, 2]).status == "wrong"
+
+
+def test_group_clipping_check():
+    w = np.random.default_rng(3).standard_t(3, (128, 8)).astype(np.float32)
+    grid = tuple(float(c) for c in np.linspace(0.5, 1.0, 6))
+    ratio = answers.tail_ratio(w, 16)
+    outcomes = {
+        c: answers.check_group_clipping("Ex", (c, ratio), w, grid, 16).status
+        for c in ("larger", "smaller")
+    }
+    assert sorted(outcomes.values()) == ["correct", "wrong"]
+    assert answers.check_group_clipping("Ex", ("larger", 2 * ratio), w, grid, 16).status == "wrong"
