@@ -378,21 +378,22 @@ print("int8 x int8 -> int32 checks passed")
 my_factor = 127 / 7  # ANSWER: relative error at int4 / relative error at int8
 
 # %%
-factor = err_chan[BITS.index(4)] / err_chan[BITS.index(8)]
-check_answer(
+answers.check_error_factor(
     "Exercise 1 (four bits fewer)",
     my_factor,
-    factor,
+    dict(zip(BITS, err_chan)),
+    4,
+    8,
     rel_tol=0.05,
     hint="each weight's error is at most half a step, and the step is max|w| / qmax with "
     "qmax = 2**(b-1) - 1: compare qmax at 4 and 8 bits, not 2**4 and 2**8",
-    correct=f"measured factor {factor:.2f}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: every channel's int4 step is exactly qmax(8) / qmax(4) = 127 / 7 times its int8
 # step, and the error follows the step.
 step_ratio = np.asarray(quant.quantize(W, 4).scale / quant.quantize(W, 8).scale)
+factor = err_chan[BITS.index(4)] / err_chan[BITS.index(8)]
 print(f"int4 step / int8 step, over all channels: {step_ratio.min():.4f} to {step_ratio.max():.4f}")
 print(f"127 / 7 = {127 / 7:.4f}; measured error factor {factor:.3f}")
 print(f"'one bit halves the error' (16) is off by {100 * (factor - 16) / factor:.0f}%")
@@ -423,43 +424,37 @@ my_per_tensor_others = ("up", abs(outlier_value) / float(jnp.abs(W).max()))  # A
 
 # %%
 W_ex = W.at[OUTLIER_ROW, OUTLIER_COL].set(outlier_value)
-Wc_ex, _ = per_channel(W_ex, 4)
-Wt_ex, s_tensor_ex = per_tensor(W_ex, 4)
-rms_ex = np.sqrt(np.mean(np.asarray(W_ex - Wc_ex) ** 2, axis=0))
-rms_t_ex = np.sqrt(np.mean(np.asarray(W_ex - Wt_ex) ** 2, axis=0))
-changed = np.flatnonzero(~np.isclose(rms_ex, rms_c, rtol=1e-6, atol=0))
-before, after = rms_t[others].mean(), rms_t_ex[others].mean()
-direction = (
-    "unchanged" if np.isclose(after, before, rtol=1e-6) else ("up" if after > before else "down")
-)
-check_answer(
+answers.check_changed_channels(
     "Exercise 2a (per-channel)",
     my_changed_channels,
-    len(changed),
+    W,
+    W_ex,
+    4,
     hint="which channels' scales does W[5, 3] enter? Section 3's check is the clue",
-    correct=f"channels whose error changed: {changed.tolist()}",
 )
-answers.check_choice_and_number(
+answers.check_per_tensor_others(
     "Exercise 2b (per-tensor)",
     my_per_tensor_others,
-    direction,
-    float(s_tensor_ex[0, 0] / s_tensor[0, 0]),
+    W,
+    W_ex,
+    others,
+    4,
     rel_tol=0.01,
-    choices=("up", "down", "unchanged"),
     hint="with one scale for the whole matrix, what sets it, and does outlier_value change it?",
-    correct=f"mean RMS error of the other channels {before:.2e} -> {after:.2e}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: the scales before and after, for both schemes.
 largest_other = float(jnp.abs(W.at[OUTLIER_ROW, OUTLIER_COL].set(0.0)).max())
+s_tensor_ex = per_tensor(W_ex, 4)[1]
+changed = answers.changed_channels(W, W_ex, 4)
 print(f"largest |w| of the matrix apart from W[5, 3]: {largest_other:.3f}")
 print(f"per-tensor scale: {float(s_tensor[0, 0]):.4f} -> {float(s_tensor_ex[0, 0]):.4f}")
 print(
     f"per-channel scale of column {OUTLIER_COL}: {float(s_chan[0, OUTLIER_COL]):.4f} -> "
     f"{float(quant.quantize(W_ex, 4).scale[0, OUTLIER_COL]):.4f}; every other column keeps its own"
 )
-print(f"per-channel errors that changed: columns {changed.tolist()}")
+print(f"per-channel errors that changed: columns {changed}")
 
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # **Discussion.** (a) A per-channel scale is computed from its own column only, so

@@ -78,7 +78,6 @@ import numpy as np
 
 from usmlite_edu.core import compress, quant, sizes
 from usmlite_edu.course import answers, labs
-from usmlite_edu.course.exercises import check_answer
 
 # I = 1536 as in USM (g/I then equals the paper's g/1536); FAST has fewer channels.
 I, J = (1536, 32) if FAST else (1536, 256)
@@ -321,15 +320,14 @@ for r in sizes.PAPER_ROWS:
 my_overhead_g128 = 100 * 128 / 1536  # ANSWER: percent of the float32 size
 
 # %%
-overhead_g128 = sizes.size_ratio("int2/g128") - sizes.size_ratio("int2")
-check_answer(
+answers.check_size_ratio(
     "Exercise 1 (the price of 128 groups)",
     my_overhead_g128,
-    overhead_g128,
+    "int2/g128",
+    relative_to="int2",
     abs_tol=0.005,
     hint="one float32 scale per group of I / g weights; the paper takes I = 1536 for "
     "every matrix (section 2's table)",
-    correct=f"{overhead_g128:.2f}% (int2 values: {sizes.size_ratio('int2'):.2f}%)",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -366,18 +364,13 @@ SYM64, ASYM16 = (2, True, 64), (2, False, 16)
 my_more_accurate = ("asymmetric g=16", answers.median_step_ratio(W, SYM64, ASYM16))  # ANSWER
 
 # %%
-err_sym64 = rel_err(W, quant.dequantize(quant.quantize(W, 2, symmetric=True, sub_channels=64)))
-err_asym16 = rows[GROUPS.index(16)]["err"]
-answers.check_choice_and_number(
+answers.check_grid_choice(
     "Exercise 2 (more scales or a better grid?)",
     my_more_accurate,
-    "symmetric g=64" if err_sym64 < err_asym16 else "asymmetric g=16",
-    answers.median_step_ratio(W, (2, True, 64), (2, False, 16)),
-    rel_tol=0.02,
-    choices=("symmetric g=64", "asymmetric g=16"),
+    W,
+    {"symmetric g=64": SYM64, "asymmetric g=16": ASYM16},
     hint="count the levels each grid can use per group, and compare with what four "
     "times shorter groups buy (section 2's table)",
-    correct=f"relative error: symmetric g=64 {err_sym64:.3f}, asymmetric g=16 {err_asym16:.3f}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -422,21 +415,14 @@ assert all(sym_errs[g] > asym_errs[g] for g in sym_errs)
 my_g64_ratio = ("larger", 2.6)  # ANSWER: ("larger" or "smaller", median max|w| / RMS)
 
 # %%
-median_ratio = {
-    g: float(jnp.median(quant.search_clip(W, 2, symmetric=False, sub_channels=g, grid=CLIP_GRID)))
-    for g in (1, 64)
-}
-groups24 = np.asarray(W).reshape(64, I // 64, J)
-answers.check_choice_and_number(
+answers.check_group_clipping(
     "Exercise 3 (which groups get clipped harder?)",
     my_g64_ratio,
-    "larger" if median_ratio[64] > median_ratio[1] else "smaller",
-    float(np.median(np.abs(groups24).max(axis=1) / np.sqrt((groups24**2).mean(axis=1)))),
-    rel_tol=0.05,
-    choices=("larger", "smaller"),
+    W,
+    CLIP_GRID,
+    64,
     hint="the range of a group is set by its largest |w|; how does the largest of n "
     "heavy-tailed draws grow with n?",
-    correct=f"median ratio: g=1 {median_ratio[1]:.2f}, g=64 {median_ratio[64]:.2f}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]

@@ -84,7 +84,6 @@ import numpy as np
 
 from usmlite_edu.core import quant, sizes
 from usmlite_edu.course import answers
-from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.deploy import export, infer
 from usmlite_edu.deploy.transcribe import transcribe_files
 from usmlite_edu.speech import runs
@@ -295,19 +294,22 @@ my_values_ratio = 4.0  # ANSWER: values bytes of int8 / values bytes of int4+2:4
 my_index_ratio = 0.5  # ANSWER: index bytes of int4+1:4 / index bytes of int4+2:4
 
 # %%
-size_of = lambda spec: sizes.model_size(spec, cfg)  # noqa: E731
-check_answer(
+answers.check_size_part_ratio(
     "Exercise 1a (int8 values)",
     my_values_ratio,
-    size_of("int8").values / size_of(SPEC).values,
-    rel_tol=1e-6,
+    "values",
+    "int8",
+    SPEC,
+    cfg,
     hint="bits per kept value times the fraction of values kept",
 )
-check_answer(
+answers.check_size_part_ratio(
     "Exercise 1b (1:4 index)",
     my_index_ratio,
-    size_of("int4+1:4").index / size_of(SPEC).index,
-    rel_tol=1e-6,
+    "index",
+    "int4+1:4",
+    SPEC,
+    cfg,
     hint="how many values does each group of 4 keep, and how many bits say where one is?",
 )
 
@@ -315,7 +317,7 @@ check_answer(
 # Solution: the components of the three specs (bytes; the packed files hold exactly these,
 # section 2), and the index bits per group that export stores.
 for spec_name in ("int8", SPEC, "int4+1:4"):
-    b = size_of(spec_name)
+    b = sizes.model_size(spec_name, cfg)
     print(
         f"{spec_name:9s} values {b.values / 8:9,.0f}  index {b.index / 8:8,.0f}  "
         f"scales {b.scales / 8:7,.0f}"

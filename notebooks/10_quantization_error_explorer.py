@@ -86,7 +86,6 @@ from IPython.display import display
 from usmlite_edu.core import compress, sizes
 from usmlite_edu.core.sizes import ParamInfo
 from usmlite_edu.course import answers, explorer
-from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.course.explorer import B0Layer, Setting, ToyWeights, explore
 
 SHAPE = (256, 64) if FAST else (1024, 128)  # (inputs, output channels) of the toy weights
@@ -141,23 +140,13 @@ my_int2_vs_prediction = ("smaller", 0.89)  # ANSWER: (choice, fraction of weight
 
 # %%
 r2 = explore(Setting(bits=2), gauss)
-measured = (
-    "about equal"
-    if abs(r2.prediction_ratio - 1) < 0.05
-    else ("larger" if r2.prediction_ratio > 1 else "smaller")
-)
-w_g = gauss.sample()
-answers.check_choice_and_number(
+answers.check_three_levels(
     "Exercise 1 (three levels)",
     my_int2_vs_prediction,
-    measured,
-    float((np.abs(w_g) < np.abs(w_g).max(axis=0) / 2).mean()),
-    choices=("larger", "smaller", "about equal"),
-    abs_tol=0.03,
-    rel_tol=0.0,
+    r2.prediction_ratio,
+    gauss.sample(),
     hint="with s = max|w|, a weight rounds to 0 when |w| < s/2: how many do, and how far is "
     "a typical one from 0 compared with s/2?",
-    correct=f"measured / predicted = {r2.prediction_ratio:.3f}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -222,20 +211,19 @@ my_loud_channel_factor = 1.0  # ANSWER: new relative error / old, for a scaled c
 # %%
 loud = ToyWeights(shape=SHAPE, outliers=3, outlier_scale=50, outlier_axis="output")
 r_loud = explore(Setting(bits=4), loud)
-cols = loud.outlier_index()
-factor_loud = float(np.mean(r_loud.channel_rel_error[cols] / r4.channel_rel_error[cols]))
-check_answer(
+answers.check_channel_factor(
     "Exercise 2 (a loud channel)",
     my_loud_channel_factor,
-    factor_loud,
-    rel_tol=0.01,
+    r_loud.channel_rel_error,
+    r4.channel_rel_error,
+    loud.outlier_index(),
     hint="the scale of channel j is max_i |w_ij| / qmax; what happens to w / s when the "
     "whole column is multiplied by 50?",
-    correct=f"measured factor {factor_loud:.4f} on channels {cols.tolist()}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: the scaled channels' scales, integer codes and relative errors.
+cols = loud.outlier_index()
 _, q_before = compress.prune_then_quantize(gauss.sample(), "int4")
 _, q_after = compress.prune_then_quantize(loud.sample(), "int4")
 print("scale ratio on those channels:", np.asarray(q_after.scale / q_before.scale)[0, cols])
@@ -341,16 +329,15 @@ print(
 my_exact_size = 100 * (2 / 32 + 6 / 144 + 2 * 6 / (32 * 144))  # ANSWER: exact size in %
 
 # %%
-exact = sizes.size_ratio("int2/g6", [ParamInfo("ffn1", (144, 576), "dense")], "exact")
-check_answer(
+answers.check_size_ratio(
     "Exercise 3 (an int2 layer's bytes)",
     my_exact_size,
-    exact,
+    "int2/g6",
+    [ParamInfo("ffn1", (144, 576), "dense")],
+    "exact",
     rel_tol=0.001,
     hint="per weight: 2 bits of value; per group and channel: one float32 scale and one "
     "2-bit zero point; divide everything by 32 bits per float32 weight",
-    correct=f"exact {exact:.3f}%, paper convention "
-    f"{sizes.size_ratio('int2/g6', [ParamInfo('ffn1', (144, 576), 'dense')], 'paper'):.3f}%",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -401,7 +388,8 @@ else:
 # sizes are those of usmlite_edu.core.sizes; the WER is a percentage of the words decoded.
 if HAVE_B0:
     assert r_b0.w.shape == (144, 576) and r_b0.model_spec == "int2/gs24"
-    assert r_b0.size_exact == exact  # the layer of exercise 3
+    layer = [ParamInfo("ffn1", (144, 576), "dense")]  # the layer of exercise 3
+    assert r_b0.size_exact == sizes.size_ratio("int2/g6", layer, "exact")
     assert r_b0.model_size_exact > r_b0.model_size_paper  # float layers, scales, zero points
     assert 0 <= ptq["wer"] and ptq["utterances"] == PTQ_UTTERANCES and ptq["words"] > 0
     print("B0 checks passed")

@@ -209,3 +209,111 @@ def test_group_clipping_check():
     }
     assert sorted(outcomes.values()) == ["correct", "wrong"]
     assert answers.check_group_clipping("Ex", ("larger", 2 * ratio), w, grid, 16).status == "wrong"
+
+
+def test_frames_and_ctc_repeats_of_the_cpu_model():
+    from usmlite_edu.speech import presets
+
+    cfg = presets.get_preset("cpu").model
+    # 1 s: 1 + (16000 - 512) // 160 = 97 frames of 80 bins; 3 s: 297 frames, then /2 /2
+    assert answers.feature_shape(cfg, 80, 1.0) == (1, 97, 80)
+    assert answers.check_feature_shape("Ex", (1, 100, 80), cfg, 80, 1.0).status == "wrong"
+    assert answers.encoder_frames(3.0, cfg) == 75
+    assert answers.check_encoder_frames("Ex", 74, 3.0, cfg).status == "wrong"
+    # k equal labels need k frames and k - 1 blanks: 2k - 1 <= 75
+    assert answers.max_repeats([7], 75) == 38 and answers.max_repeats([7, 8], 3) == 1
+    assert answers.max_repeats([7], 0) == 0
+    assert answers.check_max_repeats("Ex", 38, [7], 3.0, cfg).status == "correct"
+    assert answers.check_max_repeats("Ex", 75, [7], 3.0, cfg).status == "wrong"
+
+
+def test_shards_copies_and_train_state():
+    layout = {"shape": [64, 256], "shard_shape": [16, 256]}
+    assert answers.check_shard_shape("Ex", (16, 256), layout).status == "correct"
+    assert answers.check_shard_shape("Ex", (64, 64), layout).status == "wrong"
+    assert answers.check_copies("Ex", 2, layout, 8).status == "correct"
+    assert answers.check_copies("Ex", 4, layout, 8).status == "wrong"
+    gib = answers.train_state_bytes("int4+2:4", "usm_2b") / 2**30
+    assert 20 < gib < 25  # 12 bytes for each of about 1.84B parameters, a byte per mask
+    assert answers.check_train_state_gib("Ex", gib / 128, 128).status == "correct"
+    assert answers.check_train_state_gib("Ex", gib, 128).status == "wrong"
+
+
+def _plan(args, temps, memory=16 * 2**30):
+    return {"argument_bytes": args, "temp_bytes": temps, "device_memory_bytes": memory}
+
+
+def test_straight_line_peak_extrapolates_the_slopes():
+    G = 2**30
+    plans = {(2, "none"): _plan(1 * G, 4 * G), (2, "block"): _plan(1 * G, 2 * G),
+             (4, "block"): _plan(1.2 * G, 2.4 * G)}  # fmt: skip
+    # with remat: 1 + 30 * 0.1 arguments, 2 + 30 * 0.2 temporaries
+    assert answers.straight_line_peak(plans, 32, "block") / G == pytest.approx(12.0)
+    # without: each block also keeps what remat saves, (4 - 2) / 2 = 1 GiB
+    assert answers.straight_line_peak(plans, 32, "none") / G == pytest.approx(42.0)
+    check = answers.check_fits_without_remat
+    assert check("Ex", ("does not fit", 42.0), plans).status == "correct"
+    assert check("Ex", ("fits", 42.0), plans).status == "wrong"
+    assert check("Ex", ("does not fit", 12.0), plans).status == "wrong"
+
+
+def test_srste_learned_step_and_lsq_init_checks():
+    w = np.arange(10.0)
+    base = {"losses": np.array([2.0, 1.0]), "w": w}
+    same = {"losses": np.array([2.0, 1.0 + 1e-6]), "w": np.where(w < 5, w, w + 1)}
+    check = answers.check_frozen_mask_srste
+    assert answers.differing_share(base["w"], same["w"]) == 0.5
+    assert check("Ex", ("equal", 0.5), base, same).status == "correct"
+    assert check("Ex", ("lower", 0.5), base, same).status == "wrong"
+    assert check("Ex", ("equal", 0.0), base, same).status == "wrong"
+    wt = np.array([[0.1, 1.0], [0.2, -0.1], [1.0, 0.05], [0.3, 0.2]])
+    s0, s1 = np.log(np.array([1.0, 1.0])), np.log(np.array([0.5, 0.8]))
+    # at the start the step is 1: 6 of the 8 weights are below 1/2
+    assert answers.check_learned_step("Ex", ("smaller", 6 / 8), wt, s0, s1).status == "correct"
+    assert answers.check_learned_step("Ex", ("larger", 6 / 8), wt, s0, s1).status == "wrong"
+    assert answers.check_learned_step("Ex", ("smaller", 5 / 8), wt, s0, s1).status == "wrong"
+    wl = np.random.default_rng(4).standard_t(3, (256, 4)).astype(np.float32)
+    reach = 2 * 127**0.5  # Q_P s = 2 mean|w| sqrt(Q_P) / ... over mean|w|
+    assert answers.check_lsq_init("Ex", ("paper", reach), wl, 8).status == "correct"
+    assert answers.check_lsq_init("Ex", ("minmax", reach), wl, 8).status == "wrong"
+    assert answers.lsq_init_error(wl, 8, "paper") > answers.lsq_init_error(wl, 8, "minmax")
+
+
+def test_entropies_and_the_most_decided_layer():
+    p = np.array([[0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
+    h = answers.entropies(p)
+    np.testing.assert_allclose(h, [np.log(4), 0.0, np.log(2)], atol=1e-12)
+    layers = ["a", "b", "c"]
+    assert answers.check_entropies("Ex", (h, "b"), p, layers).status == "correct"
+    assert answers.check_entropies("Ex", (h, "a"), p, layers).status == "wrong"
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.floats(1, 100), st.floats(0, 50)), min_size=1, max_size=12))
+def test_pareto_rows_hold_the_smallest_and_the_most_accurate_row(rows):
+    summary = {f"E{i}": {"size_paper": s, "wer_test": w} for i, (s, w) in enumerate(rows)}
+    summary["W0"] = {"size_paper": 0.0, "wer_test": 0.0}  # a pre-trained start: left out
+    front = answers.pareto_rows(summary)
+    rows_e = [(r["size_paper"], r["wer_test"], e) for e, r in summary.items() if e != "W0"]
+    assert min(rows_e)[2] in front and min(rows_e, key=lambda r: (r[1], r[0]))[2] in front
+    # no row on the frontier is dominated by another row
+    for e in front:
+        s, w = summary[e]["size_paper"], summary[e]["wer_test"]
+        assert not any(s2 <= s and w2 <= w and (s2, w2) != (s, w) for s2, w2, _ in rows_e)
+    assert answers.check_pareto_frontier("Ex", sorted(front), summary).status == "correct"
+
+
+def test_word_points_and_margin_changes():
+    utts = [{"ref": "one two"}, {"ref": ""}, {"ref": "three"}]  # an empty ref is one word
+    assert answers.reference_words(utts) == 4
+    assert answers.check_word_points("Ex", 25.0, utts).status == "correct"
+    assert answers.check_word_points("Ex", 100 / 3, utts).status == "wrong"
+    claims = {"c": {"kind": "same", "reasons": {}, "verdicts": {}, "differences": {}}}
+    for split, lo, hi in (("test", -0.5, 0.5), ("unseen", -1.5, 1.5)):
+        claims["c"]["differences"][split] = {"lo": lo, "hi": hi}
+        claims["c"]["verdicts"][split] = answers.stats.verdict(lo, hi, "same", 1.0)
+    changed, judged = answers.margin_changes(claims, 1.0)
+    assert changed == [] and judged == 2
+    wide, _ = answers.margin_changes(claims, 2.0)
+    assert answers.check_margin_changes("Ex", len(wide), claims, 2.0).status == "correct"
+    assert answers.check_margin_changes("Ex", len(wide) + 1, claims, 2.0).status == "wrong"
