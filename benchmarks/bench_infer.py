@@ -80,10 +80,8 @@ def main() -> None:
     print("command: " + " ".join(["benchmarks/bench_infer.py", *sys.argv[1:]]))
     record: dict = {"machine": machine, "preset": args.preset, "seconds": args.seconds}
 
-    peaks = {
-        n: infer.matmul_peak(dt) / 1e9
-        for n, dt in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16), ("int8", jnp.int8))
-    }
+    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "int8": jnp.int8}
+    peaks = {n: v / 1e9 for n, v in infer.matmul_peaks(dtypes, reps=args.reps).items()}
     record["peaks_gops"] = peaks
     print("\nmatmul peaks (1024^3):")
     for n, v in peaks.items():

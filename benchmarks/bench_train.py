@@ -1,7 +1,9 @@
 """Training-step speed of the `cpu` preset on this machine, and where the time goes
 (printed, never asserted).
 
-Prints, from one run (ratios are measured side by side because these machines are noisy):
+Prints, from one run (ratios are measured side by side because these machines are noisy:
+the matmul peaks and the specs' training steps are each timed interleaved, one call of
+each per round for ``--steps`` rounds, the fastest call kept):
 
 * steps per second of dense float training (batch 32, one bucket);
 * model FLOPs per step from XLA's cost analysis, achieved FLOP/s, and that as a fraction
@@ -54,28 +56,9 @@ import optax
 from flax import nnx
 
 from usmlite_edu.core import sparsity
-from usmlite_edu.deploy.infer import interleaved_min
+from usmlite_edu.deploy.infer import interleaved_min, matmul_peaks
 from usmlite_edu.speech import batching, frontend, model, presets, runs
 from usmlite_edu.training import train
-
-
-def matmul_peak(dtype, n=1024, reps=50) -> float:
-    a = jnp.ones((n, n), dtype)
-    b = jnp.ones((n, n), dtype)
-    if dtype == jnp.int8:
-        f = jax.jit(
-            lambda a, b: jax.lax.dot_general(
-                a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.int32
-            )
-        )
-    else:
-        f = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
-    f(a, b).block_until_ready()
-    t = time.perf_counter()
-    for _ in range(reps):
-        out = f(a, b)
-    out.block_until_ready()
-    return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
 def fake_batch(cfg, batch_size, seconds, label_len=16, seed=0) -> batching.Batch:
@@ -93,24 +76,23 @@ def fake_batch(cfg, batch_size, seconds, label_len=16, seed=0) -> batching.Batch
     )
 
 
-def time_steps(spec: str, cfg, tcfg, batch, steps: int):
+def compiled_step(spec: str, cfg, tcfg, batch):
+    """The training step of ``spec`` compiled for ``batch``, its arguments (the initial
+    parameters and optimizer state, step 0), XLA's FLOPs per call and temp memory.
+    Called again with the same arguments it repeats the same work, which is what
+    :func:`interleaved_min` times."""
     tr = train.Trainer(cfg, spec, tcfg)
     params = tr.init_params(0)
     state = tr.setup_optimizer(params)
     key = jax.random.key(0)
     b = batching.Batch(*(jnp.asarray(x) for x in batch))
-    compiled = tr._step.lower(params, state, b, key, jnp.asarray(0, jnp.int32)).compile()
+    s0 = jnp.asarray(0, jnp.int32)
+    compiled = jax.jit(tr._step_impl).lower(params, state, b, key, s0).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     mem = compiled.memory_analysis()
-    params, state, loss, _ = tr.step(params, state, batch, key, 0)  # warm-up
-    jax.block_until_ready(loss)
-    t = time.perf_counter()
-    for s in range(steps):
-        params, state, loss, _ = tr.step(params, state, batch, key, s + 1)
-    jax.block_until_ready(loss)
-    dt = (time.perf_counter() - t) / steps
-    return dt, float(cost.get("flops", float("nan"))), getattr(mem, "temp_size_in_bytes", None)
+    flops = float(cost.get("flops", float("nan")))
+    return compiled, (params, state, b, key, s0), flops, getattr(mem, "temp_size_in_bytes", None)
 
 
 # --------------------------------------------------------------------------- profile
@@ -492,21 +474,22 @@ def main() -> None:
         f"{args.batch_size} x {args.seconds} s, matmul dtype {args.dtype or 'float32'}"
     )
 
-    peaks = {
-        name: matmul_peak(dt)
-        for name, dt in (
-            ("float32", jnp.float32),
-            ("bfloat16", jnp.bfloat16),
-            ("int8->int32", jnp.int8),
-        )
-    }
+    # every timing below: interleaved rounds, the fastest call of each kept (infer.interleaved_min)
+    peaks = matmul_peaks(
+        {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "int8->int32": jnp.int8},
+        reps=args.steps,
+    )
     for name, p in peaks.items():
         print(f"matmul peak (1024^3) {name:12s}: {p / 1e9:8.1f} GFLOP/s")
 
-    results = {}
+    steps, info = {}, {}
     for spec in args.specs:
-        dt, flops, temp = time_steps(spec, cfg, tcfg, batch, args.steps)
-        results[spec] = dt
+        compiled, step_args, flops, temp = compiled_step(spec, cfg, tcfg, batch)
+        steps[spec], info[spec] = (compiled, step_args), (flops, temp)
+    results = interleaved_min(steps, args.steps)
+    print(f"training steps, interleaved, fastest of {args.steps} rounds:")
+    for spec, dt in results.items():
+        flops, temp = info[spec]
         print(
             f"{spec:10s}: {1 / dt:6.2f} steps/s  ({dt * 1e3:7.1f} ms/step), "
             f"{flops / 1e9:7.2f} GFLOP/step -> {flops / dt / 1e9:6.1f} GFLOP/s = "

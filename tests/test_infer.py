@@ -5,6 +5,7 @@ compiled, the same text from a run and from its packed file, and refusals."""
 import dataclasses
 import functools
 import json
+import time
 from pathlib import Path
 
 import jax
@@ -213,3 +214,29 @@ def test_cli_refuses_unknown_arith_and_w8a8_on_groups(int8_run, capsys):
     argv = ["transcribe", "--checkpoint", str(run), "--spec", "int2/g2", "--arith", "w8a8"]
     assert cli.main([*argv, *WAVS]) == 2
     assert "use --arith w8 or w4" in capsys.readouterr().err
+
+
+def test_interleaved_min_keeps_the_fastest_call_of_each():
+    calls = {"a": 0, "b": 0}
+
+    def slow_then_fast(name, first_s):
+        def f():
+            calls[name] += 1
+            time.sleep(first_s if calls[name] <= 2 else 0.0)  # warm-up + round 1 slow
+            return jnp.zeros(())
+
+        return f, ()
+
+    best = infer.interleaved_min(
+        {"a": slow_then_fast("a", 0.05), "b": slow_then_fast("b", 0.02)}, 3
+    )
+    assert calls == {"a": 4, "b": 4}  # one warm-up call, then one per round
+    assert best["a"] < 0.02 and best["b"] < 0.02  # the slow first round is not what is kept
+
+
+def test_matmul_peaks_names_every_dtype_and_counts_two_flops_per_multiply_add():
+    peaks = infer.matmul_peaks({"f32": jnp.float32, "i8": jnp.int8}, n=64, reps=2)
+    assert set(peaks) == {"f32", "i8"}
+    assert all(np.isfinite(v) and v > 0 for v in peaks.values())
+    # one 64^3 product can't take longer than a second on any machine this runs on
+    assert min(peaks.values()) > 2 * 64**3

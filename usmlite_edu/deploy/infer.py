@@ -74,6 +74,7 @@ __all__ = [
     "interleaved_min",
     "time_forward",
     "matmul_peak",
+    "matmul_peaks",
 ]
 
 #: every arithmetic, float first
@@ -316,20 +317,37 @@ def time_forward(
     return {a: {part: t[(a, part)] for part in parts} for a in ariths}
 
 
-def matmul_peak(dtype, n: int = 1024, reps: int = 20) -> float:
-    """Operations per second of one jitted ``(n, n) x (n, n)`` product in ``dtype``:
-    ``float32``, ``bfloat16`` (accumulating in float32), or ``int8`` (``int8 x int8 ->
-    int32`` through ``jax.lax.dot_general``): the ceiling of what an arith can gain on
-    a matmul-bound model (as ``benchmarks/bench_train.py`` measures it)."""
+def _square_matmul(dtype, n: int):
+    """A jitted ``(n, n) x (n, n)`` product in ``dtype`` and its operand (see
+    :func:`matmul_peak`)."""
     a = jnp.ones((n, n), dtype)
     if jnp.dtype(dtype) == jnp.int8:
         dims = (((1,), (0,)), ((), ()))
         f = jax.jit(lambda a: jax.lax.dot_general(a, a, dims, preferred_element_type=jnp.int32))
     else:
         f = jax.jit(lambda a: jnp.matmul(a, a, preferred_element_type=jnp.float32))
-    f(a).block_until_ready()
+    return f, (a,)
+
+
+def matmul_peak(dtype, n: int = 1024, reps: int = 20) -> float:
+    """Operations per second of one jitted ``(n, n) x (n, n)`` product in ``dtype``:
+    ``float32``, ``bfloat16`` (accumulating in float32), or ``int8`` (``int8 x int8 ->
+    int32`` through ``jax.lax.dot_general``): the ceiling of what an arith can gain on
+    a matmul-bound model. Mean of ``reps`` back-to-back calls after a warm-up call; to
+    compare dtypes on a shared machine use :func:`matmul_peaks`."""
+    f, args = _square_matmul(dtype, n)
+    f(*args).block_until_ready()
     t = time.perf_counter()
     for _ in range(reps):
-        out = f(a)
+        out = f(*args)
     out.block_until_ready()
     return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def matmul_peaks(dtypes: dict[str, Any], n: int = 1024, reps: int = 20) -> dict[str, float]:
+    """``{name: operations per second}`` of the :func:`matmul_peak` product for each of
+    ``dtypes`` (``{name: dtype}``), timed by :func:`interleaved_min`: one call of each
+    per round for ``reps`` rounds, the fastest call kept, so every dtype sees the same
+    background load and the ratios between them are measured side by side."""
+    fns = {name: _square_matmul(dt, n) for name, dt in dtypes.items()}
+    return {k: 2 * n**3 / sec for k, sec in interleaved_min(fns, reps).items()}
