@@ -55,7 +55,8 @@ the report's projected table times stay those of the measured runs.
 **Cheaper candidates (written at 20:26 UTC on 2026-12-05, before either trained a step;
 the dev WERs of ``lr2e-3`` to 4,000 steps and of ``lr4e-3`` at 1,000 were known):** no
 pair fitted the 4 h budget, and the table's time is mostly steps (the W0-W3 starts of
-three seeds, 63% of the projected 13.5 h; the 54 fine-tuned rows, 36%). Two candidates
+three seeds, 61% of the projected 13.5 h; the 54 fine-tuned rows, 37%; compiling, 3%:
+shares corrected at 20:40 from the report's new breakdown, first written as 63% and 36%). Two candidates
 that cost less per step join, both with the first stage's better peak (2e-3) and five
 buckets instead of two (AN4's utterances are 2.7 s on average, and with buckets of 4.0 and
 7.5 s 40% of what a step computes is padding; with 2.0 / 3.0 / 4.0 / 5.5 / 7.5 s, 18%):
@@ -282,8 +283,10 @@ def time_candidates(data: str, work: Path) -> None:
     )
 
 
-def projected_hours(name: str, steps: int, timing: dict) -> float:
-    """The three-seed table's wall time if B0's recipe were (``name``, ``steps``)."""
+def table_seconds(name: str, steps: int, timing: dict) -> dict[str, float]:
+    """Where the three-seed table's projected time goes if B0's recipe were (``name``,
+    ``steps``): seconds of the W0-W3 starts (``pretrain``), of the fine-tuned B, E and V
+    rows, and of compiling (one program per spec and bucket)."""
     from usmlite_edu.speech.presets import get_preset
     from usmlite_edu.training import reproduce
 
@@ -292,16 +295,22 @@ def projected_hours(name: str, steps: int, timing: dict) -> float:
     ratio = {exp: r for exp, r, _ in reproduce.DENSE_SIZES}
     ratio.update({"W" + exp[1:]: r for exp, r, _ in reproduce.DENSE_SIZES})
     t = timing["candidates"][name]
-    seconds = 0.0
+    parts = {"pretrain": 0.0, "B rows": 0.0, "E rows": 0.0, "V rows": 0.0}
     programs = set()
     for row in reproduce.plan(p):
         if row.kind == "ptq":
             continue
         n = steps if row.kind == "pretrain" else rc.finetune_steps
-        seconds += n * t["s_per_step"] * ratio.get(row.exp, 1.0)
+        key = "pretrain" if row.kind == "pretrain" else f"{row.exp[0]} rows"
+        parts[key] += n * t["s_per_step"] * ratio.get(row.exp, 1.0)
         programs.add((row.exp if row.exp[1:] in "123" else "", row.spec, row.train))
-    seconds += len(programs) * len(p.train.bucket_seconds) * t["compile_s"]
-    return seconds / 3600
+    parts["compile"] = len(programs) * len(p.train.bucket_seconds) * t["compile_s"]
+    return parts
+
+
+def projected_hours(name: str, steps: int, timing: dict) -> float:
+    """The three-seed table's wall time if B0's recipe were (``name``, ``steps``)."""
+    return sum(table_seconds(name, steps, timing).values()) / 3600
 
 
 def restore(work: Path, committed: Path) -> None:
@@ -324,23 +333,25 @@ def restore(work: Path, committed: Path) -> None:
 def report(work: Path, out: Path, budget: float) -> None:
     if (work / "timing.json").exists():
         timing = json.loads((work / "timing.json").read_text())
-    else:  # no timing pass: each candidate's own training rate, under the sweep's load
+    else:
         timing = {
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
-            "source": "the candidates' own training logs (median rate, other work beside them)",
             "candidates": {},
         }
-        for name in CANDIDATES:
-            from usmlite_edu.speech import runs
+    for name in CANDIDATES:  # no timing pass for it: its own training rate, under load
+        if name in timing["candidates"] or not _read_stages(work, name):
+            continue
+        from usmlite_edu.speech import runs
 
-            logged, _ = runs.read_metrics(work / name / "run")
-            rates = [r["steps_per_sec"] for r in logged if "steps_per_sec" in r][1:]
-            timing["candidates"][name] = {
-                "s_per_step": 1 / statistics.median(rates),
-                "compile_s": 30.0,
-                "load_before": float("nan"),
-            }
+        logged, _ = runs.read_metrics(work / name / "run")
+        rates = [r["steps_per_sec"] for r in logged if "steps_per_sec" in r][1:]
+        timing["candidates"][name] = {
+            "s_per_step": 1 / statistics.median(rates),
+            "compile_s": 30.0,
+            "load_before": float("nan"),
+            "source": "its own training log (median rate, other work beside it)",
+        }
     pairs = []
     for name in CANDIDATES:
         for rec in _read_stages(work, name):
@@ -389,8 +400,17 @@ def report(work: Path, out: Path, budget: float) -> None:
     for name, t in timing["candidates"].items():
         lines.append(
             f"- {name}: {t['s_per_step']:.3f} s/step, compile about {t['compile_s']:.0f} s "
-            f"per program"
+            f"per program" + (f" ({t['source']})" if "source" in t else "")
         )
+    parts = table_seconds(pick["candidate"], pick["steps"], timing)
+    total = sum(parts.values())
+    lines += [
+        "",
+        f"Where the projected {total / 3600:.1f} h of the {pick['candidate']} / "
+        f"{pick['steps']}-step table go: "
+        + ", ".join(f"{k} {v / 3600:.1f} h ({100 * v / total:.0f}%)" for k, v in parts.items())
+        + ".",
+    ]
     # the averaging rule, on the chosen pair only
     averaged = None
     avg_file = work / pick["candidate"] / "average.jsonl"

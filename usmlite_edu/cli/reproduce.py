@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--preset",
         default="ci",
         metavar="PRESET",
-        help="ci (data_small, minutes) or cpu (FSDD, hours on 2 cores)",
+        help="ci (data_small, minutes), cpu (FSDD, hours on 2 cores) or an4 (AN4; its "
+        "table's time on 2 cores: results/an4/README.md)",
     )
     r.add_argument(
         "--corpus",
