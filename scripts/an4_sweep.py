@@ -56,7 +56,7 @@ the report's projected table times stay those of the measured runs.
 the dev WERs of ``lr2e-3`` to 4,000 steps and of ``lr4e-3`` at 1,000 were known):** no
 pair fitted the 4 h budget, and the table's time is mostly steps (the W0-W3 starts of
 three seeds, 61% of the projected 13.5 h; the 54 fine-tuned rows, 37%; compiling, 3%:
-shares corrected at 20:40 from the report's new breakdown, first written as 63% and 36%). Two candidates
+shares corrected at 20:31 from the report's new breakdown, first written as 63% and 36%). Two candidates
 that cost less per step join, both with the first stage's better peak (2e-3) and five
 buckets instead of two (AN4's utterances are 2.7 s on average, and with buckets of 4.0 and
 7.5 s 40% of what a step computes is padding; with 2.0 / 3.0 / 4.0 / 5.5 / 7.5 s, 18%):
