@@ -435,15 +435,14 @@ my_better = ("int4", answers.median_step_ratio(p_float["w1"], INT2_G4, INT4))  #
 ptq_g4 = float(mse(p_float, X_te, Y_te, "int2/g4"))
 p_g4, _ = train(p_float, "int2/g4", QAT_STEPS, 1e-2)
 qat_g4 = float(mse(p_g4, X_te, Y_te, "int2/g4"))
-answers.check_choice_and_number(
+answers.check_grid_choice(
     "Exercise 2 (sub-channels or bits?)",
     my_better,
-    "int2/g4" if qat_g4 < results["int4 QAT"] else "int4",
-    answers.median_step_ratio(p_float["w1"], (2, False, 4), (4, True, 1)),
-    rel_tol=0.02,
-    choices=("int2/g4", "int4"),
+    p_float["w1"],
+    {"int2/g4": INT2_G4, "int4": INT4},
+    {"int2/g4": qat_g4, "int4": results["int4 QAT"]},
+    measure="QAT test MSE",
     hint="count the levels each weight can take, and how far a weight is from its level",
-    correct=f"QAT test MSE: int2/g4 {qat_g4:.2e}, int4 {results['int4 QAT']:.2e}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]

@@ -82,7 +82,6 @@ import numpy as np
 
 from usmlite_edu.core import sizes
 from usmlite_edu.course import answers
-from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.course.mesh_tour import WEIGHT_PATH, tour
 from usmlite_edu.scale import mesh
 from usmlite_edu.speech import model, presets
@@ -187,22 +186,23 @@ for part in ("kernel", "scales", "mask"):
     print(lay["drawing"])
 
 # %%
-check_answer(
+answers.check_shard_shape(
     "Exercise 1a (the kernel's slice)",
     my_kernel_shard,
-    tuple(T["kernel"]["shard_shape"]),
+    T["kernel"],
     hint="the rules split the model dimension (the first axis) over fsdp only",
 )
-check_answer(
+answers.check_copies(
     "Exercise 1b (copies)",
     my_copies,
-    DEVICES // int(np.prod(T["kernel"]["shape"]) // np.prod(T["kernel"]["shard_shape"])),
+    T["kernel"],
+    DEVICES,
     hint="which mesh axis does not appear in the kernel's spec?",
 )
-check_answer(
+answers.check_shard_shape(
     "Exercise 1c (the scales)",
     my_scales_shard,
-    tuple(T["scales"]["shard_shape"]),
+    T["scales"],
     hint="a scale is the max over a whole column; the columns are not split here",
 )
 
@@ -323,23 +323,16 @@ my_state_dp_gib = 22.3  # ANSWER: GiB per core, data parallel
 my_state_fsdp_gib = 0.17  # ANSWER: GiB per core, fsdp=128
 
 # %%
-sb = sizes.model_size("int4+2:4", "usm_2b")
-n_params = sb.float_total / 32  # float_total counts bits of the float32 model
-n_compressible = sb.index  # 1 mask bit per compressible weight in the size accounting
-state_bytes = 12 * n_params + n_compressible
-check_answer(
+answers.check_train_state_gib(
     "Exercise 2a (data parallel)",
     my_state_dp_gib,
-    state_bytes / GiB,
     rel_tol=0.05,
     hint="4 + 4 + 4 bytes per parameter, plus 1 byte per compressible weight; GiB = 2**30",
-    correct=f"{n_params / 1e9:.3f}B parameters, {n_compressible / 1e9:.3f}B compressible: "
-    f"train state {state_bytes / GiB:.1f} GiB",
 )
-check_answer(
+answers.check_train_state_gib(
     "Exercise 2b (fsdp=128)",
     my_state_fsdp_gib,
-    state_bytes / 128 / GiB,
+    128,
     rel_tol=0.1,
     hint="FSDP divides every sharded array by the size of the fsdp axis",
 )
@@ -347,6 +340,9 @@ check_answer(
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: the state term by term, and a check against the compiled 2-block plan, whose
 # arguments per core are the 2-block state over 128 plus the core's slice of the batch.
+sb = sizes.model_size("int4+2:4", "usm_2b")
+n_params = sb.float_total / 32  # float_total counts bits of the float32 model
+n_compressible = sb.index  # 1 mask bit per compressible weight in the size accounting
 terms = {"weights": 4 * n_params, "Adam m": 4 * n_params, "Adam v": 4 * n_params,
          "masks": n_compressible}  # fmt: skip
 print(", ".join(f"{k} {v / GiB:.2f} GiB" for k, v in terms.items()),
@@ -383,16 +379,14 @@ nr, rb, rb4 = plans[(2, "none")], plans[(2, "block")], plans[(4, "block")]
 per_block_remat = (rb4["temp_bytes"] - rb["temp_bytes"]) / 2  # measured slope with remat
 per_block_saved = (nr["temp_bytes"] - rb["temp_bytes"]) / 2  # extra per block without it
 arg_slope = (rb4["argument_bytes"] - rb["argument_bytes"]) / 2
-est = {}
-for remat, extra in (("block", 0.0), ("none", per_block_saved)):
-    temps = rb["temp_bytes"] + 30 * (per_block_remat + extra)
-    est[remat] = rb["argument_bytes"] + 30 * arg_slope + temps
+# 30 blocks more than the 2-block plan, each with the measured slopes (with remat)
+est_block = rb["argument_bytes"] + 30 * arg_slope + rb["temp_bytes"] + 30 * per_block_remat
 print(f"temporaries per core, 2 blocks: remat=none {nr['temp_bytes'] / GiB:.2f} GiB, "
       f"remat=block {rb['temp_bytes'] / GiB:.2f} GiB")  # fmt: skip
 print(f"per block: {per_block_remat / GiB:.3f} GiB with remat, "
       f"{(per_block_remat + per_block_saved) / GiB:.3f} GiB without")  # fmt: skip
 # the remat=none estimate is Exercise 3's to make (its solution prints it)
-print(f"estimate, 32 blocks, remat=block: {est['block'] / GiB:.1f} GiB per core (of 16)")
+print(f"estimate, 32 blocks, remat=block: {est_block / GiB:.1f} GiB per core (of 16)")
 assert nr["temp_bytes"] > rb["temp_bytes"]
 
 # %% [markdown]
@@ -408,7 +402,7 @@ whole = json.loads(
 )
 print(
     f"compiled, 32 blocks, remat={whole['remat']}: {whole['peak_bytes'] / GiB:.2f} GiB per "
-    f"core (of 16; the estimate said {est['block'] / GiB:.1f}); fits: {whole['fits']}"
+    f"core (of 16; the estimate said {est_block / GiB:.1f}); fits: {whole['fits']}"
 )
 assert whole["fits"] and whole["peak_bytes"] < whole["device_memory_bytes"]
 
@@ -420,15 +414,14 @@ assert whole["fits"] and whole["peak_bytes"] < whole["device_memory_bytes"]
 # core without remat, in GiB (within 10%).
 
 # %%
-my_no_remat = ("does not fit", est["none"] / GiB)  # ANSWER: ("fits" or "does not fit", GiB)
+my_no_remat = ("does not fit", answers.straight_line_peak(plans, 32, "none") / GiB)  # ANSWER
 
 # %%
-answers.check_choice_and_number(
+answers.check_fits_without_remat(
     "Exercise 3 (no remat at 32 blocks)",
     my_no_remat,
-    "fits" if est["none"] <= p2["device_memory_bytes"] else "does not fit",
-    est["none"] / GiB,
-    choices=("fits", "does not fit"),
+    plans,
+    32,
     hint="the extra memory per block without remat is the difference of the two 2-block "
     "rows divided by 2; multiply by the 30 blocks more",
 )
@@ -436,7 +429,8 @@ answers.check_choice_and_number(
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: the straight-line estimates, the per-block costs, and how many blocks each
 # setting allows in 16 GiB.
-for remat, b in est.items():
+for remat in ("block", "none"):
+    b = answers.straight_line_peak(plans, 32, remat)
     print(f"estimate, 32 blocks, remat={remat}: {b / GiB:.1f} GiB per core (of 16)")
 fixed = rb["argument_bytes"] + rb["temp_bytes"] - 2 * (per_block_remat + arg_slope)
 for remat, per in (("block", per_block_remat), ("none", per_block_remat + per_block_saved)):
