@@ -96,7 +96,7 @@ import numpy as np
 from flax import nnx
 from IPython.display import Audio, display
 
-from usmlite_edu.course import labs
+from usmlite_edu.course import answers, labs
 from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.speech import (
     batching,
@@ -1174,15 +1174,14 @@ my_shape = (1, 97, 80)  # ANSWER: your prediction (batch, frames, mel bins)
 
 # %%
 mel_ex = frontend.LogMelConfig.from_model(cfg.replace(num_mels=my_num_mels))
-n_ex = int(round(my_duration_s * SR))
-feats_ex, _ = frontend.log_mel(np.zeros((1, n_ex), np.float32), np.array([n_ex]), mel_ex)
-check_answer(
+answers.check_feature_shape(
     "Exercise 1 (feature shapes)",
     my_shape,
-    tuple(int(d) for d in feats_ex.shape),
+    cfg,
+    my_num_mels,
+    my_duration_s,
     hint=f"frames = 1 + (samples - window) // hop, with a {mel_ex.win_length}-sample window "
     f"and a {mel_ex.hop_length}-sample hop; the last axis is the number of mel bins",
-    correct=f"{my_duration_s} s with {my_num_mels} mels -> {tuple(feats_ex.shape)}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -1218,25 +1217,23 @@ my_encoder_frames = 75  # ANSWER: your prediction of the encoder frames
 my_max_ones = 38  # ANSWER: how many times "one" fits (pieces plus blanks between them)
 
 # %%
-n_ex = int(round(my_duration_s * SR))
-frames_ex = int(model.subsampled_lengths(frontend.num_frames(n_ex, cfg)))
 one = tok.encode("one")
-fits = [k for k in range(1, 400) if batching.ctc_min_frames(one * k) <= frames_ex]
-check_answer(
+answers.check_encoder_frames(
     "Exercise 2a (encoder frames)",
     my_encoder_frames,
-    frames_ex,
+    my_duration_s,
+    cfg,
     hint="T = 1 + (L - 512) // 160 log-mel frames, then two stride-2 convolutions: "
     "ceil(ceil(T / 2) / 2)",
-    correct=f"{frames_ex} encoder frames of 40 ms",
 )
-check_answer(
+answers.check_max_repeats(
     "Exercise 2b (what CTC can fit)",
     my_max_ones,
-    max(fits) if fits else 0,
+    one,
+    my_duration_s,
+    cfg,
     hint=f"'one' is {len(one)} piece(s); k repetitions need k * {len(one)} label frames "
     "plus a blank between each two equal neighbours",
-    correct=f"up to {max(fits) if fits else 0} x 'one' fit in {frames_ex} frames",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]

@@ -479,19 +479,13 @@ print("every run scored on the same", len(scored[MODEL_SPECS[0]]), "utterances")
 my_srste_frozen = ("equal", 0.5)  # ANSWER: (choice, share of the weights that differ)
 
 # %%
-gap = sr_one["losses"][-1] - one["losses"][-1]
-w_one, w_sr = np.asarray(one["w"]), np.asarray(sr_one["w"])
-answers.check_choice_and_number(
+answers.check_frozen_mask_srste(
     "Exercise 1 (SR-STE with a frozen mask)",
     my_srste_frozen,
-    "equal" if abs(gap) <= 1e-4 * one["losses"][-1] else ("lower" if gap < 0 else "higher"),
-    float(np.mean(~np.isclose(w_one, w_sr, rtol=1e-3, atol=1e-6))),
-    rel_tol=0.0,
-    abs_tol=0.02,
-    choices=("lower", "higher", "equal"),
+    one,
+    sr_one,
     hint="which weights does the forward pass read when the mask never changes, and does "
     "Adam's update of a kept weight depend on the pruned ones?",
-    correct=f"final losses {one['losses'][-1]:.6g} and {sr_one['losses'][-1]:.6g}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -551,17 +545,14 @@ def learned_log_steps(bits: int, steps: int = TOY_STEPS) -> tuple[np.ndarray, np
 
 
 s0, s1 = learned_log_steps(2)
-ratio = float(np.exp(np.mean(s1 - s0)))
-answers.check_choice_and_number(
+answers.check_learned_step(
     "Exercise 2 (the learned int2 step)",
     my_int2_step,
-    "larger" if ratio > 1 else "smaller",
-    float(jnp.mean(jnp.abs(W_teach / jnp.exp(s0)) < 0.5)),
-    rel_tol=0.01,
-    choices=("larger", "smaller"),
+    W_teach,
+    s0,
+    s1,
     hint="with three levels, where does min/max put the step for a heavy-tailed channel, "
     "and how many weights then round to zero?",
-    correct=f"learned / min-max step, geometric mean over channels: {ratio:.3f}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -570,6 +561,7 @@ _, qmax = quant.int_range(2, True)
 for name, ls in (("min/max", s0), ("learned", s1)):
     zeros = float(jnp.mean(jnp.abs(W_teach / jnp.exp(ls)) < 0.5))
     print(f"{name:8s} step: {zeros:.2f} of the weights round to 0")
+ratio = float(np.exp(np.mean(s1 - s0)))  # geometric mean over the channels
 print(
     f"learned / min-max step {ratio:.3f}; Adam's bound exp(-TOY_STEPS * QAT_LR) = "
     f"{np.exp(-TOY_STEPS * QAT_LR):.3f}"
@@ -600,18 +592,12 @@ print(
 my_int8_worse_init = ("paper", 2 * 127**0.5)  # ANSWER: (choice, Q_P * s / mean|w|)
 
 # %%
-e_mm8, e_pp8 = init_err[8]
-qp8 = quant.int_range(8, True)[1]
-reach = qp8 * quant.lsq_init_step(W_t, 8, method="paper") / jnp.mean(jnp.abs(W_t), axis=0)
-answers.check_choice_and_number(
+answers.check_lsq_init(
     "Exercise 3 (the LSQ paper's initialisation at int8)",
     my_int8_worse_init,
-    "paper" if e_pp8 > e_mm8 else "minmax",
-    float(jnp.mean(reach)),
-    rel_tol=0.01,
-    choices=("minmax", "paper"),
+    W_t,
+    8,
     hint="compare Q_P * s, the largest value each grid reaches, with max|w| for Q_P = 127",
-    correct=f"int8 relative error: min/max {e_mm8:.2e}, paper {e_pp8:.2e}",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
