@@ -90,14 +90,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image, display
 
-from usmlite_edu.core import sizes, stats
+from usmlite_edu.core import stats
 from usmlite_edu.core.specs import SpecMap
+from usmlite_edu.course import answers
 from usmlite_edu.course.exercises import check_answer
 from usmlite_edu.search import sensitivity as S
 from usmlite_edu.search import supernet
 from usmlite_edu.speech import batching, model, runs
 from usmlite_edu.speech.corpora import CorpusSplit, load_corpus
-from usmlite_edu.speech.model import resolve_specs as resolve_layers
 from usmlite_edu.speech.presets import get_preset
 from usmlite_edu.speech.tokenizer import Tokenizer
 from usmlite_edu.training import train
@@ -670,16 +670,14 @@ if HAVE_B0:
         return "int4+2:4" if ".ffn" in layer else "int8"
 
     hand_map = SpecMap.from_assignment({n: map_spec(g) for g in layers for n in groups[g]}, "float")
-    hand_size = sizes.size_ratio(hand_map, cfg, "paper")
-    check_answer(
+    answers.check_size_ratio(
         "Exercise 1 (the size of a hand-made map)",
         my_map_size,
-        hand_size,
+        hand_map,
+        cfg,
         abs_tol=0.01,
         hint="a weighted average: each weight counts 100% (float), 25% (int8) or 9.375% "
         "(int4+2:4), weighted by its number of weights over all compressible weights",
-        correct=f"{hand_size:.3f}% (sensitivity.size_of: "
-        f"{S.size_of(cfg, {n: str(s) for n, s in resolve_layers(hand_map, cfg).items()}, 'paper'):.3f}%)",
     )
 else:
     print("[skipped] Exercise 1 needs the committed B0")
@@ -775,20 +773,18 @@ my_entropies = -np.sum(final * np.log(final), axis=1)  # ANSWER: one entropy per
 my_most_decided = result["layers"][int(np.argmin(my_entropies))]  # ANSWER: a layer name
 
 # %%
-H = -np.sum(final * np.log(np.clip(final, 1e-30, None)), axis=1)
-check_answer(
+answers.check_entropies(
     "Exercise 3 (the most and least decided layers)",
     (my_entropies, my_most_decided),
-    (H, result["layers"][int(np.argmin(H))]),
-    rel_tol=1e-4,
+    final,
+    result["layers"],
     hint="np.log of the probabilities, multiplied by them, summed over the candidates "
     "(axis 1) with a minus sign; then the layer at the smallest value",
-    correct=f"entropies from {H.min():.3f} to {H.max():.3f} nats (uniform: ln "
-    f"{final.shape[1]} = {np.log(final.shape[1]):.3f})",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: each layer's entropy, its most probable candidate and that candidate's bits.
+H = answers.entropies(final)
 order = np.argsort(H)
 for i in order:
     k = int(final[i].argmax())

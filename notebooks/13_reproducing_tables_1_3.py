@@ -94,7 +94,7 @@ import numpy as np
 from IPython.display import Image, Markdown, display
 
 from usmlite_edu.core import stats
-from usmlite_edu.course.exercises import check_answer
+from usmlite_edu.course import answers
 from usmlite_edu.speech import configs
 from usmlite_edu.training import claims, reproduce
 
@@ -710,32 +710,27 @@ print(f"all {len(CLAIMS)} claims shown")
 my_frontier = {"E3", "E5", "V4"}  # ANSWER: a set of row names, e.g. {"B0", "E12"}
 
 # %%
-# the rows of plot.png: not the pre-trained starts W0-W3
-points = [(l["size_paper"], l["wer_test"], e) for e, l in SUMMARY.items() if e[0] != "W"]
-frontier = {e for _, _, e in reproduce._pareto(points)}
-paper_frontier = {  # the paper's rows (the V rows have no paper figure)
-    e
-    for _, _, e in reproduce._pareto(
-        [
-            (l["paper_size"], l["paper_wer"], e)
-            for e, l in SUMMARY.items()
-            if l["paper_wer"] is not None and e[0] != "W"
-        ]
-    )
-}
-assert min(points)[2] in frontier, "the smallest row is always on the frontier"
-assert min(points, key=lambda p: (p[1], p[0]))[2] in frontier, "so is the most accurate one"
-check_answer(
+answers.check_pareto_frontier(
     "Exercise 1 (the Pareto frontier)",
-    set(my_frontier) if isinstance(my_frontier, list | tuple) else my_frontier,
-    frontier,
+    my_frontier,
+    SUMMARY,
     hint="walk from the smallest row to the largest and keep a row only if its test WER is "
     "below every smaller row's; read size_paper and wer_test in SUMMARY",
-    correct="our frontier: " + ", ".join(sorted(frontier, key=lambda e: SUMMARY[e]["size_paper"])),
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: our frontier and the paper's, from the smallest model to the largest
+frontier = answers.pareto_rows(SUMMARY)
+paper_frontier = {  # the paper's rows (the V rows have no paper figure)
+    e
+    for _, _, e in reproduce._pareto(
+        [
+            (r["paper_size"], r["paper_wer"], e)
+            for e, r in SUMMARY.items()
+            if r["paper_wer"] is not None and e[0] != "W"
+        ]
+    )
+}
 by_size = lambda s, key: sorted(s, key=lambda e: SUMMARY[e][key])
 print(
     "ours: ",
@@ -776,18 +771,13 @@ print(
 my_word_points = 100 / 199  # ANSWER: WER points that one word error adds (seed 0, test)
 
 # %%
-seed0_test = ROWS[("B0", 0)]["results"]["test"]["utterances"]
-# an empty reference counts as the one word `<empty>`, as in section 2
-n_words = sum(max(1, len(u["ref"].split())) for u in seed0_test)
-check_answer(
+answers.check_word_points(
     "Exercise 2 (what one word weighs)",
     my_word_points,
-    100.0 / n_words,
+    ROWS[("B0", 0)]["results"]["test"]["utterances"],
     rel_tol=0.02,
     hint="a WER point is a hundredth of the reference words of the whole set, not of one "
     "utterance: count the words of every reference of seed 0's test set",
-    correct=f"{len(seed0_test)} utterances, {n_words} reference words: one word error is "
-    f"{100 / n_words:.2f} points of seed 0's test WER",
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -830,29 +820,19 @@ for s in PLAN_SEEDS:
 my_changed = 17  # ANSWER: how many verdicts change when the margin is doubled
 
 # %%
-WIDE = 2 * MARGIN
-judged, changed = 0, []
-for k, c in CLAIMS.items():
-    for s, v in c["verdicts"].items():
-        if s in c["reasons"]:
-            continue  # decided by the working-recognizer rule, not by the interval
-        d = c["differences"][s]
-        judged += 1
-        if stats.verdict(d["lo"], d["hi"], c["kind"], WIDE) != v:
-            changed.append((k, s))
-check_answer(
+answers.check_margin_changes(
     "Exercise 3 (the margin is a choice)",
     my_changed,
-    len(changed),
+    CLAIMS,
+    2 * MARGIN,
     hint="compare, for every judged (claim, split), stats.verdict with the wider margin "
     "against the verdict recorded in CLAIMS[key]['verdicts'][split]; the rule table of "
     "section 3 says which verdicts depend on m",
-    correct=f"{len(changed)} of {judged} verdicts change with m = {WIDE:g}: "
-    + ", ".join(f"{k} on {s}" for k, s in changed),
 )
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # Solution: every verdict that moves, with the margin doubled and halved
+WIDE = 2 * MARGIN
 for margin in (WIDE, MARGIN / 2):
     moves = []
     for k, c in CLAIMS.items():
