@@ -14,10 +14,14 @@ rows (``usmlite_edu.training.reproduce.plan``), the start rows W0-W3 at the stag
 steps, every fine-tuned row at ``reproduce.finetune_steps``, each row's steps costed at
 the candidate's measured seconds per step times its parameter ratio to B0 (B1-B3, W1-W3:
 an approximation, stated), plus one compile per spec and bucket at the measured compile
-time. Seconds per step and compile time come from a separate timing pass
-(``--time``): each candidate's configuration trains 60 steps in a scratch folder, the
-candidates interleaved, two rounds, the faster round kept (the machine's other load is
-printed beside it).
+time. Seconds per step and compile time come from a separate timing pass (``--time``,
+:func:`time_candidates`; changed at 20:40 UTC on 2026-12-05, before the pass had timed
+the cheaper candidates below: it trained 60 steps per candidate, whose mix of buckets
+and first compiles made a 5-bucket candidate's rate noisy): each candidate's training
+step is compiled once per bucket (the compilation cache off, so the compile time is
+real), the (candidate, bucket) steps are timed interleaved on a real batch of that
+bucket (fastest of ``--reps`` rounds), and a candidate's seconds per step is the mean
+over its buckets weighted by how many batches of each one epoch holds.
 
 **Halving (added at 05:10 UTC on 2026-12-05, while both candidates were at step 600 and
 before any dev WER existed):** two cores cannot train both candidates to 3,000 steps in one
@@ -115,7 +119,6 @@ CANDIDATES: dict[str, list[str]] = {
 }
 STAGES = (1000, 2000, 3000, 4000, 5000, 6000)
 TIE_POINTS = 0.5
-TIMING_STEPS = 60
 
 
 def _stage_file(work: Path, name: str) -> Path:
@@ -228,54 +231,85 @@ def average_stage(name: str, data: str, work: Path, steps: int) -> dict:
     return record
 
 
-def _timing_run(name: str, data: str, scratch: Path) -> dict:
-    from usmlite_edu.speech import runs
-    from usmlite_edu.training.train import train
+def _bucket_steps(name: str, data: str) -> tuple[dict, dict, dict]:
+    """``name``'s training step compiled for each bucket: ``({bucket: (compiled, args)},
+    {bucket: batches per epoch}, {bucket: compile seconds})``, on a real batch of each
+    bucket from the speed-perturbed training split."""
+    import jax
+    import jax.numpy as jnp
 
-    out = scratch / name
-    shutil.rmtree(out, ignore_errors=True)
-    load = os.getloadavg()[0]
-    t0 = time.time()
-    train(
-        "an4",
-        "an4",
-        data,
-        out,
-        steps=TIMING_STEPS,
-        seed=0,
-        overrides=[*CANDIDATES[name], "train.log_every=10", "train.checkpoint_every=0"],
-        eval_splits=(),
+    from usmlite_edu.speech import batching
+    from usmlite_edu.speech.corpora import load_corpus
+    from usmlite_edu.speech.presets import get_preset
+    from usmlite_edu.speech.tokenizer import Tokenizer
+    from usmlite_edu.training.train import get_trainer
+
+    p = get_preset("an4").override(CANDIDATES[name])
+    split = load_corpus("an4", data, "train", seed=0, sample_rate=p.model.sample_rate)
+    tok = Tokenizer.train([u.text for u in split.utterances], p.train.vocab_size, None, seed=0)
+    cfg = p.model.replace(vocab_size=tok.vocab_size)
+    ds = batching.prepare(
+        split, tok, cfg, p.train.bucket_seconds, speed_factors=p.train.speed_perturb
     )
-    logged, _ = runs.read_metrics(out)
-    rates = [r["steps_per_sec"] for r in logged if "steps_per_sec" in r][1:]
-    first = next(r for r in logged if "elapsed_s" in r)
-    s_step = 1 / statistics.median(rates)
-    return {
-        "s_per_step": s_step,
-        # the first log's time less its steps at the steady rate: compiling (both buckets
-        # may not have compiled by then; an estimate)
-        "compile_s": max(0.0, first["elapsed_s"] - first["step"] * s_step),
-        "wall_s": time.time() - t0,
-        "load_before": load,
-    }
+    stream = batching.BatchStream(ds, p.train.batch_size, seed=0)
+    first, count = {}, {}
+    for _ in range(stream.batches_per_epoch):
+        b = next(stream)
+        n = b.waveforms.shape[1]
+        count[n] = count.get(n, 0) + 1
+        first.setdefault(n, b)
+    tr = get_trainer(cfg, "float", p.train)
+    params = tr.init_params(0)
+    state = tr.setup_optimizer(params)
+    key, s0 = jax.random.key(0), jnp.asarray(0, jnp.int32)
+    steps, compile_s = {}, {}
+    for n, b in sorted(first.items()):
+        b = batching.Batch(*(jnp.asarray(x) for x in b))
+        t0 = time.perf_counter()
+        compiled = jax.jit(tr._step_impl).lower(params, state, b, key, s0).compile()
+        compile_s[n] = time.perf_counter() - t0
+        steps[n] = (compiled, (params, state, b, key, s0))
+    return steps, count, compile_s
 
 
-def time_candidates(data: str, work: Path) -> None:
-    """Interleaved timing, two rounds, the faster kept (``work/timing.json``)."""
-    scratch = work / "_timing"
-    best: dict[str, dict] = {}
-    for rnd in range(2):
-        for name in CANDIDATES:
-            t = _timing_run(name, data, scratch)
-            print(f"round {rnd}: {name} {t['s_per_step']:.3f} s/step (load {t['load_before']:.2f})")
-            if name not in best or t["s_per_step"] < best[name]["s_per_step"]:
-                best[name] = t
-    shutil.rmtree(scratch, ignore_errors=True)
+def time_candidates(data: str, work: Path, reps: int = 7) -> None:
+    """The timing pass (module docstring): every candidate's step per bucket, interleaved,
+    fastest of ``reps`` rounds; ``work/timing.json``."""
+    import jax
+
+    from usmlite_edu.deploy.infer import interleaved_min
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    load = os.getloadavg()[0]
+    fns, counts, compiles = {}, {}, {}
+    for name in CANDIDATES:
+        steps, counts[name], compiles[name] = _bucket_steps(name, data)
+        fns.update({(name, n): f for n, f in steps.items()})
+        print(f"{name}: compiled {len(steps)} bucket(s)", flush=True)
+    times = interleaved_min(fns, reps)
+    best = {}
+    for name in CANDIDATES:
+        c = counts[name]
+        per_bucket = {n: times[(name, n)] for n in c}
+        best[name] = {
+            "s_per_step": sum(per_bucket[n] * c[n] for n in c) / sum(c.values()),
+            "compile_s": statistics.mean(compiles[name].values()),
+            "per_bucket_s": {str(n): round(t, 4) for n, t in per_bucket.items()},
+            "batches_per_epoch": {str(n): k for n, k in c.items()},
+            "load_before": load,
+        }
+        print(
+            f"{name}: {best[name]['s_per_step']:.3f} s/step, compile "
+            f"{best[name]['compile_s']:.0f} s a bucket (load before {load:.2f})",
+            flush=True,
+        )
     (work / "timing.json").write_text(
         json.dumps(
             {
                 "processor": platform.processor() or platform.machine(),
                 "cpus": os.cpu_count(),
+                "source": f"compiled steps per bucket, interleaved, fastest of {reps} rounds",
+                "load_after": os.getloadavg()[0],
                 "candidates": best,
             },
             indent=1,
@@ -393,8 +427,14 @@ def report(work: Path, out: Path, budget: float) -> None:
         "",
         f"Timing ({timing['processor']}, {timing['cpus']} cores; "
         f"{timing.get('source', 'interleaved, faster of two rounds')}; compile time "
-        "assumed 30 s a program where not measured). The projections are upper-bound "
-        "estimates from loaded rates; the table's real time is not measured yet:",
+        "assumed 30 s a program where not measured). "
+        + (
+            "The steps are timed alone (no data pipeline, no evaluation), so the projections "
+            "are lower-bound estimates"
+            if "compiled steps" in timing.get("source", "")
+            else "The projections are upper-bound estimates from loaded rates"
+        )
+        + "; the table's real time is not measured yet:",
         "",
     ]
     for name, t in timing["candidates"].items():
