@@ -15,7 +15,7 @@ steps, every fine-tuned row at ``reproduce.finetune_steps``, each row's steps co
 the candidate's measured seconds per step times its parameter ratio to B0 (B1-B3, W1-W3:
 an approximation, stated), plus one compile per spec and bucket at the measured compile
 time. Seconds per step and compile time come from a separate timing pass (``--time``,
-:func:`time_candidates`; changed at 20:40 UTC on 2026-12-05, before the pass had timed
+:func:`time_candidates`; changed at 20:34 UTC on 2026-12-05, before the pass had timed
 the cheaper candidates below: it trained 60 steps per candidate, whose mix of buckets
 and first compiles made a 5-bucket candidate's rate noisy): each candidate's training
 step is compiled once per bucket (the compilation cache off, so the compile time is
