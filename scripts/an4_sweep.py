@@ -21,7 +21,9 @@ and first compiles made a 5-bucket candidate's rate noisy): each candidate's tra
 step is compiled once per bucket (the compilation cache off, so the compile time is
 real), the (candidate, bucket) steps are timed interleaved on a real batch of that
 bucket (fastest of ``--reps`` rounds), and a candidate's seconds per step is the mean
-over its buckets weighted by how many batches of each one epoch holds.
+over its buckets weighted by how many batches of each one epoch holds. The pass also
+times one row's evaluation (dev and test decoded, compiling included), which the
+projection adds for every row but the starts.
 
 **Halving (added at 05:10 UTC on 2026-12-05, while both candidates were at step 600 and
 before any dev WER existed):** two cores cannot train both candidates to 3,000 steps in one
@@ -231,10 +233,12 @@ def average_stage(name: str, data: str, work: Path, steps: int) -> dict:
     return record
 
 
-def _bucket_steps(name: str, data: str) -> tuple[dict, dict, dict]:
+def _bucket_steps(name: str, data: str) -> tuple[dict, dict, dict, float]:
     """``name``'s training step compiled for each bucket: ``({bucket: (compiled, args)},
-    {bucket: batches per epoch}, {bucket: compile seconds})``, on a real batch of each
-    bucket from the speed-perturbed training split."""
+    {bucket: batches per epoch}, {bucket: compile seconds}, evaluation seconds)``, on a
+    real batch of each bucket from the speed-perturbed training split. The evaluation
+    seconds are what one row of the table spends decoding dev and test (compiling
+    included: each row's spec compiles its own forward pass)."""
     import jax
     import jax.numpy as jnp
 
@@ -269,7 +273,12 @@ def _bucket_steps(name: str, data: str) -> tuple[dict, dict, dict]:
         compiled = jax.jit(tr._step_impl).lower(params, state, b, key, s0).compile()
         compile_s[n] = time.perf_counter() - t0
         steps[n] = (compiled, (params, state, b, key, s0))
-    return steps, count, compile_s
+    t0 = time.perf_counter()
+    for split in ("dev", "test"):
+        sp = load_corpus("an4", data, split, seed=0, sample_rate=cfg.sample_rate)
+        ev = batching.prepare(sp, tok, cfg, p.train.bucket_seconds, keep_long=True)
+        tr.evaluate(params, None, ev, tok)
+    return steps, count, compile_s, time.perf_counter() - t0
 
 
 def time_candidates(data: str, work: Path, reps: int = 7) -> None:
@@ -281,9 +290,9 @@ def time_candidates(data: str, work: Path, reps: int = 7) -> None:
 
     jax.config.update("jax_enable_compilation_cache", False)
     load = os.getloadavg()[0]
-    fns, counts, compiles = {}, {}, {}
+    fns, counts, compiles, evals = {}, {}, {}, {}
     for name in CANDIDATES:
-        steps, counts[name], compiles[name] = _bucket_steps(name, data)
+        steps, counts[name], compiles[name], evals[name] = _bucket_steps(name, data)
         fns.update({(name, n): f for n, f in steps.items()})
         print(f"{name}: compiled {len(steps)} bucket(s)", flush=True)
     times = interleaved_min(fns, reps)
@@ -294,6 +303,7 @@ def time_candidates(data: str, work: Path, reps: int = 7) -> None:
         best[name] = {
             "s_per_step": sum(per_bucket[n] * c[n] for n in c) / sum(c.values()),
             "compile_s": statistics.mean(compiles[name].values()),
+            "eval_s": evals[name],
             "per_bucket_s": {str(n): round(t, 4) for n, t in per_bucket.items()},
             "batches_per_epoch": {str(n): k for n, k in c.items()},
             "load_before": load,
@@ -320,7 +330,8 @@ def time_candidates(data: str, work: Path, reps: int = 7) -> None:
 def table_seconds(name: str, steps: int, timing: dict) -> dict[str, float]:
     """Where the three-seed table's projected time goes if B0's recipe were (``name``,
     ``steps``): seconds of the W0-W3 starts (``pretrain``), of the fine-tuned B, E and V
-    rows, and of compiling (one program per spec and bucket)."""
+    rows, of compiling (one program per spec and bucket), and of decoding every other row
+    on dev and test (``evaluation``; 0 for a timing without ``eval_s``)."""
     from usmlite_edu.speech.presets import get_preset
     from usmlite_edu.training import reproduce
 
@@ -339,6 +350,9 @@ def table_seconds(name: str, steps: int, timing: dict) -> dict[str, float]:
         parts[key] += n * t["s_per_step"] * ratio.get(row.exp, 1.0)
         programs.add((row.exp if row.exp[1:] in "123" else "", row.spec, row.train))
     parts["compile"] = len(programs) * len(p.train.bucket_seconds) * t["compile_s"]
+    # every row but the starts is decoded on dev and test (timings without it: 0)
+    evaluated = sum(row.kind != "pretrain" for row in reproduce.plan(p))
+    parts["evaluation"] = evaluated * t.get("eval_s", 0.0)
     return parts
 
 
