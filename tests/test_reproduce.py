@@ -224,3 +224,28 @@ def test_read_results_refuses_a_missing_or_old_folder(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"claims": [], "runs": []}))
     (tmp_path / "rows").mkdir()
     assert reproduce.read_results(tmp_path) == {"claims": [], "runs": []}
+
+
+@pytest.mark.parametrize("name", [n for n, p in presets.PRESETS.items() if p.reproduce])
+def test_every_preset_plan_builds_every_row(name):
+    """Each row's spec fits its model (e.g. E5-E7's group sizes divide every layer's
+    input dimension), so a table of hours cannot stop at its first int2/gs row."""
+    reproduce.check_plan(name)
+
+
+def test_check_plan_refuses_a_group_size_that_does_not_divide_a_layer():
+    """cpu's group sizes on AN4's 80 mel bins: 48 does not divide the subsampler's 360
+    inputs. The message names the preset, the row and the setting to change."""
+    p = presets.get_preset("an4").override(["reproduce.group_sizes=(72,48,24)"])
+    with pytest.raises(ValueError) as e:
+        reproduce.check_plan(p)
+    msg = str(e.value)
+    assert "'an4'" in msg and "E6" in msg and "int2/gs48" in msg and "360" in msg
+    assert "reproduce.group_sizes" in msg
+
+
+def test_reproduce_refuses_an_unbuildable_plan_before_any_work(tmp_path):
+    p = presets.get_preset("ci").override(["reproduce.group_sizes=(16,8,5)"])
+    with pytest.raises(ValueError, match="group size 5"):
+        reproduce.run(p, None, tmp_path / "out")
+    assert not any((tmp_path / "out" / "rows").glob("*.json"))

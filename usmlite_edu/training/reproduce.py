@@ -270,6 +270,28 @@ def plan(p: Preset | str, vocab_size: int | None = None) -> list[Row]:
     return rows
 
 
+def check_plan(p: Preset | str, rows: Sequence[Row] | None = None) -> None:
+    """Refuse, before any work, a plan whose rows cannot all build: ``ValueError`` naming
+    the first row whose spec some weight of its model cannot take (e.g. a sub-channel group
+    size of ``reproduce.group_sizes`` that does not divide a layer's input dimension), so a
+    table of hours does not stop at its first E5-E7 row. ``rows``: those to check (default:
+    the whole plan)."""
+    p, _ = _plan_of(p)
+    seen: set[tuple] = set()
+    for row in plan(p) if rows is None else rows:
+        if (row.model, row.spec) in seen:
+            continue
+        seen.add((row.model, row.spec))
+        cfg = p.model.replace(**dict(row.model))
+        try:
+            model.check_spec(cfg, model.ModelOptions(spec=as_spec(row.spec)))
+        except ValueError as e:
+            raise ValueError(
+                f"preset {p.name!r}, row {row.exp} ({row.spec}): {e}; for E5-E7 set "
+                "reproduce.group_sizes to sizes that divide every layer's input dimension"
+            ) from None
+
+
 def _with_starts(rows: list[Row], only: Sequence[str]) -> list[Row]:
     """The rows of ``only`` and, recursively, the rows they start from (in plan order)."""
     by_key = {r.key: r for r in rows}
@@ -405,6 +427,7 @@ def run(
         if unknown:
             raise ValueError(f"no row(s) {unknown} in the plan; rows: {', '.join(ORDER)}")
         rows = _with_starts(rows, only)
+    check_plan(p, rows)
     cache = _EvalCache(rc, data_dir, p.train)
     records: list[dict] = []
     t_all = time.time()
