@@ -448,8 +448,8 @@ def report(work: Path, out: Path, budget: float) -> None:
         f"{timing.get('source', 'interleaved, faster of two rounds')}; compile time "
         "assumed 30 s a program where not measured). "
         + (
-            "The steps are timed alone (no data pipeline, no evaluation), so the projections "
-            "are lower-bound estimates"
+            "The steps are timed alone (no data pipeline, no checkpoints; evaluation timed "
+            "once per candidate), so the projections are lower-bound estimates"
             if "compiled steps" in timing.get("source", "")
             else "The projections are upper-bound estimates from loaded rates"
         )
