@@ -111,12 +111,20 @@ from pathlib import Path
 BUCKETS_5 = "train.bucket_seconds=(2.0,3.0,4.0,5.5,7.5)"
 #: E5-E7's sub-channel group sizes for a 96-wide encoder (inputs 96, 384 and 360)
 GROUPS_96 = "reproduce.group_sizes=(24,12,8)"
+#: the ``an4`` preset's model and buckets before the preset took ``d96x3-b5`` (written out
+#: when it did, so that these candidates keep naming what they trained)
+PRESET_144 = [
+    "model.model_dim=144",
+    "model.num_layers=4",
+    "train.bucket_seconds=(4.0,7.5)",
+    "reproduce.group_sizes=(72,36,24)",
+]
 CANDIDATES: dict[str, list[str]] = {
     # the preset as committed before the sweep (peak 2e-3, as ``cpu``)
-    "lr2e-3": [],
+    "lr2e-3": [*PRESET_144],
     # twice the peak: a 3,000-step run decays to 0.32 of its peak, so a higher peak may
     # train a small corpus further in the same steps
-    "lr4e-3": ["train.peak_lr=4e-3"],
+    "lr4e-3": [*PRESET_144, "train.peak_lr=4e-3"],
     # cheaper steps (see "Cheaper candidates" above): five buckets, a narrower encoder
     # (group sizes: the 96-wide model's layers take only divisors of 24; the table's E5-E7
     # rows need them, training does not: added at 21:12, after both had trained)

@@ -234,13 +234,14 @@ def test_every_preset_plan_builds_every_row(name):
 
 
 def test_check_plan_refuses_a_group_size_that_does_not_divide_a_layer():
-    """cpu's group sizes on AN4's 80 mel bins: 48 does not divide the subsampler's 360
-    inputs. The message names the preset, the row and the setting to change."""
-    p = presets.get_preset("an4").override(["reproduce.group_sizes=(72,48,24)"])
+    """On AN4's 80 mel bins a group of 16 does not divide the subsampler's 360 inputs
+    (though it divides the encoder's 96 and 384). The message names the preset, the row
+    and the setting to change."""
+    p = presets.get_preset("an4").override(["reproduce.group_sizes=(24,16,8)"])
     with pytest.raises(ValueError) as e:
         reproduce.check_plan(p)
     msg = str(e.value)
-    assert "'an4'" in msg and "E6" in msg and "int2/gs48" in msg and "360" in msg
+    assert "'an4'" in msg and "E6" in msg and "int2/gs16" in msg and "360" in msg
     assert "reproduce.group_sizes" in msg
 
 
