@@ -149,15 +149,15 @@ def _two_processes(out: Path, extra: tuple[str, ...] = ()) -> list[str]:
         for i in range(2)
     ]
     outs = []
-    for p in procs:
-        try:
+    try:
+        for p in procs:
             so, se = p.communicate(timeout=900)
-        finally:
-            for q in procs:
-                if q.poll() is None:
-                    q.kill()
-        assert p.returncode == 0, se[-4000:]
-        outs.append(so)
+            assert p.returncode == 0, se[-4000:]
+            outs.append(so)
+    finally:  # only on a failure or timeout: a peer still finishing its last write is waited for
+        for q in procs:
+            if q.poll() is None:
+                q.kill()
     return outs
 
 
