@@ -249,4 +249,4 @@ def test_reproduce_refuses_an_unbuildable_plan_before_any_work(tmp_path):
     p = presets.get_preset("ci").override(["reproduce.group_sizes=(16,8,5)"])
     with pytest.raises(ValueError, match="group size 5"):
         reproduce.run(p, None, tmp_path / "out")
-    assert not any((tmp_path / "out" / "rows").glob("*.json"))
+    assert not (tmp_path / "out").exists()

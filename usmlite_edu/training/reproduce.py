@@ -419,15 +419,15 @@ def run(
     they start from; writes the outputs and returns the rows' records."""
     p, rc = _plan_of(p)
     out = Path(out_dir)
-    (out / "rows").mkdir(parents=True, exist_ok=True)
-    commit = runs.git_commit()
     rows = plan(p)
     if only:
         unknown = sorted(set(only) - {r.exp for r in rows})
         if unknown:
             raise ValueError(f"no row(s) {unknown} in the plan; rows: {', '.join(ORDER)}")
         rows = _with_starts(rows, only)
-    check_plan(p, rows)
+    check_plan(p, rows)  # before anything is written: a refused plan leaves no folder
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    commit = runs.git_commit()
     cache = _EvalCache(rc, data_dir, p.train)
     records: list[dict] = []
     t_all = time.time()
