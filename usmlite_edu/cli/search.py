@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "gets which bits'). Writes DIR/spec_map.json, DIR/result.json, DIR/summary.md; a "
         "second call resumes.",
     )
-    se.add_argument("--preset", default="ci", metavar="PRESET", help="ci or cpu (default ci)")
+    se.add_argument("--preset", default="ci", metavar="PRESET", help="ci, cpu or an4 (default ci)")
     se.add_argument(
         "--corpus", choices=CORPORA, help="the corpus (default: the preset's reproduction's)"
     )
