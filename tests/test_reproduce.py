@@ -4,6 +4,7 @@ Claims and tables from synthetic records: tests/test_claims.py; the statistics:
 tests/test_stats.py."""
 
 import json
+import shutil
 
 import jiwer
 import pytest
@@ -207,6 +208,23 @@ def test_ci_reproduction_end_to_end_and_resume(tmp_path, capsys):
     capsys.readouterr()
     reproduce.run("ci", None, tmp_path)
     assert capsys.readouterr().out.count("done already, skipped") == len(records)
+    # the rows outlive the run directories (another session, another machine): a row
+    # whose start is gone trains it again, and its record says whether it came out the same
+    shutil.rmtree(tmp_path / "runs")
+    gone = tmp_path / "rows" / "E3_s0.json"
+    old = json.loads(gone.read_text())
+    gone.unlink()
+    capsys.readouterr()
+    again = {r["key"]: r for r in reproduce.run("ci", None, tmp_path, only=["E3", "B0"])}
+    out = capsys.readouterr().out
+    assert "its start W0_s0 has no run directory: training it again" in out
+    assert "[W0_s0] trained again" in out and "NOT the recorded start" not in out
+    rebuilt = again["E3_s0"]["start_rebuilt"]["W0_s0"]
+    w0 = next(r for r in records if r["key"] == "W0_s0")["results"]
+    assert rebuilt == {k: [w0[k]["wer"], w0[k]["wer"]] for k in ("dev", "test")}
+    assert again["E3_s0"]["results"]["test"]["utterances"] == old["results"]["test"]["utterances"]
+    assert (tmp_path / "b0" / "params").is_dir(), "the published B0 is kept"
+    assert not (tmp_path / "runs" / "W1_s0").exists(), "only the starts it needs"
     # a record of another plan is refused, not mixed in
     bad = tmp_path / "rows" / "E3_s0.json"
     rec = json.loads(bad.read_text())

@@ -70,7 +70,13 @@ interval bars; the paper's points on another panel), ``claims.md`` (every claim 
 sections 5.1-5.3, and the section 5.4 hypothesis, with its paired difference, interval and
 verdict, :mod:`usmlite_edu.training.claims`)
 and ``b0/`` (seed 0's B0, what notebook 07 loads). A second run skips rows already done; an
-interrupted row resumes from its last checkpoint.
+interrupted row resumes from its last checkpoint. The rows can outlive the run directories
+(``rows/`` is committed, ``runs/`` is not, and a table may take several sessions on
+different machines): a row whose start's run directory is gone trains that start again
+from its seed, evaluates it, and keeps in its record (``start_rebuilt``) the start's
+recorded and new WERs per split. Training is deterministic on one kind of processor, so
+there they agree to the last word; on another, XLA may sum in another order and they may
+differ by a few words, which the record then shows.
 """
 
 from __future__ import annotations
@@ -389,6 +395,83 @@ def _evaluate(src: Path, row: Row, cache: _EvalCache, p: Preset) -> dict:
     return res
 
 
+def _train_row(
+    row: Row, p: Preset, rc: configs.ReproConfig, data_dir: str | None, out: Path
+) -> tuple[int, Path]:
+    """Train ``row``'s run directory (resuming its checkpoints); ``(steps, the run
+    directory whose weights the row evaluates)``: a PTQ row evaluates its start's."""
+    run_dir = out / "runs" / row.key
+    start_dir = out / "runs" / row.start_key if row.start else None
+    common = dict(seed=row.seed, heldout_speaker=row.heldout_speaker, eval_splits=())
+    if row.kind == "pretrain":
+        steps = rc.pretrain_steps or p.train.steps
+        train.train(
+            p,
+            rc.corpus,
+            data_dir,
+            run_dir,
+            spec="float",
+            steps=steps,
+            overrides=row.overrides,
+            **common,
+        )
+        return steps, run_dir
+    if row.kind == "finetune":
+        steps = rc.finetune_steps
+        train.train(
+            p,
+            rc.corpus,
+            data_dir,
+            run_dir,
+            spec=row.spec,
+            init=start_dir,
+            steps=steps,
+            overrides=row.overrides,
+            **common,
+        )
+        return steps, run_dir
+    return 0, start_dir
+
+
+def _rebuild_start(
+    row: Row,
+    by_key: dict[str, Row],
+    p: Preset,
+    rc: configs.ReproConfig,
+    data_dir: str | None,
+    out: Path,
+    cache: _EvalCache,
+) -> dict:
+    """Train ``row``'s start (and, first, its own start) again where its run directory is
+    gone but its record is kept; ``{start key: {split: [recorded WER, new WER]}}`` of every
+    start trained again (empty when none was)."""
+    if not row.start or (out / "runs" / row.start_key / "params").exists():
+        return {}
+    start = by_key[row.start_key]
+    done = _rebuild_start(start, by_key, p, rc, data_dir, out, cache)
+    rec_path = out / "rows" / f"{start.key}.json"
+    print(f"[{row.key}] its start {start.key} has no run directory: training it again", flush=True)
+    _, src = _train_row(start, p, rc, data_dir, out)
+    res = _evaluate(src, start, cache, p)
+    recorded = json.loads(rec_path.read_text())["results"] if rec_path.exists() else {}
+    wers = {
+        split: [recorded[split]["wer"] if split in recorded else None, v["wer"]]
+        for split, v in res.items()
+        if isinstance(v, dict) and "wer" in v
+    }
+    same = all(a == b for a, b in wers.values())
+    print(
+        f"[{start.key}] trained again: "
+        + ", ".join(
+            f"{k} WER {b:.2f}% (recorded {a if a is None else f'{a:.2f}%'})"
+            for k, (a, b) in wers.items()
+        )
+        + ("" if same else " -- NOT the recorded start: this row's record says so (start_rebuilt)"),
+        flush=True,
+    )
+    return {**done, start.key: wers}
+
+
 def _check_record(rec: dict, row: Row, path: Path) -> None:
     """Refuse a finished record that is not this row's (another plan wrote ``--out``)."""
     ok = (
@@ -430,6 +513,7 @@ def run(
     commit = runs.git_commit()
     cache = _EvalCache(rc, data_dir, p.train)
     records: list[dict] = []
+    by_key = {r.key: r for r in plan(p)}  # every row, for starts outside ``only``
     t_all = time.time()
     for row in rows:
         rec_path = out / "rows" / f"{row.key}.json"
@@ -440,39 +524,9 @@ def run(
             print(f"[{row.key}] done already, skipped", flush=True)
             continue
         t0 = time.time()
-        run_dir = out / "runs" / row.key
-        start_dir = out / "runs" / row.start_key if row.start else None
         print(f"[{row.key}] {row.description} ({row.kind}, spec {row.spec})", flush=True)
-        common = dict(seed=row.seed, heldout_speaker=row.heldout_speaker, eval_splits=())
-        if row.kind == "pretrain":
-            steps = rc.pretrain_steps or p.train.steps
-            train.train(
-                p,
-                rc.corpus,
-                data_dir,
-                run_dir,
-                spec="float",
-                steps=steps,
-                overrides=row.overrides,
-                **common,
-            )
-            src = run_dir
-        elif row.kind == "finetune":
-            steps = rc.finetune_steps
-            train.train(
-                p,
-                rc.corpus,
-                data_dir,
-                run_dir,
-                spec=row.spec,
-                init=start_dir,
-                steps=steps,
-                overrides=row.overrides,
-                **common,
-            )
-            src = run_dir
-        else:
-            steps, src = 0, start_dir
+        rebuilt = _rebuild_start(row, by_key, p, rc, data_dir, out, cache)
+        steps, src = _train_row(row, p, rc, data_dir, out)
         res = _evaluate(src, row, cache, p)
         rec = {
             **dataclasses.asdict(row),
@@ -486,6 +540,7 @@ def run(
             "corpus": rc.corpus,
             "machine": runs.machine_info(),
             "results": res,
+            **({"start_rebuilt": rebuilt} if rebuilt else {}),
         }
         rec_path.write_text(json.dumps(rec, indent=1))
         records.append(rec)
@@ -524,9 +579,15 @@ def read_results(out: str | Path) -> dict:
 
 def publish_b0(out: str | Path, seed: int = 0) -> Path:
     """Copy B0's final model (config, tokenizer, parameters; no optimizer checkpoints) to
-    ``out/b0``: small enough to commit, and what notebook 07 starts from."""
+    ``out/b0``: small enough to commit, and what notebook 07 starts from. Where B0's run
+    directory is gone and ``out/b0`` already holds seed ``seed``'s float B0 (published by
+    an earlier call), that copy is kept."""
     out = Path(out)
     src, dst = out / "runs" / f"B0_s{seed}", out / "b0"
+    if not (src / "params").exists() and (dst / "params").exists():
+        published = json.loads((dst / "config.json").read_text())
+        if published.get("seed") == seed and published.get("spec") == "float":
+            return dst  # published by an earlier call whose run directories are gone
     if not (src / "params").exists():
         raise FileNotFoundError(f"no finished B0 in {src}; run the reproduction first")
     if dst.exists():
