@@ -110,6 +110,12 @@ def _load(args) -> tuple[dict, dict, dict]:
         r = json.loads(f.read_text())
         if r["seed"] in args.seeds:
             rows[(r["exp"], r["seed"])] = r
+    need = [f"{e}_s{s}" for s in args.seeds for e in ("B0", UNIFORM[0]) if (e, s) not in rows]
+    if need:
+        raise SystemExit(
+            f"search_an4: the table has no row {', '.join(need)} in {rows_dir} yet; render "
+            "again once it has"
+        )
     times = {}
     for s in args.seeds:
         f = out / f"E12_s{s}" / "uniform_time.json"
@@ -284,7 +290,7 @@ def main() -> None:
     args = ap.parse_args()
     if not args.render:
         run_all(args)
-    render(args)
+    render(args)  # refused, with what is missing, until the table's rows are there
     print((Path(args.out) / "README.md").read_text())
 
 

@@ -108,3 +108,14 @@ def test_render_refuses_missing_seeds(tmp_path, script):
     args.seeds = [0, 1]
     with pytest.raises(SystemExit, match="E12_s1"):
         script.render(args)
+
+
+def test_render_waits_for_the_tables_rows(tmp_path, script):
+    args = _write(
+        tmp_path,
+        (0,),
+        dict.fromkeys(("B0", "E12", "E2", "two_stage", "one_stage_pass1", "one_stage_pass2"), 0),
+    )
+    (Path(args.table) / "rows" / "E12_s0.json").unlink()
+    with pytest.raises(SystemExit, match="no row E12_s0"):
+        script.render(args)
