@@ -62,6 +62,12 @@ MODELS = (
     ("one_stage_pass1", "one-stage Pass 1 (supernet's weights)"),
     ("one_stage_pass2", "one-stage Pass 2 (Pass 1 fine-tuned)"),
 )
+#: the searched models' names among the table's rows (the lossless ratio)
+SHORT = {
+    "two_stage": "two-stage",
+    "one_stage_pass1": "one-stage Pass 1",
+    "one_stage_pass2": "one-stage Pass 2",
+}
 #: (model, baseline, claim kind for model - baseline): the direction the seed paper claims
 COMPARISONS = (
     ("two_stage", "uniform", "better"),
@@ -192,8 +198,11 @@ def render(args) -> dict:
     }
     row_sizes = {e: sizes.size_ratio(r["spec"], cfg, "paper") for (e, _), r in rows.items()}
     for m, _ in MODELS[1:]:
-        everything.update({(m, s, split): scored[(m, s, split)] for s in seeds for split in SPLITS})
-        row_sizes[m] = size_paper[m]
+        name = SHORT[m]
+        everything.update(
+            {(name, s, split): scored[(m, s, split)] for s in seeds for split in SPLITS}
+        )
+        row_sizes[name] = size_paper[m]
     lossless = [
         r for split in SPLITS for r in claims.largest_lossless(everything, row_sizes, split)
     ]
@@ -231,7 +240,8 @@ def _text(models, comparisons, lossless, results, seeds, args) -> str:
         "# Mixed precision on AN4 at E12's size: uniform, two-stage, one-stage",
         "",
         f"Written by `PYTHONPATH=. python scripts/search_an4.py --table DIR --out {args.out}` "
-        f"(seeds {', '.join(map(str, seeds))} of the `an4` reproduction; its module docstring "
+        f"({'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))} of the `an4` "
+        "reproduction; its module docstring "
         "says what each model is). WER (%): mean over seeds with its 95% bootstrap interval "
         "(seeds and utterances resampled). Compression time: wall time from the float start "
         f"W0 to the model, mean over seeds ({'; '.join(machines)}, 2 cores).",

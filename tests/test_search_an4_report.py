@@ -92,7 +92,7 @@ def test_report_reads_the_transcripts(tmp_path, script):
     assert p1["lo"] > 1 and p1["verdict"] == "not reproduced"
     # lossless: the smallest model not worse than B0 is pass 2 (9.0% < E12's 9.375%)
     loose = [r for r in rec["largest_lossless"] if r["rule"] == "not significantly worse"]
-    assert {r["row"] for r in loose} == {"one_stage_pass2"}
+    assert {r["row"] for r in loose} == {"one-stage Pass 2"}
     text = (Path(args.out) / "README.md").read_text()
     assert "| one-stage Pass 2 (Pass 1 fine-tuned) | 9.00 / 11.00 |" in text
     assert "**reproduced**" in text and "largest lossless" in text
