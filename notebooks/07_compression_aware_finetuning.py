@@ -20,11 +20,16 @@
 # trained dense model (the paper's **B0**), compresses every dense matrix of it, and
 # fine-tunes it *with the compression switched on* (Algorithm 1).
 #
-# The full reduced-scale reproduction of the paper's Tables 1-3 (made by `usmlite-edu
-# reproduce`, committed in `results/cpu`), with every WER recomputed from its
-# transcripts and each of the paper's claims judged on it with a paired interval, is an
-# optional deep dive after this notebook: notebook 13
-# (`13_reproducing_tables_1_3.ipynb`). Nothing here or in notebooks 08-12 needs it.
+# The model and the numbers come from the reduced-scale reproduction of the paper's
+# Tables 1-3 on **AN4** (`usmlite-edu reproduce --preset an4`, committed in
+# `results/an4`): CMU's census database, spelled names, digits and a few commands read by
+# 74 training speakers, tested on 10 others, the small sanity recipe of the major speech
+# toolkits. Where AN4 is not on the machine the notebook reads the FSDD reproduction
+# (`results/cpu`, spoken digits) instead and says so. Every WER of a table is recomputed
+# from its transcripts and each of the paper's claims is judged on it with a paired
+# interval; reading the FSDD table claim by claim is an optional deep dive after this
+# notebook: notebook 13 (`13_reproducing_tables_1_3.ipynb`). Nothing here or in notebooks
+# 08-12 needs it.
 #
 # **After this notebook you will be able to**
 #
@@ -45,7 +50,7 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/usmlite-edu/usmlite_edu/blob/main/notebooks/07_compression_aware_finetuning.ipynb) [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/usmlite-edu/usmlite_edu/main?labpath=notebooks%2F07_compression_aware_finetuning.ipynb)
 #
 # * **Before you start:** Notebook 06 (its run or the committed B0).
-# * **Reading time:** about 40 min (its text at 120 words a minute, 5 min an exercise).
+# * **Reading time:** about 45 min (its text at 120 words a minute, 5 min an exercise).
 # * **Running time:** 76 s in fast mode; 10 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 
 # %% tags=["colab"]
@@ -99,11 +104,46 @@ from usmlite_edu.core import compress, sizes, sparsity
 from usmlite_edu.core.specs import CompressionSpec
 from usmlite_edu.course import answers
 from usmlite_edu.speech import batching, corpora, model, presets, runs
-from usmlite_edu.training import reproduce, train
+from usmlite_edu.training import claims, reproduce, train
 
 REPO = env.repo or Path.cwd()  # the clone (outside one, runs/ goes under the working directory)
-# The output of `usmlite-edu reproduce --preset cpu ... --out results/cpu` ($USMLITE_RESULTS: another).
-RESULTS = Path(os.environ.get("USMLITE_RESULTS") or REPO / "results" / "cpu").expanduser()
+# Where a corpus may be, first match wins: $USMLITE_DATA, the course's shared folder beside
+# the clone, and the folder a reproduction recorded in its B0's config.json.
+CORPUS_MARKERS = {"an4": "etc/an4_train.transcription", "fsdd": "recordings"}
+
+
+def find_corpus(name, *more):
+    for c in (os.environ.get("USMLITE_DATA"), REPO.parent / "shared" / "corpora" / name, *more):
+        if c and str(c) != "None":
+            for d in (Path(c), Path(c) / name):
+                if (d / CORPUS_MARKERS[name]).exists():
+                    return d
+    return None
+
+
+# The reproduction this notebook reads: $USMLITE_RESULTS if set; else the AN4 one
+# (`usmlite-edu reproduce --preset an4 ... --out results/an4`), where AN4 itself is on this
+# machine (section 3 fine-tunes on its training speakers); else the FSDD one (results/cpu).
+AN4_RESULTS = REPO / "results" / "an4"
+AN4_DIR = None
+if (AN4_RESULTS / "results.json").exists():
+    recorded = json.loads((AN4_RESULTS / "b0" / "config.json").read_text()).get("data_dir")
+    AN4_DIR = find_corpus("an4", recorded)
+    if AN4_DIR is None and "google.colab" in sys.modules:  # Colab: fetch it
+        from usmlite_edu.speech import fetch
+
+        AN4_DIR = fetch.fetch("an4", "/content/an4")
+if os.environ.get("USMLITE_RESULTS"):
+    RESULTS = Path(os.environ["USMLITE_RESULTS"]).expanduser()
+elif AN4_DIR is not None:
+    RESULTS = AN4_RESULTS
+else:
+    RESULTS = REPO / "results" / "cpu"
+    print(
+        "NOTE: AN4 not found ($USMLITE_DATA, ../shared/corpora/an4): this notebook reads the "
+        "FSDD reproduction (results/cpu) instead; `usmlite-edu data fetch an4 --to DIR` and "
+        "USMLITE_DATA=DIR give the AN4 one"
+    )
 B0_DIR = RESULTS / "b0"  # the dense baseline B0
 if not (B0_DIR / "config.json").exists():
     B0_DIR = RESULTS / "runs" / "B0_s0"  # where `reproduce` itself keeps it
@@ -111,8 +151,8 @@ RESULTS_JSON = reproduce.read_results(RESULTS)  # refused with what to run if mi
 if not (B0_DIR / "config.json").exists():
     raise FileNotFoundError(
         f"no B0 in {RESULTS.resolve()} (need b0/ or runs/B0_s0/): run `usmlite-edu reproduce "
-        "--preset cpu --corpus fsdd --data DIR --out results/cpu`, or point USMLITE_RESULTS "
-        "at another output directory of `usmlite-edu reproduce`"
+        "--preset an4 --data DIR --out results/an4`, or point USMLITE_RESULTS at another "
+        "output directory of `usmlite-edu reproduce`"
     )
 
 STEPS = 5 if FAST else 100  # fine-tuning steps of section 3 (the table's E rows: more)
@@ -145,9 +185,9 @@ print(f"run dirs {RUN_DIR}, {MY_RUN_DIR}; jax {jax.__version__} on {jax.default_
 # `rc.finetune_steps` steps; E1, E3-E13 fine-tune W0_s for the same steps with their
 # compression on; E0 / E2 quantize B0_s. The model this notebook loads is **seed 0's
 # B0**, which `reproduce` copies to `b0/` (`reproduce.publish_b0`): a small
-# Conformer-CTC (preset `cpu`: about 2M parameters, 4 blocks of width 144) on
-# connected spoken digits (FSDD, 8 kHz), or whatever preset and corpus
-# `$USMLITE_RESULTS` was made with.
+# Conformer-CTC (preset `an4`: 0.72M parameters, 3 blocks of width 96, 80 mel bins at
+# 16 kHz), or whatever preset and corpus the table it loaded was made with (FSDD's
+# `cpu`: about 2M parameters, 4 blocks of width 144, 8 kHz).
 #
 # `runs.load_run` returns a `Run`, a named tuple of the model configuration, the spec
 # it was trained with (`float`), the tokenizer, the final parameters, and the run's
@@ -251,20 +291,22 @@ print(
 # (`reproduce.eval_sets`, built with the synthesis seed `reproduce.EVAL_SEED` for
 # every row), on up to three splits:
 #
-# * **dev**: the training speakers' dev recordings, where recipes are chosen (never
-#   judged);
-# * **test**: the corpus's official test split; with FSDD, recordings 0-4 of the
-#   speakers the seed trained on;
-# * **unseen** (FSDD only): every recording of the speaker that seed held out of
-#   training. Each seed holds out *another* speaker (the `cpu` preset: theo, jackson,
-#   nicolas, `rc.heldout_for(seed)`), so "unseen" pools several voices over the seeds,
-#   and "test" differs a little from seed to seed too.
+# * **dev**: where recipes are chosen (never judged). On AN4, every utterance of 8
+#   training speakers held out whole from training (`corpora.AN4_DEV_SPEAKERS`), so dev
+#   measures what test measures: speakers the model never heard; on FSDD, dev
+#   recordings of the training speakers;
+# * **test**: the corpus's official test split. On AN4, the 130 utterances of its 10
+#   test speakers; on FSDD, recordings 0-4 of the speakers the seed trained on;
+# * **unseen** (FSDD only, where test speakers are training speakers): every recording
+#   of the speaker that seed held out of training. Each seed holds out *another* speaker
+#   (the `cpu` preset: theo, jackson, nicolas, `rc.heldout_for(seed)`), so "unseen"
+#   pools several voices over the seeds, and "test" differs a little from seed to seed.
 #
 # B0's record in `results.json` names the speaker its seed held out
-# (`heldout_speaker`) and the splits it was evaluated on; the cell below builds the
-# same splits for the same speaker. It finds the corpus (`$USMLITE_DATA` or
-# `../shared/corpora/fsdd` for FSDD) and in FAST mode keeps only the first 16
-# utterances of each split.
+# (`heldout_speaker`, none on AN4) and the splits it was evaluated on; the cell below
+# builds the same splits. It finds the corpus as the first cell did (`$USMLITE_DATA`,
+# `../shared/corpora/<corpus>`, the folder the table recorded) and in FAST mode keeps
+# only the first 16 utterances of each split.
 #
 # If the corpus B0 was trained on is not on this machine, it falls back to
 # `data_small` (shipped with the repository), with a note: the notebook still runs,
@@ -277,31 +319,18 @@ assert b0_record.get("heldout_speaker") == meta.get("heldout_speaker"), "results
 CORPUS, HELDOUT = meta["corpus"], b0_record.get("heldout_speaker")
 # the splits the table evaluated this B0 on (dev, test, and unseen where a speaker was held out)
 EVAL_SPLITS = [s for s in reproduce.SPLITS if isinstance(b0_record["results"].get(s), dict)]
-DATA_DIR = None
-if CORPUS == "fsdd":
-    candidates = [
-        os.environ.get("USMLITE_DATA"),
-        REPO.parent / "shared" / "corpora" / "fsdd",
-        Path("../../shared/corpora/fsdd"),
-        meta.get("data_dir"),
-    ]
-    for c in candidates:
-        if (
-            c
-            and str(c) != "None"
-            and any((d / "recordings").is_dir() for d in (Path(c), Path(c) / "fsdd"))
-        ):
-            DATA_DIR = Path(c)
-            break
+DATA_DIR = AN4_DIR if CORPUS == "an4" else None
+if DATA_DIR is None and CORPUS in CORPUS_MARKERS:
+    DATA_DIR = find_corpus(CORPUS, Path(f"../../shared/corpora/{CORPUS}"), meta.get("data_dir"))
     if DATA_DIR is None and "google.colab" in sys.modules:  # Colab: fetch it
         from usmlite_edu.speech import fetch
 
-        DATA_DIR = fetch.fetch("fsdd", "/content/fsdd")
+        DATA_DIR = fetch.fetch(CORPUS, f"/content/{CORPUS}")
     if DATA_DIR is None:
         print(
-            "NOTE: FSDD not found ($USMLITE_DATA, ../shared/corpora/fsdd): falling back to "
-            "data_small. B0 was trained on FSDD, so the WERs below are NOT comparable with the "
-            "table; fetch FSDD with `usmlite-edu data fetch fsdd --to DIR` for the real thing."
+            f"NOTE: {CORPUS} not found ($USMLITE_DATA, ../shared/corpora/{CORPUS}): falling back "
+            f"to data_small. B0 was trained on {CORPUS}, so the WERs below are NOT comparable "
+            f"with the table; `usmlite-edu data fetch {CORPUS} --to DIR` gets the real thing."
         )
         CORPUS, HELDOUT = "data_small", None
         EVAL_SPLITS = [s for s in EVAL_SPLITS if s != "unseen"]
@@ -451,7 +480,7 @@ else:
 # (`sizes.size_ratio`, notebook 05).
 
 # %%
-# int2 with the reproduction's smallest sub-channel group (E7's 24 inputs for the cpu model)
+# int2 with the reproduction's smallest sub-channel group (E7's: 8 inputs for the an4 model, 24 for cpu)
 PTQ_SPECS = ["float", "int8", "int4", "int2", f"int2/gs{rc.group_sizes[-1]}"]
 ptq = {}
 t0 = time.time()
@@ -541,7 +570,7 @@ print(
 # noise was not enabled during fine-tuning (notebook 13 tests it, C23-C25). Another
 # explanation, a hypothesis of ours (`results/cpu/README.md`), is outliers: a pre-trained 2B USM may
 # have channels with a few very large weights, and one scale per channel then leaves
-# 7 levels for everything else. A 2M-parameter model trained for a few hundred steps
+# 7 levels for everything else. A model of a million parameters or two, trained for a few thousand steps,
 # may have few such outliers, so int4 PTQ can hurt much less here
 # (`scripts/ptq_outliers.py` measures outlier channels in a B0 of ours and what
 # injected outliers do to PTQ: `results/ptq_outliers/README.md`).
@@ -573,7 +602,8 @@ print(
 #    section 1).
 #
 # `train.train(..., spec="int4+2:4", init=B0_DIR)` does all of it; it trains without
-# the held-out speaker, as B0 did, so "unseen" stays unseen. The table's E12 ran
+# the speakers B0 did not (dev and test speakers on AN4, FSDD's held-out one), so the
+# evaluation sets stay unheard. The table's E12 ran
 # `rc.finetune_steps` steps from W0; here `STEPS` from B0. Expect a few minutes on 2
 # CPU cores in the full mode, a good part of it XLA compiling the step once per bucket
 # length; FAST mode runs a few steps on one bucket.
@@ -582,13 +612,15 @@ print(
 FT_SPEC = "int4+2:4"
 if not FAST and RUN_DIR.exists():
     shutil.rmtree(RUN_DIR)  # a fresh run, so the loss curve is this run's
-# FAST: batches of 8 padded to one bucket (a single compilation of the training step).
+# FAST: batches of 8 padded to one bucket (a single compilation of the training step),
+# without speed-perturbed copies of the training set (less audio to prepare).
 # `overrides` changes settings of the preset, `"section.field": value`.
 overrides = (
     {
         "train.log_every": 1,
         "train.batch_size": 8,
         "train.bucket_seconds": (max(TCFG.bucket_seconds),),
+        "train.speed_perturb": (),
     }
     if FAST
     else {"train.log_every": 5}
@@ -642,8 +674,8 @@ print(f"{len(losses)} logged losses, all finite; no update skipped")
 # %% [markdown]
 # The loss starts where B0's weights land after pruning half of them and rounding the
 # rest to 15 levels: higher than B0's final training loss. Over the full 100 steps it
-# comes back down as the kept weights adapt to the compression (0.036 -> 0.004 when we
-# ran it; the cell above prints yours); that adaptation is what PTQ lacks. In FAST mode
+# comes back down as the kept weights adapt to the compression (the cell above prints
+# the first and last logged losses); that adaptation is what PTQ lacks. In FAST mode
 # the 5 steps sit on the learning-rate ramp of a handful of batches, and the printed
 # losses can go either way: too few steps to show the trend.
 #
@@ -656,7 +688,8 @@ print(f"{len(losses)} logged losses, all finite; no update skipped")
 #
 # The table's E12 is printed beside them for scale only: it fine-tuned W0, not B0,
 # for `rc.finetune_steps` steps, and its WER is a mean over seeds on every seed's full
-# test set (each seed with its own held-out speaker), not on this cell's utterances.
+# test set (on FSDD each seed with its own held-out speaker), not on this cell's
+# utterances.
 
 # %%
 ft_run = runs.load_run(RUN_DIR)
@@ -694,6 +727,56 @@ assert cfg_ft == cfg and str(spec_ft) == FT_SPEC and meta_ft["init"] == str(B0_D
 assert ptq_joint["utterances"] == ft_joint["utterances"] == len(test_ds.examples)
 assert all(0.0 <= r["wer"] and np.isfinite(r["wer"]) for r in (ptq_joint, ft_joint))
 print("both evaluated on the same utterances")
+
+# %% [markdown]
+# ### What the table says about Table 3
+#
+# One short run on a handful of utterances shows the mechanics; whether int4 + 2:4 is
+# *as good as* float is a question for the table, which fine-tuned E12 from every seed's
+# W0 and scored it on every utterance of dev and test. `results.json["claims"]` holds
+# each of the paper's claims judged on the table's rows
+# (`usmlite_edu.training.claims.judge`): the paired difference `row - base` in WER
+# points (the same utterances, seeds paired), its 95% bootstrap interval, and the verdict
+# under the rule written before the table ran (*reproduced*, *not reproduced*,
+# *inconclusive*; the rule names a 1-point margin). The cell prints the claims about the
+# rows of this notebook, E0, E2 and E12, and checks that they are what the library gives
+# on the committed rows, transcript by transcript.
+
+# %%
+rows_all = [json.loads(f.read_text()) for f in sorted((RESULTS / "rows").glob("*.json"))]
+stored_claims = {c["key"]: c for c in RESULTS_JSON["claims"]}
+SHOW = ("C1", "C3", "C17", "C20", "C21")  # E0 vs B0, E2 vs B0, E12 vs B0 / E7 / E11
+seeds_used = RESULTS_JSON["config"]["seeds"]
+print(f"{RESULTS.name}: {len(rows_all)} rows, seeds {seeds_used}; difference = row - base, points")
+for key in SHOW:
+    c = stored_claims[key]
+    if "test" not in c["differences"]:  # a table still landing: a row it needs is missing
+        print(f"{key} {c['row']:>3} vs {c['base']}: rows {c['missing']} not in the table yet")
+        continue
+    cells = []
+    for split in ("dev", "test"):
+        d = c["differences"].get(split)
+        if d:
+            verdict = c["verdicts"].get(split, "chooses recipes, not judged")
+            cells.append(f"{split} {d['estimate']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] {verdict}")
+    print(f"{key} {c['row']:>3} vs {c['base']}: {c['title']}\n     " + "; ".join(cells))
+
+# %%
+judged = {j.claim.key: j for j in claims.judge(rows_all)}
+for key in SHOW:
+    if "test" not in stored_claims[key]["differences"]:
+        assert "test" not in judged[key].differences, key
+        continue
+    iv, c = judged[key].differences["test"], stored_claims[key]
+    assert judged[key].verdicts == c["verdicts"], key
+    d = c["differences"]["test"]
+    assert abs(iv.estimate - d["estimate"]) < 1e-9 and abs(iv.hi - d["hi"]) < 1e-9, key
+print(f"the {len(SHOW)} claims are the library's judgement of the {len(rows_all)} committed rows")
+if len(seeds_used) < 3:
+    print(
+        f"NOTE: {len(seeds_used)} seed(s) so far: the intervals resample utterances only, "
+        "not training runs; the table's README says which seeds have landed"
+    )
 
 # %% [markdown]
 # ### The invariants of prune-then-quantize, on the checkpoint
@@ -864,8 +947,8 @@ print(
 
 # %% [markdown]
 # Questions to try with it: does int2 + 2:4 land nearer to int4 + 2:4 or to int2
-# alone? Is it on the Pareto frontier of the table (`results/cpu/plot.png`; notebook
-# 13, Exercise 1)? With `1:4` versus `1:4/fs10`, is few-shot better when you give it
+# alone? Is it on the Pareto frontier of the table (`plot.png` of the table this
+# notebook loaded; notebook 13, Exercise 1)? With `1:4` versus `1:4/fs10`, is few-shot better when you give it
 # more steps? (Raise `MY_STEPS`: the table's rows used `rc.finetune_steps`.)
 
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
@@ -879,9 +962,10 @@ print(
 # (without groups, int2 + 2:4 would be 6.25%, the size of dense int2, E4). Compare it
 # with E4-E7 and E12 on the *same* utterances (`claims.paired_difference` on its transcripts and a
 # row's, seed by seed), not by eye: at 100 test utterances a 1-point gap is inside the
-# noise (see the intervals of notebook 13). (2) The table answers the 1:4 question at
-# `rc.finetune_steps` steps: C16 (E11 vs E10) is *reproduced* on test, -0.67
-# [-1.35, -0.15], and *inconclusive* on unseen, +0.00 [-1.11, +1.10]. A longer run
+# noise (see the intervals of section 3's claims). (2) The table answers the 1:4
+# question at `rc.finetune_steps` steps: claim C16 (E11 vs E10, in
+# `results.json["claims"]`, read as in section 3; on the FSDD table it is *reproduced*
+# on test, -0.67 [-1.35, -0.15], and *inconclusive* on unseen). A longer run
 # changes both arms: few-shot's mask settles in its first `T_p` = 10 steps, so more
 # steps give the one-shot arm as much time to recover as the few-shot one. Run both
 # specs with the same `MY_STEPS` and seed, evaluate both, and compare them paired; one
@@ -938,7 +1022,7 @@ for spec_s in ("int4+2:4", "int2/gs24"):
 # of 24 inputs pays a float32 scale per 24 weights, $1/24 \approx 4.17\%$ of float32:
 # two-thirds as much again as its 2-bit values ($6.25\%$ at full density), $10.4\%$ in
 # all. Small groups buy accuracy with bytes.
-# Our exact column is larger because a 2M-parameter model keeps a far larger share of its
+# Our exact column is larger because a model of a million parameters or two keeps a far larger share of its
 # parameters in float layers (notebook 05).
 
 # %% [markdown]

@@ -33,6 +33,8 @@ TABLES = (
 )
 #: seeds a committed table must hold, by preset (an4: 1 until its other seeds land)
 MIN_SEEDS = {"cpu": 3, "an4": 1}
+#: tables still landing: their README's status paragraph names the rows not yet run
+LANDING = {"an4"}
 
 
 @pytest.fixture(scope="module", params=TABLES, ids=lambda p: p.name)
@@ -59,8 +61,14 @@ def test_every_row_of_the_plan_ran_every_seed(results, rows):
     assert seeds and len(seeds) >= MIN_SEEDS.get(preset, 2), seeds
     have = {(r["exp"], r["seed"]) for r in rows}
     want = {(r.exp, r.seed) for r in reproduce.plan(preset) if r.seed in seeds}
-    assert have == want, (sorted(want - have), sorted(have - want))
-    assert {r["key"] for r in results["runs"]} == {f"{e}_s{s}" for e, s in want}
+    if preset in LANDING:  # rows land as they run: none outside the plan, the rest named
+        assert have <= want, sorted(have - want)
+        status = (REPO / "results" / preset / "README.md").read_text().split("\n\n")[1]
+        for exp in sorted({e for e, _ in want - have}):
+            assert exp in status or f"{exp[0]}1-{exp[0]}3" in status, (exp, status)
+    else:
+        assert have == want, (sorted(want - have), sorted(have - want))
+    assert {r["key"] for r in results["runs"]} == {f"{e}_s{s}" for e, s in have}
 
 
 def test_every_row_keeps_its_transcripts_and_jiwer_gives_its_wer(results, rows):
@@ -105,6 +113,9 @@ def test_claims_are_the_library_judgement_of_the_rows(table, results, rows):
             ), (j.claim.key, split)
         line = next(ln for ln in text.splitlines() if ln.startswith(f"| {j.claim.key} "))
         judged = j.verdicts.get("test")
+        if judged is None and results["preset"] in LANDING and j.missing:
+            assert "not run" in line, line  # a row it needs has not landed yet
+            continue
         assert judged and f"**{judged}**" in line, line
         iv = j.differences["test"]
         assert f"{iv.estimate:+.2f} [{iv.lo:+.2f}, {iv.hi:+.2f}]" in line, line
