@@ -103,24 +103,13 @@ import numpy as np
 from usmlite_edu.core import compress, sizes, sparsity
 from usmlite_edu.core.specs import CompressionSpec
 from usmlite_edu.course import answers
+from usmlite_edu.course.notebook_setup import CORPUS_MARKERS, find_corpus
 from usmlite_edu.speech import batching, corpora, model, presets, runs
 from usmlite_edu.training import claims, reproduce, train
 
 REPO = env.repo or Path.cwd()  # the clone (outside one, runs/ goes under the working directory)
-# Where a corpus may be, first match wins: $USMLITE_DATA, the course's shared folder beside
-# the clone, and the folder a reproduction recorded in its B0's config.json.
-CORPUS_MARKERS = {"an4": "etc/an4_train.transcription", "fsdd": "recordings"}
-
-
-def find_corpus(name, *more):
-    for c in (os.environ.get("USMLITE_DATA"), REPO.parent / "shared" / "corpora" / name, *more):
-        if c and str(c) != "None":
-            for d in (Path(c), Path(c) / name):
-                if (d / CORPUS_MARKERS[name]).exists():
-                    return d
-    return None
-
-
+# Where a corpus may be, first match wins (notebook_setup.find_corpus): $USMLITE_DATA, the
+# course's shared folder beside the clone, then the folder a reproduction recorded.
 # The reproduction this notebook reads: $USMLITE_RESULTS if set; else the AN4 one
 # (`usmlite-edu reproduce --preset an4 ... --out results/an4`), where AN4 itself is on this
 # machine (section 3 fine-tunes on its training speakers); else the FSDD one (results/cpu).
@@ -128,7 +117,7 @@ AN4_RESULTS = REPO / "results" / "an4"
 AN4_DIR = None
 if (AN4_RESULTS / "results.json").exists():
     recorded = json.loads((AN4_RESULTS / "b0" / "config.json").read_text()).get("data_dir")
-    AN4_DIR = find_corpus("an4", recorded)
+    AN4_DIR = find_corpus("an4", recorded, repo=REPO)
     if AN4_DIR is None and "google.colab" in sys.modules:  # Colab: fetch it
         from usmlite_edu.speech import fetch
 
@@ -321,7 +310,9 @@ CORPUS, HELDOUT = meta["corpus"], b0_record.get("heldout_speaker")
 EVAL_SPLITS = [s for s in reproduce.SPLITS if isinstance(b0_record["results"].get(s), dict)]
 DATA_DIR = AN4_DIR if CORPUS == "an4" else None
 if DATA_DIR is None and CORPUS in CORPUS_MARKERS:
-    DATA_DIR = find_corpus(CORPUS, Path(f"../../shared/corpora/{CORPUS}"), meta.get("data_dir"))
+    DATA_DIR = find_corpus(
+        CORPUS, Path(f"../../shared/corpora/{CORPUS}"), meta.get("data_dir"), repo=REPO
+    )
     if DATA_DIR is None and "google.colab" in sys.modules:  # Colab: fetch it
         from usmlite_edu.speech import fetch
 

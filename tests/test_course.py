@@ -91,3 +91,22 @@ def test_binder_builds_from_the_environment_file():
     assert not (ROOT / "binder").exists(), (
         "a binder/ folder would make Binder ignore the root files"
     )
+
+
+def test_find_corpus_takes_the_first_complete_copy(tmp_path, monkeypatch):
+    from usmlite_edu.course.notebook_setup import find_corpus
+
+    monkeypatch.delenv("USMLITE_DATA", raising=False)
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    assert find_corpus("an4", None, "None", tmp_path / "nowhere", repo=repo) is None
+    shared = tmp_path / "shared" / "corpora" / "an4" / "etc"
+    shared.mkdir(parents=True)
+    assert find_corpus("an4", repo=repo) is None  # a folder without the transcription
+    (shared / "an4_train.transcription").write_text("")
+    assert find_corpus("an4", repo=repo) == shared.parent
+    other = tmp_path / "data" / "an4" / "etc"
+    other.mkdir(parents=True)
+    (other / "an4_train.transcription").write_text("")
+    monkeypatch.setenv("USMLITE_DATA", str(tmp_path / "data"))  # the env wins, DIR/an4 found
+    assert find_corpus("an4", repo=repo) == other.parent

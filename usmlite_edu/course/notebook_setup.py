@@ -66,6 +66,27 @@ def _existing_dir(root: Path | None, name: str) -> Path | None:
     return root / name if root is not None and (root / name).is_dir() else None
 
 
+#: a file or folder that only a complete copy of the corpus holds (what ``find_corpus`` checks)
+CORPUS_MARKERS = {"an4": "etc/an4_train.transcription", "fsdd": "recordings"}
+
+
+def find_corpus(
+    name: str, *more: str | os.PathLike | None, repo: Path | None = None
+) -> Path | None:
+    """The first folder holding corpus ``name`` (``an4`` or ``fsdd``): ``$USMLITE_DATA``,
+    ``<repo>/../shared/corpora/<name>`` (the course's shared folder beside the clone), then
+    ``more`` (e.g. the folder a reproduction recorded); each as given or with ``/<name>``
+    under it. ``None`` when none holds it (a ``None`` or ``"None"`` in ``more`` is skipped)."""
+    marker = CORPUS_MARKERS[name]
+    shared = repo.parent / "shared" / "corpora" / name if repo is not None else None
+    for c in (os.environ.get("USMLITE_DATA"), shared, *more):
+        if c and str(c) != "None":
+            for d in (Path(c), Path(c) / name):
+                if (d / marker).exists():
+                    return d
+    return None
+
+
 def find_repo(start: Path | None = None) -> Path | None:
     """The clone of this repository that ``start`` (default: the working directory) is in.
 
