@@ -51,7 +51,7 @@
 #
 # * **Before you start:** Notebook 06 (its run or the committed B0).
 # * **Reading time:** about 45 min (its text at 120 words a minute, 5 min an exercise).
-# * **Running time:** 76 s in fast mode; 10 min in full mode (AMD EPYC (cpu family 25, model 17, stepping 1), 2 cores shared with other jobs; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
+# * **Running time:** 43 s in fast mode; 6 min in full mode (Intel(R) Xeon(R) Processor (cpu family 6, model 207, stepping 2), 2 cores; `python scripts/time_notebooks.py`). Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in the text describe.
 
 # %% tags=["colab"]
 # Colab only (elsewhere this cell does nothing): clone the repository, install the

@@ -5,8 +5,9 @@
 
 Executes each notebook top to bottom (``usmlite_edu.course.notebook_runner.execute``, the same
 runner as the test command; executed copies go to a temporary folder) and records its wall
-time in ``notebooks/run_times.json`` beside the processor and core count it ran on. Earlier
-figures for other notebooks or modes are kept. Then run ``python scripts/notebook_header.py``
+time in ``notebooks/run_times.json`` beside the processor and core count it ran on (per
+notebook and mode: figures from different machines can sit side by side). Earlier figures
+for other notebooks or modes are kept. Then run ``python scripts/notebook_header.py``
 to write them into the notebooks. Times include starting a kernel and, for a first run,
 compiling; with the JAX compilation cache warm (a second run) they are shorter.
 """
@@ -41,15 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     where = f"{machine['processor']}, {os.cpu_count()} cores"
     if args.shared:
         where += " shared with other jobs"
-    if data.get("machine") not in (None, where):
-        print(f"note: earlier figures were measured on {data['machine']}; now {where}")
-    data["machine"] = where
+    # The top-level "machine" is where the figures without their own were measured; a
+    # figure measured elsewhere keeps its machine beside it, so no time is misattributed.
+    data.setdefault("machine", where)
     with tempfile.TemporaryDirectory() as tmp:
         for path in notebook_runner.select(args.names or None, ROOT / "notebooks"):
             t0 = time.perf_counter()
             notebook_runner.execute(path, out_dir=Path(tmp), fast=args.mode == "fast", timeout=7200)
             seconds = round(time.perf_counter() - t0, 1)
-            data["notebooks"].setdefault(path.name[:2], {})[args.mode] = seconds
+            entry = data["notebooks"].setdefault(path.name[:2], {})
+            entry[args.mode] = seconds
+            entry.setdefault("machine", {})[args.mode] = where
             print(f"{path.name}: {seconds:.0f} s in {args.mode} mode", flush=True)
             OUT.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return 0

@@ -110,3 +110,18 @@ def test_find_corpus_takes_the_first_complete_copy(tmp_path, monkeypatch):
     (other / "an4_train.transcription").write_text("")
     monkeypatch.setenv("USMLITE_DATA", str(tmp_path / "data"))  # the env wins, DIR/an4 found
     assert find_corpus("an4", repo=repo) == other.parent
+
+
+def test_a_header_names_the_machine_of_each_running_time():
+    # run_times.json keeps each figure's machine: a re-timed notebook must not relabel the
+    # others, and a header whose two figures come from different machines names both.
+    url = "https://github.com/usmlite-edu/usmlite_edu"
+    one = {"machine": "AMD, 2 cores", "notebooks": {"07": {"fast": 43.0, "full": 362.0}}}
+    h = course.header_markdown("07_compression_aware_finetuning.ipynb", url, one, 45)
+    assert "43 s in fast mode; 6 min in full mode (AMD, 2 cores;" in h
+    two = {
+        "machine": "AMD, 2 cores",
+        "notebooks": {"07": {"fast": 43.0, "full": 362.0, "machine": {"full": "Intel, 2 cores"}}},
+    }
+    h = course.header_markdown("07_compression_aware_finetuning.ipynb", url, two, 45)
+    assert "43 s in fast mode (AMD, 2 cores); 6 min in full mode (Intel, 2 cores)" in h

@@ -205,13 +205,16 @@ def header_markdown(notebook: str, url: str, times: dict, read_minutes: int) -> 
         raise KeyError(f"notebook {notebook} has no entry in usmlite_edu.course.plan.PLAN: add one")
     plan = PLAN[number]
     measured = times.get("notebooks", {}).get(number, {})
+    modes = [mode for mode in ("fast", "full") if mode in measured]
+    # each figure's machine: its own where recorded, else the file's default
+    where = {m: measured.get("machine", {}).get(m) or times.get("machine", "") for m in modes}
+    one_machine = len(set(where.values())) == 1
     runs = [
-        f"{_duration(measured[mode])} in {mode} mode"
-        for mode in ("fast", "full")
-        if mode in measured
+        f"{_duration(measured[m])} in {m} mode" + ("" if one_machine else f" ({where[m]})")
+        for m in modes
     ]
     run = "; ".join(runs) if runs else "not measured yet"
-    where = times.get("machine", "")
+    shared = where[modes[0]] if runs and one_machine else ""
     return (
         badges_markdown(notebook, url)
         + "\n\n"
@@ -219,7 +222,8 @@ def header_markdown(notebook: str, url: str, times: dict, read_minutes: int) -> 
         + f"* **Reading time:** about {read_minutes} min (its text at {WORDS_PER_MINUTE} words "
         f"a minute, {MINUTES_PER_EXERCISE} min an exercise).\n"
         + f"* **Running time:** {run}"
-        + (f" ({where}; `python scripts/time_notebooks.py`)." if runs and where else ".")
+        + (f" ({shared}; `python scripts/time_notebooks.py`)." if shared else "")
+        + ("" if shared else (" (`python scripts/time_notebooks.py`)." if runs else "."))
         + " Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in "
         "the text describe."
     )
