@@ -214,7 +214,9 @@ def header_markdown(notebook: str, url: str, times: dict, read_minutes: int) -> 
         for m in modes
     ]
     run = "; ".join(runs) if runs else "not measured yet"
+    how = "`python scripts/time_notebooks.py`"
     shared = where[modes[0]] if runs and one_machine else ""
+    cite = f" ({shared}; {how})." if shared else (f" ({how})." if runs else ".")
     return (
         badges_markdown(notebook, url)
         + "\n\n"
@@ -222,8 +224,7 @@ def header_markdown(notebook: str, url: str, times: dict, read_minutes: int) -> 
         + f"* **Reading time:** about {read_minutes} min (its text at {WORDS_PER_MINUTE} words "
         f"a minute, {MINUTES_PER_EXERCISE} min an exercise).\n"
         + f"* **Running time:** {run}"
-        + (f" ({shared}; `python scripts/time_notebooks.py`)." if shared else "")
-        + ("" if shared else (" (`python scripts/time_notebooks.py`)." if runs else "."))
+        + cite
         + " Fast mode (`USMLITE_FAST=1`) uses tiny sizes; full mode is what the figures in "
         "the text describe."
     )
