@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from script_loader import load_script
 
 from usmlite_edu.speech import fetch
 from usmlite_edu.speech.corpora import AN4_DEV_SPEAKERS, load_an4, load_corpus
@@ -223,14 +224,7 @@ AN4_SAMPLE = REPO / "data_small" / "an4_sample"
 
 
 def _make_an4_sample():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "make_an4_sample", REPO / "scripts" / "make_an4_sample.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("make_an4_sample")
 
 
 def test_an4_sample_is_the_whole_test_set_with_its_licence():

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,15 +19,11 @@ pytestmark = pytest.mark.xdist_group("main_job")
 
 
 from fsdd_location import FSDD, needs_fsdd
+from script_loader import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "make_fsdd_sample", REPO / "scripts" / "make_fsdd_sample.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("make_fsdd_sample")
 
 
 def _sources() -> list[dict]:

@@ -3,24 +3,18 @@ records and metrics; no training)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def script():
-    path = REPO / "scripts" / "reproduce_time.py"
-    spec = importlib.util.spec_from_file_location("reproduce_time", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up while being built
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("reproduce_time")
 
 
 def _row(table: Path, key: str, wall: float, steps: int, lines: list[dict]) -> None:
