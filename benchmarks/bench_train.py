@@ -14,9 +14,9 @@ each per round for ``--steps`` rounds, the fastest call kept):
 * with ``--profile`` (default on), for the first spec:
 
   - phases, each a separately jitted function timed on the same batch: log-mel features,
-    the model's forward pass (features precomputed), the CTC loss alone (forward, and
-    forward + backward), the training loss (features + forward + CTC), loss + gradient,
-    the optimizer update, and the whole step;
+    the model's forward pass (features precomputed), the subsampler alone and the CTC
+    loss alone (each forward, and forward + backward), the training loss (features +
+    forward + CTC), loss + gradient, the optimizer update, and the whole step;
   - a ``jax.profiler`` trace of ``--profile-steps`` steps, parsed with
     ``jax.profiler.ProfileData``: XLA:CPU runs a compiled step as a sequence of thunks
     (one per fusion, dot, convolution, loop, ...), each recorded with its instruction's
@@ -34,8 +34,12 @@ each per round for ``--steps`` rounds, the fastest call kept):
   gradients asserted), plus the step with the log-mel features precomputed; all
   interleaved, fastest of 7 rounds.
 
+* with ``--sizes B0 B3 ...``, only: the whole step of each dense size (B1-B3 are the
+  widths and depths that the reproduction's W1-W3 train), interleaved across sizes, and
+  each size's phases as above, side by side.
+
     .venv/bin/python benchmarks/bench_train.py [--steps 20] [--seconds 3.5] [--dtype bfloat16]
-        [--no-profile] [--profile-steps 5] [--top 25] [--no-rewrites]
+        [--no-profile] [--profile-steps 5] [--top 25] [--no-rewrites] [--sizes B0 B3]
 """
 
 from __future__ import annotations
@@ -44,11 +48,13 @@ import argparse
 import collections
 import contextlib
 import glob
+import os
 import re
 import resource
 import tempfile
 import time
 
+import bench_subsampler  # benchmarks/, this script's own folder
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +64,7 @@ from flax import nnx
 from usmlite_edu.core import sparsity
 from usmlite_edu.deploy.infer import interleaved_min, matmul_peaks
 from usmlite_edu.speech import batching, frontend, model, presets, runs
-from usmlite_edu.training import train
+from usmlite_edu.training import reproduce, train
 
 
 def fake_batch(cfg, batch_size, seconds, label_len=16, seed=0) -> batching.Batch:
@@ -101,7 +107,9 @@ def phase_times(tr, params, state, batch, key, reps: int = 7) -> dict[str, float
     pieces of one training step.
 
     ``features``: log-mel + normalisation; ``model forward``: the model on precomputed
-    features (dropout on, as in training); ``CTC fwd`` / ``CTC fwd+bwd``: ``optax.ctc_loss``
+    features (dropout on, as in training); ``subsampler fwd`` / ``fwd+bwd``: the model's
+    front (two stride-2 convolutions and the projection to the model width) on the same
+    features, and the gradient of its output's sum; ``CTC fwd`` / ``CTC fwd+bwd``: ``optax.ctc_loss``
     on precomputed logits, and its gradient; ``loss``: the training loss (features +
     forward + CTC); ``loss + grad``: ``jax.value_and_grad`` of it; ``optimizer``: the
     optimizer update and ``apply_updates`` on given gradients; ``step``: the whole step
@@ -117,6 +125,11 @@ def phase_times(tr, params, state, batch, key, reps: int = 7) -> dict[str, float
         return model.forward(tr.graphdef, p, feats, fmask, deterministic=False, dropout_key=key)
 
     logits, omask = jax.jit(fwd)(params, feats, fmask, key)
+
+    def subsample(p, feats, fmask):  # the convolutions and projection before the blocks
+        x, _ = nnx.merge(tr.graphdef, p).frontend(feats, fmask)
+        return jnp.sum(x)
+
     label_pad = (jnp.arange(b.labels.shape[1])[None, :] >= b.label_lengths[:, None]).astype(
         jnp.float32
     )
@@ -134,6 +147,8 @@ def phase_times(tr, params, state, batch, key, reps: int = 7) -> dict[str, float
         {
             "features (log-mel)": (feats_fn, (b.waveforms, b.lengths)),
             "model forward": (jax.jit(fwd), (params, feats, fmask, key)),
+            "subsampler fwd": (jax.jit(subsample), (params, feats, fmask)),
+            "subsampler fwd+bwd": (jax.jit(jax.grad(subsample)), (params, feats, fmask)),
             "CTC fwd": (jax.jit(ctc), (logits,)),
             "CTC fwd+bwd": (jax.jit(jax.grad(ctc)), (logits,)),
             "loss (features+forward+CTC)": (jax.jit(loss), (params, key)),
@@ -354,6 +369,89 @@ def previous_ops(rel_shift: bool = False, depthwise: bool = False):
         model.rel_shift, model.QConv.__call__ = old_shift, old_call
 
 
+@jax.custom_vjp
+def conv_s2d_input_grad(x: jax.Array, k: jax.Array) -> jax.Array:
+    """The subsampler's 3x3 stride-2 convolution (XLA's), whose input gradient is taken
+    through the space-to-depth form instead (``benchmarks/bench_subsampler.py``: on the
+    Intel Xeon it ran conv2's input gradient about 5x faster than XLA's); same values."""
+    return bench_subsampler.conv(x, k)
+
+
+def _s2d_fwd(x, k):
+    return bench_subsampler.conv(x, k), (x, k)
+
+
+def _s2d_bwd(res, ct):
+    x, k = res
+    dx = jax.vjp(lambda x_: bench_subsampler.space_to_depth(x_, k), x)[1](ct)[0]
+    dk = jax.vjp(lambda k_: bench_subsampler.conv(x, k_), k)[1](ct)[0]
+    return dx, dk
+
+
+conv_s2d_input_grad.defvjp(_s2d_fwd, _s2d_bwd)
+
+
+@contextlib.contextmanager
+def candidate_ops(s2d_input_grad: bool = False):
+    """Within the block, models traced run the subsampler's stride-2 convolutions through
+    :func:`conv_s2d_input_grad`; restored afterwards."""
+    old_call = model.QConv.__call__
+
+    def call(self, x):
+        if x.ndim == 4 and self.strides == (2, 2) and self.padding == ((1, 1), (1, 1)):
+            kernel = self.kernel[...]
+            if self.spec is not None:
+                kernel = model._maybe_fake_quant_kernel(kernel, self.spec)
+            return conv_s2d_input_grad(x, kernel) + self.bias[...]
+        return old_call(self, x)
+
+    try:
+        if s2d_input_grad:
+            model.QConv.__call__ = call
+        yield
+    finally:
+        model.QConv.__call__ = old_call
+
+
+def variant_steps(cfg, tcfg, batch, spec: str, variants: dict) -> dict:
+    """``name -> (compiled whole step, its arguments)`` for each variant (keywords of
+    :func:`previous_ops` / :func:`candidate_ops`, or ``features=True``: the log-mel
+    features precomputed and baked in as constants, what computing them once per
+    utterance instead of once per step would save), after checking that every variant's
+    loss and gradients are the first variant's (to float32 rounding)."""
+    b = batching.Batch(*(jnp.asarray(x) for x in batch))
+    key, s0 = jax.random.key(0), jnp.asarray(0, jnp.int32)
+    feats = jax.jit(train.Trainer(cfg, spec, tcfg).features)(b.waveforms, b.lengths)
+    steps, grads = {}, {}
+    for name, kw in variants.items():
+        kw = dict(kw)
+        pre = kw.pop("features", False)
+        s2d = kw.pop("s2d_input_grad", False)
+        with previous_ops(**kw), candidate_ops(s2d_input_grad=s2d):
+            tr = train.Trainer(cfg, spec, tcfg)
+            if pre:
+                tr.features = lambda waveforms, lengths: feats
+            params = tr.init_params(0)
+            state = tr.setup_optimizer(params)
+            masks = sparsity.masks_from_state(state)
+            step = jax.jit(tr._step_impl).lower(params, state, b, key, s0).compile()
+            g = jax.jit(
+                jax.value_and_grad(lambda p, tr=tr, masks=masks: tr.loss(p, masks, b, key))
+            )(params)
+        steps[name] = (step, (params, state, b, key, s0))
+        grads[name] = g
+    ref_loss, ref_g = next(iter(grads.values()))
+    gmax = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(ref_g))
+    for name, (loss, g) in grads.items():
+        gdiff = max(
+            float(jnp.max(jnp.abs(a - c)))
+            for a, c in zip(jax.tree.leaves(g), jax.tree.leaves(ref_g))
+        )
+        assert abs(float(loss) - float(ref_loss)) <= 1e-4 * abs(float(ref_loss)), name
+        assert gdiff <= 1e-3 * gmax, (name, gdiff, gmax)
+    return steps
+
+
 def compare_rewrites(cfg, tcfg, batch, spec: str, reps: int = 7) -> None:
     """Print op-level and whole-step times of the model's operations against the ones they
     replaced, interleaved in one run; checks that each variant computes the same
@@ -361,7 +459,6 @@ def compare_rewrites(cfg, tcfg, batch, spec: str, reps: int = 7) -> None:
     out of the step (precomputed, baked in as constants): the step time that computing
     features once per utterance instead of once per step would save."""
     b = batching.Batch(*(jnp.asarray(x) for x in batch))
-    key, s0 = jax.random.key(0), jnp.asarray(0, jnp.int32)
     t = int(model.subsampled_lengths(frontend.num_frames(batch.waveforms.shape[1], cfg)))
     ks = jax.random.split(jax.random.key(1), 6)
 
@@ -412,37 +509,68 @@ def compare_rewrites(cfg, tcfg, batch, spec: str, reps: int = 7) -> None:
         "previous both": {"rel_shift": True, "depthwise": True},
         "log-mel precomputed (step without it)": {"features": True},
     }
-    feats = jax.jit(train.Trainer(cfg, spec, tcfg).features)(b.waveforms, b.lengths)
-    steps, grads = {}, {}
-    for name, kw in variants.items():
-        pre = kw.pop("features", False)
-        with previous_ops(**kw):
-            tr = train.Trainer(cfg, spec, tcfg)
-            if pre:  # the step's features become constants: what caching them would save
-                tr.features = lambda waveforms, lengths: feats
-            params = tr.init_params(0)
-            state = tr.setup_optimizer(params)
-            masks = sparsity.masks_from_state(state)
-            step = jax.jit(tr._step_impl).lower(params, state, b, key, s0).compile()
-            g = jax.jit(
-                jax.value_and_grad(lambda p, tr=tr, masks=masks: tr.loss(p, masks, b, key))
-            )(params)
-        steps[name] = (step, (params, state, b, key, s0))
-        grads[name] = g
-    ref_loss, ref_g = grads["model as is"]
-    for name, (loss, g) in grads.items():
-        gmax = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(ref_g))
-        gdiff = max(
-            float(jnp.max(jnp.abs(a - c)))
-            for a, c in zip(jax.tree.leaves(g), jax.tree.leaves(ref_g))
-        )
-        assert abs(float(loss) - float(ref_loss)) <= 1e-4 * abs(float(ref_loss)), name
-        assert gdiff <= 1e-3 * gmax, (name, gdiff, gmax)
+    steps = variant_steps(cfg, tcfg, batch, spec, variants)
     times = interleaved_min(steps, reps)
     base = times["model as is"]
     print(f"== model ops vs previous, {spec}: whole training step (same loss and gradients) ==")
     for name, sec in times.items():
         print(f"  {name:30s} {sec * 1e3:8.1f} ms  {sec / base:5.2f}x")
+
+
+def size_config(cfg, size: str):
+    """``cfg`` (B0) or the width and depth of the reproduction's dense baseline ``size``
+    (B1-B3: :func:`usmlite_edu.training.reproduce.dense_baseline_config`, what W1-W3
+    train)."""
+    if size == "B0":
+        return cfg
+    ratios = {exp: ratio for exp, ratio, _ in reproduce.DENSE_SIZES}
+    over, _ = reproduce.dense_baseline_config(cfg, ratios[size])
+    return cfg.replace(**over)
+
+
+def compare_sizes(cfg, tcfg, batch, spec: str, sizes: list[str], reps: int) -> None:
+    """The whole step of each size as is and with two candidate changes (the log-mel
+    features precomputed; the subsampler's input gradient by space-to-depth), all
+    interleaved in one run, and each size's phases (interleaved within the size): where a
+    smaller model's step time goes, and what the two changes would save."""
+    variants = {
+        "as is": {},
+        "log-mel precomputed": {"features": True},
+        "subsampler dx by space-to-depth": {"s2d_input_grad": True},
+        "both": {"features": True, "s2d_input_grad": True},
+    }
+    steps, phases = {}, {}
+    for size in sizes:
+        for name, step in variant_steps(
+            size_config(cfg, size), tcfg, batch, spec, variants
+        ).items():
+            steps[size, name] = step
+    timed = interleaved_min(steps, reps)
+    whole = {size: timed[size, "as is"] for size in sizes}
+    for size in sizes:
+        tr = train.Trainer(size_config(cfg, size), spec, tcfg)
+        params = tr.init_params(0)
+        phases[size] = phase_times(tr, params, tr.setup_optimizer(params), batch, jax.random.key(0))
+    print(f"\n== sizes, {spec}: whole step interleaved across sizes (fastest of {reps}) ==")
+    for size in sizes:
+        c = size_config(cfg, size)
+        print(
+            f"  {size}: model_dim {c.model_dim}, {c.num_layers} blocks, "
+            f"{model.num_params(c):,} parameters, step {whole[size] * 1e3:7.1f} ms "
+            f"({whole[size] / whole[sizes[0]]:.2f}x {sizes[0]})"
+        )
+    print("  whole step with candidate changes (same loss and gradients), x the size's step as is:")
+    print("  " + " " * 34 + "".join(f"{s:>10s}" for s in sizes))
+    for name in variants:
+        print(f"  {name:34s}" + "".join(f"{timed[s, name] / whole[s]:9.2f}x" for s in sizes))
+    print("  phases, ms (% of that size's whole step, timed with its phases):")
+    print("  " + " " * 30 + "".join(f"{s:>16s}" for s in sizes))
+    for name in phases[sizes[0]]:
+        cells = "".join(
+            f"{phases[s][name] * 1e3:8.1f} ({100 * phases[s][name] / phases[s]['whole step']:3.0f}%)"
+            for s in sizes
+        )
+        print(f"  {name:30s}{cells}")
 
 
 def main() -> None:
@@ -462,17 +590,29 @@ def main() -> None:
         default=True,
         help="time the model's rel_shift and depthwise conv against the ops they replaced",
     )
+    ap.add_argument(
+        "--sizes",
+        nargs="+",
+        choices=["B0", *(exp for exp, _, _ in reproduce.DENSE_SIZES)],
+        default=None,
+        help="only compare the whole step and its phases of these dense sizes (B1-B3: the "
+        "reproduction's W1-W3 widths) for the first spec, then stop",
+    )
     args = ap.parse_args()
 
     preset = presets.get_preset(args.preset)
     cfg = preset.model.replace(vocab_size=32)
     tcfg = preset.train.replace(batch_size=args.batch_size, compute_dtype=args.dtype)
     batch = fake_batch(cfg, args.batch_size, args.seconds)
-    print(f"machine: {runs.machine_info()}")
+    print(f"machine: {runs.machine_info()}, load {os.getloadavg()[0]:.2f} at the start")
     print(
         f"preset {args.preset}: {model.num_params(cfg):,} parameters, batch "
         f"{args.batch_size} x {args.seconds} s, matmul dtype {args.dtype or 'float32'}"
     )
+
+    if args.sizes:
+        compare_sizes(cfg, tcfg, batch, args.specs[0], args.sizes, args.steps)
+        return
 
     # every timing below: interleaved rounds, the fastest call of each kept (infer.interleaved_min)
     peaks = matmul_peaks(
