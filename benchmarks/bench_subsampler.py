@@ -1,4 +1,4 @@
-"""The subsampler's 3x3 stride-2 convolution: XLA's form against three rewrites.
+"""The subsampler's 3x3 stride-2 convolution: XLA's form against rewrites.
 
     .venv/bin/python benchmarks/bench_subsampler.py [--preset an4] [--reps 15]
 
@@ -6,21 +6,25 @@ Issue 25 (item 6) named the stride-2 convolution's backward (the input gradient 
 base-dilated convolution, its layout copy, the weight gradient) as the most expensive
 single instructions of the ``cpu`` step for its FLOPs, and suggested a space-to-depth or
 patches-plus-dot form. This script measures, at the preset's training shapes (batch,
-largest-but-one bucket, mel bins, ``subsample_channels``), the forward and backward
-(``jax.vjp`` with a fixed cotangent, jitted) of each convolution of the subsampler in
-four forms, interleaved (fastest of ``--reps`` rounds), after checking that all four
-give the same outputs and gradients (to float32 rounding) on odd and even shapes:
+largest-but-one bucket, mel bins, ``subsample_channels``), each convolution of the
+subsampler in five forms, interleaved (fastest of ``--reps`` rounds), after checking that
+all give the same outputs and gradients (to float32 rounding) on odd and even shapes.
+For each form it times, jitted, with a fixed cotangent: the forward and both gradients,
+the input gradient alone and the kernel gradient alone (training needs both of conv2's
+but only conv1's kernel gradient: the features are not differentiated).
 
-* ``conv``: ``lax.conv_general_dilated`` with stride 2, what ``model.QConv`` runs;
+* ``conv``: ``lax.conv_general_dilated`` with stride 2 (``model.conv_s2``);
 * ``patches``: the nine strided slices of the padded input concatenated, one dot;
 * ``space-to-depth``: the input folded into 2x2 blocks (4x the channels), a 2x2 stride-1
-  convolution with the kernel zero-padded to 4x4 and folded the same way;
+  convolution with the kernel zero-padded to 4x4 and folded the same way
+  (``model.conv_s2_space_to_depth``);
 * ``parity gradient``: XLA's forward and weight gradient, and the input gradient written
   by hand as its four output-parity phases (each a sum of shifted dots), through a
-  ``jax.custom_vjp``.
+  ``jax.custom_vjp``;
+* ``model``: what ``model.QConv`` runs, ``model.conv3x3_stride2``: XLA's forward and
+  kernel gradient, the input gradient of the space-to-depth form.
 
-It prints each time and its ratio to ``conv``; the model keeps ``conv`` unless a form is
-faster by more than the noise, and the decision with the numbers is in
+It prints each time and its ratio to ``conv``; the decisions with the numbers are in
 ``docs/training.md``.
 """
 
@@ -35,15 +39,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from usmlite_edu.deploy.infer import interleaved_min
-from usmlite_edu.speech import frontend
+from usmlite_edu.speech import frontend, model
 from usmlite_edu.speech.presets import get_preset
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def conv(x: jax.Array, k: jax.Array) -> jax.Array:
-    """What the model runs: a 3x3 stride-2 convolution, one frame of padding each side."""
-    return jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DIMS)
+conv = model.conv_s2  # what the model's forward and kernel gradient run
+space_to_depth = model.conv_s2_space_to_depth  # what its input gradient runs
 
 
 def patches(x: jax.Array, k: jax.Array) -> jax.Array:
@@ -53,19 +56,6 @@ def patches(x: jax.Array, k: jax.Array) -> jax.Array:
     xp = jnp.pad(x, ((0, 0), (1, 2), (1, 2), (0, 0)))
     cols = [xp[:, i : i + 2 * to : 2, j : j + 2 * fo : 2, :] for i in range(3) for j in range(3)]
     return jnp.concatenate(cols, axis=-1) @ k.reshape(9 * c, -1)
-
-
-def space_to_depth(x: jax.Array, k: jax.Array) -> jax.Array:
-    """The same as a 2x2 stride-1 convolution of the input folded into 2x2 blocks: tap
-    ``i = 2 * di + p`` of the 3x3 kernel reads block row ``t + di``, phase ``p``."""
-    b, t, f, c = x.shape
-    to, fo = (t + 1) // 2, (f + 1) // 2
-    xp = jnp.pad(x, ((0, 0), (1, 2 * (to + 1) - t - 1), (1, 2 * (fo + 1) - f - 1), (0, 0)))
-    z = xp.reshape(b, to + 1, 2, fo + 1, 2, c).transpose(0, 1, 3, 2, 4, 5)
-    z = z.reshape(b, to + 1, fo + 1, 4 * c)
-    kp = jnp.pad(k, ((0, 1), (0, 1), (0, 0), (0, 0)))  # 4x4, the last row and column zero
-    k2 = kp.reshape(2, 2, 2, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, -1)
-    return jax.lax.conv_general_dilated(z, k2, (1, 1), "VALID", dimension_numbers=_DIMS)
 
 
 def input_grad_by_parity(ct: jax.Array, k: jax.Array, xshape: tuple[int, ...]) -> jax.Array:
@@ -112,6 +102,7 @@ FORMS = {
     "patches": patches,
     "space-to-depth": space_to_depth,
     "parity gradient": parity_gradient,
+    "model": model.conv3x3_stride2,
 }
 
 
@@ -158,14 +149,25 @@ def main() -> None:
         x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
         k = jnp.asarray(rng.standard_normal((3, 3, shape[-1], out)), jnp.float32)
         ct = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, x, k).shape), jnp.float32)
+        parts = {
+            "fwd + both grads": lambda f, x, k, ct: jax.vjp(f, x, k)[1](ct),
+            "input grad": lambda f, x, k, ct: jax.vjp(lambda x_: f(x_, k), x)[1](ct),
+            "kernel grad": lambda f, x, k, ct: jax.vjp(lambda k_: f(x, k_), k)[1](ct),
+        }
         fns = {
-            name: (jax.jit(lambda x, k, ct, f=f: jax.vjp(f, x, k)[1](ct)), (x, k, ct))
+            (name, part): (jax.jit(lambda x, k, ct, f=f, g=g: g(f, x, k, ct)), (x, k, ct))
             for name, f in FORMS.items()
+            for part, g in parts.items()
         }
         times = interleaved_min(fns, args.reps)
-        print(f"{layer} {shape} -> {out} channels, forward + backward (fastest of {args.reps}):")
-        for name, s in times.items():
-            print(f"  {name:16s} {s * 1e3:8.2f} ms  {s / times['conv']:5.2f}x")
+        print(f"{layer} {shape} -> {out} channels, ms (x conv's), fastest of {args.reps}:")
+        print(f"  {'':16s}" + "".join(f"{part:>22s}" for part in parts))
+        for name in FORMS:
+            cells = "".join(
+                f"{times[name, part] * 1e3:13.2f} ({times[name, part] / times['conv', part]:4.2f}x)"
+                for part in parts
+            )
+            print(f"  {name:16s}{cells}")
 
 
 if __name__ == "__main__":

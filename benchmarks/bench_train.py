@@ -54,7 +54,6 @@ import resource
 import tempfile
 import time
 
-import bench_subsampler  # benchmarks/, this script's own folder
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -346,76 +345,36 @@ def depthwise_grouped(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
 
 
 @contextlib.contextmanager
-def previous_ops(rel_shift: bool = False, depthwise: bool = False):
-    """Within the block, models traced use :func:`rel_shift_gather` and/or
-    :func:`depthwise_grouped` (for depthwise convolutions); restored afterwards."""
+def previous_ops(rel_shift: bool = False, depthwise: bool = False, subsampler: bool = False):
+    """Within the block, models traced use :func:`rel_shift_gather`, and/or
+    :func:`depthwise_grouped` for depthwise convolutions, and/or XLA's own gradient for
+    the subsampler's stride-2 convolutions (``model.conv_s2`` instead of
+    ``model.conv3x3_stride2``); restored afterwards."""
     old_shift, old_call = model.rel_shift, model.QConv.__call__
 
     def call(self, x):
-        if x.ndim == 3 and self.feature_group_count == x.shape[-1] > 1:
-            kernel = self.kernel[...]
-            if self.spec is not None:
-                kernel = model._maybe_fake_quant_kernel(kernel, self.spec)
+        kernel = self.kernel[...]
+        if self.spec is not None:
+            kernel = model._maybe_fake_quant_kernel(kernel, self.spec)
+        if depthwise and x.ndim == 3 and self.feature_group_count == x.shape[-1] > 1:
             return depthwise_grouped(x, kernel, self.padding) + self.bias[...]
+        if subsampler and x.ndim == 4 and self.strides == (2, 2):
+            return model.conv_s2(x, kernel) + self.bias[...]
         return old_call(self, x)
 
     try:
         if rel_shift:
             model.rel_shift = rel_shift_gather
-        if depthwise:
+        if depthwise or subsampler:
             model.QConv.__call__ = call
         yield
     finally:
         model.rel_shift, model.QConv.__call__ = old_shift, old_call
 
 
-@jax.custom_vjp
-def conv_s2d_input_grad(x: jax.Array, k: jax.Array) -> jax.Array:
-    """The subsampler's 3x3 stride-2 convolution (XLA's), whose input gradient is taken
-    through the space-to-depth form instead (``benchmarks/bench_subsampler.py``: on the
-    Intel Xeon it ran conv2's input gradient about 5x faster than XLA's); same values."""
-    return bench_subsampler.conv(x, k)
-
-
-def _s2d_fwd(x, k):
-    return bench_subsampler.conv(x, k), (x, k)
-
-
-def _s2d_bwd(res, ct):
-    x, k = res
-    dx = jax.vjp(lambda x_: bench_subsampler.space_to_depth(x_, k), x)[1](ct)[0]
-    dk = jax.vjp(lambda k_: bench_subsampler.conv(x, k_), k)[1](ct)[0]
-    return dx, dk
-
-
-conv_s2d_input_grad.defvjp(_s2d_fwd, _s2d_bwd)
-
-
-@contextlib.contextmanager
-def candidate_ops(s2d_input_grad: bool = False):
-    """Within the block, models traced run the subsampler's stride-2 convolutions through
-    :func:`conv_s2d_input_grad`; restored afterwards."""
-    old_call = model.QConv.__call__
-
-    def call(self, x):
-        if x.ndim == 4 and self.strides == (2, 2) and self.padding == ((1, 1), (1, 1)):
-            kernel = self.kernel[...]
-            if self.spec is not None:
-                kernel = model._maybe_fake_quant_kernel(kernel, self.spec)
-            return conv_s2d_input_grad(x, kernel) + self.bias[...]
-        return old_call(self, x)
-
-    try:
-        if s2d_input_grad:
-            model.QConv.__call__ = call
-        yield
-    finally:
-        model.QConv.__call__ = old_call
-
-
 def variant_steps(cfg, tcfg, batch, spec: str, variants: dict) -> dict:
     """``name -> (compiled whole step, its arguments)`` for each variant (keywords of
-    :func:`previous_ops` / :func:`candidate_ops`, or ``features=True``: the log-mel
+    :func:`previous_ops`, or ``features=True``: the log-mel
     features precomputed and baked in as constants, what computing them once per
     utterance instead of once per step would save), after checking that every variant's
     loss and gradients are the first variant's (to float32 rounding)."""
@@ -426,8 +385,7 @@ def variant_steps(cfg, tcfg, batch, spec: str, variants: dict) -> dict:
     for name, kw in variants.items():
         kw = dict(kw)
         pre = kw.pop("features", False)
-        s2d = kw.pop("s2d_input_grad", False)
-        with previous_ops(**kw), candidate_ops(s2d_input_grad=s2d):
+        with previous_ops(**kw):
             tr = train.Trainer(cfg, spec, tcfg)
             if pre:
                 tr.features = lambda waveforms, lengths: feats
@@ -507,6 +465,7 @@ def compare_rewrites(cfg, tcfg, batch, spec: str, reps: int = 7) -> None:
         "previous rel_shift (gather)": {"rel_shift": True},
         "previous depthwise (grouped)": {"depthwise": True},
         "previous both": {"rel_shift": True, "depthwise": True},
+        "previous subsampler gradient": {"subsampler": True},
         "log-mel precomputed (step without it)": {"features": True},
     }
     steps = variant_steps(cfg, tcfg, batch, spec, variants)
@@ -529,15 +488,14 @@ def size_config(cfg, size: str):
 
 
 def compare_sizes(cfg, tcfg, batch, spec: str, sizes: list[str], reps: int) -> None:
-    """The whole step of each size as is and with two candidate changes (the log-mel
-    features precomputed; the subsampler's input gradient by space-to-depth), all
-    interleaved in one run, and each size's phases (interleaved within the size): where a
-    smaller model's step time goes, and what the two changes would save."""
+    """The whole step of each size as is, with the log-mel features precomputed (what
+    caching them would save) and with the subsampler's previous gradient (XLA's input
+    gradient instead of ``model.conv3x3_stride2``'s), all interleaved in one run, and each
+    size's phases (interleaved within the size): where a smaller model's step time goes."""
     variants = {
         "as is": {},
         "log-mel precomputed": {"features": True},
-        "subsampler dx by space-to-depth": {"s2d_input_grad": True},
-        "both": {"features": True, "s2d_input_grad": True},
+        "previous subsampler gradient (XLA's)": {"subsampler": True},
     }
     steps, phases = {}, {}
     for size in sizes:
@@ -559,7 +517,7 @@ def compare_sizes(cfg, tcfg, batch, spec: str, sizes: list[str], reps: int) -> N
             f"{model.num_params(c):,} parameters, step {whole[size] * 1e3:7.1f} ms "
             f"({whole[size] / whole[sizes[0]]:.2f}x {sizes[0]})"
         )
-    print("  whole step with candidate changes (same loss and gradients), x the size's step as is:")
+    print("  whole step variants (same loss and gradients), x the size's step as is:")
     print("  " + " " * 34 + "".join(f"{s:>10s}" for s in sizes))
     for name in variants:
         print(f"  {name:34s}" + "".join(f"{timed[s, name] / whole[s]:9.2f}x" for s in sizes))

@@ -8,6 +8,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from usmlite_edu.core import sparsity
 from usmlite_edu.core.specs import as_spec
@@ -274,3 +276,39 @@ def test_invalid_spec_refused_before_work():
         M.ConformerCTC(configs.CI, M.ModelOptions(spec=as_spec("int2/g7")), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="sub-channels do not divide"):
         M.abstract_model(configs.USM_2B, "int2/g7")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    t=st.integers(1, 13),
+    f=st.integers(1, 11),
+    c=st.integers(1, 5),
+    o=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_subsampler_conv_gradients_are_xlas(t, f, c, o, seed):
+    """conv3x3_stride2 (what QConv runs for the subsampler) has XLA's forward and the same
+    input and kernel gradients as XLA's stride-2 convolution, on odd and even lengths."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((2, t, f, c)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((3, 3, c, o)), jnp.float32)
+    y0, vjp0 = jax.vjp(M.conv_s2, x, k)
+    y, vjp = jax.vjp(M.conv3x3_stride2, x, k)
+    np.testing.assert_array_equal(y, y0)
+    assert y.shape == (2, (t + 1) // 2, (f + 1) // 2, o)
+    ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    for got, want in zip(vjp(ct), vjp0(ct)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_subsampler_runs_conv3x3_stride2(monkeypatch):
+    """Both subsampler convolutions go through conv3x3_stride2 (the depthwise one does not)."""
+    calls = []
+    real = M.conv3x3_stride2
+    monkeypatch.setattr(M, "conv3x3_stride2", lambda x, k: calls.append(x.shape) or real(x, k))
+    cfg = configs.CI
+    params = M.init_params(cfg)
+    graphdef = M.model_graph(cfg)
+    feats = jnp.ones((1, 16, cfg.num_mels))
+    M.forward(graphdef, params, feats, jnp.ones((1, 16), bool))
+    assert [s[-1] for s in calls] == [1, cfg.subsample_channels[0]]
