@@ -79,23 +79,10 @@ def input_grad_by_parity(ct: jax.Array, k: jax.Array, xshape: tuple[int, ...]) -
     return jnp.stack(phases, axis=2).reshape(b, 2 * to, 2 * fo, c)[:, :t, :f, :]
 
 
-@jax.custom_vjp
-def parity_gradient(x: jax.Array, k: jax.Array) -> jax.Array:
-    """:func:`conv` whose input gradient is :func:`input_grad_by_parity`."""
-    return conv(x, k)
-
-
-def _fwd(x, k):
-    return conv(x, k), (x, k)
-
-
-def _bwd(res, ct):
-    x, k = res
-    gk = jax.vjp(lambda k_: conv(x, k_), k)[1](ct)[0]
-    return input_grad_by_parity(ct, k, x.shape), gk
-
-
-parity_gradient.defvjp(_fwd, _bwd)
+#: :func:`conv` whose input gradient is :func:`input_grad_by_parity`
+parity_gradient = model.conv_s2_with_input_grad(
+    lambda x, k, ct: input_grad_by_parity(ct, k, x.shape)
+)
 
 FORMS = {
     "conv": conv,

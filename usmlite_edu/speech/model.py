@@ -62,7 +62,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -286,28 +286,36 @@ def conv_s2_space_to_depth(x: jax.Array, k: jax.Array) -> jax.Array:
     return jax.lax.conv_general_dilated(z, k2, (1, 1), "VALID", dimension_numbers=_CONV_DIMS[2])
 
 
-@jax.custom_vjp
-def conv3x3_stride2(x: jax.Array, k: jax.Array) -> jax.Array:
-    """The subsampler's convolution (:func:`conv_s2`), with its input gradient taken
-    through :func:`conv_s2_space_to_depth`: XLA:CPU runs the usual input gradient (a
-    base-dilated convolution) slowly; the folded form makes the ``an4`` training step
-    6% faster at B0's width and 17% at B3's (``benchmarks/bench_train.py --preset an4
-    --sizes B0 B3``, Intel Xeon). The forward and the kernel gradient are XLA's."""
-    return conv_s2(x, k)
+def conv_s2_with_input_grad(input_grad: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]):
+    """:func:`conv_s2` (XLA's forward and kernel gradient) whose input gradient is
+    ``input_grad(x, k, cotangent)``, a ``jax.custom_vjp`` function of ``(x, k)``."""
+
+    @jax.custom_vjp
+    def conv(x: jax.Array, k: jax.Array) -> jax.Array:
+        return conv_s2(x, k)
+
+    def fwd(x, k):
+        return conv_s2(x, k), (x, k)
+
+    def bwd(res, ct):
+        x, k = res
+        dk = jax.vjp(lambda k_: conv_s2(x, k_), k)[1](ct)[0]
+        return input_grad(x, k, ct), dk
+
+    conv.defvjp(fwd, bwd)
+    return conv
 
 
-def _conv3x3_stride2_fwd(x, k):
-    return conv_s2(x, k), (x, k)
+def _input_grad_space_to_depth(x: jax.Array, k: jax.Array, ct: jax.Array) -> jax.Array:
+    return jax.vjp(lambda x_: conv_s2_space_to_depth(x_, k), x)[1](ct)[0]
 
 
-def _conv3x3_stride2_bwd(res, ct):
-    x, k = res
-    dx = jax.vjp(lambda x_: conv_s2_space_to_depth(x_, k), x)[1](ct)[0]
-    dk = jax.vjp(lambda k_: conv_s2(x, k_), k)[1](ct)[0]
-    return dx, dk
-
-
-conv3x3_stride2.defvjp(_conv3x3_stride2_fwd, _conv3x3_stride2_bwd)
+#: The subsampler's convolution (:func:`conv_s2`), with its input gradient taken through
+#: :func:`conv_s2_space_to_depth`: XLA:CPU runs the usual input gradient (a base-dilated
+#: convolution) slowly; the folded form makes the ``an4`` training step 6% faster at B0's
+#: width and 17% at B3's (``benchmarks/bench_train.py --preset an4 --sizes B0 B3``, Intel
+#: Xeon). The forward and the kernel gradient are XLA's.
+conv3x3_stride2 = conv_s2_with_input_grad(_input_grad_space_to_depth)
 
 
 class QConv(nnx.Module):
