@@ -312,9 +312,9 @@ def _input_grad_space_to_depth(x: jax.Array, k: jax.Array, ct: jax.Array) -> jax
 
 #: The subsampler's convolution (:func:`conv_s2`), with its input gradient taken through
 #: :func:`conv_s2_space_to_depth`: XLA:CPU runs the usual input gradient (a base-dilated
-#: convolution) slowly; the folded form makes the ``an4`` training step 6% faster at B0's
-#: width and 17% at B3's (``benchmarks/bench_train.py --preset an4 --sizes B0 B3``, Intel
-#: Xeon). The forward and the kernel gradient are XLA's.
+#: convolution) slowly; the folded form made the ``an4`` training step 5-6% faster at B0's
+#: width and 9-17% at B3's in two runs (``benchmarks/bench_train.py --preset an4 --sizes``,
+#: Intel Xeon, ``results/an4/README.md``). The forward and the kernel gradient are XLA's.
 conv3x3_stride2 = conv_s2_with_input_grad(_input_grad_space_to_depth)
 
 
