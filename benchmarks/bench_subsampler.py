@@ -42,9 +42,6 @@ from usmlite_edu.deploy.infer import interleaved_min
 from usmlite_edu.speech import frontend, model
 from usmlite_edu.speech.presets import get_preset
 
-_DIMS = ("NHWC", "HWIO", "NHWC")
-
-
 conv = model.conv_s2  # what the model's forward and kernel gradient run
 space_to_depth = model.conv_s2_space_to_depth  # what its input gradient runs
 

@@ -374,10 +374,10 @@ def previous_ops(rel_shift: bool = False, depthwise: bool = False, subsampler: b
 
 def variant_steps(cfg, tcfg, batch, spec: str, variants: dict) -> dict:
     """``name -> (compiled whole step, its arguments)`` for each variant (keywords of
-    :func:`previous_ops`, or ``features=True``: the log-mel
-    features precomputed and baked in as constants, what computing them once per
-    utterance instead of once per step would save), after checking that every variant's
-    loss and gradients are the first variant's (to float32 rounding)."""
+    :func:`previous_ops`, or ``features=True``: the log-mel features precomputed and baked
+    in as constants, what computing them once per utterance instead of once per step would
+    save), after checking that every variant's loss and gradients are the first variant's
+    (to float32 rounding)."""
     b = batching.Batch(*(jnp.asarray(x) for x in batch))
     key, s0 = jax.random.key(0), jnp.asarray(0, jnp.int32)
     feats = jax.jit(train.Trainer(cfg, spec, tcfg).features)(b.waveforms, b.lengths)

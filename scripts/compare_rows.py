@@ -52,15 +52,16 @@ def compare(a: dict, b: dict, split: str, names: tuple[str, str]) -> dict:
             have = ", ".join(sorted(rec["results"])) or "none"
             raise Refused(f"{name}: no transcripts for split {split!r} (it has: {have})")
         utts.append(res["utterances"])
-    ids = [{u["id"] for u in us} for us in utts]
-    if ids[0] != ids[1]:
+    try:
+        sa, sb = (stats.score(sorted(us, key=lambda u: u["id"])) for us in utts)
+        iv = stats.paired_difference([sa], [sb])  # refuses other utterances or references
+    except (KeyError, TypeError, AttributeError) as e:
         raise Refused(
-            f"{names[0]} and {names[1]} do not hold the same {split} utterances "
-            f"({len(ids[0] - ids[1])} only in the first, {len(ids[1] - ids[0])} only in the "
-            "second): compare rows evaluated on the same split"
-        )
-    sa, sb = (stats.score(sorted(us, key=lambda u: u["id"])) for us in utts)
-    iv = stats.paired_difference([sa], [sb])
+            f"{split}: an utterance is not an {{'id', 'ref', 'hyp'}} record ({e!r}); "
+            "pass row records written by usmlite-edu reproduce"
+        ) from None
+    except ValueError as e:
+        raise Refused(f"{names[0]} vs {names[1]}, {split}: {e}") from None
     hb = {u["id"]: u["hyp"] for u in utts[1]}
     return {
         "split": split,

@@ -43,7 +43,14 @@ def test_a_clearly_worse_row_is_not_no_worse(script, tmp_path):
 @pytest.mark.parametrize(
     "make_b, words",
     [
-        (lambda d: _record(d / "b.json", 0, ids=range(1, N + 1)), "same dev utterances"),
+        (lambda d: _record(d / "b.json", 0, ids=range(1, N + 1)), "needs the same utterances"),
+        (
+            lambda d: (
+                (d / "b.json").write_text('{"results": {"dev": {"utterances": [{"id": 1}]}}}')
+                and d / "b.json"
+            ),
+            "not an {'id', 'ref', 'hyp'} record",
+        ),
         (lambda d: _record(d / "b.json", 0, split="test"), "no transcripts for split 'dev'"),
         (lambda d: (d / "b.json").write_text("{not json") and d / "b.json", "cannot read"),
         (lambda d: (d / "b.json").write_text("[]") and d / "b.json", "not a row record"),
