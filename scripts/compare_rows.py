@@ -14,8 +14,9 @@ code change against the committed row (``results/an4/checks/README.md``)::
 
     PYTHONPATH=. python scripts/compare_rows.py NEW.json results/an4/rows/B0_s0.json --splits dev
 
-Exit status 0; 2 with one line on stderr when a file cannot be read, is not a row record,
-lacks a split, or the two records do not hold the same utterances.
+Exit status 0; 2 with one line on stderr when a file cannot be read, is larger than
+``MAX_RECORD_BYTES`` or is not a row record, lacks a split, or the two records do not hold
+the same utterances.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from pathlib import Path
 
 from usmlite_edu.core import stats
 
+#: a row record holds a few hundred transcripts (tens of kB); larger files are refused
+#: before they are read, so memory stays bounded whatever is passed
+MAX_RECORD_BYTES = 64 * 2**20
+
 
 class Refused(Exception):
     """Bad input: the message is the one line the user sees."""
@@ -35,6 +40,11 @@ class Refused(Exception):
 def load_row(path: Path) -> dict:
     """The record at ``path``; :class:`Refused` when it is unreadable or has no results."""
     try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise Refused(
+                f"{path}: {path.stat().st_size:,} bytes is not a row record (at most "
+                f"{MAX_RECORD_BYTES:,}); pass DIR/rows/<row>.json"
+            )
         rec = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise Refused(f"{path}: cannot read a row record ({e.__class__.__name__}: {e})") from None

@@ -40,6 +40,13 @@ def test_a_clearly_worse_row_is_not_no_worse(script, tmp_path):
     assert r["verdict_no_worse"] == "not reproduced" and r["same_hypotheses"] == 20
 
 
+def test_an_oversized_file_is_refused_before_it_is_read(script, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(script, "MAX_RECORD_BYTES", 100)
+    a = _record(tmp_path / "a.json", 0)
+    assert script.main([str(a), str(a)]) == 2
+    assert "is not a row record (at most 100)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "make_b, words",
     [
