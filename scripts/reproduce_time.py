@@ -15,7 +15,9 @@ trained row it splits the record's ``wall_time_s`` into
 
 A row interrupted and resumed keeps one ``metrics.jsonl`` whose ``elapsed_s`` restarts;
 the record's ``wall_time_s`` is then the last segment's, and the earlier segments are
-reported beside it (``resumed``), their time up to their last logged step. PTQ rows have
+reported beside it, their time up to their last logged step: ``N steps`` kept from a
+checkpoint, or ``lost`` when the row was interrupted before its first checkpoint and trained
+again from step 0. PTQ rows have
 no training and count as decoding. The parts are measurements of one run on one machine
 under whatever load it had (the records name the processor), not a benchmark.
 """
@@ -117,7 +119,12 @@ def report(times: list[RowTime], processor: str) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for t in times:
-        earlier = f"{t.earlier_steps} steps, {t.earlier_s:.0f} s" if t.earlier_steps else ""
+        if t.earlier_steps:  # resumed from a checkpoint: those steps were kept
+            earlier = f"{t.earlier_steps} steps, {t.earlier_s:.0f} s"
+        elif t.earlier_s:  # interrupted before its first checkpoint: trained again from 0
+            earlier = f"lost, {t.earlier_s:.0f} s"
+        else:
+            earlier = ""
         out.append(
             f"| {t.key} | {t.steps} | {t.wall_s:.0f} | {t.step_s:.0f} | {t.startup_s:.0f} | "
             f"{t.decode_s:.0f} | {t.median_s_per_step:.3f} | {earlier} |"

@@ -56,6 +56,20 @@ def test_a_resumed_row_reports_its_earlier_segment(script, tmp_path):
     assert "| W1_s0 | 1000 | 420 |" in text and "1000 steps," in text
 
 
+def test_a_row_interrupted_before_its_first_checkpoint_reports_the_lost_segment(script, tmp_path):
+    # killed after step 150 (no checkpoint yet), trained again from step 0
+    first = _log(60, 1.5, range(50, 151, 50))
+    second = _log(40, 1.6, range(50, 301, 50))
+    second.append({"final": {"step": 300, "train_time_s": 40 + 250 * 1.6}})
+    _row(tmp_path, "E7_s2", 470.0, 300, [*first, *second])
+    (t,) = script.table_times(tmp_path)
+    assert t.steps == 300 and t.earlier_steps == 0
+    assert t.earlier_s == pytest.approx(first[-1]["elapsed_s"])
+    text = script.report([t], "test cpu")
+    assert f"| lost, {first[-1]['elapsed_s']:.0f} s |" in text
+    assert text.splitlines()[-1].endswith(f"| {first[-1]['elapsed_s'] / 3600:.2f} h |")
+
+
 def test_an_unfinished_row_and_an_empty_table_are_one_line(script, tmp_path, capsys):
     _row(tmp_path, "B0_s0", 10.0, 300, [{"step": 50, "elapsed_s": 9.0}])  # no final
     assert script.main(["--table", str(tmp_path)]) == 2
