@@ -60,7 +60,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from usmlite_edu.core import sparsity
+from usmlite_edu.core import quant, sparsity
 from usmlite_edu.deploy.infer import interleaved_min, matmul_peaks
 from usmlite_edu.speech import batching, frontend, model, presets, runs
 from usmlite_edu.training import reproduce, train
@@ -344,12 +344,38 @@ def depthwise_grouped(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
     )
 
 
+def native_matmul_grouped(x: jax.Array, q: quant.QuantizedArray, *, compute_dtype=None):
+    """The previous float32 sub-channel forward of ``quant.native_matmul``: Eq. (1)
+    literally, ``sum_g s_g (X_g @ q_g - z_g sum(X_g))``, as a dot batched over the ``g``
+    groups whose ``(..., g, J)`` partial products are then scaled and summed. Per-channel
+    weights and other compute dtypes go to the library's function."""
+    g = q.sub_channels
+    if g == 1 or jnp.dtype(compute_dtype or x.dtype) != jnp.float32:
+        return _native_matmul(x, q, compute_dtype=compute_dtype)
+    i, j = q.values.shape
+    xg = x.reshape(*x.shape[:-1], g, i // g).astype(jnp.float32)
+    vg = q.values.reshape(g, i // g, j).astype(jnp.float32)
+    acc = jnp.einsum("...gi,gij->...gj", xg, vg, preferred_element_type=jnp.float32)
+    if q.zero_point is not None:
+        acc = acc - jnp.sum(xg, axis=-1)[..., None] * q.zero_point.astype(jnp.float32)
+    return jnp.sum(acc * q.scale, axis=-2).astype(x.dtype)
+
+
+_native_matmul = quant.native_matmul  # the library's, kept for the patch's fallback
+
+
 @contextlib.contextmanager
-def previous_ops(rel_shift: bool = False, depthwise: bool = False, subsampler: bool = False):
+def previous_ops(
+    rel_shift: bool = False,
+    depthwise: bool = False,
+    subsampler: bool = False,
+    grouped_matmul: bool = False,
+):
     """Within the block, models traced use :func:`rel_shift_gather`, and/or
     :func:`depthwise_grouped` for depthwise convolutions, and/or XLA's own gradient for
     the subsampler's stride-2 convolutions (``model.conv_s2`` instead of
-    ``model.conv3x3_stride2``); restored afterwards."""
+    ``model.conv3x3_stride2``), and/or :func:`native_matmul_grouped` for the QAT forward
+    of sub-channel weights; restored afterwards."""
     old_shift, old_call = model.rel_shift, model.QConv.__call__
 
     def call(self, x):
@@ -367,9 +393,12 @@ def previous_ops(rel_shift: bool = False, depthwise: bool = False, subsampler: b
             model.rel_shift = rel_shift_gather
         if depthwise or subsampler:
             model.QConv.__call__ = call
+        if grouped_matmul:
+            quant.native_matmul = native_matmul_grouped
         yield
     finally:
         model.rel_shift, model.QConv.__call__ = old_shift, old_call
+        quant.native_matmul = _native_matmul
 
 
 def variant_steps(cfg, tcfg, batch, spec: str, variants: dict) -> dict:

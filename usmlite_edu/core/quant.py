@@ -44,9 +44,10 @@ by ``tests/test_quant.py`` with :func:`compiled_ops`):
 * :func:`native_matmul`, per channel: an elementwise fusion converts the ``s8`` weight to
   an ``f32`` (``bf16`` with ``compute_dtype=bfloat16``) array of the weight's shape (a
   temporary buffer of the full float weight), then a ``f32`` dot (``bf16 x bf16 -> f32``);
-  with sub-channels the converted weight is ``(g, I/g, J)`` and the ``f32`` dot is
-  batched over the ``g`` groups (``bf16``: ``g`` separate dots, as XLA:CPU has no batched
-  ``bf16 x bf16 -> f32`` dot);
+  with sub-channels in ``f32`` the same fusion also subtracts each group's zero point and
+  multiplies by its scale, and one ``(I, J)`` dot follows (Eq. (1) regrouped; see
+  :func:`native_matmul`); in ``bf16``, ``g`` separate dots of the unscaled values, as
+  XLA:CPU has no batched ``bf16 x bf16 -> f32`` dot;
 * :func:`qat_matmul`, forward: one elementwise fusion reads the float ``w``, rounds and
   clips it, converts it to ``s8`` and straight back to ``f32`` and writes the ``f32``
   copy; the ``int8`` array of the jaxpr never exists in memory, and the dot is ``f32``;
@@ -345,15 +346,24 @@ def native_matmul(x: jax.Array, q: QuantizedArray, *, compute_dtype=None) -> jax
     """Eq. (1): ``Y_j = s_j * (X @ q_j)``, ``q`` stored as an ``int8`` array, float arithmetic.
 
     With sub-channels the sum over inputs splits into ``g`` partial products, each scaled
-    by its own ``s``; with a zero point, ``s * (X_g @ q_g - z * sum(X_g))``.
+    by its own ``s``; with a zero point, ``s * (X_g @ q_g - z * sum(X_g))``. In float32
+    that sum is computed regrouped: ``sum_g s_g (X_g @ q_g - z_g sum(X_g)) = X @ w^``
+    with ``w^ = s_g (q_g - z_g)`` row-block by row-block, so the scales are applied to the
+    ``(I, J)`` weight and one plain dot follows. The sums are Eq. (1)'s in another order
+    (float32 rounding apart); the literal form, a dot batched over the groups, writes a
+    ``(..., g, J)`` partial product, ``g`` times the output: in the AN4 table (trained
+    with it) the ``int2/gs8`` rows stepped 2.4x slower than per-channel ``int2``
+    (``benchmarks/bench_subchannel.py`` times both forms side by side). In bfloat16 the grouped form stays (``g`` dots
+    of the exact int8 values, the scales applied to their float32 results), because
+    ``s * (q - z)`` is not exact in bfloat16.
 
     The stored weight is int8 (a quarter of float32's bytes), but the product is not
     integer arithmetic: the int8 values are converted to ``compute_dtype`` (exact: every
     int8 is a float32 and a bfloat16 number) and multiplied by a float dot that
     accumulates in float32. Compiled by XLA:CPU, the conversion is a separate elementwise
-    fusion that writes a float copy of the whole weight (``(I, J)``, or ``(g, I/g, J)``
-    with sub-channels) before the dot reads it; see the module docstring. For an integer
-    dot (int8 x int8 -> int32) use :func:`int8_matmul`.
+    fusion that writes a float copy of the whole weight (``(I, J)``; with sub-channels in
+    float32, already scaled) before the dot reads it; see the module docstring. For an
+    integer dot (int8 x int8 -> int32) use :func:`int8_matmul`.
 
     Args:
       x: activations ``(..., I)``.
@@ -373,20 +383,22 @@ def native_matmul(x: jax.Array, q: QuantizedArray, *, compute_dtype=None) -> jax
                 0
             ].astype(jnp.float32)
         return (acc * q.scale[0]).astype(x.dtype)
+    if jnp.dtype(dt) == jnp.float32:
+        # Eq. (1) regrouped (docstring): the scales go on the weight, one (I, J) dot.
+        return jnp.matmul(x.astype(dt), dequantize(q), preferred_element_type=jnp.float32).astype(
+            x.dtype
+        )
     xg = x.reshape(*x.shape[:-1], g, i // g).astype(dt)
     vg = q.values.reshape(g, i // g, j)
-    if jnp.dtype(dt) == jnp.float32:
-        acc = jnp.einsum("...gi,gij->...gj", xg, vg.astype(dt), preferred_element_type=jnp.float32)
-    else:
-        # XLA:CPU has no batched bf16 x bf16 -> f32 dot ("Unsupported element type for
-        # DotThunk"): one plain dot per group instead, each accumulating in float32.
-        acc = jnp.stack(
-            [
-                jnp.matmul(xg[..., k, :], vg[k].astype(dt), preferred_element_type=jnp.float32)
-                for k in range(g)
-            ],
-            axis=-2,
-        )
+    # XLA:CPU has no batched bf16 x bf16 -> f32 dot ("Unsupported element type for
+    # DotThunk"): one plain dot per group, each accumulating in float32.
+    acc = jnp.stack(
+        [
+            jnp.matmul(xg[..., k, :], vg[k].astype(dt), preferred_element_type=jnp.float32)
+            for k in range(g)
+        ],
+        axis=-2,
+    )
     if q.zero_point is not None:
         acc = acc - jnp.sum(xg.astype(jnp.float32), axis=-1)[..., None] * q.zero_point.astype(
             jnp.float32
