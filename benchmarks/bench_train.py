@@ -344,6 +344,9 @@ def depthwise_grouped(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
     )
 
 
+_native_matmul = quant.native_matmul  # the library's, restored after the patch
+
+
 def native_matmul_grouped(x: jax.Array, q: quant.QuantizedArray, *, compute_dtype=None):
     """The previous float32 sub-channel forward of ``quant.native_matmul``: Eq. (1)
     literally, ``sum_g s_g (X_g @ q_g - z_g sum(X_g))``, as a dot batched over the ``g``
@@ -359,9 +362,6 @@ def native_matmul_grouped(x: jax.Array, q: quant.QuantizedArray, *, compute_dtyp
     if q.zero_point is not None:
         acc = acc - jnp.sum(xg, axis=-1)[..., None] * q.zero_point.astype(jnp.float32)
     return jnp.sum(acc * q.scale, axis=-2).astype(x.dtype)
-
-
-_native_matmul = quant.native_matmul  # the library's, kept for the patch's fallback
 
 
 @contextlib.contextmanager

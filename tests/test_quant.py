@@ -278,7 +278,7 @@ def test_sub_channel_forward_in_float32_is_one_plain_dot_of_the_scaled_weight(sy
     ops = quant.compiled_ops(lambda x, q: quant.native_matmul(x, q), x, q)
     dots = _dots(ops)
     assert len(dots) == 1 and tuple(dots[0].shape) == (8, 32), dots
-    # and the QAT forward + STE backward at a grid size where the batched form was 5x slower
+    # and the QAT forward + STE backward: no batched (3-D) dot either
     grad_ops = quant.compiled_ops(
         jax.grad(
             lambda x, w: jnp.sum(quant.qat_matmul(x, w, 2, symmetric=sym, sub_channels=8)),

@@ -353,9 +353,9 @@ def native_matmul(x: jax.Array, q: QuantizedArray, *, compute_dtype=None) -> jax
     (float32 rounding apart); the literal form, a dot batched over the groups, writes a
     ``(..., g, J)`` partial product, ``g`` times the output: in the AN4 table (trained
     with it) the ``int2/gs8`` rows stepped 2.4x slower than per-channel ``int2``
-    (``benchmarks/bench_subchannel.py`` times both forms side by side). In bfloat16 the grouped form stays (``g`` dots
-    of the exact int8 values, the scales applied to their float32 results), because
-    ``s * (q - z)`` is not exact in bfloat16.
+    (``benchmarks/bench_subchannel.py`` times both forms side by side). In bfloat16 the
+    grouped form stays (``g`` dots of the exact int8 values, the scales applied to their
+    float32 results), because ``s * (q - z)`` is not exact in bfloat16.
 
     The stored weight is int8 (a quarter of float32's bytes), but the product is not
     integer arithmetic: the int8 values are converted to ``compute_dtype`` (exact: every
